@@ -1,0 +1,2 @@
+//! The Kubernaut WorkflowExecution operator.
+#![deny(missing_docs)]

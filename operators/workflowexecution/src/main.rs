@@ -1,0 +1,2 @@
+//! `workflowexecution-operator` command line.
+fn main() {}
