@@ -1,1 +1,751 @@
-//! TODO
+//! Lock-by-name: a child object whose *name* is the lock.
+//!
+//! Two parents that must never act on the same key at once (for example two remediations of the
+//! same target resource) each try to create a child whose name is derived from the key
+//! ([`lock_name`]). The API server admits exactly one `create` for a name, so the name is the lock
+//! and the child is the lock holder's work item at the same time. Ownership is recorded in the
+//! child's labels ([`Owner`]), because children may live in another namespace than their parent
+//! and so cannot carry `ownerReferences`.
+//!
+//! # Flow
+//!
+//! 1. The caller renders the child, names it with [`lock_name`] and calls [`acquire`].
+//! 2. [`acquire`] stamps the owner's labels on the child and creates it.
+//!    - created → [`Acquisition::Acquired`];
+//!    - the name exists and its labels name this owner → [`Acquisition::Adopted`] (for example
+//!      after a restart between the create and the parent's status write);
+//!    - the name exists and belongs to someone else → [`Acquisition::HeldBy`], carrying the
+//!      holder's name, labels and annotations so the caller can describe the conflict.
+//! 3. When the work is done (and any hold time has passed) the caller calls [`release`], which
+//!    deletes the child only if its labels name this owner, with a `uid` precondition.
+//!
+//! # Guarantees
+//!
+//! 1. At most one child exists per name, so at most one owner holds a key at any time; of any
+//!    number of concurrent [`acquire`] calls for one name, exactly one returns `Acquired`.
+//! 2. [`release`] never deletes an object whose labels do not name the owner: it reads the object,
+//!    checks [`Owner::owns`], and deletes with `Preconditions { uid }` of the object it checked, so
+//!    an object that was replaced between the read and the delete (same name, new uid) is not
+//!    deleted; the release then re-checks the replacement.
+//! 3. Neither function retries forever: a name that keeps changing under us ends in
+//!    [`LockError::Contended`] after a few attempts.
+//!
+//! # Assumptions
+//!
+//! 1. The ownership labels identify the parent uniquely (for example name *and* namespace of the
+//!    parent) and nobody else writes them onto children.
+//! 2. The caller has already set the child's `metadata.name` (normally with [`lock_name`]) and
+//!    namespace; `generateName` would defeat the lock.
+//!
+//! # Caveats
+//!
+//! 1. An `Adopted` child may already carry a `deletionTimestamp` (it is being released); the
+//!    caller decides what that means for it.
+//! 2. Ownership is decided by labels only. A parent deleted and re-created with the same name and
+//!    namespace adopts its predecessor's child; [`Owner::uid`] is carried for diagnostics, not
+//!    compared.
+//! 3. `release` deletes with `propagationPolicy: Background`; dependents of the child (for example
+//!    a PipelineRun's TaskRuns) are removed by the garbage collector afterwards.
+
+use std::collections::BTreeMap;
+
+use kube::api::{DeleteParams, PostParams, Preconditions, PropagationPolicy};
+use kube::core::DynamicObject;
+use kube::{Api, ResourceExt};
+use sha2::{Digest, Sha256};
+
+/// How many times [`acquire`] and [`release`] re-read an object that changed under them before
+/// giving up with [`LockError::Contended`].
+const MAX_ATTEMPTS: u32 = 5;
+
+/// The lock name for `key`: `prefix` followed by the first 16 lowercase hex characters of the
+/// SHA-256 of `key`.
+///
+/// ```
+/// use kubernaut_framework::lock::lock_name;
+/// assert_eq!(lock_name("wfe-", "default/deployment/nginx"), "wfe-f3457dcc8fbcb6d9");
+/// ```
+pub fn lock_name(prefix: &str, key: &str) -> String {
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    format!("{prefix}{}", &digest[..16])
+}
+
+/// The parent a lock child belongs to, as recorded in the child's labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// The labels that name the parent, for example `kubernaut.ai/workflow-execution=<name>` and
+    /// `kubernaut.ai/source-namespace=<namespace>`. [`acquire`] writes them onto the child.
+    pub labels: BTreeMap<String, String>,
+    /// The parent's uid, when known; used in log messages only (see the module caveats).
+    pub uid: Option<String>,
+}
+
+impl Owner {
+    /// Whether a child with `child_labels` belongs to this owner: every ownership label is present
+    /// with an equal value. An owner without labels owns nothing (so a misconfigured owner can
+    /// never release somebody else's child).
+    pub fn owns(&self, child_labels: &BTreeMap<String, String>) -> bool {
+        !self.labels.is_empty()
+            && self
+                .labels
+                .iter()
+                .all(|(key, value)| child_labels.get(key) == Some(value))
+    }
+}
+
+/// The outcome of [`acquire`].
+#[derive(Debug, Clone)]
+pub enum Acquisition {
+    /// This call created the child: the lock is ours. Carries the object as created.
+    Acquired(DynamicObject),
+    /// The child already existed and its labels name this owner: the lock was already ours.
+    /// Carries the existing object.
+    Adopted(DynamicObject),
+    /// The child exists and belongs to another parent.
+    HeldBy {
+        /// The child's name (the lock name).
+        name: String,
+        /// The existing child's labels (they name the holder).
+        labels: BTreeMap<String, String>,
+        /// The existing child's annotations.
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+/// The outcome of [`release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The child was ours and is now deleted (or being deleted).
+    Released,
+    /// The child exists but its labels do not name this owner; nothing was deleted.
+    NotOwned,
+    /// No child with that name exists.
+    Gone,
+}
+
+/// Errors from [`acquire`] and [`release`]; each names the object concerned by its API path.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The child handed to [`acquire`] has no `metadata.name`.
+    #[error("lock child under {resource} has no metadata.name")]
+    Unnamed {
+        /// The API path of the collection the child was meant for.
+        resource: String,
+    },
+    /// Creating the child failed for another reason than `AlreadyExists`.
+    #[error("creating lock child {object}: {source}")]
+    Create {
+        /// The child's API path.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading the child failed.
+    #[error("reading lock child {object}: {source}")]
+    Read {
+        /// The child's API path.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting the child failed for another reason than not-found or a precondition conflict.
+    #[error("deleting lock child {object}: {source}")]
+    Delete {
+        /// The child's API path.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The child read back has no `metadata.uid`, so it cannot be deleted safely.
+    #[error(
+        "lock child {object} has no metadata.uid; refusing to delete it without a uid precondition"
+    )]
+    MissingUid {
+        /// The child's API path.
+        object: String,
+    },
+    /// The object kept appearing, disappearing or being replaced while we looked at it.
+    #[error("lock child {object} kept changing; gave up after {attempts} attempts")]
+    Contended {
+        /// The child's API path.
+        object: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+}
+
+/// The API path of `name` in `api`, used to name objects in errors and logs.
+fn object_path(api: &Api<DynamicObject>, name: &str) -> String {
+    format!("{}/{name}", api.resource_url())
+}
+
+/// Whether `error` is an API response with the given HTTP status code.
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// Acquire the lock `child.metadata.name` for `owner` by creating `child`.
+///
+/// The owner's labels are written onto the child first (overwriting equal keys), so the created
+/// child always names its owner. On `409 AlreadyExists` the existing object is read: labels naming
+/// `owner` → [`Acquisition::Adopted`], otherwise [`Acquisition::HeldBy`]. If the existing object
+/// vanishes between the failed create and the read, the create is retried.
+///
+/// # Errors
+///
+/// [`LockError::Unnamed`] without a name, [`LockError::Create`] / [`LockError::Read`] when the
+/// API call fails, [`LockError::Contended`] when the name keeps flipping between existing and not.
+pub async fn acquire(
+    api: &Api<DynamicObject>,
+    mut child: DynamicObject,
+    owner: &Owner,
+) -> Result<Acquisition, LockError> {
+    let Some(name) = child.metadata.name.clone() else {
+        return Err(LockError::Unnamed {
+            resource: api.resource_url().to_owned(),
+        });
+    };
+    let object = object_path(api, &name);
+    child
+        .labels_mut()
+        .extend(owner.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+    for _ in 0..MAX_ATTEMPTS {
+        match api.create(&PostParams::default(), &child).await {
+            Ok(created) => {
+                tracing::debug!(%object, owner_uid = ?owner.uid, "lock acquired");
+                return Ok(Acquisition::Acquired(created));
+            }
+            Err(error) if is_status(&error, 409) => {}
+            Err(source) => return Err(LockError::Create { object, source }),
+        }
+        let existing = api.get_opt(&name).await.map_err(|source| LockError::Read {
+            object: object.clone(),
+            source,
+        })?;
+        let Some(existing) = existing else {
+            // Released between our create and our read: try to take it again.
+            continue;
+        };
+        if owner.owns(existing.labels()) {
+            tracing::debug!(%object, owner_uid = ?owner.uid, "lock adopted");
+            return Ok(Acquisition::Adopted(existing));
+        }
+        tracing::debug!(%object, holder = ?existing.labels(), "lock held by another owner");
+        return Ok(Acquisition::HeldBy {
+            name,
+            labels: existing.labels().clone(),
+            annotations: existing.annotations().clone(),
+        });
+    }
+    Err(LockError::Contended {
+        object,
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Release the lock `name` held by `owner`: delete the child if, and only if, its labels name
+/// `owner`.
+///
+/// The child is read, checked with [`Owner::owns`], and deleted with a `uid` precondition equal to
+/// the uid just read. A `409` (the object was replaced by one with another uid) starts over with a
+/// fresh read; a `404` at any point means [`Release::Gone`]. Releasing a child that is already
+/// being deleted returns [`Release::Released`] again.
+///
+/// # Errors
+///
+/// [`LockError::Read`] / [`LockError::Delete`] when an API call fails, [`LockError::MissingUid`]
+/// when the object read has no uid, [`LockError::Contended`] when the object keeps being replaced.
+pub async fn release(
+    api: &Api<DynamicObject>,
+    name: &str,
+    owner: &Owner,
+) -> Result<Release, LockError> {
+    let object = object_path(api, name);
+    for _ in 0..MAX_ATTEMPTS {
+        let existing = api.get_opt(name).await.map_err(|source| LockError::Read {
+            object: object.clone(),
+            source,
+        })?;
+        let Some(existing) = existing else {
+            return Ok(Release::Gone);
+        };
+        if !owner.owns(existing.labels()) {
+            tracing::debug!(%object, holder = ?existing.labels(), "lock not ours; not releasing");
+            return Ok(Release::NotOwned);
+        }
+        let Some(uid) = existing.metadata.uid.clone() else {
+            return Err(LockError::MissingUid { object });
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                tracing::debug!(%object, owner_uid = ?owner.uid, "lock released");
+                return Ok(Release::Released);
+            }
+            Err(error) if is_status(&error, 404) => return Ok(Release::Gone),
+            // uid precondition failed: the name now belongs to a new object; check it again.
+            Err(error) if is_status(&error, 409) => {}
+            Err(source) => return Err(LockError::Delete { object, source }),
+        }
+    }
+    Err(LockError::Contended {
+        object,
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::Client;
+    use kube::client::Body;
+    use kube::core::{ApiResource, GroupVersionKind};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+    use tower_test::mock;
+
+    use super::*;
+
+    #[test]
+    fn lock_names_match_the_contract_vectors() {
+        let cases = [
+            ("default/deployment/nginx", "wfe-f3457dcc8fbcb6d9"),
+            ("payment/deployment/payment-api", "wfe-cf0cc089293b1165"),
+            ("node/worker-node-1", "wfe-ac45b7d6911e97a5"),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(lock_name("wfe-", key), expected, "key {key}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn lock_names_are_20_chars_of_dns_label_alphabet(key in any::<String>()) {
+            let name = lock_name("wfe-", &key);
+            prop_assert_eq!(name.len(), 20);
+            prop_assert!(name.starts_with("wfe-"));
+            prop_assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{}", name);
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn owner(name: &str) -> Owner {
+        Owner {
+            labels: labels(&[
+                ("kubernaut.ai/workflow-execution", name),
+                ("kubernaut.ai/source-namespace", "team-a"),
+            ]),
+            uid: Some(format!("uid-of-{name}")),
+        }
+    }
+
+    #[test]
+    fn owns_requires_every_label_present_and_equal() {
+        let ours = owner("wfe-1");
+        let cases = [
+            (
+                "exact",
+                labels(&[
+                    ("kubernaut.ai/workflow-execution", "wfe-1"),
+                    ("kubernaut.ai/source-namespace", "team-a"),
+                ]),
+                true,
+            ),
+            (
+                "extra labels",
+                labels(&[
+                    ("kubernaut.ai/workflow-execution", "wfe-1"),
+                    ("kubernaut.ai/source-namespace", "team-a"),
+                    ("app", "x"),
+                ]),
+                true,
+            ),
+            (
+                "other name",
+                labels(&[
+                    ("kubernaut.ai/workflow-execution", "wfe-2"),
+                    ("kubernaut.ai/source-namespace", "team-a"),
+                ]),
+                false,
+            ),
+            (
+                "other namespace",
+                labels(&[
+                    ("kubernaut.ai/workflow-execution", "wfe-1"),
+                    ("kubernaut.ai/source-namespace", "team-b"),
+                ]),
+                false,
+            ),
+            (
+                "missing label",
+                labels(&[("kubernaut.ai/workflow-execution", "wfe-1")]),
+                false,
+            ),
+            ("no labels", BTreeMap::new(), false),
+        ];
+        for (case, child, expected) in cases {
+            assert_eq!(ours.owns(&child), expected, "case {case}");
+        }
+        let nobody = Owner::default();
+        assert!(
+            !nobody.owns(&labels(&[("app", "x")])),
+            "an empty owner owns nothing"
+        );
+    }
+
+    const NS: &str = "kubernaut-workflows";
+    const NAME: &str = "wfe-f3457dcc8fbcb6d9";
+    const COLLECTION: &str = "/apis/tekton.dev/v1/namespaces/kubernaut-workflows/pipelineruns";
+
+    fn pipelineruns(client: Client) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
+            "pipelineruns",
+        );
+        Api::namespaced_with(client, NS, &resource)
+    }
+
+    fn child_json(owner_labels: &BTreeMap<String, String>, uid: &str) -> Value {
+        json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "PipelineRun",
+            "metadata": {
+                "name": NAME,
+                "namespace": NS,
+                "uid": uid,
+                "labels": owner_labels,
+                "annotations": {"kubernaut.ai/target-resource": "default/deployment/nginx"},
+            },
+            "spec": {},
+        })
+    }
+
+    fn new_child() -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "PipelineRun",
+            "metadata": {"name": NAME, "namespace": NS, "labels": {"app": "kept"}},
+            "spec": {},
+        }))
+        .unwrap()
+    }
+
+    fn respond(code: StatusCode, body: &Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap()
+    }
+
+    fn status(code: u16, reason: &str) -> Value {
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": reason, "reason": reason, "code": code,
+        })
+    }
+
+    /// One expected request: method, path, and the response to send; the request body is returned
+    /// to the test so it can be inspected.
+    struct Exchange {
+        method: Method,
+        path: String,
+        response: Response<Body>,
+    }
+
+    /// Serve `script` in order and fail if a request differs; returns every request body.
+    fn serve(
+        handle: mock::Handle<Request<Body>, Response<Body>>,
+        script: Vec<Exchange>,
+    ) -> tokio::task::JoinHandle<Vec<Value>> {
+        tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let mut bodies = Vec::new();
+            for exchange in script {
+                let (request, send) = handle.next_request().await.expect("expected a request");
+                assert_eq!(request.method(), exchange.method);
+                assert_eq!(request.uri().path(), exchange.path);
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                bodies.push(if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).unwrap()
+                });
+                send.send_response(exchange.response);
+            }
+            bodies
+        })
+    }
+
+    fn mock_api() -> (
+        Api<DynamicObject>,
+        mock::Handle<Request<Body>, Response<Body>>,
+    ) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        (pipelineruns(Client::new(service, "default")), handle)
+    }
+
+    fn item_path() -> String {
+        format!("{COLLECTION}/{NAME}")
+    }
+
+    #[tokio::test]
+    async fn acquire_created_is_acquired_and_carries_owner_labels() {
+        let (api, handle) = mock_api();
+        let ours = owner("wfe-1");
+        let mut created_labels = ours.labels.clone();
+        created_labels.insert("app".into(), "kept".into());
+        let server = serve(
+            handle,
+            vec![Exchange {
+                method: Method::POST,
+                path: COLLECTION.into(),
+                response: respond(StatusCode::CREATED, &child_json(&created_labels, "u1")),
+            }],
+        );
+        let outcome = acquire(&api, new_child(), &ours).await.unwrap();
+        let bodies = server.await.unwrap();
+        assert!(
+            matches!(outcome, Acquisition::Acquired(ref o) if o.metadata.uid.as_deref() == Some("u1"))
+        );
+        let sent_labels = &bodies[0]["metadata"]["labels"];
+        assert_eq!(sent_labels["kubernaut.ai/workflow-execution"], "wfe-1");
+        assert_eq!(sent_labels["kubernaut.ai/source-namespace"], "team-a");
+        assert_eq!(sent_labels["app"], "kept", "template labels survive");
+    }
+
+    #[tokio::test]
+    async fn acquire_conflict_reads_existing_and_decides_adopted_or_held() {
+        let cases = [
+            ("existing is ours", owner("wfe-1").labels, true),
+            ("existing is another parent's", owner("wfe-2").labels, false),
+        ];
+        for (case, existing_labels, adopted) in cases {
+            let (api, handle) = mock_api();
+            let server = serve(
+                handle,
+                vec![
+                    Exchange {
+                        method: Method::POST,
+                        path: COLLECTION.into(),
+                        response: respond(StatusCode::CONFLICT, &status(409, "AlreadyExists")),
+                    },
+                    Exchange {
+                        method: Method::GET,
+                        path: item_path(),
+                        response: respond(StatusCode::OK, &child_json(&existing_labels, "u9")),
+                    },
+                ],
+            );
+            let outcome = acquire(&api, new_child(), &owner("wfe-1")).await.unwrap();
+            server.await.unwrap();
+            match outcome {
+                Acquisition::Adopted(existing) => {
+                    assert!(adopted, "case {case}: adopted unexpectedly");
+                    assert_eq!(existing.metadata.uid.as_deref(), Some("u9"));
+                }
+                Acquisition::HeldBy {
+                    name,
+                    labels,
+                    annotations,
+                } => {
+                    assert!(!adopted, "case {case}: held unexpectedly");
+                    assert_eq!(name, NAME);
+                    assert_eq!(labels, existing_labels);
+                    assert_eq!(
+                        annotations["kubernaut.ai/target-resource"],
+                        "default/deployment/nginx"
+                    );
+                }
+                Acquisition::Acquired(_) => panic!("case {case}: acquired after a 409"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn acquire_retries_create_when_existing_vanished() {
+        let (api, handle) = mock_api();
+        let ours = owner("wfe-1");
+        let server = serve(
+            handle,
+            vec![
+                Exchange {
+                    method: Method::POST,
+                    path: COLLECTION.into(),
+                    response: respond(StatusCode::CONFLICT, &status(409, "AlreadyExists")),
+                },
+                Exchange {
+                    method: Method::GET,
+                    path: item_path(),
+                    response: respond(StatusCode::NOT_FOUND, &status(404, "NotFound")),
+                },
+                Exchange {
+                    method: Method::POST,
+                    path: COLLECTION.into(),
+                    response: respond(StatusCode::CREATED, &child_json(&ours.labels, "u2")),
+                },
+            ],
+        );
+        let outcome = acquire(&api, new_child(), &ours).await.unwrap();
+        server.await.unwrap();
+        assert!(matches!(outcome, Acquisition::Acquired(_)));
+    }
+
+    #[tokio::test]
+    async fn acquire_reports_other_errors_naming_the_object() {
+        let (api, handle) = mock_api();
+        let server = serve(
+            handle,
+            vec![Exchange {
+                method: Method::POST,
+                path: COLLECTION.into(),
+                response: respond(StatusCode::FORBIDDEN, &status(403, "Forbidden")),
+            }],
+        );
+        let error = acquire(&api, new_child(), &owner("wfe-1"))
+            .await
+            .unwrap_err();
+        server.await.unwrap();
+        assert!(matches!(error, LockError::Create { .. }), "{error:?}");
+        assert!(error.to_string().contains(&item_path()), "{error}");
+    }
+
+    #[tokio::test]
+    async fn acquire_without_name_sends_nothing() {
+        let (api, handle) = mock_api();
+        let mut child = new_child();
+        child.metadata.name = None;
+        let error = acquire(&api, child, &owner("wfe-1")).await.unwrap_err();
+        assert!(matches!(error, LockError::Unnamed { .. }), "{error:?}");
+        drop(api);
+        let mut handle = pin!(handle);
+        assert!(handle.next_request().await.is_none(), "no request was sent");
+    }
+
+    #[tokio::test]
+    async fn release_not_owned_never_sends_delete() {
+        let (api, handle) = mock_api();
+        let reader = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let mut methods = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                methods.push(request.method().clone());
+                send.send_response(respond(
+                    StatusCode::OK,
+                    &child_json(&owner("wfe-2").labels, "u3"),
+                ));
+            }
+            methods
+        });
+        let outcome = release(&api, NAME, &owner("wfe-1")).await.unwrap();
+        drop(api);
+        let methods = reader.await.unwrap();
+        assert_eq!(outcome, Release::NotOwned);
+        assert_eq!(methods, vec![Method::GET]);
+    }
+
+    #[tokio::test]
+    async fn release_ours_deletes_with_uid_precondition() {
+        let (api, handle) = mock_api();
+        let ours = owner("wfe-1");
+        let server = serve(
+            handle,
+            vec![
+                Exchange {
+                    method: Method::GET,
+                    path: item_path(),
+                    response: respond(StatusCode::OK, &child_json(&ours.labels, "u4")),
+                },
+                Exchange {
+                    method: Method::DELETE,
+                    path: item_path(),
+                    response: respond(StatusCode::OK, &child_json(&ours.labels, "u4")),
+                },
+            ],
+        );
+        let outcome = release(&api, NAME, &ours).await.unwrap();
+        let bodies = server.await.unwrap();
+        assert_eq!(outcome, Release::Released);
+        assert_eq!(bodies[1]["preconditions"]["uid"], "u4");
+        assert_eq!(bodies[1]["propagationPolicy"], "Background");
+    }
+
+    #[tokio::test]
+    async fn release_rechecks_after_a_uid_precondition_conflict() {
+        let (api, handle) = mock_api();
+        let ours = owner("wfe-1");
+        let server = serve(
+            handle,
+            vec![
+                Exchange {
+                    method: Method::GET,
+                    path: item_path(),
+                    response: respond(StatusCode::OK, &child_json(&ours.labels, "old")),
+                },
+                Exchange {
+                    method: Method::DELETE,
+                    path: item_path(),
+                    response: respond(StatusCode::CONFLICT, &status(409, "Conflict")),
+                },
+                // Replaced meanwhile by another parent's child: must not be deleted.
+                Exchange {
+                    method: Method::GET,
+                    path: item_path(),
+                    response: respond(StatusCode::OK, &child_json(&owner("wfe-2").labels, "new")),
+                },
+            ],
+        );
+        let outcome = release(&api, NAME, &ours).await.unwrap();
+        drop(api);
+        let bodies = server.await.unwrap();
+        assert_eq!(outcome, Release::NotOwned);
+        assert_eq!(bodies[1]["preconditions"]["uid"], "old");
+    }
+
+    #[tokio::test]
+    async fn release_reports_gone_on_404() {
+        let cases = ["on read", "on delete"];
+        for case in cases {
+            let (api, handle) = mock_api();
+            let ours = owner("wfe-1");
+            let mut script = vec![Exchange {
+                method: Method::GET,
+                path: item_path(),
+                response: if case == "on read" {
+                    respond(StatusCode::NOT_FOUND, &status(404, "NotFound"))
+                } else {
+                    respond(StatusCode::OK, &child_json(&ours.labels, "u5"))
+                },
+            }];
+            if case == "on delete" {
+                script.push(Exchange {
+                    method: Method::DELETE,
+                    path: item_path(),
+                    response: respond(StatusCode::NOT_FOUND, &status(404, "NotFound")),
+                });
+            }
+            let server = serve(handle, script);
+            let outcome = release(&api, NAME, &ours).await.unwrap();
+            server.await.unwrap();
+            assert_eq!(outcome, Release::Gone, "case {case}");
+        }
+    }
+}
