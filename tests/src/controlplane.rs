@@ -306,8 +306,7 @@ impl ControlPlane {
                     "--service-account-signing-key-file={}",
                     pki.sa_key.display()
                 ),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local"
-                    .to_string(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
                 "--service-cluster-ip-range=10.96.0.0/16".to_string(),
                 "--endpoint-reconciler-type=none".to_string(),
                 "--disable-admission-plugins=ServiceAccount".to_string(),
@@ -355,8 +354,10 @@ impl ControlPlane {
         let client = self.client().await?;
         let mut last_error = String::from("no answer yet");
         while Instant::now() < deadline {
-            for (name, child) in [("etcd", &mut self.etcd), ("kube-apiserver", &mut self.apiserver)]
-            {
+            for (name, child) in [
+                ("etcd", &mut self.etcd),
+                ("kube-apiserver", &mut self.apiserver),
+            ] {
                 if let Some(child) = child
                     && let Ok(Some(status)) = child.try_wait()
                 {

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod controlplane;
+pub mod simulator;
 pub mod tekton;
 
 pub use controlplane::ControlPlane;
