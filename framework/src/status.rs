@@ -1,1 +1,882 @@
-//! TODO
+//! Declarative status mapping: a child's status read back through JSONPath rules.
+//!
+//! A mapping file says, as data, how a child object (say a Tekton `PipelineRun`) translates into
+//! the parent's status:
+//!
+//! ```yaml
+//! child: {apiVersion: tekton.dev/v1, kind: PipelineRun}
+//! phase:                                   # ordered, first match wins
+//!   - when: "$.status.conditions[?@.type=='Succeeded' && @.status=='True']"
+//!     then: Completed
+//!   - then: Running                        # no `when`: always matches
+//! fields:                                  # named extractions
+//!   reason: "$.status.conditions[?@.type=='Succeeded'].reason"
+//!   startTime: "{.status.startTime}"       # kubectl-style paths are accepted too
+//!   totalTasks: {count: "$.status.childReferences[?@.kind=='TaskRun']"}
+//! classify:                                # ordered, first match wins
+//!   - {result: OOMKilled, any: {stepTerminationReason: [OOMKilled], message: ["*oom*"]}}
+//!   - {result: TaskFailed, all: {reason: [Failed], failedTaskName: ["*"]}}
+//!   - {result: Unknown}
+//! ```
+//!
+//! * [`StatusMapping::phase`] returns the `then` of the first rule whose `when` selects at least
+//!   one node (a rule without `when` always matches).
+//! * [`StatusMapping::fields`] evaluates every field: a path selecting one node gives that value,
+//!   several give the first, none leave the field out; `{count: path}` gives the number of nodes.
+//! * [`StatusMapping::classify`] matches *facts* (named lists of strings the operator gathers,
+//!   typically some of the fields plus details from grandchildren) against ordered rules. A
+//!   pattern is case-insensitive; `*` is a wildcard (`"*oom*"` = contains `oom`, `"*"` = any
+//!   non-empty value); a pattern without `*` must equal the whole value. `any`: some listed fact
+//!   has a value matching one of its patterns; `all`: every listed fact does; both may be given
+//!   and must both hold; a rule with neither always matches.
+//!
+//! JSONPath is RFC 9535 (jsonpath-rust); kubectl's `{.a.b}` form is rewritten to `$.a.b`.
+//!
+//! # Guarantees
+//!
+//! 1. Everything is validated when the mapping is loaded, not when first used: every path is
+//!    compiled, every `then` must be one of the operator's phases and every `result` one of its
+//!    classification results ([`MappingRules`]), unknown keys are refused, and a rule that can
+//!    never be reached (it follows a catch-all rule) is an error. Errors name the file and the
+//!    rule (`phase rule 2 (then: Failed)`, ``field `reason` ``, `classify rule 3 (result: …)`).
+//! 2. Evaluation is pure and total: no panics, no I/O; a path that does not apply to a given
+//!    object simply selects nothing.
+//!
+//! # Caveats
+//!
+//! 1. Only RFC 9535 JSONPath (plus the single-expression kubectl form) is accepted; kubectl's
+//!    `{range}`/`{end}` templates and multiple `{}` expressions are not.
+//! 2. A selected value is returned as is (a string, number, object …); callers convert it.
+//! 3. An empty fact value never matches, not even `"*"`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use jsonpath_rust::parser::model::JpQuery;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::template::ChildKind;
+
+/// The values a mapping may produce, supplied by the operator and checked at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingRules {
+    /// Allowed `then` values of phase rules (the parent's phases).
+    pub phases: Vec<String>,
+    /// Allowed `result` values of classification rules.
+    pub results: Vec<String>,
+}
+
+/// Why a status mapping was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    /// The file could not be read.
+    #[error("status mapping {}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file holds no mapping at all.
+    #[error("status mapping {origin}: the file is empty")]
+    Empty {
+        /// The file, or `(inline)`.
+        origin: String,
+    },
+    /// The YAML is malformed or does not have the mapping's shape (unknown keys, wrong types).
+    #[error("status mapping {origin}: {message}")]
+    Syntax {
+        /// The file, or `(inline)`.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One rule or field is invalid.
+    #[error("status mapping {origin}: {rule}: {message}")]
+    Rule {
+        /// The file, or `(inline)`.
+        origin: String,
+        /// The rule, e.g. `phase rule 2 (then: Failed)` or ``field `reason` ``.
+        rule: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A loaded, validated status mapping. Cheap to share (`Arc`), immutable.
+#[derive(Debug, Clone)]
+pub struct StatusMapping {
+    child: ChildKind,
+    phase: Vec<PhaseRule>,
+    fields: BTreeMap<String, Field>,
+    classify: Vec<ClassifyRule>,
+}
+
+#[derive(Debug, Clone)]
+struct PhaseRule {
+    when: Option<CompiledPath>,
+    then: String,
+}
+
+#[derive(Debug, Clone)]
+enum Field {
+    Value(CompiledPath),
+    Count(CompiledPath),
+}
+
+#[derive(Debug, Clone)]
+struct ClassifyRule {
+    result: String,
+    any: Vec<(String, Vec<Pattern>)>,
+    all: Vec<(String, Vec<Pattern>)>,
+}
+
+/// A JSONPath compiled at load.
+#[derive(Debug, Clone)]
+struct CompiledPath {
+    query: JpQuery,
+}
+
+/// A lowercased glob split at its `*`s (one part: no wildcard).
+#[derive(Debug, Clone)]
+struct Pattern {
+    parts: Vec<String>,
+}
+
+// ---- file format ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    child: ChildKind,
+    #[serde(default)]
+    phase: Vec<RawPhaseRule>,
+    #[serde(default)]
+    fields: BTreeMap<String, Value>,
+    #[serde(default)]
+    classify: Vec<RawClassifyRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhaseRule {
+    #[serde(default)]
+    when: Option<String>,
+    then: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClassifyRule {
+    result: String,
+    #[serde(default)]
+    any: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    all: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl StatusMapping {
+    /// Reads and validates the mapping file at `path`. Errors name the file.
+    pub fn load(path: &Path, rules: &MappingRules) -> Result<Self, MappingError> {
+        let src = std::fs::read_to_string(path).map_err(|source| MappingError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&src, rules, &path.display().to_string())
+    }
+
+    /// Validates a mapping given as YAML text (errors say `(inline)` instead of a file name).
+    pub fn from_yaml(src: &str, rules: &MappingRules) -> Result<Self, MappingError> {
+        Self::parse(src, rules, "(inline)")
+    }
+
+    fn parse(src: &str, rules: &MappingRules, origin: &str) -> Result<Self, MappingError> {
+        let doc: Value = serde_yaml::from_str(src).map_err(|e| MappingError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        if doc.is_null() {
+            return Err(MappingError::Empty {
+                origin: origin.to_owned(),
+            });
+        }
+        // Parse again into the typed shape so messages carry YAML line numbers.
+        let raw: RawMapping = serde_yaml::from_str(src).map_err(|e| MappingError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let rule_error = |rule: String, message: String| MappingError::Rule {
+            origin: origin.to_owned(),
+            rule,
+            message,
+        };
+
+        let mut phase = Vec::with_capacity(raw.phase.len());
+        let mut catch_all: Option<String> = None;
+        for (i, rule) in raw.phase.into_iter().enumerate() {
+            let name = format!("phase rule {} (then: {})", i + 1, rule.then);
+            if let Some(earlier) = &catch_all {
+                return Err(rule_error(
+                    name,
+                    format!("unreachable: {earlier} has no `when` and always matches"),
+                ));
+            }
+            if !rules.phases.contains(&rule.then) {
+                return Err(rule_error(
+                    name,
+                    format!(
+                        "unknown phase `{}`; expected one of: {}",
+                        rule.then,
+                        rules.phases.join(", ")
+                    ),
+                ));
+            }
+            let when = match &rule.when {
+                Some(path) => {
+                    Some(CompiledPath::compile(path).map_err(|m| rule_error(name.clone(), m))?)
+                }
+                None => {
+                    catch_all = Some(name);
+                    None
+                }
+            };
+            phase.push(PhaseRule {
+                when,
+                then: rule.then,
+            });
+        }
+
+        let mut fields = BTreeMap::new();
+        for (name, raw_field) in raw.fields {
+            let label = format!("field `{name}`");
+            if name.trim().is_empty() {
+                return Err(rule_error(label, "a field needs a name".to_owned()));
+            }
+            let field = match &raw_field {
+                Value::String(path) => CompiledPath::compile(path).map(Field::Value),
+                Value::Object(map) => match (map.len(), map.get("count")) {
+                    (1, Some(Value::String(path))) => CompiledPath::compile(path).map(Field::Count),
+                    _ => Err(format!(
+                        "expected a JSONPath string or {{count: <JSONPath>}}, found {raw_field}"
+                    )),
+                },
+                other => Err(format!(
+                    "expected a JSONPath string or {{count: <JSONPath>}}, found {other}"
+                )),
+            }
+            .map_err(|m| rule_error(label, m))?;
+            fields.insert(name, field);
+        }
+
+        let mut classify = Vec::with_capacity(raw.classify.len());
+        let mut catch_all: Option<String> = None;
+        for (i, rule) in raw.classify.into_iter().enumerate() {
+            let name = format!("classify rule {} (result: {})", i + 1, rule.result);
+            if let Some(earlier) = &catch_all {
+                return Err(rule_error(
+                    name,
+                    format!("unreachable: {earlier} has no `any`/`all` and always matches"),
+                ));
+            }
+            if !rules.results.contains(&rule.result) {
+                return Err(rule_error(
+                    name,
+                    format!(
+                        "unknown result `{}`; expected one of: {}",
+                        rule.result,
+                        rules.results.join(", ")
+                    ),
+                ));
+            }
+            let any = compile_matchers(rule.any.as_ref(), "any")
+                .map_err(|m| rule_error(name.clone(), m))?;
+            let all = compile_matchers(rule.all.as_ref(), "all")
+                .map_err(|m| rule_error(name.clone(), m))?;
+            if rule.any.is_none() && rule.all.is_none() {
+                catch_all = Some(name);
+            }
+            classify.push(ClassifyRule {
+                result: rule.result,
+                any,
+                all,
+            });
+        }
+
+        Ok(StatusMapping {
+            child: raw.child,
+            phase,
+            fields,
+            classify,
+        })
+    }
+
+    /// The child kind this mapping reads.
+    pub fn child(&self) -> &ChildKind {
+        &self.child
+    }
+
+    /// The phase of the first rule matching `child`, if any rule matches.
+    pub fn phase(&self, child: &Value) -> Option<&str> {
+        self.phase
+            .iter()
+            .find(|rule| match &rule.when {
+                Some(path) => !path.select(child).is_empty(),
+                None => true,
+            })
+            .map(|rule| rule.then.as_str())
+    }
+
+    /// Every field that selects something in `child` (counts are always present).
+    pub fn fields(&self, child: &Value) -> BTreeMap<String, Value> {
+        self.fields
+            .iter()
+            .filter_map(|(name, field)| {
+                let value = match field {
+                    Field::Value(path) => path.select(child).first().map(|v| (*v).clone())?,
+                    Field::Count(path) => Value::from(path.select(child).len()),
+                };
+                Some((name.clone(), value))
+            })
+            .collect()
+    }
+
+    /// The result of the first classification rule the facts satisfy, if any.
+    pub fn classify(&self, facts: &BTreeMap<String, Vec<String>>) -> Option<&str> {
+        self.classify
+            .iter()
+            .find(|rule| rule.matches(facts))
+            .map(|rule| rule.result.as_str())
+    }
+}
+
+fn compile_matchers(
+    raw: Option<&BTreeMap<String, Vec<String>>>,
+    which: &str,
+) -> Result<Vec<(String, Vec<Pattern>)>, String> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    if raw.is_empty() {
+        return Err(format!("`{which}` lists no facts"));
+    }
+    raw.iter()
+        .map(|(fact, patterns)| {
+            if patterns.is_empty() {
+                return Err(format!("`{which}.{fact}` lists no patterns"));
+            }
+            let patterns = patterns
+                .iter()
+                .map(|p| Pattern::compile(p).map_err(|m| format!("`{which}.{fact}`: {m}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((fact.clone(), patterns))
+        })
+        .collect()
+}
+
+impl ClassifyRule {
+    fn matches(&self, facts: &BTreeMap<String, Vec<String>>) -> bool {
+        let fact_matches = |(fact, patterns): &(String, Vec<Pattern>)| {
+            facts
+                .get(fact)
+                .is_some_and(|values| values.iter().any(|v| patterns.iter().any(|p| p.matches(v))))
+        };
+        (self.any.is_empty() || self.any.iter().any(fact_matches))
+            && self.all.iter().all(fact_matches)
+    }
+}
+
+impl CompiledPath {
+    fn compile(raw: &str) -> Result<Self, String> {
+        let text = normalize_path(raw)?;
+        let query = jsonpath_rust::parser::parse_json_path(&text)
+            .map_err(|e| format!("invalid JSONPath `{raw}`: {}", one_line(&e.to_string())))?;
+        Ok(CompiledPath { query })
+    }
+
+    fn select<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
+        jsonpath_rust::query::js_path_process(&self.query, value)
+            .map(|refs| refs.into_iter().map(|r| r.val()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Accepts RFC 9535 paths (`$…`) and kubectl's single-expression form (`{.a.b}` → `$.a.b`).
+fn normalize_path(raw: &str) -> Result<String, String> {
+    let text = raw.trim();
+    if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+        let inner = inner.trim();
+        return if inner.starts_with('$') {
+            Ok(inner.to_owned())
+        } else if inner.starts_with('.') || inner.starts_with('[') {
+            Ok(format!("${inner}"))
+        } else {
+            Err(format!(
+                "invalid kubectl-style path `{raw}`: expected `{{.field…}}`"
+            ))
+        };
+    }
+    if text.starts_with('$') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid JSONPath `{raw}`: must start with `$` (or be kubectl-style `{{.a.b}}`)"
+        ))
+    }
+}
+
+/// Pest errors are multi-line drawings; keep messages on one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Pattern {
+    fn compile(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("empty pattern (use \"*\" for any non-empty value)".to_owned());
+        }
+        Ok(Pattern {
+            parts: raw.to_lowercase().split('*').map(str::to_owned).collect(),
+        })
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        if value.is_empty() {
+            return false;
+        }
+        let value = value.to_lowercase();
+        let [first, middle @ .., last] = self.parts.as_slice() else {
+            // One part: no `*`, whole-value equality.
+            return self.parts.first().is_some_and(|p| *p == value);
+        };
+        let Some(mut rest) = value.strip_prefix(first.as_str()) else {
+            return false;
+        };
+        for part in middle {
+            match rest.find(part.as_str()) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.ends_with(last.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const TEKTON: &str = r#"
+child: {apiVersion: tekton.dev/v1, kind: PipelineRun}
+phase:
+  - when: "$.status.conditions[?@.type=='Succeeded' && @.status=='True']"
+    then: Completed
+  - when: "$.status.conditions[?@.type=='Succeeded' && @.status=='False']"
+    then: Failed
+  - when: "$.status.conditions[?@.type=='Succeeded']"
+    then: Running
+  - then: Pending
+fields:
+  status:         "$.status.conditions[?@.type=='Succeeded'].status"
+  reason:         "$.status.conditions[?@.type=='Succeeded'].reason"
+  message:        "{.status.conditions[?(@.type==\"Succeeded\")].message}"
+  startTime:      "{.status.startTime}"
+  completionTime: "$.status.completionTime"
+  taskNames:      "$.status.childReferences[*].name"
+  totalTasks:     {count: "$.status.childReferences[?@.kind=='TaskRun']"}
+classify:
+  - {result: OOMKilled, any: {stepTerminationReason: [OOMKilled], reason: [StepOOM, SidecarOOM], message: ["*oom*"]}}
+  - {result: DeadlineExceeded, any: {reason: [PipelineRunTimeout, TaskRunTimeout], message: ["*timeout*", "*deadline*"]}}
+  - {result: TaskFailed, all: {reason: [Failed], failedTaskName: ["*"]}}
+  - {result: Unknown}
+"#;
+
+    fn rules() -> MappingRules {
+        MappingRules {
+            phases: ["Pending", "Running", "Completed", "Failed"]
+                .map(String::from)
+                .to_vec(),
+            results: ["OOMKilled", "DeadlineExceeded", "TaskFailed", "Unknown"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    fn tekton() -> StatusMapping {
+        StatusMapping::from_yaml(TEKTON, &rules()).unwrap()
+    }
+
+    /// A PipelineRun as Tekton writes it, with a `Succeeded` condition (or no status at all).
+    fn pipeline_run(succeeded: Option<(&str, &str, &str)>, finished: bool) -> Value {
+        let mut run = json!({
+            "apiVersion": "tekton.dev/v1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "wfe-f3457dcc8fbcb6d9", "namespace": "kubernaut-workflows"},
+            "spec": {"pipelineRef": {"resolver": "bundles"}},
+        });
+        if let Some((status, reason, message)) = succeeded {
+            run["status"] = json!({
+                "conditions": [
+                    {"type": "Succeeded", "status": status, "reason": reason, "message": message,
+                     "lastTransitionTime": "2025-03-01T10:02:30Z"}
+                ],
+                "startTime": "2025-03-01T10:00:00Z",
+                "childReferences": [
+                    {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "wfe-f3457dcc8fbcb6d9-drain", "pipelineTaskName": "drain"},
+                    {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "wfe-f3457dcc8fbcb6d9-scale", "pipelineTaskName": "scale"},
+                    {"apiVersion": "tekton.dev/v1beta1", "kind": "CustomRun", "name": "wfe-f3457dcc8fbcb6d9-wait", "pipelineTaskName": "wait"}
+                ]
+            });
+            if finished {
+                run["status"]["completionTime"] = json!("2025-03-01T10:02:30Z");
+            }
+        }
+        run
+    }
+
+    #[test]
+    fn every_tekton_succeeded_state() {
+        let mapping = tekton();
+        // (condition, finished, phase, reason)
+        let cases = [
+            (
+                Some((
+                    "True",
+                    "Succeeded",
+                    "Tasks Completed: 2 (Failed: 0, Cancelled 0), Skipped: 0",
+                )),
+                true,
+                "Completed",
+            ),
+            (
+                Some((
+                    "True",
+                    "Completed",
+                    "Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 1",
+                )),
+                true,
+                "Completed",
+            ),
+            (
+                Some((
+                    "False",
+                    "Failed",
+                    "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0",
+                )),
+                true,
+                "Failed",
+            ),
+            (
+                Some((
+                    "False",
+                    "PipelineRunTimeout",
+                    "PipelineRun \"wfe-f3457dcc8fbcb6d9\" failed to finish within \"1h0m0s\"",
+                )),
+                true,
+                "Failed",
+            ),
+            (
+                Some((
+                    "False",
+                    "Cancelled",
+                    "PipelineRun \"wfe-f3457dcc8fbcb6d9\" was cancelled",
+                )),
+                true,
+                "Failed",
+            ),
+            (
+                Some((
+                    "Unknown",
+                    "Running",
+                    "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 2, Skipped: 0",
+                )),
+                false,
+                "Running",
+            ),
+            (Some(("Unknown", "Started", "")), false, "Running"),
+            (None, false, "Pending"),
+        ];
+        for (condition, finished, phase) in cases {
+            let run = pipeline_run(condition, finished);
+            assert_eq!(mapping.phase(&run), Some(phase), "{condition:?}");
+
+            let fields = mapping.fields(&run);
+            match condition {
+                Some((status, reason, message)) => {
+                    assert_eq!(fields["status"], status);
+                    assert_eq!(fields["reason"], reason);
+                    assert_eq!(fields["message"], message, "kubectl-style path");
+                    assert_eq!(fields["startTime"], "2025-03-01T10:00:00Z");
+                    assert_eq!(fields["totalTasks"], 2, "CustomRun not counted");
+                    // Several nodes selected: the first one.
+                    assert_eq!(fields["taskNames"], "wfe-f3457dcc8fbcb6d9-drain");
+                    assert_eq!(fields.contains_key("completionTime"), finished);
+                }
+                None => {
+                    // Nothing selected: absent, except counts, which are 0.
+                    assert_eq!(
+                        fields,
+                        BTreeMap::from([("totalTasks".to_owned(), json!(0))])
+                    );
+                }
+            }
+        }
+    }
+
+    /// A fact name and its values.
+    type Fact<'a> = (&'a str, &'a [&'a str]);
+
+    fn facts(pairs: &[Fact]) -> BTreeMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn classification_first_match_wins() {
+        let mapping = tekton();
+        let cases: [(&[Fact], &str); 10] = [
+            // any: a step terminated OOMKilled (case-insensitive), whatever else is said.
+            (
+                &[
+                    ("reason", &["Failed"]),
+                    ("stepTerminationReason", &["Completed", "oomkilled"]),
+                ],
+                "OOMKilled",
+            ),
+            (&[("reason", &["StepOOM"])], "OOMKilled"),
+            // glob "*oom*" = contains, case-insensitive.
+            (
+                &[
+                    ("reason", &["Failed"]),
+                    ("message", &["container was killed: OOM"]),
+                ],
+                "OOMKilled",
+            ),
+            // Both OOM and timeout: the earlier rule wins.
+            (
+                &[
+                    ("reason", &["PipelineRunTimeout"]),
+                    ("message", &["OOM before timeout"]),
+                ],
+                "OOMKilled",
+            ),
+            (&[("reason", &["PipelineRunTimeout"])], "DeadlineExceeded"),
+            (
+                &[
+                    ("reason", &["Failed"]),
+                    ("message", &["context deadline exceeded"]),
+                ],
+                "DeadlineExceeded",
+            ),
+            // all: reason Failed AND some failed task name.
+            (
+                &[
+                    ("reason", &["Failed"]),
+                    ("failedTaskName", &["wfe-x-scale"]),
+                ],
+                "TaskFailed",
+            ),
+            // "*" needs a non-empty value.
+            (
+                &[("reason", &["Failed"]), ("failedTaskName", &[""])],
+                "Unknown",
+            ),
+            // No `*`: whole-value equality, so "FailedX" is not "Failed".
+            (
+                &[("reason", &["FailedX"]), ("failedTaskName", &["t"])],
+                "Unknown",
+            ),
+            (&[], "Unknown"),
+        ];
+        for (facts_in, expected) in cases {
+            assert_eq!(
+                mapping.classify(&facts(facts_in)),
+                Some(expected),
+                "{facts_in:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_rule_matching_gives_none() {
+        let src = "child: {apiVersion: v1, kind: ConfigMap}\n\
+                   phase: [{when: '$.status.ready', then: Running}]\n\
+                   classify: [{result: Unknown, any: {reason: [x]}}]\n";
+        let mapping = StatusMapping::from_yaml(src, &rules()).unwrap();
+        assert_eq!(mapping.phase(&json!({"status": {}})), None);
+        assert_eq!(
+            mapping.phase(&json!({"status": {"ready": false}})),
+            Some("Running"),
+            "a selected false still counts"
+        );
+        assert_eq!(mapping.classify(&facts(&[("reason", &["y"])])), None);
+        assert_eq!(
+            mapping.child(),
+            &ChildKind {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into()
+            }
+        );
+    }
+
+    #[test]
+    fn glob_patterns() {
+        // (pattern, value, matches)
+        let cases = [
+            ("oom", "OOM", true),
+            ("oom", "oom killed", false),
+            ("*oom*", "was OOM killed", true),
+            ("*oom*", "oom", true),
+            ("oom*", "OOMKilled", true),
+            ("oom*", "killed: oom", false),
+            ("*killed", "OOMKilled", true),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("*", "x", true),
+            ("*", "", false),
+            ("ÉCHEC", "échec", true),
+        ];
+        for (pattern, value, expected) in cases {
+            assert_eq!(
+                Pattern::compile(pattern).unwrap().matches(value),
+                expected,
+                "{pattern:?} vs {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_time_errors_name_the_rule() {
+        let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
+        // (yaml after `child`, expected fragments of the message)
+        let cases: [(&str, &[&str]); 13] = [
+            (
+                "phase: [{when: '$.status[', then: Running}]",
+                &["phase rule 1 (then: Running)", "invalid JSONPath"],
+            ),
+            (
+                "phase: [{when: 'status.x', then: Running}]",
+                &["phase rule 1", "must start with `$`"],
+            ),
+            (
+                "phase: [{when: '$.a', then: Running}, {then: Bogus}]",
+                &[
+                    "phase rule 2 (then: Bogus)",
+                    "unknown phase `Bogus`",
+                    "Pending, Running",
+                ],
+            ),
+            (
+                "phase: [{then: Running}, {when: '$.a', then: Failed}]",
+                &["phase rule 2 (then: Failed)", "unreachable", "phase rule 1"],
+            ),
+            (
+                "fields: {reason: '$.status.conditions[?@.type==]'}",
+                &["field `reason`", "invalid JSONPath"],
+            ),
+            (
+                "fields: {total: {count: '{status}'}}",
+                &["field `total`", "kubectl-style"],
+            ),
+            (
+                "classify: [{result: Nope}]",
+                &["classify rule 1 (result: Nope)", "unknown result `Nope`"],
+            ),
+            (
+                "classify: [{result: Unknown}, {result: OOMKilled, any: {reason: [x]}}]",
+                &["classify rule 2 (result: OOMKilled)", "unreachable"],
+            ),
+            (
+                "classify: [{result: OOMKilled, any: {}}]",
+                &["classify rule 1", "`any` lists no facts"],
+            ),
+            (
+                "classify: [{result: OOMKilled, all: {reason: []}}]",
+                &["classify rule 1", "`all.reason` lists no patterns"],
+            ),
+            (
+                "classify: [{result: OOMKilled, any: {reason: ['']}}]",
+                &["classify rule 1", "empty pattern"],
+            ),
+            ("phases: []", &["unknown field `phases`"]),
+            (
+                "fields: {total: {count: '$.a', extra: 1}}",
+                &["field `total`", "{count: <JSONPath>}"],
+            ),
+        ];
+        for (body, fragments) in cases {
+            let err = StatusMapping::from_yaml(&format!("{child}{body}\n"), &rules()).unwrap_err();
+            let text = err.to_string();
+            for fragment in fragments {
+                assert!(
+                    text.contains(fragment),
+                    "{body}: {text:?} lacks {fragment:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_missing_and_malformed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("status.yaml");
+        for content in ["", "# only a comment\n", "---\n"] {
+            std::fs::write(&empty, content).unwrap();
+            let err = StatusMapping::load(&empty, &rules()).unwrap_err();
+            assert!(
+                matches!(err, MappingError::Empty { .. }),
+                "{content:?}: {err}"
+            );
+            assert!(err.to_string().contains("status.yaml"), "{err}");
+        }
+        let missing = dir.path().join("missing.yaml");
+        let err = StatusMapping::load(&missing, &rules()).unwrap_err();
+        assert!(
+            matches!(err, MappingError::Read { .. }) && err.to_string().contains("missing.yaml")
+        );
+
+        std::fs::write(&empty, "phase: [{then: Running}]\n").unwrap();
+        let err = StatusMapping::load(&empty, &rules()).unwrap_err();
+        assert!(err.to_string().contains("missing field `child`"), "{err}");
+
+        std::fs::write(&empty, "child: {apiVersion: v1, kind: X}\nphase: [\n").unwrap();
+        let err = StatusMapping::load(&empty, &rules()).unwrap_err();
+        assert!(
+            matches!(err, MappingError::Syntax { .. }) && err.to_string().contains("line"),
+            "{err}"
+        );
+
+        std::fs::write(&empty, TEKTON).unwrap();
+        assert_eq!(
+            StatusMapping::load(&empty, &rules()).unwrap().child().kind,
+            "PipelineRun"
+        );
+    }
+
+    #[test]
+    fn path_forms() {
+        let cases = [
+            ("$.a.b", Ok("$.a.b")),
+            ("  $.a ", Ok("$.a")),
+            ("{.a.b}", Ok("$.a.b")),
+            ("{ .items[0] }", Ok("$.items[0]")),
+            ("{[0]}", Ok("$[0]")),
+            ("{$.a}", Ok("$.a")),
+            ("{a}", Err(())),
+            ("a.b", Err(())),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(
+                normalize_path(raw).map_err(|_| ()),
+                expected.map(str::to_owned),
+                "{raw}"
+            );
+        }
+    }
+}
