@@ -161,6 +161,7 @@ pub enum FinalizerError {
 }
 
 /// Whether `obj` carries `finalizer`.
+#[must_use]
 pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
     obj.finalizers().iter().any(|f| f == finalizer)
 }

@@ -45,7 +45,7 @@
 //!    namespace adopts its predecessor's child; [`Owner::uid`] is carried for diagnostics, not
 //!    compared.
 //! 3. `release` deletes with `propagationPolicy: Background`; dependents of the child (for example
-//!    a PipelineRun's TaskRuns) are removed by the garbage collector afterwards.
+//!    a `PipelineRun`'s `TaskRuns`) are removed by the garbage collector afterwards.
 
 use std::collections::BTreeMap;
 
@@ -65,6 +65,7 @@ const MAX_ATTEMPTS: u32 = 5;
 /// use kubernaut_framework::lock::lock_name;
 /// assert_eq!(lock_name("wfe-", "default/deployment/nginx"), "wfe-f3457dcc8fbcb6d9");
 /// ```
+#[must_use]
 pub fn lock_name(prefix: &str, key: &str) -> String {
     let digest = hex::encode(Sha256::digest(key.as_bytes()));
     format!("{prefix}{}", &digest[..16])
@@ -84,6 +85,7 @@ impl Owner {
     /// Whether a child with `child_labels` belongs to this owner: every ownership label is present
     /// with an equal value. An owner without labels owns nothing (so a misconfigured owner can
     /// never release somebody else's child).
+    #[must_use]
     pub fn owns(&self, child_labels: &BTreeMap<String, String>) -> bool {
         !self.labels.is_empty()
             && self

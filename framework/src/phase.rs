@@ -136,6 +136,7 @@ static ILLEGAL_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// The counter behind `framework_illegal_phase_transitions_total{from,to}`; the `from` label is
 /// `none` when the object had no phase.
+#[must_use]
 pub fn illegal_transitions() -> &'static IntCounterVec {
     &ILLEGAL_TRANSITIONS
 }
@@ -251,7 +252,7 @@ mod tests {
 
     use super::*;
 
-    /// A lifecycle shaped like the WorkflowExecution one; unique to this test module so the
+    /// A lifecycle shaped like the `WorkflowExecution` one; unique to this test module so the
     /// global counter's label values are not shared with other tests.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     enum Wfe {
