@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+pub mod condition;
 pub mod config;
 pub mod finalizer;
 pub mod lock;

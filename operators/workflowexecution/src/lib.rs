@@ -1,2 +1,16 @@
 //! The Kubernaut WorkflowExecution operator.
 #![deny(missing_docs)]
+
+pub mod audit;
+pub mod config;
+pub mod controller;
+pub mod decide;
+pub mod duration;
+pub mod failure;
+pub mod metrics;
+pub mod operator;
+pub mod pipelinerun;
+pub mod run_status;
+pub mod templates;
+pub mod types;
+pub mod validate;

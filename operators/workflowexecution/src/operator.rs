@@ -1,0 +1,241 @@
+//! Starting the WorkflowExecution operator: configuration, Tekton presence check, templates,
+//! status mapping, metrics, audit and the framework runtime.
+//!
+//! [`start`] is what `workflowexecution-operator run` calls and what the integration tests call
+//! in-process; [`run`] adds signal handling and config hot reload.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use kube::{Client, api::ApiResource, core::GroupVersionKind};
+use kubernaut_framework::{
+    config::ConfigStore,
+    runtime::{
+        ChildWatch, LeaderElectionSettings, Operator, Running, RuntimeError, RuntimeSettings,
+        default_identity,
+    },
+};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::{
+    audit::{AuditError, Auditor},
+    config::OperatorConfig,
+    controller::{self, State},
+    metrics::Metrics,
+    pipelinerun::{LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION},
+    templates,
+    types::WorkflowExecution,
+};
+
+/// The controller's name: Events' reporting controller and the audit actor.
+pub const CONTROLLER_NAME: &str = "workflowexecution-controller";
+
+/// Why the operator could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// Tekton Pipelines' PipelineRun API is not served by the cluster.
+    #[error(
+        "the tekton.dev/v1 PipelineRun API is not served by this cluster: Tekton Pipelines must be installed ({0})"
+    )]
+    TektonMissing(String),
+    /// The templates failed to load.
+    #[error("loading the PipelineRun template from {dir}: {message}")]
+    Templates {
+        /// The template directory.
+        dir: PathBuf,
+        /// The error.
+        message: String,
+    },
+    /// The status mapping failed to load.
+    #[error("loading the status mapping from {dir}: {message}")]
+    StatusMapping {
+        /// The template directory.
+        dir: PathBuf,
+        /// The error.
+        message: String,
+    },
+    /// Metrics could not be registered.
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The audit sink could not be set up.
+    #[error("setting up the audit sink: {0}")]
+    Audit(#[from] AuditError),
+    /// The runtime failed to start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// `tekton.dev/v1` PipelineRun.
+pub fn pipelinerun_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
+        "pipelineruns",
+    )
+}
+
+/// `tekton.dev/v1` TaskRun.
+pub fn taskrun_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tekton.dev", "v1", "TaskRun"),
+        "taskruns",
+    )
+}
+
+/// Fail unless the cluster serves `tekton.dev/v1` `pipelineruns`.
+///
+/// # Errors
+/// [`StartError::TektonMissing`] naming what was found instead.
+pub async fn check_tekton(client: &Client) -> Result<(), StartError> {
+    match client.list_api_group_resources("tekton.dev/v1").await {
+        Ok(list) if list.resources.iter().any(|r| r.name == "pipelineruns") => Ok(()),
+        Ok(_) => Err(StartError::TektonMissing(
+            "tekton.dev/v1 has no pipelineruns resource".into(),
+        )),
+        Err(e) => Err(StartError::TektonMissing(e.to_string())),
+    }
+}
+
+/// Runtime settings derived from the operator config.
+pub fn runtime_settings(config: &OperatorConfig) -> RuntimeSettings {
+    let mut settings = RuntimeSettings::new(CONTROLLER_NAME);
+    settings.metrics_addr = config.controller.metrics_addr;
+    settings.health_addr = config.controller.health_addr;
+    settings.concurrency = config.controller.concurrency;
+    if config.controller.leader_election {
+        let namespace = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "kubernaut-system".to_string());
+        settings.leader_election = Some(LeaderElectionSettings::new(
+            config.controller.lease_name.clone(),
+            namespace,
+            default_identity(),
+        ));
+    }
+    settings
+}
+
+/// Start the operator in the background with `config`; returns once its endpoints listen.
+///
+/// # Errors
+/// [`StartError`] when Tekton is missing or templates, mapping, metrics, audit or the runtime
+/// cannot be set up.
+pub async fn start(
+    client: Client,
+    config: Arc<ConfigStore<OperatorConfig>>,
+    settings: RuntimeSettings,
+) -> Result<(Running<WorkflowExecution, State>, Auditor), StartError> {
+    check_tekton(&client).await?;
+    let current = config.current();
+    let dir = current.templates.dir.clone();
+    let store = templates::load_template_store(&dir).map_err(|e| StartError::Templates {
+        dir: dir.clone(),
+        message: e.to_string(),
+    })?;
+    let mapping = templates::load_status_mapping(&dir).map_err(|e| StartError::StatusMapping {
+        dir: dir.clone(),
+        message: e.to_string(),
+    })?;
+
+    let operator = Operator::<WorkflowExecution>::new(client, settings)
+        .children(ChildWatch {
+            resource: pipelinerun_resource(),
+            namespace: Some(current.execution.namespace.clone()),
+            selector: LABEL_WORKFLOW_EXECUTION.to_string(),
+            parent_labels: (
+                LABEL_WORKFLOW_EXECUTION.to_string(),
+                LABEL_SOURCE_NAMESPACE.to_string(),
+            ),
+        })
+        .templates(Arc::new(store), None);
+    let registry = operator.registry().clone();
+    let metrics = Metrics::register(&registry)?;
+    let auditor = Auditor::new(&current.audit, &registry)?;
+    let state = State {
+        config,
+        mapping: Arc::new(mapping),
+        auditor: auditor.clone(),
+        metrics,
+        pipelinerun: pipelinerun_resource(),
+        taskrun: taskrun_resource(),
+    };
+    info!(
+        namespace = %current.execution.namespace,
+        templates = %dir.display(),
+        "starting the WorkflowExecution operator"
+    );
+    let running = operator.start(controller::reconcile, state).await?;
+    Ok((running, auditor))
+}
+
+/// Run the operator until SIGTERM/SIGINT: [`start`], reload the config file every `reload_every`
+/// (keeping the last good config), then shut down gracefully and flush the audit buffer.
+///
+/// # Errors
+/// [`StartError`] from [`start`].
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    file: Option<PathBuf>,
+    reload_every: Duration,
+) -> Result<(), StartError> {
+    let settings = runtime_settings(&config);
+    let store = Arc::new(ConfigStore::new(config));
+    let (running, auditor) = start(client, store.clone(), settings).await?;
+    let shutdown = running.shutdown_token();
+
+    let reloader = {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reload_every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match store.reload(|| OperatorConfig::load(file.as_deref())) {
+                    Ok(true) => info!("configuration reloaded"),
+                    Ok(false) => {}
+                    Err(e) => warn!("configuration rejected, keeping the previous one: {e}"),
+                }
+            }
+        })
+    };
+
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            info!("shutdown requested");
+            shutdown.cancel();
+        }
+    });
+    let result = running.wait().await;
+    reloader.abort();
+    auditor.shutdown().await;
+    result.map_err(StartError::from)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
