@@ -10,7 +10,7 @@ use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     config::ConfigStore,
     runtime::{
-        ChildWatch, LeaderElectionSettings, Operator, Running, RuntimeError, RuntimeSettings,
+        ChildWatch, LeaderElectionSettings, ParentWatch, Operator, Running, RuntimeError, RuntimeSettings,
         default_identity,
     },
 };
@@ -124,6 +124,7 @@ pub async fn start(
     client: Client,
     config: Arc<ConfigStore<OperatorConfig>>,
     settings: RuntimeSettings,
+    parents: ParentWatch,
 ) -> Result<(Running<WorkflowExecution, State>, Auditor), StartError> {
     check_tekton(&client).await?;
     let current = config.current();
@@ -138,6 +139,7 @@ pub async fn start(
     })?;
 
     let operator = Operator::<WorkflowExecution>::new(client, settings)
+        .parents(parents)
         .children(ChildWatch {
             resource: pipelinerun_resource(),
             namespace: Some(current.execution.namespace.clone()),
@@ -181,7 +183,12 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let settings = runtime_settings(&config);
     let store = Arc::new(ConfigStore::new(config));
-    let (running, auditor) = start(client, store.clone(), settings).await?;
+    // WATCH_NAMESPACE restricts the operator to one namespace's WorkflowExecutions.
+    let parents = ParentWatch {
+        namespace: std::env::var("WATCH_NAMESPACE").ok().filter(|ns| !ns.is_empty()),
+        selector: None,
+    };
+    let (running, auditor) = start(client, store.clone(), settings, parents).await?;
     let shutdown = running.shutdown_token();
 
     let reloader = {

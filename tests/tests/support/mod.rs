@@ -1,0 +1,224 @@
+//! Shared fixture of the WorkflowExecution integration tests: a real control plane, the CRDs, the
+//! Tekton simulator and the operator running in-process against a namespace of its own.
+#![allow(dead_code)]
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, PostParams},
+};
+use kubernaut_framework::{
+    config::ConfigStore,
+    runtime::{ParentWatch, Running},
+};
+use kubernaut_test_harness::{
+    ControlPlane,
+    controlplane::LogsOnFailure,
+    simulator::{Scenario, Simulator, SimulatorConfig},
+    tekton,
+};
+use serde_json::json;
+use workflowexecution_operator::{
+    audit::Auditor,
+    config::OperatorConfig,
+    controller::State,
+    operator::{self, runtime_settings},
+    types::{self, Phase, WorkflowExecution},
+};
+
+/// The repository's template directory.
+pub fn templates_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../templates/workflowexecution")
+}
+
+/// A test environment: WFE namespace, execution namespace, simulator and operator.
+pub struct Env {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub ns: String,
+    pub exec_ns: String,
+    pub config: OperatorConfig,
+    pub operator: Option<(Running<WorkflowExecution, State>, Auditor)>,
+    pub simulator: Simulator,
+    _logs: LogsOnFailure,
+}
+
+/// The config every test starts from: fast cooldown and backoff, local ports, no leader election.
+pub fn test_config(exec_ns: &str) -> OperatorConfig {
+    let mut config = OperatorConfig::default();
+    config.execution.namespace = exec_ns.to_string();
+    config.templates.dir = templates_dir();
+    config.cooldown.period = Duration::from_secs(2);
+    config.backoff.base = Duration::from_millis(500);
+    config.backoff.max = Duration::from_secs(4);
+    config.controller.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    config.controller.health_addr = "127.0.0.1:0".parse().unwrap();
+    config.controller.leader_election = false;
+    config
+}
+
+impl Env {
+    /// Set up everything, with `tune` adjusting the config before the operator starts.
+    pub async fn new(prefix: &str, tune: impl FnOnce(&mut OperatorConfig)) -> anyhow::Result<Env> {
+        let cp = ControlPlane::shared().await?;
+        let mut crds = tekton::crds();
+        crds.push(types::crd());
+        cp.install_crds(&crds).await?;
+        let ns = cp.create_namespace(prefix).await?;
+        let exec_ns = cp.create_namespace(&format!("{prefix}-exec")).await?;
+        let client = cp.client().await?;
+        let simulator = Simulator::start(
+            client.clone(),
+            SimulatorConfig {
+                namespace: Some(exec_ns.clone()),
+                ..Default::default()
+            },
+        );
+        let mut config = test_config(&exec_ns);
+        tune(&mut config);
+        let mut env = Env {
+            cp,
+            client,
+            ns,
+            exec_ns,
+            config,
+            operator: None,
+            simulator,
+            _logs: cp.logs_on_failure(),
+        };
+        env.start_operator().await?;
+        Ok(env)
+    }
+
+    /// Start (or restart) the operator in-process.
+    pub async fn start_operator(&mut self) -> anyhow::Result<()> {
+        let settings = runtime_settings(&self.config);
+        let store = Arc::new(ConfigStore::new(self.config.clone()));
+        let parents = ParentWatch {
+            namespace: Some(self.ns.clone()),
+            selector: None,
+        };
+        let started = operator::start(self.cp.client().await?, store, settings, parents).await?;
+        self.operator = Some(started);
+        Ok(())
+    }
+
+    /// Stop the operator gracefully.
+    pub async fn stop_operator(&mut self) -> anyhow::Result<()> {
+        if let Some((running, auditor)) = self.operator.take() {
+            running.shutdown().await?;
+            auditor.shutdown().await;
+        }
+        Ok(())
+    }
+
+    pub fn wfes(&self) -> Api<WorkflowExecution> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn runs(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.exec_ns,
+            &tekton::pipelinerun_resource(),
+        )
+    }
+
+    pub fn taskruns(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.exec_ns,
+            &tekton::taskrun_resource(),
+        )
+    }
+
+    /// Create a WFE running `scenario` on `target`.
+    pub async fn create(
+        &self,
+        name: &str,
+        workflow_id: &str,
+        target: &str,
+        scenario: Scenario,
+    ) -> anyhow::Result<WorkflowExecution> {
+        let wfe = wfe(name, workflow_id, target, scenario, json!({}));
+        Ok(self.wfes().create(&PostParams::default(), &wfe).await?)
+    }
+
+    /// Wait until `name` satisfies `pred`, returning it.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&WorkflowExecution) -> bool,
+    ) -> anyhow::Result<WorkflowExecution> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let current = self.wfes().get_opt(name).await?;
+            if let Some(wfe) = &current
+                && pred(wfe)
+            {
+                return Ok(wfe.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "{name} never became {what}; last seen: {}",
+                    serde_json::to_string_pretty(&current.map(|w| w.status)).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until `name` reaches `phase`.
+    pub async fn wait_phase(&self, name: &str, phase: Phase) -> anyhow::Result<WorkflowExecution> {
+        self.wait_for(name, phase.as_str(), |w| w.phase() == Some(phase))
+            .await
+    }
+
+    /// Wait until `name` is gone.
+    pub async fn wait_gone(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.wfes().get_opt(name).await?.is_some() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{name} was never deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// The PipelineRuns in the execution namespace.
+    pub async fn run_names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .runs()
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect())
+    }
+}
+
+/// A WorkflowExecution object.
+pub fn wfe(
+    name: &str,
+    workflow_id: &str,
+    target: &str,
+    scenario: Scenario,
+    parameters: serde_json::Value,
+) -> WorkflowExecution {
+    serde_json::from_value(json!({
+        "apiVersion": "kubernaut.ai/v1alpha1",
+        "kind": "WorkflowExecution",
+        "metadata": {"name": name},
+        "spec": {
+            "workflowRef": {"workflowId": workflow_id, "version": "v1", "containerImage": scenario.bundle()},
+            "targetResource": target,
+            "parameters": parameters,
+        }
+    }))
+    .expect("a valid WorkflowExecution")
+}
