@@ -1,0 +1,584 @@
+//! The operator's configuration: every key of the contract's Configuration section.
+//!
+//! Loaded by [`OperatorConfig::load`] through the framework's layering: compiled defaults
+//! ([`OperatorConfig::default`]) → the YAML file (the mounted ConfigMap, by default
+//! [`DEFAULT_CONFIG_FILE`]) → environment variables `WFE_…` with `__` nesting
+//! (`WFE_COOLDOWN__PERIOD=2m` sets `cooldown.period`).
+//!
+//! Guarantees:
+//! 1. Keys are camelCase in YAML; an unknown key is an error naming it (`deny_unknown_fields`).
+//! 2. [`Validate`] checks every value the operator relies on and names the offending key path
+//!    (`` `backoff.max`: must not be shorter than backoff.base (1m) ``); an invalid config is never
+//!    returned by [`OperatorConfig::load`].
+//! 3. `config/workflowexecution.yaml` in the repository is exactly the compiled defaults (a test
+//!    parses it and compares).
+//!
+//! Assumptions:
+//! 1. Durations are human strings (`"90s"`, `"5m"`, `"1h30m"`), read and written by the
+//!    framework's `config::duration` helpers.
+//!
+//! Caveats:
+//! 1. `audit.url` is a plain string, empty by default, so the environment layer can reach it
+//!    (`WFE_AUDIT__URL`); it is required only when `audit.sink` is `http`.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kubernaut_framework::backoff::Backoff;
+use kubernaut_framework::config::{self, ConfigError, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Where the operator reads its configuration file when none is named on the command line.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/kubernaut/workflowexecution/config.yaml";
+/// The environment prefix of configuration overrides (`WFE_COOLDOWN__PERIOD=2m`).
+pub const ENV_PREFIX: &str = "WFE_";
+
+/// The whole operator configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Where and how PipelineRuns run.
+    pub execution: ExecutionSettings,
+    /// How long a target rests after a remediation.
+    pub cooldown: CooldownSettings,
+    /// Backoff after pre-execution failures on a target.
+    pub backoff: BackoffSettings,
+    /// The template directory.
+    pub templates: TemplateSettings,
+    /// Where audit records go.
+    pub audit: AuditSettings,
+    /// The controller process.
+    pub controller: ControllerSettings,
+}
+
+/// `execution.*`: where and how PipelineRuns run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecutionSettings {
+    /// The namespace every PipelineRun is created in (never the WFE's namespace).
+    pub namespace: String,
+    /// The service account the workflows' tasks run as.
+    pub service_account_name: String,
+    /// Service accounts a WFE may choose in `executionConfig.serviceAccountName`; empty = none.
+    pub allowed_service_accounts: Vec<String>,
+    /// The PipelineRun timeout when a WFE sets none.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub default_timeout: Duration,
+}
+
+impl Default for ExecutionSettings {
+    fn default() -> Self {
+        ExecutionSettings {
+            namespace: "kubernaut-workflows".to_owned(),
+            service_account_name: "kubernaut-workflow-runner".to_owned(),
+            allowed_service_accounts: Vec::new(),
+            default_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `cooldown.*`: how long a target rests after a remediation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CooldownSettings {
+    /// After a WFE finished, the same workflow is not run on the same target for this long, and
+    /// the finished WFE keeps its PipelineRun (the lock) for this long.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub period: Duration,
+}
+
+impl Default for CooldownSettings {
+    fn default() -> Self {
+        CooldownSettings {
+            period: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `backoff.*`: the delay schedule after pre-execution failures on a target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackoffSettings {
+    /// The delay after the first failure.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub base: Duration,
+    /// The longest delay.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub max: Duration,
+    /// The largest power of two applied to `base`.
+    pub max_exponent: u32,
+    /// After this many consecutive pre-execution failures, the target is skipped with
+    /// `ExhaustedRetries`.
+    pub max_consecutive_failures: u32,
+}
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        BackoffSettings {
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+            max_exponent: 4,
+            max_consecutive_failures: 5,
+        }
+    }
+}
+
+impl BackoffSettings {
+    /// The delay schedule: `min(base·2^min(n−1, maxExponent), max)`.
+    pub fn schedule(&self) -> Backoff {
+        Backoff {
+            base: self.base,
+            max: self.max,
+            max_exponent: self.max_exponent,
+        }
+    }
+}
+
+/// `templates.*`: the template directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateSettings {
+    /// The directory holding `tekton/pipelinerun.yaml.j2` and `tekton/status.yaml`.
+    pub dir: PathBuf,
+}
+
+impl Default for TemplateSettings {
+    fn default() -> Self {
+        TemplateSettings {
+            dir: PathBuf::from("/etc/kubernaut/workflowexecution/templates"),
+        }
+    }
+}
+
+/// Where audit records go.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    /// JSON lines on the operator's log.
+    #[default]
+    Log,
+    /// Kubernaut Data Storage's batch API.
+    Http,
+}
+
+/// `audit.*`: where audit records go and how they are batched.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `log` or `http`.
+    pub sink: AuditSink,
+    /// Data Storage's base URL (`http` sink); records are posted to
+    /// `<url>/api/v1/audit/events/batch`.
+    pub url: String,
+    /// Records held in memory at most; when full, the newest record is dropped.
+    pub buffer_size: usize,
+    /// Records per request at most.
+    pub batch_size: usize,
+    /// A partial batch is sent after this long.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub flush_interval: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            sink: AuditSink::Log,
+            url: String::new(),
+            buffer_size: 10_000,
+            batch_size: 1_000,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `controller.*`: the controller process.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerSettings {
+    /// Address of the Prometheus `/metrics` endpoint.
+    pub metrics_addr: SocketAddr,
+    /// Address of `/healthz` and `/readyz`.
+    pub health_addr: SocketAddr,
+    /// Whether to run only while holding the leader Lease.
+    pub leader_election: bool,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// WorkflowExecutions reconciled at once at most.
+    pub concurrency: u16,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            health_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            leader_election: true,
+            lease_name: "workflowexecution-operator".to_owned(),
+            concurrency: 8,
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// Loads the configuration: compiled defaults, then `file` (if given; it must exist), then
+    /// the `WFE_…` environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<OperatorConfig, ConfigError> {
+        config::load(&OperatorConfig::default(), file, ENV_PREFIX)
+    }
+
+    /// The file to read when none is named: [`DEFAULT_CONFIG_FILE`] if it exists, else none.
+    pub fn default_file() -> Option<PathBuf> {
+        let path = PathBuf::from(DEFAULT_CONFIG_FILE);
+        path.exists().then_some(path)
+    }
+}
+
+/// Whether `name` is an RFC 1123 DNS label (namespaces): lowercase alphanumerics and `-`,
+/// starting and ending alphanumeric, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Whether `name` is an RFC 1123 DNS subdomain (most object names, service accounts, Leases):
+/// dot-separated DNS labels, at most 253 characters.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+fn check_name(key: &str, value: &str, subdomain: bool) -> Result<(), ConfigError> {
+    let (ok, what) = if subdomain {
+        (is_dns_subdomain(value), "a DNS subdomain name")
+    } else {
+        (is_dns_label(value), "a DNS label")
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "{value:?} is not {what} (lowercase letters, digits and '-', starting and ending with a letter or digit)"
+            ),
+        ))
+    }
+}
+
+fn check_positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::invalid(key, "must be longer than 0s"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Validate for OperatorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let execution = &self.execution;
+        check_name("execution.namespace", &execution.namespace, false)?;
+        check_name(
+            "execution.serviceAccountName",
+            &execution.service_account_name,
+            true,
+        )?;
+        for (i, account) in execution.allowed_service_accounts.iter().enumerate() {
+            check_name(
+                &format!("execution.allowedServiceAccounts[{i}]"),
+                account,
+                true,
+            )?;
+        }
+        check_positive("execution.defaultTimeout", execution.default_timeout)?;
+
+        let backoff = &self.backoff;
+        check_positive("backoff.base", backoff.base)?;
+        if backoff.max < backoff.base {
+            return Err(ConfigError::invalid(
+                "backoff.max",
+                format!(
+                    "must not be shorter than backoff.base ({})",
+                    config::duration::format(backoff.base)
+                ),
+            ));
+        }
+        if backoff.max_exponent > 31 {
+            return Err(ConfigError::invalid(
+                "backoff.maxExponent",
+                format!("{} is too large (at most 31)", backoff.max_exponent),
+            ));
+        }
+        if backoff.max_consecutive_failures == 0 {
+            return Err(ConfigError::invalid(
+                "backoff.maxConsecutiveFailures",
+                "must be at least 1",
+            ));
+        }
+
+        if self.templates.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("templates.dir", "must not be empty"));
+        }
+
+        let audit = &self.audit;
+        if audit.sink == AuditSink::Http {
+            let url = audit.url.trim();
+            if url.is_empty() {
+                return Err(ConfigError::invalid(
+                    "audit.url",
+                    "must be set when audit.sink is http",
+                ));
+            }
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+                return Err(ConfigError::invalid(
+                    "audit.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if audit.batch_size == 0 {
+            return Err(ConfigError::invalid(
+                "audit.batchSize",
+                "must be at least 1",
+            ));
+        }
+        if audit.buffer_size < audit.batch_size {
+            return Err(ConfigError::invalid(
+                "audit.bufferSize",
+                format!("must be at least audit.batchSize ({})", audit.batch_size),
+            ));
+        }
+        check_positive("audit.flushInterval", audit.flush_interval)?;
+
+        let controller = &self.controller;
+        check_name("controller.leaseName", &controller.lease_name, true)?;
+        if controller.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "controller.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if controller.metrics_addr == controller.health_addr {
+            return Err(ConfigError::invalid(
+                "controller.healthAddr",
+                format!(
+                    "must differ from controller.metricsAddr ({})",
+                    controller.metrics_addr
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubernaut_framework::config::load_with_env;
+
+    fn shipped_file() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/workflowexecution.yaml")
+    }
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<OperatorConfig, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load_with_env(&OperatorConfig::default(), None, ENV_PREFIX, vars)
+    }
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = OperatorConfig::default();
+        assert_eq!(c.execution.namespace, "kubernaut-workflows");
+        assert_eq!(
+            c.execution.service_account_name,
+            "kubernaut-workflow-runner"
+        );
+        assert!(c.execution.allowed_service_accounts.is_empty());
+        assert_eq!(c.execution.default_timeout, Duration::from_secs(3600));
+        assert_eq!(c.cooldown.period, Duration::from_secs(300));
+        assert_eq!(c.backoff.base, Duration::from_secs(60));
+        assert_eq!(c.backoff.max, Duration::from_secs(600));
+        assert_eq!(c.backoff.max_exponent, 4);
+        assert_eq!(c.backoff.max_consecutive_failures, 5);
+        assert_eq!(
+            c.templates.dir,
+            PathBuf::from("/etc/kubernaut/workflowexecution/templates")
+        );
+        assert_eq!(c.audit.sink, AuditSink::Log);
+        assert_eq!(c.audit.url, "");
+        assert_eq!(c.audit.buffer_size, 10_000);
+        assert_eq!(c.audit.batch_size, 1_000);
+        assert_eq!(c.audit.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.controller.metrics_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.controller.health_addr.to_string(), "0.0.0.0:8081");
+        assert!(c.controller.leader_election);
+        assert_eq!(c.controller.lease_name, "workflowexecution-operator");
+        assert_eq!(c.controller.concurrency, 8);
+        assert_eq!(c.validate(), Ok(()));
+        let delays: Vec<u64> = (1..=6)
+            .map(|n| c.backoff.schedule().delay(n).as_secs())
+            .collect();
+        assert_eq!(delays, [60, 120, 240, 480, 600, 600]);
+    }
+
+    #[test]
+    fn shipped_file_is_the_compiled_defaults() {
+        let text = std::fs::read_to_string(shipped_file()).unwrap();
+        let parsed: OperatorConfig = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(parsed, OperatorConfig::default());
+        let loaded = load_with_env(
+            &OperatorConfig::default(),
+            Some(&shipped_file()),
+            ENV_PREFIX,
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded, OperatorConfig::default());
+    }
+
+    #[test]
+    fn shipped_file_comments_every_key() {
+        let text = std::fs::read_to_string(shipped_file()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let previous = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
+            assert!(
+                previous.is_some_and(|p| p.trim_start().starts_with('#')),
+                "config/workflowexecution.yaml line {}: {line:?} has no comment above it",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_name_real_keys() {
+        let c = load_env(&[
+            ("WFE_COOLDOWN__PERIOD", "2m"),
+            ("WFE_EXECUTION__SERVICE_ACCOUNT_NAME", "runner-b"),
+            ("WFE_BACKOFF__MAXCONSECUTIVEFAILURES", "3"),
+            ("WFE_AUDIT__SINK", "http"),
+            ("WFE_AUDIT__URL", "http://data-storage:8080"),
+        ])
+        .unwrap();
+        assert_eq!(c.cooldown.period, Duration::from_secs(120));
+        assert_eq!(c.execution.service_account_name, "runner-b");
+        assert_eq!(c.backoff.max_consecutive_failures, 3);
+        assert_eq!(c.audit.sink, AuditSink::Http);
+        assert_eq!(c.audit.url, "http://data-storage:8080");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("WFE_COOLDOWN__PERIOD", "5 parsecs")], "cooldown.period"),
+            (
+                &[("WFE_EXECUTION__NAMESPACE", "Not_A_Namespace")],
+                "execution.namespace",
+            ),
+            (
+                &[("WFE_EXECUTION__SERVICEACCOUNTNAME", "")],
+                "execution.serviceAccountName",
+            ),
+            (
+                &[(
+                    "WFE_EXECUTION__ALLOWEDSERVICEACCOUNTS",
+                    "[ok, \"bad name\"]",
+                )],
+                "execution.allowedServiceAccounts[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__DEFAULTTIMEOUT", "0s")],
+                "execution.defaultTimeout",
+            ),
+            (&[("WFE_BACKOFF__BASE", "0s")], "backoff.base"),
+            (&[("WFE_BACKOFF__MAX", "30s")], "backoff.max"),
+            (&[("WFE_BACKOFF__MAXEXPONENT", "40")], "backoff.maxExponent"),
+            (
+                &[("WFE_BACKOFF__MAXCONSECUTIVEFAILURES", "0")],
+                "backoff.maxConsecutiveFailures",
+            ),
+            (&[("WFE_TEMPLATES__DIR", "")], "templates.dir"),
+            (&[("WFE_AUDIT__SINK", "http")], "audit.url"),
+            (
+                &[("WFE_AUDIT__SINK", "http"), ("WFE_AUDIT__URL", "ftp://x")],
+                "audit.url",
+            ),
+            (&[("WFE_AUDIT__SINK", "kafka")], "audit.sink"),
+            (&[("WFE_AUDIT__BATCHSIZE", "0")], "audit.batchSize"),
+            (&[("WFE_AUDIT__BUFFERSIZE", "10")], "audit.bufferSize"),
+            (&[("WFE_AUDIT__FLUSHINTERVAL", "0s")], "audit.flushInterval"),
+            (
+                &[("WFE_CONTROLLER__METRICSADDR", "not-an-address")],
+                "controller.metricsAddr",
+            ),
+            (
+                &[("WFE_CONTROLLER__HEALTHADDR", "0.0.0.0:9090")],
+                "controller.healthAddr",
+            ),
+            (
+                &[("WFE_CONTROLLER__LEASENAME", "Bad Lease")],
+                "controller.leaseName",
+            ),
+            (
+                &[("WFE_CONTROLLER__CONCURRENCY", "0")],
+                "controller.concurrency",
+            ),
+        ];
+        for (vars, key) in cases {
+            let err = load_env(vars).expect_err(key);
+            assert_eq!(err.key(), Some(*key), "{vars:?} gave {err}");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "cooldown:\n  periodd: 5m\n").unwrap();
+        let err = load_with_env(
+            &OperatorConfig::default(),
+            Some(&path),
+            ENV_PREFIX,
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("periodd"), "{err}");
+    }
+
+    #[test]
+    fn names_follow_rfc_1123() {
+        let cases: &[(&str, bool, bool)] = &[
+            ("kubernaut-workflows", true, true),
+            ("a", true, true),
+            ("runner.v2", false, true),
+            ("-a", false, false),
+            ("a-", false, false),
+            ("A", false, false),
+            ("a_b", false, false),
+            ("", false, false),
+            ("a..b", false, false),
+            ("\u{e9}t\u{e9}", false, false),
+        ];
+        for (name, label, subdomain) in cases {
+            assert_eq!(is_dns_label(name), *label, "{name:?}");
+            assert_eq!(is_dns_subdomain(name), *subdomain, "{name:?}");
+        }
+        assert!(is_dns_label(&"a".repeat(63)));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+}

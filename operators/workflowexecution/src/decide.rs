@@ -1,0 +1,1029 @@
+//! Whether a Pending WorkflowExecution may run now: the lock and cooldown/backoff steps (2 and 3)
+//! of the contract's Pending decision chain, the per-target pre-execution failure counter, and
+//! the index by target that lets both read only the WorkflowExecutions on one target.
+//!
+//! [`decide`] looks at the other WorkflowExecutions on the same target, in this order, first
+//! decision wins:
+//! 1. another one (other uid) is `Running` → `Skipped` [`SkipReason::ResourceBusy`], naming it in
+//!    `conflictingWorkflow`;
+//! 2. against the most recent `Completed`/`Failed` one by `completionTime`:
+//!    a. it failed with `wasExecutionFailure: true` and its block was not cleared →
+//!    [`SkipReason::PreviousExecutionFailed`] (no time limit: manual intervention required);
+//!    b. its `consecutiveFailures` ≥ `backoff.maxConsecutiveFailures` →
+//!    [`SkipReason::ExhaustedRetries`];
+//!    c. now is before its `nextAllowedExecution` → [`SkipReason::RecentlyRemediated`] (backoff)
+//!    with `cooldownRemaining`;
+//!    d. same `workflowId` and it finished less than `cooldown.period` ago →
+//!    [`SkipReason::RecentlyRemediated`] with `cooldownRemaining`; a different workflow is
+//!    allowed by this rule.
+//!
+//! Guarantees:
+//! 1. Pure: the decision depends only on the arguments, so it is reconstructible from cluster
+//!    state after a restart (the operator's status is the only memory).
+//! 2. The WorkflowExecution being decided never blocks itself (compared by uid, else by
+//!    namespace/name), and WorkflowExecutions on other targets are ignored even if passed in.
+//! 3. Durations in messages and `cooldownRemaining` are Go-style, rounded to seconds (`2m30s`).
+//! 4. [`TargetIndex`] answers "which WorkflowExecutions are on this target" without scanning all
+//!    of them, and is kept current from the reflector's watch events.
+//!
+//! Caveats:
+//! 1. The lock decision here is advisory (it reads a cache that may lag); the PipelineRun name is
+//!    the real lock, and a create that hits `AlreadyExists` is decided again from the existing
+//!    run's labels.
+//! 2. `Skipped` WorkflowExecutions are not "previous executions": they neither block nor reset
+//!    the failure counter.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+
+use crate::config::OperatorConfig;
+use crate::duration::{duration_between, format_go_duration};
+use crate::types::{
+    ConflictingWorkflow, Phase, RecentRemediation, SkipDetails, SkipReason, WorkflowExecution,
+};
+
+/// The annotation that clears the block a failed execution causes.
+pub const CLEAR_BLOCK_ANNOTATION: &str = "kubernaut.ai/clear-execution-block";
+
+/// The outcome of the lock and cooldown/backoff checks.
+// One value per reconcile, moved straight into the status: boxing the details would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing prevents running now.
+    Proceed,
+    /// Skip, for these reasons.
+    Skip(SkipDetails),
+}
+
+/// The per-target pre-execution failure counter after one more failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureCount {
+    /// `status.consecutiveFailures` of the failing WorkflowExecution.
+    pub consecutive_failures: u32,
+    /// `status.nextAllowedExecution`: now + the backoff delay for that count.
+    pub next_allowed_execution: Timestamp,
+}
+
+/// Decides whether `wfe` may run now, given the WorkflowExecutions on its target (it may be
+/// among them), the time, and the configuration.
+pub fn decide(
+    wfe: &WorkflowExecution,
+    on_target: &[Arc<WorkflowExecution>],
+    now: Timestamp,
+    config: &OperatorConfig,
+) -> Decision {
+    let target = &wfe.spec.target_resource;
+    let others: Vec<&WorkflowExecution> = on_target
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|other| other.spec.target_resource == *target && !same_object(wfe, other))
+        .collect();
+    let skip = |reason, message: String| SkipDetails {
+        reason,
+        message,
+        skipped_at: Time(now),
+        conflicting_workflow: None,
+        recent_remediation: None,
+    };
+
+    let mut running: Vec<&WorkflowExecution> = others
+        .iter()
+        .copied()
+        .filter(|o| o.phase() == Some(Phase::Running))
+        .collect();
+    running.sort_by_key(|o| (start_time(o), o.name_any()));
+    if let Some(holder) = running.first() {
+        let started_at = start_time(holder);
+        let mut details = skip(
+            SkipReason::ResourceBusy,
+            format!(
+                "target {target} is being remediated by WorkflowExecution {} (workflow {}){}",
+                display_key(holder),
+                holder.spec.workflow_ref.workflow_id,
+                started_at
+                    .map(|t| format!(", running since {t}"))
+                    .unwrap_or_default()
+            ),
+        );
+        details.conflicting_workflow = Some(ConflictingWorkflow {
+            name: holder.name_any(),
+            workflow_id: holder.spec.workflow_ref.workflow_id.clone(),
+            started_at: started_at.map(Time),
+            target_resource: target.clone(),
+        });
+        return Decision::Skip(details);
+    }
+
+    let Some(previous) = most_recent_finished(&others) else {
+        return Decision::Proceed;
+    };
+    let status = previous.status.clone().unwrap_or_default();
+    let completed_at = previous.completion_time();
+    let recent = |remaining: Option<Duration>| RecentRemediation {
+        name: previous.name_any(),
+        workflow_id: previous.spec.workflow_ref.workflow_id.clone(),
+        completed_at: completed_at.map(Time),
+        outcome: previous.phase().map(|p| p.to_string()).unwrap_or_default(),
+        target_resource: target.clone(),
+        cooldown_remaining: remaining.map(format_go_duration),
+    };
+    let failure_reason = status
+        .failure_details
+        .as_ref()
+        .map(|d| d.reason.to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+
+    // a. An execution failure blocks the target until someone clears it.
+    let execution_failed = previous.phase() == Some(Phase::Failed)
+        && status
+            .failure_details
+            .as_ref()
+            .is_some_and(|d| d.was_execution_failure);
+    if execution_failed && status.block_clearance.is_none() {
+        let mut details = skip(
+            SkipReason::PreviousExecutionFailed,
+            format!(
+                "the previous execution on target {target}, WorkflowExecution {} (workflow {}), failed during execution ({failure_reason}); \
+                 Manual intervention required: check the target, then annotate {} with {CLEAR_BLOCK_ANNOTATION}=<reason> to allow new executions",
+                display_key(previous),
+                previous.spec.workflow_ref.workflow_id,
+                display_key(previous),
+            ),
+        );
+        details.recent_remediation = Some(recent(None));
+        return Decision::Skip(details);
+    }
+
+    // b. Too many consecutive pre-execution failures.
+    let failures = status.consecutive_failures.unwrap_or(0);
+    let limit = config.backoff.max_consecutive_failures;
+    if failures >= limit {
+        let mut details = skip(
+            SkipReason::ExhaustedRetries,
+            format!(
+                "{failures} consecutive pre-execution failures on target {target} (limit {limit}), the last in WorkflowExecution {} ({failure_reason}); \
+                 Manual intervention required: fix the cause, then delete the failed WorkflowExecutions of this target",
+                display_key(previous),
+            ),
+        );
+        details.recent_remediation = Some(recent(None));
+        return Decision::Skip(details);
+    }
+
+    // c. Backoff after pre-execution failures.
+    if let Some(next) = status.next_allowed_execution.as_ref().map(|t| t.0)
+        && now < next
+    {
+        let remaining = duration_between(now, next);
+        let mut details = skip(
+            SkipReason::RecentlyRemediated,
+            format!(
+                "target {target} is backing off after {failures} consecutive pre-execution failure(s), the last in WorkflowExecution {} ({failure_reason}); \
+                 next execution allowed at {next} (in {})",
+                display_key(previous),
+                format_go_duration(remaining),
+            ),
+        );
+        details.recent_remediation = Some(recent(Some(remaining)));
+        return Decision::Skip(details);
+    }
+
+    // d. Cooldown for the same workflow.
+    let period = config.cooldown.period;
+    if previous.spec.workflow_ref.workflow_id == wfe.spec.workflow_ref.workflow_id
+        && let Some(completed) = completed_at
+    {
+        let until = add(completed, period);
+        if now < until {
+            let remaining = duration_between(now, until);
+            let mut details = skip(
+                SkipReason::RecentlyRemediated,
+                format!(
+                    "workflow {} finished on target {target} at {completed} (WorkflowExecution {}, {}); \
+                     cooldown of {} ends at {until} (in {})",
+                    wfe.spec.workflow_ref.workflow_id,
+                    display_key(previous),
+                    previous.phase().map(|p| p.to_string()).unwrap_or_default(),
+                    format_go_duration(period),
+                    format_go_duration(remaining),
+                ),
+            );
+            details.recent_remediation = Some(recent(Some(remaining)));
+            return Decision::Skip(details);
+        }
+    }
+    Decision::Proceed
+}
+
+/// The counter after `wfe` failed before execution: the previous finished execution's
+/// `consecutiveFailures` on the target (0 if it completed, or if there is none) + 1, and the next
+/// allowed execution `now + backoff.delay(n)`.
+pub fn count_pre_execution_failure(
+    wfe: &WorkflowExecution,
+    on_target: &[Arc<WorkflowExecution>],
+    now: Timestamp,
+    config: &OperatorConfig,
+) -> FailureCount {
+    let others: Vec<&WorkflowExecution> = on_target
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|o| o.spec.target_resource == wfe.spec.target_resource && !same_object(wfe, o))
+        .collect();
+    let previous = most_recent_finished(&others)
+        .filter(|p| p.phase() == Some(Phase::Failed))
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.consecutive_failures)
+        .unwrap_or(0);
+    let consecutive_failures = previous.saturating_add(1);
+    let delay = config.backoff.schedule().delay(consecutive_failures);
+    FailureCount {
+        consecutive_failures,
+        next_allowed_execution: add(now, delay),
+    }
+}
+
+/// The most recent `Completed`/`Failed` execution by `completionTime` (one without a completion
+/// time counts as oldest; ties go to the later name, for determinism).
+pub fn most_recent_finished<'a>(
+    candidates: &[&'a WorkflowExecution],
+) -> Option<&'a WorkflowExecution> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|o| matches!(o.phase(), Some(Phase::Completed | Phase::Failed)))
+        .max_by_key(|o| (o.completion_time(), o.name_any()))
+}
+
+fn same_object(a: &WorkflowExecution, b: &WorkflowExecution) -> bool {
+    match (a.uid(), b.uid()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.name_any() == b.name_any() && a.namespace() == b.namespace(),
+    }
+}
+
+fn start_time(wfe: &WorkflowExecution) -> Option<Timestamp> {
+    wfe.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0)
+}
+
+fn display_key(wfe: &WorkflowExecution) -> String {
+    format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any())
+}
+
+/// `t + d`, saturating at the largest timestamp.
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// WorkflowExecution keys by target resource, so a decision reads only the executions on one
+/// target.
+///
+/// Keep it current by passing every watch event of the WorkflowExecution reflector to
+/// [`TargetIndex::apply_event`] (or [`TargetIndex::upsert`]/[`TargetIndex::remove`]), and read
+/// with [`TargetIndex::on_target`], which resolves keys through the reflector [`Store`]. Because
+/// the store is the source of the objects, an index entry that lags the store can only add a
+/// stale key (dropped when the store no longer has it, or has it on another target), never hide
+/// an object the caller passed through it.
+#[derive(Debug, Default)]
+pub struct TargetIndex {
+    state: RwLock<IndexState>,
+}
+
+#[derive(Debug, Default)]
+struct IndexState {
+    by_target: HashMap<String, HashSet<ObjectRef<WorkflowExecution>>>,
+    target_of: HashMap<ObjectRef<WorkflowExecution>, String>,
+    /// Objects listed since the last `Init`, swapped in at `InitDone`.
+    relist: Option<Vec<(ObjectRef<WorkflowExecution>, String)>>,
+}
+
+impl IndexState {
+    fn insert(&mut self, key: ObjectRef<WorkflowExecution>, target: String) {
+        if let Some(old) = self.target_of.get(&key)
+            && *old != target
+        {
+            let old = old.clone();
+            self.remove_from_target(&key, &old);
+        }
+        self.by_target
+            .entry(target.clone())
+            .or_default()
+            .insert(key.clone());
+        self.target_of.insert(key, target);
+    }
+
+    fn remove(&mut self, key: &ObjectRef<WorkflowExecution>) {
+        if let Some(target) = self.target_of.remove(key) {
+            self.remove_from_target(key, &target);
+        }
+    }
+
+    fn remove_from_target(&mut self, key: &ObjectRef<WorkflowExecution>, target: &str) {
+        if let Some(keys) = self.by_target.get_mut(target) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_target.remove(target);
+            }
+        }
+    }
+}
+
+impl TargetIndex {
+    /// An empty index.
+    pub fn new() -> TargetIndex {
+        TargetIndex::default()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IndexState> {
+        // The state is consistent after every method, so a panic elsewhere cannot leave it
+        // half-updated: recover the guard instead of propagating the poison.
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IndexState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records (or moves) `wfe` under its target.
+    pub fn upsert(&self, wfe: &WorkflowExecution) {
+        self.write()
+            .insert(ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
+    }
+
+    /// Forgets the execution with `key`.
+    pub fn remove(&self, key: &ObjectRef<WorkflowExecution>) {
+        self.write().remove(key);
+    }
+
+    /// Applies one event of the WorkflowExecution watcher (the same events the reflector store
+    /// applies): `Apply`/`Delete` update one entry; `Init`, `InitApply`, `InitDone` rebuild the
+    /// index atomically at `InitDone`.
+    pub fn apply_event(&self, event: &watcher::Event<WorkflowExecution>) {
+        let mut state = self.write();
+        match event {
+            watcher::Event::Apply(wfe) => {
+                state.insert(ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
+            }
+            watcher::Event::Delete(wfe) => state.remove(&ObjectRef::from_obj(wfe)),
+            watcher::Event::Init => state.relist = Some(Vec::new()),
+            watcher::Event::InitApply(wfe) => {
+                let entry = (ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
+                match state.relist.as_mut() {
+                    Some(relist) => relist.push(entry),
+                    // An InitApply without Init: apply it directly rather than lose it.
+                    None => state.insert(entry.0, entry.1),
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(relist) = state.relist.take() {
+                    state.by_target.clear();
+                    state.target_of.clear();
+                    for (key, target) in relist {
+                        state.insert(key, target);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the whole index with `wfes` (for example the reflector store's state).
+    pub fn rebuild<'a>(&self, wfes: impl IntoIterator<Item = &'a WorkflowExecution>) {
+        let mut state = self.write();
+        state.by_target.clear();
+        state.target_of.clear();
+        for wfe in wfes {
+            state.insert(ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
+        }
+    }
+
+    /// The keys of the executions on `target`.
+    pub fn keys(&self, target: &str) -> Vec<ObjectRef<WorkflowExecution>> {
+        self.read()
+            .by_target
+            .get(target)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The executions on `target`, read from `store`; keys the store no longer has, or has on
+    /// another target, are left out.
+    pub fn on_target(
+        &self,
+        target: &str,
+        store: &Store<WorkflowExecution>,
+    ) -> Vec<Arc<WorkflowExecution>> {
+        self.keys(target)
+            .iter()
+            .filter_map(|key| store.get(key))
+            .filter(|wfe| wfe.spec.target_resource == target)
+            .collect()
+    }
+
+    /// How many targets have at least one execution.
+    pub fn target_count(&self) -> usize {
+        self.read().by_target.len()
+    }
+
+    /// How many executions are indexed.
+    pub fn len(&self) -> usize {
+        self.read().target_of.len()
+    }
+
+    /// Whether no execution is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{
+        BlockClearance, FailureDetails, FailureReason, WorkflowExecutionSpec,
+        WorkflowExecutionStatus, WorkflowRef,
+    };
+
+    const TARGET: &str = "default/deployment/nginx";
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn now() -> Timestamp {
+        ts("2025-06-01T12:00:00Z")
+    }
+
+    fn wfe(name: &str, workflow: &str) -> WorkflowExecution {
+        let mut w = WorkflowExecution::new(
+            name,
+            WorkflowExecutionSpec {
+                workflow_ref: WorkflowRef {
+                    workflow_id: workflow.to_owned(),
+                    version: "1".to_owned(),
+                    container_image: "registry.example/wf:v1".to_owned(),
+                    container_digest: None,
+                },
+                target_resource: TARGET.to_owned(),
+                parameters: Default::default(),
+                confidence: None,
+                rationale: None,
+                remediation_request_ref: None,
+                execution_config: None,
+            },
+        );
+        w.metadata.namespace = Some("kubernaut-system".to_owned());
+        w.metadata.uid = Some(format!("uid-{name}"));
+        w
+    }
+
+    fn with_status(mut w: WorkflowExecution, status: WorkflowExecutionStatus) -> WorkflowExecution {
+        w.status = Some(status);
+        w
+    }
+
+    fn running(name: &str, workflow: &str, started: &str) -> WorkflowExecution {
+        with_status(
+            wfe(name, workflow),
+            WorkflowExecutionStatus {
+                phase: Some(Phase::Running),
+                start_time: Some(Time(ts(started))),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn completed(name: &str, workflow: &str, at: &str) -> WorkflowExecution {
+        with_status(
+            wfe(name, workflow),
+            WorkflowExecutionStatus {
+                phase: Some(Phase::Completed),
+                completion_time: Some(Time(ts(at))),
+                consecutive_failures: Some(0),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn failed(
+        name: &str,
+        workflow: &str,
+        at: &str,
+        execution: bool,
+        consecutive: Option<u32>,
+        next_allowed: Option<&str>,
+    ) -> WorkflowExecution {
+        with_status(
+            wfe(name, workflow),
+            WorkflowExecutionStatus {
+                phase: Some(Phase::Failed),
+                completion_time: Some(Time(ts(at))),
+                consecutive_failures: consecutive,
+                next_allowed_execution: next_allowed.map(|t| Time(ts(t))),
+                failure_details: Some(FailureDetails {
+                    reason: if execution {
+                        FailureReason::TaskFailed
+                    } else {
+                        FailureReason::ImagePullBackOff
+                    },
+                    message: "m".to_owned(),
+                    failed_task_name: None,
+                    failed_task_index: None,
+                    failed_step_name: None,
+                    exit_code: None,
+                    failed_at: Some(Time(ts(at))),
+                    execution_time_before_failure: None,
+                    was_execution_failure: execution,
+                    natural_language_summary: "s".to_owned(),
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn cleared(mut w: WorkflowExecution) -> WorkflowExecution {
+        if let Some(s) = w.status.as_mut() {
+            s.block_clearance = Some(BlockClearance {
+                cleared_at: Time(now()),
+                clear_reason: "fixed by hand".to_owned(),
+            });
+        }
+        w
+    }
+
+    fn skipped(name: &str, workflow: &str) -> WorkflowExecution {
+        with_status(
+            wfe(name, workflow),
+            WorkflowExecutionStatus {
+                phase: Some(Phase::Skipped),
+                completion_time: Some(Time(ts("2025-06-01T11:59:59Z"))),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn on(target: &str, mut w: WorkflowExecution) -> WorkflowExecution {
+        w.spec.target_resource = target.to_owned();
+        w
+    }
+
+    fn arcs(ws: Vec<WorkflowExecution>) -> Vec<Arc<WorkflowExecution>> {
+        ws.into_iter().map(Arc::new).collect()
+    }
+
+    /// Expected decision: `None` = proceed; `Some((reason, name in details, cooldownRemaining))`.
+    type Want = Option<(SkipReason, &'static str, Option<&'static str>)>;
+
+    #[test]
+    fn decision_rules() {
+        let me = || wfe("new", "restart-pod");
+        let cases: Vec<(&str, Vec<WorkflowExecution>, Want)> = vec![
+            ("nothing on the target", vec![], None),
+            ("itself listed", vec![me()], None),
+            (
+                "itself running (same uid) does not block",
+                vec![with_status(
+                    me(),
+                    running("x", "restart-pod", "2025-06-01T11:00:00Z")
+                        .status
+                        .unwrap(),
+                )],
+                None,
+            ),
+            (
+                "another running → ResourceBusy",
+                vec![running("holder", "scale-up", "2025-06-01T11:58:00Z")],
+                Some((SkipReason::ResourceBusy, "holder", None)),
+            ),
+            (
+                "the earliest runner is named",
+                vec![
+                    running("later", "a", "2025-06-01T11:59:00Z"),
+                    running("earlier", "b", "2025-06-01T11:50:00Z"),
+                ],
+                Some((SkipReason::ResourceBusy, "earlier", None)),
+            ),
+            (
+                "running on another target is ignored",
+                vec![on(
+                    "other/deployment/x",
+                    running("elsewhere", "restart-pod", "2025-06-01T11:58:00Z"),
+                )],
+                None,
+            ),
+            (
+                "lock wins over cooldown",
+                vec![
+                    running("holder", "scale-up", "2025-06-01T11:58:00Z"),
+                    failed(
+                        "bad",
+                        "restart-pod",
+                        "2025-06-01T11:00:00Z",
+                        true,
+                        None,
+                        None,
+                    ),
+                ],
+                Some((SkipReason::ResourceBusy, "holder", None)),
+            ),
+            (
+                "execution failure → PreviousExecutionFailed, no time limit",
+                vec![failed(
+                    "bad",
+                    "other-workflow",
+                    "2025-05-01T00:00:00Z",
+                    true,
+                    None,
+                    None,
+                )],
+                Some((SkipReason::PreviousExecutionFailed, "bad", None)),
+            ),
+            (
+                "cleared execution failure, other workflow → proceed",
+                vec![cleared(failed(
+                    "bad",
+                    "other-workflow",
+                    "2025-05-01T00:00:00Z",
+                    true,
+                    None,
+                    None,
+                ))],
+                None,
+            ),
+            (
+                "cleared execution failure, same workflow, within cooldown → RecentlyRemediated",
+                vec![cleared(failed(
+                    "bad",
+                    "restart-pod",
+                    "2025-06-01T11:58:00Z",
+                    true,
+                    None,
+                    None,
+                ))],
+                Some((SkipReason::RecentlyRemediated, "bad", Some("3m0s"))),
+            ),
+            (
+                "only the most recent finished one counts",
+                vec![
+                    failed(
+                        "old-bad",
+                        "restart-pod",
+                        "2025-06-01T10:00:00Z",
+                        true,
+                        None,
+                        None,
+                    ),
+                    completed("good", "scale-up", "2025-06-01T11:00:00Z"),
+                ],
+                None,
+            ),
+            (
+                "skipped executions are not previous executions",
+                vec![
+                    failed(
+                        "bad",
+                        "restart-pod",
+                        "2025-06-01T10:00:00Z",
+                        true,
+                        None,
+                        None,
+                    ),
+                    skipped("skip", "restart-pod"),
+                ],
+                Some((SkipReason::PreviousExecutionFailed, "bad", None)),
+            ),
+            (
+                "at the failure limit → ExhaustedRetries",
+                vec![failed(
+                    "pre5",
+                    "restart-pod",
+                    "2025-06-01T11:00:00Z",
+                    false,
+                    Some(5),
+                    Some("2025-06-01T11:10:00Z"),
+                )],
+                Some((SkipReason::ExhaustedRetries, "pre5", None)),
+            ),
+            (
+                "below the limit, inside backoff → RecentlyRemediated with remaining",
+                vec![failed(
+                    "pre2",
+                    "other-workflow",
+                    "2025-06-01T11:59:00Z",
+                    false,
+                    Some(2),
+                    Some("2025-06-01T12:01:30Z"),
+                )],
+                Some((SkipReason::RecentlyRemediated, "pre2", Some("1m30s"))),
+            ),
+            (
+                "backoff applies to a different workflow too",
+                vec![failed(
+                    "pre1",
+                    "scale-up",
+                    "2025-06-01T11:59:30Z",
+                    false,
+                    Some(1),
+                    Some("2025-06-01T12:00:30Z"),
+                )],
+                Some((SkipReason::RecentlyRemediated, "pre1", Some("30s"))),
+            ),
+            (
+                "backoff over, other workflow → proceed",
+                vec![failed(
+                    "pre2",
+                    "scale-up",
+                    "2025-06-01T11:50:00Z",
+                    false,
+                    Some(2),
+                    Some("2025-06-01T11:52:00Z"),
+                )],
+                None,
+            ),
+            (
+                "same workflow completed 2m ago → RecentlyRemediated, 3m left",
+                vec![completed("done", "restart-pod", "2025-06-01T11:58:00Z")],
+                Some((SkipReason::RecentlyRemediated, "done", Some("3m0s"))),
+            ),
+            (
+                "same workflow completed exactly a period ago → proceed",
+                vec![completed("done", "restart-pod", "2025-06-01T11:55:00Z")],
+                None,
+            ),
+            (
+                "different workflow completed 2m ago → proceed",
+                vec![completed("done", "scale-up", "2025-06-01T11:58:00Z")],
+                None,
+            ),
+            (
+                "same workflow pre-execution failure, backoff over, within cooldown",
+                vec![failed(
+                    "pre1",
+                    "restart-pod",
+                    "2025-06-01T11:59:00Z",
+                    false,
+                    Some(1),
+                    Some("2025-06-01T11:59:30Z"),
+                )],
+                Some((SkipReason::RecentlyRemediated, "pre1", Some("4m0s"))),
+            ),
+        ];
+        let config = OperatorConfig::default();
+        for (name, others, want) in cases {
+            let got = decide(&me(), &arcs(others), now(), &config);
+            match (got, want) {
+                (Decision::Proceed, None) => {}
+                (Decision::Skip(details), Some((reason, other, remaining))) => {
+                    assert_eq!(details.reason, reason, "{name}");
+                    assert_eq!(details.skipped_at, Time(now()), "{name}");
+                    if reason == SkipReason::ResourceBusy {
+                        let conflict = details.conflicting_workflow.as_ref().expect(name);
+                        assert_eq!(conflict.name, other, "{name}");
+                        assert_eq!(conflict.target_resource, TARGET, "{name}");
+                        assert!(conflict.started_at.is_some(), "{name}");
+                        assert!(details.recent_remediation.is_none(), "{name}");
+                    } else {
+                        let recent = details.recent_remediation.as_ref().expect(name);
+                        assert_eq!(recent.name, other, "{name}");
+                        assert_eq!(recent.cooldown_remaining.as_deref(), remaining, "{name}");
+                        assert_eq!(recent.target_resource, TARGET, "{name}");
+                        assert!(details.conflicting_workflow.is_none(), "{name}");
+                    }
+                    assert!(
+                        details.message.contains(other),
+                        "{name}: {}",
+                        details.message
+                    );
+                    if reason == SkipReason::PreviousExecutionFailed {
+                        assert!(
+                            details.message.contains("Manual intervention required"),
+                            "{name}"
+                        );
+                        assert!(details.message.contains(CLEAR_BLOCK_ANNOTATION), "{name}");
+                    }
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn recent_remediation_names_the_outcome() {
+        let others = arcs(vec![completed(
+            "done",
+            "restart-pod",
+            "2025-06-01T11:58:00Z",
+        )]);
+        let Decision::Skip(details) = decide(
+            &wfe("new", "restart-pod"),
+            &others,
+            now(),
+            &OperatorConfig::default(),
+        ) else {
+            panic!("expected a skip");
+        };
+        let recent = details.recent_remediation.unwrap();
+        assert_eq!(recent.outcome, "Completed");
+        assert_eq!(recent.workflow_id, "restart-pod");
+        assert_eq!(recent.completed_at, Some(Time(ts("2025-06-01T11:58:00Z"))));
+    }
+
+    #[test]
+    fn failure_counter_follows_the_previous_execution() {
+        let config = OperatorConfig::default();
+        let cases: Vec<(&str, Vec<WorkflowExecution>, u32, &str)> = vec![
+            ("first failure", vec![], 1, "2025-06-01T12:01:00Z"),
+            (
+                "after a completion",
+                vec![completed("ok", "w", "2025-06-01T11:00:00Z")],
+                1,
+                "2025-06-01T12:01:00Z",
+            ),
+            (
+                "after one failure",
+                vec![failed(
+                    "f1",
+                    "w",
+                    "2025-06-01T11:00:00Z",
+                    false,
+                    Some(1),
+                    None,
+                )],
+                2,
+                "2025-06-01T12:02:00Z",
+            ),
+            (
+                "after three",
+                vec![failed(
+                    "f3",
+                    "w",
+                    "2025-06-01T11:00:00Z",
+                    false,
+                    Some(3),
+                    None,
+                )],
+                4,
+                "2025-06-01T12:08:00Z",
+            ),
+            (
+                "capped at max",
+                vec![failed(
+                    "f4",
+                    "w",
+                    "2025-06-01T11:00:00Z",
+                    false,
+                    Some(4),
+                    None,
+                )],
+                5,
+                "2025-06-01T12:10:00Z",
+            ),
+            (
+                "most recent wins",
+                vec![
+                    failed("f3", "w", "2025-06-01T10:00:00Z", false, Some(3), None),
+                    completed("ok", "w", "2025-06-01T11:00:00Z"),
+                ],
+                1,
+                "2025-06-01T12:01:00Z",
+            ),
+            (
+                "execution failure carries no count",
+                vec![failed(
+                    "exec",
+                    "w",
+                    "2025-06-01T11:00:00Z",
+                    true,
+                    None,
+                    None,
+                )],
+                1,
+                "2025-06-01T12:01:00Z",
+            ),
+            (
+                "other targets are ignored",
+                vec![on(
+                    "x/y/z",
+                    failed("f3", "w", "2025-06-01T11:00:00Z", false, Some(3), None),
+                )],
+                1,
+                "2025-06-01T12:01:00Z",
+            ),
+        ];
+        for (name, others, count, next) in cases {
+            let got = count_pre_execution_failure(&wfe("new", "w"), &arcs(others), now(), &config);
+            assert_eq!(got.consecutive_failures, count, "{name}");
+            assert_eq!(got.next_allowed_execution, ts(next), "{name}");
+        }
+    }
+
+    #[test]
+    fn backoff_sequence_reaches_exhausted_retries() {
+        // Five pre-execution failures in a row, each decided after the previous backoff expired:
+        // delays 1m, 2m, 4m, 8m, 10m, then ExhaustedRetries.
+        let config = OperatorConfig::default();
+        let mut history: Vec<WorkflowExecution> = Vec::new();
+        let mut clock = now();
+        let mut delays = Vec::new();
+        for i in 1..=5 {
+            let me = wfe(&format!("try-{i}"), &format!("w{i}"));
+            assert_eq!(
+                decide(&me, &arcs(history.clone()), clock, &config),
+                Decision::Proceed,
+                "try {i}"
+            );
+            let count = count_pre_execution_failure(&me, &arcs(history.clone()), clock, &config);
+            assert_eq!(count.consecutive_failures, i);
+            delays.push(duration_between(clock, count.next_allowed_execution).as_secs());
+            history.push(with_status(
+                me,
+                WorkflowExecutionStatus {
+                    phase: Some(Phase::Failed),
+                    completion_time: Some(Time(clock)),
+                    consecutive_failures: Some(count.consecutive_failures),
+                    next_allowed_execution: Some(Time(count.next_allowed_execution)),
+                    ..Default::default()
+                },
+            ));
+            clock = count.next_allowed_execution;
+        }
+        assert_eq!(delays, [60, 120, 240, 480, 600]);
+        let Decision::Skip(details) = decide(&wfe("try-6", "w6"), &arcs(history), clock, &config)
+        else {
+            panic!("expected ExhaustedRetries");
+        };
+        assert_eq!(details.reason, SkipReason::ExhaustedRetries);
+    }
+
+    #[test]
+    fn index_follows_watch_events() {
+        let index = TargetIndex::new();
+        let a = wfe("a", "w");
+        let b = on("other/deployment/b", wfe("b", "w"));
+        index.apply_event(&watcher::Event::Apply(a.clone()));
+        index.apply_event(&watcher::Event::Apply(b.clone()));
+        assert_eq!(index.keys(TARGET), vec![ObjectRef::from_obj(&a)]);
+        assert_eq!(index.target_count(), 2);
+
+        // A relist replaces everything at InitDone, not before.
+        let c = wfe("c", "w");
+        index.apply_event(&watcher::Event::Init);
+        index.apply_event(&watcher::Event::InitApply(c.clone()));
+        assert_eq!(index.keys(TARGET), vec![ObjectRef::from_obj(&a)]);
+        index.apply_event(&watcher::Event::InitDone);
+        assert_eq!(index.keys(TARGET), vec![ObjectRef::from_obj(&c)]);
+        assert!(index.keys("other/deployment/b").is_empty());
+        assert_eq!(index.len(), 1);
+
+        index.apply_event(&watcher::Event::Delete(c.clone()));
+        assert!(index.is_empty());
+        assert_eq!(index.target_count(), 0);
+    }
+
+    #[test]
+    fn index_moves_an_object_whose_target_changed() {
+        let index = TargetIndex::new();
+        let a = wfe("a", "w");
+        index.upsert(&a);
+        let moved = on("other/deployment/x", a.clone());
+        index.upsert(&moved);
+        assert!(index.keys(TARGET).is_empty());
+        assert_eq!(index.keys("other/deployment/x").len(), 1);
+        index.remove(&ObjectRef::from_obj(&moved));
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn index_reads_objects_from_the_store() {
+        let (store, mut writer) = kube::runtime::reflector::store::<WorkflowExecution>();
+        let index = TargetIndex::new();
+        let a = wfe("a", "w");
+        let b = wfe("b", "w");
+        let far = on("other/deployment/far", wfe("far", "w"));
+        for w in [&a, &b, &far] {
+            writer.apply_watcher_event(&watcher::Event::Apply(w.clone()));
+        }
+        index.rebuild(store.state().iter().map(Arc::as_ref));
+        let mut names: Vec<String> = index
+            .on_target(TARGET, &store)
+            .iter()
+            .map(|w| w.name_any())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        // A key the store no longer has is left out.
+        writer.apply_watcher_event(&watcher::Event::Delete(b.clone()));
+        assert_eq!(index.on_target(TARGET, &store).len(), 1);
+    }
+}

@@ -1,0 +1,276 @@
+//! Go-style durations: the notation Kubernetes and Tekton use on the wire.
+//!
+//! The WorkflowExecution contract writes durations the way Go's `time.Duration` does: the
+//! `status.duration` and `failureDetails.executionTimeBeforeFailure` strings (`2m30s`, `1h0m0s`) and
+//! the `executionConfig.timeout` a user writes, which becomes the PipelineRun's
+//! `spec.timeouts.pipeline` and is parsed by Tekton with Go's `time.ParseDuration`.
+//!
+//! Guarantees:
+//! 1. [`format_go_duration`] rounds to whole seconds (half away from zero, like Go's
+//!    `Duration.Round(time.Second)`) and prints exactly what Go's `Duration.String()` prints for
+//!    that value: `0s`, `45s`, `2m30s`, `1h0m0s`, `26h3m4s`.
+//! 2. [`parse_go_duration`] accepts exactly the non-negative subset of Go's `time.ParseDuration`
+//!    grammar (`300ms`, `1.5h`, `2h45m`, `0`; units `ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`),
+//!    so a string it accepts is one Tekton accepts too.
+//!
+//! Caveats:
+//! 1. Negative durations are rejected: nothing in the contract can be negative.
+//! 2. Values above Go's maximum (`2562047h47m16.854775807s`, `i64::MAX` nanoseconds) are rejected
+//!    as out of range, as Go rejects them.
+use std::time::Duration;
+
+/// Go's largest duration, in nanoseconds (`math.MaxInt64`).
+const GO_MAX_NANOS: u128 = i64::MAX as u128;
+
+/// Why a string is not a (non-negative) Go duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GoDurationError {
+    /// The string is empty.
+    #[error("invalid duration \"\": empty")]
+    Empty,
+    /// The string has a leading `-`.
+    #[error("invalid duration {0:?}: negative durations are not allowed")]
+    Negative(String),
+    /// A number is not followed by a unit (`"5"`, `"1h30"`).
+    #[error("invalid duration {0:?}: missing unit (one of ns, us, ms, s, m, h)")]
+    MissingUnit(String),
+    /// A unit is not one Go knows.
+    #[error("invalid duration {input:?}: unknown unit {unit:?} (one of ns, us, ms, s, m, h)")]
+    UnknownUnit {
+        /// The whole input.
+        input: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// The string does not follow the `<number><unit>...` shape.
+    #[error("invalid duration {0:?}: expected a sequence of <number><unit>, e.g. \"1h30m\"")]
+    Malformed(String),
+    /// The value exceeds Go's maximum duration.
+    #[error("invalid duration {0:?}: out of range (at most 2562047h47m16s)")]
+    OutOfRange(String),
+}
+
+/// Parses a non-negative Go duration string (`"90s"`, `"1h30m"`, `"1.5h"`, `"0"`).
+pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
+    let malformed = || GoDurationError::Malformed(input.to_owned());
+    let mut rest = match input.strip_prefix('+') {
+        Some(r) => r,
+        None if input.starts_with('-') => return Err(GoDurationError::Negative(input.to_owned())),
+        None => input,
+    };
+    if rest.is_empty() {
+        return Err(if input.is_empty() {
+            GoDurationError::Empty
+        } else {
+            malformed()
+        });
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_part, after_int) = rest.split_at(int_len);
+        let (frac_part, after_num) = match after_int.strip_prefix('.') {
+            Some(f) => {
+                let frac_len = f.bytes().take_while(u8::is_ascii_digit).count();
+                f.split_at(frac_len)
+            }
+            None => ("", after_int),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(malformed());
+        }
+        let unit_len = after_num
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(after_num.len(), |(i, _)| i);
+        let (unit, after_unit) = after_num.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "" => return Err(GoDurationError::MissingUnit(input.to_owned())),
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3_600 * 1_000_000_000,
+            other => {
+                return Err(GoDurationError::UnknownUnit {
+                    input: input.to_owned(),
+                    unit: other.to_owned(),
+                });
+            }
+        };
+        let out_of_range = || GoDurationError::OutOfRange(input.to_owned());
+        let whole: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| out_of_range())?
+        };
+        let mut nanos = whole.checked_mul(unit_nanos).ok_or_else(out_of_range)?;
+        // Fraction digits beyond 18 cannot change the result (the largest unit is 3.6e12 ns) and
+        // are ignored, as Go truncates below nanosecond precision; 10^18 · 3.6e12 fits a u128.
+        let mut scale: u128 = 1;
+        let mut frac: u128 = 0;
+        for digit in frac_part.bytes().take(18) {
+            frac = frac * 10 + u128::from(digit - b'0');
+            scale *= 10;
+        }
+        nanos = nanos
+            .checked_add(frac * unit_nanos / scale)
+            .ok_or_else(out_of_range)?;
+        total = total.checked_add(nanos).ok_or_else(out_of_range)?;
+        if total > GO_MAX_NANOS {
+            return Err(out_of_range());
+        }
+        rest = after_unit;
+    }
+    let secs = u64::try_from(total / 1_000_000_000)
+        .map_err(|_| GoDurationError::OutOfRange(input.to_owned()))?;
+    // The remainder is below 10^9 and fits a u32.
+    let subsec = (total % 1_000_000_000) as u32;
+    Ok(Duration::new(secs, subsec))
+}
+
+/// Rounds to whole seconds, half away from zero (Go's `d.Round(time.Second)`).
+pub fn round_to_seconds(duration: Duration) -> u64 {
+    let secs = duration.as_secs();
+    if duration.subsec_nanos() >= 500_000_000 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    }
+}
+
+/// Formats a duration the way Go's `Duration.String()` prints it after rounding to whole seconds:
+/// `0s`, `45s`, `2m30s`, `1h0m0s`.
+pub fn format_go_duration(duration: Duration) -> String {
+    let total = round_to_seconds(duration);
+    let (hours, minutes, seconds) = (total / 3600, (total % 3600) / 60, total % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// The time from `from` to `to` as a Go-style string; zero when `to` is not after `from`.
+pub fn format_span(from: jiff::Timestamp, to: jiff::Timestamp) -> String {
+    format_go_duration(duration_between(from, to))
+}
+
+/// The non-negative time from `from` to `to` (zero when `to` is not after `from`).
+pub fn duration_between(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration {
+    let nanos = to.as_nanosecond().saturating_sub(from.as_nanosecond());
+    u64::try_from(nanos.max(0))
+        .map(Duration::from_nanos)
+        .unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn formats_like_go() {
+        let cases: &[(Duration, &str)] = &[
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(499), "0s"),
+            (Duration::from_millis(500), "1s"),
+            (Duration::from_secs(45), "45s"),
+            (Duration::from_secs(60), "1m0s"),
+            (Duration::from_secs(150), "2m30s"),
+            (Duration::from_millis(149_600), "2m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3661), "1h1m1s"),
+            (Duration::from_secs(26 * 3600 + 3 * 60 + 4), "26h3m4s"),
+            (Duration::from_millis(59_500), "1m0s"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(format_go_duration(*input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parses_go_durations() {
+        let cases: &[(&str, Duration)] = &[
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("+5s", Duration::from_secs(5)),
+            ("90s", Duration::from_secs(90)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("2h45m10s", Duration::from_secs(2 * 3600 + 45 * 60 + 10)),
+            ("1.5h", Duration::from_secs(5400)),
+            (".5s", Duration::from_millis(500)),
+            ("1.s", Duration::from_secs(1)),
+            ("300ms", Duration::from_millis(300)),
+            ("10us", Duration::from_micros(10)),
+            ("10\u{b5}s", Duration::from_micros(10)),
+            ("10\u{3bc}s", Duration::from_micros(10)),
+            ("7ns", Duration::from_nanos(7)),
+            ("1h0m0s", Duration::from_secs(3600)),
+            ("2562047h", Duration::from_secs(2_562_047 * 3600)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_go_duration(input), Ok(*want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_go_rejects() {
+        type Check = fn(&GoDurationError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("", |e| matches!(e, GoDurationError::Empty)),
+            ("-5m", |e| matches!(e, GoDurationError::Negative(_))),
+            ("5", |e| matches!(e, GoDurationError::MissingUnit(_))),
+            ("1h30", |e| matches!(e, GoDurationError::MissingUnit(_))),
+            ("5 minutes", |e| {
+                matches!(e, GoDurationError::UnknownUnit { .. })
+            }),
+            ("1d", |e| matches!(e, GoDurationError::UnknownUnit { .. })),
+            ("1h 30m", |e| {
+                matches!(e, GoDurationError::UnknownUnit { .. })
+            }),
+            ("h", |e| matches!(e, GoDurationError::Malformed(_))),
+            (".s", |e| matches!(e, GoDurationError::Malformed(_))),
+            ("+", |e| matches!(e, GoDurationError::Malformed(_))),
+            ("2562048h", |e| matches!(e, GoDurationError::OutOfRange(_))),
+            ("99999999999999999999999999999999999999999h", |e| {
+                matches!(e, GoDurationError::OutOfRange(_))
+            }),
+            ("1h\n", |e| matches!(e, GoDurationError::UnknownUnit { .. })),
+            ("{{ 5 }}m", |e| matches!(e, GoDurationError::Malformed(_))),
+        ];
+        for (input, check) in cases {
+            let err = parse_go_duration(input).expect_err(input);
+            assert!(check(&err), "{input:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn spans_are_never_negative() {
+        let a: jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        let b: jiff::Timestamp = "2025-01-01T00:02:30Z".parse().unwrap();
+        assert_eq!(format_span(a, b), "2m30s");
+        assert_eq!(format_span(b, a), "0s");
+    }
+
+    proptest! {
+        #[test]
+        fn formatted_durations_parse_back(secs in 0u64..10_000_000) {
+            let text = format_go_duration(Duration::from_secs(secs));
+            prop_assert_eq!(parse_go_duration(&text), Ok(Duration::from_secs(secs)));
+        }
+
+        #[test]
+        fn parse_never_panics(input in "\\PC{0,24}") {
+            let _ = parse_go_duration(&input);
+        }
+    }
+}

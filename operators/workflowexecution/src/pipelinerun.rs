@@ -1,0 +1,270 @@
+//! The PipelineRun of a WorkflowExecution: its identity (name, namespace, labels, annotations) and
+//! the rendering of the template into the object the operator creates.
+//!
+//! Guarantees:
+//! 1. The name is the lock: `wfe-` + the first 16 lowercase hex characters of
+//!    SHA-256(`targetResource`) ([`pipeline_run_name`]), so two WorkflowExecutions on one target
+//!    can never both own a PipelineRun.
+//! 2. The namespace is config `execution.namespace`, never the WorkflowExecution's.
+//! 3. The labels `kubernaut.ai/workflow-execution`, `kubernaut.ai/source-namespace`,
+//!    `kubernaut.ai/workflow-id` and `kubernaut.ai/target-resource` and the annotations
+//!    `kubernaut.ai/target-resource` (the raw target) and `kubernaut.ai/template-revision` are set
+//!    by the framework after rendering ([`apply_identity`]): no template edit can break locking or
+//!    cleanup.
+//! 4. Every label value is a valid Kubernetes label value ([`label_value`]): `/` becomes `__`, and
+//!    a value that needs more changes than that (or is longer than 63 characters) ends in a hash of
+//!    the original, so distinct inputs stay distinct.
+//!
+//! Caveats:
+//! 1. Rendering does not validate the spec; callers run [`crate::validate::validate_spec`] first
+//!    (the reconciler's Pending step 1, the `render` command).
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kubernaut_framework::lock::{Owner, lock_name};
+use kubernaut_framework::template::{ChildIdentity, TemplateError, TemplateSet, apply_identity};
+use serde_json::Value;
+
+use crate::config::OperatorConfig;
+use crate::templates::{PIPELINERUN_TEMPLATE, template_context};
+use crate::types::WorkflowExecution;
+
+/// The prefix of every PipelineRun name.
+pub const NAME_PREFIX: &str = "wfe-";
+/// Label: the owning WorkflowExecution's name.
+pub const LABEL_WORKFLOW_EXECUTION: &str = "kubernaut.ai/workflow-execution";
+/// Label: the owning WorkflowExecution's namespace.
+pub const LABEL_SOURCE_NAMESPACE: &str = "kubernaut.ai/source-namespace";
+/// Label: the workflow id.
+pub const LABEL_WORKFLOW_ID: &str = "kubernaut.ai/workflow-id";
+/// Label (target with `/` → `__`) and annotation (raw target): the target resource.
+pub const TARGET_RESOURCE_KEY: &str = "kubernaut.ai/target-resource";
+/// Annotation: the revision of the template set the run was rendered from.
+pub const ANNOTATION_TEMPLATE_REVISION: &str = "kubernaut.ai/template-revision";
+
+/// The longest label value Kubernetes accepts.
+const MAX_LABEL_VALUE: usize = 63;
+/// Characters kept from the input when a label value must carry a hash (`<prefix>-<16 hex>`).
+const HASHED_PREFIX: usize = MAX_LABEL_VALUE - 17;
+
+/// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256(target).
+pub fn pipeline_run_name(target_resource: &str) -> String {
+    lock_name(NAME_PREFIX, target_resource)
+}
+
+/// A valid Kubernetes label value for `raw`.
+///
+/// `/` becomes `__`; if that alone yields a valid value (at most 63 characters of
+/// `[A-Za-z0-9_.-]`, starting and ending alphanumeric, or empty) it is the result. Otherwise
+/// other characters become `_`, the edges are trimmed to alphanumerics, the text is cut to 46
+/// characters and `-` + 16 hex chars of SHA-256(`raw`) is appended.
+pub fn label_value(raw: &str) -> String {
+    let slashes = raw.replace('/', "__");
+    if is_valid_label_value(&slashes) {
+        return slashes;
+    }
+    let cleaned: String = slashes
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let prefix: String = cleaned.chars().take(HASHED_PREFIX).collect();
+    let prefix = prefix.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let hash = lock_name("", raw);
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
+}
+
+/// Whether `value` is a valid Kubernetes label value.
+pub fn is_valid_label_value(value: &str) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let bytes = value.as_bytes();
+    bytes.len() <= MAX_LABEL_VALUE
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// The ownership labels that name `wfe` on its PipelineRun (name and namespace).
+pub fn owner_labels(wfe: &WorkflowExecution) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            LABEL_WORKFLOW_EXECUTION.to_owned(),
+            label_value(&wfe.name_any()),
+        ),
+        (
+            LABEL_SOURCE_NAMESPACE.to_owned(),
+            label_value(&wfe.namespace().unwrap_or_default()),
+        ),
+    ])
+}
+
+/// The lock owner for `wfe`: its ownership labels and uid.
+pub fn owner(wfe: &WorkflowExecution) -> Owner {
+    Owner {
+        labels: owner_labels(wfe),
+        uid: wfe.uid(),
+    }
+}
+
+/// The identity the framework stamps on the PipelineRun of `wfe`.
+pub fn pipeline_run_identity(
+    wfe: &WorkflowExecution,
+    config: &OperatorConfig,
+    template_revision: &str,
+) -> ChildIdentity {
+    let target = &wfe.spec.target_resource;
+    let mut labels = owner_labels(wfe);
+    labels.insert(
+        LABEL_WORKFLOW_ID.to_owned(),
+        label_value(&wfe.spec.workflow_ref.workflow_id),
+    );
+    labels.insert(TARGET_RESOURCE_KEY.to_owned(), label_value(target));
+    let annotations = BTreeMap::from([
+        (TARGET_RESOURCE_KEY.to_owned(), target.clone()),
+        (
+            ANNOTATION_TEMPLATE_REVISION.to_owned(),
+            template_revision.to_owned(),
+        ),
+    ]);
+    ChildIdentity {
+        name: pipeline_run_name(target),
+        namespace: config.execution.namespace.clone(),
+        labels,
+        annotations,
+    }
+}
+
+/// Renders the PipelineRun for `wfe`: the template with [`template_context`], then the
+/// framework-owned identity. The result is the object the operator creates.
+pub fn render_pipeline_run(
+    wfe: &WorkflowExecution,
+    config: &OperatorConfig,
+    templates: &TemplateSet,
+) -> Result<Value, TemplateError> {
+    let mut run = templates.render(PIPELINERUN_TEMPLATE, &template_context(wfe, config))?;
+    apply_identity(
+        &mut run,
+        &pipeline_run_identity(wfe, config, templates.revision()),
+    );
+    Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates::sample_workflow_execution;
+
+    #[test]
+    fn names_match_the_contract_vectors() {
+        let cases = [
+            ("default/deployment/nginx", "wfe-f3457dcc8fbcb6d9"),
+            ("payment/deployment/payment-api", "wfe-cf0cc089293b1165"),
+            ("node/worker-node-1", "wfe-ac45b7d6911e97a5"),
+        ];
+        for (target, name) in cases {
+            assert_eq!(pipeline_run_name(target), name, "{target}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_valid_and_distinct() {
+        let long = "n".repeat(80);
+        let cases: Vec<(&str, Option<&str>)> = vec![
+            (
+                "default/deployment/nginx",
+                Some("default__deployment__nginx"),
+            ),
+            ("node/worker-node-1", Some("node__worker-node-1")),
+            ("restart-pod", Some("restart-pod")),
+            ("", Some("")),
+            ("ns/Deployment.apps/web", Some("ns__Deployment.apps__web")),
+            ("ns/deployment/caf\u{e9}", None),
+            ("ns/deployment/a b", None),
+            ("-leading/x", None),
+            ("x/trailing-", None),
+            (&long, None),
+            ("\u{1f680}/\u{1f680}", None),
+            ("a\n/b", None),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (raw, exact) in &cases {
+            let value = label_value(raw);
+            assert!(is_valid_label_value(&value), "{raw:?} -> {value:?}");
+            if let Some(exact) = exact {
+                assert_eq!(value, *exact, "{raw:?}");
+            } else {
+                assert!(value.ends_with(&lock_name("", raw)), "{raw:?} -> {value:?}");
+            }
+            assert!(seen.insert(value.clone()), "{raw:?} collides as {value:?}");
+        }
+        // Two inputs that clean to the same text stay distinct.
+        assert_ne!(label_value("ns/d/caf\u{e9}"), label_value("ns/d/caf\u{e8}"));
+    }
+
+    #[test]
+    fn identity_is_the_contracts() {
+        let wfe = sample_workflow_execution();
+        let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "0123456789abcdef");
+        assert_eq!(identity.name, "wfe-f3457dcc8fbcb6d9");
+        assert_eq!(identity.namespace, "kubernaut-workflows");
+        let labels: Vec<(&str, &str)> = identity
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("kubernaut.ai/source-namespace", "kubernaut-system"),
+                ("kubernaut.ai/target-resource", "default__deployment__nginx"),
+                ("kubernaut.ai/workflow-execution", "restart-nginx-7f9c"),
+                ("kubernaut.ai/workflow-id", "restart-deployment"),
+            ]
+        );
+        assert_eq!(
+            identity
+                .annotations
+                .get(TARGET_RESOURCE_KEY)
+                .map(String::as_str),
+            Some("default/deployment/nginx")
+        );
+        assert_eq!(
+            identity
+                .annotations
+                .get(ANNOTATION_TEMPLATE_REVISION)
+                .map(String::as_str),
+            Some("0123456789abcdef")
+        );
+        let owner = owner(&wfe);
+        assert!(owner.owns(&identity.labels));
+        assert_eq!(
+            owner.uid.as_deref(),
+            Some("4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a")
+        );
+    }
+
+    #[test]
+    fn another_wfe_does_not_own_the_run() {
+        let wfe = sample_workflow_execution();
+        let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
+        let mut other = sample_workflow_execution();
+        other.metadata.name = Some("restart-nginx-other".to_owned());
+        assert!(!owner(&other).owns(&identity.labels));
+        let mut elsewhere = sample_workflow_execution();
+        elsewhere.metadata.namespace = Some("team-b".to_owned());
+        assert!(!owner(&elsewhere).owns(&identity.labels));
+    }
+}

@@ -1,0 +1,166 @@
+//! What a PipelineRun's status says, read through the status mapping file.
+//!
+//! The phase rules and field paths live in `templates/workflowexecution/tekton/status.yaml`
+//! ([`crate::templates::STATUS_MAPPING`]); this module turns their answers into typed values for
+//! the reconciler: a [`RunPhase`] and the `status.pipelineRunStatus` summary.
+//!
+//! Guarantees:
+//! 1. Pure: the same run (and TaskRuns) always give the same observation.
+//! 2. A mapping that selects no phase, or a value that is not a [`RunPhase`], reads as
+//!    [`RunPhase::Running`]: the WorkflowExecution keeps waiting rather than guessing an outcome.
+//! 3. Timestamps that do not parse are treated as absent, never as an error.
+//!
+//! Caveats:
+//! 1. `completedTasks` is counted from the TaskRuns when they are given (a TaskRun whose
+//!    `Succeeded` condition is `True` or `False` has completed); Tekton's PipelineRun status does
+//!    not carry the number itself.
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use kubernaut_framework::status::StatusMapping;
+use serde_json::Value;
+
+use crate::types::PipelineRunStatusSummary;
+
+/// Where a PipelineRun is in its life, as the status mapping reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunPhase {
+    /// Not started by Tekton yet.
+    Pending,
+    /// Started, not finished.
+    Running,
+    /// Finished successfully (`Succeeded=True`).
+    Completed,
+    /// Finished unsuccessfully (`Succeeded=False`).
+    Failed,
+}
+
+impl RunPhase {
+    /// Parses a phase name produced by the mapping.
+    pub fn from_name(name: &str) -> Option<RunPhase> {
+        match name {
+            "Pending" => Some(RunPhase::Pending),
+            "Running" => Some(RunPhase::Running),
+            "Completed" => Some(RunPhase::Completed),
+            "Failed" => Some(RunPhase::Failed),
+            _ => None,
+        }
+    }
+
+    /// The phase name, as in the mapping file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Pending => "Pending",
+            RunPhase::Running => "Running",
+            RunPhase::Completed => "Completed",
+            RunPhase::Failed => "Failed",
+        }
+    }
+
+    /// Whether the run has finished.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunPhase::Completed | RunPhase::Failed)
+    }
+}
+
+/// Everything the reconciler needs from one look at a PipelineRun.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunObservation {
+    /// The run's phase.
+    pub phase: RunPhase,
+    /// The summary for `status.pipelineRunStatus`.
+    pub summary: PipelineRunStatusSummary,
+    /// When Tekton started the run.
+    pub start_time: Option<Timestamp>,
+    /// When the run finished.
+    pub completion_time: Option<Timestamp>,
+}
+
+/// Reads `run` through `mapping`; `task_runs` (by name), when given, supply `completedTasks`.
+pub fn observe_run(
+    mapping: &StatusMapping,
+    run: &Value,
+    task_runs: Option<&BTreeMap<String, Value>>,
+) -> RunObservation {
+    let phase = mapping
+        .phase(run)
+        .and_then(RunPhase::from_name)
+        .unwrap_or(RunPhase::Running);
+    let fields = mapping.fields(run);
+    let summary = PipelineRunStatusSummary {
+        status: string_field(&fields, "status"),
+        reason: string_field(&fields, "reason"),
+        message: string_field(&fields, "message"),
+        completed_tasks: task_runs.map(|trs| completed_task_count(run, trs)),
+        total_tasks: fields
+            .get("totalTasks")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+    };
+    RunObservation {
+        phase,
+        summary,
+        start_time: timestamp_field(&fields, "startTime"),
+        completion_time: timestamp_field(&fields, "completionTime"),
+    }
+}
+
+/// A string field of the mapping's output (numbers and booleans are written as text).
+pub fn string_field(fields: &BTreeMap<String, Value>, name: &str) -> Option<String> {
+    match fields.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A timestamp field of the mapping's output; `None` when absent or not RFC 3339.
+pub fn timestamp_field(fields: &BTreeMap<String, Value>, name: &str) -> Option<Timestamp> {
+    fields.get(name)?.as_str()?.parse().ok()
+}
+
+/// The TaskRuns named in the run's `childReferences`, in order, with their index.
+pub fn child_task_runs(run: &Value) -> Vec<(u32, String)> {
+    run.pointer("/status/childReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let is_task_run = r.get("kind").and_then(Value::as_str) == Some("TaskRun");
+                    let name = r.get("name").and_then(Value::as_str)?;
+                    let index = u32::try_from(i).ok()?;
+                    is_task_run.then(|| (index, name.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `Succeeded` condition status (`True`, `False`, `Unknown`) of a Tekton object.
+pub fn succeeded_status(object: &Value) -> Option<&str> {
+    succeeded_condition(object)?.get("status")?.as_str()
+}
+
+/// The `Succeeded` condition of a Tekton object.
+pub fn succeeded_condition(object: &Value) -> Option<&Value> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Succeeded"))
+}
+
+fn completed_task_count(run: &Value, task_runs: &BTreeMap<String, Value>) -> u32 {
+    let finished = child_task_runs(run)
+        .into_iter()
+        .filter(|(_, name)| {
+            task_runs
+                .get(name)
+                .and_then(succeeded_status)
+                .is_some_and(|s| s == "True" || s == "False")
+        })
+        .count();
+    u32::try_from(finished).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,342 @@
+//! The operator's declarative Tekton knowledge: which files it loads from the template directory,
+//! what context the PipelineRun template sees, and which values the status mapping may produce.
+//!
+//! The files themselves live in `templates/workflowexecution/` (mounted from a ConfigMap in a
+//! cluster):
+//! 1. [`PIPELINERUN_TEMPLATE`] (`tekton/pipelinerun.yaml.j2`): the PipelineRun a WorkflowExecution
+//!    runs as. It sees `wfe` (the WorkflowExecution: `apiVersion`, `kind`, `metadata`, `spec`) and
+//!    `config` (the `execution` settings, `defaultTimeout` as a Go duration) and nothing else.
+//! 2. [`STATUS_MAPPING`] (`tekton/status.yaml`): JSONPath rules from a PipelineRun to a run phase
+//!    ([`RUN_PHASES`]), the fields the operator copies into `status.pipelineRunStatus`, and the
+//!    ordered failure classification whose results are [`FailureReason`] names.
+//!
+//! Guarantees:
+//! 1. [`template_decls`] declares the template with a realistic sample context (built by
+//!    [`template_context`] from a sample WorkflowExecution), so the framework's load-time test
+//!    render exercises the same paths a real render does.
+//! 2. [`mapping_rules`] accepts exactly the run phases the reconciler handles and exactly the
+//!    contract's failure reasons, so a typo in `status.yaml` is refused when it is loaded, not
+//!    when a run fails.
+//!
+//! Caveats:
+//! 1. The template context deliberately omits `status` and `metadata.managedFields`: the rendered
+//!    PipelineRun depends on the spec and identity of the WorkflowExecution only.
+use std::path::Path;
+
+use kubernaut_framework::status::{MappingError, MappingRules, StatusMapping};
+use kubernaut_framework::template::{
+    ChildKind, TemplateDecl, TemplateError, TemplateSet, TemplateStore,
+};
+use serde_json::{Value, json};
+
+use crate::config::{ExecutionSettings, OperatorConfig};
+use crate::duration::format_go_duration;
+use crate::types::{
+    ExecutionConfig, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef,
+};
+use k8s_openapi::api::core::v1::ObjectReference;
+
+/// The PipelineRun template, relative to the template directory.
+pub const PIPELINERUN_TEMPLATE: &str = "tekton/pipelinerun.yaml.j2";
+/// The PipelineRun status mapping, relative to the template directory.
+pub const STATUS_MAPPING: &str = "tekton/status.yaml";
+/// The phases the status mapping may map a PipelineRun to.
+pub const RUN_PHASES: [&str; 4] = ["Pending", "Running", "Completed", "Failed"];
+
+/// The child kind the template renders: `tekton.dev/v1` `PipelineRun`.
+pub fn pipeline_run_kind() -> ChildKind {
+    ChildKind {
+        api_version: "tekton.dev/v1".to_owned(),
+        kind: "PipelineRun".to_owned(),
+    }
+}
+
+/// The templates the operator loads, each with the sample context its load-time render uses.
+pub fn template_decls() -> Vec<TemplateDecl> {
+    vec![TemplateDecl {
+        file: PIPELINERUN_TEMPLATE.to_owned(),
+        child: pipeline_run_kind(),
+        sample: template_context(&sample_workflow_execution(), &OperatorConfig::default()),
+    }]
+}
+
+/// The values the status mapping may produce: run phases and failure reasons.
+pub fn mapping_rules() -> MappingRules {
+    MappingRules {
+        phases: RUN_PHASES.iter().map(|p| (*p).to_owned()).collect(),
+        results: FailureReason::ALL
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+    }
+}
+
+/// Loads the template set from `dir` (the `templates.dir` setting), checking every declared
+/// template with its sample.
+pub fn load_templates(dir: &Path) -> Result<TemplateSet, TemplateError> {
+    TemplateSet::load(dir, &template_decls())
+}
+
+/// Loads the hot-reloadable template store from `dir`.
+pub fn load_template_store(dir: &Path) -> Result<TemplateStore, TemplateError> {
+    TemplateStore::load(dir, &template_decls())
+}
+
+/// Loads the PipelineRun status mapping from `dir` (the `templates.dir` setting).
+pub fn load_status_mapping(dir: &Path) -> Result<StatusMapping, MappingError> {
+    StatusMapping::load(&dir.join(STATUS_MAPPING), &mapping_rules())
+}
+
+/// The context the PipelineRun template renders with: `{wfe, config}`.
+///
+/// `wfe` is the WorkflowExecution's `apiVersion`, `kind`, `metadata` (without `managedFields`)
+/// and `spec`; `config` is [`template_config`] of the `execution` settings.
+pub fn template_context(wfe: &WorkflowExecution, config: &OperatorConfig) -> Value {
+    let mut metadata = serde_json::to_value(&wfe.metadata).unwrap_or_else(|_| json!({}));
+    if let Some(fields) = metadata.as_object_mut() {
+        fields.remove("managedFields");
+    }
+    let spec = serde_json::to_value(&wfe.spec).unwrap_or_else(|_| json!({}));
+    json!({
+        "wfe": {
+            "apiVersion": "kubernaut.ai/v1alpha1",
+            "kind": "WorkflowExecution",
+            "metadata": metadata,
+            "spec": spec,
+        },
+        "config": template_config(&config.execution),
+    })
+}
+
+/// The `config` the template sees: the `execution` settings in the spelling of the config file,
+/// with `defaultTimeout` written as a Go duration (`1h0m0s`) because it goes into the PipelineRun
+/// unchanged.
+pub fn template_config(execution: &ExecutionSettings) -> Value {
+    json!({
+        "namespace": execution.namespace,
+        "serviceAccountName": execution.service_account_name,
+        "allowedServiceAccounts": execution.allowed_service_accounts,
+        "defaultTimeout": format_go_duration(execution.default_timeout),
+    })
+}
+
+/// The sample WorkflowExecution used for the template's load-time render: every optional field
+/// set, parameter values with quotes, newlines and non-ASCII text.
+pub fn sample_workflow_execution() -> WorkflowExecution {
+    let mut wfe = WorkflowExecution::new(
+        "restart-nginx-7f9c",
+        WorkflowExecutionSpec {
+            workflow_ref: WorkflowRef {
+                workflow_id: "restart-deployment".to_owned(),
+                version: "1.2.0".to_owned(),
+                container_image: "quay.io/kubernaut/workflows/restart-deployment:v1.2.0".to_owned(),
+                container_digest: Some(
+                    "sha256:9b2f4c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c"
+                        .to_owned(),
+                ),
+            },
+            target_resource: "default/deployment/nginx".to_owned(),
+            parameters: [
+                ("NAMESPACE", "default"),
+                ("DEPLOYMENT_NAME", "nginx"),
+                (
+                    "REASON",
+                    "OOMKilled: \"nginx\" exceeded 512Mi\nrestart requested by kubernaut \u{2713}",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            confidence: Some(0.92),
+            rationale: Some(
+                "Memory leak pattern; a rolling restart recovers the service.".to_owned(),
+            ),
+            remediation_request_ref: Some(ObjectReference {
+                api_version: Some("kubernaut.ai/v1alpha1".to_owned()),
+                kind: Some("RemediationRequest".to_owned()),
+                name: Some("rr-nginx-oom".to_owned()),
+                namespace: Some("kubernaut-system".to_owned()),
+                ..ObjectReference::default()
+            }),
+            execution_config: Some(ExecutionConfig {
+                timeout: Some("30m".to_owned()),
+                service_account_name: None,
+            }),
+        },
+    );
+    wfe.metadata.namespace = Some("kubernaut-system".to_owned());
+    wfe.metadata.uid = Some("4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a".to_owned());
+    wfe.metadata.generation = Some(1);
+    wfe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipelinerun::render_pipeline_run;
+    use crate::types::Phase;
+
+    fn template_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/workflowexecution")
+    }
+
+    fn params(run: &Value) -> Vec<(String, String)> {
+        run["spec"]["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shipped_files_load() {
+        let set = load_templates(&template_dir()).unwrap();
+        assert_eq!(set.revision().len(), 16);
+        let mapping = load_status_mapping(&template_dir()).unwrap();
+        assert_eq!(mapping.child(), &pipeline_run_kind());
+    }
+
+    #[test]
+    fn renders_the_contracts_pipeline_run() {
+        let set = load_templates(&template_dir()).unwrap();
+        let wfe = sample_workflow_execution();
+        let run = render_pipeline_run(&wfe, &OperatorConfig::default(), &set).unwrap();
+        assert_eq!(run["apiVersion"], "tekton.dev/v1");
+        assert_eq!(run["kind"], "PipelineRun");
+        assert_eq!(run["metadata"]["name"], "wfe-f3457dcc8fbcb6d9");
+        assert_eq!(run["metadata"]["namespace"], "kubernaut-workflows");
+        assert_eq!(
+            run["metadata"]["annotations"]["kubernaut.ai/template-revision"],
+            set.revision()
+        );
+        let resolver = &run["spec"]["pipelineRef"];
+        assert_eq!(resolver["resolver"], "bundles");
+        assert_eq!(
+            resolver["params"],
+            json!([
+                {"name": "bundle", "value": "quay.io/kubernaut/workflows/restart-deployment:v1.2.0"},
+                {"name": "name", "value": "workflow"},
+                {"name": "kind", "value": "pipeline"}
+            ])
+        );
+        let mut want: Vec<(String, String)> = wfe
+            .spec
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        want.push((
+            "TARGET_RESOURCE".to_owned(),
+            "default/deployment/nginx".to_owned(),
+        ));
+        assert_eq!(params(&run), want);
+        assert_eq!(
+            run["spec"]["taskRunTemplate"]["serviceAccountName"],
+            "kubernaut-workflow-runner"
+        );
+        assert_eq!(run["spec"]["timeouts"]["pipeline"], "30m");
+        assert!(run["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[test]
+    fn defaults_fill_what_the_spec_leaves_out() {
+        let set = load_templates(&template_dir()).unwrap();
+        let mut wfe = sample_workflow_execution();
+        wfe.spec.execution_config = None;
+        wfe.spec.parameters.clear();
+        let mut config = OperatorConfig::default();
+        config.execution.default_timeout = std::time::Duration::from_secs(5400);
+        let run = render_pipeline_run(&wfe, &config, &set).unwrap();
+        assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h30m0s");
+        assert_eq!(
+            params(&run),
+            [(
+                "TARGET_RESOURCE".to_owned(),
+                "default/deployment/nginx".to_owned()
+            )]
+        );
+
+        wfe.spec.execution_config = Some(ExecutionConfig {
+            timeout: None,
+            service_account_name: Some("remediator-elevated".to_owned()),
+        });
+        let run = render_pipeline_run(&wfe, &config, &set).unwrap();
+        assert_eq!(
+            run["spec"]["taskRunTemplate"]["serviceAccountName"],
+            "remediator-elevated"
+        );
+        assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h30m0s");
+    }
+
+    #[test]
+    fn hostile_values_stay_values() {
+        let set = load_templates(&template_dir()).unwrap();
+        let mut wfe = sample_workflow_execution();
+        let hostile = [
+            "x\n  injected: true",
+            "\"}, {\"name\": \"evil\"",
+            "{{ config }}",
+            "{% for x in range(9) %}",
+            "- name: extra",
+            "\u{0}\u{7f}\u{85}\u{2028}\u{feff}\u{ffff}",
+            "\u{1f680} caf\u{e9} \u{202e}",
+            "---\napiVersion: v1",
+            "yes",
+            "0x10",
+            "",
+        ];
+        wfe.spec.parameters = hostile
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("P{i:02}"), (*v).to_owned()))
+            .collect();
+        let run = render_pipeline_run(&wfe, &OperatorConfig::default(), &set).unwrap();
+        let got = params(&run);
+        assert_eq!(got.len(), hostile.len() + 1);
+        for (i, value) in hostile.iter().enumerate() {
+            assert_eq!(got[i], (format!("P{i:02}"), (*value).to_owned()));
+        }
+    }
+
+    #[test]
+    fn mapping_rules_list_the_contracts_values() {
+        let rules = mapping_rules();
+        assert_eq!(rules.phases, ["Pending", "Running", "Completed", "Failed"]);
+        assert_eq!(
+            rules.results,
+            [
+                "OOMKilled",
+                "DeadlineExceeded",
+                "Forbidden",
+                "ResourceExhausted",
+                "ImagePullBackOff",
+                "ConfigurationError",
+                "TaskFailed",
+                "Unknown"
+            ]
+        );
+        // Run phases are WorkflowExecution phases too, except the operator-only Skipped.
+        for phase in RUN_PHASES {
+            assert!(Phase::ALL.iter().any(|p| p.as_str() == phase), "{phase}");
+        }
+    }
+
+    #[test]
+    fn context_hides_status_and_managed_fields() {
+        let mut wfe = sample_workflow_execution();
+        wfe.metadata.managed_fields = Some(vec![Default::default()]);
+        wfe.status = Some(Default::default());
+        let context = template_context(&wfe, &OperatorConfig::default());
+        assert!(context["wfe"]["metadata"].get("managedFields").is_none());
+        assert!(context["wfe"].get("status").is_none());
+        assert_eq!(context["wfe"]["metadata"]["name"], "restart-nginx-7f9c");
+        assert_eq!(context["config"]["defaultTimeout"], "1h0m0s");
+        assert_eq!(context["config"]["namespace"], "kubernaut-workflows");
+    }
+}
