@@ -1,0 +1,1222 @@
+//! The operator runtime: wires a [`kube::runtime::Controller`] for a parent kind `K` and its
+//! label-selected children, with leader election, metrics, health probes, Events, template hot
+//! reload and graceful shutdown.
+//!
+//! An operator hands the runtime its settings, where its children live and one reconcile
+//! function; everything else is here:
+//!
+//! ```no_run
+//! # use std::{sync::Arc, time::Duration};
+//! # use k8s_openapi::api::core::v1::ConfigMap;
+//! # use kube::api::ApiResource;
+//! use kubernaut_framework::runtime::{Action, ChildWatch, Context, Operator, RuntimeSettings};
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("failed")]
+//! struct Error;
+//! impl kubernaut_framework::runtime::MetricLabel for Error {
+//!     fn metric_label(&self) -> &'static str { "failed" }
+//! }
+//!
+//! async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Context<ConfigMap, ()>>) -> Result<Action, Error> {
+//!     let _cached_children = ctx.children.state(); // read from the cache, no API list call
+//!     Ok(Action::requeue(Duration::from_secs(300)))
+//! }
+//!
+//! # async fn main_(client: kube::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! Operator::<ConfigMap>::new(client, RuntimeSettings::new("mirror-operator"))
+//!     .children(ChildWatch {
+//!         resource: ApiResource::erase::<ConfigMap>(&()),
+//!         namespace: Some("mirrors".into()),
+//!         selector: "example.kubernaut.ai/parent-name".into(),
+//!         parent_labels: ("example.kubernaut.ai/parent-name".into(), "example.kubernaut.ai/parent-namespace".into()),
+//!     })
+//!     .run(reconcile, ())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What runs where
+//! * On **every** replica: the parent and child reflectors (so caches are warm on standby),
+//!   `/healthz`, `/readyz`, `/metrics`, the template watcher and, if configured, the Lease
+//!   elector.
+//! * On the **leader** only: the `Controller` and hence every reconcile. Each time this replica
+//!   becomes leader a new controller *term* starts: it reconciles every cached parent once, then
+//!   follows watch events; when leadership is lost or shutdown begins, the term stops taking new
+//!   work and lets in-flight reconciles finish.
+//!
+//! # Guarantees
+//! 1. Children are mapped to parents by two labels (parent name and namespace), never by
+//!    ownerReferences, so children may live in another namespace than their parent.
+//! 2. The reconcile [`Context`] carries both reflector stores: the operator makes decisions from
+//!    memory (`ctx.parents`, `ctx.children`) instead of API list calls. Cached objects have their
+//!    `managedFields` stripped.
+//! 3. Error boundary: a parent that fails to deserialize into `K` is logged, counted in
+//!    `framework_decode_errors_total` and reported as a `Warning` Event (`DecodeFailed`) on the
+//!    object, once per resourceVersion; it is kept out of the store and never reconciled, and the
+//!    watch and every other object carry on. A panic in the reconcile function is caught and treated
+//!    as a failed reconcile (error kind `panic`).
+//! 4. Per-object error backoff: each failed reconcile records an attempt in
+//!    [`Context::error_backoff`] and is retried after the backoff delay; a successful reconcile
+//!    resets it; `reconcile_error_backoff_objects` counts objects in backoff, and
+//!    [`Context::backoff_condition`] gives the `ReconcileBackoff` condition for the status.
+//! 5. At most [`RuntimeSettings::concurrency`] reconciles run at once, and never two for the same
+//!    object.
+//! 6. Graceful shutdown on SIGTERM/SIGINT ([`Operator::run`]) or on the [`CancellationToken`] from
+//!    [`Operator::shutdown_token`]: `/readyz` turns 503, no new reconcile starts, in-flight ones
+//!    finish, then the Lease is released, then the HTTP servers stop.
+//!
+//! # Assumptions
+//! 1. `K` is namespaced, and its `DynamicType` is `()` (any `#[derive(CustomResource)]` type or
+//!    k8s-openapi type).
+//! 2. Children carry both parent labels ([`ChildWatch::parent_labels`]); the framework's
+//!    template identity (`template::apply_identity`) sets them.
+//! 3. RBAC: list/watch on the parent and child kinds, create/patch on `events.k8s.io` events,
+//!    and get/create/update on the Lease when leader election is enabled.
+//!
+//! # Caveats
+//! 1. Leadership is advisory (see [`leader`]): after leadership is lost, in-flight reconciles
+//!    still finish and may overlap with the new leader's first reconciles; reconcilers must keep
+//!    their writes conflict-safe.
+//! 2. A watch event for an object in error backoff triggers a reconcile before the backoff delay
+//!    has passed (as in client-go's workqueue); the backoff bounds retries, not reactions to changes.
+//! 3. Dropping a [`Running`] handle kills the runtime without releasing the Lease, as a crash
+//!    would; standbys then take over after the lease duration.
+
+mod health;
+pub mod leader;
+pub mod metrics;
+mod reflect;
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    marker::PhantomData,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
+use k8s_openapi::{
+    NamespaceResourceScope, api::core::v1::ObjectReference,
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
+    core::{DeserializeGuard, error_boundary::InvalidObject},
+    runtime::{
+        Controller,
+        controller::{self, Config},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+use prometheus::Registry;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, watch},
+    task::{JoinHandle, JoinSet},
+};
+pub use tokio_util::sync::CancellationToken;
+
+pub use self::{
+    health::Probes,
+    leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
+    metrics::{FrameworkMetrics, MetricLabel},
+};
+use crate::{
+    backoff::{Backoff, ErrorBackoff},
+    template::{ReloadOutcome, TemplateStore},
+};
+pub use kube::runtime::controller::Action;
+/// The Prometheus crate the runtime's registry comes from, for operators registering their own
+/// metrics with the same version.
+pub use prometheus;
+
+/// How many watch events a controller term may fall behind before it re-triggers everything.
+const TRIGGER_BUFFER: usize = 1024;
+/// Longest Event note the events.k8s.io API accepts.
+const EVENT_NOTE_MAX: usize = 1024;
+
+/// Process-level settings of the runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// Name of the controller: the Events' `reportingController` and the log/metrics identity.
+    pub controller_name: String,
+    /// Where `/metrics` is served (`0.0.0.0:8080`); port 0 picks a free port, see
+    /// [`Running::metrics_addr`]. Equal to `health_addr` = one listener serves all endpoints.
+    pub metrics_addr: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served (`0.0.0.0:8081`).
+    pub health_addr: SocketAddr,
+    /// Lease-based leader election; `None` = this replica always reconciles.
+    pub leader_election: Option<LeaderElectionSettings>,
+    /// Maximum number of reconciles running at once (0 = unbounded).
+    pub concurrency: u16,
+    /// Per-object retry delays after failed reconciles.
+    pub error_backoff: Backoff,
+    /// How often the template directory is checked for changes.
+    pub template_poll: Duration,
+}
+
+impl RuntimeSettings {
+    /// Defaults: metrics on `0.0.0.0:8080`, health on `0.0.0.0:8081`, no leader election,
+    /// concurrency 8, error backoff 2s doubling up to 5m, template poll every 5s.
+    pub fn new(controller_name: impl Into<String>) -> Self {
+        Self {
+            controller_name: controller_name.into(),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            health_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            leader_election: None,
+            concurrency: 8,
+            error_backoff: Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(300),
+                max_exponent: 8,
+            },
+            template_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which parents are watched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParentWatch {
+    /// One namespace, or `None` for all namespaces.
+    pub namespace: Option<String>,
+    /// A label selector (`app=x,tier!=y`), or `None` for every object.
+    pub selector: Option<String>,
+}
+
+/// Which children are watched and how a child names its parent.
+#[derive(Clone, Debug)]
+pub struct ChildWatch {
+    /// The child kind, e.g. `tekton.dev/v1` `PipelineRun` (`ApiResource::from_gvk` or `erase`).
+    pub resource: ApiResource,
+    /// The namespace the children live in, or `None` for all namespaces.
+    pub namespace: Option<String>,
+    /// A label selector that matches exactly this operator's children.
+    pub selector: String,
+    /// The label keys holding the parent's name and namespace.
+    pub parent_labels: (String, String),
+}
+
+impl ChildWatch {
+    /// The parent a child belongs to, read from its two parent labels; `None` when either is
+    /// missing or empty.
+    pub fn parent_of<K>(&self, child: &DynamicObject) -> Option<ObjectRef<K>>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let labels = child.labels();
+        let name = labels
+            .get(&self.parent_labels.0)
+            .filter(|v| !v.is_empty())?;
+        let namespace = labels
+            .get(&self.parent_labels.1)
+            .filter(|v| !v.is_empty())?;
+        Some(ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// Everything a reconcile call gets besides the object itself.
+pub struct Context<K, D = ()>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    /// An API client.
+    pub client: Client,
+    /// The parent cache (every watched, decodable parent).
+    pub parents: Store<K>,
+    /// The child cache (empty when no [`ChildWatch`] is configured).
+    pub children: Store<DynamicObject>,
+    /// Publishes Events as this controller and replica.
+    pub recorder: Recorder,
+    /// The registry behind `/metrics`; register operator metrics here.
+    pub registry: Registry,
+    /// The framework's own metrics.
+    pub metrics: FrameworkMetrics,
+    /// Per-object error backoff, keyed by the parent's reference.
+    pub error_backoff: ErrorBackoff<ObjectRef<K>>,
+    /// The hot-reloaded templates, when configured with [`Operator::templates`].
+    pub templates: Option<Arc<TemplateStore>>,
+    /// This replica's identity (the Lease holder identity when leader election is on).
+    pub identity: String,
+    /// The operator's own state.
+    pub data: D,
+    leading: watch::Receiver<bool>,
+}
+
+impl<K, D> Context<K, D>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    /// The `ReconcileBackoff` condition of `object` while its reconciles are failing (attempt,
+    /// next attempt, last error), for the operator to put in its status; `None` when the last
+    /// reconcile succeeded. The counter is reset after a reconcile returns `Ok`.
+    pub fn backoff_condition(&self, object: &K) -> Option<Condition> {
+        self.error_backoff
+            .get(&ObjectRef::from_obj(object))
+            .map(|attempt| attempt.condition(object.meta().generation))
+    }
+
+    /// Whether this replica currently holds leadership (always `true` without leader election).
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Publishes an Event about `reference`, logging (not returning) a failure: Events are
+    /// best-effort and must not fail a reconcile.
+    pub async fn publish(&self, reference: &ObjectReference, event: Event) {
+        publish_event(&self.recorder, reference, event).await;
+    }
+}
+
+/// What can stop the runtime from starting or running.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// An HTTP endpoint could not listen.
+    #[error("binding the {endpoint} endpoint to {addr} failed: {source}")]
+    Bind {
+        /// `health` or `metrics`.
+        endpoint: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The framework metrics could not be registered.
+    #[error("registering the framework metrics failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Leader election is misconfigured.
+    #[error(transparent)]
+    LeaderElection(#[from] LeaderElectionError),
+    /// The runtime's supervisor task panicked or was cancelled.
+    #[error("the runtime task ended abnormally: {0}")]
+    Task(String),
+}
+
+/// A failed reconcile as the controller sees it: the operator's error or a caught panic.
+#[derive(Debug, Error)]
+enum ReconcileFailure<E> {
+    #[error(transparent)]
+    Reconciler(E),
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
+}
+
+impl<E: MetricLabel> ReconcileFailure<E> {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Reconciler(error) => error.metric_label(),
+            Self::Panicked(_) => metrics::KIND_PANIC,
+        }
+    }
+}
+
+/// Builder of an operator process around a parent kind `K`; see the [module docs](self).
+pub struct Operator<K> {
+    client: Client,
+    settings: RuntimeSettings,
+    parents: ParentWatch,
+    children: Option<ChildWatch>,
+    templates: Option<(Arc<TemplateStore>, Option<ObjectReference>)>,
+    registry: Registry,
+    shutdown: CancellationToken,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Operator<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// A runtime for parents of kind `K` in all namespaces, without children or templates.
+    pub fn new(client: Client, settings: RuntimeSettings) -> Self {
+        Self {
+            client,
+            settings,
+            parents: ParentWatch::default(),
+            children: None,
+            templates: None,
+            registry: Registry::new(),
+            shutdown: CancellationToken::new(),
+            _kind: PhantomData,
+        }
+    }
+
+    /// Restricts the parent watch to a namespace and/or label selector.
+    #[must_use]
+    pub fn parents(mut self, watch: ParentWatch) -> Self {
+        self.parents = watch;
+        self
+    }
+
+    /// Watches children of one kind and maps them to their parents by label.
+    #[must_use]
+    pub fn children(mut self, watch: ChildWatch) -> Self {
+        self.children = Some(watch);
+        self
+    }
+
+    /// Hot-reloads `store` every [`RuntimeSettings::template_poll`]: each reload is logged,
+    /// counted in `framework_template_reloads_total{outcome}` and published as an Event
+    /// (`Normal TemplateReloaded` / `Warning TemplateRejected`) on `event_reference` — or, when
+    /// `None`, on this Pod (`POD_NAME`/`POD_NAMESPACE`), else on the Lease.
+    #[must_use]
+    pub fn templates(
+        mut self,
+        store: Arc<TemplateStore>,
+        event_reference: Option<ObjectReference>,
+    ) -> Self {
+        self.templates = Some((store, event_reference));
+        self
+    }
+
+    /// The registry `/metrics` will serve; register operator metrics before or after starting.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A token whose cancellation starts a graceful shutdown (what SIGTERM does in [`Self::run`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts the runtime in the background and returns once the HTTP endpoints listen.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when a listener cannot bind, the metrics cannot be registered or the
+    /// leader election settings are invalid.
+    pub async fn start<D, E, F, Fut>(
+        self,
+        reconcile: F,
+        data: D,
+    ) -> Result<Running<K, D>, RuntimeError>
+    where
+        D: Send + Sync + 'static,
+        E: std::error::Error + MetricLabel + Send + Sync + 'static,
+        F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let Self {
+            client,
+            settings,
+            parents: parent_watch,
+            children: child_watch,
+            templates,
+            registry,
+            shutdown,
+            _kind,
+        } = self;
+        if let Some(election) = &settings.leader_election {
+            election.validate()?;
+        }
+        let metrics = FrameworkMetrics::register(&registry)?;
+        let error_backoff = ErrorBackoff::new(settings.error_backoff);
+        error_backoff.register_metrics(&registry)?;
+        let identity = settings
+            .leader_election
+            .as_ref()
+            .map_or_else(default_identity, |election| election.identity.clone());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: settings.controller_name.clone(),
+                instance: Some(identity.clone()),
+            },
+        );
+
+        let health_listener = bind("health", settings.health_addr).await?;
+        let health_addr = local_addr("health", &health_listener, settings.health_addr)?;
+        let shared_listener =
+            settings.metrics_addr == settings.health_addr && settings.health_addr.port() != 0;
+        let (metrics_listener, metrics_addr) = if shared_listener {
+            (None, health_addr)
+        } else {
+            let listener = bind("metrics", settings.metrics_addr).await?;
+            let addr = local_addr("metrics", &listener, settings.metrics_addr)?;
+            (Some(listener), addr)
+        };
+
+        let parent_writer = Writer::<K>::default();
+        let child_resource = child_watch.as_ref().map_or_else(
+            || ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+            |watch| watch.resource.clone(),
+        );
+        let mut child_writer = Writer::<DynamicObject>::new(child_resource);
+        if child_watch.is_none() {
+            // Nothing to list: the (empty) child cache is complete from the start.
+            child_writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        let (leading_tx, leading_rx) = watch::channel(settings.leader_election.is_none());
+        let context = Arc::new(Context {
+            client: client.clone(),
+            parents: parent_writer.as_reader(),
+            children: child_writer.as_reader(),
+            recorder: recorder.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            error_backoff,
+            templates: templates.as_ref().map(|(store, _)| store.clone()),
+            identity,
+            data,
+            leading: leading_rx.clone(),
+        });
+        let probes = Arc::new(Probes::default());
+        let (parent_tx, _) = broadcast::channel::<Arc<K>>(TRIGGER_BUFFER);
+        let (child_tx, _) = broadcast::channel::<Arc<DynamicObject>>(TRIGGER_BUFFER);
+
+        // Background tasks that simply stop with the runtime.
+        let mut background = JoinSet::new();
+        {
+            let api: Api<DeserializeGuard<K>> = match &parent_watch.namespace {
+                Some(namespace) => Api::namespaced(client.clone(), namespace),
+                None => Api::all(client.clone()),
+            };
+            let mut config = watcher::Config::default();
+            if let Some(selector) = &parent_watch.selector {
+                config = config.labels(selector);
+            }
+            let (report_ctx, forget_ctx) = (context.clone(), context.clone());
+            let reflector = reflect::reflect_parents(
+                api,
+                config,
+                parent_writer,
+                parent_tx.clone(),
+                move |object| report_invalid(&report_ctx, object),
+                move |object: &K| {
+                    forget_ctx.error_backoff.reset(&ObjectRef::from_obj(object));
+                },
+            );
+            background.spawn(critical("parent reflector", probes.clone(), reflector));
+        }
+        if let Some(watch) = &child_watch {
+            let api: Api<DynamicObject> = match &watch.namespace {
+                Some(namespace) => Api::namespaced_with(client.clone(), namespace, &watch.resource),
+                None => Api::all_with(client.clone(), &watch.resource),
+            };
+            let config = watcher::Config::default().labels(&watch.selector);
+            let reflector = reflect::reflect_children(
+                api,
+                config,
+                watch.resource.clone(),
+                child_writer,
+                child_tx.clone(),
+            );
+            background.spawn(critical("child reflector", probes.clone(), reflector));
+        } else {
+            // Keep the writer (and so the ready cache) alive as long as the runtime.
+            background.spawn(async move {
+                let _writer = child_writer;
+                std::future::pending::<()>().await;
+            });
+        }
+        // The one waiter on store readiness: kube's `Store::wait_until_ready` wakes only the
+        // most recent of several concurrent waiters, so everyone else waits on `synced`.
+        let synced = CancellationToken::new();
+        {
+            let (parents, children, probes) = (
+                context.parents.clone(),
+                context.children.clone(),
+                probes.clone(),
+            );
+            let synced = synced.clone();
+            background.spawn(async move {
+                if parents.wait_until_ready().await.is_ok()
+                    && children.wait_until_ready().await.is_ok()
+                {
+                    tracing::info!("caches synced");
+                    probes.mark_synced();
+                    synced.cancel();
+                }
+            });
+        }
+        {
+            let (mut leading, gauge) = (leading_rx.clone(), metrics.leader.clone());
+            background.spawn(async move {
+                loop {
+                    gauge.set(i64::from(*leading.borrow_and_update()));
+                    if leading.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        if let Some((store, reference)) = templates {
+            let reference = reference.or_else(pod_reference_from_env).or_else(|| {
+                settings
+                    .leader_election
+                    .as_ref()
+                    .map(LeaderElectionSettings::lease_reference)
+            });
+            background.spawn(watch_templates(
+                store,
+                settings.template_poll,
+                reference,
+                recorder.clone(),
+                metrics.clone(),
+            ));
+        }
+
+        // The Lease: stopped (and released) only after the last reconcile finished.
+        let lease_stop = CancellationToken::new();
+        let mut election = JoinSet::new();
+        if let Some(election_settings) = settings.leader_election.clone() {
+            let elector = LeaderElector::new(client.clone(), election_settings);
+            let stop = lease_stop.clone();
+            let probes = probes.clone();
+            election.spawn(async move {
+                if let Err(error) = elector.run(&leading_tx, &stop).await {
+                    tracing::error!(%error, "leader election stopped");
+                    probes.mark_failed();
+                }
+            });
+        } else {
+            // Keep the sender alive: a closed channel would read as "not leading".
+            let stop = lease_stop.clone();
+            election.spawn(async move {
+                stop.cancelled().await;
+                drop(leading_tx);
+            });
+        }
+
+        // The HTTP servers: stopped last.
+        let servers_stop = CancellationToken::new();
+        let mut servers = JoinSet::new();
+        let mut health_app = health::health_router(probes.clone());
+        if let Some(listener) = metrics_listener {
+            servers.spawn(serve(
+                "metrics",
+                listener,
+                health::metrics_router(registry.clone()),
+                servers_stop.clone(),
+                probes.clone(),
+            ));
+        } else {
+            health_app = health_app.merge(health::metrics_router(registry.clone()));
+        }
+        servers.spawn(serve(
+            "health",
+            health_listener,
+            health_app,
+            servers_stop.clone(),
+            probes.clone(),
+        ));
+
+        let terms = ControllerTerms {
+            context: context.clone(),
+            reconcile: Arc::new(reconcile),
+            leading: leading_rx,
+            shutdown: shutdown.clone(),
+            synced,
+            parent_tx,
+            child_tx,
+            child_watch,
+            concurrency: settings.concurrency,
+            _error: PhantomData,
+        };
+        let supervisor_probes = probes.clone();
+        let task = tokio::spawn(async move {
+            terms.run().await;
+            supervisor_probes.mark_stopping();
+            tracing::info!("reconciles finished; releasing leadership");
+            lease_stop.cancel();
+            while election.join_next().await.is_some() {}
+            tracing::info!("stopping HTTP servers");
+            servers_stop.cancel();
+            while servers.join_next().await.is_some() {}
+            background.shutdown().await;
+            tracing::info!("runtime stopped");
+            Ok(())
+        });
+
+        Ok(Running {
+            context,
+            probes,
+            health_addr,
+            metrics_addr,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// Starts the runtime and runs it until SIGTERM, SIGINT or the [shutdown
+    /// token](Self::shutdown_token), then shuts down gracefully.
+    ///
+    /// # Errors
+    /// See [`Self::start`]; [`RuntimeError::Task`] if the runtime task panicked.
+    pub async fn run<D, E, F, Fut>(self, reconcile: F, data: D) -> Result<(), RuntimeError>
+    where
+        D: Send + Sync + 'static,
+        E: std::error::Error + MetricLabel + Send + Sync + 'static,
+        F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        let running = self.start(reconcile, data).await?;
+        let signals = tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received; finishing in-flight reconciles");
+            shutdown.cancel();
+        });
+        let result = running.wait().await;
+        signals.abort();
+        result
+    }
+}
+
+/// A started runtime. Dropping it kills the runtime at once, without releasing the Lease (like a
+/// crash); call [`Running::shutdown`] for a graceful stop.
+pub struct Running<K, D = ()>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    context: Arc<Context<K, D>>,
+    probes: Arc<Probes>,
+    health_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), RuntimeError>>>,
+}
+
+impl<K, D> Running<K, D>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    /// The context every reconcile receives (stores, metrics, operator data).
+    pub fn context(&self) -> &Arc<Context<K, D>> {
+        &self.context
+    }
+
+    /// The address `/healthz` and `/readyz` are served on.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.health_addr
+    }
+
+    /// The address `/metrics` is served on.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The probe state behind `/healthz` and `/readyz`.
+    pub fn probes(&self) -> &Probes {
+        &self.probes
+    }
+
+    /// Whether this replica currently leads.
+    pub fn is_leader(&self) -> bool {
+        self.context.is_leader()
+    }
+
+    /// The token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown and waits until it completed.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Task`] if the runtime task panicked.
+    pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the runtime stopped (after the shutdown token was cancelled).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Task`] if the runtime task panicked.
+    pub async fn wait(mut self) -> Result<(), RuntimeError> {
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|error| RuntimeError::Task(error.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl<K, D> Drop for Running<K, D>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The leader-only part: one `Controller` per leadership term.
+struct ControllerTerms<K, D, E, F>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    context: Arc<Context<K, D>>,
+    reconcile: Arc<F>,
+    leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    /// Cancelled once both caches completed their first list.
+    synced: CancellationToken,
+    parent_tx: broadcast::Sender<Arc<K>>,
+    child_tx: broadcast::Sender<Arc<DynamicObject>>,
+    child_watch: Option<ChildWatch>,
+    concurrency: u16,
+    _error: PhantomData<fn() -> E>,
+}
+
+impl<K, D, E, F, Fut> ControllerTerms<K, D, E, F>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    D: Send + Sync + 'static,
+    E: std::error::Error + MetricLabel + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    /// Runs terms until shutdown; returns after the last term's reconciles finished.
+    async fn run(self) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            () = self.synced.cancelled() => {}
+        }
+        loop {
+            let mut leading = self.leading.clone();
+            let became_leader = async move { leading.wait_for(|l| *l).await.is_ok() };
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                ok = became_leader => if !ok { return },
+            }
+            let term = self.shutdown.child_token();
+            let mut leading = self.leading.clone();
+            let term_guard = term.clone();
+            let lost = AbortOnDrop(tokio::spawn(async move {
+                let _ = leading.wait_for(|l| !*l).await;
+                term_guard.cancel();
+            }));
+            tracing::info!("leading: starting to reconcile");
+            self.run_term(term).await;
+            drop(lost);
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            tracing::info!("leadership lost: stopped reconciling, caches stay warm");
+        }
+    }
+
+    async fn run_term(&self, term: CancellationToken) {
+        let context = &self.context;
+        let mut controller = Controller::for_shared_stream(
+            reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
+            context.parents.clone(),
+        )
+        .with_config(Config::default().concurrency(self.concurrency))
+        // Everything cached is reconciled once per term: requeues of the previous term are gone.
+        .reconcile_all_on(stream::once(std::future::ready(())))
+        .graceful_shutdown_on(term.cancelled_owned());
+        if let Some(watch) = &self.child_watch {
+            let mapper = watch.clone();
+            controller = controller.watches_shared_stream_with(
+                reflect::trigger_stream(self.child_tx.subscribe(), context.children.clone()),
+                move |child: Arc<DynamicObject>| mapper.parent_of::<K>(&child),
+                watch.resource.clone(),
+            );
+        }
+        let reconcile = self.reconcile.clone();
+        controller
+            .run(
+                move |object, context| wrap_reconcile(reconcile.clone(), object, context),
+                error_policy::<K, D, E>,
+                context.clone(),
+            )
+            .for_each(|result| {
+                match result {
+                    Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                    Err(controller::Error::ObjectNotFound(reference)) => {
+                        tracing::debug!(object = %reference, "object left the cache before its reconcile");
+                    }
+                    Err(error) => tracing::warn!(%error, "controller error"),
+                }
+                std::future::ready(())
+            })
+            .await;
+    }
+}
+
+/// Aborts a spawned helper when its owner goes away (also when the owner is itself aborted).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn wrap_reconcile<K, D, E, F, Fut>(
+    reconcile: Arc<F>,
+    object: Arc<K>,
+    context: Arc<Context<K, D>>,
+) -> BoxFuture<'static, Result<Action, ReconcileFailure<E>>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    D: Send + Sync + 'static,
+    E: std::error::Error + MetricLabel + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    async move {
+        let key = ObjectRef::from_obj(&*object);
+        let started = Instant::now();
+        let call_context = context.clone();
+        let outcome = AssertUnwindSafe(async move { reconcile(object, call_context).await })
+            .catch_unwind()
+            .await;
+        let result = match outcome {
+            Ok(Ok(action)) => Ok(action),
+            Ok(Err(error)) => Err(ReconcileFailure::Reconciler(error)),
+            Err(panic) => Err(ReconcileFailure::Panicked(panic_message(panic.as_ref()))),
+        };
+        context.metrics.observe_reconcile(
+            started.elapsed(),
+            result.as_ref().err().map(ReconcileFailure::metric_label),
+        );
+        if result.is_ok() {
+            context.error_backoff.reset(&key);
+        }
+        result
+    }
+    .boxed()
+}
+
+fn error_policy<K, D, E>(
+    object: Arc<K>,
+    error: &ReconcileFailure<E>,
+    context: Arc<Context<K, D>>,
+) -> Action
+where
+    K: Resource<DynamicType = ()> + 'static,
+    E: std::error::Error + MetricLabel,
+{
+    let key = ObjectRef::from_obj(&*object);
+    let attempt = context.error_backoff.record_error(&key, &error.to_string());
+    tracing::warn!(
+        object = %key,
+        attempt = attempt.attempt,
+        retry_in = ?attempt.delay,
+        kind = error.metric_label(),
+        %error,
+        "reconcile failed"
+    );
+    Action::requeue(attempt.delay)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+/// Logs, counts and publishes (as a Warning Event) an object that failed to deserialize.
+fn report_invalid<K, D>(context: &Context<K, D>, object: InvalidObject)
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    context.metrics.decode_errors.inc();
+    let meta = &object.metadata;
+    tracing::error!(
+        kind = %K::kind(&()),
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        name = meta.name.as_deref().unwrap_or_default(),
+        resource_version = meta.resource_version.as_deref().unwrap_or_default(),
+        error = %object.error,
+        "object cannot be decoded; it is skipped until it is fixed"
+    );
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        field_path: None,
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "DecodeFailed".into(),
+        note: Some(format!(
+            "{} cannot be decoded and is ignored until fixed: {}",
+            K::kind(&()),
+            object.error
+        )),
+        action: "Decode".into(),
+        secondary: None,
+    };
+    let recorder = context.recorder.clone();
+    tokio::spawn(async move { publish_event(&recorder, &reference, event).await });
+}
+
+async fn publish_event(recorder: &Recorder, reference: &ObjectReference, mut event: Event) {
+    if let Some(note) = event.note.as_mut() {
+        truncate_note(note);
+    }
+    if let Err(error) = recorder.publish(&event, reference).await {
+        tracing::warn!(
+            %error,
+            reason = %event.reason,
+            regarding = reference.name.as_deref().unwrap_or_default(),
+            "publishing an Event failed"
+        );
+    }
+}
+
+/// Cuts an Event note to the API's limit on a character boundary.
+fn truncate_note(note: &mut String) {
+    if note.len() > EVENT_NOTE_MAX {
+        let mut end = EVENT_NOTE_MAX - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+}
+
+/// An `ObjectReference` to this process's Pod, from the `POD_NAME` and `POD_NAMESPACE`
+/// environment variables (downward API); `None` when either is unset.
+pub fn pod_reference_from_env() -> Option<ObjectReference> {
+    let name = std::env::var("POD_NAME").ok().filter(|v| !v.is_empty())?;
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    Some(ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: std::env::var("POD_UID").ok().filter(|v| !v.is_empty()),
+        ..ObjectReference::default()
+    })
+}
+
+/// Consumes the template store's reload outcomes: log, metric and Event for each change.
+async fn watch_templates(
+    store: Arc<TemplateStore>,
+    poll: Duration,
+    reference: Option<ObjectReference>,
+    recorder: Recorder,
+    metrics: FrameworkMetrics,
+) {
+    let mut outcomes = store.watch(poll);
+    while let Some(outcome) = outcomes.recv().await {
+        let event = match outcome {
+            ReloadOutcome::Unchanged => continue,
+            ReloadOutcome::Loaded { revision } => {
+                metrics
+                    .template_reloads
+                    .with_label_values(&[metrics::OUTCOME_LOADED])
+                    .inc();
+                tracing::info!(%revision, "templates reloaded");
+                Event {
+                    type_: EventType::Normal,
+                    reason: "TemplateReloaded".into(),
+                    note: Some(format!("loaded template revision {revision}")),
+                    action: "ReloadTemplates".into(),
+                    secondary: None,
+                }
+            }
+            ReloadOutcome::Rejected {
+                kept_revision,
+                error,
+            } => {
+                metrics
+                    .template_reloads
+                    .with_label_values(&[metrics::OUTCOME_REJECTED])
+                    .inc();
+                tracing::warn!(%kept_revision, %error, "changed templates rejected; the previous revision keeps serving");
+                Event {
+                    type_: EventType::Warning,
+                    reason: "TemplateRejected".into(),
+                    note: Some(format!(
+                        "changed templates rejected, revision {kept_revision} keeps serving: {error}"
+                    )),
+                    action: "ReloadTemplates".into(),
+                    secondary: None,
+                }
+            }
+        };
+        if let Some(reference) = &reference {
+            publish_event(&recorder, reference, event).await;
+        }
+    }
+}
+
+/// Runs `task`; if it ever returns, the runtime is broken: log and fail `/healthz`.
+async fn critical(name: &'static str, probes: Arc<Probes>, task: impl Future<Output = ()>) {
+    task.await;
+    tracing::error!(task = name, "a runtime task ended unexpectedly");
+    probes.mark_failed();
+}
+
+async fn bind(endpoint: &'static str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            endpoint,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(
+    endpoint: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, RuntimeError> {
+    listener.local_addr().map_err(|source| RuntimeError::Bind {
+        endpoint,
+        addr,
+        source,
+    })
+}
+
+async fn serve(
+    endpoint: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+    probes: Arc<Probes>,
+) {
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(endpoint, %error, "HTTP server failed");
+        probes.mark_failed();
+    }
+}
+
+async fn shutdown_signal() {
+    async fn ctrl_c() {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    () = ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT shuts down");
+                ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::core::ObjectMeta;
+
+    fn child(labels: &[(&str, &str)]) -> DynamicObject {
+        let resource = ApiResource::erase::<ConfigMap>(&());
+        let mut object = DynamicObject::new("c", &resource);
+        object.metadata = ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        };
+        object
+    }
+
+    #[test]
+    fn children_map_to_parents_by_label() {
+        let watch = ChildWatch {
+            resource: ApiResource::erase::<ConfigMap>(&()),
+            namespace: Some("children".into()),
+            selector: "p/name".into(),
+            parent_labels: ("p/name".into(), "p/namespace".into()),
+        };
+        type Labels = &'static [(&'static str, &'static str)];
+        type Case = (&'static str, Labels, Option<(&'static str, &'static str)>);
+        let cases: [Case; 5] = [
+            (
+                "both labels",
+                &[("p/name", "a"), ("p/namespace", "ns")],
+                Some(("a", "ns")),
+            ),
+            ("name missing", &[("p/namespace", "ns")], None),
+            ("namespace missing", &[("p/name", "a")], None),
+            ("empty name", &[("p/name", ""), ("p/namespace", "ns")], None),
+            ("unrelated labels", &[("app", "x")], None),
+        ];
+        for (name, labels, want) in cases {
+            let got = watch.parent_of::<ConfigMap>(&child(labels));
+            let want = want.map(|(n, ns)| ObjectRef::<ConfigMap>::new(n).within(ns));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_char_boundary() {
+        let cases = [
+            ("short", "x".repeat(10), 10),
+            ("at the limit", "x".repeat(EVENT_NOTE_MAX), EVENT_NOTE_MAX),
+            ("ascii over", "x".repeat(EVENT_NOTE_MAX + 1), EVENT_NOTE_MAX),
+            (
+                "multibyte over",
+                "é".repeat(EVENT_NOTE_MAX),
+                EVENT_NOTE_MAX - 1,
+            ),
+        ];
+        for (name, mut note, want_len) in cases {
+            truncate_note(&mut note);
+            assert_eq!(note.len(), want_len, "{name}");
+            assert!(note.len() <= EVENT_NOTE_MAX, "{name}");
+        }
+    }
+
+    #[test]
+    fn panic_payloads_become_messages() {
+        let cases: [(&str, Box<dyn std::any::Any + Send>, &str); 3] = [
+            ("str", Box::new("boom"), "boom"),
+            ("string", Box::new(String::from("bang")), "bang"),
+            ("other", Box::new(42_u8), "non-string panic payload"),
+        ];
+        for (name, payload, want) in cases {
+            assert_eq!(panic_message(payload.as_ref()), want, "{name}");
+        }
+    }
+}

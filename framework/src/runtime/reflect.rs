@@ -1,0 +1,396 @@
+//! Reflectors that run on every replica: they fill the parent and child stores, isolate objects
+//! that fail to deserialize, and fan watch events out to whichever controller term is running.
+//!
+//! # Guarantees
+//! 1. An object that fails to deserialize into `K` never ends or stalls the watch: it is
+//!    reported (by the caller's `report` hook: log, metric, Event) once per resourceVersion and kept
+//!    out of the store. If a valid version of it was cached before, that stale version is removed,
+//!    so the reconciler never acts on outdated data.
+//! 2. `managedFields` are stripped from every cached object (they are often larger than the
+//!    object itself and no reconciler needs them).
+//! 3. A trigger is broadcast only after the store holds the object, so a reconcile started by it
+//!    finds the object (or a newer version) in the store.
+//! 4. Broadcasting never blocks the reflector: a receiver that falls behind is told so and
+//!    re-triggers every cached object instead of losing events silently.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::{Stream, StreamExt, stream};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::DynamicObject,
+    core::{DeserializeGuard, error_boundary::InvalidObject},
+    runtime::{
+        WatchStreamExt,
+        reflector::{ObjectRef, Store, store::Writer},
+        watcher::{self, Event},
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+/// Converts watch events of `DeserializeGuard<K>` into events of `K`, keeping undecodable objects
+/// out and remembering which (name, resourceVersion) pairs were already reported.
+pub(crate) struct ErrorBoundary<K> {
+    reported: HashMap<(Option<String>, String), Option<String>>,
+    _kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Default for ErrorBoundary<K> {
+    fn default() -> Self {
+        Self {
+            reported: HashMap::new(),
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The result of admitting one guarded watch event.
+pub(crate) struct Admitted<K> {
+    /// The event to apply to the store, if any.
+    pub event: Option<Event<K>>,
+    /// An undecodable object seen for the first time at this resourceVersion.
+    pub newly_invalid: Option<InvalidObject>,
+}
+
+fn key_of(meta: &kube::core::ObjectMeta) -> (Option<String>, String) {
+    (
+        meta.namespace.clone(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl<K> ErrorBoundary<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// Admits one event; `store` is the reader of the store the result is applied to.
+    pub(crate) fn admit(
+        &mut self,
+        event: Event<DeserializeGuard<K>>,
+        store: &Store<K>,
+    ) -> Admitted<K> {
+        let mut newly_invalid = None;
+        let mut invalid = |this: &mut Self, object: InvalidObject| {
+            let key = key_of(&object.metadata);
+            let version = object.metadata.resource_version.clone();
+            if this.reported.get(&key) != Some(&version) {
+                this.reported.insert(key, version);
+                newly_invalid = Some(object);
+            }
+        };
+        let stale = |meta: &kube::core::ObjectMeta| {
+            let mut reference = ObjectRef::<K>::new(meta.name.as_deref().unwrap_or_default());
+            if let Some(ns) = &meta.namespace {
+                reference = reference.within(ns);
+            }
+            store
+                .get(&reference)
+                .map(|cached| Event::Delete((*cached).clone()))
+        };
+        let event = match event {
+            Event::Apply(DeserializeGuard(Ok(object))) => {
+                self.reported.remove(&key_of(object.meta()));
+                Some(Event::Apply(object))
+            }
+            Event::InitApply(DeserializeGuard(Ok(object))) => {
+                self.reported.remove(&key_of(object.meta()));
+                Some(Event::InitApply(object))
+            }
+            Event::Delete(DeserializeGuard(Ok(object))) => {
+                self.reported.remove(&key_of(object.meta()));
+                Some(Event::Delete(object))
+            }
+            Event::Apply(DeserializeGuard(Err(object))) => {
+                let event = stale(&object.metadata);
+                invalid(self, object);
+                event
+            }
+            // Not buffered, so the store swap at InitDone drops any stale valid version.
+            Event::InitApply(DeserializeGuard(Err(object))) => {
+                invalid(self, object);
+                None
+            }
+            Event::Delete(DeserializeGuard(Err(object))) => {
+                self.reported.remove(&key_of(&object.metadata));
+                stale(&object.metadata)
+            }
+            Event::Init => Some(Event::Init),
+            Event::InitDone => Some(Event::InitDone),
+        };
+        Admitted {
+            event,
+            newly_invalid,
+        }
+    }
+}
+
+/// A stream of objects to (re)trigger from a broadcast receiver; when the receiver lags behind,
+/// every object of `store` is emitted instead of the lost events.
+pub(crate) fn trigger_stream<T>(
+    receiver: broadcast::Receiver<Arc<T>>,
+    store: Store<T>,
+) -> impl Stream<Item = Arc<T>> + Send + 'static
+where
+    T: Resource + Clone + Send + Sync + 'static,
+    T::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    stream::unfold(receiver, move |mut receiver| {
+        let store = store.clone();
+        async move {
+            match receiver.recv().await {
+                Ok(object) => Some((vec![object], receiver)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "controller fell behind the watch; re-triggering every cached object"
+                    );
+                    Some((store.state(), receiver))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        }
+    })
+    .flat_map(stream::iter)
+}
+
+fn broadcast<T>(sender: &broadcast::Sender<Arc<T>>, object: Arc<T>) {
+    // No receiver (standby replica, or between controller terms) is normal.
+    let _ = sender.send(object);
+}
+
+/// Runs the parent reflector until the watch stream ends (it does not end on its own).
+///
+/// `report` is called for each newly undecodable object, `forget` for each parent that left the
+/// store (deleted or turned undecodable).
+pub(crate) async fn reflect_parents<K>(
+    api: Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    mut writer: Writer<K>,
+    sender: broadcast::Sender<Arc<K>>,
+    report: impl Fn(InvalidObject),
+    forget: impl Fn(&K),
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let reader = writer.as_reader();
+    let mut boundary = ErrorBoundary::<K>::default();
+    let events = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut DeserializeGuard<K>| object.managed_fields_mut().clear());
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, kind = %K::kind(&()), "parent watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let Admitted {
+            event,
+            newly_invalid,
+        } = boundary.admit(event, &reader);
+        if let Some(object) = newly_invalid {
+            report(object);
+        }
+        let Some(event) = event else { continue };
+        writer.apply_watcher_event(&event);
+        match &event {
+            Event::Apply(object) => {
+                if let Some(cached) = reader.get(&ObjectRef::from_obj(object)) {
+                    broadcast(&sender, cached);
+                }
+            }
+            Event::Delete(object) => forget(object),
+            Event::InitDone => {
+                for object in reader.state() {
+                    broadcast(&sender, object);
+                }
+            }
+            Event::Init | Event::InitApply(_) => {}
+        }
+    }
+}
+
+/// Runs the child reflector until the watch stream ends (it does not end on its own).
+///
+/// Applied and deleted children are both broadcast: a deleted child is a reason to reconcile
+/// its parent.
+pub(crate) async fn reflect_children(
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    resource: kube::api::ApiResource,
+    mut writer: Writer<DynamicObject>,
+    sender: broadcast::Sender<Arc<DynamicObject>>,
+) {
+    let reader = writer.as_reader();
+    let events = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut DynamicObject| object.managed_fields_mut().clear());
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "child watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        writer.apply_watcher_event(&event);
+        match event {
+            Event::Apply(object) => {
+                let reference = ObjectRef::from_obj_with(&object, resource.clone());
+                if let Some(cached) = reader.get(&reference) {
+                    broadcast(&sender, cached);
+                }
+            }
+            Event::Delete(object) => broadcast(&sender, Arc::new(object)),
+            Event::InitDone => {
+                for object in reader.state() {
+                    broadcast(&sender, object);
+                }
+            }
+            Event::Init | Event::InitApply(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::core::ObjectMeta;
+
+    fn cm(name: &str, rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    fn bad(name: &str, rv: &str) -> DeserializeGuard<ConfigMap> {
+        DeserializeGuard(Err(InvalidObject {
+            error: "invalid type: string \"x\", expected u32".into(),
+            metadata: cm(name, rv).metadata,
+        }))
+    }
+
+    fn good(name: &str, rv: &str) -> DeserializeGuard<ConfigMap> {
+        DeserializeGuard(Ok(cm(name, rv)))
+    }
+
+    fn describe(event: &Option<Event<ConfigMap>>) -> String {
+        match event {
+            None => "none".into(),
+            Some(Event::Apply(o)) => format!("apply {}", o.name_any()),
+            Some(Event::Delete(o)) => format!("delete {}", o.name_any()),
+            Some(Event::InitApply(o)) => format!("initapply {}", o.name_any()),
+            Some(Event::Init) => "init".into(),
+            Some(Event::InitDone) => "initdone".into(),
+        }
+    }
+
+    /// Each case: the event, what reaches the store, whether it is reported.
+    #[test]
+    fn error_boundary_admits_valid_and_isolates_invalid_objects() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let mut boundary = ErrorBoundary::<ConfigMap>::default();
+        let cases: Vec<(&str, Event<DeserializeGuard<ConfigMap>>, &str, bool)> = vec![
+            ("init passes", Event::Init, "init", false),
+            (
+                "valid object during init",
+                Event::InitApply(good("a", "1")),
+                "initapply a",
+                false,
+            ),
+            (
+                "invalid object during init",
+                Event::InitApply(bad("b", "1")),
+                "none",
+                true,
+            ),
+            ("init done passes", Event::InitDone, "initdone", false),
+            (
+                "same invalid version is reported once",
+                Event::Apply(bad("b", "1")),
+                "none",
+                false,
+            ),
+            (
+                "new invalid version is reported again",
+                Event::Apply(bad("b", "2")),
+                "none",
+                true,
+            ),
+            (
+                "valid object turning invalid is evicted",
+                Event::Apply(bad("a", "2")),
+                "delete a",
+                true,
+            ),
+            (
+                "invalid object turning valid is admitted",
+                Event::Apply(good("b", "3")),
+                "apply b",
+                false,
+            ),
+            (
+                "it is reported again when it breaks again",
+                Event::Apply(bad("b", "3")),
+                "delete b",
+                true,
+            ),
+            (
+                "deleting an uncached invalid object is a no-op",
+                Event::Delete(bad("c", "1")),
+                "none",
+                false,
+            ),
+            (
+                "valid delete passes",
+                Event::Delete(good("a", "3")),
+                "delete a",
+                false,
+            ),
+        ];
+        for (name, event, want, want_report) in cases {
+            let admitted = boundary.admit(event, &reader);
+            assert_eq!(describe(&admitted.event), want, "{name}");
+            assert_eq!(admitted.newly_invalid.is_some(), want_report, "{name}");
+            if let Some(event) = &admitted.event {
+                writer.apply_watcher_event(event);
+            }
+        }
+        assert!(reader.is_empty(), "no stale object left in the store");
+    }
+
+    #[tokio::test]
+    async fn lagging_receiver_gets_every_cached_object() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        for name in ["a", "b", "c"] {
+            writer.apply_watcher_event(&Event::Apply(cm(name, "1")));
+        }
+        let (sender, receiver) = broadcast::channel(1);
+        let triggers = trigger_stream(receiver, reader);
+        for name in ["x", "y"] {
+            let _ = sender.send(Arc::new(cm(name, "1")));
+        }
+        drop(sender);
+        let mut names: Vec<String> = triggers.map(|o| o.name_any()).collect().await;
+        names.sort();
+        // "x" was overwritten (lagged): the store is re-emitted, then "y" follows.
+        assert_eq!(names, ["a", "b", "c", "y"]);
+    }
+}

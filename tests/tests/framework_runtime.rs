@@ -1,0 +1,977 @@
+//! Integration tests of `kubernaut_framework::runtime` against the local control plane: leader
+//! election over a shared Lease, the decode error boundary, `/readyz`, `/metrics` and template hot
+//! reload. The operators under test are tiny ConfigMap/Widget reconcilers that record what they
+//! reconciled.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{coordination::v1::Lease, core::v1::ConfigMap, events::v1::Event as K8sEvent},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, CustomResource, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use kubernaut_framework::{
+    runtime::{
+        Action, ChildWatch, Context, LeaderElectionSettings, MetricLabel, Operator, ParentWatch,
+        Running, RuntimeSettings, prometheus,
+    },
+    template::{ChildIdentity, ChildKind, TemplateDecl, TemplateStore, apply_identity},
+};
+use kubernaut_test_harness::ControlPlane;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PARENT_LABEL: &str = "runtime.kubernaut.test/parent";
+const PARENT_NAME: &str = "runtime.kubernaut.test/parent-name";
+const PARENT_NAMESPACE: &str = "runtime.kubernaut.test/parent-namespace";
+const REVISION: &str = "runtime.kubernaut.test/template-revision";
+
+// ---------------------------------------------------------------------------------------------
+// A tiny test operator: records every object it reconciles.
+
+#[derive(Default)]
+struct Seen {
+    names: Mutex<BTreeSet<String>>,
+    reconciles: AtomicUsize,
+}
+
+impl Seen {
+    fn record(&self, name: String) {
+        self.reconciles.fetch_add(1, Ordering::SeqCst);
+        self.names.lock().unwrap().insert(name);
+    }
+
+    fn names(&self) -> BTreeSet<String> {
+        self.names.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.reconciles.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error("asked to fail")]
+    AskedToFail,
+    #[error("template: {0}")]
+    Template(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+impl MetricLabel for TestError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            TestError::AskedToFail => "asked_to_fail",
+            TestError::Template(_) => "template",
+            TestError::Kube(_) => "kube",
+        }
+    }
+}
+
+async fn record_configmap(
+    cm: Arc<ConfigMap>,
+    ctx: Arc<Context<ConfigMap, Seen>>,
+) -> Result<Action, TestError> {
+    ctx.data.record(cm.name_any());
+    if cm.labels().get("fail").is_some_and(|v| v == "true") {
+        return Err(TestError::AskedToFail);
+    }
+    Ok(Action::await_change())
+}
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug)]
+#[kube(
+    group = "runtime.kubernaut.test",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    schema = "disabled"
+)]
+struct WidgetSpec {
+    size: u32,
+}
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug)]
+#[kube(
+    group = "runtime.kubernaut.test",
+    version = "v1",
+    kind = "Gadget",
+    namespaced,
+    schema = "disabled"
+)]
+struct GadgetSpec {
+    #[serde(default)]
+    color: Option<String>,
+}
+
+async fn record_widget(
+    widget: Arc<Widget>,
+    ctx: Arc<Context<Widget, Seen>>,
+) -> Result<Action, TestError> {
+    ctx.data.record(widget.name_any());
+    Ok(Action::await_change())
+}
+
+async fn record_gadget(
+    gadget: Arc<Gadget>,
+    ctx: Arc<Context<Gadget, Seen>>,
+) -> Result<Action, TestError> {
+    ctx.data.record(gadget.name_any());
+    Ok(Action::await_change())
+}
+
+/// A CRD whose spec accepts anything, so the API server stores objects our typed struct
+/// cannot decode.
+fn permissive_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.runtime.kubernaut.test")},
+        "spec": {
+            "group": "runtime.kubernaut.test",
+            "scope": "Namespaced",
+            "names": {
+                "plural": plural,
+                "singular": kind.to_lowercase(),
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+            },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+                }}
+            }]
+        }
+    }))
+    .expect("valid CRD")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kubernaut_framework=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn settings(name: &str) -> RuntimeSettings {
+    let mut settings = RuntimeSettings::new(name);
+    settings.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.health_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.concurrency = 4;
+    settings.template_poll = Duration::from_millis(200);
+    settings.error_backoff.base = Duration::from_millis(500);
+    settings.error_backoff.max = Duration::from_secs(5);
+    settings
+}
+
+fn parents_in(ns: &str) -> ParentWatch {
+    ParentWatch {
+        namespace: Some(ns.to_string()),
+        selector: Some(format!("{PARENT_LABEL}=true")),
+    }
+}
+
+fn parent_configmap(name: &str, extra_labels: &[(&str, &str)]) -> ConfigMap {
+    let mut labels = BTreeMap::from([(PARENT_LABEL.to_string(), "true".to_string())]);
+    for (k, v) in extra_labels {
+        labels.insert((*k).to_string(), (*v).to_string());
+    }
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+        ..ConfigMap::default()
+    }
+}
+
+async fn create_parent(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &parent_configmap(name, &[]))
+        .await?;
+    Ok(())
+}
+
+/// Polls `check` every 100ms until it returns true, failing after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of the sample `series` (`name` or `name{labels}`) in a Prometheus text exposition.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+async fn events_about(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<K8sEvent>> {
+    let events = Api::<K8sEvent>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|n| n == name)
+        })
+        .collect())
+}
+
+fn has_event(events: &[K8sEvent], type_: &str, reason: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader election.
+
+const LEASE_DURATION: Duration = Duration::from_secs(4);
+const RETRY_PERIOD: Duration = Duration::from_millis(500);
+
+fn election(ns: &str, identity: &str) -> LeaderElectionSettings {
+    LeaderElectionSettings {
+        lease_duration: LEASE_DURATION,
+        renew_deadline: Duration::from_secs(3),
+        retry_period: RETRY_PERIOD,
+        ..LeaderElectionSettings::new("runtime-test", ns, identity)
+    }
+}
+
+async fn start_replica(
+    cp: &ControlPlane,
+    ns: &str,
+    identity: &str,
+) -> anyhow::Result<Running<ConfigMap, Seen>> {
+    let mut settings = settings("leader-test");
+    settings.leader_election = Some(election(ns, identity));
+    Ok(Operator::<ConfigMap>::new(cp.client().await?, settings)
+        .parents(parents_in(ns))
+        .start(record_configmap, Seen::default())
+        .await?)
+}
+
+/// Starts two replicas on one Lease and returns (leader, follower) once exactly one leads and
+/// has reconciled `parents`.
+async fn elect(
+    cp: &ControlPlane,
+    ns: &str,
+    parents: &[&str],
+) -> anyhow::Result<(Running<ConfigMap, Seen>, Running<ConfigMap, Seen>)> {
+    let client = cp.client().await?;
+    for name in parents {
+        create_parent(&client, ns, name).await?;
+    }
+    let a = start_replica(cp, ns, "replica-a").await?;
+    let b = start_replica(cp, ns, "replica-b").await?;
+    eventually("one replica leads", Duration::from_secs(20), || async {
+        Ok(a.is_leader() || b.is_leader())
+    })
+    .await?;
+    let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+    let want: BTreeSet<String> = parents.iter().map(|s| (*s).to_string()).collect();
+    eventually(
+        "the leader reconciled every parent",
+        Duration::from_secs(20),
+        || async { Ok(leader.context().data.names() == want) },
+    )
+    .await?;
+
+    // Several renewals later, still exactly one leader and the follower never reconciled.
+    tokio::time::sleep(RETRY_PERIOD * 4).await;
+    assert!(
+        leader.is_leader() && !follower.is_leader(),
+        "exactly one leader"
+    );
+    assert_eq!(
+        follower.context().data.count(),
+        0,
+        "the follower must not reconcile"
+    );
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get("runtime-test")
+        .await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        Some(leader.context().identity.clone()),
+        "the Lease names the leader"
+    );
+    let (_, leader_metrics) = http_get(leader.metrics_addr(), "/metrics").await?;
+    let (_, follower_metrics) = http_get(follower.metrics_addr(), "/metrics").await?;
+    assert_eq!(sample(&leader_metrics, "framework_leader"), Some(1.0));
+    assert_eq!(sample(&follower_metrics, "framework_leader"), Some(0.0));
+    // The follower's caches are warm although it does not reconcile.
+    assert_eq!(follower.context().parents.state().len(), parents.len());
+    Ok((leader, follower))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_leader_reconciles_and_a_graceful_shutdown_hands_over_at_once()
+-> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-leader").await?;
+    let (leader, follower) = elect(cp, &ns, &["p1", "p2", "p3"]).await?;
+    let old_leader = leader.context().identity.clone();
+
+    leader.shutdown().await?;
+    let released_at = Instant::now();
+    let lease = Api::<Lease>::namespaced(cp.client().await?, &ns)
+        .get("runtime-test")
+        .await?;
+    assert_ne!(
+        lease.spec.and_then(|s| s.holder_identity),
+        Some(old_leader),
+        "a gracefully stopped leader releases the Lease"
+    );
+    eventually("the follower takes over", LEASE_DURATION, || async {
+        Ok(follower.is_leader())
+    })
+    .await?;
+    assert!(
+        released_at.elapsed() < LEASE_DURATION,
+        "a released Lease is taken over without waiting for expiry"
+    );
+
+    // The new leader reconciles what exists and what comes next.
+    create_parent(&cp.client().await?, &ns, "p4").await?;
+    let want: BTreeSet<String> = ["p1", "p2", "p3", "p4"].map(String::from).into();
+    eventually(
+        "the new leader reconciles",
+        Duration::from_secs(20),
+        || async { Ok(follower.context().data.names() == want) },
+    )
+    .await?;
+    follower.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_leader_is_replaced_within_the_lease_duration() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-kill").await?;
+    let (leader, follower) = elect(cp, &ns, &["k1"]).await?;
+    let old_leader = leader.context().identity.clone();
+
+    // Dropping the handle aborts the runtime like a crash: no release.
+    drop(leader);
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lease = Api::<Lease>::namespaced(cp.client().await?, &ns)
+        .get("runtime-test")
+        .await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        Some(old_leader),
+        "a killed leader does not release the Lease"
+    );
+    // Expiry is judged from the last renewal the follower saw: at most one retry period
+    // before the kill, plus one retry period until the follower's next poll.
+    let bound = LEASE_DURATION + RETRY_PERIOD * 2 + Duration::from_secs(1);
+    eventually("the follower takes over", bound, || async {
+        Ok(follower.is_leader())
+    })
+    .await?;
+    assert!(
+        killed_at.elapsed() >= LEASE_DURATION - RETRY_PERIOD * 2,
+        "an unreleased Lease is only taken after it expired ({:?})",
+        killed_at.elapsed()
+    );
+    create_parent(&cp.client().await?, &ns, "k2").await?;
+    let want: BTreeSet<String> = ["k1", "k2"].map(String::from).into();
+    eventually(
+        "the new leader reconciles",
+        Duration::from_secs(20),
+        || async { Ok(follower.context().data.names() == want) },
+    )
+    .await?;
+    follower.shutdown().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error boundary.
+
+fn widget(name: &str, spec: serde_json::Value) -> DynamicObject {
+    let resource = ApiResource::erase::<Widget>(&());
+    let mut object = DynamicObject::new(name, &resource);
+    object.metadata.labels = Some(BTreeMap::from([(PARENT_LABEL.into(), "true".into())]));
+    object.data = json!({ "spec": spec });
+    object
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_object_does_not_stop_reconciling_the_others() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    cp.install_crds(&[permissive_crd("Widget", "widgets")])
+        .await?;
+    let ns = cp.create_namespace("rt-decode").await?;
+    let client = cp.client().await?;
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<Widget>(&()));
+    let pp = PostParams::default();
+    widgets
+        .create(&pp, &widget("good-a", json!({"size": 1})))
+        .await?;
+    widgets
+        .create(&pp, &widget("bad", json!({"size": "huge"})))
+        .await?;
+
+    let running = Operator::<Widget>::new(client.clone(), settings("decode-test"))
+        .parents(parents_in(&ns))
+        .start(record_widget, Seen::default())
+        .await?;
+    let ctx = running.context().clone();
+    // Created after the bad one was seen: the watch keeps going.
+    widgets
+        .create(&pp, &widget("good-b", json!({"size": 2})))
+        .await?;
+    let want: BTreeSet<String> = ["good-a", "good-b"].map(String::from).into();
+    eventually(
+        "both good widgets reconciled",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.names() == want) },
+    )
+    .await?;
+    assert_eq!(
+        ctx.metrics.decode_errors.get(),
+        1,
+        "the bad widget is counted once"
+    );
+    eventually(
+        "a DecodeFailed Warning on the bad widget",
+        Duration::from_secs(10),
+        || async {
+            Ok(has_event(
+                &events_about(&client, &ns, "bad").await?,
+                "Warning",
+                "DecodeFailed",
+            ))
+        },
+    )
+    .await?;
+    let (_, metrics) = http_get(running.metrics_addr(), "/metrics").await?;
+    assert_eq!(sample(&metrics, "framework_decode_errors_total"), Some(1.0));
+
+    // Fixing the object makes it reconcilable ...
+    widgets
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 3}})),
+        )
+        .await?;
+    eventually(
+        "the fixed widget is reconciled",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.names().contains("bad")) },
+    )
+    .await?;
+    // ... and breaking a cached one evicts it from the store instead of serving a stale copy.
+    widgets
+        .patch(
+            "good-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": "x"}})),
+        )
+        .await?;
+    eventually(
+        "the broken widget leaves the cache",
+        Duration::from_secs(20),
+        || async { Ok(ctx.parents.state().iter().all(|w| w.name_any() != "good-a")) },
+    )
+    .await?;
+    assert_eq!(ctx.metrics.decode_errors.get(), 2);
+    assert_eq!(
+        ctx.parents.state().len(),
+        2,
+        "bad (fixed) and good-b stay cached"
+    );
+    running.shutdown().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health, readiness and metrics.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_turns_ready_only_once_the_caches_synced() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-ready").await?;
+    let client = cp.client().await?;
+    // The Gadget CRD is not installed yet: its list fails, so the parent cache cannot sync.
+    let running = Operator::<Gadget>::new(client.clone(), settings("ready-test"))
+        .parents(parents_in(&ns))
+        .children(ChildWatch {
+            resource: ApiResource::erase::<ConfigMap>(&()),
+            namespace: Some(ns.clone()),
+            selector: PARENT_NAME.into(),
+            parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+        })
+        .start(record_gadget, Seen::default())
+        .await?;
+    for _ in 0..10 {
+        assert_eq!(
+            http_get(running.health_addr(), "/healthz").await?.0,
+            200,
+            "alive at once"
+        );
+        assert_eq!(
+            http_get(running.health_addr(), "/readyz").await?.0,
+            503,
+            "not ready before sync"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!running.probes().is_synced());
+
+    cp.install_crds(&[permissive_crd("Gadget", "gadgets")])
+        .await?;
+    eventually("/readyz turns 200", Duration::from_secs(60), || async {
+        Ok(http_get(running.health_addr(), "/readyz").await?.0 == 200)
+    })
+    .await?;
+    let gadgets: Api<DynamicObject> =
+        Api::namespaced_with(client, &ns, &ApiResource::erase::<Gadget>(&()));
+    let mut gadget = DynamicObject::new("g1", &ApiResource::erase::<Gadget>(&()));
+    gadget.metadata.labels = Some(BTreeMap::from([(PARENT_LABEL.into(), "true".into())]));
+    gadget.data = json!({"spec": {"color": "red"}});
+    gadgets.create(&PostParams::default(), &gadget).await?;
+    eventually(
+        "the gadget is reconciled",
+        Duration::from_secs(20),
+        || async { Ok(running.context().data.names().contains("g1")) },
+    )
+    .await?;
+
+    let shutdown = running.shutdown_token();
+    let addr = running.health_addr();
+    let stopped = tokio::spawn(running.wait());
+    shutdown.cancel();
+    stopped.await??;
+    assert!(
+        http_get(addr, "/healthz").await.is_err(),
+        "the servers stop after shutdown"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_expose_the_framework_metrics_and_error_backoff() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-metrics").await?;
+    let client = cp.client().await?;
+    let operator = Operator::<ConfigMap>::new(client.clone(), settings("metrics-test"))
+        .parents(parents_in(&ns));
+    let own = prometheus_counter(operator.registry())?;
+    let running = operator.start(record_configmap, Seen::default()).await?;
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    configmaps
+        .create(&PostParams::default(), &parent_configmap("ok", &[]))
+        .await?;
+    configmaps
+        .create(
+            &PostParams::default(),
+            &parent_configmap("failing", &[("fail", "true")]),
+        )
+        .await?;
+    let ctx = running.context().clone();
+    eventually(
+        "the failing object is retried",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.count() >= 3) },
+    )
+    .await?;
+    own.inc();
+
+    let (status, metrics) = http_get(running.metrics_addr(), "/metrics").await?;
+    assert_eq!(status, 200);
+    let at_least_one = |series: &str| sample(&metrics, series).is_some_and(|v| v >= 1.0);
+    for series in [
+        "framework_reconciles_total{result=\"success\"}",
+        "framework_reconciles_total{result=\"error\"}",
+        "framework_reconcile_errors_total{kind=\"asked_to_fail\"}",
+        "framework_reconcile_duration_seconds_count",
+        "framework_leader",
+        "reconcile_error_backoff_objects",
+        "runtime_test_operator_metric_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            at_least_one(series),
+            "{series} missing or zero in\n{metrics}"
+        );
+    }
+    for series in [
+        "framework_template_reloads_total{outcome=\"loaded\"}",
+        "framework_template_reloads_total{outcome=\"rejected\"}",
+        "framework_decode_errors_total",
+    ] {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(0.0),
+            "{series} in\n{metrics}"
+        );
+    }
+
+    // The failing object is in error backoff and its condition says so.
+    let failing = ctx
+        .parents
+        .state()
+        .into_iter()
+        .find(|cm| cm.name_any() == "failing")
+        .expect("cached");
+    let condition = ctx.backoff_condition(&failing).expect("in backoff");
+    assert_eq!(condition.type_, "ReconcileBackoff");
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition.message.contains("asked to fail"),
+        "{}",
+        condition.message
+    );
+    let ok = ctx
+        .parents
+        .state()
+        .into_iter()
+        .find(|cm| cm.name_any() == "ok")
+        .expect("cached");
+    assert!(ctx.backoff_condition(&ok).is_none());
+
+    // Success resets the backoff.
+    configmaps
+        .patch(
+            "failing",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"fail": "false"}}})),
+        )
+        .await?;
+    eventually("the backoff is reset", Duration::from_secs(20), || async {
+        Ok(ctx.error_backoff.is_empty())
+    })
+    .await?;
+    running.shutdown().await?;
+    Ok(())
+}
+
+fn prometheus_counter(registry: &prometheus::Registry) -> anyhow::Result<prometheus::IntCounter> {
+    let counter = prometheus::IntCounter::new(
+        "runtime_test_operator_metric_total",
+        "An operator's own metric.",
+    )?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Template hot reload.
+
+const TEMPLATE: &str = "child.yaml.j2";
+
+fn write_template(dir: &Path, body: &str) -> anyhow::Result<()> {
+    // Write and rename, so a poll never sees half a file.
+    let staging = dir.join(".staging");
+    std::fs::write(&staging, body)?;
+    std::fs::rename(staging, dir.join(TEMPLATE))?;
+    Ok(())
+}
+
+struct ChildrenIn {
+    namespace: String,
+    seen: Seen,
+}
+
+async fn render_child(
+    parent: Arc<ConfigMap>,
+    ctx: Arc<Context<ConfigMap, ChildrenIn>>,
+) -> Result<Action, TestError> {
+    let templates = ctx
+        .templates
+        .as_ref()
+        .ok_or_else(|| TestError::Template("no templates".into()))?
+        .current();
+    let mut child = templates
+        .render(
+            TEMPLATE,
+            &json!({"parent": {"name": parent.name_any(), "namespace": parent.namespace()}}),
+        )
+        .map_err(|e| TestError::Template(e.to_string()))?;
+    let identity = ChildIdentity {
+        name: parent.name_any(),
+        namespace: ctx.data.namespace.clone(),
+        labels: BTreeMap::from([
+            (PARENT_NAME.to_string(), parent.name_any()),
+            (
+                PARENT_NAMESPACE.to_string(),
+                parent.namespace().unwrap_or_default(),
+            ),
+            (REVISION.to_string(), templates.revision().to_string()),
+        ]),
+        annotations: BTreeMap::new(),
+    };
+    apply_identity(&mut child, &identity);
+    let child: ConfigMap =
+        serde_json::from_value(child).map_err(|e| TestError::Template(e.to_string()))?;
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.data.namespace)
+        .patch(
+            &parent.name_any(),
+            &PatchParams::apply("runtime-test").force(),
+            &Patch::Apply(&child),
+        )
+        .await?;
+    ctx.data.seen.record(parent.name_any());
+    Ok(Action::await_change())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_reload_serves_new_templates_and_keeps_the_last_good_one() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-reload").await?;
+    let children_ns = cp.create_namespace("rt-reload-children").await?;
+    let client = cp.client().await?;
+
+    let dir = tempfile::tempdir()?;
+    let v1 = "apiVersion: v1\nkind: ConfigMap\ndata:\n  greeting: {{ \"hello \" ~ parent.name }}\n";
+    let v2 = "apiVersion: v1\nkind: ConfigMap\ndata:\n  greeting: {{ \"hi \" ~ parent.name }}\n";
+    let broken = "apiVersion: v1\nkind: ConfigMap\ndata:\n  greeting: {{ parent.name \n";
+    write_template(dir.path(), v1)?;
+    let declarations = [TemplateDecl {
+        file: TEMPLATE.into(),
+        child: ChildKind {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+        },
+        sample: json!({"parent": {"name": "sample", "namespace": "default"}}),
+    }];
+    let store = Arc::new(TemplateStore::load(dir.path(), &declarations)?);
+    let r1 = store.current().revision().to_string();
+
+    // The Events about template reloads go to an object of the operator's choosing.
+    let anchor = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("template-events".into()),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+        )
+        .await?;
+    let running = Operator::<ConfigMap>::new(client.clone(), settings("reload-test"))
+        .parents(parents_in(&ns))
+        .children(ChildWatch {
+            resource: ApiResource::erase::<ConfigMap>(&()),
+            namespace: Some(children_ns.clone()),
+            selector: PARENT_NAME.into(),
+            parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+        })
+        .templates(store.clone(), Some(anchor.object_ref(&())))
+        .start(
+            render_child,
+            ChildrenIn {
+                namespace: children_ns.clone(),
+                seen: Seen::default(),
+            },
+        )
+        .await?;
+    let ctx = running.context().clone();
+    let children: Api<ConfigMap> = Api::namespaced(client.clone(), &children_ns);
+    let child_of = |name: &'static str| {
+        let children = children.clone();
+        async move {
+            let child = children.get_opt(name).await?;
+            Ok::<_, anyhow::Error>(child.map(|c| {
+                (
+                    c.labels().get(REVISION).cloned().unwrap_or_default(),
+                    c.data
+                        .unwrap_or_default()
+                        .get("greeting")
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            }))
+        }
+    };
+
+    create_parent(&client, &ns, "first").await?;
+    eventually("the first child", Duration::from_secs(20), || async {
+        Ok(child_of("first").await?.is_some())
+    })
+    .await?;
+    assert_eq!(
+        child_of("first").await?,
+        Some((r1.clone(), "hello first".into()))
+    );
+    // The child store follows the children (read by the reconciler without API calls).
+    eventually(
+        "the child cache holds the child",
+        Duration::from_secs(10),
+        || async { Ok(ctx.children.state().iter().any(|c| c.name_any() == "first")) },
+    )
+    .await?;
+
+    // A changed template is used for the next child, under a new revision.
+    write_template(dir.path(), v2)?;
+    eventually(
+        "the new templates are loaded",
+        Duration::from_secs(10),
+        || async { Ok(store.current().revision() != r1) },
+    )
+    .await?;
+    let r2 = store.current().revision().to_string();
+    create_parent(&client, &ns, "second").await?;
+    eventually("the second child", Duration::from_secs(20), || async {
+        Ok(child_of("second").await?.is_some())
+    })
+    .await?;
+    assert_eq!(
+        child_of("second").await?,
+        Some((r2.clone(), "hi second".into()))
+    );
+    eventually("the reload is counted", Duration::from_secs(10), || async {
+        Ok(ctx
+            .metrics
+            .template_reloads
+            .with_label_values(&["loaded"])
+            .get()
+            == 1)
+    })
+    .await?;
+
+    // A broken template is rejected; the last good revision keeps serving.
+    write_template(dir.path(), broken)?;
+    eventually(
+        "the rejection is counted",
+        Duration::from_secs(10),
+        || async {
+            Ok(ctx
+                .metrics
+                .template_reloads
+                .with_label_values(&["rejected"])
+                .get()
+                >= 1)
+        },
+    )
+    .await?;
+    assert_eq!(store.current().revision(), r2);
+    create_parent(&client, &ns, "third").await?;
+    eventually("the third child", Duration::from_secs(20), || async {
+        Ok(child_of("third").await?.is_some())
+    })
+    .await?;
+    assert_eq!(
+        child_of("third").await?,
+        Some((r2.clone(), "hi third".into()))
+    );
+    let (_, metrics) = http_get(running.metrics_addr(), "/metrics").await?;
+    assert_eq!(
+        sample(
+            &metrics,
+            "framework_template_reloads_total{outcome=\"loaded\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "framework_template_reloads_total{outcome=\"rejected\"}"
+        )
+        .is_some_and(|v| v >= 1.0)
+    );
+    eventually(
+        "reload Events on the anchor",
+        Duration::from_secs(10),
+        || async {
+            let events = events_about(&client, &ns, "template-events").await?;
+            Ok(has_event(&events, "Normal", "TemplateReloaded")
+                && has_event(&events, "Warning", "TemplateRejected"))
+        },
+    )
+    .await?;
+    assert_eq!(
+        ctx.data.seen.names(),
+        ["first", "second", "third"].map(String::from).into()
+    );
+    running.shutdown().await?;
+    Ok(())
+}
