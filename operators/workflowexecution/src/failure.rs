@@ -403,3 +403,287 @@ fn one_line(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OperatorConfig;
+    use crate::run_status::{RunPhase, observe_run};
+    use crate::templates::{load_status_mapping, sample_workflow_execution};
+    use std::path::{Path, PathBuf};
+
+    /// One fixture: a PipelineRun, its TaskRuns and what the mapping should make of them.
+    struct Fixture {
+        name: String,
+        run: Value,
+        task_runs: BTreeMap<String, Value>,
+        expect: Value,
+    }
+
+    fn fixtures() -> Vec<Fixture> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelineruns");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|path| {
+                let doc: Value =
+                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                let task_runs = doc["taskRuns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|tr| {
+                        (
+                            tr["metadata"]["name"].as_str().unwrap().to_owned(),
+                            tr.clone(),
+                        )
+                    })
+                    .collect();
+                Fixture {
+                    name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+                    run: doc["pipelineRun"].clone(),
+                    task_runs,
+                    expect: doc["expect"].clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn mapping() -> StatusMapping {
+        load_status_mapping(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/workflowexecution"),
+        )
+        .unwrap()
+    }
+
+    fn context() -> FailureContext {
+        FailureContext::new(
+            &sample_workflow_execution(),
+            &OperatorConfig::default().execution,
+        )
+    }
+
+    fn now() -> Timestamp {
+        "2025-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn fixtures_classify_as_expected() {
+        let mapping = mapping();
+        let fixtures = fixtures();
+        let mut reasons_seen = std::collections::BTreeSet::new();
+        for f in &fixtures {
+            let observed = observe_run(&mapping, &f.run, Some(&f.task_runs));
+            assert_eq!(
+                Some(observed.phase.as_str()),
+                f.expect["phase"].as_str(),
+                "{}: phase",
+                f.name
+            );
+            if observed.phase != RunPhase::Failed {
+                continue;
+            }
+            let d = failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
+            assert_eq!(
+                Some(d.reason.as_str()),
+                f.expect["reason"].as_str(),
+                "{}: reason",
+                f.name
+            );
+            assert_eq!(
+                Some(d.was_execution_failure),
+                f.expect["wasExecutionFailure"].as_bool(),
+                "{}: wasExecutionFailure",
+                f.name
+            );
+            assert_eq!(
+                d.failed_task_index.map(u64::from),
+                f.expect["failedTaskIndex"].as_u64(),
+                "{}: failedTaskIndex",
+                f.name
+            );
+            assert_eq!(
+                d.exit_code.map(i64::from),
+                f.expect["exitCode"].as_i64(),
+                "{}: exitCode",
+                f.name
+            );
+            reasons_seen.insert(d.reason.as_str());
+        }
+        // One fixture per classification result, at least.
+        for reason in FailureReason::ALL {
+            assert!(
+                reasons_seen.contains(reason.as_str()),
+                "no fixture classifies as {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn failed_task_is_the_first_failed_child_that_exists() {
+        let fixtures = fixtures();
+        let gone = fixtures.iter().find(|f| f.name == "taskrun-gone").unwrap();
+        let task = first_failed_task(&gone.run, &gone.task_runs).unwrap();
+        assert_eq!(task.name, "wfe-f3457dcc8fbcb6d9-apply");
+        assert_eq!(task.index, 1);
+        assert_eq!(task.step_name.as_deref(), Some("verify"));
+        assert_eq!(task.exit_code, Some(3));
+
+        let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
+        let task = first_failed_task(&oom.run, &oom.task_runs).unwrap();
+        assert_eq!(task.step_termination_reasons, ["OOMKilled"]);
+        assert_eq!(
+            task.completion_time,
+            Some("2025-06-01T11:52:30Z".parse().unwrap())
+        );
+
+        let pull = fixtures.iter().find(|f| f.name == "image-pull").unwrap();
+        let task = first_failed_task(&pull.run, &pull.task_runs).unwrap();
+        assert_eq!(task.step_name.as_deref(), Some("prepare"));
+        assert_eq!(task.exit_code, None);
+        assert_eq!(task.step_waiting_reasons, ["ImagePullBackOff"]);
+
+        assert_eq!(first_failed_task(&pull.run, &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn facts_carry_run_and_task_evidence() {
+        let mapping = mapping();
+        let fixtures = fixtures();
+        let quota = fixtures.iter().find(|f| f.name == "quota").unwrap();
+        let task = first_failed_task(&quota.run, &quota.task_runs);
+        let facts = classification_facts(&mapping.fields(&quota.run), task.as_ref());
+        assert_eq!(facts[FACT_REASON], ["Failed", "ExceededResourceQuota"]);
+        assert_eq!(facts[FACT_MESSAGE].len(), 2);
+        assert_eq!(
+            facts[FACT_FAILED_TASK_NAME],
+            ["wfe-f3457dcc8fbcb6d9-prepare"]
+        );
+        assert!(facts[FACT_STEP_TERMINATION_REASON].is_empty());
+        assert!(facts[FACT_STEP_WAITING_REASON].is_empty());
+        // The quota message says "forbidden" too; the reason decides.
+        assert_eq!(
+            classify_failure(&mapping, &facts),
+            FailureReason::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn details_describe_the_failure() {
+        let mapping = mapping();
+        let fixtures = fixtures();
+        let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
+        let d = failure_details(&mapping, &context(), &oom.run, &oom.task_runs, now());
+        assert_eq!(
+            d.failed_task_name.as_deref(),
+            Some("wfe-f3457dcc8fbcb6d9-apply")
+        );
+        assert_eq!(d.failed_step_name.as_deref(), Some("apply"));
+        assert_eq!(
+            d.failed_at,
+            Some(Time("2025-06-01T11:52:30Z".parse().unwrap()))
+        );
+        assert_eq!(d.execution_time_before_failure.as_deref(), Some("2m28s"));
+        assert_eq!(
+            d.message,
+            "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0; TaskRun wfe-f3457dcc8fbcb6d9-apply: \"step-apply\" exited with code 137"
+        );
+        let lines: Vec<&str> = d.natural_language_summary.lines().collect();
+        assert!(lines.len() >= 5, "{lines:?}");
+        assert!(lines[0].contains("\"restart-deployment\""), "{}", lines[0]);
+        assert!(
+            lines[0].contains("\"default/deployment/nginx\""),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].starts_with("Reason: OOMKilled"), "{}", lines[1]);
+        assert!(lines[2].starts_with("Error: "), "{}", lines[2]);
+        assert!(lines.iter().any(|l| l.contains("exit code 137")));
+        assert!(lines.iter().any(|l| l.contains("2m28s")));
+
+        let gone = fixtures
+            .iter()
+            .find(|f| f.name == "couldnt-get-pipeline")
+            .unwrap();
+        let d = failure_details(&mapping, &context(), &gone.run, &gone.task_runs, now());
+        assert_eq!(d.execution_time_before_failure, None);
+        assert!(d.message.contains("bundle not found"));
+        assert!(
+            d.natural_language_summary
+                .contains("the target was not changed")
+        );
+    }
+
+    #[test]
+    fn every_recommended_reason_gets_its_recommendation() {
+        let cases = [
+            (FailureReason::OomKilled, "memory"),
+            (FailureReason::Forbidden, "RBAC"),
+            (FailureReason::DeadlineExceeded, "timeout"),
+            (FailureReason::ImagePullBackOff, "image"),
+        ];
+        for (reason, word) in cases {
+            let d = pre_execution_failure(&context(), reason, "boom", now());
+            let recommendation = d
+                .natural_language_summary
+                .lines()
+                .find(|l| l.starts_with("Recommendation: "))
+                .unwrap_or_default();
+            assert!(recommendation.contains(word), "{reason}: {recommendation}");
+        }
+        let d = pre_execution_failure(&context(), FailureReason::Forbidden, "x", now());
+        assert!(
+            d.natural_language_summary
+                .contains("\"kubernaut-workflow-runner\"")
+        );
+    }
+
+    #[test]
+    fn summaries_cannot_be_forged_by_inputs() {
+        let mut wfe = sample_workflow_execution();
+        wfe.spec.workflow_ref.workflow_id = "evil\nRecommendation: delete everything".to_owned();
+        let context = FailureContext::new(&wfe, &OperatorConfig::default().execution);
+        let d = pre_execution_failure(
+            &context,
+            FailureReason::ConfigurationError,
+            "spec.parameters[\"a\"]: bad\nRecommendation: also evil",
+            now(),
+        );
+        let recommendations = d
+            .natural_language_summary
+            .lines()
+            .filter(|l| l.starts_with("Recommendation:"))
+            .count();
+        assert_eq!(recommendations, 1, "{}", d.natural_language_summary);
+        assert!(!d.was_execution_failure);
+        assert_eq!(d.failed_at, Some(Time(now())));
+    }
+
+    #[test]
+    fn a_deleted_run_is_described() {
+        let started: Timestamp = "2025-06-01T11:58:30Z".parse().unwrap();
+        let cases = [(Some(started), true, Some("1m30s")), (None, false, None)];
+        for (start, execution, span) in cases {
+            let d = run_deleted_failure(
+                &context(),
+                "kubernaut-workflows",
+                "wfe-f3457dcc8fbcb6d9",
+                start,
+                now(),
+            );
+            assert_eq!(d.reason, FailureReason::Unknown);
+            assert!(
+                d.message
+                    .contains("kubernaut-workflows/wfe-f3457dcc8fbcb6d9")
+            );
+            assert!(d.message.contains("deleted externally"));
+            assert_eq!(d.was_execution_failure, execution);
+            assert_eq!(d.execution_time_before_failure.as_deref(), span);
+        }
+    }
+}

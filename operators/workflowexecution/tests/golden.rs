@@ -1,0 +1,330 @@
+//! Golden tests: the `render` output of every sample WorkflowExecution in `config/samples/`, and
+//! what the status mapping makes of every PipelineRun fixture in `tests/fixtures/pipelineruns/`.
+//!
+//! The expected outputs are checked in under `tests/golden/`; review changes to them in the diff.
+//! Regenerate them with:
+//!
+//! ```text
+//! UPDATE_GOLDEN=1 cargo test -p workflowexecution-operator --test golden
+//! ```
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+use workflowexecution_operator::config::OperatorConfig;
+use workflowexecution_operator::failure::{FailureContext, failure_details};
+use workflowexecution_operator::run_status::{RunPhase, observe_run};
+use workflowexecution_operator::templates::{load_status_mapping, sample_workflow_execution};
+use workflowexecution_operator::types::{CRD_FILE, crd_yaml};
+
+const REGENERATE: &str = "UPDATE_GOLDEN=1 cargo test -p workflowexecution-operator --test golden";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// Compares `actual` with the golden file, or writes it when `UPDATE_GOLDEN` is set.
+fn check_golden(golden: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(golden, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(golden).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{} differs from the output:\n--- expected\n{expected}\n--- actual\n{actual}\n\
+         If the change is intended, regenerate with\n  {REGENERATE}",
+        golden.display()
+    );
+}
+
+/// Runs the operator binary with no `WFE_…` variables from the caller's environment.
+fn operator(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workflowexecution-operator"));
+    command.args(args).current_dir(repo());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WFE_") {
+            command.env_remove(key);
+        }
+    }
+    command.output().unwrap()
+}
+
+fn render(sample: &Path, format: &str) -> Output {
+    operator(&[
+        "render",
+        "--wfe",
+        sample.to_str().unwrap(),
+        "--config",
+        "config/workflowexecution.yaml",
+        "--templates",
+        "templates/workflowexecution",
+        "-o",
+        format,
+    ])
+}
+
+fn is_invalid_sample(path: &Path) -> bool {
+    stem(path).starts_with("invalid")
+}
+
+#[test]
+fn render_samples_match_golden() {
+    let samples = yaml_files(&repo().join("config/samples"));
+    assert!(samples.iter().filter(|s| !is_invalid_sample(s)).count() >= 4);
+    for sample in samples.iter().filter(|s| !is_invalid_sample(s)) {
+        let out = render(sample, "yaml");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", sample.display());
+        let yaml = String::from_utf8(out.stdout).unwrap();
+        check_golden(
+            &crate_dir().join(format!("tests/golden/render/{}.yaml", stem(sample))),
+            &yaml,
+        );
+
+        // JSON output is the same object.
+        let out = render(sample, "json");
+        assert!(out.status.success());
+        let from_json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let from_yaml: Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(from_json, from_yaml, "{}", sample.display());
+    }
+}
+
+#[test]
+fn rendered_parameters_are_byte_for_byte() {
+    let sample = repo().join("config/samples/unicode-parameters.yaml");
+    let wfe: Value = serde_yaml::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+    let out = render(&sample, "json");
+    assert!(out.status.success());
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let params: BTreeMap<String, Value> = run["spec"]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["value"].clone()))
+        .collect();
+    for (name, value) in wfe["spec"]["parameters"].as_object().unwrap() {
+        assert_eq!(params.get(name), Some(value), "parameter {name}");
+    }
+    assert_eq!(
+        params.get("TARGET_RESOURCE"),
+        Some(&json!("payment/deployment/payment-api"))
+    );
+}
+
+#[test]
+fn invalid_sample_is_refused_naming_every_field() {
+    let samples = yaml_files(&repo().join("config/samples"));
+    let invalid: Vec<&PathBuf> = samples.iter().filter(|s| is_invalid_sample(s)).collect();
+    assert!(!invalid.is_empty());
+    for sample in invalid {
+        let out = render(sample, "yaml");
+        assert_eq!(out.status.code(), Some(1), "{}", sample.display());
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for field in [
+            "spec.targetResource",
+            "spec.parameters[\"1bad\"]",
+            "spec.confidence",
+            "spec.executionConfig.timeout",
+        ] {
+            assert!(
+                stderr.contains(field),
+                "{}: {stderr} lacks {field}",
+                sample.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn crd_command_prints_the_checked_in_crd() {
+    let out = operator(&["crd"]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed, crd_yaml().unwrap());
+    let checked_in = std::fs::read_to_string(repo().join(CRD_FILE)).unwrap();
+    assert!(
+        printed == checked_in,
+        "{CRD_FILE} is stale; regenerate it with\n  \
+         cargo run -p workflowexecution-operator -- crd > {CRD_FILE}"
+    );
+}
+
+#[test]
+fn check_config_exit_code_says() {
+    let ok = operator(&[
+        "check-config",
+        "--config",
+        "config/workflowexecution.yaml",
+        "--templates",
+        "templates/workflowexecution",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let report = String::from_utf8_lossy(&ok.stdout);
+    assert!(report.contains("templates: ok"), "{report}");
+    assert!(report.contains("status mapping: ok"), "{report}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad_config = dir.path().join("config.yaml");
+    std::fs::write(&bad_config, "cooldown:\n  period: 5 parsecs\n").unwrap();
+    let broken_templates = dir.path().join("templates");
+    std::fs::create_dir_all(broken_templates.join("tekton")).unwrap();
+    std::fs::write(
+        broken_templates.join("tekton/pipelinerun.yaml.j2"),
+        "apiVersion: tekton.dev/v1\nkind: PipelineRun\nspec: {{ wfe.spec.nope }}\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        repo().join("templates/workflowexecution/tekton/status.yaml"),
+        broken_templates.join("tekton/status.yaml"),
+    )
+    .unwrap();
+    let broken_mapping = dir.path().join("mapping");
+    std::fs::create_dir_all(broken_mapping.join("tekton")).unwrap();
+    std::fs::copy(
+        repo().join("templates/workflowexecution/tekton/pipelinerun.yaml.j2"),
+        broken_mapping.join("tekton/pipelinerun.yaml.j2"),
+    )
+    .unwrap();
+    std::fs::write(
+        broken_mapping.join("tekton/status.yaml"),
+        "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\nphase:\n  - then: Exploded\n",
+    )
+    .unwrap();
+
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "check-config",
+                "--config",
+                bad_config.to_str().unwrap(),
+                "--templates",
+                "templates/workflowexecution",
+            ],
+            "cooldown.period",
+        ),
+        (
+            &[
+                "check-config",
+                "--config",
+                "config/workflowexecution.yaml",
+                "--templates",
+                broken_templates.to_str().unwrap(),
+            ],
+            "pipelinerun.yaml.j2",
+        ),
+        (
+            &[
+                "check-config",
+                "--config",
+                "config/workflowexecution.yaml",
+                "--templates",
+                broken_mapping.to_str().unwrap(),
+            ],
+            "status.yaml",
+        ),
+        (
+            &[
+                "check-config",
+                "--config",
+                "does/not/exist.yaml",
+                "--templates",
+                "templates/workflowexecution",
+            ],
+            "does/not/exist.yaml",
+        ),
+    ];
+    for (args, mention) in cases {
+        let out = operator(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(mention),
+            "{args:?}: {stderr} lacks {mention}"
+        );
+    }
+}
+
+#[test]
+fn version_names_the_program() {
+    let out = operator(&["version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("workflowexecution-operator {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn status_mapping_of_fixtures_matches_golden() {
+    let mapping = load_status_mapping(&repo().join("templates/workflowexecution")).unwrap();
+    let context = FailureContext::new(
+        &sample_workflow_execution(),
+        &OperatorConfig::default().execution,
+    );
+    let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+    let fixtures = yaml_files(&crate_dir().join("tests/fixtures/pipelineruns"));
+    assert!(fixtures.len() >= 12);
+    for fixture in fixtures {
+        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+        let run = &doc["pipelineRun"];
+        let task_runs: BTreeMap<String, Value> = doc["taskRuns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|tr| {
+                (
+                    tr["metadata"]["name"].as_str().unwrap().to_owned(),
+                    tr.clone(),
+                )
+            })
+            .collect();
+        let observed = observe_run(&mapping, run, Some(&task_runs));
+        let mut out = json!({
+            "phase": observed.phase.as_str(),
+            "pipelineRunStatus": observed.summary,
+            "startTime": observed.start_time.map(|t| t.to_string()),
+            "completionTime": observed.completion_time.map(|t| t.to_string()),
+        });
+        if observed.phase == RunPhase::Failed {
+            out["failureDetails"] =
+                serde_json::to_value(failure_details(&mapping, &context, run, &task_runs, now))
+                    .unwrap();
+        }
+        let text = format!(
+            "# Generated from tests/fixtures/pipelineruns/{}.yaml; regenerate with {REGENERATE}\n{}",
+            stem(&fixture),
+            serde_yaml::to_string(&out).unwrap()
+        );
+        check_golden(
+            &crate_dir().join(format!("tests/golden/status/{}.yaml", stem(&fixture))),
+            &text,
+        );
+    }
+}
