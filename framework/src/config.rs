@@ -413,7 +413,7 @@ pub mod duration {
         })
     }
 
-    /// Serializes as [`format`] does.
+    /// Serializes as [`format()`] does.
     pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(*d))
     }

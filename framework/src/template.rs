@@ -19,8 +19,10 @@
 //!   and a value always reads back byte for byte. Because an output is a complete value, a
 //!   string is built inside the expression (`{{ "registry/" ~ tag }}`), not around it.
 //! * Undefined variables are errors (strict undefined), naming the variable:
-//!   ``undefined value: `wfe.spec.nope` is undefined``. Print an optional value with
-//!   `{{ x | default(none) }}` or an explicit `{% if %}`.
+//!   ``undefined value: `wfe.spec.nope` is undefined``. Optional values are spelt out:
+//!   `{{ x | default(none) }}`, `(x | default({})).field | default("1h")` for a field of an
+//!   optional object, `{% if x is defined %}` (a bare `{% if x %}` on an undefined `x` is an
+//!   error too).
 //! * A render has a fuel budget ([`FUEL`]) and a recursion limit ([`RECURSION_LIMIT`]): a runaway
 //!   loop stops with "ran out of fuel" instead of hanging the reconciler. `range(n)` pays for its
 //!   `n` items up front, so `range(100000000)` stops at once.

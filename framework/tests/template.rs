@@ -427,6 +427,39 @@ fn undefined_variable_error_names_it() {
 }
 
 #[test]
+fn optional_fields_with_default() {
+    // The idioms for optional values under strict undefined.
+    let source = r#"apiVersion: v1
+kind: ConfigMap
+data:
+  timeout: {{ (wfe.spec.executionConfig | default({})).timeout | default(config.defaultTimeout) }}
+  account: {{ wfe.spec.serviceAccountName | default(none) }}
+{%- if wfe.spec.parameters is defined %}
+  first: {{ (wfe.spec.parameters | dictsort | first)[1] }}
+{%- endif %}
+"#;
+    let config = json!({"defaultTimeout": "1h"});
+    let set = load_one(source, json!({"wfe": {"spec": {}}, "config": config})).unwrap();
+    // (spec, expected data)
+    let cases = [
+        (json!({}), json!({"timeout": "1h", "account": null})),
+        (
+            json!({"executionConfig": {}}),
+            json!({"timeout": "1h", "account": null}),
+        ),
+        (
+            json!({"executionConfig": {"timeout": "5m"}, "serviceAccountName": "sa", "parameters": {"B": "2", "A": "1"}}),
+            json!({"timeout": "5m", "account": "sa", "first": "1"}),
+        ),
+    ];
+    for (spec, expected) in cases {
+        let context = json!({"wfe": {"spec": spec}, "config": config});
+        let rendered = set.render("t.yaml.j2", &context).unwrap();
+        assert_eq!(rendered["data"], expected, "{spec}");
+    }
+}
+
+#[test]
 fn runaway_templates_stop_on_fuel_or_recursion() {
     let cases = [
         (
