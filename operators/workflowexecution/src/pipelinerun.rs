@@ -18,6 +18,10 @@
 //! Caveats:
 //! 1. Rendering does not validate the spec; callers run [`crate::validate::validate_spec`] first
 //!    (the reconciler's Pending step 1, the `render` command).
+//! 2. A WorkflowExecution name longer than 63 characters does not fit a label value, so its
+//!    `kubernaut.ai/workflow-execution` label carries a hashed form ([`label_value`]). Ownership
+//!    checks still hold (both sides use [`owner_labels`]), but mapping a PipelineRun event back to
+//!    its WorkflowExecution by that label needs the same function, or a resync.
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
