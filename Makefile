@@ -14,7 +14,8 @@ all: test
 help:
 	@echo "make test             install the local control plane if missing, lint, unit + integration tests"
 	@echo "make unit-test        unit tests only (no control plane needed)"
-	@echo "make demo             start a local control plane and print how to reach it"
+	@echo "make demo             control plane + operator + Tekton simulator + samples, live table"
+	@echo "make controlplane-shell  only a local control plane, printing how to reach it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
 	@echo "make lint             cargo fmt --check and clippy -D warnings"
 
@@ -39,8 +40,11 @@ test: controlplane lint
 	$(CARGO) test --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked --doc
 
-demo: controlplane
+controlplane-shell: controlplane
 	$(CARGO) run --locked -p kubernaut-test-harness --bin local-controlplane
+
+demo: controlplane
+	$(CARGO) run --locked -p kubernaut-test-harness --bin demo
 
 clean-cache:
 	rm -rf "$(CARGO_TARGET_DIR)"
