@@ -17,6 +17,8 @@ help:
 	@echo "make demo             control plane + operator + Tekton simulator + samples, live table"
 	@echo "make controlplane-shell  only a local control plane, printing how to reach it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
+	@echo "make crds             regenerate crds/ from the Rust types (CI fails on drift)"
+	@echo "make golden           regenerate the golden files (review the diff)"
 	@echo "make lint             cargo fmt --check and clippy -D warnings"
 
 controlplane:
@@ -25,6 +27,7 @@ controlplane:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings -D missing_docs" $(CARGO) doc --locked --no-deps -p kubernaut-framework -p workflowexecution-operator
 
 fmt:
 	$(CARGO) fmt --all
@@ -45,6 +48,12 @@ controlplane-shell: controlplane
 
 demo: controlplane
 	$(CARGO) run --locked -p kubernaut-test-harness --bin demo
+
+crds:
+	$(CARGO) run -q --locked -p workflowexecution-operator -- crd > crds/kubernaut.ai_workflowexecutions.yaml
+
+golden:
+	UPDATE_GOLDEN=1 $(CARGO) test --locked -p workflowexecution-operator
 
 clean-cache:
 	rm -rf "$(CARGO_TARGET_DIR)"
