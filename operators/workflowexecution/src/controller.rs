@@ -2,7 +2,7 @@
 //!
 //! Flow of one object (see the behaviour contract for every rule):
 //! 1. [`finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on first sight, together
-//!    with `phase: Pending`, or hands a deleting object to [`cleanup`].
+//!    with `phase: Pending`, or hands a deleting object to the cleanup handler.
 //! 2. `Pending`: validate → lock/cooldown decision from the in-memory store → render → create the
 //!    PipelineRun (the lock) → `Running`.
 //! 3. `Running`: driven by PipelineRun watch events; the run's status is read through the status
