@@ -83,22 +83,17 @@
 //! 3. Dropping a [`Running`] handle kills the runtime without releasing the Lease, as a crash
 //!    would; standbys then take over after the lease duration.
 
+mod events;
 mod health;
 pub mod leader;
 pub mod metrics;
 mod reflect;
+mod terms;
 
 use std::{
-    fmt::Debug,
-    future::Future,
-    marker::PhantomData,
-    net::SocketAddr,
-    panic::AssertUnwindSafe,
-    sync::Arc,
-    time::{Duration, Instant},
+    fmt::Debug, future::Future, marker::PhantomData, net::SocketAddr, sync::Arc, time::Duration,
 };
 
-use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
 use k8s_openapi::{
     NamespaceResourceScope, api::core::v1::ObjectReference,
     apimachinery::pkg::apis::meta::v1::Condition,
@@ -106,11 +101,9 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
-    core::{DeserializeGuard, error_boundary::InvalidObject},
+    core::DeserializeGuard,
     runtime::{
-        Controller,
-        controller::{self, Config},
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, Recorder, Reporter},
         reflector::{ObjectRef, Store, store::Writer},
         watcher,
     },
@@ -126,13 +119,18 @@ use tokio::{
 pub use tokio_util::sync::CancellationToken;
 
 pub use self::{
+    events::pod_reference_from_env,
     health::Probes,
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
     metrics::{FrameworkMetrics, MetricLabel},
 };
+use self::{
+    events::{publish_event, report_invalid, watch_templates},
+    terms::ControllerTerms,
+};
 use crate::{
     backoff::{Backoff, ErrorBackoff},
-    template::{ReloadOutcome, TemplateStore},
+    template::TemplateStore,
 };
 pub use kube::runtime::controller::Action;
 /// The Prometheus crate the runtime's registry comes from, for operators registering their own
@@ -141,8 +139,6 @@ pub use prometheus;
 
 /// How many watch events a controller term may fall behind before it re-triggers everything.
 const TRIGGER_BUFFER: usize = 1024;
-/// Longest Event note the events.k8s.io API accepts.
-const EVENT_NOTE_MAX: usize = 1024;
 
 /// Process-level settings of the runtime.
 #[derive(Clone, Debug)]
@@ -302,24 +298,6 @@ pub enum RuntimeError {
     Task(String),
 }
 
-/// A failed reconcile as the controller sees it: the operator's error or a caught panic.
-#[derive(Debug, Error)]
-enum ReconcileFailure<E> {
-    #[error(transparent)]
-    Reconciler(E),
-    #[error("reconcile panicked: {0}")]
-    Panicked(String),
-}
-
-impl<E: MetricLabel> ReconcileFailure<E> {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Reconciler(error) => error.metric_label(),
-            Self::Panicked(_) => metrics::KIND_PANIC,
-        }
-    }
-}
-
 /// Builder of an operator process around a parent kind `K`; see the [module docs](self).
 pub struct Operator<K> {
     client: Client,
@@ -426,6 +404,7 @@ where
         let metrics = FrameworkMetrics::register(&registry)?;
         let error_backoff = ErrorBackoff::new(settings.error_backoff);
         error_backoff.register_metrics(&registry)?;
+        crate::phase::register_metrics(&registry)?;
         let identity = settings
             .leader_election
             .as_ref()
@@ -759,316 +738,6 @@ where
     }
 }
 
-/// The leader-only part: one `Controller` per leadership term.
-struct ControllerTerms<K, D, E, F>
-where
-    K: Resource<DynamicType = ()> + 'static,
-{
-    context: Arc<Context<K, D>>,
-    reconcile: Arc<F>,
-    leading: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-    /// Cancelled once both caches completed their first list.
-    synced: CancellationToken,
-    parent_tx: broadcast::Sender<Arc<K>>,
-    child_tx: broadcast::Sender<Arc<DynamicObject>>,
-    child_watch: Option<ChildWatch>,
-    concurrency: u16,
-    _error: PhantomData<fn() -> E>,
-}
-
-impl<K, D, E, F, Fut> ControllerTerms<K, D, E, F>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    D: Send + Sync + 'static,
-    E: std::error::Error + MetricLabel + Send + Sync + 'static,
-    F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Action, E>> + Send + 'static,
-{
-    /// Runs terms until shutdown; returns after the last term's reconciles finished.
-    async fn run(self) {
-        tokio::select! {
-            () = self.shutdown.cancelled() => return,
-            () = self.synced.cancelled() => {}
-        }
-        loop {
-            let mut leading = self.leading.clone();
-            let became_leader = async move { leading.wait_for(|l| *l).await.is_ok() };
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                ok = became_leader => if !ok { return },
-            }
-            let term = self.shutdown.child_token();
-            let mut leading = self.leading.clone();
-            let term_guard = term.clone();
-            let lost = AbortOnDrop(tokio::spawn(async move {
-                let _ = leading.wait_for(|l| !*l).await;
-                term_guard.cancel();
-            }));
-            tracing::info!("leading: starting to reconcile");
-            self.run_term(term).await;
-            drop(lost);
-            if self.shutdown.is_cancelled() {
-                return;
-            }
-            tracing::info!("leadership lost: stopped reconciling, caches stay warm");
-        }
-    }
-
-    async fn run_term(&self, term: CancellationToken) {
-        let context = &self.context;
-        let mut controller = Controller::for_shared_stream(
-            reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
-            context.parents.clone(),
-        )
-        .with_config(Config::default().concurrency(self.concurrency))
-        // Everything cached is reconciled once per term: requeues of the previous term are gone.
-        .reconcile_all_on(stream::once(std::future::ready(())))
-        .graceful_shutdown_on(term.cancelled_owned());
-        if let Some(watch) = &self.child_watch {
-            let mapper = watch.clone();
-            controller = controller.watches_shared_stream_with(
-                reflect::trigger_stream(self.child_tx.subscribe(), context.children.clone()),
-                move |child: Arc<DynamicObject>| mapper.parent_of::<K>(&child),
-                watch.resource.clone(),
-            );
-        }
-        let reconcile = self.reconcile.clone();
-        controller
-            .run(
-                move |object, context| wrap_reconcile(reconcile.clone(), object, context),
-                error_policy::<K, D, E>,
-                context.clone(),
-            )
-            .for_each(|result| {
-                match result {
-                    Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
-                    Err(controller::Error::ObjectNotFound(reference)) => {
-                        tracing::debug!(object = %reference, "object left the cache before its reconcile");
-                    }
-                    Err(error) => tracing::warn!(%error, "controller error"),
-                }
-                std::future::ready(())
-            })
-            .await;
-    }
-}
-
-/// Aborts a spawned helper when its owner goes away (also when the owner is itself aborted).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn wrap_reconcile<K, D, E, F, Fut>(
-    reconcile: Arc<F>,
-    object: Arc<K>,
-    context: Arc<Context<K, D>>,
-) -> BoxFuture<'static, Result<Action, ReconcileFailure<E>>>
-where
-    K: Resource<DynamicType = ()> + Send + Sync + 'static,
-    D: Send + Sync + 'static,
-    E: std::error::Error + MetricLabel + Send + Sync + 'static,
-    F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Action, E>> + Send + 'static,
-{
-    async move {
-        let key = ObjectRef::from_obj(&*object);
-        let started = Instant::now();
-        let call_context = context.clone();
-        let outcome = AssertUnwindSafe(async move { reconcile(object, call_context).await })
-            .catch_unwind()
-            .await;
-        let result = match outcome {
-            Ok(Ok(action)) => Ok(action),
-            Ok(Err(error)) => Err(ReconcileFailure::Reconciler(error)),
-            Err(panic) => Err(ReconcileFailure::Panicked(panic_message(panic.as_ref()))),
-        };
-        context.metrics.observe_reconcile(
-            started.elapsed(),
-            result.as_ref().err().map(ReconcileFailure::metric_label),
-        );
-        if result.is_ok() {
-            context.error_backoff.reset(&key);
-        }
-        result
-    }
-    .boxed()
-}
-
-fn error_policy<K, D, E>(
-    object: Arc<K>,
-    error: &ReconcileFailure<E>,
-    context: Arc<Context<K, D>>,
-) -> Action
-where
-    K: Resource<DynamicType = ()> + 'static,
-    E: std::error::Error + MetricLabel,
-{
-    let key = ObjectRef::from_obj(&*object);
-    let attempt = context.error_backoff.record_error(&key, &error.to_string());
-    tracing::warn!(
-        object = %key,
-        attempt = attempt.attempt,
-        retry_in = ?attempt.delay,
-        kind = error.metric_label(),
-        %error,
-        "reconcile failed"
-    );
-    Action::requeue(attempt.delay)
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_string())
-}
-
-/// Logs, counts and publishes (as a Warning Event) an object that failed to deserialize.
-fn report_invalid<K, D>(context: &Context<K, D>, object: InvalidObject)
-where
-    K: Resource<DynamicType = ()> + 'static,
-{
-    context.metrics.decode_errors.inc();
-    let meta = &object.metadata;
-    tracing::error!(
-        kind = %K::kind(&()),
-        namespace = meta.namespace.as_deref().unwrap_or_default(),
-        name = meta.name.as_deref().unwrap_or_default(),
-        resource_version = meta.resource_version.as_deref().unwrap_or_default(),
-        error = %object.error,
-        "object cannot be decoded; it is skipped until it is fixed"
-    );
-    let reference = ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        field_path: None,
-    };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "DecodeFailed".into(),
-        note: Some(format!(
-            "{} cannot be decoded and is ignored until fixed: {}",
-            K::kind(&()),
-            object.error
-        )),
-        action: "Decode".into(),
-        secondary: None,
-    };
-    let recorder = context.recorder.clone();
-    tokio::spawn(async move { publish_event(&recorder, &reference, event).await });
-}
-
-async fn publish_event(recorder: &Recorder, reference: &ObjectReference, mut event: Event) {
-    if let Some(note) = event.note.as_mut() {
-        truncate_note(note);
-    }
-    if let Err(error) = recorder.publish(&event, reference).await {
-        tracing::warn!(
-            %error,
-            reason = %event.reason,
-            regarding = reference.name.as_deref().unwrap_or_default(),
-            "publishing an Event failed"
-        );
-    }
-}
-
-/// Cuts an Event note to the API's limit on a character boundary.
-fn truncate_note(note: &mut String) {
-    if note.len() > EVENT_NOTE_MAX {
-        let mut end = EVENT_NOTE_MAX - 3;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push_str("...");
-    }
-}
-
-/// An `ObjectReference` to this process's Pod, from the `POD_NAME` and `POD_NAMESPACE`
-/// environment variables (downward API); `None` when either is unset.
-pub fn pod_reference_from_env() -> Option<ObjectReference> {
-    let name = std::env::var("POD_NAME").ok().filter(|v| !v.is_empty())?;
-    let namespace = std::env::var("POD_NAMESPACE")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    Some(ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(name),
-        namespace: Some(namespace),
-        uid: std::env::var("POD_UID").ok().filter(|v| !v.is_empty()),
-        ..ObjectReference::default()
-    })
-}
-
-/// Consumes the template store's reload outcomes: log, metric and Event for each change.
-async fn watch_templates(
-    store: Arc<TemplateStore>,
-    poll: Duration,
-    reference: Option<ObjectReference>,
-    recorder: Recorder,
-    metrics: FrameworkMetrics,
-) {
-    let mut outcomes = store.watch(poll);
-    while let Some(outcome) = outcomes.recv().await {
-        let event = match outcome {
-            ReloadOutcome::Unchanged => continue,
-            ReloadOutcome::Loaded { revision } => {
-                metrics
-                    .template_reloads
-                    .with_label_values(&[metrics::OUTCOME_LOADED])
-                    .inc();
-                tracing::info!(%revision, "templates reloaded");
-                Event {
-                    type_: EventType::Normal,
-                    reason: "TemplateReloaded".into(),
-                    note: Some(format!("loaded template revision {revision}")),
-                    action: "ReloadTemplates".into(),
-                    secondary: None,
-                }
-            }
-            ReloadOutcome::Rejected {
-                kept_revision,
-                error,
-            } => {
-                metrics
-                    .template_reloads
-                    .with_label_values(&[metrics::OUTCOME_REJECTED])
-                    .inc();
-                tracing::warn!(%kept_revision, %error, "changed templates rejected; the previous revision keeps serving");
-                Event {
-                    type_: EventType::Warning,
-                    reason: "TemplateRejected".into(),
-                    note: Some(format!(
-                        "changed templates rejected, revision {kept_revision} keeps serving: {error}"
-                    )),
-                    action: "ReloadTemplates".into(),
-                    secondary: None,
-                }
-            }
-        };
-        if let Some(reference) = &reference {
-            publish_event(&recorder, reference, event).await;
-        }
-    }
-}
-
 /// Runs `task`; if it ever returns, the runtime is broken: log and fail `/healthz`.
 async fn critical(name: &'static str, probes: Arc<Probes>, task: impl Future<Output = ()>) {
     task.await;
@@ -1186,37 +855,6 @@ mod tests {
             let got = watch.parent_of::<ConfigMap>(&child(labels));
             let want = want.map(|(n, ns)| ObjectRef::<ConfigMap>::new(n).within(ns));
             assert_eq!(got, want, "{name}");
-        }
-    }
-
-    #[test]
-    fn event_notes_are_cut_on_a_char_boundary() {
-        let cases = [
-            ("short", "x".repeat(10), 10),
-            ("at the limit", "x".repeat(EVENT_NOTE_MAX), EVENT_NOTE_MAX),
-            ("ascii over", "x".repeat(EVENT_NOTE_MAX + 1), EVENT_NOTE_MAX),
-            (
-                "multibyte over",
-                "é".repeat(EVENT_NOTE_MAX),
-                EVENT_NOTE_MAX - 1,
-            ),
-        ];
-        for (name, mut note, want_len) in cases {
-            truncate_note(&mut note);
-            assert_eq!(note.len(), want_len, "{name}");
-            assert!(note.len() <= EVENT_NOTE_MAX, "{name}");
-        }
-    }
-
-    #[test]
-    fn panic_payloads_become_messages() {
-        let cases: [(&str, Box<dyn std::any::Any + Send>, &str); 3] = [
-            ("str", Box::new("boom"), "boom"),
-            ("string", Box::new(String::from("bang")), "bang"),
-            ("other", Box::new(42_u8), "non-string panic payload"),
-        ];
-        for (name, payload, want) in cases {
-            assert_eq!(panic_message(payload.as_ref()), want, "{name}");
         }
     }
 }
