@@ -459,6 +459,84 @@ async fn a_killed_leader_is_replaced_within_the_lease_duration() -> anyhow::Resu
     Ok(())
 }
 
+/// Rewrites the Lease holder as another process would (retrying on conflicts with renewals).
+async fn set_lease_holder(
+    client: &Client,
+    ns: &str,
+    holder: Option<&str>,
+    duration_seconds: i32,
+) -> anyhow::Result<()> {
+    let leases = Api::<Lease>::namespaced(client.clone(), ns);
+    for _ in 0..10 {
+        let mut lease = leases.get("runtime-test").await?;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = holder.map(str::to_string);
+        spec.lease_duration_seconds = Some(duration_seconds);
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            jiff::Timestamp::now(),
+        ));
+        match leases
+            .replace("runtime-test", &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("the Lease kept changing")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_loses_the_lease_stops_reconciling_until_it_wins_it_back()
+-> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-lost").await?;
+    let client = cp.client().await?;
+    let replica = start_replica(cp, &ns, "replica-a").await?;
+    let ctx = replica.context().clone();
+    create_parent(&client, &ns, "before").await?;
+    eventually(
+        "the replica leads and reconciles",
+        Duration::from_secs(20),
+        || async { Ok(replica.is_leader() && ctx.data.names().contains("before")) },
+    )
+    .await?;
+
+    // Another process takes the Lease for a long time: the replica must step down.
+    set_lease_holder(&client, &ns, Some("intruder"), 30).await?;
+    eventually("the replica steps down", RETRY_PERIOD * 6, || async {
+        Ok(!replica.is_leader())
+    })
+    .await?;
+    create_parent(&client, &ns, "during").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !ctx.data.names().contains("during"),
+        "a replica that lost the Lease must not reconcile"
+    );
+    assert!(!replica.is_leader());
+    assert_eq!(ctx.metrics.leader.get(), 0);
+
+    // The intruder releases it: the replica wins it back and catches up.
+    set_lease_holder(&client, &ns, None, 1).await?;
+    eventually("the replica leads again", RETRY_PERIOD * 6, || async {
+        Ok(replica.is_leader())
+    })
+    .await?;
+    eventually(
+        "it reconciles what it missed",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.names().contains("during")) },
+    )
+    .await?;
+    assert_eq!(ctx.metrics.leader.get(), 1);
+    replica.shutdown().await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Error boundary.
 

@@ -1,0 +1,251 @@
+//! Controller terms: the leader-only part of the runtime.
+//!
+//! Each time this replica becomes leader, a new `kube::runtime::Controller` is built over the
+//! already-synced caches and runs until leadership is lost or shutdown begins. The reconcile
+//! function is wrapped with the framework's bookkeeping: duration and result metrics, the error
+//! kind label, panic isolation and the per-object error backoff.
+//!
+//! # Guarantees
+//! 1. A term starts only after both caches synced, and first reconciles every cached parent
+//!    (requeues of an earlier term are not carried over).
+//! 2. A term ends gracefully: no new reconcile starts, in-flight ones finish, then `run` returns.
+//! 3. A panicking reconcile is a failed reconcile (error kind `panic`), not a dead controller.
+//! 4. After every reconcile the error backoff is updated: reset on success, one more attempt
+//!    (and a requeue after its delay) on failure.
+
+use std::{
+    fmt::Debug, future::Future, marker::PhantomData, panic::AssertUnwindSafe, sync::Arc,
+    time::Instant,
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Resource,
+    api::DynamicObject,
+    runtime::{
+        Controller,
+        controller::{self, Action, Config},
+        reflector::ObjectRef,
+    },
+};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::{
+    sync::{broadcast, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{ChildWatch, Context, MetricLabel, metrics, reflect};
+
+/// A failed reconcile as the controller sees it: the operator's error or a caught panic.
+#[derive(Debug, Error)]
+enum ReconcileFailure<E> {
+    #[error(transparent)]
+    Reconciler(E),
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
+}
+
+impl<E: MetricLabel> ReconcileFailure<E> {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Reconciler(error) => error.metric_label(),
+            Self::Panicked(_) => metrics::KIND_PANIC,
+        }
+    }
+}
+
+/// The leader-only part: one `Controller` per leadership term.
+pub(crate) struct ControllerTerms<K, D, E, F>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    pub(crate) context: Arc<Context<K, D>>,
+    pub(crate) reconcile: Arc<F>,
+    pub(crate) leading: watch::Receiver<bool>,
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled once both caches completed their first list.
+    pub(crate) synced: CancellationToken,
+    pub(crate) parent_tx: broadcast::Sender<Arc<K>>,
+    pub(crate) child_tx: broadcast::Sender<Arc<DynamicObject>>,
+    pub(crate) child_watch: Option<ChildWatch>,
+    pub(crate) concurrency: u16,
+    pub(crate) _error: PhantomData<fn() -> E>,
+}
+
+impl<K, D, E, F, Fut> ControllerTerms<K, D, E, F>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    D: Send + Sync + 'static,
+    E: std::error::Error + MetricLabel + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    /// Runs terms until shutdown; returns after the last term's reconciles finished.
+    pub(crate) async fn run(self) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            () = self.synced.cancelled() => {}
+        }
+        loop {
+            let mut leading = self.leading.clone();
+            let became_leader = async move { leading.wait_for(|l| *l).await.is_ok() };
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                ok = became_leader => if !ok { return },
+            }
+            let term = self.shutdown.child_token();
+            let mut leading = self.leading.clone();
+            let term_guard = term.clone();
+            let lost = AbortOnDrop(tokio::spawn(async move {
+                let _ = leading.wait_for(|l| !*l).await;
+                term_guard.cancel();
+            }));
+            tracing::info!("leading: starting to reconcile");
+            self.run_term(term).await;
+            drop(lost);
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            tracing::info!("leadership lost: stopped reconciling, caches stay warm");
+        }
+    }
+
+    async fn run_term(&self, term: CancellationToken) {
+        let context = &self.context;
+        let mut controller = Controller::for_shared_stream(
+            reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
+            context.parents.clone(),
+        )
+        .with_config(Config::default().concurrency(self.concurrency))
+        // Everything cached is reconciled once per term: requeues of the previous term are gone.
+        .reconcile_all_on(stream::once(std::future::ready(())))
+        .graceful_shutdown_on(term.cancelled_owned());
+        if let Some(watch) = &self.child_watch {
+            let mapper = watch.clone();
+            controller = controller.watches_shared_stream_with(
+                reflect::trigger_stream(self.child_tx.subscribe(), context.children.clone()),
+                move |child: Arc<DynamicObject>| mapper.parent_of::<K>(&child),
+                watch.resource.clone(),
+            );
+        }
+        let reconcile = self.reconcile.clone();
+        controller
+            .run(
+                move |object, context| wrap_reconcile(reconcile.clone(), object, context),
+                error_policy::<K, D, E>,
+                context.clone(),
+            )
+            .for_each(|result| {
+                match result {
+                    Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                    Err(controller::Error::ObjectNotFound(reference)) => {
+                        tracing::debug!(object = %reference, "object left the cache before its reconcile");
+                    }
+                    Err(error) => tracing::warn!(%error, "controller error"),
+                }
+                std::future::ready(())
+            })
+            .await;
+    }
+}
+
+/// Aborts a spawned helper when its owner goes away (also when the owner is itself aborted).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn wrap_reconcile<K, D, E, F, Fut>(
+    reconcile: Arc<F>,
+    object: Arc<K>,
+    context: Arc<Context<K, D>>,
+) -> BoxFuture<'static, Result<Action, ReconcileFailure<E>>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    D: Send + Sync + 'static,
+    E: std::error::Error + MetricLabel + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    async move {
+        let key = ObjectRef::from_obj(&*object);
+        let started = Instant::now();
+        let call_context = context.clone();
+        let outcome = AssertUnwindSafe(async move { reconcile(object, call_context).await })
+            .catch_unwind()
+            .await;
+        let result = match outcome {
+            Ok(Ok(action)) => Ok(action),
+            Ok(Err(error)) => Err(ReconcileFailure::Reconciler(error)),
+            Err(panic) => Err(ReconcileFailure::Panicked(panic_message(panic.as_ref()))),
+        };
+        context.metrics.observe_reconcile(
+            started.elapsed(),
+            result.as_ref().err().map(ReconcileFailure::metric_label),
+        );
+        if result.is_ok() {
+            context.error_backoff.reset(&key);
+        }
+        result
+    }
+    .boxed()
+}
+
+fn error_policy<K, D, E>(
+    object: Arc<K>,
+    error: &ReconcileFailure<E>,
+    context: Arc<Context<K, D>>,
+) -> Action
+where
+    K: Resource<DynamicType = ()> + 'static,
+    E: std::error::Error + MetricLabel,
+{
+    let key = ObjectRef::from_obj(&*object);
+    let attempt = context.error_backoff.record_error(&key, &error.to_string());
+    tracing::warn!(
+        object = %key,
+        attempt = attempt.attempt,
+        retry_in = ?attempt.delay,
+        kind = error.metric_label(),
+        %error,
+        "reconcile failed"
+    );
+    Action::requeue(attempt.delay)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_payloads_become_messages() {
+        let cases: [(&str, Box<dyn std::any::Any + Send>, &str); 3] = [
+            ("str", Box::new("boom"), "boom"),
+            ("string", Box::new(String::from("bang")), "bang"),
+            ("other", Box::new(42_u8), "non-string panic payload"),
+        ];
+        for (name, payload, want) in cases {
+            assert_eq!(panic_message(payload.as_ref()), want, "{name}");
+        }
+    }
+}
