@@ -134,18 +134,23 @@ impl BackoffSettings {
     }
 }
 
-/// `templates.*`: the template directory.
+/// `templates.*`: the template directory and how often it is checked for edits.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateSettings {
     /// The directory holding `tekton/pipelinerun.yaml.j2` and `tekton/status.yaml`.
     pub dir: PathBuf,
+    /// How often the PipelineRun template is re-read (hot reload); an edit is used by the
+    /// PipelineRuns created after the next check.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub poll_interval: Duration,
 }
 
 impl Default for TemplateSettings {
     fn default() -> Self {
         TemplateSettings {
             dir: PathBuf::from("/etc/kubernaut/workflowexecution/templates"),
+            poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -323,6 +328,7 @@ impl Validate for OperatorConfig {
         if self.templates.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("templates.dir", "must not be empty"));
         }
+        check_positive("templates.pollInterval", self.templates.poll_interval)?;
 
         let audit = &self.audit;
         if audit.sink == AuditSink::Http {
@@ -365,7 +371,8 @@ impl Validate for OperatorConfig {
                 "must be at least 1",
             ));
         }
-        if controller.metrics_addr == controller.health_addr {
+        // Port 0 asks for a free port per listener, so two `:0` addresses never collide.
+        if controller.metrics_addr == controller.health_addr && controller.health_addr.port() != 0 {
             return Err(ConfigError::invalid(
                 "controller.healthAddr",
                 format!(
@@ -512,6 +519,10 @@ mod tests {
                 "backoff.maxConsecutiveFailures",
             ),
             (&[("WFE_TEMPLATES__DIR", "")], "templates.dir"),
+            (
+                &[("WFE_TEMPLATES__POLLINTERVAL", "0s")],
+                "templates.pollInterval",
+            ),
             (&[("WFE_AUDIT__SINK", "http")], "audit.url"),
             (
                 &[("WFE_AUDIT__SINK", "http"), ("WFE_AUDIT__URL", "ftp://x")],
@@ -543,6 +554,19 @@ mod tests {
             assert_eq!(err.key(), Some(*key), "{vars:?} gave {err}");
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn ephemeral_ports_may_repeat() {
+        let config = load_env(&[
+            ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:0"),
+            ("WFE_CONTROLLER__HEALTHADDR", "127.0.0.1:0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.controller.metrics_addr,
+            config.controller.health_addr
+        );
     }
 
     #[test]

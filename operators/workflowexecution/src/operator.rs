@@ -10,8 +10,8 @@ use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     config::ConfigStore,
     runtime::{
-        ChildWatch, LeaderElectionSettings, ParentWatch, Operator, Running, RuntimeError, RuntimeSettings,
-        default_identity,
+        ChildWatch, LeaderElectionSettings, Operator, ParentWatch, Running, RuntimeError,
+        RuntimeSettings, default_identity,
     },
 };
 use thiserror::Error;
@@ -101,6 +101,7 @@ pub fn runtime_settings(config: &OperatorConfig) -> RuntimeSettings {
     settings.metrics_addr = config.controller.metrics_addr;
     settings.health_addr = config.controller.health_addr;
     settings.concurrency = config.controller.concurrency;
+    settings.template_poll = config.templates.poll_interval;
     if config.controller.leader_election {
         let namespace = std::env::var("POD_NAMESPACE")
             .ok()
@@ -185,7 +186,9 @@ pub async fn run(
     let store = Arc::new(ConfigStore::new(config));
     // WATCH_NAMESPACE restricts the operator to one namespace's WorkflowExecutions.
     let parents = ParentWatch {
-        namespace: std::env::var("WATCH_NAMESPACE").ok().filter(|ns| !ns.is_empty()),
+        namespace: std::env::var("WATCH_NAMESPACE")
+            .ok()
+            .filter(|ns| !ns.is_empty()),
         selector: None,
     };
     let (running, auditor) = start(client, store.clone(), settings, parents).await?;
