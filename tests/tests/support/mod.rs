@@ -2,11 +2,15 @@
 //! Tekton simulator and the operator running in-process against a namespace of its own.
 #![allow(dead_code)]
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+pub mod audit_receiver;
+pub mod metrics;
 
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::Event;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, PostParams},
+    api::{DynamicObject, ListParams, PostParams},
 };
 use kubernaut_framework::{
     config::ConfigStore,
@@ -61,6 +65,7 @@ pub fn test_config(exec_ns: &str) -> OperatorConfig {
 impl Env {
     /// Set up everything, with `tune` adjusting the config before the operator starts.
     pub async fn new(prefix: &str, tune: impl FnOnce(&mut OperatorConfig)) -> anyhow::Result<Env> {
+        init_tracing();
         let cp = ControlPlane::shared().await?;
         let mut crds = tekton::crds();
         crds.push(types::crd());
@@ -152,7 +157,7 @@ impl Env {
         what: &str,
         pred: impl Fn(&WorkflowExecution) -> bool,
     ) -> anyhow::Result<WorkflowExecution> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let current = self.wfes().get_opt(name).await?;
             if let Some(wfe) = &current
@@ -178,7 +183,7 @@ impl Env {
 
     /// Wait until `name` is gone.
     pub async fn wait_gone(&self, name: &str) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + WAIT;
         while self.wfes().get_opt(name).await?.is_some() {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
@@ -200,6 +205,94 @@ impl Env {
             .map(|r| r.name_any())
             .collect())
     }
+
+    /// Create `wfe` in the WFE namespace.
+    pub async fn create_wfe(&self, wfe: &WorkflowExecution) -> anyhow::Result<WorkflowExecution> {
+        Ok(self.wfes().create(&PostParams::default(), wfe).await?)
+    }
+
+    /// The running operator.
+    pub fn running(&self) -> &Running<WorkflowExecution, State> {
+        &self.operator.as_ref().expect("the operator is running").0
+    }
+
+    /// The operator's `/metrics` page, fetched over HTTP.
+    pub async fn scrape(&self) -> anyhow::Result<metrics::Scrape> {
+        metrics::Scrape::fetch(self.running().metrics_addr()).await
+    }
+
+    /// Wait until the PipelineRun `name` no longer exists.
+    pub async fn wait_run_gone(&self, name: &str) -> anyhow::Result<()> {
+        eventually(&format!("PipelineRun {name} deleted"), WAIT, || async {
+            Ok(self.runs().get_opt(name).await?.is_none().then_some(()))
+        })
+        .await
+    }
+
+    /// The Events about the WFE `name`, oldest first.
+    pub async fn events_for(&self, name: &str) -> anyhow::Result<Vec<Event>> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let selector = format!("involvedObject.name={name},involvedObject.kind=WorkflowExecution");
+        let mut events = api
+            .list(&ListParams::default().fields(&selector))
+            .await?
+            .items;
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        Ok(events)
+    }
+
+    /// Wait until an Event with `reason` about the WFE `name` exists, returning it.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> anyhow::Result<Event> {
+        eventually(&format!("Event {reason} about {name}"), WAIT, || async {
+            Ok(self
+                .events_for(name)
+                .await?
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason)))
+        })
+        .await
+    }
+}
+
+/// The default deadline of every wait: generous, because the tests share two cores.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Poll `check` every 50ms until it yields a value; fail naming `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Send the operator's logs to the test output (shown for failing tests); `RUST_LOG` filters,
+/// default `info` for the operator and framework crates.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,workflowexecution_operator=info,kubernaut_framework=info",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A `WorkflowExecution`'s status, or the default when it has none yet.
+pub fn status_of(wfe: &WorkflowExecution) -> types::WorkflowExecutionStatus {
+    wfe.status.clone().unwrap_or_default()
 }
 
 /// A WorkflowExecution object.

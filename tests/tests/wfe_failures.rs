@@ -1,0 +1,627 @@
+//! How WorkflowExecutions fail, against the real control plane and the Tekton simulator: every
+//! reason of the failure classification table, a PipelineRun deleted behind the operator's back,
+//! parameter values from the whole Unicode range, and specs that are invalid at admission or at
+//! runtime.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use kubernaut_test_harness::simulator::Scenario;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::json;
+use support::{Env, status_of, wfe};
+use workflowexecution_operator::{
+    pipelinerun::pipeline_run_name,
+    types::{ExecutionConfig, FailureReason, Phase, WorkflowExecution},
+};
+
+/// One row of the classification table, as the simulator plays it.
+struct Case {
+    scenario: Scenario,
+    reason: FailureReason,
+    /// The failed TaskRun's pipeline task and index in `childReferences`.
+    task: Option<(&'static str, u32)>,
+    step: Option<&'static str>,
+    exit_code: Option<i32>,
+    execution_failure: bool,
+    /// A word the summary's recommendation must contain.
+    recommends: &'static str,
+}
+
+#[tokio::test]
+async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()> {
+    let env = Env::new("wfe-classify", |_| {}).await?;
+    let cases = [
+        Case {
+            scenario: Scenario::OomKilled,
+            reason: FailureReason::OomKilled,
+            task: Some(("apply", 1)),
+            step: Some("apply"),
+            exit_code: Some(137),
+            execution_failure: true,
+            recommends: "memory",
+        },
+        Case {
+            scenario: Scenario::Timeout,
+            reason: FailureReason::DeadlineExceeded,
+            task: Some(("apply", 1)),
+            step: Some("apply"),
+            exit_code: Some(1),
+            execution_failure: true,
+            recommends: "timeout",
+        },
+        Case {
+            scenario: Scenario::ImagePull,
+            reason: FailureReason::ImagePullBackOff,
+            task: Some(("prepare", 0)),
+            step: Some("prepare"),
+            exit_code: None,
+            execution_failure: false,
+            recommends: "image",
+        },
+        Case {
+            scenario: Scenario::Quota,
+            reason: FailureReason::ResourceExhausted,
+            task: Some(("prepare", 0)),
+            step: None,
+            exit_code: None,
+            execution_failure: false,
+            recommends: "ResourceQuota",
+        },
+        Case {
+            scenario: Scenario::Forbidden,
+            reason: FailureReason::Forbidden,
+            task: Some(("prepare", 0)),
+            step: None,
+            exit_code: None,
+            execution_failure: true,
+            recommends: "RBAC",
+        },
+        Case {
+            scenario: Scenario::CouldntGetPipeline,
+            reason: FailureReason::ConfigurationError,
+            task: None,
+            step: None,
+            exit_code: None,
+            execution_failure: false,
+            recommends: "bundle",
+        },
+        Case {
+            scenario: Scenario::TaskFailure,
+            reason: FailureReason::TaskFailed,
+            task: Some(("apply", 1)),
+            step: Some("apply"),
+            exit_code: Some(1),
+            execution_failure: true,
+            recommends: "logs",
+        },
+    ];
+    let name_of = |case: &Case| format!("case-{}", case.reason.as_str().to_lowercase());
+    let target_of = |case: &Case| format!("default/deployment/{}", name_of(case));
+    for case in &cases {
+        env.create(&name_of(case), "diagnose", &target_of(case), case.scenario)
+            .await?;
+    }
+    for case in &cases {
+        let name = name_of(case);
+        let failed = env.wait_phase(&name, Phase::Failed).await?;
+        let status = status_of(&failed);
+        let details = status.failure_details.clone().expect("failureDetails");
+        let run = pipeline_run_name(&target_of(case));
+        let context = format!("{name}: {details:#?}");
+        assert_eq!(details.reason, case.reason, "{context}");
+        assert_eq!(
+            details.failed_task_name,
+            case.task.map(|(task, _)| format!("{run}-{task}")),
+            "{context}"
+        );
+        assert_eq!(
+            details.failed_task_index,
+            case.task.map(|(_, index)| index),
+            "{context}"
+        );
+        assert_eq!(details.failed_step_name.as_deref(), case.step, "{context}");
+        assert_eq!(details.exit_code, case.exit_code, "{context}");
+        assert_eq!(
+            details.was_execution_failure, case.execution_failure,
+            "{context}"
+        );
+        assert!(!details.message.is_empty(), "{context}");
+        assert!(details.failed_at.is_some(), "{context}");
+        let summary = &details.natural_language_summary;
+        assert!(summary.lines().count() >= 4, "{context}");
+        assert!(summary.contains(case.reason.as_str()), "{context}");
+        assert!(summary.contains("diagnose"), "{context}");
+        assert!(summary.contains(&target_of(case)), "{context}");
+        let recommendation = summary
+            .lines()
+            .find(|l| l.starts_with("Recommendation:"))
+            .unwrap_or_default();
+        assert!(recommendation.contains(case.recommends), "{context}");
+        // Only pre-execution failures count towards the target's backoff.
+        if case.execution_failure {
+            assert_eq!(status.consecutive_failures, None, "{context}");
+            assert_eq!(status.next_allowed_execution, None, "{context}");
+        } else {
+            assert_eq!(status.consecutive_failures, Some(1), "{context}");
+            assert!(status.next_allowed_execution.is_some(), "{context}");
+        }
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready condition");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", case.reason.as_str()),
+            "{context}"
+        );
+        let event = env.wait_event(&name, "WorkflowFailed").await?;
+        assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pipelinerun_deleted_externally_fails_its_wfe() -> anyhow::Result<()> {
+    let env = Env::new("wfe-vanish", |_| {}).await?;
+    let target = "default/deployment/vanishing";
+    env.create("vanishing", "restart-pods", target, Scenario::Hang)
+        .await?;
+    // Running, and the operator has seen the run start.
+    let running = env
+        .wait_for("vanishing", "Running with the run started", |w| {
+            w.phase() == Some(Phase::Running)
+                && status_of(w)
+                    .pipeline_run_status
+                    .is_some_and(|s| s.reason.as_deref() == Some("Running"))
+        })
+        .await?;
+    let run = status_of(&running)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name;
+    env.runs().delete(&run, &DeleteParams::default()).await?;
+
+    let failed = env.wait_phase("vanishing", Phase::Failed).await?;
+    let details = status_of(&failed).failure_details.expect("failureDetails");
+    assert_eq!(details.reason, FailureReason::Unknown);
+    assert!(
+        details.message.contains(&format!("{}/{run}", env.exec_ns)),
+        "{}",
+        details.message
+    );
+    assert!(
+        details.message.contains("deleted externally"),
+        "{}",
+        details.message
+    );
+    assert!(
+        details.was_execution_failure,
+        "the run had been seen running"
+    );
+    assert!(
+        details
+            .natural_language_summary
+            .contains("deleted externally")
+    );
+    Ok(())
+}
+
+/// Characters that are awkward somewhere between JSON, YAML and the API server.
+const AWKWARD: &[char] = &[
+    '\u{0}',
+    '\u{1}',
+    '\u{8}',
+    '\t',
+    '\n',
+    '\u{b}',
+    '\u{c}',
+    '\r',
+    '\u{1b}',
+    '\u{7f}',
+    '\u{80}',
+    '\u{85}',
+    '\u{9f}',
+    '\u{a0}',
+    '\u{ad}',
+    '\u{2028}',
+    '\u{2029}',
+    '\u{200b}',
+    '\u{d7ff}',
+    '\u{e000}',
+    '\u{feff}',
+    '\u{fffd}',
+    '\u{fffe}',
+    '\u{ffff}',
+    '\u{10000}',
+    '\u{1f600}',
+    '\u{10ffff}',
+    '"',
+    '\'',
+    '\\',
+    ':',
+    '#',
+    '-',
+    '?',
+    '&',
+    '*',
+    '!',
+    '|',
+    '>',
+    '%',
+    '@',
+    '`',
+    '{',
+    '}',
+    '[',
+    ']',
+    ',',
+    ' ',
+];
+
+/// Values that mean something to YAML, Jinja, Tekton or a shell if not quoted.
+const AWKWARD_VALUES: &[&str] = &[
+    "",
+    " ",
+    "~",
+    "null",
+    "Null",
+    "true",
+    "no",
+    "yes",
+    "on",
+    "0x1F",
+    "0o17",
+    "1e3",
+    ".inf",
+    "-.nan",
+    "2001-12-14",
+    "---",
+    "...",
+    "%YAML 1.2",
+    "- item",
+    "key: value",
+    "&anchor",
+    "*alias",
+    "!!binary",
+    "|\n  block",
+    "{{ config }}",
+    "{% raw %}",
+    "{# comment #}",
+    "$(params.TARGET_RESOURCE)",
+    "${HOME}",
+    "\"quoted\"",
+    "'single'",
+    "trailing\\",
+    "\u{0}",
+    "\u{0}\u{0}",
+    "a\u{0}b",
+    "\r\n",
+    "\u{85}",
+    "\u{2028}",
+    "\u{feff}leading bom",
+    "\u{10ffff}",
+];
+
+fn random_value(rng: &mut StdRng) -> String {
+    let len = rng.random_range(0..24);
+    (0..len)
+        .map(|_| match rng.random_range(0..4) {
+            // Any Unicode scalar value, uniformly (mostly the supplementary planes).
+            0 | 1 => rng.random::<char>(),
+            // ASCII, controls included.
+            2 => char::from(rng.random_range(0u8..0x80)),
+            _ => AWKWARD[rng.random_range(0..AWKWARD.len())],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn parameter_values_from_the_whole_unicode_range_survive_byte_for_byte() -> anyhow::Result<()>
+{
+    let env = Env::new("wfe-unicode", |_| {}).await?;
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut values: Vec<String> = AWKWARD_VALUES.iter().map(|v| v.to_string()).collect();
+    values.extend(AWKWARD.iter().map(|c| c.to_string()));
+    while values.len() < 400 {
+        values.push(random_value(&mut rng));
+    }
+    // Four WFEs of 100 parameters each, on four targets.
+    let mut expected = BTreeMap::new();
+    for (chunk, values) in values.chunks(100).enumerate() {
+        let name = format!("unicode-{chunk}");
+        let parameters: BTreeMap<String, String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("P_{chunk}_{i:03}"), v.clone()))
+            .collect();
+        let target = format!("default/deployment/unicode-{chunk}");
+        let object = wfe(
+            &name,
+            "echo",
+            &target,
+            Scenario::Hang,
+            serde_json::to_value(&parameters)?,
+        );
+        let created = env.create_wfe(&object).await?;
+        assert_eq!(
+            created.spec.parameters, parameters,
+            "the API server stored the WFE's values unchanged (seed {seed})"
+        );
+        expected.insert(name, (target, parameters));
+    }
+    for (name, (target, parameters)) in &expected {
+        let running = env.wait_phase(name, Phase::Running).await?;
+        let run_name = status_of(&running)
+            .pipeline_run_ref
+            .expect("pipelineRunRef")
+            .name;
+        let run = env.runs().get(&run_name).await?;
+        let params: BTreeMap<String, String> = run.data["spec"]["params"]
+            .as_array()
+            .expect("spec.params")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().expect("name").to_string(),
+                    p["value"].as_str().expect("a string value").to_string(),
+                )
+            })
+            .collect();
+        let mut want = parameters.clone();
+        want.insert("TARGET_RESOURCE".into(), target.clone());
+        assert_eq!(params.len(), want.len(), "seed {seed}");
+        for (key, value) in &want {
+            let got = params.get(key).map(String::as_bytes);
+            assert_eq!(
+                got,
+                Some(value.as_bytes()),
+                "{name} parameter {key}: {value:?} arrived as {:?} (seed {seed})",
+                params.get(key)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Create `object` (JSON), returning the API server's refusal if any.
+async fn try_create(
+    env: &Env,
+    object: serde_json::Value,
+) -> Result<WorkflowExecution, kube::Error> {
+    let object: WorkflowExecution = serde_json::from_value(object).expect("a WorkflowExecution");
+    env.wfes().create(&Default::default(), &object).await
+}
+
+fn spec_with(name: &str, spec_patch: serde_json::Value) -> serde_json::Value {
+    let mut object = serde_json::to_value(wfe(
+        name,
+        "restart-pods",
+        &format!("default/deployment/{name}"),
+        Scenario::Success,
+        json!({"REPLICAS": "2"}),
+    ))
+    .expect("json");
+    json_patch_merge(&mut object["spec"], &spec_patch);
+    object
+}
+
+/// RFC 7386 merge of `patch` into `target`.
+fn json_patch_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    json_patch_merge(target.entry(key.clone()).or_insert(json!(null)), value);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_at_admission_or_fail_naming_the_field() -> anyhow::Result<()> {
+    // A long cooldown keeps finished runs (the locks) in place while the test looks at them.
+    let env = Env::new("wfe-invalid", |c| {
+        c.cooldown.period = std::time::Duration::from_secs(60)
+    })
+    .await?;
+
+    // Admission (CEL and schema): refused with 422, naming the field.
+    let refused = [
+        (
+            "bad-target-1",
+            json!({"targetResource": "nginx"}),
+            "spec.targetResource",
+        ),
+        (
+            "bad-target-2",
+            json!({"targetResource": "a/b/c/d"}),
+            "spec.targetResource",
+        ),
+        (
+            "bad-target-3",
+            json!({"targetResource": "default//nginx"}),
+            "spec.targetResource",
+        ),
+        (
+            "bad-target-4",
+            json!({"targetResource": "/deployment/nginx"}),
+            "spec.targetResource",
+        ),
+        (
+            "bad-param-1",
+            json!({"parameters": {"1REPLICAS": "2"}}),
+            "spec.parameters",
+        ),
+        (
+            "bad-param-2",
+            json!({"parameters": {"has space": "2"}}),
+            "spec.parameters",
+        ),
+        (
+            "bad-param-3",
+            json!({"parameters": {"ünïcode": "2"}}),
+            "spec.parameters",
+        ),
+        (
+            "bad-param-4",
+            json!({"parameters": {"TARGET_RESOURCE": "x/y"}}),
+            "spec.parameters",
+        ),
+        (
+            "bad-workflow",
+            json!({"workflowRef": {"workflowId": ""}}),
+            "spec.workflowRef.workflowId",
+        ),
+        (
+            "bad-confidence",
+            json!({"confidence": 1.5}),
+            "spec.confidence",
+        ),
+    ];
+    for (name, patch, field) in refused {
+        match try_create(&env, spec_with(name, patch.clone())).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{name} {patch}: {status:?}");
+                assert!(
+                    status.message.contains(field),
+                    "{name} {patch}: the refusal names {field}: {}",
+                    status.message
+                );
+            }
+            other => panic!("{name} {patch} was not refused: {other:?}"),
+        }
+    }
+
+    // The spec is immutable once created.
+    try_create(&env, spec_with("immutable", json!({}))).await?;
+    let change = env
+        .wfes()
+        .patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parameters": {"REPLICAS": "20"}}})),
+        )
+        .await;
+    match change {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(
+                status.message.contains("spec is immutable"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("a spec update was accepted: {other:?}"),
+    }
+    assert_eq!(
+        env.wfes().get("immutable").await?.spec.parameters["REPLICAS"],
+        "2"
+    );
+    // Metadata stays editable.
+    env.wfes()
+        .patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "sre"}}})),
+        )
+        .await?;
+
+    // Admitted, but invalid at runtime: Failed with ConfigurationError naming the field.
+    let failing = [
+        (
+            "runtime-sa",
+            json!({"executionConfig": {"serviceAccountName": "cluster-admin"}}),
+            "spec.executionConfig.serviceAccountName",
+        ),
+        (
+            "runtime-timeout",
+            json!({"executionConfig": {"timeout": "soon"}}),
+            "spec.executionConfig.timeout",
+        ),
+        (
+            "runtime-zero-timeout",
+            json!({"executionConfig": {"timeout": "0s"}}),
+            "spec.executionConfig.timeout",
+        ),
+        (
+            "runtime-image",
+            json!({"workflowRef": {"containerImage": ""}}),
+            "spec.workflowRef.containerImage",
+        ),
+    ];
+    for (name, patch, _) in &failing {
+        try_create(&env, spec_with(name, patch.clone())).await?;
+    }
+    for (name, patch, field) in &failing {
+        let failed = env.wait_phase(name, Phase::Failed).await?;
+        let status = status_of(&failed);
+        let details = status.failure_details.expect("failureDetails");
+        assert_eq!(
+            details.reason,
+            FailureReason::ConfigurationError,
+            "{name} {patch}"
+        );
+        assert!(
+            details.message.contains(field),
+            "{name} {patch}: the message names {field}: {}",
+            details.message
+        );
+        assert!(!details.was_execution_failure);
+        assert_eq!(status.pipeline_run_ref, None, "{name}: no PipelineRun");
+    }
+    assert_eq!(
+        env.run_names().await?,
+        vec![pipeline_run_name("default/deployment/immutable")],
+        "only the valid WFE created a PipelineRun"
+    );
+
+    // The operator is unharmed: healthy, and a valid WFE still completes.
+    env.wait_phase("immutable", Phase::Completed).await?;
+    let health = reqwest::get(format!("http://{}/healthz", env.running().health_addr())).await?;
+    assert!(health.status().is_success(), "{health:?}");
+    let mut referenced = wfe(
+        "still-fine",
+        "restart-pods",
+        "default/deployment/still-fine",
+        Scenario::Success,
+        json!({}),
+    );
+    referenced.spec.remediation_request_ref = Some(ObjectReference {
+        name: Some("rr-1".into()),
+        ..Default::default()
+    });
+    referenced.spec.execution_config = Some(ExecutionConfig {
+        timeout: Some("90s".into()),
+        service_account_name: Some("kubernaut-workflow-runner".into()),
+    });
+    env.create_wfe(&referenced).await?;
+    let done = env.wait_phase("still-fine", Phase::Completed).await?;
+    let run = env
+        .runs()
+        .get(
+            &status_of(&done)
+                .pipeline_run_ref
+                .expect("pipelineRunRef")
+                .name,
+        )
+        .await?;
+    assert_eq!(run.data["spec"]["timeouts"]["pipeline"], "90s");
+    assert_eq!(
+        run.name_any(),
+        pipeline_run_name("default/deployment/still-fine")
+    );
+    Ok(())
+}
