@@ -82,6 +82,12 @@
 //!    has passed (as in client-go's workqueue); the backoff bounds retries, not reactions to changes.
 //! 3. Dropping a [`Running`] handle kills the runtime without releasing the Lease, as a crash
 //!    would; standbys then take over after the lease duration.
+//! 4. Every replica watches, so every replica reports an undecodable object (log, metric and its
+//!    own Event, told apart by `reportingInstance`).
+//! 5. Error backoff counters live in memory: a new leader starts every object at attempt 1.
+//! 6. kube's `Store::wait_until_ready` wakes only the latest of several concurrent waiters; the
+//!    runtime waits once and reconciles only after both caches synced, so a reconciler never
+//!    needs to wait on the stores itself.
 
 mod events;
 mod health;
