@@ -131,7 +131,9 @@ async fn rbac_is_enforced_for_service_accounts() -> anyhow::Result<()> {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{status:?}");
             assert!(
-                status.message.contains(&format!("system:serviceaccount:{ns}:runner")),
+                status
+                    .message
+                    .contains(&format!("system:serviceaccount:{ns}:runner")),
                 "the denial names the ServiceAccount: {}",
                 status.message
             );
