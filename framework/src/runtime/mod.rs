@@ -91,6 +91,7 @@
 
 mod events;
 mod health;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 mod reflect;
@@ -127,6 +128,7 @@ pub use tokio_util::sync::CancellationToken;
 pub use self::{
     events::pod_reference_from_env,
     health::Probes,
+    index::ParentIndex,
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
     metrics::{FrameworkMetrics, MetricLabel},
 };
@@ -245,6 +247,8 @@ where
     pub metrics: FrameworkMetrics,
     /// Per-object error backoff, keyed by the parent's reference.
     pub error_backoff: ErrorBackoff<ObjectRef<K>>,
+    /// The parents grouped by the key given to [`Operator::index_parents`] (empty when none was).
+    pub parent_index: Arc<ParentIndex<K>>,
     /// The hot-reloaded templates, when configured with [`Operator::templates`].
     pub templates: Option<Arc<TemplateStore>>,
     /// This replica's identity (the Lease holder identity when leader election is on).
@@ -311,6 +315,7 @@ pub struct Operator<K> {
     parents: ParentWatch,
     children: Option<ChildWatch>,
     templates: Option<(Arc<TemplateStore>, Option<ObjectReference>)>,
+    index: Option<Arc<index::IndexKeyFn<K>>>,
     registry: Registry,
     shutdown: CancellationToken,
     _kind: PhantomData<fn() -> K>,
@@ -334,10 +339,23 @@ where
             parents: ParentWatch::default(),
             children: None,
             templates: None,
+            index: None,
             registry: Registry::new(),
             shutdown: CancellationToken::new(),
             _kind: PhantomData,
         }
+    }
+
+    /// Keeps a [`ParentIndex`] of the cached parents by `key_of` (e.g. a target field), updated
+    /// from the same watch events as the cache and available as [`Context::parent_index`]: a
+    /// decision over "the parents with this key" then never scans the whole cache.
+    #[must_use]
+    pub fn index_parents(
+        mut self,
+        key_of: impl Fn(&K) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.index = Some(Arc::new(key_of));
+        self
     }
 
     /// Restricts the parent watch to a namespace and/or label selector.
@@ -400,10 +418,15 @@ where
             parents: parent_watch,
             children: child_watch,
             templates,
+            index,
             registry,
             shutdown,
             _kind,
         } = self;
+        let parent_index = Arc::new(match index {
+            Some(key_of) => ParentIndex::new(move |object: &K| key_of(object)),
+            None => ParentIndex::disabled(),
+        });
         if let Some(election) = &settings.leader_election {
             election.validate()?;
         }
@@ -455,6 +478,7 @@ where
             metrics: metrics.clone(),
             error_backoff,
             templates: templates.as_ref().map(|(store, _)| store.clone()),
+            parent_index: parent_index.clone(),
             identity,
             data,
             leading: leading_rx.clone(),
@@ -479,6 +503,7 @@ where
                 api,
                 config,
                 parent_writer,
+                parent_index.clone(),
                 parent_tx.clone(),
                 move |object| report_invalid(&report_ctx, object),
                 move |object: &K| {

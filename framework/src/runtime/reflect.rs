@@ -167,6 +167,7 @@ pub(crate) async fn reflect_parents<K>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     mut writer: Writer<K>,
+    index: Arc<super::index::ParentIndex<K>>,
     sender: broadcast::Sender<Arc<K>>,
     report: impl Fn(InvalidObject),
     forget: impl Fn(&K),
@@ -202,6 +203,7 @@ pub(crate) async fn reflect_parents<K>(
         }
         let Some(event) = event else { continue };
         writer.apply_watcher_event(&event);
+        index.apply(&event);
         match &event {
             Event::Apply(object) => {
                 if let Some(cached) = reader.get(&ObjectRef::from_obj(object)) {

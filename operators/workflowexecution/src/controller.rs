@@ -400,13 +400,13 @@ impl Handler<'_> {
         }
     }
 
-    /// Every other WFE on the same target, from the reflector store.
+    /// Every other WFE on the same target, from the reflector store's target index.
     fn peers_on_target(&self, wfe: &WorkflowExecution) -> Vec<Arc<WorkflowExecution>> {
         let target = &wfe.spec.target_resource;
         let uid = wfe.uid();
         self.ctx
-            .parents
-            .state()
+            .parent_index
+            .get(target, &self.ctx.parents)
             .into_iter()
             .filter(|other| other.spec.target_resource == *target && other.uid() != uid)
             .collect()

@@ -141,6 +141,8 @@ pub async fn start(
 
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
+        // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
+        .index_parents(|wfe: &WorkflowExecution| Some(wfe.spec.target_resource.clone()))
         .children(ChildWatch {
             resource: pipelinerun_resource(),
             namespace: Some(current.execution.namespace.clone()),

@@ -1,0 +1,246 @@
+//! A secondary index over the parent cache: parents grouped by a key the operator derives from
+//! each object (for example the target resource a WorkflowExecution acts on).
+//!
+//! The index is fed the same watcher events as the reflector store, right after the store applied
+//! them, so a decision such as "is another parent on this target running?" reads only the parents
+//! with that key instead of scanning the whole cache.
+//!
+//! # Guarantees
+//! 1. After the store applied an event, the index reflects it too: an `Apply` moves the object to
+//!    its current key (removing it from a previous one), a `Delete` removes it.
+//! 2. A re-list (`Init` … `InitDone`) rebuilds the index atomically at `InitDone`, as the store does;
+//!    until then lookups see the previous contents.
+//! 3. [`ParentIndex::get`] returns the cached objects (cheap `Arc` clones) for the keys currently
+//!    indexed; objects the store no longer holds are skipped.
+//!
+//! # Caveats
+//! 1. The key function must be deterministic and cheap; it runs once per watch event.
+//! 2. Lookups are as fresh as the cache: an object written a moment ago may not be indexed yet.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+};
+
+use kube::{
+    Resource,
+    runtime::{reflector::ObjectRef, reflector::Store, watcher::Event},
+};
+
+/// Derives the index key of a parent; `None` leaves it unindexed.
+pub type IndexKeyFn<K> = dyn Fn(&K) -> Option<String> + Send + Sync;
+
+/// Parents grouped by a derived key.
+pub struct ParentIndex<K: Resource<DynamicType = ()> + 'static> {
+    key_of: Option<Arc<IndexKeyFn<K>>>,
+    state: RwLock<State<K>>,
+}
+
+struct State<K: Resource<DynamicType = ()> + 'static> {
+    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
+    key_of: HashMap<ObjectRef<K>, String>,
+    relist: Option<Vec<(ObjectRef<K>, String)>>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Default for State<K> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            key_of: HashMap::new(),
+            relist: None,
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> State<K> {
+    fn insert(&mut self, object: ObjectRef<K>, key: String) {
+        if let Some(old) = self.key_of.get(&object)
+            && *old != key
+        {
+            let old = old.clone();
+            self.remove(&object, Some(&old));
+        }
+        self.by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(object.clone());
+        self.key_of.insert(object, key);
+    }
+
+    fn remove(&mut self, object: &ObjectRef<K>, key: Option<&String>) {
+        let key = match key {
+            Some(key) => Some(key.clone()),
+            None => self.key_of.get(object).cloned(),
+        };
+        if let Some(key) = key
+            && let Some(set) = self.by_key.get_mut(&key)
+        {
+            set.remove(object);
+            if set.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+        self.key_of.remove(object);
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
+    /// An index keyed by `key_of`.
+    pub fn new(key_of: impl Fn(&K) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self {
+            key_of: Some(Arc::new(key_of)),
+            state: RwLock::new(State::default()),
+        }
+    }
+
+    /// An index that indexes nothing (the runtime's default).
+    pub fn disabled() -> Self {
+        Self {
+            key_of: None,
+            state: RwLock::new(State::default()),
+        }
+    }
+
+    /// Whether a key function is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.key_of.is_some()
+    }
+
+    /// Apply one watcher event (after the store applied it).
+    pub fn apply(&self, event: &Event<K>) {
+        let Some(key_of) = &self.key_of else { return };
+        let mut state = match self.state.write() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match event {
+            Event::Apply(object) => {
+                let object_ref = ObjectRef::from_obj(object);
+                match key_of(object) {
+                    Some(key) => state.insert(object_ref, key),
+                    None => state.remove(&object_ref, None),
+                }
+            }
+            Event::Delete(object) => state.remove(&ObjectRef::from_obj(object), None),
+            Event::Init => state.relist = Some(Vec::new()),
+            Event::InitApply(object) => {
+                if let Some(key) = key_of(object) {
+                    let object_ref = ObjectRef::from_obj(object);
+                    state
+                        .relist
+                        .get_or_insert_with(Vec::new)
+                        .push((object_ref, key));
+                }
+            }
+            Event::InitDone => {
+                let entries = state.relist.take().unwrap_or_default();
+                state.by_key.clear();
+                state.key_of.clear();
+                for (object, key) in entries {
+                    state.insert(object, key);
+                }
+            }
+        }
+    }
+
+    /// The references indexed under `key`.
+    pub fn refs(&self, key: &str) -> Vec<ObjectRef<K>> {
+        let state = match self.state.read() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        state
+            .by_key
+            .get(key)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The cached objects indexed under `key`, read from `store`.
+    pub fn get(&self, key: &str, store: &Store<K>) -> Vec<Arc<K>>
+    where
+        K: Clone,
+    {
+        self.refs(key)
+            .iter()
+            .filter_map(|object| store.get(object))
+            .collect()
+    }
+
+    /// How many keys are indexed.
+    pub fn len(&self) -> usize {
+        match self.state.read() {
+            Ok(state) => state.by_key.len(),
+            Err(poisoned) => poisoned.into_inner().by_key.len(),
+        }
+    }
+
+    /// Whether no key is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn cm(name: &str, target: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            data: Some([("target".to_string(), target.to_string())].into()),
+            ..Default::default()
+        }
+    }
+
+    fn index() -> ParentIndex<ConfigMap> {
+        ParentIndex::new(|cm: &ConfigMap| cm.data.as_ref()?.get("target").cloned())
+    }
+
+    fn names(index: &ParentIndex<ConfigMap>, key: &str) -> Vec<String> {
+        let mut names: Vec<String> = index.refs(key).into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn apply_moves_objects_between_keys_and_delete_removes_them() {
+        let index = index();
+        index.apply(&Event::Apply(cm("a", "t1")));
+        index.apply(&Event::Apply(cm("b", "t1")));
+        assert_eq!(names(&index, "t1"), ["a", "b"]);
+        index.apply(&Event::Apply(cm("a", "t2")));
+        assert_eq!(names(&index, "t1"), ["b"]);
+        assert_eq!(names(&index, "t2"), ["a"]);
+        index.apply(&Event::Delete(cm("b", "t1")));
+        assert!(names(&index, "t1").is_empty());
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_contents_atomically_at_init_done() {
+        let index = index();
+        index.apply(&Event::Apply(cm("old", "t1")));
+        index.apply(&Event::Init);
+        index.apply(&Event::InitApply(cm("new", "t1")));
+        // Until InitDone the previous contents serve lookups.
+        assert_eq!(names(&index, "t1"), ["old"]);
+        index.apply(&Event::InitDone);
+        assert_eq!(names(&index, "t1"), ["new"]);
+    }
+
+    #[test]
+    fn a_disabled_index_indexes_nothing() {
+        let index = ParentIndex::<ConfigMap>::disabled();
+        index.apply(&Event::Apply(cm("a", "t1")));
+        assert!(index.is_empty());
+        assert!(!index.is_enabled());
+    }
+}
