@@ -228,3 +228,79 @@ async fn ten_wfes_on_one_target_run_once() -> anyhow::Result<()> {
     env.wait_phase("other-b", Phase::Running).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failing_reconcile_is_reported_on_the_object_and_resolved_after() -> anyhow::Result<()> {
+    // The execution namespace does not exist yet: creating the PipelineRun fails with 404, a
+    // transient error the runtime retries with backoff and reports on the WFE.
+    let missing = format!("wfe-missing-{:08x}", rand::random::<u32>());
+    let env = Env::new("wfe-backoff", |c| c.execution.namespace = missing.clone()).await?;
+    env.create(
+        "retrying",
+        "restart",
+        "default/deployment/retry",
+        Scenario::Success,
+    )
+    .await?;
+    let failing = env
+        .wait_for("retrying", "ReconcileBackoff=True", |w| {
+            w.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "ReconcileBackoff" && c.status == "True")
+            })
+        })
+        .await?;
+    let condition = failing
+        .status
+        .clone()
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ReconcileBackoff")
+        .expect("condition");
+    assert!(
+        condition.message.contains("attempt"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        condition.message.contains(&missing),
+        "names the missing namespace: {}",
+        condition.message
+    );
+    assert_eq!(
+        failing.phase(),
+        Some(Phase::Pending),
+        "a transient error keeps the WFE Pending"
+    );
+    let events = env.events_for("retrying").await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ReconcileError")),
+        "a Warning Event reports the failed attempt: {events:?}"
+    );
+
+    // Create the namespace: the next attempt succeeds and the condition is resolved.
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(env.client.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": missing}}))?,
+    )
+    .await?;
+    let recovered = env
+        .wait_for("retrying", "ReconcileBackoff=False", |w| {
+            w.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "ReconcileBackoff" && c.status == "False")
+            })
+        })
+        .await?;
+    assert!(matches!(
+        recovered.phase(),
+        Some(Phase::Running | Phase::Completed)
+    ));
+    Ok(())
+}

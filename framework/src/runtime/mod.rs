@@ -95,6 +95,7 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 mod reflect;
+mod surface;
 mod terms;
 
 use std::{
@@ -326,6 +327,7 @@ where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
+        + serde::Serialize
         + Debug
         + Send
         + Sync

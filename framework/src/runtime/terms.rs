@@ -37,7 +37,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ChildWatch, Context, MetricLabel, metrics, reflect};
+use super::{ChildWatch, Context, MetricLabel, metrics, reflect, surface};
 
 /// A failed reconcile as the controller sees it: the operator's error or a caught panic.
 #[derive(Debug, Error)]
@@ -80,6 +80,7 @@ where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + DeserializeOwned
+        + serde::Serialize
         + Debug
         + Send
         + Sync
@@ -173,7 +174,7 @@ fn wrap_reconcile<K, D, E, F, Fut>(
     context: Arc<Context<K, D>>,
 ) -> BoxFuture<'static, Result<Action, ReconcileFailure<E>>>
 where
-    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + Send + Sync + 'static,
     D: Send + Sync + 'static,
     E: std::error::Error + MetricLabel + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
@@ -195,8 +196,15 @@ where
             started.elapsed(),
             result.as_ref().err().map(ReconcileFailure::metric_label),
         );
-        if result.is_ok() {
-            context.error_backoff.reset(&key);
+        match &result {
+            Ok(_) => {
+                context.error_backoff.reset(&key);
+                surface::resolve(&context, &key).await;
+            }
+            Err(error) => {
+                let attempt = context.error_backoff.record_error(&key, &error.to_string());
+                surface::report(&context, &key, &attempt, error.metric_label()).await;
+            }
         }
         result
     }
@@ -213,7 +221,11 @@ where
     E: std::error::Error + MetricLabel,
 {
     let key = ObjectRef::from_obj(&*object);
-    let attempt = context.error_backoff.record_error(&key, &error.to_string());
+    // The attempt was recorded (and reported) by the reconcile wrapper, which can await.
+    let attempt = context
+        .error_backoff
+        .get(&key)
+        .unwrap_or_else(|| context.error_backoff.record_error(&key, &error.to_string()));
     tracing::warn!(
         object = %key,
         attempt = attempt.attempt,
