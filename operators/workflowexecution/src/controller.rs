@@ -230,16 +230,13 @@ impl Handler<'_> {
                 let mut status = wfe.status.clone().unwrap_or_default();
                 status.phase = Some(Phase::Pending);
                 status.observed_generation = wfe.meta().generation;
-                set_condition(
-                    &mut status.conditions,
-                    DesiredCondition {
-                        type_: READY,
-                        status: "Unknown",
-                        reason: "Pending",
-                        message: "Waiting to start the workflow",
-                    },
+                self.condition(
+                    &mut status,
+                    READY,
+                    "Unknown",
+                    "Pending",
+                    "Waiting to start the workflow",
                     wfe.meta().generation,
-                    self.now,
                 );
                 let Some(updated) = self.write_status(&wfe, status).await? else {
                     return Ok(Action::await_change());
@@ -278,6 +275,29 @@ impl Handler<'_> {
             .await
             .map_err(kube_err(format!("writing the status of {}", describe(wfe))))?;
         Ok(Some(written))
+    }
+
+    /// Set one condition on `status` (transition time kept while its status is unchanged).
+    fn condition(
+        &self,
+        status: &mut WorkflowExecutionStatus,
+        type_: &str,
+        value: &str,
+        reason: &str,
+        message: &str,
+        generation: Option<i64>,
+    ) {
+        set_condition(
+            &mut status.conditions,
+            DesiredCondition {
+                type_,
+                status: value,
+                reason,
+                message,
+            },
+            generation,
+            self.now,
+        );
     }
 
     async fn publish(&self, wfe: &WorkflowExecution, type_: EventType, reason: &str, note: String) {
@@ -483,27 +503,21 @@ impl Handler<'_> {
             .or_else(|| Some(revision.to_string()));
         let generation = wfe.meta().generation;
         let message = format!("PipelineRun {} created", run.name_any());
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: EXECUTION_CREATED,
-                status: "True",
-                reason: "PipelineRunCreated",
-                message: &message,
-            },
+        self.condition(
+            &mut status,
+            EXECUTION_CREATED,
+            "True",
+            "PipelineRunCreated",
+            &message,
             generation,
-            self.now,
         );
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: READY,
-                status: "Unknown",
-                reason: "Running",
-                message: "The workflow is running",
-            },
+        self.condition(
+            &mut status,
+            READY,
+            "Unknown",
+            "Running",
+            "The workflow is running",
             generation,
-            self.now,
         );
         let written = self.write_status(wfe, status.clone()).await?;
         if written.is_some() {
@@ -529,16 +543,13 @@ impl Handler<'_> {
         let mut status = wfe.status.clone().unwrap_or_default();
         status.phase = Some(Phase::Skipped);
         status.completion_time = Some(Time(self.now));
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: READY,
-                status: "False",
-                reason: reason.as_str(),
-                message: &details.message,
-            },
+        self.condition(
+            &mut status,
+            READY,
+            "False",
+            reason.as_str(),
+            &details.message,
             wfe.meta().generation,
-            self.now,
         );
         let note = details.message.clone();
         status.skip_details = Some(details);
@@ -610,39 +621,30 @@ impl Handler<'_> {
             status.next_allowed_execution = Some(Time(count.next_allowed_execution));
         }
         let generation = wfe.meta().generation;
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: READY,
-                status: "False",
-                reason: details.reason.as_str(),
-                message: &details.message,
-            },
+        self.condition(
+            &mut status,
+            READY,
+            "False",
+            details.reason.as_str(),
+            &details.message,
             generation,
-            self.now,
         );
         if status.pipeline_run_ref.is_some() {
-            set_condition(
-                &mut status.conditions,
-                DesiredCondition {
-                    type_: EXECUTION_RUNNING,
-                    status: "False",
-                    reason: "Failed",
-                    message: "The PipelineRun has finished",
-                },
+            self.condition(
+                &mut status,
+                EXECUTION_RUNNING,
+                "False",
+                "Failed",
+                "The PipelineRun has finished",
                 generation,
-                self.now,
             );
-            set_condition(
-                &mut status.conditions,
-                DesiredCondition {
-                    type_: EXECUTION_COMPLETE,
-                    status: "True",
-                    reason: "Failed",
-                    message: &details.message,
-                },
+            self.condition(
+                &mut status,
+                EXECUTION_COMPLETE,
+                "True",
+                "Failed",
+                &details.message,
                 generation,
-                self.now,
             );
         }
         let summary = details.natural_language_summary.clone();
@@ -704,16 +706,13 @@ impl Handler<'_> {
                 let mut status = wfe.status.clone().unwrap_or_default();
                 status.pipeline_run_status = Some(observation.summary.clone());
                 if observation.phase == RunPhase::Running {
-                    set_condition(
-                        &mut status.conditions,
-                        DesiredCondition {
-                            type_: EXECUTION_RUNNING,
-                            status: "True",
-                            reason: "Running",
-                            message: "The PipelineRun is running",
-                        },
+                    self.condition(
+                        &mut status,
+                        EXECUTION_RUNNING,
+                        "True",
+                        "Running",
+                        "The PipelineRun is running",
                         wfe.meta().generation,
-                        self.now,
                     );
                 }
                 self.write_status(&wfe, status).await?;
@@ -770,42 +769,33 @@ impl Handler<'_> {
         status.consecutive_failures = Some(0);
         status.next_allowed_execution = None;
         let generation = wfe.meta().generation;
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: READY,
-                status: "True",
-                reason: "Completed",
-                message: "The workflow completed successfully",
-            },
+        self.condition(
+            &mut status,
+            READY,
+            "True",
+            "Completed",
+            "The workflow completed successfully",
             generation,
-            self.now,
         );
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: EXECUTION_RUNNING,
-                status: "False",
-                reason: "Completed",
-                message: "The PipelineRun has finished",
-            },
+        self.condition(
+            &mut status,
+            EXECUTION_RUNNING,
+            "False",
+            "Completed",
+            "The PipelineRun has finished",
             generation,
-            self.now,
         );
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_: EXECUTION_COMPLETE,
-                status: "True",
-                reason: "Succeeded",
-                message: observation
-                    .summary
-                    .message
-                    .as_deref()
-                    .unwrap_or("The PipelineRun succeeded"),
-            },
+        self.condition(
+            &mut status,
+            EXECUTION_COMPLETE,
+            "True",
+            "Succeeded",
+            observation
+                .summary
+                .message
+                .as_deref()
+                .unwrap_or("The PipelineRun succeeded"),
             generation,
-            self.now,
         );
         if self.write_status(wfe, status.clone()).await?.is_some() {
             let metrics = &self.state().metrics;
