@@ -1001,9 +1001,8 @@ impl Handler<'_> {
             &wfe,
             EventType::Normal,
             "WorkflowExecutionDeleted",
-            format!(
-                "WorkflowExecution deleted; its PipelineRun (if any) was cancelled and removed"
-            ),
+            "WorkflowExecution deleted; its PipelineRun (if any) was cancelled and removed"
+                .to_string(),
         )
         .await;
         finalizer::remove_finalizer(&self.api, &*wfe, FINALIZER).await?;
