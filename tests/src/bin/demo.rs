@@ -130,21 +130,21 @@ async fn main() -> anyhow::Result<()> {
     let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), DEMO_NAMESPACE);
     for (file, sample) in samples()? {
         match sample {
-            Ok(mut wfe) => match {
+            Ok(mut wfe) => {
                 wfe.metadata.namespace = Some(DEMO_NAMESPACE.into());
-                wfes.create(&PostParams::default(), &wfe).await
-            } {
-                Ok(created) => {
-                    println!("created {} from config/samples/{file}", created.name_any())
+                match wfes.create(&PostParams::default(), &wfe).await {
+                    Ok(created) => {
+                        println!("created {} from config/samples/{file}", created.name_any())
+                    }
+                    Err(kube::Error::Api(status)) => {
+                        println!(
+                            "config/samples/{file} refused by the API server: {}",
+                            status.message
+                        )
+                    }
+                    Err(e) => println!("config/samples/{file} could not be created: {e}"),
                 }
-                Err(kube::Error::Api(status)) => {
-                    println!(
-                        "config/samples/{file} refused by the API server: {}",
-                        status.message
-                    )
-                }
-                Err(e) => println!("config/samples/{file} could not be created: {e}"),
-            },
+            }
             Err(e) => println!("config/samples/{file} does not parse: {e}"),
         }
     }
