@@ -7,22 +7,39 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubernaut-operators
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 CARGO ?= cargo
 
-.PHONY: all test unit-test integration-test lint fmt controlplane demo crds golden clean-cache help
+.PHONY: all test unit-test integration-test lint fmt controlplane kustomize deploy-check image demo crds golden clean-cache help
 
 all: test
 
 help:
 	@echo "make test             install the local control plane if missing, lint, unit + integration tests"
 	@echo "make unit-test        unit tests only (no control plane needed)"
+	@echo "make deploy-check     kustomize build deploy/, apply it to a local control plane (twice), delete it;"
+	@echo "                      run the operator as its ServiceAccount under real RBAC (also part of make test)"
+	@echo "make image            build the operator's container image (needs a Docker engine)"
 	@echo "make demo             control plane + operator + Tekton simulator + samples, live table"
 	@echo "make controlplane-shell  only a local control plane, printing how to reach it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
+	@echo "make kustomize        build kustomize from its Go module (cached)"
 	@echo "make crds             regenerate crds/ from the Rust types (CI fails on drift)"
 	@echo "make golden           regenerate the golden files (review the diff)"
 	@echo "make lint             cargo fmt --check and clippy -D warnings"
 
 controlplane:
 	@tests/controlplane/install.sh >/dev/null
+
+kustomize:
+	@tests/kustomize/install.sh >/dev/null
+
+# The deploy check (tests/tests/deploy.rs, deploy_rbac.rs). `make test` runs the same tests as
+# part of the workspace's.
+deploy-check: controlplane kustomize
+	$(CARGO) test --locked -p kubernaut-test-harness --test deploy --test deploy_rbac
+
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
+IMAGE ?= kubernaut/workflowexecution-operator:$(VERSION)
+image:
+	docker build -t "$(IMAGE)" .
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -36,10 +53,10 @@ unit-test:
 	$(CARGO) test --workspace --locked --exclude kubernaut-test-harness
 	$(CARGO) test --locked -p kubernaut-test-harness --lib
 
-integration-test: controlplane
+integration-test: controlplane kustomize
 	$(CARGO) test --locked -p kubernaut-test-harness --tests
 
-test: controlplane lint
+test: controlplane kustomize lint
 	$(CARGO) test --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked --doc
 

@@ -4,6 +4,8 @@
 #![deny(missing_docs)]
 
 pub mod controlplane;
+pub mod deploy;
+pub mod requests;
 pub mod simulator;
 pub mod tekton;
 

@@ -45,7 +45,21 @@ pub struct Env {
     pub config: OperatorConfig,
     pub operator: Option<(Running<WorkflowExecution, State>, Auditor)>,
     pub simulator: Simulator,
+    /// The operator's client when not an admin one (see [`OperatorSetup`]).
+    operator_client: Option<Client>,
+    /// The operator's parent watch when not the test namespace (see [`OperatorSetup`]).
+    parents: Option<ParentWatch>,
     _logs: LogsOnFailure,
+}
+
+/// How [`Env::with_operator`] runs the operator instead of [`Env::new`]'s defaults.
+pub struct OperatorSetup {
+    /// The client the operator uses (for example a ServiceAccount's) instead of an admin client.
+    pub client: Client,
+    /// An existing execution namespace instead of a fresh one.
+    pub exec_ns: Option<String>,
+    /// Which WorkflowExecutions the operator watches instead of the test namespace's.
+    pub parents: Option<ParentWatch>,
 }
 
 /// The config every test starts from: fast cooldown and backoff, local ports, no leader election.
@@ -65,13 +79,33 @@ pub fn test_config(exec_ns: &str) -> OperatorConfig {
 impl Env {
     /// Set up everything, with `tune` adjusting the config before the operator starts.
     pub async fn new(prefix: &str, tune: impl FnOnce(&mut OperatorConfig)) -> anyhow::Result<Env> {
+        Env::build(prefix, None, tune).await
+    }
+
+    /// Like [`Env::new`], with the operator running as `setup` says.
+    pub async fn with_operator(
+        prefix: &str,
+        setup: OperatorSetup,
+        tune: impl FnOnce(&mut OperatorConfig),
+    ) -> anyhow::Result<Env> {
+        Env::build(prefix, Some(setup), tune).await
+    }
+
+    async fn build(
+        prefix: &str,
+        setup: Option<OperatorSetup>,
+        tune: impl FnOnce(&mut OperatorConfig),
+    ) -> anyhow::Result<Env> {
         init_tracing();
         let cp = ControlPlane::shared().await?;
         let mut crds = tekton::crds();
         crds.push(types::crd());
         cp.install_crds(&crds).await?;
         let ns = cp.create_namespace(prefix).await?;
-        let exec_ns = cp.create_namespace(&format!("{prefix}-exec")).await?;
+        let exec_ns = match setup.as_ref().and_then(|s| s.exec_ns.clone()) {
+            Some(exec_ns) => exec_ns,
+            None => cp.create_namespace(&format!("{prefix}-exec")).await?,
+        };
         let client = cp.client().await?;
         let simulator = Simulator::start(
             client.clone(),
@@ -90,6 +124,8 @@ impl Env {
             config,
             operator: None,
             simulator,
+            operator_client: setup.as_ref().map(|s| s.client.clone()),
+            parents: setup.and_then(|s| s.parents),
             _logs: cp.logs_on_failure(),
         };
         env.start_operator().await?;
@@ -100,11 +136,15 @@ impl Env {
     pub async fn start_operator(&mut self) -> anyhow::Result<()> {
         let settings = runtime_settings(&self.config);
         let store = Arc::new(ConfigStore::new(self.config.clone()));
-        let parents = ParentWatch {
+        let parents = self.parents.clone().unwrap_or_else(|| ParentWatch {
             namespace: Some(self.ns.clone()),
             selector: None,
+        });
+        let client = match &self.operator_client {
+            Some(client) => client.clone(),
+            None => self.cp.client().await?,
         };
-        let started = operator::start(self.cp.client().await?, store, settings, parents).await?;
+        let started = operator::start(client, store, settings, parents).await?;
         self.operator = Some(started);
         Ok(())
     }
