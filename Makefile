@@ -7,7 +7,7 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubernaut-operators
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 CARGO ?= cargo
 
-.PHONY: all test unit-test integration-test lint fmt controlplane kustomize deploy-check image demo crds golden clean-cache help
+.PHONY: all test unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help
 
 all: test
 
@@ -18,6 +18,7 @@ help:
 	@echo "                      run the operator as its ServiceAccount under real RBAC (also part of make test)"
 	@echo "make image            build the operator's container image (needs a Docker engine)"
 	@echo "make demo             control plane + operator + Tekton simulator + samples, live table"
+	@echo "make bench            ceiling, load, scale and micro benchmarks -> docs/performance.md"
 	@echo "make controlplane-shell  only a local control plane, printing how to reach it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
 	@echo "make kustomize        build kustomize from its Go module (cached)"
@@ -65,6 +66,18 @@ controlplane-shell: controlplane
 
 demo: controlplane
 	$(CARGO) run --locked -p kubernaut-test-harness --bin demo
+
+# Benchmarks (under 10 minutes with cached builds): criterion micro-benchmarks, then the ceiling,
+# load and scale runs of the release-built operator against a local control plane. Writes
+# docs/performance.md and docs/performance.json. BENCH_ARGS passes options to the driver
+# (e.g. BENCH_ARGS="--n 200 --skip-scale").
+BENCH_ARGS ?=
+bench: controlplane
+	$(CARGO) build --locked --release -p workflowexecution-operator --bin workflowexecution-operator
+	$(CARGO) build --locked --release -p kubernaut-test-harness --bin loadbench
+	$(CARGO) bench --locked -p workflowexecution-operator --bench micro -- --warm-up-time 1 --measurement-time 3
+	"$(CARGO_TARGET_DIR)/release/loadbench" --operator "$(CARGO_TARGET_DIR)/release/workflowexecution-operator" \
+	  --criterion "$(CARGO_TARGET_DIR)/criterion" --out docs $(BENCH_ARGS)
 
 crds:
 	$(CARGO) run -q --locked -p workflowexecution-operator -- crd > crds/kubernaut.ai_workflowexecutions.yaml
