@@ -10,6 +10,7 @@ pub mod condition;
 pub mod config;
 pub mod finalizer;
 pub mod lock;
+pub mod own_writes;
 pub mod phase;
 pub mod runtime;
 pub mod status;

@@ -36,6 +36,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     finalizer::{self, FinalizerError},
     lock::{self, Acquisition, LockError, Release},
+    own_writes::OwnWrites,
     phase,
     runtime::{Action, Context, MetricLabel},
     status::StatusMapping,
@@ -86,6 +87,9 @@ pub struct State {
     pub pipelinerun: ApiResource,
     /// `tekton.dev/v1` TaskRun.
     pub taskrun: ApiResource,
+    /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
+    /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
+    pub own_writes: OwnWrites<WorkflowExecution>,
 }
 
 /// The reconcile context.
@@ -176,8 +180,17 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
             wfe.name_any()
         ))
     })?;
+    if ctx.data.own_writes.is_outdated(&wfe) {
+        // The watch event of our own newer write is on its way and reconciles that version.
+        debug!(wfe = %describe(&wfe), "cached copy predates our own write; waiting for the newer one");
+        return Ok(Action::await_change());
+    }
     let api: Api<WorkflowExecution> = Api::namespaced(ctx.client.clone(), &ns);
-    match finalizer::event(&api, wfe, FINALIZER).await? {
+    let event = finalizer::event(&api, wfe.clone(), FINALIZER).await?;
+    if let finalizer::Event::Added(patched) = &event {
+        ctx.data.own_writes.record(&wfe, patched);
+    }
+    match event {
         finalizer::Event::Added(wfe) | finalizer::Event::Apply(wfe) => {
             Handler {
                 ctx: &ctx,
@@ -274,6 +287,7 @@ impl Handler<'_> {
             .replace_status(&wfe.name_any(), &PostParams::default(), &updated)
             .await
             .map_err(kube_err(format!("writing the status of {}", describe(wfe))))?;
+        self.state().own_writes.record(wfe, &written);
         Ok(Some(written))
     }
 

@@ -9,6 +9,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     config::ConfigStore,
+    own_writes::OwnWrites,
     runtime::{
         ChildWatch, LeaderElectionSettings, Operator, ParentWatch, Running, RuntimeError,
         RuntimeSettings, default_identity,
@@ -163,6 +164,7 @@ pub async fn start(
         metrics,
         pipelinerun: pipelinerun_resource(),
         taskrun: taskrun_resource(),
+        own_writes: OwnWrites::new(),
     };
     info!(
         namespace = %current.execution.namespace,

@@ -1,0 +1,280 @@
+//! Own writes: remembers which versions of an object this process has itself replaced, so a
+//! reconcile handed an outdated copy from the cache can stand aside instead of acting on it.
+//!
+//! A reconcile that writes an object (a finalizer patch, a status update) produces a new
+//! `resourceVersion`; the cache only learns it when the watch event arrives. Meanwhile a
+//! reconcile queued by the *earlier* watch events runs on the older copy, repeats decisions that
+//! were already taken and writes with a stale `resourceVersion`: a `409 Conflict`, an error, a
+//! retry — needless API calls exactly when the API server is busiest. [`OwnWrites::record`] notes
+//! after each successful write that the version written *from* is outdated;
+//! [`OwnWrites::is_outdated`] tells the next reconcile whether its copy is one of those.
+//!
+//! ```
+//! # use k8s_openapi::api::core::v1::ConfigMap;
+//! # use kube::api::ObjectMeta;
+//! use kubernaut_framework::own_writes::OwnWrites;
+//!
+//! let version = |rv: &str| ConfigMap {
+//!     metadata: ObjectMeta {
+//!         name: Some("a".into()),
+//!         namespace: Some("ns".into()),
+//!         resource_version: Some(rv.into()),
+//!         ..ObjectMeta::default()
+//!     },
+//!     ..ConfigMap::default()
+//! };
+//! let writes = OwnWrites::<ConfigMap>::new();
+//! writes.record(&version("1"), &version("2")); // our write turned version 1 into 2
+//! assert!(writes.is_outdated(&version("1"))); // the cache still holds 1: stand aside
+//! assert!(!writes.is_outdated(&version("2"))); // the cache caught up: reconcile
+//! ```
+//!
+//! # Guarantees
+//! 1. Only a version this process replaced by a successful write of its own is ever reported
+//!    outdated; any other version (the latest write, a newer one by someone else, an object never
+//!    written) is not. Versions are compared for equality only, never ordered.
+//! 2. Skipping an outdated copy loses nothing: the write that replaced it produces a watch event,
+//!    and the reconcile that event triggers sees the newer version.
+//! 3. Memory stays bounded by the objects written since their last reconcile: the first check
+//!    that finds a copy that is not outdated forgets the object, and at most
+//!    [`MAX_VERSIONS_PER_OBJECT`] versions are kept per object.
+//!
+//! # Assumptions
+//! 1. Every write to the object made by this process is recorded (a write that is not recorded
+//!    only costs the conflict this module avoids, never correctness).
+//! 2. Two reconciles of one object never run at once (the runtime guarantees it).
+//!
+//! # Caveats
+//! 1. The records live in memory: a new process (or a new leader) starts without them and may
+//!    meet one outdated copy per object, as without this module.
+//! 2. An object deleted right after a recorded write keeps its record until [`OwnWrites::forget`]
+//!    is called or its name is reused and reconciled.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
+
+/// The most replaced versions remembered per object (older ones are dropped first).
+pub const MAX_VERSIONS_PER_OBJECT: usize = 16;
+
+/// The versions of objects of kind `K` that this process replaced by its own writes.
+pub struct OwnWrites<K: Resource<DynamicType = ()> + 'static> {
+    replaced: Mutex<HashMap<ObjectRef<K>, Vec<String>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Default for OwnWrites<K> {
+    fn default() -> Self {
+        Self {
+            replaced: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> std::fmt::Debug for OwnWrites<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnWrites")
+            .field("objects", &self.len())
+            .finish()
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> OwnWrites<K> {
+    /// No records.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ObjectRef<K>, Vec<String>>> {
+        // Every method leaves the map consistent, so a poisoned lock is still usable.
+        self.replaced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that a successful write of this process turned `before` into `after`: `before`'s
+    /// version is outdated from now on. Nothing is recorded when `before` has no version or the
+    /// write did not change it.
+    pub fn record(&self, before: &K, after: &K) {
+        let Some(old) = before.resource_version() else {
+            return;
+        };
+        if after.resource_version().as_deref() == Some(old.as_str()) {
+            return;
+        }
+        let mut replaced = self.lock();
+        let versions = replaced.entry(ObjectRef::from_obj(before)).or_default();
+        if !versions.contains(&old) {
+            if versions.len() == MAX_VERSIONS_PER_OBJECT {
+                versions.remove(0);
+            }
+            versions.push(old);
+        }
+    }
+
+    /// Whether `object` is a version this process already replaced by its own write. When it is
+    /// not, the object's records are dropped: the copy is current (or newer than anything
+    /// written here), so older versions cannot come back from the watch.
+    pub fn is_outdated(&self, object: &K) -> bool {
+        let key = ObjectRef::from_obj(object);
+        let mut replaced = self.lock();
+        let outdated = match (replaced.get(&key), object.resource_version()) {
+            (Some(versions), Some(version)) => versions.contains(&version),
+            _ => false,
+        };
+        if !outdated {
+            replaced.remove(&key);
+        }
+        outdated
+    }
+
+    /// Drops the records of `object` (for example after it was deleted).
+    pub fn forget(&self, object: &K) {
+        self.lock().remove(&ObjectRef::from_obj(object));
+    }
+
+    /// How many objects have records.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no object has records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn cm(name: &str, rv: Option<&str>) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: rv.map(Into::into),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    /// Each case: the writes recorded (name, from, to), the copy checked, whether it is
+    /// outdated, and how many objects keep records afterwards.
+    #[test]
+    fn outdated_copies_are_exactly_the_replaced_versions() {
+        type Write = (&'static str, Option<&'static str>, Option<&'static str>);
+        type Case = (
+            &'static str,
+            &'static [Write],
+            (&'static str, Option<&'static str>),
+            bool,
+            usize,
+        );
+        let cases: [Case; 9] = [
+            ("never written", &[], ("a", Some("1")), false, 0),
+            (
+                "the version written from",
+                &[("a", Some("1"), Some("2"))],
+                ("a", Some("1")),
+                true,
+                1,
+            ),
+            (
+                "the version written",
+                &[("a", Some("1"), Some("2"))],
+                ("a", Some("2")),
+                false,
+                0,
+            ),
+            (
+                "an intermediate version of a chain of writes",
+                &[("a", Some("1"), Some("2")), ("a", Some("2"), Some("3"))],
+                ("a", Some("2")),
+                true,
+                1,
+            ),
+            (
+                "a newer version written by someone else",
+                &[("a", Some("1"), Some("2"))],
+                ("a", Some("7")),
+                false,
+                0,
+            ),
+            (
+                "another object with the same version",
+                &[("a", Some("1"), Some("2"))],
+                ("b", Some("1")),
+                false,
+                1,
+            ),
+            (
+                "a write without a version is not recorded",
+                &[("a", None, Some("2"))],
+                ("a", None),
+                false,
+                0,
+            ),
+            (
+                "a no-op write is not recorded",
+                &[("a", Some("1"), Some("1"))],
+                ("a", Some("1")),
+                false,
+                0,
+            ),
+            (
+                "a copy without a version is not outdated",
+                &[("a", Some("1"), Some("2"))],
+                ("a", None),
+                false,
+                0,
+            ),
+        ];
+        for (name, writes, (object, rv), want, left) in cases {
+            let own = OwnWrites::<ConfigMap>::new();
+            for (n, from, to) in writes {
+                own.record(&cm(n, *from), &cm(n, *to));
+            }
+            assert_eq!(own.is_outdated(&cm(object, rv)), want, "{name}");
+            assert_eq!(own.len(), left, "{name}: objects with records");
+        }
+    }
+
+    #[test]
+    fn a_current_copy_clears_the_records() {
+        let own = OwnWrites::<ConfigMap>::new();
+        own.record(&cm("a", Some("1")), &cm("a", Some("2")));
+        assert!(!own.is_outdated(&cm("a", Some("2"))));
+        // Forgotten: version 1 is no longer reported (the watch cannot go back to it).
+        assert!(!own.is_outdated(&cm("a", Some("1"))));
+        assert!(own.is_empty());
+    }
+
+    #[test]
+    fn versions_per_object_are_bounded_oldest_first() {
+        let own = OwnWrites::<ConfigMap>::new();
+        let total = MAX_VERSIONS_PER_OBJECT + 2;
+        for v in 0..total {
+            own.record(
+                &cm("a", Some(&v.to_string())),
+                &cm("a", Some(&(v + 1).to_string())),
+            );
+        }
+        assert!(own.is_outdated(&cm("a", Some(&(total - 1).to_string()))));
+        assert!(own.is_outdated(&cm("a", Some("2"))));
+        // The two oldest were dropped; asking for one of them finds it current and clears all.
+        assert!(!own.is_outdated(&cm("a", Some("0"))));
+        assert!(own.is_empty());
+    }
+
+    #[test]
+    fn forget_drops_the_records() {
+        let own = OwnWrites::<ConfigMap>::new();
+        own.record(&cm("a", Some("1")), &cm("a", Some("2")));
+        own.forget(&cm("a", Some("2")));
+        assert!(!own.is_outdated(&cm("a", Some("1"))));
+    }
+}
