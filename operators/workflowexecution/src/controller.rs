@@ -533,6 +533,11 @@ impl Handler<'_> {
             "The workflow is running",
             generation,
         );
+        // What the run's own watch event would otherwise write right after: one write, not two.
+        let observation = run_status::observe_run(&self.state().mapping, &run.data, None);
+        if matches!(observation.phase, RunPhase::Pending | RunPhase::Running) {
+            self.observe_unfinished(&mut status, &observation, generation);
+        }
         let written = self.write_status(wfe, status.clone()).await?;
         if written.is_some() {
             if created {
@@ -718,20 +723,31 @@ impl Handler<'_> {
             RunPhase::Failed => self.fail_execution(&wfe, &run, &observation).await,
             RunPhase::Pending | RunPhase::Running => {
                 let mut status = wfe.status.clone().unwrap_or_default();
-                status.pipeline_run_status = Some(observation.summary.clone());
-                if observation.phase == RunPhase::Running {
-                    self.condition(
-                        &mut status,
-                        EXECUTION_RUNNING,
-                        "True",
-                        "Running",
-                        "The PipelineRun is running",
-                        wfe.meta().generation,
-                    );
-                }
+                self.observe_unfinished(&mut status, &observation, wfe.meta().generation);
                 self.write_status(&wfe, status).await?;
                 Ok(Action::requeue(SAFETY_RESYNC))
             }
+        }
+    }
+
+    /// The status of a WFE whose run has not finished: the run's summary, and `ExecutionRunning`
+    /// once the run is running.
+    fn observe_unfinished(
+        &self,
+        status: &mut WorkflowExecutionStatus,
+        observation: &run_status::RunObservation,
+        generation: Option<i64>,
+    ) {
+        status.pipeline_run_status = Some(observation.summary.clone());
+        if observation.phase == RunPhase::Running {
+            self.condition(
+                status,
+                EXECUTION_RUNNING,
+                "True",
+                "Running",
+                "The PipelineRun is running",
+                generation,
+            );
         }
     }
 
