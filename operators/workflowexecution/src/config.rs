@@ -231,6 +231,38 @@ impl OperatorConfig {
         config::load(&OperatorConfig::default(), file, ENV_PREFIX)
     }
 
+    /// The keys a running operator cannot change: the watches, listeners, Lease, audit sink and
+    /// template directory are set up once at start-up.
+    pub const RESTART_ONLY: [&'static str; 4] =
+        ["execution.namespace", "templates", "audit", "controller"];
+
+    /// `self` as a live reload may apply it on top of `running`: the [restart-only
+    /// keys](Self::RESTART_ONLY) keep `running`'s values. Returns the config to apply and the
+    /// restart-only keys whose new values were held back (to be reported: they need a restart).
+    pub fn for_live_reload(
+        mut self,
+        running: &OperatorConfig,
+    ) -> (OperatorConfig, Vec<&'static str>) {
+        let mut held_back = Vec::new();
+        if self.execution.namespace != running.execution.namespace {
+            held_back.push("execution.namespace");
+            self.execution.namespace = running.execution.namespace.clone();
+        }
+        if self.templates != running.templates {
+            held_back.push("templates");
+            self.templates = running.templates.clone();
+        }
+        if self.audit != running.audit {
+            held_back.push("audit");
+            self.audit = running.audit.clone();
+        }
+        if self.controller != running.controller {
+            held_back.push("controller");
+            self.controller = running.controller.clone();
+        }
+        (self, held_back)
+    }
+
     /// The file to read when none is named: [`DEFAULT_CONFIG_FILE`] if it exists, else none.
     pub fn default_file() -> Option<PathBuf> {
         let path = PathBuf::from(DEFAULT_CONFIG_FILE);
@@ -604,5 +636,25 @@ mod tests {
         }
         assert!(is_dns_label(&"a".repeat(63)));
         assert!(!is_dns_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn a_live_reload_keeps_restart_only_keys_and_names_them() {
+        let running = OperatorConfig::default();
+        let mut edited = OperatorConfig::default();
+        edited.cooldown.period = Duration::from_secs(60);
+        edited.execution.namespace = "elsewhere".into();
+        edited.controller.concurrency = 2;
+        let (applied, held_back) = edited.for_live_reload(&running);
+        assert_eq!(
+            applied.cooldown.period,
+            Duration::from_secs(60),
+            "live keys apply"
+        );
+        assert_eq!(applied.execution.namespace, running.execution.namespace);
+        assert_eq!(applied.controller, running.controller);
+        assert_eq!(held_back, ["execution.namespace", "controller"]);
+        let (_, none) = OperatorConfig::default().for_live_reload(&running);
+        assert!(none.is_empty());
     }
 }

@@ -209,7 +209,18 @@ pub async fn run(
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match store.reload(|| OperatorConfig::load(file.as_deref())) {
+                let running = store.current();
+                let loaded = OperatorConfig::load(file.as_deref()).map(|loaded| {
+                    let (applied, held_back) = loaded.for_live_reload(&running);
+                    if !held_back.is_empty() {
+                        warn!(
+                            keys = ?held_back,
+                            "configuration changes that need a restart were not applied"
+                        );
+                    }
+                    applied
+                });
+                match store.reload(|| loaded) {
                     Ok(true) => info!("configuration reloaded"),
                     Ok(false) => {}
                     Err(e) => warn!("configuration rejected, keeping the previous one: {e}"),
