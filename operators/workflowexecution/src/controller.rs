@@ -314,6 +314,7 @@ impl Handler<'_> {
         );
     }
 
+    /// Publishes an Event about `wfe` without waiting for the API server (see the comment inside).
     async fn publish(&self, wfe: &WorkflowExecution, type_: EventType, reason: &str, note: String) {
         let event = Event {
             type_,
@@ -322,7 +323,10 @@ impl Handler<'_> {
             action: reason.to_string(),
             secondary: None,
         };
-        self.ctx.publish(&wfe.object_ref(&()), event).await;
+        // Events are best-effort: publish them beside the reconcile instead of holding one of
+        // the few reconcile slots for another API round trip.
+        let (ctx, reference) = (self.ctx.clone(), wfe.object_ref(&()));
+        tokio::spawn(async move { ctx.publish(&reference, event).await });
     }
 
     fn audit(
