@@ -105,6 +105,9 @@ pub struct SimulatorConfig {
     pub run_time: Duration,
     /// Time from creation to `startTime` (Tekton resolving the bundle).
     pub start_delay: Duration,
+    /// How often a started run is re-read for cancellation or deletion (one GET per run each
+    /// time; a benchmark raises it so the simulator's reads do not load the API server).
+    pub poll_interval: Duration,
 }
 
 impl Default for SimulatorConfig {
@@ -113,6 +116,7 @@ impl Default for SimulatorConfig {
             namespace: None,
             run_time: Duration::from_millis(300),
             start_delay: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(50),
         }
     }
 }
@@ -383,7 +387,15 @@ async fn drive(client: Client, config: &SimulatorConfig, obj: DynamicObject) -> 
         if scenario != Scenario::Hang && tokio::time::Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pause = if scenario == Scenario::Hang {
+            config.poll_interval
+        } else {
+            // Not past the deadline (checked above): wake at the deadline at the latest.
+            config
+                .poll_interval
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        };
+        tokio::time::sleep(pause).await;
     }
     finish(&run, scenario).await
 }
