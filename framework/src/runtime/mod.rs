@@ -50,7 +50,7 @@
 //!    ownerReferences, so children may live in another namespace than their parent.
 //! 2. The reconcile [`Context`] carries both reflector stores: the operator makes decisions from
 //!    memory (`ctx.parents`, `ctx.children`) instead of API list calls. Cached objects have their
-//!    `managedFields` stripped.
+//!    `managedFields` stripped, and cached children whatever [`Operator::prune_children`] drops.
 //! 3. Error boundary: a parent that fails to deserialize into `K` is logged, counted in
 //!    `framework_decode_errors_total` and reported as a `Warning` Event (`DecodeFailed`) on the
 //!    object, once per resourceVersion; it is kept out of the store and never reconciled, and the
@@ -317,6 +317,7 @@ pub struct Operator<K> {
     children: Option<ChildWatch>,
     templates: Option<(Arc<TemplateStore>, Option<ObjectReference>)>,
     index: Option<Arc<index::IndexKeyFn<K>>>,
+    prune: Option<Arc<reflect::PruneFn>>,
     registry: Registry,
     shutdown: CancellationToken,
     _kind: PhantomData<fn() -> K>,
@@ -342,6 +343,7 @@ where
             children: None,
             templates: None,
             index: None,
+            prune: None,
             registry: Registry::new(),
             shutdown: CancellationToken::new(),
             _kind: PhantomData,
@@ -357,6 +359,21 @@ where
         key_of: impl Fn(&K) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.index = Some(Arc::new(key_of));
+        self
+    }
+
+    /// Drops what the operator never reads from every cached child (for example `spec` and
+    /// annotations) before it enters [`Context::children`]: with thousands of children the cache
+    /// is most of the process's memory. `prune` must keep `metadata.name`, `metadata.namespace`
+    /// and the [parent labels](ChildWatch::parent_labels), and everything the reconciler (or a
+    /// status mapping) reads from the cache; reconcilers that need a whole child read it from
+    /// the API server.
+    #[must_use]
+    pub fn prune_children(
+        mut self,
+        prune: impl Fn(&mut DynamicObject) + Send + Sync + 'static,
+    ) -> Self {
+        self.prune = Some(Arc::new(prune));
         self
     }
 
@@ -421,6 +438,7 @@ where
             children: child_watch,
             templates,
             index,
+            prune,
             registry,
             shutdown,
             _kind,
@@ -526,6 +544,7 @@ where
                 watch.resource.clone(),
                 child_writer,
                 child_tx.clone(),
+                prune,
             );
             background.spawn(critical("child reflector", probes.clone(), reflector));
         } else {

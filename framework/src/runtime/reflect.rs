@@ -7,7 +7,8 @@
 //!    out of the store. If a valid version of it was cached before, that stale version is removed,
 //!    so the reconciler never acts on outdated data.
 //! 2. `managedFields` are stripped from every cached object (they are often larger than the
-//!    object itself and no reconciler needs them).
+//!    object itself and no reconciler needs them); cached children are also pruned by the
+//!    operator's prune function (`Operator::prune_children`), if it gave one.
 //! 3. A trigger is broadcast only after the store holds the object, so a reconcile started by it
 //!    finds the object (or a newer version) in the store.
 //! 4. Broadcasting never blocks the reflector: a receiver that falls behind is told so and
@@ -221,6 +222,9 @@ pub(crate) async fn reflect_parents<K>(
     }
 }
 
+/// What an operator drops from a child before it is cached.
+pub(crate) type PruneFn = dyn Fn(&mut DynamicObject) + Send + Sync;
+
 /// Runs the child reflector until the watch stream ends (it does not end on its own).
 ///
 /// Applied and deleted children are both broadcast: a deleted child is a reason to reconcile
@@ -231,11 +235,17 @@ pub(crate) async fn reflect_children(
     resource: kube::api::ApiResource,
     mut writer: Writer<DynamicObject>,
     sender: broadcast::Sender<Arc<DynamicObject>>,
+    prune: Option<Arc<PruneFn>>,
 ) {
     let reader = writer.as_reader();
-    let events = watcher::watcher(api, config)
-        .default_backoff()
-        .modify(|object: &mut DynamicObject| object.managed_fields_mut().clear());
+    let events = watcher::watcher(api, config).default_backoff().modify(
+        move |object: &mut DynamicObject| {
+            object.managed_fields_mut().clear();
+            if let Some(prune) = &prune {
+                prune(object);
+            }
+        },
+    );
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let event = match event {

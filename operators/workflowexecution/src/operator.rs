@@ -23,7 +23,7 @@ use crate::{
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,
-    pipelinerun::{LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION},
+    pipelinerun::{self, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION},
     templates,
     types::WorkflowExecution,
 };
@@ -153,6 +153,8 @@ pub async fn start(
                 LABEL_SOURCE_NAMESPACE.to_string(),
             ),
         })
+        // The reconciler reads only identity, labels and status from cached runs.
+        .prune_children(pipelinerun::prune_cached_run)
         .templates(Arc::new(store), None);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
