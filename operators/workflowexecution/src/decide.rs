@@ -23,8 +23,8 @@
 //! 2. The WorkflowExecution being decided never blocks itself (compared by uid, else by
 //!    namespace/name), and WorkflowExecutions on other targets are ignored even if passed in.
 //! 3. Durations in messages and `cooldownRemaining` are Go-style, rounded to seconds (`2m30s`).
-//! 4. [`TargetIndex`] answers "which WorkflowExecutions are on this target" without scanning all
-//!    of them, and is kept current from the reflector's watch events.
+//! 4. The caller passes only the WorkflowExecutions on the target: the operator reads them from
+//!    the framework's `ParentIndex` (keyed by target), never by scanning the whole cache.
 //!
 //! Caveats:
 //! 1. The lock decision here is advisory (it reads a cache that may lag); the PipelineRun name is
@@ -32,15 +32,12 @@
 //!    run's labels.
 //! 2. `Skipped` WorkflowExecutions are not "previous executions": they neither block nor reset
 //!    the failure counter.
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 
 use crate::config::OperatorConfig;
 use crate::duration::{duration_between, format_go_duration};
@@ -285,166 +282,6 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
         .ok()
         .and_then(|d| t.checked_add(d).ok())
         .unwrap_or(Timestamp::MAX)
-}
-
-/// WorkflowExecution keys by target resource, so a decision reads only the executions on one
-/// target.
-///
-/// Keep it current by passing every watch event of the WorkflowExecution reflector to
-/// [`TargetIndex::apply_event`] (or [`TargetIndex::upsert`]/[`TargetIndex::remove`]), and read
-/// with [`TargetIndex::on_target`], which resolves keys through the reflector [`Store`]. Because
-/// the store is the source of the objects, an index entry that lags the store can only add a
-/// stale key (dropped when the store no longer has it, or has it on another target), never hide
-/// an object the caller passed through it.
-#[derive(Debug, Default)]
-pub struct TargetIndex {
-    state: RwLock<IndexState>,
-}
-
-#[derive(Debug, Default)]
-struct IndexState {
-    by_target: HashMap<String, HashSet<ObjectRef<WorkflowExecution>>>,
-    target_of: HashMap<ObjectRef<WorkflowExecution>, String>,
-    /// Objects listed since the last `Init`, swapped in at `InitDone`.
-    relist: Option<Vec<(ObjectRef<WorkflowExecution>, String)>>,
-}
-
-impl IndexState {
-    fn insert(&mut self, key: ObjectRef<WorkflowExecution>, target: String) {
-        if let Some(old) = self.target_of.get(&key)
-            && *old != target
-        {
-            let old = old.clone();
-            self.remove_from_target(&key, &old);
-        }
-        self.by_target
-            .entry(target.clone())
-            .or_default()
-            .insert(key.clone());
-        self.target_of.insert(key, target);
-    }
-
-    fn remove(&mut self, key: &ObjectRef<WorkflowExecution>) {
-        if let Some(target) = self.target_of.remove(key) {
-            self.remove_from_target(key, &target);
-        }
-    }
-
-    fn remove_from_target(&mut self, key: &ObjectRef<WorkflowExecution>, target: &str) {
-        if let Some(keys) = self.by_target.get_mut(target) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_target.remove(target);
-            }
-        }
-    }
-}
-
-impl TargetIndex {
-    /// An empty index.
-    pub fn new() -> TargetIndex {
-        TargetIndex::default()
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IndexState> {
-        // The state is consistent after every method, so a panic elsewhere cannot leave it
-        // half-updated: recover the guard instead of propagating the poison.
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, IndexState> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records (or moves) `wfe` under its target.
-    pub fn upsert(&self, wfe: &WorkflowExecution) {
-        self.write()
-            .insert(ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
-    }
-
-    /// Forgets the execution with `key`.
-    pub fn remove(&self, key: &ObjectRef<WorkflowExecution>) {
-        self.write().remove(key);
-    }
-
-    /// Applies one event of the WorkflowExecution watcher (the same events the reflector store
-    /// applies): `Apply`/`Delete` update one entry; `Init`, `InitApply`, `InitDone` rebuild the
-    /// index atomically at `InitDone`.
-    pub fn apply_event(&self, event: &watcher::Event<WorkflowExecution>) {
-        let mut state = self.write();
-        match event {
-            watcher::Event::Apply(wfe) => {
-                state.insert(ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
-            }
-            watcher::Event::Delete(wfe) => state.remove(&ObjectRef::from_obj(wfe)),
-            watcher::Event::Init => state.relist = Some(Vec::new()),
-            watcher::Event::InitApply(wfe) => {
-                let entry = (ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
-                match state.relist.as_mut() {
-                    Some(relist) => relist.push(entry),
-                    // An InitApply without Init: apply it directly rather than lose it.
-                    None => state.insert(entry.0, entry.1),
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(relist) = state.relist.take() {
-                    state.by_target.clear();
-                    state.target_of.clear();
-                    for (key, target) in relist {
-                        state.insert(key, target);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Replaces the whole index with `wfes` (for example the reflector store's state).
-    pub fn rebuild<'a>(&self, wfes: impl IntoIterator<Item = &'a WorkflowExecution>) {
-        let mut state = self.write();
-        state.by_target.clear();
-        state.target_of.clear();
-        for wfe in wfes {
-            state.insert(ObjectRef::from_obj(wfe), wfe.spec.target_resource.clone());
-        }
-    }
-
-    /// The keys of the executions on `target`.
-    pub fn keys(&self, target: &str) -> Vec<ObjectRef<WorkflowExecution>> {
-        self.read()
-            .by_target
-            .get(target)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The executions on `target`, read from `store`; keys the store no longer has, or has on
-    /// another target, are left out.
-    pub fn on_target(
-        &self,
-        target: &str,
-        store: &Store<WorkflowExecution>,
-    ) -> Vec<Arc<WorkflowExecution>> {
-        self.keys(target)
-            .iter()
-            .filter_map(|key| store.get(key))
-            .filter(|wfe| wfe.spec.target_resource == target)
-            .collect()
-    }
-
-    /// How many targets have at least one execution.
-    pub fn target_count(&self) -> usize {
-        self.read().by_target.len()
-    }
-
-    /// How many executions are indexed.
-    pub fn len(&self) -> usize {
-        self.read().target_of.len()
-    }
-
-    /// Whether no execution is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -964,66 +801,5 @@ mod tests {
             panic!("expected ExhaustedRetries");
         };
         assert_eq!(details.reason, SkipReason::ExhaustedRetries);
-    }
-
-    #[test]
-    fn index_follows_watch_events() {
-        let index = TargetIndex::new();
-        let a = wfe("a", "w");
-        let b = on("other/deployment/b", wfe("b", "w"));
-        index.apply_event(&watcher::Event::Apply(a.clone()));
-        index.apply_event(&watcher::Event::Apply(b.clone()));
-        assert_eq!(index.keys(TARGET), vec![ObjectRef::from_obj(&a)]);
-        assert_eq!(index.target_count(), 2);
-
-        // A relist replaces everything at InitDone, not before.
-        let c = wfe("c", "w");
-        index.apply_event(&watcher::Event::Init);
-        index.apply_event(&watcher::Event::InitApply(c.clone()));
-        assert_eq!(index.keys(TARGET), vec![ObjectRef::from_obj(&a)]);
-        index.apply_event(&watcher::Event::InitDone);
-        assert_eq!(index.keys(TARGET), vec![ObjectRef::from_obj(&c)]);
-        assert!(index.keys("other/deployment/b").is_empty());
-        assert_eq!(index.len(), 1);
-
-        index.apply_event(&watcher::Event::Delete(c.clone()));
-        assert!(index.is_empty());
-        assert_eq!(index.target_count(), 0);
-    }
-
-    #[test]
-    fn index_moves_an_object_whose_target_changed() {
-        let index = TargetIndex::new();
-        let a = wfe("a", "w");
-        index.upsert(&a);
-        let moved = on("other/deployment/x", a.clone());
-        index.upsert(&moved);
-        assert!(index.keys(TARGET).is_empty());
-        assert_eq!(index.keys("other/deployment/x").len(), 1);
-        index.remove(&ObjectRef::from_obj(&moved));
-        assert!(index.is_empty());
-    }
-
-    #[test]
-    fn index_reads_objects_from_the_store() {
-        let (store, mut writer) = kube::runtime::reflector::store::<WorkflowExecution>();
-        let index = TargetIndex::new();
-        let a = wfe("a", "w");
-        let b = wfe("b", "w");
-        let far = on("other/deployment/far", wfe("far", "w"));
-        for w in [&a, &b, &far] {
-            writer.apply_watcher_event(&watcher::Event::Apply(w.clone()));
-        }
-        index.rebuild(store.state().iter().map(Arc::as_ref));
-        let mut names: Vec<String> = index
-            .on_target(TARGET, &store)
-            .iter()
-            .map(|w| w.name_any())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["a", "b"]);
-        // A key the store no longer has is left out.
-        writer.apply_watcher_event(&watcher::Event::Delete(b.clone()));
-        assert_eq!(index.on_target(TARGET, &store).len(), 1);
     }
 }
