@@ -386,9 +386,9 @@ fn deployment_is_highly_available_probed_and_locked_down() -> anyhow::Result<()>
     let resources = container.resources.clone().unwrap_or_default();
     let requests = resources.requests.unwrap_or_default();
     let limits = resources.limits.unwrap_or_default();
-    assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("50m"));
-    assert_eq!(requests.get("memory").map(|q| q.0.as_str()), Some("64Mi"));
-    assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some("256Mi"));
+    assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("100m"));
+    assert_eq!(requests.get("memory").map(|q| q.0.as_str()), Some("96Mi"));
+    assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some("384Mi"));
 
     // The Service and the PodDisruptionBudget select exactly these pods.
     let pod_labels = spec
