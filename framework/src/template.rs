@@ -40,7 +40,10 @@
 //!    rendered object equals the template's skeleton (its text with each output replaced by a
 //!    placeholder) with the output values put in: no value, whatever its characters, can add,
 //!    remove or move a key or item. An output used as part of a larger scalar (e.g.
-//!    `image: registry/{{ tag }}`) is an error naming its line.
+//!    `image: registry/{{ tag }}`) is an error naming its line. Skeletons repeat (every object
+//!    with the same shape of data renders the same one), so a set keeps the parses of its last
+//!    [`SHAPE_CACHE_ENTRIES`] distinct skeletons, keyed by their exact text: the check is the
+//!    same, it only skips parsing a text it has parsed before.
 //! 3. The [revision](TemplateSet::revision) is a hash of the declared file names and contents:
 //!    the same files give the same revision on every replica and after restarts.
 //! 4. [`TemplateStore`] never serves a set that failed to load: a broken edit is reported as
@@ -62,7 +65,7 @@
 //!    two writes may load a mixed set, replaced at the next poll.
 //! 4. [`TemplateStore::watch`] polls; changes are seen within one poll period.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -238,6 +241,36 @@ pub struct TemplateSet {
     env: Environment<'static>,
     kinds: BTreeMap<String, ChildKind>,
     revision: String,
+    shapes: ShapeCache,
+}
+
+/// How many distinct skeleton parses a [`TemplateSet`] keeps (see the module guarantees).
+pub const SHAPE_CACHE_ENTRIES: usize = 64;
+
+/// Parsed skeletons by their exact text. Parsing is a pure function of the text, so a hit
+/// returns exactly what parsing would; only successful parses are kept.
+#[derive(Debug, Default)]
+struct ShapeCache(Mutex<HashMap<String, Json>>);
+
+impl ShapeCache {
+    fn parse(&self, skeleton: &str) -> Result<Json, (Option<usize>, String)> {
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(shape) = lock().get(skeleton) {
+            return Ok(shape.clone());
+        }
+        let shape = parse_single_yaml(skeleton)?;
+        let mut shapes = lock();
+        if shapes.len() >= SHAPE_CACHE_ENTRIES {
+            // Many distinct shapes: start over rather than track recency.
+            shapes.clear();
+        }
+        shapes.insert(skeleton.to_owned(), shape.clone());
+        Ok(shape)
+    }
 }
 
 impl TemplateSet {
@@ -269,6 +302,7 @@ impl TemplateSet {
             env,
             kinds,
             revision: revision_of(sources),
+            shapes: ShapeCache::default(),
         };
         for decl in decls {
             set.render(&decl.file, &decl.sample)
@@ -300,7 +334,7 @@ impl TemplateSet {
                 file: file.to_owned(),
             })?;
         let (text, spans) = self.render_raw(file, context)?;
-        let object = check_output(file, &text, &spans)?;
+        let object = check_output(file, &text, &spans, &self.shapes)?;
         let field = |name: &str| {
             object
                 .get(name)
@@ -586,7 +620,12 @@ fn find_placeholder(text: &str) -> Option<(usize, bool)> {
 }
 
 /// Parses the rendered text and checks it is one mapping whose structure no output changed.
-fn check_output(file: &str, text: &str, spans: &[OutputSpan]) -> Result<Json, TemplateError> {
+fn check_output(
+    file: &str,
+    text: &str,
+    spans: &[OutputSpan],
+    shapes: &ShapeCache,
+) -> Result<Json, TemplateError> {
     let problem = |offset: Option<usize>, message: String| {
         let rendered = offset.map(|at| rendered_line(text, at));
         TemplateError::Output {
@@ -637,7 +676,7 @@ fn check_output(file: &str, text: &str, spans: &[OutputSpan]) -> Result<Json, Te
         slots.push((range, slot_value));
     }
     skeleton.push_str(&text[copied..]);
-    let shape = parse_single_yaml(&skeleton).map_err(|(at, message)| {
+    let shape = shapes.parse(&skeleton).map_err(|(at, message)| {
         // Line numbers agree between text and skeleton (neither slots nor placeholders hold a
         // line break), so point at the real rendered line.
         let at = at.map(|at| line_start_in(text, line_of(&skeleton, at)));
@@ -1126,6 +1165,49 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Renders through a cached skeleton give the same objects as fresh parses, per shape of
+    /// data; the cache holds only distinct skeletons and stays bounded.
+    #[test]
+    fn skeleton_parses_are_shared_by_renders_of_one_shape() {
+        let source = "apiVersion: v1\nkind: ConfigMap\ndata:\n{%- for k, v in items | dictsort %}\n  {{ k }}: {{ v }}\n{%- endfor %}\n";
+        let decls = [TemplateDecl {
+            file: "t.yaml.j2".into(),
+            child: ChildKind {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+            },
+            sample: json!({"items": {"a": "1"}}),
+        }];
+        let sources = BTreeMap::from([("t.yaml.j2".to_owned(), source.to_owned())]);
+        let set = TemplateSet::from_sources(&decls, &sources).unwrap();
+        let object = |items: Json| json!({"apiVersion": "v1", "kind": "ConfigMap", "data": items});
+        // (items, skeletons cached afterwards): same key count = same skeleton.
+        let cases = [
+            (json!({"a": "x"}), 1),
+            (json!({"a": "y: z\n- w"}), 1),
+            (json!({"b": "#", "c": "{}"}), 2),
+            (json!({"a": "x"}), 2),
+        ];
+        for (items, cached) in cases {
+            let rendered = set
+                .render("t.yaml.j2", &json!({"items": items.clone()}))
+                .unwrap();
+            assert_eq!(rendered, object(items.clone()), "{items}");
+            let fresh = TemplateSet::from_sources(&decls, &sources)
+                .unwrap()
+                .render("t.yaml.j2", &json!({"items": items.clone()}))
+                .unwrap();
+            assert_eq!(rendered, fresh, "{items}: cached and fresh agree");
+            assert_eq!(set.shapes.0.lock().unwrap().len(), cached, "{items}");
+        }
+        for n in 0..SHAPE_CACHE_ENTRIES + 5 {
+            let items: serde_json::Map<String, Json> =
+                (0..=n).map(|i| (format!("k{i}"), json!("v"))).collect();
+            set.render("t.yaml.j2", &json!({ "items": items })).unwrap();
+            assert!(set.shapes.0.lock().unwrap().len() <= SHAPE_CACHE_ENTRIES);
+        }
+    }
 
     #[test]
     fn yaml_value_format() {
