@@ -29,7 +29,10 @@ use workflowexecution_operator::{
     failure::{FailureContext, failure_details},
     pipelinerun::render_pipeline_run,
     run_status::observe_run,
-    templates::{load_status_mapping, load_templates, sample_workflow_execution},
+    templates::{
+        PIPELINERUN_TEMPLATE, load_status_mapping, load_templates, sample_workflow_execution,
+        template_context,
+    },
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
 };
 
@@ -64,6 +67,27 @@ fn bench_render(c: &mut Criterion) {
     c.bench_function("render_pipelinerun", |b| {
         b.iter(|| render_pipeline_run(black_box(&wfe), &config, &templates).expect("renders"));
     });
+    // Where a render's time goes: building the context, the template engine, the output checks.
+    let context = template_context(&wfe, &config);
+    let mut group = c.benchmark_group("render_stages");
+    group.bench_function("context", |b| {
+        b.iter(|| template_context(black_box(&wfe), &config));
+    });
+    group.bench_function("engine", |b| {
+        b.iter(|| {
+            templates
+                .render_yaml(PIPELINERUN_TEMPLATE, black_box(&context))
+                .expect("renders")
+        });
+    });
+    group.bench_function("engine_and_checks", |b| {
+        b.iter(|| {
+            templates
+                .render(PIPELINERUN_TEMPLATE, black_box(&context))
+                .expect("renders")
+        });
+    });
+    group.finish();
 }
 
 /// The `task-failed` PipelineRun fixture and its TaskRuns.
