@@ -21,13 +21,13 @@ use kube::{
         watcher,
     },
 };
-use kubernaut_framework::{lock::lock_name, runtime::ParentIndex};
+use kubernaut_framework::{lock::lock_name, runtime::ParentIndex, template::apply_identity};
 use serde_json::Value;
 use workflowexecution_operator::{
     config::OperatorConfig,
     decide,
     failure::{FailureContext, failure_details},
-    pipelinerun::render_pipeline_run,
+    pipelinerun::{pipeline_run_identity, render_pipeline_run},
     run_status::observe_run,
     templates::{
         PIPELINERUN_TEMPLATE, load_status_mapping, load_templates, sample_workflow_execution,
@@ -86,6 +86,22 @@ fn bench_render(c: &mut Criterion) {
                 .render(PIPELINERUN_TEMPLATE, black_box(&context))
                 .expect("renders")
         });
+    });
+    let rendered = templates
+        .render(PIPELINERUN_TEMPLATE, &context)
+        .expect("renders");
+    group.bench_function("identity", |b| {
+        b.iter_batched(
+            || rendered.clone(),
+            |mut run| {
+                apply_identity(
+                    &mut run,
+                    &pipeline_run_identity(&wfe, &config, templates.revision()),
+                );
+                run
+            },
+            BatchSize::SmallInput,
+        );
     });
     group.finish();
 }
