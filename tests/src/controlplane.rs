@@ -77,12 +77,9 @@ pub struct ControlPlane {
     startup: Duration,
 }
 
-/// Where the binaries live: `KUBERNAUT_CONTROLPLANE_DIR`, else what the install script prints.
-pub fn binaries_dir() -> anyhow::Result<PathBuf> {
-    if let Ok(dir) = std::env::var("KUBERNAUT_CONTROLPLANE_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/install.sh");
+/// What `script --print` prints (an install script's output path), run from `tests/`.
+pub fn install_script_print(relative_script: &str) -> anyhow::Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative_script);
     let out = Command::new("bash")
         .arg(&script)
         .arg("--print")
@@ -96,6 +93,14 @@ pub fn binaries_dir() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Where the binaries live: `KUBERNAUT_CONTROLPLANE_DIR`, else what the install script prints.
+pub fn binaries_dir() -> anyhow::Result<PathBuf> {
+    match std::env::var("KUBERNAUT_CONTROLPLANE_DIR") {
+        Ok(dir) => Ok(PathBuf::from(dir)),
+        Err(_) => install_script_print("controlplane/install.sh"),
+    }
 }
 
 fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {

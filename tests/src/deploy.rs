@@ -62,22 +62,7 @@ pub fn repo_root() -> PathBuf {
 pub fn kustomize_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var("KUBERNAUT_KUSTOMIZE") {
         Ok(path) => PathBuf::from(path),
-        Err(_) => {
-            let script = repo_root().join("tests/kustomize/install.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg("--print")
-                .output()
-                .with_context(|| format!("running {} --print", script.display()))?;
-            if !out.status.success() {
-                bail!(
-                    "{} --print failed: {}",
-                    script.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        }
+        Err(_) => crate::controlplane::install_script_print("kustomize/install.sh")?,
     };
     let complete = PathBuf::from(format!("{}.complete", path.display()));
     if path.is_file() && complete.is_file() {
