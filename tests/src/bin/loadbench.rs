@@ -355,6 +355,32 @@ fn control_plane_pids(cp: &ControlPlane) -> Vec<u32> {
         .collect()
 }
 
+/// CPU seconds the whole machine spent busy (everything but idle and iowait) since boot.
+fn machine_cpu_seconds() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().find(|l| l.starts_with("cpu "))?.to_string();
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal (guest time is inside user).
+            let busy: f64 = ticks
+                .iter()
+                .take(8)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .map(|(_, v)| v)
+                .sum();
+            Some(busy / hz)
+        })
+        .unwrap_or(0.0)
+}
+
 fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter()
         .filter_map(|pid| proc_sample(*pid).ok())
@@ -889,6 +915,10 @@ struct LoadResult {
     /// Average cores busy in the API server + etcd, and in the operator, over the phase.
     apiserver_etcd_cores: f64,
     operator_cores: f64,
+    /// Cores busy on the whole machine, and in processes that are neither the control plane,
+    /// the operator nor this benchmark (other work on a shared machine skews every figure).
+    machine_cores: f64,
+    other_cores: f64,
     /// Writes while the operator had nothing to do, after the phase (5 s window).
     idle_writes: u64,
 }
@@ -918,6 +948,8 @@ async fn load_phase(
     let requests_before = apiserver_requests(client).await?;
     let proc_before = operator.sample()?;
     let cp_cpu_before = cpu_of(cp_pids);
+    let machine_before = machine_cpu_seconds();
+    let self_before = proc_sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
     let started = Instant::now();
     let deadline = started + LOAD_DEADLINE;
     let keys: Vec<String> = (0..n).map(|i| format!("{namespace}/wfe-{i:05}")).collect();
@@ -977,6 +1009,8 @@ async fn load_phase(
     let end = Instant::now();
     let proc_after = operator.sample()?;
     let cp_cpu_after = cpu_of(cp_pids);
+    let machine_after = machine_cpu_seconds();
+    let self_after = proc_sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
     let requests_after = apiserver_requests(client).await?;
     // Quiet window: nothing is happening, so nothing should be written.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1066,6 +1100,14 @@ async fn load_phase(
     let phase_seconds = end.duration_since(started).as_secs_f64().max(1e-9);
     result.apiserver_etcd_cores = result.apiserver_etcd_cpu_seconds / phase_seconds;
     result.operator_cores = result.operator_cpu_seconds / phase_seconds;
+    let machine = machine_after - machine_before;
+    result.machine_cores = machine / phase_seconds;
+    result.other_cores = ((machine
+        - result.apiserver_etcd_cpu_seconds
+        - result.operator_cpu_seconds
+        - (self_after - self_before))
+        / phase_seconds)
+        .max(0.0);
     result.idle_writes = idle_writes;
     Ok(result)
 }
@@ -1534,7 +1576,9 @@ fn analysis(r: &Report) -> String {
         "- **Latency is queueing at the API server.** At {:.0} WFE/s the offered writes ({:.0}/s) \
          exceed what the API server completes on this machine, so requests queue and created → \
          Running grows with the backlog (p95 {:.0} ms). Below saturation{} the same operator \
-         reaches Running in p95 {:.1} ms and syncs a finished run in p99 {:.1} ms.",
+         reaches Running in p95 {:.1} ms and syncs a finished run in p99 {:.1} ms (processes \
+         outside the run kept {:.2} cores busy meanwhile; on a shared machine this moves the \
+         figure from run to run).",
         r.rate.rate_requested.unwrap_or(0.0),
         r.rate.rate_requested.unwrap_or(0.0) * r.rate.all_writes_per_wfe,
         r.rate.created_to_running_ms.p95,
@@ -1544,6 +1588,7 @@ fn analysis(r: &Report) -> String {
         )),
         low.map_or(0.0, |l| l.created_to_running_ms.p95),
         low.map_or(0.0, |l| l.succeeded_to_completed_ms.p99),
+        low.map_or(0.0, |l| l.other_cores),
     );
     if let Some(s) = &r.scale {
         let _ = writeln!(
@@ -1673,7 +1718,7 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
         "---|".repeat(phases.len())
     );
     type Cell = fn(&LoadResult) -> String;
-    let rows: [(&str, Cell); 16] = [
+    let rows: [(&str, Cell); 18] = [
         ("creation rate achieved (WFE/s)", |p| {
             format!("{:.1}", p.rate_achieved)
         }),
@@ -1721,6 +1766,16 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
         }),
         ("operator cores busy", |p| {
             format!("{:.2}", p.operator_cores)
+        }),
+        ("benchmark + simulator cores busy", |p| {
+            format!(
+                "{:.2}",
+                (p.machine_cores - p.apiserver_etcd_cores - p.operator_cores - p.other_cores)
+                    .max(0.0)
+            )
+        }),
+        ("other processes' cores busy (not part of the run)", |p| {
+            format!("{:.2}", p.other_cores)
         }),
         ("operator peak RSS (MiB)", |p| {
             format!("{:.1}", p.operator_peak_rss_mib)
