@@ -119,11 +119,15 @@ struct Args {
     criterion: PathBuf,
     /// Skip the scale phase (quick runs).
     skip_scale: bool,
+    /// Only re-render performance.md from an existing performance.json (and the baseline).
+    #[serde(skip)]
+    render_only: bool,
 }
 
 fn usage() -> &'static str {
     "loadbench [--n 1000] [--rate 50] [--low-rate 20] [--scale 10000] [--ceiling 2000] [--concurrency 32] \
-     [--run-time-ms 500] [--out docs] [--operator PATH] [--criterion DIR] [--skip-scale]"
+     [--run-time-ms 500] [--out docs] [--operator PATH] [--criterion DIR] [--skip-scale] \
+     [--render-only]"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -142,11 +146,16 @@ fn parse_args() -> anyhow::Result<Args> {
         operator: target.join("release/workflowexecution-operator"),
         criterion: target.join("criterion"),
         skip_scale: false,
+        render_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--skip-scale" {
             args.skip_scale = true;
+            continue;
+        }
+        if flag == "--render-only" {
+            args.render_only = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -1820,6 +1829,8 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
             "operator"
         } else if name.starts_with("POST workflowexecutions") {
             "benchmark"
+        } else if name.contains("leases") {
+            "kube-apiserver (its own lease)"
         } else {
             "simulator"
         };
@@ -1993,6 +2004,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = parse_args()?;
+    if args.render_only {
+        let text = std::fs::read_to_string(args.out.join("performance.json"))
+            .context("--render-only needs an existing performance.json")?;
+        let report: Report = serde_json::from_str(&text)?;
+        let baseline: Option<Value> =
+            std::fs::read_to_string(args.out.join("performance-baseline.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        std::fs::write(
+            args.out.join("performance.md"),
+            markdown(&report, baseline.as_ref()),
+        )?;
+        println!("re-rendered {}/performance.md", args.out.display());
+        return Ok(());
+    }
     let begun = Instant::now();
     println!("starting a local control plane …");
     let cp = ControlPlane::start().await?;
