@@ -3,7 +3,6 @@
 //! against a real API server without installing Tekton.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{api::ApiResource, core::GroupVersionKind};
 
 const PIPELINERUN_CRD: &str = include_str!("../crds/tekton.dev_pipelineruns.yaml");
 const TASKRUN_CRD: &str = include_str!("../crds/tekton.dev_taskruns.yaml");
@@ -19,21 +18,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         .collect()
 }
 
-/// `tekton.dev/v1` `PipelineRun` as a dynamic API resource.
-pub fn pipelinerun_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
-        "pipelineruns",
-    )
-}
-
-/// `tekton.dev/v1` `TaskRun` as a dynamic API resource.
-pub fn taskrun_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tekton.dev", "v1", "TaskRun"),
-        "taskruns",
-    )
-}
+// The operator's own definitions: the stand-ins must serve exactly what the operator talks to.
+pub use workflowexecution_operator::operator::{pipelinerun_resource, taskrun_resource};
 
 #[cfg(test)]
 mod tests {
