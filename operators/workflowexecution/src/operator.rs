@@ -23,7 +23,9 @@ use crate::{
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,
-    pipelinerun::{self, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION},
+    pipelinerun::{
+        self, ANNOTATION_WORKFLOW_EXECUTION, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION,
+    },
     templates,
     types::WorkflowExecution,
 };
@@ -152,6 +154,8 @@ pub async fn start(
                 LABEL_WORKFLOW_EXECUTION.to_string(),
                 LABEL_SOURCE_NAMESPACE.to_string(),
             ),
+            // Names may be 253 characters long; the label carries a shortened form.
+            parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
         })
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
