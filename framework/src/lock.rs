@@ -304,26 +304,14 @@ pub async fn release(
             tracing::debug!(%object, holder = ?existing.labels(), "lock not ours; not releasing");
             return Ok(Release::NotOwned);
         }
-        let Some(uid) = existing.metadata.uid.clone() else {
-            return Err(LockError::MissingUid { object });
-        };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        match api.delete(name, &params).await {
-            Ok(_) => {
+        match delete_exactly(api, &existing, &object).await? {
+            Release::Released => {
                 tracing::debug!(%object, owner_uid = ?owner.uid, "lock released");
                 return Ok(Release::Released);
             }
-            Err(error) if is_status(&error, 404) => return Ok(Release::Gone),
+            Release::Gone => return Ok(Release::Gone),
             // uid precondition failed: the name now belongs to a new object; check it again.
-            Err(error) if is_status(&error, 409) => {}
-            Err(source) => return Err(LockError::Delete { object, source }),
+            Release::NotOwned => {}
         }
     }
     Err(LockError::Contended {
@@ -356,8 +344,25 @@ pub async fn break_stale(
         });
     };
     let object = object_path(api, name);
-    let Some(uid) = stale.metadata.uid.clone() else {
-        return Err(LockError::MissingUid { object });
+    let outcome = delete_exactly(api, stale, &object).await?;
+    if outcome == Release::Released {
+        tracing::debug!(%object, holder = ?stale.labels(), "stale lock broken");
+    }
+    Ok(outcome)
+}
+
+/// Deletes `child` (by name, in the background) only if the name still holds that very object:
+/// a `uid` precondition. `Gone` on 404, `NotOwned` when the name now holds another object.
+async fn delete_exactly(
+    api: &Api<DynamicObject>,
+    child: &DynamicObject,
+    object: &str,
+) -> Result<Release, LockError> {
+    let (Some(name), Some(uid)) = (child.metadata.name.as_deref(), child.metadata.uid.clone())
+    else {
+        return Err(LockError::MissingUid {
+            object: object.to_owned(),
+        });
     };
     let params = DeleteParams {
         preconditions: Some(Preconditions {
@@ -368,13 +373,13 @@ pub async fn break_stale(
         ..DeleteParams::default()
     };
     match api.delete(name, &params).await {
-        Ok(_) => {
-            tracing::debug!(%object, holder = ?stale.labels(), "stale lock broken");
-            Ok(Release::Released)
-        }
+        Ok(_) => Ok(Release::Released),
         Err(error) if is_status(&error, 404) => Ok(Release::Gone),
         Err(error) if is_status(&error, 409) => Ok(Release::NotOwned),
-        Err(source) => Err(LockError::Delete { object, source }),
+        Err(source) => Err(LockError::Delete {
+            object: object.to_owned(),
+            source,
+        }),
     }
 }
 

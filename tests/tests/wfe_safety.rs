@@ -13,9 +13,12 @@ use kube::{
 };
 use kubernaut_test_harness::{simulator::Scenario, tekton};
 use serde_json::json;
-use support::{Env, audit_receiver::AuditReceiver, status_of, wfe};
+use support::{
+    Env,
+    audit_receiver::{AuditReceiver, send_audit_to},
+    status_of, wfe,
+};
 use workflowexecution_operator::{
-    config::AuditSink,
     controller::CLEAR_BLOCK_ANNOTATION,
     pipelinerun::{self, ANNOTATION_EXECUTION_BLOCK, LABEL_WORKFLOW_EXECUTION_UID},
     types::{ExecutionConfig, Phase, SkipReason, WorkflowExecution},
@@ -223,12 +226,7 @@ async fn a_wfe_with_a_200_character_name_completes_through_watch_events() -> any
 async fn the_block_survives_a_validation_failure_a_restart_and_the_deletion_of_the_failed_wfe()
 -> anyhow::Result<()> {
     let receiver = AuditReceiver::start().await?;
-    let mut env = Env::new("wfe-block", |c| {
-        c.audit.sink = AuditSink::Http;
-        c.audit.url = receiver.url();
-        c.audit.flush_interval = Duration::from_millis(200);
-    })
-    .await?;
+    let mut env = Env::new("wfe-block", |c| send_audit_to(c, &receiver)).await?;
     let target = "payment/deployment/half-done";
     env.create("broke-it", "restart-pods", target, Scenario::TaskFailure)
         .await?;
@@ -352,12 +350,7 @@ async fn clearing_an_exhausted_retries_target_resets_its_streak() -> anyhow::Res
 #[tokio::test]
 async fn a_clearance_that_changes_nothing_is_refused_and_never_audited() -> anyhow::Result<()> {
     let receiver = AuditReceiver::start().await?;
-    let env = Env::new("wfe-noclear", |c| {
-        c.audit.sink = AuditSink::Http;
-        c.audit.url = receiver.url();
-        c.audit.flush_interval = Duration::from_millis(200);
-    })
-    .await?;
+    let env = Env::new("wfe-noclear", |c| send_audit_to(c, &receiver)).await?;
     env.create(
         "fine",
         "restart",
