@@ -432,6 +432,13 @@ impl Handler<'_> {
                     status.message
                 );
                 let quota = status.message.to_lowercase().contains("exceeded quota");
+                // An object too large to store is refused with 500, although retrying cannot help:
+                // etcd's "request is too large" above its request limit (1.5 MiB by default), or
+                // the API server's own etcd client's "trying to send message larger than max"
+                // above 2 MiB.
+                let too_large = ["request is too large", "message larger than max"]
+                    .iter()
+                    .any(|m| status.message.contains(m));
                 match status.code {
                     403 if quota => {
                         self.fail_pre_execution(&wfe, FailureReason::ResourceExhausted, message)
@@ -445,7 +452,11 @@ impl Handler<'_> {
                         self.fail_pre_execution(&wfe, FailureReason::ResourceExhausted, message)
                             .await
                     }
-                    400 | 422 => {
+                    400 | 413 | 422 => {
+                        self.fail_pre_execution(&wfe, FailureReason::ConfigurationError, message)
+                            .await
+                    }
+                    _ if too_large => {
                         self.fail_pre_execution(&wfe, FailureReason::ConfigurationError, message)
                             .await
                     }
@@ -652,13 +663,16 @@ impl Handler<'_> {
 
     /// Every other WFE on the same target, from the reflector store's target index.
     fn peers_on_target(&self, wfe: &WorkflowExecution) -> Vec<Arc<WorkflowExecution>> {
-        let target = &wfe.spec.target_resource;
+        let target = crate::types::target_key(&wfe.spec.target_resource);
         let uid = wfe.uid();
         self.ctx
             .parent_index
-            .get(target, &self.ctx.parents)
+            .get(&target, &self.ctx.parents)
             .into_iter()
-            .filter(|other| other.spec.target_resource == *target && other.uid() != uid)
+            .filter(|other| {
+                crate::types::target_key(&other.spec.target_resource) == target
+                    && other.uid() != uid
+            })
             .collect()
     }
 

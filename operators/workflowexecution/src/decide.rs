@@ -81,10 +81,12 @@ pub fn decide(
     config: &OperatorConfig,
 ) -> Decision {
     let target = &wfe.spec.target_resource;
+    let key = crate::types::target_key(target);
     let others: Vec<&WorkflowExecution> = on_target
         .iter()
         .map(Arc::as_ref)
-        .filter(|other| other.spec.target_resource == *target && !same_object(wfe, other))
+        .filter(|other| crate::types::target_key(&other.spec.target_resource) == key)
+        .filter(|other| !same_object(wfe, other))
         .collect();
     let skip = |reason, message: String| SkipDetails {
         reason,
@@ -227,10 +229,12 @@ pub fn count_pre_execution_failure(
     now: Timestamp,
     config: &OperatorConfig,
 ) -> FailureCount {
+    let key = crate::types::target_key(&wfe.spec.target_resource);
     let others: Vec<&WorkflowExecution> = on_target
         .iter()
         .map(Arc::as_ref)
-        .filter(|o| o.spec.target_resource == wfe.spec.target_resource && !same_object(wfe, o))
+        .filter(|o| crate::types::target_key(&o.spec.target_resource) == key)
+        .filter(|o| !same_object(wfe, o))
         .collect();
     let previous = most_recent_finished(&others).map_or(0, streak);
     let consecutive_failures = previous.saturating_add(1);
@@ -493,6 +497,14 @@ mod tests {
                     running("earlier", "b", "2025-06-01T11:50:00Z"),
                 ],
                 Some((SkipReason::ResourceBusy, "earlier", None)),
+            ),
+            (
+                "running on the same target with the kind in CamelCase → ResourceBusy",
+                vec![on(
+                    "default/Deployment/nginx",
+                    running("holder", "scale-up", "2025-06-01T11:58:00Z"),
+                )],
+                Some((SkipReason::ResourceBusy, "holder", None)),
             ),
             (
                 "running on another target is ignored",

@@ -145,7 +145,9 @@ pub async fn start(
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
         // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
-        .index_parents(|wfe: &WorkflowExecution| Some(wfe.spec.target_resource.clone()))
+        .index_parents(|wfe: &WorkflowExecution| {
+            Some(crate::types::target_key(&wfe.spec.target_resource))
+        })
         .children(ChildWatch {
             resource: pipelinerun_resource(),
             namespace: Some(current.execution.namespace.clone()),
@@ -177,6 +179,9 @@ pub async fn start(
         templates = %dir.display(),
         "starting the WorkflowExecution operator"
     );
+    for warning in current.warnings() {
+        warn!("{warning}");
+    }
     let running = operator.start(controller::reconcile, state).await?;
     Ok((running, auditor))
 }

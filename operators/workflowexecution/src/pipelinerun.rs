@@ -70,9 +70,10 @@ const MAX_LABEL_VALUE: usize = 63;
 /// Characters kept from the input when a label value must carry a hash (`<prefix>-<16 hex>`).
 const HASHED_PREFIX: usize = MAX_LABEL_VALUE - 17;
 
-/// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256(target).
+/// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256 of its
+/// [`crate::types::target_key`] (the kind lower-cased, so `Deployment` and `deployment` share one lock).
 pub fn pipeline_run_name(target_resource: &str) -> String {
-    lock_name(NAME_PREFIX, target_resource)
+    lock_name(NAME_PREFIX, &crate::types::target_key(target_resource))
 }
 
 /// A valid Kubernetes label value for `raw`.
@@ -339,6 +340,14 @@ mod tests {
         for (target, name) in cases {
             assert_eq!(pipeline_run_name(target), name, "{target}");
         }
+        assert_eq!(
+            pipeline_run_name("default/Deployment/nginx"),
+            "wfe-f3457dcc8fbcb6d9"
+        );
+        assert_eq!(
+            pipeline_run_name("Node/worker-node-1"),
+            "wfe-ac45b7d6911e97a5"
+        );
     }
 
     #[test]
