@@ -1210,11 +1210,12 @@ impl Handler<'_> {
     /// most recent finished WFE on it carries (`excluding` one being deleted); no series when
     /// none carries failures.
     fn refresh_failure_gauge(&self, target: &str, excluding: Option<&str>) {
-        let on_target = self.ctx.parent_index.get(target, &self.ctx.parents);
+        let key = crate::types::target_key(target);
+        let on_target = self.ctx.parent_index.get(&key, &self.ctx.parents);
         let finished: Vec<&WorkflowExecution> = on_target
             .iter()
             .map(Arc::as_ref)
-            .filter(|w| w.spec.target_resource == target)
+            .filter(|w| crate::types::target_key(&w.spec.target_resource) == key)
             .filter(|w| excluding.is_none_or(|uid| w.uid().as_deref() != Some(uid)))
             .collect();
         let streak = decide::most_recent_finished(&finished).map_or(0, decide::streak);
