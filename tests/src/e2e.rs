@@ -410,7 +410,9 @@ impl E2eCluster {
                         .status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
                     let schedulable = n
                         .spec
                         .as_ref()
@@ -484,7 +486,10 @@ impl E2eCluster {
                 ("SYSTEM_NAMESPACE", system_ns.to_string()),
                 ("KUBERNETES_MIN_VERSION", "v1.28.0".to_string()),
                 ("CONFIG_LOGGING_NAME", "config-logging".to_string()),
-                ("CONFIG_OBSERVABILITY_NAME", "config-observability".to_string()),
+                (
+                    "CONFIG_OBSERVABILITY_NAME",
+                    "config-observability".to_string(),
+                ),
                 ("CONFIG_FEATURE_FLAGS_NAME", "feature-flags".to_string()),
                 ("CONFIG_LEADERELECTION_NAME", leader_election.to_string()),
                 ("METRICS_DOMAIN", metrics_domain.to_string()),
@@ -531,10 +536,21 @@ impl E2eCluster {
             let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
             loop {
                 self.check_running()?;
-                let held = leases.list(&Default::default()).await?.items.iter().any(|l| {
-                    l.metadata.name.as_deref().is_some_and(|n| n.starts_with(prefix))
-                        && l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_some()
-                });
+                let held = leases
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .any(|l| {
+                        l.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with(prefix))
+                            && l.spec
+                                .as_ref()
+                                .and_then(|s| s.holder_identity.as_ref())
+                                .is_some()
+                    });
                 if held {
                     break;
                 }
@@ -749,7 +765,11 @@ impl TektonConfig {
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_json::Value::deserialize(doc)
                 .with_context(|| format!("parsing {}", file.display()))?;
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
             let context = || format!("reading a {kind} from {}", file.display());
             match kind.as_str() {
                 "Namespace" => self

@@ -5,7 +5,10 @@
 //! 1. `a_rendered_pipeline_run_succeeds_on_real_tekton`: the PipelineRun our template renders,
 //!    created as is, is resolved from a real bundle and runs to `Succeeded` — as the configured
 //!    runner service account, with the WorkflowExecution's parameters reaching the tasks.
-//! 2. `the_operator_binary_completes_a_workflow_execution_on_real_tekton`: the release-built
+//! 2. `a_missing_bundle_fails_the_run_instead_of_leaving_it_waiting`: a bundle the registry does
+//!    not hold fails the run with Tekton's resolution error (this needs the ResolutionRequest CRD's
+//!    nullable status fields, see the harness's caveats).
+//! 3. `the_operator_binary_completes_a_workflow_execution_on_real_tekton`: the release-built
 //!    operator process runs a WorkflowExecution to `Completed`.
 //!
 //! Needs `make e2e-deps` (the cluster's binaries) and, for 2, the release build of the operator
@@ -166,7 +169,10 @@ async fn assert_tasks_ran_as_runner(
     for tr in &taskruns {
         assert_eq!(condition(&tr.data).0, "True", "TaskRun {}", tr.name_any());
         assert_eq!(tr.data["spec"]["serviceAccountName"], RUNNER);
-        let params = tr.data["spec"]["params"].as_array().cloned().unwrap_or_default();
+        let params = tr.data["spec"]["params"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(
             params
                 .iter()
@@ -179,7 +185,10 @@ async fn assert_tasks_ran_as_runner(
     let pods = pods.list(&selector).await?.items;
     assert_eq!(pods.len(), 2, "one pod per task");
     for pod in &pods {
-        let spec = pod.spec.as_ref().ok_or_else(|| anyhow!("a pod without spec"))?;
+        let spec = pod
+            .spec
+            .as_ref()
+            .ok_or_else(|| anyhow!("a pod without spec"))?;
         assert_eq!(spec.service_account_name.as_deref(), Some(RUNNER));
         assert!(
             spec.node_name
@@ -199,15 +208,18 @@ async fn a_rendered_pipeline_run_succeeds_on_real_tekton() -> anyhow::Result<()>
     logged(cluster, rendered_run_succeeds(cluster)).await
 }
 
-async fn rendered_run_succeeds(cluster: &E2eCluster) -> anyhow::Result<()> {
-    let client = cluster.client().await?;
-    let ns = cluster.create_run_namespace("e2e-render", RUNNER).await?;
-    let wfe = workflow_execution(&ns, "render", cluster.bundle("succeed")?);
-    let config = operator_config(&ns);
-    let templates = load_templates(&config.templates.dir)
-        .map_err(|e| anyhow!("loading the templates: {e}"))?;
+/// Renders the PipelineRun of `wfe` with the shipped template and creates it in `ns`; returns
+/// its name.
+async fn create_rendered_run(
+    client: &Client,
+    ns: &str,
+    wfe: &WorkflowExecution,
+) -> anyhow::Result<String> {
+    let config = operator_config(ns);
+    let templates =
+        load_templates(&config.templates.dir).map_err(|e| anyhow!("loading the templates: {e}"))?;
     let rendered =
-        render_pipeline_run(&wfe, &config, &templates).map_err(|e| anyhow!("rendering: {e}"))?;
+        render_pipeline_run(wfe, &config, &templates).map_err(|e| anyhow!("rendering: {e}"))?;
 
     let mut run: DynamicObject = serde_json::from_value(rendered)?;
     let name = run
@@ -219,10 +231,18 @@ async fn rendered_run_succeeds(cluster: &E2eCluster) -> anyhow::Result<()> {
     // delete a run whose owner is missing.
     run.metadata.owner_references = None;
     let runs: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &tekton_resource("PipelineRun"));
+        Api::namespaced_with(client.clone(), ns, &tekton_resource("PipelineRun"));
     runs.create(&PostParams::default(), &run)
         .await
         .context("creating the rendered PipelineRun")?;
+    Ok(name)
+}
+
+async fn rendered_run_succeeds(cluster: &E2eCluster) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let ns = cluster.create_run_namespace("e2e-render", RUNNER).await?;
+    let wfe = workflow_execution(&ns, "render", cluster.bundle("succeed")?);
+    let name = create_rendered_run(&client, &ns, &wfe).await?;
 
     let done = finished_run(&client, &ns, &name).await?;
     assert_eq!(
@@ -232,6 +252,34 @@ async fn rendered_run_succeeds(cluster: &E2eCluster) -> anyhow::Result<()> {
         done.data["status"]
     );
     assert_tasks_ran_as_runner(&client, &ns, &name, &wfe.spec.target_resource).await
+}
+
+#[tokio::test]
+async fn a_missing_bundle_fails_the_run_instead_of_leaving_it_waiting() -> anyhow::Result<()> {
+    let cluster = E2eCluster::shared().await?;
+    let _logs = cluster.logs_on_failure();
+    logged(cluster, missing_bundle_fails(cluster)).await
+}
+
+async fn missing_bundle_fails(cluster: &E2eCluster) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let ns = cluster.create_run_namespace("e2e-missing", RUNNER).await?;
+    let bundle = format!(
+        "{}/kubernaut/workflows/no-such-workflow:v1",
+        cluster.registry().address
+    );
+    let wfe = workflow_execution(&ns, "missing", bundle);
+    let name = create_rendered_run(&client, &ns, &wfe).await?;
+
+    let done = finished_run(&client, &ns, &name).await?;
+    let (status, reason) = condition(&done.data);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CouldntGetPipeline"),
+        "status: {}",
+        done.data["status"]
+    );
+    Ok(())
 }
 
 /// The release-built operator as a process of its own, logging to the cluster's directory.
@@ -285,8 +333,7 @@ impl Drop for OperatorProcess {
 }
 
 #[tokio::test]
-async fn the_operator_binary_completes_a_workflow_execution_on_real_tekton() -> anyhow::Result<()>
-{
+async fn the_operator_binary_completes_a_workflow_execution_on_real_tekton() -> anyhow::Result<()> {
     let cluster = E2eCluster::shared().await?;
     let _logs = cluster.logs_on_failure();
     logged(cluster, operator_completes(cluster)).await
@@ -294,7 +341,10 @@ async fn the_operator_binary_completes_a_workflow_execution_on_real_tekton() -> 
 
 async fn operator_completes(cluster: &E2eCluster) -> anyhow::Result<()> {
     let client = cluster.client().await?;
-    cluster.control_plane().install_crds(&[types::crd()]).await?;
+    cluster
+        .control_plane()
+        .install_crds(&[types::crd()])
+        .await?;
     let exec_ns = cluster.create_run_namespace("e2e-exec", RUNNER).await?;
     let ns = cluster.control_plane().create_namespace("e2e-wfe").await?;
     let config = operator_config(&exec_ns);
