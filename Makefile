@@ -7,7 +7,7 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubernaut-operators
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 CARGO ?= cargo
 
-.PHONY: all test unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help
+.PHONY: all test unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help e2e e2e-deps
 
 all: test
 
@@ -22,6 +22,9 @@ help:
 	@echo "make controlplane-shell  only a local control plane, printing how to reach it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
 	@echo "make kustomize        build kustomize from its Go module (cached)"
+	@echo "make e2e              end-to-end tests: the release operator on real Tekton in a container-free"
+	@echo "                      cluster (kube-controller-manager, kube-scheduler, kwok); see docs/e2e.md"
+	@echo "make e2e-deps         build the end-to-end components from their Go modules (cached)"
 	@echo "make crds             regenerate crds/ from the Rust types (CI fails on drift)"
 	@echo "make golden           regenerate the golden files (review the diff)"
 	@echo "make lint             cargo fmt --check and clippy -D warnings"
@@ -31,6 +34,20 @@ controlplane:
 
 kustomize:
 	@tests/kustomize/install.sh >/dev/null
+
+# The end-to-end tier (docs/e2e.md): kube-controller-manager, kube-scheduler, kwok, Tekton
+# Pipelines and tests/tekton-tools, built from Go modules into the cache like the control plane.
+e2e-deps: controlplane
+	@tests/e2e/install.sh >/dev/null
+
+# The end-to-end tests (tests/tests/e2e_*.rs) against real Tekton, with the release-built operator.
+E2E_ARGS ?=
+e2e: e2e-deps
+	$(CARGO) build --locked --release -p workflowexecution-operator --bin workflowexecution-operator
+	@echo "end-to-end components:"
+	@sed 's/^/  /' "$$(tests/e2e/install.sh --print)/versions"
+	@echo "  $$("$(CARGO_TARGET_DIR)/release/workflowexecution-operator" version)"
+	$(CARGO) test --locked -p kubernaut-test-harness --features e2e --test 'e2e_*' -- $(E2E_ARGS)
 
 # The deploy check (tests/tests/deploy.rs, deploy_rbac.rs). `make test` runs the same tests as
 # part of the workspace's.

@@ -117,7 +117,7 @@ fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
     Ok(listener.local_addr()?.port())
 }
@@ -204,7 +204,7 @@ extern "C" fn cleanup_at_exit() {
     }
 }
 
-fn register_cleanup(pids: Vec<u32>, dir: PathBuf) {
+pub(crate) fn register_cleanup(pids: Vec<u32>, dir: PathBuf) {
     if ATEXIT_REGISTERED.swap(1, Ordering::SeqCst) == 0 {
         // SAFETY: registering a plain extern "C" fn without captured state.
         unsafe {
@@ -216,7 +216,7 @@ fn register_cleanup(pids: Vec<u32>, dir: PathBuf) {
     }
 }
 
-fn unregister_cleanup(dir: &Path) {
+pub(crate) fn unregister_cleanup(dir: &Path) {
     if let Ok(mut guard) = CLEANUP.lock() {
         guard.retain(|(_, d)| d != dir);
     }
@@ -224,7 +224,7 @@ fn unregister_cleanup(dir: &Path) {
 
 /// Spawn a guard that kills `pids` and removes `dir` once this process is gone (covers SIGKILL of
 /// the test binary, where no exit hook runs).
-fn spawn_guard(pids: &[u32], dir: &Path) -> anyhow::Result<Child> {
+pub(crate) fn spawn_guard(pids: &[u32], dir: &Path) -> anyhow::Result<Child> {
     let me = std::process::id();
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let script = format!(

@@ -1,10 +1,12 @@
 //! Test harness for kubernaut-operators: a real local Kubernetes control plane (`etcd` +
 //! `kube-apiserver` built from their published Go modules), the Tekton stand-in CRDs, and helpers
-//! shared by the integration tests in `tests/tests/`.
+//! shared by the integration tests in `tests/tests/`; and the end-to-end cluster ([`e2e`]: real
+//! Tekton on a container-free cluster) the `tests/tests/e2e_*.rs` tests run against.
 #![deny(missing_docs)]
 
 pub mod controlplane;
 pub mod deploy;
+pub mod e2e;
 pub mod requests;
 pub mod simulator;
 pub mod tekton;
