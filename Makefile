@@ -7,12 +7,13 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubernaut-operators
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 CARGO ?= cargo
 
-.PHONY: all test unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help e2e e2e-deps
+.PHONY: all test validate-render unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help e2e e2e-deps
 
 all: test
 
 help:
-	@echo "make test             install the local control plane if missing, lint, unit + integration tests"
+	@echo "make test             build the local control plane and e2e components if missing, lint, validate"
+	@echo "                      rendered samples with Tekton's validation, unit + integration + e2e tests"
 	@echo "make unit-test        unit tests only (no control plane needed)"
 	@echo "make deploy-check     kustomize build deploy/, apply it to a local control plane (twice), delete it;"
 	@echo "                      run the operator as its ServiceAccount under real RBAC (also part of make test)"
@@ -61,7 +62,7 @@ image:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked --features kubernaut-test-harness/e2e -- -D warnings
 	RUSTDOCFLAGS="-D warnings -D missing_docs" $(CARGO) doc --locked --no-deps -p kubernaut-framework -p workflowexecution-operator
 
 fmt:
@@ -74,9 +75,21 @@ unit-test:
 integration-test: controlplane kustomize
 	$(CARGO) test --locked -p kubernaut-test-harness --tests
 
-test: controlplane kustomize lint
+test: controlplane kustomize e2e-deps lint validate-render
 	$(CARGO) test --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked --doc
+	$(MAKE) --no-print-directory e2e
+
+# Tekton's own SetDefaults + Validate (strict decoding: a misspelt field is an error, not silently
+# pruned) on the PipelineRun `render` prints for every valid sample. Cheap: no cluster.
+validate-render: e2e-deps
+	@out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	for sample in config/samples/*.yaml; do \
+	  case $$sample in *invalid*) continue;; esac; \
+	  $(CARGO) run -q --locked -p workflowexecution-operator -- render --config config/workflowexecution.yaml \
+	    --templates templates/workflowexecution --wfe "$$sample" > "$$out/$$(basename "$$sample")"; \
+	done; \
+	"$$(tests/e2e/install.sh --print)/tekton-tools" validate "$$out"/*.yaml
 
 controlplane-shell: controlplane
 	$(CARGO) run --locked -p kubernaut-test-harness --bin local-controlplane
