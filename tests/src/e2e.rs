@@ -838,3 +838,17 @@ fn without_webhook(crd: &mut CustomResourceDefinition) {
         }
     }
 }
+
+/// Ends `child` with the test binary: at exit (an exit hook) or, should the binary be killed, by a
+/// guard process. For processes a test starts on the shared cluster (the operator), which no
+/// [`Drop`] ends because the shared cluster lives in a `static`.
+///
+/// # Errors
+///
+/// When the guard process cannot be started.
+pub fn end_with_test_binary(child: &Child) -> anyhow::Result<()> {
+    register_cleanup(vec![child.id()], PathBuf::new());
+    // The guard's directory argument is empty: it removes nothing (`rm -rf ''`).
+    spawn_guard(&[child.id()], Path::new(""))?;
+    Ok(())
+}

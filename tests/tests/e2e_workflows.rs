@@ -1,0 +1,1066 @@
+//! End-to-end workflow scenarios: the release-built operator against real Tekton Pipelines.
+//!
+//! One operator process serves every test of this binary (operators watch WorkflowExecutions in
+//! every namespace, so two would race for the same objects); it runs the workflows in one
+//! execution namespace. Each test creates its WorkflowExecutions in a namespace of its own, on
+//! targets of its own, and waits for the outcome. The workflows are the bundles of
+//! `tests/e2e/bundles/`, whose task labels tell kwok how their pods end (`tests/e2e/kwok.yaml`).
+//!
+//! With `KUBERNAUT_E2E_RECORD=<dir>` set, each scenario writes what Tekton wrote — the final
+//! PipelineRun and its TaskRuns — to `<dir>/<scenario>.yaml` (`tests/e2e/recorded/` holds the
+//! committed recordings).
+//!
+//! Needs `make e2e-deps` and the release build of the operator (`make e2e` builds both); without
+//! them the tests fail naming the command.
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+        WatchEvent, WatchParams,
+    },
+};
+use kubernaut_test_harness::e2e::{E2eCluster, end_with_test_binary};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use workflowexecution_operator::types::{
+    self, ExecutionConfig, FailureDetails, FailureReason, Phase, SkipReason, WorkflowExecution,
+    WorkflowExecutionSpec, WorkflowRef,
+};
+
+/// The service account the workflows' tasks run as (the operator's `execution.serviceAccountName`).
+const RUNNER: &str = "kubernaut-workflow-runner";
+
+/// A service account the operator allows but that does not exist in the execution namespace.
+const MISSING_RUNNER: &str = "kubernaut-missing-runner";
+
+/// Generous: a run has several seconds of kwok stage delays and Tekton requeues on a shared,
+/// busy machine.
+const WAIT: Duration = Duration::from_secs(240);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tekton_resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("tekton.dev", "v1", kind))
+}
+
+/// The cluster, the operator serving it, and the namespace the workflows run in.
+struct Env {
+    cluster: &'static E2eCluster,
+    exec_ns: String,
+    /// Kept so that the process is not reaped behind the exit hook's back.
+    _operator: Mutex<Child>,
+}
+
+/// The shared cluster with one operator process (started on first use).
+async fn env() -> anyhow::Result<&'static Env> {
+    static ENV: OnceCell<Env> = OnceCell::const_new();
+    ENV.get_or_try_init(|| async {
+        let cluster = E2eCluster::shared().await?;
+        cluster
+            .control_plane()
+            .install_crds(&[types::crd()])
+            .await?;
+        let exec_ns = cluster.create_run_namespace("e2e-runs", RUNNER).await?;
+        let operator = spawn_operator(cluster, &exec_ns)?;
+        Ok(Env {
+            cluster,
+            exec_ns,
+            _operator: Mutex::new(operator),
+        })
+    })
+    .await
+}
+
+/// Starts the release-built operator, logging to the cluster's directory.
+fn spawn_operator(cluster: &E2eCluster, exec_ns: &str) -> anyhow::Result<Child> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let binary = target.join("release/workflowexecution-operator");
+    if !binary.is_file() {
+        bail!(
+            "{} is missing; build it with:\n    cargo build --release -p workflowexecution-operator   (make e2e does)",
+            binary.display()
+        );
+    }
+    let config_file = cluster.dir().join("operator-workflows.yaml");
+    // A short cooldown: no scenario here waits for one, and a long one would only slow retries.
+    std::fs::write(
+        &config_file,
+        format!(
+            "execution:\n  namespace: {exec_ns}\n  serviceAccountName: {RUNNER}\n\
+             \x20 allowedServiceAccounts: [{RUNNER}, {MISSING_RUNNER}]\n\
+             cooldown:\n  period: 5s\n\
+             templates:\n  dir: {}\naudit:\n  sink: log\n\
+             controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
+            repo().join("templates/workflowexecution").display()
+        ),
+    )?;
+    let log = std::fs::File::create(cluster.dir().join("operator-workflows.log"))?;
+    let child = Command::new(&binary)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_file)
+        .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    end_with_test_binary(&child)?;
+    Ok(child)
+}
+
+fn workflow_execution(
+    ns: &str,
+    name: &str,
+    bundle: String,
+    target: &str,
+    timeout: Option<&str>,
+) -> WorkflowExecution {
+    let mut wfe = WorkflowExecution::new(
+        name,
+        WorkflowExecutionSpec {
+            workflow_ref: WorkflowRef {
+                workflow_id: "scale-deployment".into(),
+                version: "1.0.0".into(),
+                container_image: bundle,
+                container_digest: None,
+            },
+            target_resource: format!("{ns}/deployment/{target}"),
+            parameters: [("REPLICAS".to_string(), "3".to_string())].into(),
+            confidence: Some(0.9),
+            rationale: Some("end-to-end test".into()),
+            remediation_request_ref: None,
+            execution_config: timeout.map(|t| ExecutionConfig {
+                timeout: Some(t.to_string()),
+                service_account_name: None,
+            }),
+        },
+    );
+    wfe.metadata.namespace = Some(ns.to_string());
+    wfe
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::from("none");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not within {WAIT:?} (last error: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn phase(wfe: &WorkflowExecution) -> Option<Phase> {
+    wfe.status.as_ref().and_then(|s| s.phase)
+}
+
+/// Waits until the WorkflowExecution `ns/name` reaches one of `phases`, and returns it.
+async fn wait_phase(
+    wfes: &Api<WorkflowExecution>,
+    name: &str,
+    phases: &[Phase],
+) -> anyhow::Result<WorkflowExecution> {
+    eventually(
+        &format!("WorkflowExecution {name} in one of {phases:?}"),
+        || async {
+            let current = wfes.get(name).await?;
+            Ok(phase(&current)
+                .is_some_and(|p| phases.contains(&p))
+                .then_some(current))
+        },
+    )
+    .await
+}
+
+/// Creates `wfe` and waits for it to end (Completed, Failed or Skipped).
+async fn run_to_end(client: &Client, wfe: &WorkflowExecution) -> anyhow::Result<WorkflowExecution> {
+    let ns = wfe.namespace().unwrap_or_default();
+    let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+    wfes.create(&PostParams::default(), wfe).await?;
+    wait_phase(
+        &wfes,
+        &wfe.name_any(),
+        &[Phase::Completed, Phase::Failed, Phase::Skipped],
+    )
+    .await
+}
+
+fn failure(wfe: &WorkflowExecution) -> anyhow::Result<FailureDetails> {
+    let status = wfe
+        .status
+        .as_ref()
+        .ok_or_else(|| anyhow!("{} has no status", wfe.name_any()))?;
+    if status.phase != Some(Phase::Failed) {
+        bail!(
+            "{} is not Failed: {}",
+            wfe.name_any(),
+            serde_json::to_string(status)?
+        );
+    }
+    status
+        .failure_details
+        .clone()
+        .ok_or_else(|| anyhow!("a Failed execution without failureDetails"))
+}
+
+fn run_name(wfe: &WorkflowExecution) -> anyhow::Result<String> {
+    wfe.status
+        .as_ref()
+        .and_then(|s| s.pipeline_run_ref.as_ref())
+        .map(|r| r.name.clone())
+        .ok_or_else(|| anyhow!("{} names no PipelineRun", wfe.name_any()))
+}
+
+fn condition(object: &Value) -> (String, String) {
+    let succeeded = object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Succeeded"));
+    let field = |name: &str| {
+        succeeded
+            .and_then(|c| c[name].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("status"), field("reason"))
+}
+
+fn run_selector(run: &str) -> ListParams {
+    ListParams::default().labels(&format!("tekton.dev/pipelineRun={run}"))
+}
+
+/// The PipelineRun `run` in `ns` and its TaskRuns (sorted by name), as they are now.
+async fn run_objects(client: &Client, ns: &str, run: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let runs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &tekton_resource("PipelineRun"));
+    let taskruns: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &tekton_resource("TaskRun"));
+    let mut objects = vec![runs.get(run).await?];
+    let mut trs = taskruns.list(&run_selector(run)).await?.items;
+    trs.sort_by_key(|t| t.name_any());
+    objects.extend(trs);
+    Ok(objects)
+}
+
+/// With `KUBERNAUT_E2E_RECORD` set, writes `objects` (a PipelineRun and its TaskRuns as Tekton
+/// wrote them) to `<dir>/<scenario>.yaml`, headed by the Tekton version.
+fn record(
+    cluster: &E2eCluster,
+    objects: &[DynamicObject],
+    scenario: &str,
+    note: &str,
+) -> anyhow::Result<()> {
+    let Some(dir) = std::env::var_os("KUBERNAUT_E2E_RECORD") else {
+        return Ok(());
+    };
+    let versions = cluster.components().versions()?;
+    let tekton = versions
+        .lines()
+        .find(|l| l.starts_with("tekton-pipelines "))
+        .unwrap_or("tekton-pipelines unknown");
+    let mut text = format!(
+        "# Recorded from {tekton} by tests/tests/e2e_workflows.rs (KUBERNAUT_E2E_RECORD).\n\
+         # Scenario: {note}\n\
+         # The PipelineRun, then its TaskRuns; managedFields removed.\n"
+    );
+    for object in objects {
+        let mut object = object.clone();
+        object.metadata.managed_fields = None;
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(&object)?);
+    }
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{scenario}.yaml")), text)?;
+    Ok(())
+}
+
+/// Runs a test body; when it fails, prints the cluster's logs before returning the error.
+async fn logged<F>(cluster: &E2eCluster, body: F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let result = body.await;
+    if result.is_err() {
+        cluster.print_logs();
+        if let Ok(log) = std::fs::read_to_string(cluster.dir().join("operator-workflows.log")) {
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("----- operator-workflows.log (last 40 lines) -----");
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+    result
+}
+
+/// A scenario: one WorkflowExecution running `bundle` in a namespace of its own; returns the ended
+/// execution after recording its run.
+async fn scenario(
+    env: &Env,
+    client: &Client,
+    name: &str,
+    bundle: &str,
+    timeout: Option<&str>,
+    note: &str,
+) -> anyhow::Result<WorkflowExecution> {
+    let ns = env
+        .cluster
+        .control_plane()
+        .create_namespace(&format!("e2e-{name}"))
+        .await?;
+    let bundle = if bundle.contains('/') {
+        bundle.to_string()
+    } else {
+        env.cluster.bundle(bundle)?
+    };
+    let done = run_to_end(
+        client,
+        &workflow_execution(&ns, name, bundle, name, timeout),
+    )
+    .await?;
+    if let Ok(run) = run_name(&done) {
+        // A run the operator never created (pre-execution failures) has nothing to record.
+        let runs: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &env.exec_ns,
+            &tekton_resource("PipelineRun"),
+        );
+        if runs.get_opt(&run).await?.is_some() {
+            let objects = run_objects(client, &env.exec_ns, &run).await?;
+            record(env.cluster, &objects, name, note)?;
+        }
+    }
+    Ok(done)
+}
+
+// ------------------------------------------------------------------------------------- success
+
+#[tokio::test]
+async fn a_successful_workflow_runs_its_tasks_as_the_runner_with_the_target_as_parameter()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(
+            env,
+            &client,
+            "succeed",
+            "succeed",
+            None,
+            "both tasks succeed",
+        )
+        .await?;
+        assert_eq!(
+            phase(&done),
+            Some(Phase::Completed),
+            "status: {:?}",
+            done.status
+        );
+        let run = run_name(&done)?;
+        let selector = run_selector(&run);
+        let taskruns: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &env.exec_ns, &tekton_resource("TaskRun"));
+        let taskruns = taskruns.list(&selector).await?.items;
+        assert_eq!(taskruns.len(), 2, "the workflow's two tasks ran");
+        for tr in &taskruns {
+            assert_eq!(condition(&tr.data).0, "True", "TaskRun {}", tr.name_any());
+            let params = tr.data["spec"]["params"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                params.iter().any(|p| p["name"] == "TARGET_RESOURCE"
+                    && p["value"].as_str() == Some(done.spec.target_resource.as_str())),
+                "TaskRun {} has the target as its parameter: {params:?}",
+                tr.name_any()
+            );
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &env.exec_ns);
+        let pods = pods.list(&selector).await?.items;
+        assert_eq!(pods.len(), 2, "one pod per task");
+        for pod in &pods {
+            let spec = pod
+                .spec
+                .as_ref()
+                .ok_or_else(|| anyhow!("a pod without spec"))?;
+            assert_eq!(spec.service_account_name.as_deref(), Some(RUNNER));
+        }
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------------------ failures
+
+#[tokio::test]
+async fn a_step_exiting_1_fails_the_execution_as_task_failed_naming_task_step_and_exit_code()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(
+            env,
+            &client,
+            "step-fails",
+            "step-fails",
+            None,
+            "the first step of the first task exits 1",
+        )
+        .await?;
+        let details = failure(&done)?;
+        assert_eq!(details.reason, FailureReason::TaskFailed, "{details:?}");
+        assert!(
+            details
+                .failed_task_name
+                .as_deref()
+                .is_some_and(|n| n.ends_with("-remediate")),
+            "{details:?}"
+        );
+        assert_eq!(details.failed_task_index, Some(0), "{details:?}");
+        assert_eq!(details.failed_step_name.as_deref(), Some("scale"));
+        assert_eq!(details.exit_code, Some(1), "{details:?}");
+        assert!(details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_oom_killed_step_fails_the_execution_as_oom_killed_with_exit_code_137()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(
+            env,
+            &client,
+            "oom",
+            "oom",
+            None,
+            "the first step of the first task is OOMKilled (137)",
+        )
+        .await?;
+        let details = failure(&done)?;
+        assert_eq!(details.reason, FailureReason::OomKilled, "{details:?}");
+        assert_eq!(details.exit_code, Some(137), "{details:?}");
+        assert!(details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Real Tekton (v1.12) fails the TaskRun `TaskRunImagePullFailed` and rewrites the steps that never
+/// started into `terminated: {exitCode: 1, reason: TaskRunImagePullFailed}` (no waiting state is
+/// left); the operator reads that as the failed step's exit code 1, although no step ran.
+#[tokio::test]
+async fn an_unpullable_first_image_fails_before_execution_with_the_exit_code_1_tekton_writes_into_unstarted_steps()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(
+            env,
+            &client,
+            "image-pull-first",
+            "image-pull-first",
+            None,
+            "the first task's steps wait in ImagePullBackOff",
+        )
+        .await?;
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::ImagePullBackOff,
+            "{details:?}"
+        );
+        assert!(!details.was_execution_failure, "{details:?}");
+        assert_eq!(details.failed_step_name.as_deref(), Some("scale"));
+        // Not a step's exit code: Tekton's rewrite of a step that never started (see above).
+        assert_eq!(details.exit_code, Some(1), "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// The first task ran (and succeeded) before the second task's image could not be pulled, yet the
+/// operator decides `wasExecutionFailure` from the reason alone (`ImagePullBackOff` counts as
+/// pre-execution), so it reports that nothing ran.
+#[tokio::test]
+async fn an_unpullable_second_image_is_reported_as_pre_execution_although_the_first_task_ran()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(
+            env,
+            &client,
+            "image-pull-second",
+            "image-pull-second",
+            None,
+            "the first task succeeds, the second task's steps wait in ImagePullBackOff",
+        )
+        .await?;
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::ImagePullBackOff,
+            "{details:?}"
+        );
+        assert!(
+            details
+                .failed_task_name
+                .as_deref()
+                .is_some_and(|n| n.ends_with("-verify")),
+            "{details:?}"
+        );
+        assert_eq!(details.failed_task_index, Some(1), "{details:?}");
+        assert!(!details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_run_exceeding_the_execution_timeout_fails_as_deadline_exceeded() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(
+            env,
+            &client,
+            "timeout",
+            "long-running",
+            Some("20s"),
+            "the first task runs for an hour; executionConfig.timeout 20s",
+        )
+        .await?;
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::DeadlineExceeded,
+            "{details:?}"
+        );
+        assert!(details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_missing_bundle_fails_before_execution_as_configuration_error() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let bundle = format!(
+            "{}/kubernaut/workflows/no-such-workflow:v1",
+            env.cluster.registry().address
+        );
+        let done = scenario(
+            env,
+            &client,
+            "missing-bundle",
+            &bundle,
+            None,
+            "the bundle does not exist in the registry",
+        )
+        .await?;
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::ConfigurationError,
+            "{details:?}"
+        );
+        assert!(!details.was_execution_failure, "{details:?}");
+        assert_eq!(details.exit_code, None, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+// -------------------------------------------------------------------------------- cancellation
+
+/// Every distinct `spec.status` the PipelineRun `run` showed, and the names of every TaskRun it
+/// had, collected by watches until `stop` fires.
+#[derive(Default, Debug)]
+struct Seen {
+    run_statuses: BTreeSet<String>,
+    taskruns: BTreeSet<String>,
+}
+
+async fn watch_run(
+    client: Client,
+    ns: String,
+    run: String,
+    seen: std::sync::Arc<Mutex<Seen>>,
+) -> anyhow::Result<()> {
+    let runs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &tekton_resource("PipelineRun"));
+    let taskruns: Api<DynamicObject> =
+        Api::namespaced_with(client, &ns, &tekton_resource("TaskRun"));
+    let run_params = WatchParams::default().fields(&format!("metadata.name={run}"));
+    let tr_params = WatchParams::default().labels(&format!("tekton.dev/pipelineRun={run}"));
+    let mut run_events = runs.watch(&run_params, "0").await?.boxed();
+    let mut tr_events = taskruns.watch(&tr_params, "0").await?.boxed();
+    loop {
+        tokio::select! {
+            event = run_events.try_next() => match event? {
+                Some(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
+                    if let Some(status) = o.data["spec"]["status"].as_str()
+                        && let Ok(mut seen) = seen.lock()
+                    {
+                        seen.run_statuses.insert(status.to_string());
+                    }
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            },
+            event = tr_events.try_next() => match event? {
+                Some(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.taskruns.insert(o.name_any());
+                    }
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// What main does today: deleting the execution patches the run's `spec.status` to `Cancelled`
+/// and deletes the run at once, so Tekton never creates the `finally` task's TaskRun.
+#[tokio::test]
+async fn deleting_a_running_execution_cancels_its_run_and_garbage_collects_taskruns_and_pods()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-delete")
+            .await?;
+        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+        let wfe = workflow_execution(
+            &ns,
+            "delete-running",
+            env.cluster.bundle("long-running")?,
+            "delete-running",
+            None,
+        );
+        wfes.create(&PostParams::default(), &wfe).await?;
+        let running = wait_phase(&wfes, "delete-running", &[Phase::Running]).await?;
+        let run = run_name(&running)?;
+
+        // The first task's pod runs (for an hour) before the execution is deleted.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &env.exec_ns);
+        eventually("the first task's pod is running", || async {
+            let list = pods.list(&run_selector(&run)).await?.items;
+            Ok(list
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .then_some(()))
+        })
+        .await?;
+        let seen = std::sync::Arc::new(Mutex::new(Seen::default()));
+        let watcher = tokio::spawn(watch_run(
+            client.clone(),
+            env.exec_ns.clone(),
+            run.clone(),
+            seen.clone(),
+        ));
+        // The watches start from "0": their first events list what exists.
+        eventually("the watches saw the run's TaskRun", || async {
+            Ok(seen
+                .lock()
+                .map_err(|_| anyhow!("poisoned"))?
+                .taskruns
+                .iter()
+                .any(|t| t.ends_with("-remediate"))
+                .then_some(()))
+        })
+        .await?;
+
+        wfes.delete("delete-running", &DeleteParams::default())
+            .await?;
+        eventually("the WorkflowExecution is gone", || async {
+            Ok(wfes
+                .get_opt("delete-running")
+                .await?
+                .is_none()
+                .then_some(()))
+        })
+        .await?;
+        let runs: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &env.exec_ns,
+            &tekton_resource("PipelineRun"),
+        );
+        let taskruns: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &env.exec_ns, &tekton_resource("TaskRun"));
+        eventually("the run, its TaskRuns and its pods are gone", || async {
+            let run_gone = runs.get_opt(&run).await?.is_none();
+            let trs = taskruns.list(&run_selector(&run)).await?.items.len();
+            let pod_count = pods.list(&run_selector(&run)).await?.items.len();
+            Ok((run_gone && trs == 0 && pod_count == 0).then_some(()))
+        })
+        .await?;
+        watcher.abort();
+
+        let seen = seen.lock().map_err(|_| anyhow!("poisoned"))?;
+        assert!(
+            seen.run_statuses.contains("Cancelled"),
+            "the operator cancelled the run before deleting it: {seen:?}"
+        );
+        assert!(
+            !seen.taskruns.iter().any(|t| t.ends_with("-undo")),
+            "the finally task never ran (the run was deleted right after `Cancelled`): {seen:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------------------ capacity
+
+#[tokio::test]
+async fn twenty_executions_on_distinct_targets_all_complete() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-twenty")
+            .await?;
+        let bundle = env.cluster.bundle("succeed")?;
+        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+        for i in 0..20 {
+            let name = format!("distinct-{i}");
+            wfes.create(
+                &PostParams::default(),
+                &workflow_execution(&ns, &name, bundle.clone(), &name, None),
+            )
+            .await?;
+        }
+        let ended: Vec<WorkflowExecution> = futures::stream::iter(0..20)
+            .then(|i| {
+                let wfes = wfes.clone();
+                async move {
+                    wait_phase(
+                        &wfes,
+                        &format!("distinct-{i}"),
+                        &[Phase::Completed, Phase::Failed, Phase::Skipped],
+                    )
+                    .await
+                }
+            })
+            .try_collect()
+            .await?;
+        for wfe in &ended {
+            assert_eq!(
+                phase(wfe),
+                Some(Phase::Completed),
+                "{}: {:?}",
+                wfe.name_any(),
+                wfe.status
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn five_executions_on_one_target_run_once_and_the_others_are_skipped_as_busy()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-five")
+            .await?;
+        // Long-running, so that the execution holding the target is still running when the
+        // others are decided.
+        let bundle = env.cluster.bundle("long-running")?;
+        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+        for i in 0..5 {
+            wfes.create(
+                &PostParams::default(),
+                &workflow_execution(&ns, &format!("same-{i}"), bundle.clone(), "shared", None),
+            )
+            .await?;
+        }
+        let mut decided = Vec::new();
+        for i in 0..5 {
+            decided.push(
+                wait_phase(
+                    &wfes,
+                    &format!("same-{i}"),
+                    &[
+                        Phase::Running,
+                        Phase::Completed,
+                        Phase::Failed,
+                        Phase::Skipped,
+                    ],
+                )
+                .await?,
+            );
+        }
+        let running: Vec<&WorkflowExecution> = decided
+            .iter()
+            .filter(|w| phase(w) == Some(Phase::Running))
+            .collect();
+        assert_eq!(running.len(), 1, "exactly one runs: {decided:?}");
+        let runner = running[0].name_any();
+        for wfe in decided.iter().filter(|w| w.name_any() != runner) {
+            let skip = wfe
+                .status
+                .as_ref()
+                .and_then(|s| s.skip_details.as_ref())
+                .ok_or_else(|| anyhow!("{} not skipped: {:?}", wfe.name_any(), wfe.status))?;
+            assert_eq!(skip.reason, SkipReason::ResourceBusy, "{skip:?}");
+            assert_eq!(
+                skip.conflicting_workflow.as_ref().map(|c| c.name.as_str()),
+                Some(runner.as_str()),
+                "{skip:?}"
+            );
+        }
+        // Only one PipelineRun exists for the target.
+        let runs: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &env.exec_ns,
+            &tekton_resource("PipelineRun"),
+        );
+        let run = run_name(running[0])?;
+        assert!(runs.get_opt(&run).await?.is_some());
+        // Ends the hour-long run.
+        wfes.delete(&runner, &DeleteParams::default()).await?;
+        Ok(())
+    })
+    .await
+}
+
+// ----------------------------------------------------------------------------- configuration
+
+/// Tekton reads the runner service account to build the pod, so a missing one fails the TaskRun
+/// `PodCreationFailed` (`serviceaccounts "…" not found. Maybe invalid TaskSpec`) even without the
+/// ServiceAccount admission plugin, which this cluster leaves off; the mapping has no rule for that
+/// reason and classifies the message (`*invalid*`).
+#[tokio::test]
+async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_error()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-missing-sa")
+            .await?;
+        let mut wfe = workflow_execution(
+            &ns,
+            "missing-sa",
+            env.cluster.bundle("succeed")?,
+            "missing-sa",
+            None,
+        );
+        wfe.spec.execution_config = Some(ExecutionConfig {
+            timeout: None,
+            service_account_name: Some(MISSING_RUNNER.to_string()),
+        });
+        let done = run_to_end(&client, &wfe).await?;
+        if let Ok(run) = run_name(&done) {
+            let runs: Api<DynamicObject> = Api::namespaced_with(
+                client.clone(),
+                &env.exec_ns,
+                &tekton_resource("PipelineRun"),
+            );
+            if runs.get_opt(&run).await?.is_some() {
+                let objects = run_objects(&client, &env.exec_ns, &run).await?;
+                record(
+                    env.cluster,
+                    &objects,
+                    "missing-sa",
+                    "the runner service account does not exist (no ServiceAccount admission)",
+                )?;
+            }
+        }
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::ConfigurationError,
+            "{details:?}"
+        );
+        assert!(!details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------------------- quota
+
+/// What real Tekton does when a ResourceQuota refuses every pod, and what the operator's status
+/// mapping makes of it (applied to the objects Tekton wrote). The run is rendered by the operator's
+/// template and created in a namespace of its own (a quota in the shared execution namespace would
+/// starve the other tests).
+#[tokio::test]
+async fn an_exhausted_quota_keeps_the_taskrun_unknown_and_the_mapping_reports_only_deadline_exceeded()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, quota_scenario(env)).await
+}
+
+async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    use workflowexecution_operator::{
+        config::OperatorConfig,
+        failure::{FailureContext, failure_details},
+        pipelinerun::render_pipeline_run,
+        templates::{load_status_mapping, load_templates},
+    };
+
+    let client = env.cluster.client().await?;
+    let ns = env
+        .cluster
+        .create_run_namespace("e2e-quota", RUNNER)
+        .await?;
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}},
+    }))?;
+    quotas.create(&PostParams::default(), &quota).await?;
+    // Admission enforces a quota once the resourcequota controller has written its status.
+    eventually("the quota's status is computed", || async {
+        let q = quotas.get("no-pods").await?;
+        Ok(q.status.and_then(|s| s.hard).is_some().then_some(()))
+    })
+    .await?;
+
+    let mut config = OperatorConfig::default();
+    config.execution.namespace = ns.clone();
+    config.execution.service_account_name = RUNNER.to_string();
+    config.templates.dir = repo().join("templates/workflowexecution");
+    let templates =
+        load_templates(&config.templates.dir).map_err(|e| anyhow!("loading the templates: {e}"))?;
+    let mapping = load_status_mapping(&config.templates.dir)
+        .map_err(|e| anyhow!("loading the status mapping: {e}"))?;
+    let wfe = workflow_execution(
+        &ns,
+        "quota",
+        env.cluster.bundle("succeed")?,
+        "quota",
+        Some("30s"),
+    );
+    let rendered =
+        render_pipeline_run(&wfe, &config, &templates).map_err(|e| anyhow!("rendering: {e}"))?;
+    let mut run: DynamicObject = serde_json::from_value(rendered)?;
+    let name = run
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| anyhow!("the rendered PipelineRun has no name"))?;
+    // The owner is the WorkflowExecution, which does not exist here; garbage collection would
+    // delete a run whose owner is missing.
+    run.metadata.owner_references = None;
+    let runs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &tekton_resource("PipelineRun"));
+    runs.create(&PostParams::default(), &run).await?;
+
+    // While the quota refuses the pod: the TaskRun stays Unknown/ExceededResourceQuota.
+    let running = eventually("the TaskRun waits on the quota", || async {
+        let objects = run_objects(&client, &ns, &name).await?;
+        let waiting = objects.iter().skip(1).any(|tr| {
+            condition(&tr.data) == ("Unknown".to_string(), "ExceededResourceQuota".to_string())
+        });
+        Ok(waiting.then_some(objects))
+    })
+    .await?;
+    record(
+        env.cluster,
+        &running,
+        "quota-running",
+        "a ResourceQuota allows 0 pods; the run while the TaskRun waits on the quota",
+    )?;
+    // The operator reads this run as plain Running: nothing in its mapping looks at the
+    // TaskRun's quota reason before the run ends.
+    assert_eq!(
+        mapping.phase(&running[0].data),
+        Some("Running"),
+        "{}",
+        running[0].data["status"]
+    );
+
+    let finished = eventually("the run ends", || async {
+        let objects = run_objects(&client, &ns, &name).await?;
+        let (status, _) = condition(&objects[0].data);
+        Ok((status == "False" || status == "True").then_some(objects))
+    })
+    .await?;
+    record(
+        env.cluster,
+        &finished,
+        "quota-final",
+        "a ResourceQuota allows 0 pods; executionConfig.timeout 30s; the run after its timeout",
+    )?;
+    assert_eq!(
+        condition(&finished[0].data),
+        ("False".to_string(), "PipelineRunTimeout".to_string()),
+        "{}",
+        finished[0].data["status"]
+    );
+    let task_runs = finished[1..]
+        .iter()
+        .map(|tr| (tr.name_any(), tr.data.clone()))
+        .collect();
+    let context = FailureContext::new(&wfe, &config.execution);
+    let details = failure_details(
+        &mapping,
+        &context,
+        &finished[0].data,
+        &task_runs,
+        jiff::Timestamp::now(),
+    );
+    // The quota text is gone from the final objects, so the cause cannot be told any more.
+    assert_eq!(
+        details.reason,
+        FailureReason::DeadlineExceeded,
+        "{details:?}"
+    );
+    assert!(
+        !details.message.to_lowercase().contains("quota"),
+        "{details:?}"
+    );
+    Ok(())
+}
