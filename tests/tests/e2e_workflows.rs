@@ -607,12 +607,14 @@ async fn a_missing_bundle_fails_before_execution_as_configuration_error() -> any
 
 // -------------------------------------------------------------------------------- cancellation
 
-/// Every distinct `spec.status` the PipelineRun `run` showed, and the names of every TaskRun it
-/// had, collected by watches until `stop` fires.
+/// Every distinct `spec.status` the PipelineRun `run` showed, the names of every TaskRun it had,
+/// and the last state of each object, collected by watches until aborted.
 #[derive(Default, Debug)]
 struct Seen {
     run_statuses: BTreeSet<String>,
     taskruns: BTreeSet<String>,
+    last_run: Option<DynamicObject>,
+    last_taskruns: std::collections::BTreeMap<String, DynamicObject>,
 }
 
 async fn watch_run(
@@ -633,10 +635,11 @@ async fn watch_run(
         tokio::select! {
             event = run_events.try_next() => match event? {
                 Some(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
-                    if let Some(status) = o.data["spec"]["status"].as_str()
-                        && let Ok(mut seen) = seen.lock()
-                    {
-                        seen.run_statuses.insert(status.to_string());
+                    if let Ok(mut seen) = seen.lock() {
+                        if let Some(status) = o.data["spec"]["status"].as_str() {
+                            seen.run_statuses.insert(status.to_string());
+                        }
+                        seen.last_run = Some(o);
                     }
                 }
                 Some(_) => {}
@@ -646,6 +649,7 @@ async fn watch_run(
                 Some(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
                     if let Ok(mut seen) = seen.lock() {
                         seen.taskruns.insert(o.name_any());
+                        seen.last_taskruns.insert(o.name_any(), o);
                     }
                 }
                 Some(_) => {}
@@ -736,6 +740,19 @@ async fn deleting_a_running_execution_cancels_its_run_and_garbage_collects_taskr
         watcher.abort();
 
         let seen = seen.lock().map_err(|_| anyhow!("poisoned"))?;
+        let objects: Vec<DynamicObject> = seen
+            .last_run
+            .iter()
+            .chain(seen.last_taskruns.values())
+            .cloned()
+            .collect();
+        record(
+            env.cluster,
+            &objects,
+            "delete-running",
+            "the execution is deleted while its first task runs (an hour); the last state the \
+             watches saw of the run and its TaskRuns before they were deleted",
+        )?;
         assert!(
             seen.run_statuses.contains("Cancelled"),
             "the operator cancelled the run before deleting it: {seen:?}"
