@@ -1304,13 +1304,6 @@ fn attempts_allowed(schedule: &kubernaut_framework::backoff::Backoff, elapsed: D
     }
 }
 
-fn is_write(request: &ApiRequest) -> bool {
-    matches!(
-        request.verb.as_str(),
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    )
-}
-
 /// Two failing objects: `steady` fails with the same error every time (one condition write and
 /// one Event in all), `restless` with a new error every time (a condition write and an Event per
 /// attempt, each coming back as a watch event). Both are retried on the schedule alone.
@@ -1363,7 +1356,11 @@ async fn a_failing_object_is_retried_on_its_schedule_and_its_own_failure_reports
     // … and the objects keep failing for a while.
     tokio::time::sleep_until((started + Duration::from_secs(20)).into()).await;
     let allowed = attempts_allowed(&schedule, started.elapsed());
-    let writes: Vec<ApiRequest> = log.requests().into_iter().filter(|r| is_write(r)).collect();
+    let writes: Vec<ApiRequest> = log
+        .requests()
+        .into_iter()
+        .filter(ApiRequest::is_write)
+        .collect();
     let described: Vec<String> = writes.iter().map(ApiRequest::describe).collect();
     let status_writes = |name: &str| {
         writes

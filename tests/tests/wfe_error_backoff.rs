@@ -31,13 +31,6 @@ const OUTAGE: Duration = Duration::from_secs(60);
 /// default schedule), one condition and one Event.
 const MAX_WRITES_IN_THE_OUTAGE: usize = 10;
 
-fn is_write(request: &ApiRequest) -> bool {
-    matches!(
-        request.verb.as_str(),
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    )
-}
-
 fn backoff_condition(wfe: &WorkflowExecution) -> Option<(String, String)> {
     wfe.status
         .as_ref()?
@@ -94,7 +87,7 @@ async fn a_wfe_whose_run_cannot_be_created_backs_off_and_runs_once_the_cause_is_
     let during: Vec<ApiRequest> = log.requests()[before..].to_vec();
     let writes: Vec<String> = during
         .iter()
-        .filter(|r| is_write(r))
+        .filter(|r| r.is_write())
         .map(ApiRequest::describe)
         .collect();
     let creates = during

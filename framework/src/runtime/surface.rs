@@ -85,6 +85,23 @@ where
     }
 }
 
+/// `conditions` with `condition` set, or `None` when they already say what it says. A condition
+/// whose status does not change keeps its transition time.
+fn with_condition(mut conditions: Vec<Condition>, condition: Condition) -> Option<Vec<Condition>> {
+    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(existing) if says_the_same(existing, &condition) => return None,
+        Some(existing) if existing.status == condition.status => {
+            *existing = Condition {
+                last_transition_time: existing.last_transition_time.clone(),
+                ..condition
+            };
+        }
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
+    Some(conditions)
+}
+
 /// Whether two conditions of one type say the same: the transition time is when it became so,
 /// not part of what it says.
 fn says_the_same(a: &Condition, b: &Condition) -> bool {
@@ -112,18 +129,9 @@ where
     else {
         return;
     };
-    let mut conditions = conditions_of(object);
-    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-        Some(existing) if says_the_same(existing, &condition) => return,
-        Some(existing) if existing.status == condition.status => {
-            *existing = Condition {
-                last_transition_time: existing.last_transition_time.clone(),
-                ..condition
-            };
-        }
-        Some(existing) => *existing = condition,
-        None => conditions.push(condition),
-    }
+    let Some(conditions) = with_condition(conditions_of(object), condition) else {
+        return;
+    };
     let resource = ApiResource::erase::<K>(&());
     let api: Api<DynamicObject> =
         Api::namespaced_with(context.client.clone(), &namespace, &resource);
@@ -140,5 +148,80 @@ where
         .await
     {
         tracing::debug!(%error, object = %object.name_any(), "could not write the ReconcileBackoff condition");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn condition(type_: &str, status: &str, message: &str, at: i64) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: message.into(),
+            last_transition_time: Time(jiff::Timestamp::from_second(at).unwrap()),
+            observed_generation: Some(1),
+        }
+    }
+
+    /// Each case: the conditions on the object, the one to set, and what is written (`None`:
+    /// nothing).
+    #[test]
+    fn a_condition_is_written_only_when_what_it_says_changes() {
+        let other = condition("Ready", "True", "fine", 1);
+        type Case = (
+            &'static str,
+            Vec<Condition>,
+            Condition,
+            Option<Vec<Condition>>,
+        );
+        let cases: [Case; 5] = [
+            (
+                "absent: added beside the others",
+                vec![other.clone()],
+                condition("ReconcileBackoff", "True", "boom", 10),
+                Some(vec![
+                    other.clone(),
+                    condition("ReconcileBackoff", "True", "boom", 10),
+                ]),
+            ),
+            (
+                "same message, another transition time: nothing to write",
+                vec![condition("ReconcileBackoff", "True", "boom", 10)],
+                condition("ReconcileBackoff", "True", "boom", 20),
+                None,
+            ),
+            (
+                "a different error: rewritten, still True since the first",
+                vec![condition("ReconcileBackoff", "True", "boom", 10)],
+                condition("ReconcileBackoff", "True", "bang", 20),
+                Some(vec![condition("ReconcileBackoff", "True", "bang", 10)]),
+            ),
+            (
+                "resolved: a new transition time",
+                vec![condition("ReconcileBackoff", "True", "boom", 10)],
+                condition("ReconcileBackoff", "False", "ok", 30),
+                Some(vec![condition("ReconcileBackoff", "False", "ok", 30)]),
+            ),
+            (
+                "another generation is news",
+                vec![condition("ReconcileBackoff", "True", "boom", 10)],
+                Condition {
+                    observed_generation: Some(2),
+                    ..condition("ReconcileBackoff", "True", "boom", 20)
+                },
+                Some(vec![Condition {
+                    observed_generation: Some(2),
+                    ..condition("ReconcileBackoff", "True", "boom", 10)
+                }]),
+            ),
+        ];
+        for (name, existing, new, want) in cases {
+            assert_eq!(with_condition(existing, new), want, "{name}");
+        }
     }
 }
