@@ -411,11 +411,9 @@ impl StatusMapping {
     /// Whether work started in `grandchild`: some `ran` path selects a node in it. Always false
     /// without a `grandchildren` section.
     pub fn grandchild_ran(&self, grandchild: &Value) -> bool {
-        self.grandchildren.as_ref().is_some_and(|g| {
-            g.ran
-                .iter()
-                .any(|path| !path.select(grandchild).is_empty())
-        })
+        self.grandchildren
+            .as_ref()
+            .is_some_and(|g| g.ran.iter().any(|path| !path.select(grandchild).is_empty()))
     }
 
     /// Every declared grandchild fact of `grandchild`: the scalars its path selects, in order
@@ -472,7 +470,8 @@ impl Grandchildren {
             .iter()
             .enumerate()
             .map(|(i, path)| {
-                CompiledPath::compile(path).map_err(|m| (format!("grandchildren.ran[{}]", i + 1), m))
+                CompiledPath::compile(path)
+                    .map_err(|m| (format!("grandchildren.ran[{}]", i + 1), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut facts = BTreeMap::new();
@@ -894,6 +893,19 @@ classify:
         }
     }
 
+    /// `yaml` is refused with a message containing every one of `fragments`.
+    fn assert_refused(yaml: &str, fragments: &[&str]) {
+        let text = StatusMapping::from_yaml(yaml, &rules())
+            .unwrap_err()
+            .to_string();
+        for fragment in fragments {
+            assert!(
+                text.contains(fragment),
+                "{yaml}: {text:?} lacks {fragment:?}"
+            );
+        }
+    }
+
     #[test]
     fn load_time_errors_name_the_rule() {
         let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
@@ -954,14 +966,7 @@ classify:
             ),
         ];
         for (body, fragments) in cases {
-            let err = StatusMapping::from_yaml(&format!("{child}{body}\n"), &rules()).unwrap_err();
-            let text = err.to_string();
-            for fragment in fragments {
-                assert!(
-                    text.contains(fragment),
-                    "{body}: {text:?} lacks {fragment:?}"
-                );
-            }
+            assert_refused(&format!("{child}{body}\n"), fragments);
         }
     }
 
@@ -1052,10 +1057,22 @@ grandchildren:
         let cases = [
             (json!([]), "True", true),
             (json!([]), "False", false),
-            (json!([{"name": "a", "running": {"startedAt": "2025-06-01T11:50:09Z"}}]), "Unknown", true),
-            (json!([{"name": "a", "waiting": {"reason": "ImagePullBackOff"}}]), "Unknown", false),
+            (
+                json!([{"name": "a", "running": {"startedAt": "2025-06-01T11:50:09Z"}}]),
+                "Unknown",
+                true,
+            ),
+            (
+                json!([{"name": "a", "waiting": {"reason": "ImagePullBackOff"}}]),
+                "Unknown",
+                false,
+            ),
             (json!([rewritten_waiting.clone()]), "False", false),
-            (json!([rewritten_waiting.clone(), rewritten_running]), "False", true),
+            (
+                json!([rewritten_waiting.clone(), rewritten_running]),
+                "False",
+                true,
+            ),
             (json!([error.clone()]), "False", true),
             (json!([{"name": "a"}]), "False", false),
         ];
@@ -1086,7 +1103,10 @@ grandchildren:
     fn grandchildren_errors_name_the_entry() {
         let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
         let cases: [(&str, &[&str]); 6] = [
-            ("grandchildren: {}", &["grandchildren.ran", "lists no paths"]),
+            (
+                "grandchildren: {}",
+                &["grandchildren.ran", "lists no paths"],
+            ),
             (
                 "grandchildren: {ran: ['$.a', '$.b[']}",
                 &["grandchildren.ran[2]", "invalid JSONPath"],
@@ -1109,24 +1129,14 @@ grandchildren:
             ),
         ];
         for (body, fragments) in cases {
-            let err = StatusMapping::from_yaml(&format!("{child}{body}\n"), &rules()).unwrap_err();
-            let text = err.to_string();
-            for fragment in fragments {
-                assert!(
-                    text.contains(fragment),
-                    "{body}: {text:?} lacks {fragment:?}"
-                );
-            }
+            assert_refused(&format!("{child}{body}\n"), fragments);
         }
         let required = MappingRules {
             require_grandchildren: true,
             ..rules()
         };
         let err = StatusMapping::from_yaml(TEKTON, &required).unwrap_err();
-        assert!(
-            err.to_string().contains("grandchildren: missing"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("grandchildren: missing"), "{err}");
         assert!(StatusMapping::from_yaml(&format!("{TEKTON}{GRANDCHILDREN}"), &required).is_ok());
     }
 

@@ -799,11 +799,8 @@ impl Handler<'_> {
         // The run's TaskRuns outlive it briefly (until garbage collection): a step that ran
         // since the last status change may still be visible in them.
         let step_ran = seen_started || {
-            let api = Api::namespaced_with(
-                self.ctx.client.clone(),
-                &namespace,
-                &self.state().taskrun,
-            );
+            let api =
+                Api::namespaced_with(self.ctx.client.clone(), &namespace, &self.state().taskrun);
             let task_runs = crate::task_runs::of_deleted_run(&api, &self.state().mapping, run_name)
                 .await
                 .map_err(kube_err(format!(

@@ -555,7 +555,10 @@ mod tests {
         );
         assert!(task.facts["stepWaitingReason"].is_empty());
 
-        assert_eq!(first_failed_task(&mapping, &pull.run, &BTreeMap::new()), None);
+        assert_eq!(
+            first_failed_task(&mapping, &pull.run, &BTreeMap::new()),
+            None
+        );
     }
 
     #[test]
@@ -634,7 +637,12 @@ mod tests {
     fn the_summary_never_calls_a_target_unchanged_after_a_step_ran() {
         let mapping = mapping();
         let fixtures = fixtures();
-        for name in ["image-pull", "second-task-image-pull", "task-failed", "quota"] {
+        for name in [
+            "image-pull",
+            "second-task-image-pull",
+            "task-failed",
+            "quota",
+        ] {
             let f = fixtures.iter().find(|f| f.name == name).unwrap();
             let d = failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
             let summary = &d.natural_language_summary;
@@ -687,7 +695,12 @@ mod tests {
                 true,
             ),
             ("step exited 1", "False", by_runtime("Error", 1), true),
-            ("step OOMKilled", "False", by_runtime("OOMKilled", 137), true),
+            (
+                "step OOMKilled",
+                "False",
+                by_runtime("OOMKilled", 137),
+                true,
+            ),
             ("step completed", "False", by_runtime("Completed", 0), true),
             (
                 "waiting for its image",
@@ -725,7 +738,12 @@ mod tests {
                 rewritten("TaskRunTimeout", "2025-06-01T11:50:09Z"),
                 true,
             ),
-            ("pod never created", "False", serde_json::json!([{"name": "s"}]), false),
+            (
+                "pod never created",
+                "False",
+                serde_json::json!([{"name": "s"}]),
+                false,
+            ),
             ("no steps yet", "Unknown", serde_json::json!([]), false),
         ];
         for (what, succeeded, steps, ran) in cases {

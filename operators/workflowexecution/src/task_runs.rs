@@ -10,6 +10,8 @@
 //!    step ran. [`of_deleted_run`] is one label-selected LIST.
 //! 2. A TaskRun that no longer exists is skipped, never an error: TaskRuns are garbage-collected
 //!    after their run.
+//! 3. TaskRuns are handed on as whole documents (`metadata` included), as the mapping's paths
+//!    expect.
 //!
 //! Caveats:
 //! 1. A TaskRun read a moment after its run changed may already say more than the run did; the
@@ -37,7 +39,7 @@ pub async fn read(
     let mut task_runs = BTreeMap::new();
     for name in names {
         if let Some(tr) = api.get_opt(&name).await? {
-            task_runs.insert(name, tr.data);
+            task_runs.insert(name, whole(&tr));
         }
     }
     Ok(task_runs)
@@ -54,7 +56,7 @@ pub async fn any_step_ran(
 ) -> kube::Result<bool> {
     for name in names {
         if let Some(tr) = api.get_opt(&name).await?
-            && mapping.grandchild_ran(&tr.data)
+            && mapping.grandchild_ran(&whole(&tr))
         {
             return Ok(true);
         }
@@ -110,6 +112,13 @@ pub async fn of_deleted_run(
     Ok(list
         .items
         .into_iter()
-        .map(|tr| (tr.name_any(), tr.data))
+        .map(|tr| (tr.name_any(), whole(&tr)))
         .collect())
+}
+
+/// The TaskRun as one JSON document, `metadata` included: the mapping's paths may compare with
+/// it (Tekton marks the steps it stopped before they started with the TaskRun's
+/// `creationTimestamp`), and `DynamicObject::data` holds everything but `metadata`.
+fn whole(tr: &DynamicObject) -> Value {
+    serde_json::to_value(tr).unwrap_or_else(|_| tr.data.clone())
 }
