@@ -89,6 +89,7 @@ async fn reconcile(mirror: Arc<Mirror>, ctx: Arc<Context<Mirror, State>>) -> Res
     let owner = Owner {
         labels: labels.clone(),
         uid: mirror.uid(),
+        ..Owner::default()
     };
     let mirror = match finalizer::event(&mirrors, mirror, FINALIZER).await? {
         Event::Added(mirror) | Event::Apply(mirror) => mirror,
@@ -175,6 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             namespace: None, // each Mirror names its own target namespace
             selector: PARENT_NAME.into(),
             parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+            parent_name_annotation: None,
         })
         .templates(templates.clone(), None)
         .run(reconcile, State { templates, mapping })

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod condition;
 pub mod config;
 pub mod finalizer;
+pub mod glob;
 pub mod lock;
 pub mod own_writes;
 pub mod phase;

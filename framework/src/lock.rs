@@ -4,36 +4,42 @@
 //! same target resource) each try to create a child whose name is derived from the key
 //! ([`lock_name`]). The API server admits exactly one `create` for a name, so the name is the lock
 //! and the child is the lock holder's work item at the same time. Ownership is recorded in the
-//! child's labels ([`Owner`]), because children may live in another namespace than their parent
-//! and so cannot carry `ownerReferences`.
+//! child's labels and annotations ([`Owner`]), because children may live in another namespace than
+//! their parent and so cannot carry `ownerReferences`.
 //!
 //! # Flow
 //!
 //! 1. The caller renders the child, names it with [`lock_name`] and calls [`acquire`].
-//! 2. [`acquire`] stamps the owner's labels on the child and creates it.
+//! 2. [`acquire`] stamps the owner's labels and annotations on the child and creates it.
 //!    - created → [`Acquisition::Acquired`];
-//!    - the name exists and its labels name this owner → [`Acquisition::Adopted`] (for example
-//!      after a restart between the create and the parent's status write);
-//!    - the name exists and belongs to someone else → [`Acquisition::HeldBy`], carrying the
-//!      holder's name, labels and annotations so the caller can describe the conflict.
+//!    - the name exists and it names this owner *instance* → [`Acquisition::Adopted`] (for
+//!      example after a restart between the create and the parent's status write);
+//!    - the name exists and belongs to someone else — another parent, an earlier parent of the
+//!      same name, or nobody any more → [`Acquisition::HeldBy`], carrying the existing child so
+//!      the caller can describe the conflict or judge the lock stale.
 //! 3. When the work is done (and any hold time has passed) the caller calls [`release`], which
-//!    deletes the child only if its labels name this owner, with a `uid` precondition.
+//!    deletes the child only if it names this owner, with a `uid` precondition.
+//! 4. A caller that has established that a held lock is stale (its owner is gone or done with it)
+//!    calls [`break_stale`], which deletes exactly the child it judged, never a replacement.
 //!
 //! # Guarantees
 //!
 //! 1. At most one child exists per name, so at most one owner holds a key at any time; of any
 //!    number of concurrent [`acquire`] calls for one name, exactly one returns `Acquired`.
-//! 2. [`release`] never deletes an object whose labels do not name the owner: it reads the object,
+//! 2. [`release`] never deletes an object that does not name the owner: it reads the object,
 //!    checks [`Owner::owns`], and deletes with `Preconditions { uid }` of the object it checked, so
 //!    an object that was replaced between the read and the delete (same name, new uid) is not
 //!    deleted; the release then re-checks the replacement.
 //! 3. Neither function retries forever: a name that keeps changing under us ends in
 //!    [`LockError::Contended`] after a few attempts.
+//! 4. With [`Owner::uid_label`] set, ownership is by parent *instance*: a parent deleted and
+//!    re-created under the same name and namespace has another uid and does not adopt (or
+//!    release) its predecessor's child.
 //!
 //! # Assumptions
 //!
-//! 1. The ownership labels identify the parent uniquely (for example name *and* namespace of the
-//!    parent) and nobody else writes them onto children.
+//! 1. The ownership labels identify the parent uniquely (its uid, or name *and* namespace) and
+//!    nobody else writes them onto children.
 //! 2. The caller has already set the child's `metadata.name` (normally with [`lock_name`]) and
 //!    namespace; `generateName` would defeat the lock.
 //!
@@ -41,9 +47,8 @@
 //!
 //! 1. An `Adopted` child may already carry a `deletionTimestamp` (it is being released); the
 //!    caller decides what that means for it.
-//! 2. Ownership is decided by labels only. A parent deleted and re-created with the same name and
-//!    namespace adopts its predecessor's child; [`Owner::uid`] is carried for diagnostics, not
-//!    compared.
+//! 2. Without [`Owner::uid_label`] ownership is decided by the name labels only, and a parent
+//!    deleted and re-created with the same name and namespace adopts its predecessor's child.
 //! 3. `release` deletes with `propagationPolicy: Background`; dependents of the child (for example
 //!    a `PipelineRun`'s `TaskRuns`) are removed by the garbage collector afterwards.
 
@@ -71,27 +76,52 @@ pub fn lock_name(prefix: &str, key: &str) -> String {
     format!("{prefix}{}", &digest[..16])
 }
 
-/// The parent a lock child belongs to, as recorded in the child's labels.
+/// The parent a lock child belongs to, as recorded in the child's labels and annotations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owner {
     /// The labels that name the parent, for example `kubernaut.ai/workflow-execution=<name>` and
     /// `kubernaut.ai/source-namespace=<namespace>`. [`acquire`] writes them onto the child.
     pub labels: BTreeMap<String, String>,
-    /// The parent's uid, when known; used in log messages only (see the module caveats).
+    /// Annotations [`acquire`] writes onto the child besides the labels: what does not fit a
+    /// label value (a parent name longer than 63 characters, say). Not compared by [`Owner::owns`].
+    pub annotations: BTreeMap<String, String>,
+    /// The parent's uid, when known.
     pub uid: Option<String>,
+    /// The label key under which [`acquire`] records [`Owner::uid`]. When set, [`Owner::owns`]
+    /// also requires that label to equal the uid: ownership by instance, not by name.
+    pub uid_label: Option<String>,
 }
 
 impl Owner {
     /// Whether a child with `child_labels` belongs to this owner: every ownership label is present
-    /// with an equal value. An owner without labels owns nothing (so a misconfigured owner can
-    /// never release somebody else's child).
+    /// with an equal value and, with [`Owner::uid_label`] set, the child records this owner's uid.
+    /// An owner without labels (or without a uid while it needs one) owns nothing, so a
+    /// misconfigured owner can never release somebody else's child.
     #[must_use]
     pub fn owns(&self, child_labels: &BTreeMap<String, String>) -> bool {
-        !self.labels.is_empty()
+        let instance = match &self.uid_label {
+            None => true,
+            Some(key) => self
+                .uid
+                .as_ref()
+                .is_some_and(|uid| child_labels.get(key) == Some(uid)),
+        };
+        instance
+            && !self.labels.is_empty()
             && self
                 .labels
                 .iter()
                 .all(|(key, value)| child_labels.get(key) == Some(value))
+    }
+
+    /// Every label [`acquire`] writes onto the child: the ownership labels and the uid label.
+    #[must_use]
+    pub fn child_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        if let (Some(key), Some(uid)) = (&self.uid_label, &self.uid) {
+            labels.insert(key.clone(), uid.clone());
+        }
+        labels
     }
 }
 
@@ -103,15 +133,10 @@ pub enum Acquisition {
     /// The child already existed and its labels name this owner: the lock was already ours.
     /// Carries the existing object.
     Adopted(DynamicObject),
-    /// The child exists and belongs to another parent.
-    HeldBy {
-        /// The child's name (the lock name).
-        name: String,
-        /// The existing child's labels (they name the holder).
-        labels: BTreeMap<String, String>,
-        /// The existing child's annotations.
-        annotations: BTreeMap<String, String>,
-    },
+    /// The child exists and does not name this owner: another parent holds the lock, or held it
+    /// (the caller may judge it stale and [`break_stale`] it). Carries the existing object; its
+    /// labels and annotations name the holder, its `deletionTimestamp` says whether it is going.
+    HeldBy(DynamicObject),
 }
 
 /// The outcome of [`release`].
@@ -191,9 +216,10 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 
 /// Acquire the lock `child.metadata.name` for `owner` by creating `child`.
 ///
-/// The owner's labels are written onto the child first (overwriting equal keys), so the created
-/// child always names its owner. On `409 AlreadyExists` the existing object is read: labels naming
-/// `owner` → [`Acquisition::Adopted`], otherwise [`Acquisition::HeldBy`]. If the existing object
+/// The owner's labels and annotations are written onto the child first (overwriting equal keys),
+/// so the created child always names its owner. On `409 AlreadyExists` the existing object is
+/// read: naming `owner` → [`Acquisition::Adopted`], otherwise [`Acquisition::HeldBy`]. If the
+/// existing object
 /// vanishes between the failed create and the read, the create is retried.
 ///
 /// # Errors
@@ -211,9 +237,13 @@ pub async fn acquire(
         });
     };
     let object = object_path(api, &name);
-    child
-        .labels_mut()
-        .extend(owner.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    child.labels_mut().extend(owner.child_labels());
+    child.annotations_mut().extend(
+        owner
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
 
     for _ in 0..MAX_ATTEMPTS {
         match api.create(&PostParams::default(), &child).await {
@@ -237,11 +267,7 @@ pub async fn acquire(
             return Ok(Acquisition::Adopted(existing));
         }
         tracing::debug!(%object, holder = ?existing.labels(), "lock held by another owner");
-        return Ok(Acquisition::HeldBy {
-            name,
-            labels: existing.labels().clone(),
-            annotations: existing.annotations().clone(),
-        });
+        return Ok(Acquisition::HeldBy(existing));
     }
     Err(LockError::Contended {
         object,
@@ -249,8 +275,7 @@ pub async fn acquire(
     })
 }
 
-/// Release the lock `name` held by `owner`: delete the child if, and only if, its labels name
-/// `owner`.
+/// Release the lock `name` held by `owner`: delete the child if, and only if, it names `owner`.
 ///
 /// The child is read, checked with [`Owner::owns`], and deleted with a `uid` precondition equal to
 /// the uid just read. A `409` (the object was replaced by one with another uid) starts over with a
@@ -279,32 +304,83 @@ pub async fn release(
             tracing::debug!(%object, holder = ?existing.labels(), "lock not ours; not releasing");
             return Ok(Release::NotOwned);
         }
-        let Some(uid) = existing.metadata.uid.clone() else {
-            return Err(LockError::MissingUid { object });
-        };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        match api.delete(name, &params).await {
-            Ok(_) => {
+        match delete_exactly(api, &existing, &object).await? {
+            Release::Released => {
                 tracing::debug!(%object, owner_uid = ?owner.uid, "lock released");
                 return Ok(Release::Released);
             }
-            Err(error) if is_status(&error, 404) => return Ok(Release::Gone),
+            Release::Gone => return Ok(Release::Gone),
             // uid precondition failed: the name now belongs to a new object; check it again.
-            Err(error) if is_status(&error, 409) => {}
-            Err(source) => return Err(LockError::Delete { object, source }),
+            Release::NotOwned => {}
         }
     }
     Err(LockError::Contended {
         object,
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// Break a stale lock: delete exactly `stale` (a child [`acquire`] returned as
+/// [`Acquisition::HeldBy`]), with a `uid` precondition, so that a replacement created meanwhile
+/// under the same name is never deleted.
+///
+/// Whether the lock is stale — its owner is gone, or is done with it — is the caller's judgement;
+/// this function only guarantees that the object judged is the one deleted. Returns
+/// [`Release::Released`] when it was deleted (or was already being deleted), [`Release::Gone`]
+/// when no object of that name exists, and [`Release::NotOwned`] when the name now belongs to
+/// another object (the caller acquires again and judges that one).
+///
+/// # Errors
+///
+/// [`LockError::Unnamed`] / [`LockError::MissingUid`] when `stale` lacks a name or uid,
+/// [`LockError::Delete`] when the API call fails.
+pub async fn break_stale(
+    api: &Api<DynamicObject>,
+    stale: &DynamicObject,
+) -> Result<Release, LockError> {
+    let Some(name) = stale.metadata.name.as_deref() else {
+        return Err(LockError::Unnamed {
+            resource: api.resource_url().to_owned(),
+        });
+    };
+    let object = object_path(api, name);
+    let outcome = delete_exactly(api, stale, &object).await?;
+    if outcome == Release::Released {
+        tracing::debug!(%object, holder = ?stale.labels(), "stale lock broken");
+    }
+    Ok(outcome)
+}
+
+/// Deletes `child` (by name, in the background) only if the name still holds that very object:
+/// a `uid` precondition. `Gone` on 404, `NotOwned` when the name now holds another object.
+async fn delete_exactly(
+    api: &Api<DynamicObject>,
+    child: &DynamicObject,
+    object: &str,
+) -> Result<Release, LockError> {
+    let (Some(name), Some(uid)) = (child.metadata.name.as_deref(), child.metadata.uid.clone())
+    else {
+        return Err(LockError::MissingUid {
+            object: object.to_owned(),
+        });
+    };
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(Release::Released),
+        Err(error) if is_status(&error, 404) => Ok(Release::Gone),
+        Err(error) if is_status(&error, 409) => Ok(Release::NotOwned),
+        Err(source) => Err(LockError::Delete {
+            object: object.to_owned(),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -357,7 +433,43 @@ mod tests {
                 ("kubernaut.ai/source-namespace", "team-a"),
             ]),
             uid: Some(format!("uid-of-{name}")),
+            ..Owner::default()
         }
+    }
+
+    /// `owner(name)` that owns by instance: its uid under `kubernaut.ai/workflow-execution-uid`.
+    fn instance_owner(name: &str, uid: &str) -> Owner {
+        Owner {
+            uid: Some(uid.to_owned()),
+            uid_label: Some("kubernaut.ai/workflow-execution-uid".to_owned()),
+            ..owner(name)
+        }
+    }
+
+    #[test]
+    fn an_instance_owner_owns_only_children_recording_its_uid() {
+        let ours = instance_owner("wfe-1", "u-new");
+        let names = [
+            ("kubernaut.ai/workflow-execution", "wfe-1"),
+            ("kubernaut.ai/source-namespace", "team-a"),
+        ];
+        let with_uid = |uid: &str| {
+            let mut l = labels(&names);
+            l.insert("kubernaut.ai/workflow-execution-uid".into(), uid.into());
+            l
+        };
+        assert!(ours.owns(&with_uid("u-new")));
+        assert!(
+            !ours.owns(&with_uid("u-old")),
+            "a predecessor of the same name does not own"
+        );
+        assert!(!ours.owns(&labels(&names)), "a child without a uid label");
+        let no_uid = Owner {
+            uid: None,
+            ..ours.clone()
+        };
+        assert!(!no_uid.owns(&with_uid("u-new")), "an owner without a uid");
+        assert_eq!(ours.child_labels(), with_uid("u-new"));
     }
 
     #[test]
@@ -564,16 +676,12 @@ mod tests {
                     assert!(adopted, "case {case}: adopted unexpectedly");
                     assert_eq!(existing.metadata.uid.as_deref(), Some("u9"));
                 }
-                Acquisition::HeldBy {
-                    name,
-                    labels,
-                    annotations,
-                } => {
+                Acquisition::HeldBy(existing) => {
                     assert!(!adopted, "case {case}: held unexpectedly");
-                    assert_eq!(name, NAME);
-                    assert_eq!(labels, existing_labels);
+                    assert_eq!(existing.name_any(), NAME);
+                    assert_eq!(existing.labels(), &existing_labels);
                     assert_eq!(
-                        annotations["kubernaut.ai/target-resource"],
+                        existing.annotations()["kubernaut.ai/target-resource"],
                         "default/deployment/nginx"
                     );
                 }
@@ -720,6 +828,42 @@ mod tests {
         let bodies = server.await.unwrap();
         assert_eq!(outcome, Release::NotOwned);
         assert_eq!(bodies[1]["preconditions"]["uid"], "old");
+    }
+
+    #[tokio::test]
+    async fn break_stale_deletes_exactly_the_judged_child() {
+        let cases = [
+            ("deleted", StatusCode::OK, Release::Released),
+            ("already gone", StatusCode::NOT_FOUND, Release::Gone),
+            (
+                "replaced meanwhile",
+                StatusCode::CONFLICT,
+                Release::NotOwned,
+            ),
+        ];
+        for (case, code, expected) in cases {
+            let (api, handle) = mock_api();
+            let stale: DynamicObject =
+                serde_json::from_value(child_json(&owner("wfe-old").labels, "u-stale")).unwrap();
+            let response = if code == StatusCode::OK {
+                respond(code, &child_json(&owner("wfe-old").labels, "u-stale"))
+            } else {
+                respond(code, &status(code.as_u16(), case))
+            };
+            let server = serve(
+                handle,
+                vec![Exchange {
+                    method: Method::DELETE,
+                    path: item_path(),
+                    response,
+                }],
+            );
+            let outcome = break_stale(&api, &stale).await.unwrap();
+            drop(api);
+            let bodies = server.await.unwrap();
+            assert_eq!(outcome, expected, "case {case}");
+            assert_eq!(bodies[0]["preconditions"]["uid"], "u-stale", "case {case}");
+        }
     }
 
     #[tokio::test]

@@ -72,6 +72,7 @@ use jsonpath_rust::parser::model::JpQuery;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::glob::{Case, Glob, GlobError};
 use crate::template::ChildKind;
 
 /// The values a mapping may produce, supplied by the operator and checked at load.
@@ -165,11 +166,9 @@ struct CompiledPath {
     query: JpQuery,
 }
 
-/// A lowercased glob split at its `*`s (one part: no wildcard).
+/// A classification pattern: a case-insensitive [`Glob`].
 #[derive(Debug, Clone)]
-struct Pattern {
-    parts: Vec<String>,
-}
+struct Pattern(Glob);
 
 // ---- file format ----
 
@@ -572,34 +571,12 @@ fn one_line(text: &str) -> String {
 }
 
 impl Pattern {
-    fn compile(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Err("empty pattern (use \"*\" for any non-empty value)".to_owned());
-        }
-        Ok(Pattern {
-            parts: raw.to_lowercase().split('*').map(str::to_owned).collect(),
-        })
+    fn compile(raw: &str) -> Result<Self, GlobError> {
+        Glob::new(raw, Case::Insensitive).map(Pattern)
     }
 
     fn matches(&self, value: &str) -> bool {
-        if value.is_empty() {
-            return false;
-        }
-        let value = value.to_lowercase();
-        let [first, middle @ .., last] = self.parts.as_slice() else {
-            // One part: no `*`, whole-value equality.
-            return self.parts.first().is_some_and(|p| *p == value);
-        };
-        let Some(mut rest) = value.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        for part in middle {
-            match rest.find(part.as_str()) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-        rest.ends_with(last.as_str())
+        self.0.matches(value)
     }
 }
 

@@ -34,6 +34,7 @@ fn owner(name: &str) -> Owner {
             ),
         ]),
         uid: Some(format!("uid-{name}")),
+        ..Owner::default()
     }
 }
 
@@ -70,11 +71,12 @@ async fn twenty_concurrent_acquires_give_exactly_one_holder() -> anyhow::Result<
         let (name, outcome) = task.await?;
         match outcome? {
             Acquisition::Acquired(obj) => acquired.push((name, obj)),
-            Acquisition::HeldBy {
-                name: child_name,
-                labels,
-                annotations,
-            } => held.push((name, child_name, labels, annotations)),
+            Acquisition::HeldBy(existing) => held.push((
+                name,
+                existing.name_any(),
+                existing.labels().clone(),
+                existing.annotations().clone(),
+            )),
             Acquisition::Adopted(obj) => panic!("{name} adopted {obj:?} it never created"),
         }
     }

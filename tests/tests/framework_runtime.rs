@@ -659,6 +659,7 @@ async fn readyz_turns_ready_only_once_the_caches_synced() -> anyhow::Result<()> 
             namespace: Some(ns.clone()),
             selector: PARENT_NAME.into(),
             parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+            parent_name_annotation: None,
         })
         .start(record_gadget, Seen::default())
         .await?;
@@ -922,6 +923,7 @@ async fn hot_reload_serves_new_templates_and_keeps_the_last_good_one() -> anyhow
             namespace: Some(children_ns.clone()),
             selector: PARENT_NAME.into(),
             parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+            parent_name_annotation: None,
         })
         .templates(store.clone(), Some(anchor.object_ref(&())))
         .start(

@@ -1,7 +1,8 @@
 //! The WorkflowExecution CRD's admission rules (CEL `x-kubernetes-validations`) at a real API
 //! server: the CRD is accepted (its rules compile within the CEL cost budget), valid objects are
-//! admitted, each invalid shape is refused with the rule's message naming the field, and the spec
-//! cannot change after creation while the status can.
+//! admitted, each invalid shape is refused with the rule's message naming the field (parameters
+//! included: count, name and value lengths, total size), and the spec cannot change after creation
+//! while the status can.
 
 use kube::{
     Api,
@@ -30,6 +31,15 @@ fn spec(target: &str) -> Value {
         },
         "targetResource": target,
     })
+}
+
+/// `count` parameters `p000`, `p001`, … each holding `value`.
+fn parameters(count: usize, value: &str) -> Value {
+    Value::Object(
+        (0..count)
+            .map(|i| (format!("p{i:03}"), Value::from(value)))
+            .collect(),
+    )
 }
 
 fn with(mut base: Value, key: &str, value: Value) -> Value {
@@ -64,6 +74,26 @@ async fn admission_rules_hold_at_the_api_server() -> anyhow::Result<()> {
             "confidence-zero",
             with(spec("a/b"), "confidence", json!(0.0)),
         ),
+        (
+            "most-parameters",
+            with(spec("a/b"), "parameters", parameters(128, "v")),
+        ),
+        (
+            "longest-name-and-value",
+            with(
+                spec("a/b"),
+                "parameters",
+                json!({format!("n{}", "x".repeat(127)): "v".repeat(32768)}),
+            ),
+        ),
+        (
+            "most-characters-in-all",
+            with(
+                spec("a/b"),
+                "parameters",
+                parameters(31, &"v".repeat(32768)),
+            ),
+        ),
     ];
     for (name, spec) in valid {
         api.create(&post, &object(name, spec))
@@ -96,6 +126,34 @@ async fn admission_rules_hold_at_the_api_server() -> anyhow::Result<()> {
             "reserved-param",
             with(spec("a/b"), "parameters", json!({"TARGET_RESOURCE": "v"})),
             "spec.parameters",
+        ),
+        (
+            "too-many-params",
+            with(spec("a/b"), "parameters", parameters(129, "v")),
+            "spec.parameters",
+        ),
+        (
+            "too-long-param-name",
+            with(
+                spec("a/b"),
+                "parameters",
+                json!({format!("n{}", "x".repeat(128)): "v"}),
+            ),
+            "at most 128 characters",
+        ),
+        (
+            "too-long-param-value",
+            with(spec("a/b"), "parameters", json!({"v": "v".repeat(32769)})),
+            "spec.parameters.v",
+        ),
+        (
+            "too-many-characters-in-all",
+            with(
+                spec("a/b"),
+                "parameters",
+                parameters(33, &"v".repeat(32768)),
+            ),
+            "at most 1048576 characters",
         ),
         (
             "confidence-high",

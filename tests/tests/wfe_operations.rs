@@ -16,7 +16,7 @@ use kubernaut_test_harness::simulator::Scenario;
 use serde_json::{Value, json};
 use support::{
     Env,
-    audit_receiver::{AuditReceiver, unreachable_url},
+    audit_receiver::{AuditReceiver, send_audit_to, unreachable_url},
     eventually, status_of, wfe,
 };
 use workflowexecution_operator::{
@@ -341,12 +341,7 @@ fn assert_envelope(event: &Value, ns: &str, name: &str, action: &str, outcome: &
 #[tokio::test]
 async fn audit_events_reach_data_storage_over_http() -> anyhow::Result<()> {
     let receiver = AuditReceiver::start().await?;
-    let env = Env::new("wfe-audit", |c| {
-        c.audit.sink = AuditSink::Http;
-        c.audit.url = receiver.url();
-        c.audit.flush_interval = Duration::from_millis(200);
-    })
-    .await?;
+    let env = Env::new("wfe-audit", |c| send_audit_to(c, &receiver)).await?;
     let mut ok = wfe(
         "audited-ok",
         "restart-pods",

@@ -11,9 +11,13 @@ use kube::api::{Patch, PatchParams};
 use kubernaut_framework::config::load_with_env;
 use kubernaut_test_harness::simulator::Scenario;
 use serde_json::json;
-use support::{Env, audit_receiver::AuditReceiver, status_of, wfe};
+use support::{
+    Env,
+    audit_receiver::{AuditReceiver, send_audit_to},
+    status_of, wfe,
+};
 use workflowexecution_operator::{
-    config::{AuditSink, ENV_PREFIX, OperatorConfig},
+    config::{ENV_PREFIX, OperatorConfig},
     controller::CLEAR_BLOCK_ANNOTATION,
     duration::parse_go_duration,
     types::{ExecutionConfig, FailureReason, Phase, SkipReason, WorkflowExecution},
@@ -360,12 +364,7 @@ async fn a_success_resets_the_failure_counter() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_clearing_annotation_lifts_previous_execution_failed() -> anyhow::Result<()> {
     let receiver = AuditReceiver::start().await?;
-    let env = Env::new("wfe-clear", |c| {
-        c.audit.sink = AuditSink::Http;
-        c.audit.url = receiver.url();
-        c.audit.flush_interval = Duration::from_millis(200);
-    })
-    .await?;
+    let env = Env::new("wfe-clear", |c| send_audit_to(c, &receiver)).await?;
     let target = "payment/deployment/ledger";
     env.create("broke-it", "restart-pods", target, Scenario::TaskFailure)
         .await?;

@@ -30,6 +30,7 @@
 //!         namespace: Some("mirrors".into()),
 //!         selector: "example.kubernaut.ai/parent-name".into(),
 //!         parent_labels: ("example.kubernaut.ai/parent-name".into(), "example.kubernaut.ai/parent-namespace".into()),
+//!         parent_name_annotation: None,
 //!     })
 //!     .run(reconcile, ())
 //!     .await?;
@@ -209,19 +210,29 @@ pub struct ChildWatch {
     pub selector: String,
     /// The label keys holding the parent's name and namespace.
     pub parent_labels: (String, String),
+    /// An annotation key holding the parent's full name, read before the name label. Object names
+    /// may be up to 253 characters and a label value only 63, so a parent with a long name can be
+    /// found only through an annotation (its label then carries a shortened form). A prune
+    /// function ([`Operator::prune_children`]) must keep this annotation.
+    pub parent_name_annotation: Option<String>,
 }
 
 impl ChildWatch {
-    /// The parent a child belongs to, read from its two parent labels; `None` when either is
-    /// missing or empty.
+    /// The parent a child belongs to: its name from [`ChildWatch::parent_name_annotation`] when
+    /// present, else from the name label, and its namespace from the namespace label; `None` when
+    /// either is missing or empty.
     pub fn parent_of<K>(&self, child: &DynamicObject) -> Option<ObjectRef<K>>
     where
         K: Resource<DynamicType = ()>,
     {
         let labels = child.labels();
-        let name = labels
-            .get(&self.parent_labels.0)
-            .filter(|v| !v.is_empty())?;
+        let annotated = self
+            .parent_name_annotation
+            .as_ref()
+            .and_then(|key| child.annotations().get(key))
+            .filter(|v| !v.is_empty());
+        let name =
+            annotated.or_else(|| labels.get(&self.parent_labels.0).filter(|v| !v.is_empty()))?;
         let namespace = labels
             .get(&self.parent_labels.1)
             .filter(|v| !v.is_empty())?;
@@ -889,6 +900,7 @@ mod tests {
             namespace: Some("children".into()),
             selector: "p/name".into(),
             parent_labels: ("p/name".into(), "p/namespace".into()),
+            parent_name_annotation: None,
         };
         type Labels = &'static [(&'static str, &'static str)];
         type Case = (&'static str, Labels, Option<(&'static str, &'static str)>);
@@ -908,5 +920,33 @@ mod tests {
             let want = want.map(|(n, ns)| ObjectRef::<ConfigMap>::new(n).within(ns));
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_parent_name_annotation_wins_over_the_shortened_name_label() {
+        let watch = ChildWatch {
+            resource: ApiResource::erase::<ConfigMap>(&()),
+            namespace: Some("children".into()),
+            selector: "p/name".into(),
+            parent_labels: ("p/name".into(), "p/namespace".into()),
+            parent_name_annotation: Some("p/name".into()),
+        };
+        let long = "a".repeat(200);
+        let mut object = child(&[("p/name", "aaaa-0123456789abcdef"), ("p/namespace", "ns")]);
+        object
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("p/name".into(), long.clone());
+        assert_eq!(
+            watch.parent_of::<ConfigMap>(&object),
+            Some(ObjectRef::new(&long).within("ns"))
+        );
+        let unannotated = child(&[("p/name", "short"), ("p/namespace", "ns")]);
+        assert_eq!(
+            watch.parent_of::<ConfigMap>(&unannotated),
+            Some(ObjectRef::new("short").within("ns")),
+            "without the annotation the label is used"
+        );
     }
 }

@@ -10,8 +10,12 @@
 //! 2. [`Validate`] checks every value the operator relies on and names the offending key path
 //!    (`` `backoff.max`: must not be shorter than backoff.base (1m) ``); an invalid config is never
 //!    returned by [`OperatorConfig::load`].
-//! 3. `config/workflowexecution.yaml` in the repository is exactly the compiled defaults (a test
-//!    parses it and compares).
+//! 3. `config/workflowexecution.yaml` in the repository (the ConfigMap `deploy/` installs) is the
+//!    compiled defaults except `execution.allowedBundles`, which it restricts to an example
+//!    registry prefix where the compiled default allows every bundle (a test parses it and
+//!    compares).
+//! 4. [`OperatorConfig::warnings`] names what is valid but unsafe (every bundle allowed); the
+//!    operator logs it at start-up.
 //!
 //! Assumptions:
 //! 1. Durations are human strings (`"90s"`, `"5m"`, `"1h30m"`), read and written by the
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use kubernaut_framework::backoff::Backoff;
 use kubernaut_framework::config::{self, ConfigError, Validate};
+use kubernaut_framework::glob::{Case, Glob};
 use serde::{Deserialize, Serialize};
 
 /// Where the operator reads its configuration file when none is named on the command line.
@@ -61,9 +66,43 @@ pub struct ExecutionSettings {
     pub service_account_name: String,
     /// Service accounts a WFE may choose in `executionConfig.serviceAccountName`; empty = none.
     pub allowed_service_accounts: Vec<String>,
+    /// Glob patterns (`*` = any run of characters, case-sensitive) over
+    /// `workflowRef.containerImage`: a WFE whose bundle matches none fails with
+    /// `ConfigurationError` before anything runs. Anyone who may create a WFE runs the bundle's
+    /// code with the runner's permissions; this list says *what* may run. The default, `["*"]`,
+    /// allows every bundle and is warned about at start-up.
+    pub allowed_bundles: Vec<String>,
     /// The PipelineRun timeout when a WFE sets none.
     #[serde(with = "kubernaut_framework::config::duration")]
     pub default_timeout: Duration,
+    /// The longest `executionConfig.timeout` a WFE may ask for; a longer one fails with
+    /// `ConfigurationError`. At least `defaultTimeout`.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub max_timeout: Duration,
+}
+
+/// The `execution.allowedBundles` entry that allows every bundle.
+pub const ALLOW_ALL_BUNDLES: &str = "*";
+
+impl ExecutionSettings {
+    /// The compiled `allowedBundles` patterns (every entry compiles in a validated config; an
+    /// entry that does not is skipped, so it can only ever allow less).
+    pub fn bundle_patterns(&self) -> Vec<Glob> {
+        self.allowed_bundles
+            .iter()
+            .filter_map(|p| Glob::new(p, Case::Sensitive).ok())
+            .collect()
+    }
+
+    /// Whether `bundle` (a `workflowRef.containerImage`) matches one of `allowedBundles`.
+    pub fn allows_bundle(&self, bundle: &str) -> bool {
+        self.bundle_patterns().iter().any(|p| p.matches(bundle))
+    }
+
+    /// Whether `allowedBundles` lets every bundle run (it lists `*`).
+    pub fn allows_every_bundle(&self) -> bool {
+        self.allowed_bundles.iter().any(|p| p == ALLOW_ALL_BUNDLES)
+    }
 }
 
 impl Default for ExecutionSettings {
@@ -72,7 +111,9 @@ impl Default for ExecutionSettings {
             namespace: "kubernaut-workflows".to_owned(),
             service_account_name: "kubernaut-workflow-runner".to_owned(),
             allowed_service_accounts: Vec::new(),
+            allowed_bundles: vec![ALLOW_ALL_BUNDLES.to_owned()],
             default_timeout: Duration::from_secs(3600),
+            max_timeout: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -263,6 +304,19 @@ impl OperatorConfig {
         (self, held_back)
     }
 
+    /// What is valid but unsafe in this configuration, one sentence per finding, for the operator
+    /// to log as warnings at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.execution.allows_every_bundle() {
+            warnings.push(
+                "execution.allowedBundles contains \"*\": every Tekton bundle is allowed, so anyone who may create a WorkflowExecution can run any code with the workflow runner's permissions; list your trusted registries instead"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// The file to read when none is named: [`DEFAULT_CONFIG_FILE`] if it exists, else none.
     pub fn default_file() -> Option<PathBuf> {
         let path = PathBuf::from(DEFAULT_CONFIG_FILE);
@@ -331,7 +385,30 @@ impl Validate for OperatorConfig {
                 true,
             )?;
         }
+        if execution.allowed_bundles.is_empty() {
+            return Err(ConfigError::invalid(
+                "execution.allowedBundles",
+                "must list at least one pattern (\"*\" allows every bundle)",
+            ));
+        }
+        for (i, pattern) in execution.allowed_bundles.iter().enumerate() {
+            if let Err(e) = Glob::new(pattern, Case::Sensitive) {
+                return Err(ConfigError::invalid(
+                    format!("execution.allowedBundles[{i}]"),
+                    e.to_string(),
+                ));
+            }
+        }
         check_positive("execution.defaultTimeout", execution.default_timeout)?;
+        if execution.max_timeout < execution.default_timeout {
+            return Err(ConfigError::invalid(
+                "execution.maxTimeout",
+                format!(
+                    "must not be shorter than execution.defaultTimeout ({})",
+                    config::duration::format(execution.default_timeout)
+                ),
+            ));
+        }
 
         let backoff = &self.backoff;
         check_positive("backoff.base", backoff.base)?;
@@ -443,7 +520,9 @@ mod tests {
             "kubernaut-workflow-runner"
         );
         assert!(c.execution.allowed_service_accounts.is_empty());
+        assert_eq!(c.execution.allowed_bundles, ["*"]);
         assert_eq!(c.execution.default_timeout, Duration::from_secs(3600));
+        assert_eq!(c.execution.max_timeout, Duration::from_secs(24 * 3600));
         assert_eq!(c.cooldown.period, Duration::from_secs(300));
         assert_eq!(c.backoff.base, Duration::from_secs(60));
         assert_eq!(c.backoff.max, Duration::from_secs(600));
@@ -470,11 +549,20 @@ mod tests {
         assert_eq!(delays, [60, 120, 240, 480, 600, 600]);
     }
 
+    /// The compiled defaults with the one deliberate difference of the shipped (deployed) file:
+    /// bundles restricted to an example registry prefix instead of `*`.
+    fn shipped_values() -> OperatorConfig {
+        let mut config = OperatorConfig::default();
+        config.execution.allowed_bundles =
+            vec!["registry.example.com/kubernaut-workflows/*".into()];
+        config
+    }
+
     #[test]
-    fn shipped_file_is_the_compiled_defaults() {
+    fn shipped_file_is_the_compiled_defaults_with_bundles_restricted() {
         let text = std::fs::read_to_string(shipped_file()).unwrap();
         let parsed: OperatorConfig = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(parsed, OperatorConfig::default());
+        assert_eq!(parsed, shipped_values());
         let loaded = load_with_env(
             &OperatorConfig::default(),
             Some(&shipped_file()),
@@ -482,7 +570,48 @@ mod tests {
             Vec::<(String, String)>::new(),
         )
         .unwrap();
-        assert_eq!(loaded, OperatorConfig::default());
+        assert_eq!(loaded, shipped_values());
+        assert!(loaded.warnings().is_empty(), "{:?}", loaded.warnings());
+    }
+
+    #[test]
+    fn allowing_every_bundle_is_warned_about() {
+        let warnings = OperatorConfig::default().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("every Tekton bundle is allowed"));
+    }
+
+    #[test]
+    fn allowed_bundles_match_as_globs() {
+        let execution = ExecutionSettings {
+            allowed_bundles: vec![
+                "registry.example.com/kubernaut-workflows/*".into(),
+                "other.example.com/exact:v1".into(),
+            ],
+            ..ExecutionSettings::default()
+        };
+        let cases = [
+            ("registry.example.com/kubernaut-workflows/restart:v1", true),
+            (
+                "registry.example.com/kubernaut-workflows/a/b@sha256:00",
+                true,
+            ),
+            ("registry.example.com/kubernaut-workflows", false),
+            ("registry.example.com/kubernaut-workflows-evil/x:v1", false),
+            (
+                "evil.example.com/registry.example.com/kubernaut-workflows/x",
+                false,
+            ),
+            ("Registry.example.com/kubernaut-workflows/x", false),
+            ("other.example.com/exact:v1", true),
+            ("other.example.com/exact:v2", false),
+            ("", false),
+        ];
+        for (bundle, allowed) in cases {
+            assert_eq!(execution.allows_bundle(bundle), allowed, "{bundle:?}");
+        }
+        assert!(!execution.allows_every_bundle());
+        assert!(ExecutionSettings::default().allows_bundle("anything/at:all"));
     }
 
     #[test]
@@ -511,8 +640,12 @@ mod tests {
             ("WFE_BACKOFF__MAXCONSECUTIVEFAILURES", "3"),
             ("WFE_AUDIT__SINK", "http"),
             ("WFE_AUDIT__URL", "http://data-storage:8080"),
+            ("WFE_EXECUTION__ALLOWEDBUNDLES", "[\"r.example.com/wf/*\"]"),
+            ("WFE_EXECUTION__MAXTIMEOUT", "1h"),
         ])
         .unwrap();
+        assert_eq!(c.execution.allowed_bundles, ["r.example.com/wf/*"]);
+        assert_eq!(c.execution.max_timeout, Duration::from_secs(3600));
         assert_eq!(c.cooldown.period, Duration::from_secs(120));
         assert_eq!(c.execution.service_account_name, "runner-b");
         assert_eq!(c.backoff.max_consecutive_failures, 3);
@@ -542,6 +675,29 @@ mod tests {
             (
                 &[("WFE_EXECUTION__DEFAULTTIMEOUT", "0s")],
                 "execution.defaultTimeout",
+            ),
+            (
+                &[("WFE_EXECUTION__ALLOWEDBUNDLES", "[]")],
+                "execution.allowedBundles",
+            ),
+            (
+                &[("WFE_EXECUTION__ALLOWEDBUNDLES", "[\"a/*\", \"\"]")],
+                "execution.allowedBundles[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__MAXTIMEOUT", "30m")],
+                "execution.maxTimeout",
+            ),
+            (
+                &[
+                    ("WFE_EXECUTION__DEFAULTTIMEOUT", "2d"),
+                    ("WFE_EXECUTION__MAXTIMEOUT", "1d"),
+                ],
+                "execution.maxTimeout",
+            ),
+            (
+                &[("WFE_EXECUTION__MAXTIMEOUT", "forever")],
+                "execution.maxTimeout",
             ),
             (&[("WFE_BACKOFF__BASE", "0s")], "backoff.base"),
             (&[("WFE_BACKOFF__MAX", "30s")], "backoff.max"),

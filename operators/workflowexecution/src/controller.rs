@@ -52,11 +52,11 @@ use crate::{
     duration::{duration_between, format_go_duration},
     failure,
     metrics::Metrics,
-    pipelinerun::{self, LABEL_WORKFLOW_EXECUTION, LABEL_WORKFLOW_ID},
+    pipelinerun::{self, LABEL_WORKFLOW_ID},
     run_status::{self, RunPhase},
     types::{
         BlockClearance, ConflictingWorkflow, FailureDetails, FailureReason, Phase, PipelineRunRef,
-        SkipDetails, SkipReason, WorkflowExecution, WorkflowExecutionStatus,
+        RecentRemediation, SkipDetails, SkipReason, WorkflowExecution, WorkflowExecutionStatus,
     },
     validate,
 };
@@ -67,11 +67,30 @@ pub use crate::decide::CLEAR_BLOCK_ANNOTATION;
 /// How often a Running WFE is re-checked when no watch event arrives (a safety net, not a poll).
 pub const SAFETY_RESYNC: Duration = Duration::from_secs(600);
 
+/// How often a WFE waiting for a previous run to be deleted looks again.
+const PREVIOUS_RUN_POLL: Duration = Duration::from_secs(2);
+
+/// What [`Handler::acquire_run`] found.
+// One value per reconcile, consumed at once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Acquired {
+    /// We created the run.
+    Created(DynamicObject),
+    /// The run already existed and names this WFE's uid.
+    Adopted(DynamicObject),
+    /// The lock run is being deleted; wait (the message says for what).
+    Waiting(String),
+    /// Skip: the target is busy or blocked.
+    Skip(SkipDetails),
+}
+
 /// Condition types.
 const READY: &str = "Ready";
 const EXECUTION_CREATED: &str = "ExecutionCreated";
 const EXECUTION_RUNNING: &str = "ExecutionRunning";
 const EXECUTION_COMPLETE: &str = "ExecutionComplete";
+/// Set when the clearance annotation was acted on: `True` cleared, `False` refused.
+const BLOCK_CLEARED: &str = "BlockCleared";
 
 /// The operator's state shared by every reconcile.
 pub struct State {
@@ -230,9 +249,15 @@ impl Handler<'_> {
     }
 
     fn runs(&self, config: &OperatorConfig) -> Api<DynamicObject> {
+        self.runs_in(&config.execution.namespace)
+    }
+
+    /// PipelineRuns in `namespace`: a run is always addressed in the namespace recorded in
+    /// `status.pipelineRunRef`, which outlives a change of `execution.namespace`.
+    fn runs_in(&self, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.ctx.client.clone(),
-            &config.execution.namespace,
+            namespace,
             &self.state().pipelinerun,
         )
     }
@@ -259,7 +284,11 @@ impl Handler<'_> {
             Some(Phase::Pending) => self.pending(wfe).await,
             Some(Phase::Running) => self.running(wfe).await,
             Some(Phase::Completed | Phase::Failed) => self.terminal(wfe).await,
-            Some(Phase::Skipped) => Ok(Action::await_change()),
+            Some(Phase::Skipped) => {
+                // A Skipped WFE is where a block whose failed WFE is gone gets cleared.
+                self.clear_block_if_asked(wfe).await?;
+                Ok(Action::await_change())
+            }
         }
     }
 
@@ -385,23 +414,15 @@ impl Handler<'_> {
                     .await;
             }
         };
-        let owner = pipelinerun::owner(&wfe);
-        match lock::acquire(&self.runs(&config), run, &owner).await {
-            Ok(Acquisition::Acquired(run)) => {
+        let revision = templates.revision().to_owned();
+        match self.acquire_run(&wfe, run, &config).await {
+            Ok(Acquired::Created(run)) => {
                 self.state().metrics.pipelinerun_creation.inc();
-                self.started(&wfe, &run, templates.revision(), true).await
+                self.started(&wfe, &run, &revision, true).await
             }
-            Ok(Acquisition::Adopted(run)) => {
-                self.started(&wfe, &run, templates.revision(), false).await
-            }
-            Ok(Acquisition::HeldBy {
-                name,
-                labels,
-                annotations,
-            }) => {
-                let details = self.busy_details(&wfe, &name, &labels, &annotations);
-                self.skip(&wfe, details).await
-            }
+            Ok(Acquired::Adopted(run)) => self.started(&wfe, &run, &revision, false).await,
+            Ok(Acquired::Waiting(message)) => self.wait_for_previous_run(&wfe, &message).await,
+            Ok(Acquired::Skip(details)) => self.skip(&wfe, details).await,
             Err(LockError::Create {
                 source: kube::Error::Api(status),
                 object,
@@ -411,6 +432,13 @@ impl Handler<'_> {
                     status.message
                 );
                 let quota = status.message.to_lowercase().contains("exceeded quota");
+                // An object too large to store is refused with 500, although retrying cannot help:
+                // etcd's "request is too large" above its request limit (1.5 MiB by default), or
+                // the API server's own etcd client's "trying to send message larger than max"
+                // above 2 MiB.
+                let too_large = ["request is too large", "message larger than max"]
+                    .iter()
+                    .any(|m| status.message.contains(m));
                 match status.code {
                     403 if quota => {
                         self.fail_pre_execution(&wfe, FailureReason::ResourceExhausted, message)
@@ -424,7 +452,11 @@ impl Handler<'_> {
                         self.fail_pre_execution(&wfe, FailureReason::ResourceExhausted, message)
                             .await
                     }
-                    400 | 422 => {
+                    400 | 413 | 422 => {
+                        self.fail_pre_execution(&wfe, FailureReason::ConfigurationError, message)
+                            .await
+                    }
+                    _ if too_large => {
                         self.fail_pre_execution(&wfe, FailureReason::ConfigurationError, message)
                             .await
                     }
@@ -438,57 +470,240 @@ impl Handler<'_> {
         }
     }
 
+    /// Creates the run (the lock) or decides what an existing one means for `wfe`: ours (same
+    /// uid) → adopt; being deleted → wait; stale (its owner is gone, or finished past its
+    /// cooldown without a block) → break it and try again; a block → skip; otherwise busy.
+    async fn acquire_run(
+        &self,
+        wfe: &WorkflowExecution,
+        run: DynamicObject,
+        config: &OperatorConfig,
+    ) -> Result<Acquired, LockError> {
+        let runs = self.runs(config);
+        let owner = pipelinerun::owner(wfe);
+        // While the previous run is still being deleted, the cache says so without an API call
+        // (this is re-checked every few seconds for as long as a foreign finalizer holds it).
+        let lock = PipelineRunRef {
+            name: run.name_any(),
+            namespace: config.execution.namespace.clone(),
+        };
+        if let Some(cached) = self.cached_run(&lock)
+            && cached.meta().deletion_timestamp.is_some()
+            && !owner.owns(cached.labels())
+        {
+            let holder = pipelinerun::run_owner(&cached);
+            return Ok(Acquired::Waiting(waiting_message(&cached, &holder)));
+        }
+        // One stale lock broken per pass is the normal case; a second means the name is
+        // contended, and the next reconcile decides again.
+        for _ in 0..2 {
+            let existing = match lock::acquire(&runs, run.clone(), &owner).await? {
+                Acquisition::Acquired(run) => return Ok(Acquired::Created(run)),
+                Acquisition::Adopted(run) if run.meta().deletion_timestamp.is_none() => {
+                    return Ok(Acquired::Adopted(run));
+                }
+                Acquisition::Adopted(run) | Acquisition::HeldBy(run) => run,
+            };
+            let holder = pipelinerun::run_owner(&existing);
+            if existing.meta().deletion_timestamp.is_some() {
+                return Ok(Acquired::Waiting(waiting_message(&existing, &holder)));
+            }
+            let holder_wfe = self.current_owner(&holder).await?;
+            let blocking = holder_wfe.as_deref().map_or_else(
+                || pipelinerun::ExecutionBlock::of(&existing).is_some(),
+                decide::holds_block,
+            );
+            if blocking {
+                return Ok(Acquired::Skip(self.blocked_by_run(
+                    wfe,
+                    &existing,
+                    holder_wfe.as_deref(),
+                )));
+            }
+            let stale = match holder_wfe.as_deref() {
+                None => true,
+                Some(holder) => self.past_cooldown(holder, config),
+            };
+            if !stale {
+                return Ok(Acquired::Skip(self.busy_details(
+                    wfe,
+                    &existing,
+                    &holder,
+                    holder_wfe.as_deref(),
+                )));
+            }
+            info!(
+                wfe = %describe(wfe),
+                pipelinerun = %existing.name_any(),
+                holder = %format!("{}/{}", holder.namespace, holder.name),
+                "releasing a stale lock: its owner is gone or done with it"
+            );
+            lock::break_stale(&runs, &existing).await?;
+        }
+        Ok(Acquired::Waiting(
+            "the lock PipelineRun keeps changing; deciding again shortly".to_owned(),
+        ))
+    }
+
+    /// The WorkflowExecution a run names, if it still exists *as that instance* (same uid). The
+    /// store answers; a miss is confirmed with the API server, since the store can lag.
+    async fn current_owner(
+        &self,
+        holder: &pipelinerun::RunOwner,
+    ) -> Result<Option<Arc<WorkflowExecution>>, LockError> {
+        if holder.name.is_empty() || holder.namespace.is_empty() {
+            return Ok(None);
+        }
+        let same_instance = |w: &WorkflowExecution| w.uid().as_deref() == Some(holder.uid.as_str());
+        let reference = ObjectRef::new(&holder.name).within(&holder.namespace);
+        if let Some(cached) = self.ctx.parents.get(&reference)
+            && same_instance(&cached)
+        {
+            return Ok(Some(cached));
+        }
+        let api: Api<WorkflowExecution> =
+            Api::namespaced(self.ctx.client.clone(), &holder.namespace);
+        let live = api
+            .get_opt(&holder.name)
+            .await
+            .map_err(|source| LockError::Read {
+                object: format!("WorkflowExecution {}/{}", holder.namespace, holder.name),
+                source,
+            })?;
+        Ok(live.filter(|w| same_instance(w)).map(Arc::new))
+    }
+
+    /// Whether a holder is done with its lock: terminal, and its cooldown is over (a Skipped
+    /// WorkflowExecution never held a lock, so any run naming it is stale).
+    fn past_cooldown(&self, holder: &WorkflowExecution, config: &OperatorConfig) -> bool {
+        match holder.phase() {
+            Some(Phase::Skipped) => true,
+            Some(Phase::Completed | Phase::Failed) => holder
+                .completion_time()
+                .is_none_or(|done| duration_between(done, self.now) >= config.cooldown.period),
+            _ => false,
+        }
+    }
+
+    /// `Skipped` `PreviousExecutionFailed` because the lock run carries an execution block.
+    fn blocked_by_run(
+        &self,
+        wfe: &WorkflowExecution,
+        run: &DynamicObject,
+        holder: Option<&WorkflowExecution>,
+    ) -> SkipDetails {
+        let block = pipelinerun::ExecutionBlock::of(run);
+        let target = &wfe.spec.target_resource;
+        let failed = holder.map(describe).or_else(|| {
+            block
+                .as_ref()
+                .map(|b| b.workflow_execution.clone())
+                .filter(|w| !w.is_empty())
+        });
+        let failed = failed.unwrap_or_else(|| "(deleted)".to_owned());
+        let workflow_id = holder
+            .map(|h| h.spec.workflow_ref.workflow_id.clone())
+            .or_else(|| block.as_ref().map(|b| b.workflow_id.clone()))
+            .unwrap_or_default();
+        let reason = block.as_ref().map_or("unknown", |b| b.reason.as_str());
+        let clear_on = if holder.is_some() {
+            format!("{failed} (or this WorkflowExecution)")
+        } else {
+            "this WorkflowExecution".to_owned()
+        };
+        SkipDetails {
+            reason: SkipReason::PreviousExecutionFailed,
+            message: format!(
+                "an earlier execution on target {target}, WorkflowExecution {failed} (workflow {workflow_id}), failed during execution ({reason}) and its PipelineRun {}/{} is kept as the block; \
+                 Manual intervention required: check the target, then annotate {clear_on} with {CLEAR_BLOCK_ANNOTATION}=<reason> to allow new executions",
+                run.namespace().unwrap_or_default(),
+                run.name_any(),
+            ),
+            skipped_at: Time(self.now),
+            conflicting_workflow: None,
+            recent_remediation: Some(RecentRemediation {
+                name: holder.map_or_else(
+                    || failed.rsplit('/').next().unwrap_or_default().to_owned(),
+                    |h| h.name_any(),
+                ),
+                workflow_id,
+                completed_at: holder
+                    .and_then(WorkflowExecution::completion_time)
+                    .or_else(|| block.as_ref().and_then(|b| b.failed_at.parse().ok()))
+                    .map(Time),
+                outcome: Phase::Failed.to_string(),
+                target_resource: target.clone(),
+                cooldown_remaining: None,
+            }),
+        }
+    }
+
+    /// Stay `Pending` until the previous run is gone: a condition says why, written once.
+    async fn wait_for_previous_run(
+        &self,
+        wfe: &WorkflowExecution,
+        message: &str,
+    ) -> Result<Action, Error> {
+        let mut status = wfe.status.clone().unwrap_or_default();
+        self.condition(
+            &mut status,
+            EXECUTION_CREATED,
+            "False",
+            "WaitingForPreviousRun",
+            message,
+            wfe.meta().generation,
+        );
+        if self.write_status(wfe, status).await?.is_some() {
+            info!(wfe = %describe(wfe), "waiting: {message}");
+        }
+        // The old run's deletion event maps to *its* owner, not necessarily to this WFE: look
+        // again shortly.
+        Ok(Action::requeue(PREVIOUS_RUN_POLL))
+    }
+
     /// Every other WFE on the same target, from the reflector store's target index.
     fn peers_on_target(&self, wfe: &WorkflowExecution) -> Vec<Arc<WorkflowExecution>> {
-        let target = &wfe.spec.target_resource;
+        let target = crate::types::target_key(&wfe.spec.target_resource);
         let uid = wfe.uid();
         self.ctx
             .parent_index
-            .get(target, &self.ctx.parents)
+            .get(&target, &self.ctx.parents)
             .into_iter()
-            .filter(|other| other.spec.target_resource == *target && other.uid() != uid)
+            .filter(|other| {
+                crate::types::target_key(&other.spec.target_resource) == target
+                    && other.uid() != uid
+            })
             .collect()
     }
 
     fn busy_details(
         &self,
         wfe: &WorkflowExecution,
-        run_name: &str,
-        labels: &BTreeMap<String, String>,
-        annotations: &BTreeMap<String, String>,
+        run: &DynamicObject,
+        holder: &pipelinerun::RunOwner,
+        holder_wfe: Option<&WorkflowExecution>,
     ) -> SkipDetails {
-        let holder = labels
-            .get(LABEL_WORKFLOW_EXECUTION)
-            .cloned()
-            .unwrap_or_default();
-        let holder_ns = labels
-            .get(pipelinerun::LABEL_SOURCE_NAMESPACE)
-            .cloned()
-            .unwrap_or_default();
-        let holder_wfe = self
-            .ctx
-            .parents
-            .get(&ObjectRef::new(&holder).within(&holder_ns));
         let workflow_id = holder_wfe
-            .as_ref()
             .map(|w| w.spec.workflow_ref.workflow_id.clone())
-            .or_else(|| labels.get(LABEL_WORKFLOW_ID).cloned())
+            .or_else(|| run.labels().get(LABEL_WORKFLOW_ID).cloned())
             .unwrap_or_default();
-        let started_at = holder_wfe
-            .as_ref()
-            .and_then(|w| w.status.as_ref()?.start_time.clone());
-        let target = annotations
+        let started_at = holder_wfe.and_then(|w| w.status.as_ref()?.start_time.clone());
+        let target = run
+            .annotations()
             .get(pipelinerun::TARGET_RESOURCE_KEY)
             .cloned()
             .unwrap_or_else(|| wfe.spec.target_resource.clone());
         SkipDetails {
             reason: SkipReason::ResourceBusy,
             message: format!(
-                "target {target} is busy: PipelineRun {run_name} of WorkflowExecution {holder_ns}/{holder} holds its lock"
+                "target {target} is busy: PipelineRun {} of WorkflowExecution {}/{} holds its lock",
+                run.name_any(),
+                holder.namespace,
+                holder.name
             ),
             skipped_at: Time(self.now),
             conflicting_workflow: Some(ConflictingWorkflow {
-                name: holder,
+                name: holder.name.clone(),
                 workflow_id,
                 started_at,
                 target_resource: target,
@@ -553,7 +768,11 @@ impl Handler<'_> {
                 wfe,
                 EventType::Normal,
                 "PipelineRunCreated",
-                format!("{message} in {}", config.execution.namespace),
+                format!(
+                    "{message} in {}",
+                    run.namespace()
+                        .unwrap_or_else(|| config.execution.namespace.clone())
+                ),
             )
             .await;
             self.audit(wfe, AuditAction::Started, &status);
@@ -695,7 +914,6 @@ impl Handler<'_> {
     // ---------------------------------------------------------------- Running
 
     async fn running(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
-        let config = self.config();
         let Some(run_ref) = wfe.status.as_ref().and_then(|s| s.pipeline_run_ref.clone()) else {
             // Running without a run reference cannot come from this operator; treat it like a
             // vanished run.
@@ -711,7 +929,7 @@ impl Handler<'_> {
             // Not (yet) in the cache, or the cache holds an older object: ask the API server
             // before concluding anything.
             _ => match self
-                .runs(&config)
+                .runs_in(&run_ref.namespace)
                 .get_opt(&run_ref.name)
                 .await
                 .map_err(kube_err(format!("reading PipelineRun {}", run_ref.name)))?
@@ -974,6 +1192,9 @@ impl Handler<'_> {
     async fn terminal(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
         let config = self.config();
         let wfe = self.clear_block_if_asked(wfe).await?;
+        // Every term reconciles every WFE once, so this rebuilds the gauge from the store after a
+        // restart or a leader change.
+        self.refresh_failure_gauge(&wfe.spec.target_resource, None);
         let Some(status) = wfe.status.clone() else {
             return Ok(Action::await_change());
         };
@@ -981,17 +1202,39 @@ impl Handler<'_> {
             // This WFE never created a run: there is no lock of its own to release.
             return Ok(Action::await_change());
         };
+        let runs = self.runs_in(&run_ref.namespace);
+        let owner = pipelinerun::owner(&wfe);
+        // The cache (the watched namespace) is synced before any reconcile and keeps our
+        // annotations: a run that is not there (or not ours) needs no API call, which keeps
+        // restarts over many finished WFEs free of requests. A run recorded in another namespace
+        // (`execution.namespace` changed since) is read from the API server.
+        let run = if run_ref.namespace == config.execution.namespace {
+            self.cached_run(&run_ref)
+        } else {
+            runs.get_opt(&run_ref.name)
+                .await
+                .map_err(kube_err(format!("reading PipelineRun {}", run_ref.name)))?
+                .map(Arc::new)
+        };
+        let Some(run) = run.filter(|run| owner.owns(run.labels())) else {
+            return Ok(Action::await_change());
+        };
+        if decide::holds_block(&wfe) {
+            // The run stays as the target's lock until the block is cleared: mark it, so the
+            // block outlives this WFE (and keeps the TaskRuns and logs for the investigation).
+            self.mark_block(&runs, &wfe, &run).await?;
+            return Ok(Action::await_change());
+        }
+        if pipelinerun::ExecutionBlock::of(&run).is_some() {
+            // Cleared: the run is an ordinary lock again.
+            self.unmark_block(&runs, &run).await?;
+        }
         let completed = status.completion_time.as_ref().map_or(self.now, |t| t.0);
         let held_for = duration_between(completed, self.now);
         if held_for < config.cooldown.period {
             return Ok(self.after_terminal(&wfe, &status, &config));
         }
-        let api = Api::namespaced_with(
-            self.ctx.client.clone(),
-            &run_ref.namespace,
-            &self.state().pipelinerun,
-        );
-        match lock::release(&api, &run_ref.name, &pipelinerun::owner(&wfe)).await? {
+        match lock::release(&runs, &run_ref.name, &owner).await? {
             Release::Released => {
                 info!(wfe = %describe(&wfe), pipelinerun = %run_ref.name, "lock released");
                 self.publish(
@@ -1010,7 +1253,103 @@ impl Handler<'_> {
         Ok(Action::await_change())
     }
 
-    /// Honour `kubernaut.ai/clear-execution-block` on a failed WFE (once).
+    /// Sets `workflowexecution_consecutive_failures` of `target` from the store: the streak the
+    /// most recent finished WFE on it carries (`excluding` one being deleted); no series when
+    /// none carries failures.
+    fn refresh_failure_gauge(&self, target: &str, excluding: Option<&str>) {
+        let key = crate::types::target_key(target);
+        let on_target = self.ctx.parent_index.get(&key, &self.ctx.parents);
+        let finished: Vec<&WorkflowExecution> = on_target
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|w| crate::types::target_key(&w.spec.target_resource) == key)
+            .filter(|w| excluding.is_none_or(|uid| w.uid().as_deref() != Some(uid)))
+            .collect();
+        let streak = decide::most_recent_finished(&finished).map_or(0, decide::streak);
+        self.state()
+            .metrics
+            .set_consecutive_failures(target, streak);
+    }
+
+    fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
+        self.ctx.children.get(
+            &ObjectRef::new_with(&run_ref.name, self.state().pipelinerun.clone())
+                .within(&run_ref.namespace),
+        )
+    }
+
+    /// Records on `run` that it holds the block of `wfe`'s execution failure (once).
+    async fn mark_block(
+        &self,
+        runs: &Api<DynamicObject>,
+        wfe: &WorkflowExecution,
+        run: &DynamicObject,
+    ) -> Result<(), Error> {
+        if pipelinerun::ExecutionBlock::of(run).is_some() {
+            return Ok(());
+        }
+        let status = wfe.status.clone().unwrap_or_default();
+        let block = pipelinerun::ExecutionBlock {
+            workflow_execution: describe(wfe),
+            workflow_id: wfe.spec.workflow_ref.workflow_id.clone(),
+            reason: status
+                .failure_details
+                .as_ref()
+                .map(|d| d.reason.to_string())
+                .unwrap_or_default(),
+            failed_at: status
+                .completion_time
+                .map(|t| t.0.to_string())
+                .unwrap_or_default(),
+        };
+        self.annotate_run(runs, run, Some(block.to_annotation()))
+            .await?;
+        info!(wfe = %describe(wfe), pipelinerun = %run.name_any(), "the failed run is kept as the target's block");
+        Ok(())
+    }
+
+    async fn unmark_block(
+        &self,
+        runs: &Api<DynamicObject>,
+        run: &DynamicObject,
+    ) -> Result<(), Error> {
+        self.annotate_run(runs, run, None).await
+    }
+
+    /// Sets (or with `None` removes) the block annotation of `run`, only on that very object
+    /// (uid in the patch: a replacement of the same name is refused).
+    async fn annotate_run(
+        &self,
+        runs: &Api<DynamicObject>,
+        run: &DynamicObject,
+        block: Option<String>,
+    ) -> Result<(), Error> {
+        let patch = json!({"metadata": {
+            "uid": run.uid(),
+            "annotations": {pipelinerun::ANNOTATION_EXECUTION_BLOCK: block},
+        }});
+        match runs
+            .patch(
+                &run.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Gone, or replaced by another object: nothing of ours to mark any more.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                action: format!("annotating PipelineRun {}", run.name_any()),
+                source,
+            }),
+        }
+    }
+
+    /// Honour `kubernaut.ai/clear-execution-block` (once): on a `Failed` WFE that blocks its
+    /// target or carries a failure streak, and on a WFE `Skipped` for `PreviousExecutionFailed`
+    /// or `ExhaustedRetries` (the way to clear a block whose failed WFE was deleted). A clearance
+    /// that changes nothing is refused with a Warning Event and a condition, never audited.
     async fn clear_block_if_asked(
         &self,
         wfe: Arc<WorkflowExecution>,
@@ -1021,75 +1360,259 @@ impl Handler<'_> {
         let Some(status) = wfe.status.clone() else {
             return Ok(wfe);
         };
-        if status.phase != Some(Phase::Failed) || status.block_clearance.is_some() {
+        if status.block_clearance.is_some() || refused_already(&status, &reason) {
             return Ok(wfe);
         }
+        let cleared = match status.phase {
+            Some(Phase::Failed) => self.clear_own(&wfe).await?,
+            Some(Phase::Skipped) => self.clear_for_skipped(&wfe, &reason).await?,
+            _ => Cleared::Nothing,
+        };
         let mut updated = status;
+        let message = match &cleared {
+            Cleared::Nothing => {
+                let message = format!(
+                    "nothing to clear: {} holds no execution block and no failure streak ({CLEAR_BLOCK_ANNOTATION}={reason})",
+                    describe(&wfe)
+                );
+                self.condition(
+                    &mut updated,
+                    BLOCK_CLEARED,
+                    "False",
+                    "NothingToClear",
+                    &message,
+                    wfe.meta().generation,
+                );
+                if let Some(written) = self.write_status(&wfe, updated).await? {
+                    warn!(wfe = %describe(&wfe), "{message}");
+                    self.publish(&wfe, EventType::Warning, "BlockClearanceRefused", message)
+                        .await;
+                    return Ok(Arc::new(written));
+                }
+                return Ok(wfe);
+            }
+            Cleared::Own => format!(
+                "Execution block on {} cleared: {reason}",
+                wfe.spec.target_resource
+            ),
+            Cleared::Other(what) => format!(
+                "{what} on {} cleared through {}: {reason}",
+                wfe.spec.target_resource,
+                describe(&wfe)
+            ),
+        };
         updated.block_clearance = Some(BlockClearance {
             cleared_at: Time(self.now),
             clear_reason: reason.clone(),
         });
+        self.condition(
+            &mut updated,
+            BLOCK_CLEARED,
+            "True",
+            "Cleared",
+            &message,
+            wfe.meta().generation,
+        );
         match self.write_status(&wfe, updated.clone()).await? {
             Some(written) => {
-                info!(wfe = %describe(&wfe), "execution block cleared: {reason}");
-                self.publish(
-                    &wfe,
-                    EventType::Normal,
-                    "BlockCleared",
-                    format!(
-                        "Execution block on {} cleared: {reason}",
-                        wfe.spec.target_resource
-                    ),
-                )
-                .await;
+                info!(wfe = %describe(&wfe), "{message}");
+                self.publish(&wfe, EventType::Normal, "BlockCleared", message)
+                    .await;
                 self.audit(&wfe, AuditAction::BlockCleared, &updated);
+                // A cleared streak starts again from zero.
+                self.state()
+                    .metrics
+                    .set_consecutive_failures(&wfe.spec.target_resource, 0);
                 Ok(Arc::new(written))
             }
             None => Ok(wfe),
         }
     }
 
+    /// A `Failed` WFE cleared on itself: it must hold a block, or carry the target's failure
+    /// streak (it is the most recent finished WFE of the target).
+    async fn clear_own(&self, wfe: &WorkflowExecution) -> Result<Cleared, Error> {
+        if decide::holds_block(wfe) {
+            return Ok(Cleared::Own);
+        }
+        let peers = self.peers_on_target(wfe);
+        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
+        let newer = decide::most_recent_finished(&others)
+            .is_some_and(|p| p.completion_time() > wfe.completion_time());
+        Ok(if decide::streak(wfe) > 0 && !newer {
+            Cleared::Own
+        } else {
+            Cleared::Nothing
+        })
+    }
+
+    /// A `Skipped` WFE asks to clear what skipped it: the block (a blocking WFE, or a block run
+    /// whose WFE is gone) or the failure streak of the target.
+    async fn clear_for_skipped(
+        &self,
+        wfe: &WorkflowExecution,
+        reason: &str,
+    ) -> Result<Cleared, Error> {
+        let peers = self.peers_on_target(wfe);
+        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
+        let blockers: Vec<&WorkflowExecution> = others
+            .iter()
+            .copied()
+            .filter(|o| decide::holds_block(o))
+            .collect();
+        if !blockers.is_empty() {
+            for blocker in blockers {
+                self.record_clearance_on(blocker, reason).await?;
+            }
+            return Ok(Cleared::Other("Execution block"));
+        }
+        // The failed WFE may be gone: its run still holds the block.
+        let config = self.config();
+        let runs = self.runs(&config);
+        let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
+        if let Some(run) = runs
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading PipelineRun {name}")))?
+            && pipelinerun::ExecutionBlock::of(&run).is_some()
+            && self
+                .current_owner(&pipelinerun::run_owner(&run))
+                .await?
+                .is_none()
+        {
+            lock::break_stale(&runs, &run).await?;
+            return Ok(Cleared::Other(
+                "Execution block of a deleted WorkflowExecution",
+            ));
+        }
+        if let Some(carrier) = decide::most_recent_finished(&others)
+            && decide::streak(carrier) > 0
+        {
+            self.record_clearance_on(carrier, reason).await?;
+            return Ok(Cleared::Other("Failure streak"));
+        }
+        Ok(Cleared::Nothing)
+    }
+
+    /// Writes `status.blockClearance` on another WFE of the target (it lifts its block or resets
+    /// its streak) and audits it there.
+    async fn record_clearance_on(
+        &self,
+        other: &WorkflowExecution,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let mut status = other.status.clone().unwrap_or_default();
+        status.block_clearance = Some(BlockClearance {
+            cleared_at: Time(self.now),
+            clear_reason: reason.to_owned(),
+        });
+        let api: Api<WorkflowExecution> = Api::namespaced(
+            self.ctx.client.clone(),
+            &other.namespace().unwrap_or_default(),
+        );
+        let mut updated = other.clone();
+        updated.status = Some(status.clone());
+        updated.metadata.managed_fields = None;
+        let written = api
+            .replace_status(&other.name_any(), &PostParams::default(), &updated)
+            .await
+            .map_err(kube_err(format!(
+                "clearing the block of {}",
+                describe(other)
+            )))?;
+        self.state().own_writes.record(other, &written);
+        self.audit(other, AuditAction::BlockCleared, &status);
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- deletion
 
     async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
         let config = self.config();
-        let runs = self.runs(&config);
-        let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
+        // The run is where this WFE recorded it; before that (a create whose status write was
+        // lost) at the lock name in the configured namespace.
+        let run_ref = wfe
+            .status
+            .as_ref()
+            .and_then(|s| s.pipeline_run_ref.clone())
+            .unwrap_or_else(|| PipelineRunRef {
+                name: pipelinerun::pipeline_run_name(&wfe.spec.target_resource),
+                namespace: config.execution.namespace.clone(),
+            });
+        let runs = self.runs_in(&run_ref.namespace);
+        let name = run_ref.name.clone();
         let owner = pipelinerun::owner(&wfe);
+        let mut note =
+            "WorkflowExecution deleted; its PipelineRun (if any) was cancelled and removed"
+                .to_string();
         if let Some(run) = runs
             .get_opt(&name)
             .await
             .map_err(kube_err(format!("reading PipelineRun {name}")))?
             && owner.owns(run.labels())
         {
-            let finished = run_status::succeeded_status(&run.data)
-                .is_some_and(|s| s == "True" || s == "False");
-            let cancelled = run.data["spec"]["status"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("Cancelled"));
-            if !finished && !cancelled {
-                let mut patch = json!({"spec": {"status": "Cancelled"}});
-                if let Some(rv) = run.resource_version() {
-                    patch["metadata"] = json!({"resourceVersion": rv});
+            if decide::holds_block(&wfe) {
+                // The block must outlive this WFE: the run stays, marked, as the target's lock.
+                self.mark_block(&runs, &wfe, &run).await?;
+                note = format!(
+                    "WorkflowExecution deleted; its failed PipelineRun {}/{name} stays as the block on {} until it is cleared",
+                    run_ref.namespace, wfe.spec.target_resource
+                );
+            } else {
+                let finished = run_status::succeeded_status(&run.data)
+                    .is_some_and(|s| s == "True" || s == "False");
+                let cancelled = run.data["spec"]["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Cancelled"));
+                if !finished && !cancelled {
+                    let mut patch = json!({"spec": {"status": "Cancelled"}});
+                    if let Some(rv) = run.resource_version() {
+                        patch["metadata"] = json!({"resourceVersion": rv});
+                    }
+                    runs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(kube_err(format!("cancelling PipelineRun {name}")))?;
+                    info!(wfe = %describe(&wfe), pipelinerun = %name, "PipelineRun cancelled");
                 }
-                runs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(kube_err(format!("cancelling PipelineRun {name}")))?;
-                info!(wfe = %describe(&wfe), pipelinerun = %name, "PipelineRun cancelled");
+                lock::release(&runs, &name, &owner).await?;
             }
-            lock::release(&runs, &name, &owner).await?;
         }
-        self.publish(
-            &wfe,
-            EventType::Normal,
-            "WorkflowExecutionDeleted",
-            "WorkflowExecution deleted; its PipelineRun (if any) was cancelled and removed"
-                .to_string(),
-        )
-        .await;
+        let uid = wfe.uid();
+        self.refresh_failure_gauge(&wfe.spec.target_resource, uid.as_deref());
+        self.publish(&wfe, EventType::Normal, "WorkflowExecutionDeleted", note)
+            .await;
         finalizer::remove_finalizer(&self.api, &*wfe, FINALIZER).await?;
         Ok(Action::await_change())
     }
+}
+
+fn waiting_message(run: &DynamicObject, holder: &pipelinerun::RunOwner) -> String {
+    format!(
+        "PipelineRun {}/{} of WorkflowExecution {}/{} is being deleted; the workflow starts once it is gone",
+        run.namespace().unwrap_or_default(),
+        run.name_any(),
+        holder.namespace,
+        holder.name,
+    )
+}
+
+/// What a clearance lifted.
+enum Cleared {
+    /// Nothing: the clearance is refused.
+    Nothing,
+    /// The block or streak of the annotated WFE itself.
+    Own,
+    /// Something of the target recorded elsewhere (named).
+    Other(&'static str),
+}
+
+/// Whether the refusal of this very clearance reason is already recorded (no second Event).
+fn refused_already(status: &WorkflowExecutionStatus, reason: &str) -> bool {
+    status.conditions.iter().any(|c| {
+        c.type_ == BLOCK_CLEARED
+            && c.reason == "NothingToClear"
+            && c.message.ends_with(&format!("={reason})"))
+    })
 }
 
 fn describe(wfe: &WorkflowExecution) -> String {

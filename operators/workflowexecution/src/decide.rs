@@ -6,13 +6,14 @@
 //! decision wins:
 //! 1. another one (other uid) is `Running` → `Skipped` [`SkipReason::ResourceBusy`], naming it in
 //!    `conflictingWorkflow`;
-//! 2. against the most recent `Completed`/`Failed` one by `completionTime`:
-//!    a. it failed with `wasExecutionFailure: true` and its block was not cleared →
-//!    [`SkipReason::PreviousExecutionFailed`] (no time limit: manual intervention required);
-//!    b. its `consecutiveFailures` ≥ `backoff.maxConsecutiveFailures` →
-//!    [`SkipReason::ExhaustedRetries`];
-//!    c. now is before its `nextAllowedExecution` → [`SkipReason::RecentlyRemediated`] (backoff)
-//!    with `cooldownRemaining`;
+//! 2. a. *any* of them failed with `wasExecutionFailure: true` and its block was not cleared
+//!    ([`holds_block`]) → [`SkipReason::PreviousExecutionFailed`] (no time limit, and nothing that
+//!    finished on the target later lifts it: manual intervention required);
+//!    then against the most recent `Completed`/`Failed` one by `completionTime`:
+//!    b. its failure streak ([`streak`]: `consecutiveFailures`, 0 once cleared) ≥
+//!    `backoff.maxConsecutiveFailures` → [`SkipReason::ExhaustedRetries`];
+//!    c. now is before its `nextAllowedExecution` (and its streak was not cleared) →
+//!    [`SkipReason::RecentlyRemediated`] (backoff) with `cooldownRemaining`;
 //!    d. same `workflowId` and it finished less than `cooldown.period` ago →
 //!    [`SkipReason::RecentlyRemediated`] with `cooldownRemaining`; a different workflow is
 //!    allowed by this rule.
@@ -32,6 +33,9 @@
 //!    run's labels.
 //! 2. `Skipped` WorkflowExecutions are not "previous executions": they neither block nor reset
 //!    the failure counter.
+//! 3. A block whose failed WorkflowExecution was deleted is not visible here: it lives on as the
+//!    failed run kept as the lock (see the reconciler), and is found when the create of the run
+//!    hits it.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,10 +81,12 @@ pub fn decide(
     config: &OperatorConfig,
 ) -> Decision {
     let target = &wfe.spec.target_resource;
+    let key = crate::types::target_key(target);
     let others: Vec<&WorkflowExecution> = on_target
         .iter()
         .map(Arc::as_ref)
-        .filter(|other| other.spec.target_resource == *target && !same_object(wfe, other))
+        .filter(|other| crate::types::target_key(&other.spec.target_resource) == key)
+        .filter(|other| !same_object(wfe, other))
         .collect();
     let skip = |reason, message: String| SkipDetails {
         reason,
@@ -118,55 +124,49 @@ pub fn decide(
         return Decision::Skip(details);
     }
 
+    // a. An execution failure blocks the target until someone clears it, whatever finished on
+    //    the target after it (nothing can run while blocked, but validation failures can end).
+    if let Some(blocker) = most_recent_finished(
+        &others
+            .iter()
+            .copied()
+            .filter(|o| holds_block(o))
+            .collect::<Vec<_>>(),
+    ) {
+        let reason = failure_reason_of(blocker);
+        let mut details = skip(
+            SkipReason::PreviousExecutionFailed,
+            format!(
+                "an earlier execution on target {target}, WorkflowExecution {} (workflow {}), failed during execution ({reason}); \
+                 Manual intervention required: check the target, then annotate {} (or any WorkflowExecution of this target skipped with PreviousExecutionFailed) with {CLEAR_BLOCK_ANNOTATION}=<reason> to allow new executions",
+                display_key(blocker),
+                blocker.spec.workflow_ref.workflow_id,
+                display_key(blocker),
+            ),
+        );
+        details.recent_remediation = Some(recent_remediation(blocker, target, None));
+        return Decision::Skip(details);
+    }
+
     let Some(previous) = most_recent_finished(&others) else {
         return Decision::Proceed;
     };
     let status = previous.status.clone().unwrap_or_default();
     let completed_at = previous.completion_time();
-    let recent = |remaining: Option<Duration>| RecentRemediation {
-        name: previous.name_any(),
-        workflow_id: previous.spec.workflow_ref.workflow_id.clone(),
-        completed_at: completed_at.map(Time),
-        outcome: previous.phase().map(|p| p.to_string()).unwrap_or_default(),
-        target_resource: target.clone(),
-        cooldown_remaining: remaining.map(format_go_duration),
-    };
-    let failure_reason = status
-        .failure_details
-        .as_ref()
-        .map(|d| d.reason.to_string())
-        .unwrap_or_else(|| "unknown".to_owned());
+    let recent = |remaining: Option<Duration>| recent_remediation(previous, target, remaining);
+    let failure_reason = failure_reason_of(previous);
 
-    // a. An execution failure blocks the target until someone clears it.
-    let execution_failed = previous.phase() == Some(Phase::Failed)
-        && status
-            .failure_details
-            .as_ref()
-            .is_some_and(|d| d.was_execution_failure);
-    if execution_failed && status.block_clearance.is_none() {
-        let mut details = skip(
-            SkipReason::PreviousExecutionFailed,
-            format!(
-                "the previous execution on target {target}, WorkflowExecution {} (workflow {}), failed during execution ({failure_reason}); \
-                 Manual intervention required: check the target, then annotate {} with {CLEAR_BLOCK_ANNOTATION}=<reason> to allow new executions",
-                display_key(previous),
-                previous.spec.workflow_ref.workflow_id,
-                display_key(previous),
-            ),
-        );
-        details.recent_remediation = Some(recent(None));
-        return Decision::Skip(details);
-    }
-
-    // b. Too many consecutive pre-execution failures.
-    let failures = status.consecutive_failures.unwrap_or(0);
+    // b. Too many consecutive pre-execution failures (a clearance on the WFE that carries the
+    //    streak resets it, and with it the backoff of c).
+    let failures = streak(previous);
     let limit = config.backoff.max_consecutive_failures;
     if failures >= limit {
         let mut details = skip(
             SkipReason::ExhaustedRetries,
             format!(
                 "{failures} consecutive pre-execution failures on target {target} (limit {limit}), the last in WorkflowExecution {} ({failure_reason}); \
-                 Manual intervention required: fix the cause, then delete the failed WorkflowExecutions of this target",
+                 Manual intervention required: fix the cause, then annotate {} (or any WorkflowExecution of this target skipped with ExhaustedRetries) with {CLEAR_BLOCK_ANNOTATION}=<reason> to reset the streak",
+                display_key(previous),
                 display_key(previous),
             ),
         );
@@ -176,6 +176,7 @@ pub fn decide(
 
     // c. Backoff after pre-execution failures.
     if let Some(next) = status.next_allowed_execution.as_ref().map(|t| t.0)
+        && status.block_clearance.is_none()
         && now < next
     {
         let remaining = duration_between(now, next);
@@ -228,21 +229,67 @@ pub fn count_pre_execution_failure(
     now: Timestamp,
     config: &OperatorConfig,
 ) -> FailureCount {
+    let key = crate::types::target_key(&wfe.spec.target_resource);
     let others: Vec<&WorkflowExecution> = on_target
         .iter()
         .map(Arc::as_ref)
-        .filter(|o| o.spec.target_resource == wfe.spec.target_resource && !same_object(wfe, o))
+        .filter(|o| crate::types::target_key(&o.spec.target_resource) == key)
+        .filter(|o| !same_object(wfe, o))
         .collect();
-    let previous = most_recent_finished(&others)
-        .filter(|p| p.phase() == Some(Phase::Failed))
-        .and_then(|p| p.status.as_ref())
-        .and_then(|s| s.consecutive_failures)
-        .unwrap_or(0);
+    let previous = most_recent_finished(&others).map_or(0, streak);
     let consecutive_failures = previous.saturating_add(1);
     let delay = config.backoff.schedule().delay(consecutive_failures);
     FailureCount {
         consecutive_failures,
         next_allowed_execution: add(now, delay),
+    }
+}
+
+/// Whether `wfe` blocks its target: it failed with `wasExecutionFailure: true` and nobody has
+/// cleared the block (`status.blockClearance`).
+pub fn holds_block(wfe: &WorkflowExecution) -> bool {
+    let Some(status) = wfe.status.as_ref() else {
+        return false;
+    };
+    status.phase == Some(Phase::Failed)
+        && status.block_clearance.is_none()
+        && status
+            .failure_details
+            .as_ref()
+            .is_some_and(|d| d.was_execution_failure)
+}
+
+/// The pre-execution failure streak `wfe` carries: its `consecutiveFailures` if it failed and
+/// the streak was not cleared, else 0.
+pub fn streak(wfe: &WorkflowExecution) -> u32 {
+    match wfe.status.as_ref() {
+        Some(status) if status.phase == Some(Phase::Failed) && status.block_clearance.is_none() => {
+            status.consecutive_failures.unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+fn failure_reason_of(wfe: &WorkflowExecution) -> String {
+    wfe.status
+        .as_ref()
+        .and_then(|s| s.failure_details.as_ref())
+        .map(|d| d.reason.to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn recent_remediation(
+    previous: &WorkflowExecution,
+    target: &str,
+    remaining: Option<Duration>,
+) -> RecentRemediation {
+    RecentRemediation {
+        name: previous.name_any(),
+        workflow_id: previous.spec.workflow_ref.workflow_id.clone(),
+        completed_at: previous.completion_time().map(Time),
+        outcome: previous.phase().map(|p| p.to_string()).unwrap_or_default(),
+        target_resource: target.to_owned(),
+        cooldown_remaining: remaining.map(format_go_duration),
     }
 }
 
@@ -452,6 +499,14 @@ mod tests {
                 Some((SkipReason::ResourceBusy, "earlier", None)),
             ),
             (
+                "running on the same target with the kind in CamelCase → ResourceBusy",
+                vec![on(
+                    "default/Deployment/nginx",
+                    running("holder", "scale-up", "2025-06-01T11:58:00Z"),
+                )],
+                Some((SkipReason::ResourceBusy, "holder", None)),
+            ),
+            (
                 "running on another target is ignored",
                 vec![on(
                     "other/deployment/x",
@@ -511,7 +566,7 @@ mod tests {
                 Some((SkipReason::RecentlyRemediated, "bad", Some("3m0s"))),
             ),
             (
-                "only the most recent finished one counts",
+                "a later outcome of any kind does not lift an uncleared block",
                 vec![
                     failed(
                         "old-bad",
@@ -523,6 +578,55 @@ mod tests {
                     ),
                     completed("good", "scale-up", "2025-06-01T11:00:00Z"),
                 ],
+                Some((SkipReason::PreviousExecutionFailed, "old-bad", None)),
+            ),
+            (
+                "a later validation failure does not lift the block",
+                vec![
+                    failed(
+                        "bad",
+                        "restart-pod",
+                        "2025-06-01T10:00:00Z",
+                        true,
+                        None,
+                        None,
+                    ),
+                    failed(
+                        "invalid",
+                        "scale-up",
+                        "2025-06-01T11:00:00Z",
+                        false,
+                        Some(1),
+                        Some("2025-06-01T11:01:00Z"),
+                    ),
+                ],
+                Some((SkipReason::PreviousExecutionFailed, "bad", None)),
+            ),
+            (
+                "a cleared old block with a later completion → proceed",
+                vec![
+                    cleared(failed(
+                        "old-bad",
+                        "restart-pod",
+                        "2025-06-01T10:00:00Z",
+                        true,
+                        None,
+                        None,
+                    )),
+                    completed("good", "scale-up", "2025-06-01T11:00:00Z"),
+                ],
+                None,
+            ),
+            (
+                "a cleared streak lifts ExhaustedRetries and its backoff",
+                vec![cleared(failed(
+                    "pre5",
+                    "scale-up",
+                    "2025-06-01T11:59:00Z",
+                    false,
+                    Some(5),
+                    Some("2025-06-01T12:09:00Z"),
+                ))],
                 None,
             ),
             (

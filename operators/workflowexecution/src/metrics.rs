@@ -91,13 +91,16 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Record the current consecutive-failure count of `target`; 0 removes its series.
+    /// Record the current consecutive-failure count of `target`; 0 removes its series. The label
+    /// is the target's lock key ([`crate::types::target_key`]), so the spellings of one target
+    /// share one series.
     pub fn set_consecutive_failures(&self, target: &str, count: u32) {
+        let target = crate::types::target_key(target);
         if count == 0 {
-            let _ = self.consecutive_failures.remove_label_values(&[target]);
+            let _ = self.consecutive_failures.remove_label_values(&[&target]);
         } else {
             self.consecutive_failures
-                .with_label_values(&[target])
+                .with_label_values(&[&target])
                 .set(i64::from(count));
         }
     }

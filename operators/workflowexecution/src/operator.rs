@@ -23,7 +23,9 @@ use crate::{
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,
-    pipelinerun::{self, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION},
+    pipelinerun::{
+        self, ANNOTATION_WORKFLOW_EXECUTION, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION,
+    },
     templates,
     types::WorkflowExecution,
 };
@@ -143,7 +145,9 @@ pub async fn start(
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
         // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
-        .index_parents(|wfe: &WorkflowExecution| Some(wfe.spec.target_resource.clone()))
+        .index_parents(|wfe: &WorkflowExecution| {
+            Some(crate::types::target_key(&wfe.spec.target_resource))
+        })
         .children(ChildWatch {
             resource: pipelinerun_resource(),
             namespace: Some(current.execution.namespace.clone()),
@@ -152,6 +156,8 @@ pub async fn start(
                 LABEL_WORKFLOW_EXECUTION.to_string(),
                 LABEL_SOURCE_NAMESPACE.to_string(),
             ),
+            // Names may be 253 characters long; the label carries a shortened form.
+            parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
         })
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
@@ -173,6 +179,9 @@ pub async fn start(
         templates = %dir.display(),
         "starting the WorkflowExecution operator"
     );
+    for warning in current.warnings() {
+        warn!("{warning}");
+    }
     let running = operator.start(controller::reconcile, state).await?;
     Ok((running, auditor))
 }

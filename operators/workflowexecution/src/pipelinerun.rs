@@ -16,15 +16,23 @@
 //!    the original, so distinct inputs stay distinct.
 //!
 //! 5. The operator's cache of PipelineRuns holds only what the reconciler reads
-//!    ([`prune_cached_run`]): identity, labels and `status`.
+//!    ([`prune_cached_run`]): identity, labels, the `kubernaut.ai/*` annotations and `status`.
+//! 6. A run is owned by one WorkflowExecution *instance*: the label
+//!    `kubernaut.ai/workflow-execution-uid` carries its uid and every ownership decision compares
+//!    it ([`owner`]), so a WorkflowExecution deleted and re-created under the same name never
+//!    adopts, cancels or deletes its predecessor's run.
+//! 7. A run that ended in an execution failure is marked with the annotation
+//!    `kubernaut.ai/execution-block` ([`ExecutionBlock`]) until the block is cleared: the run stays
+//!    in place as the target's lock even when its WorkflowExecution is deleted, so the block holds
+//!    whatever happens to the WorkflowExecutions of the target.
 //!
 //! Caveats:
 //! 1. Rendering does not validate the spec; callers run [`crate::validate::validate_spec`] first
 //!    (the reconciler's Pending step 1, the `render` command).
 //! 2. A WorkflowExecution name longer than 63 characters does not fit a label value, so its
-//!    `kubernaut.ai/workflow-execution` label carries a hashed form ([`label_value`]). Ownership
-//!    checks still hold (both sides use [`owner_labels`]), but mapping a PipelineRun event back to
-//!    its WorkflowExecution by that label needs the same function, or a resync.
+//!    `kubernaut.ai/workflow-execution` label carries a shortened, hashed form ([`label_value`]);
+//!    the full name is in the annotation of the same key, which maps a run back to its
+//!    WorkflowExecution (the runtime's `ChildWatch::parent_name_annotation`).
 use std::collections::BTreeMap;
 
 use kube::{ResourceExt, api::DynamicObject};
@@ -38,8 +46,16 @@ use crate::types::WorkflowExecution;
 
 /// The prefix of every PipelineRun name.
 pub const NAME_PREFIX: &str = "wfe-";
-/// Label: the owning WorkflowExecution's name.
+/// Label: the owning WorkflowExecution's name (shortened and hashed past 63 characters). The
+/// annotation of the same key carries the full name.
 pub const LABEL_WORKFLOW_EXECUTION: &str = "kubernaut.ai/workflow-execution";
+/// Label: the owning WorkflowExecution's uid (ownership is by instance, not by name).
+pub const LABEL_WORKFLOW_EXECUTION_UID: &str = "kubernaut.ai/workflow-execution-uid";
+/// Annotation: the owning WorkflowExecution's full name.
+pub const ANNOTATION_WORKFLOW_EXECUTION: &str = LABEL_WORKFLOW_EXECUTION;
+/// Annotation: this run ended in an execution failure that blocks its target until cleared
+/// (JSON of [`ExecutionBlock`]).
+pub const ANNOTATION_EXECUTION_BLOCK: &str = "kubernaut.ai/execution-block";
 /// Label: the owning WorkflowExecution's namespace.
 pub const LABEL_SOURCE_NAMESPACE: &str = "kubernaut.ai/source-namespace";
 /// Label: the workflow id.
@@ -54,9 +70,10 @@ const MAX_LABEL_VALUE: usize = 63;
 /// Characters kept from the input when a label value must carry a hash (`<prefix>-<16 hex>`).
 const HASHED_PREFIX: usize = MAX_LABEL_VALUE - 17;
 
-/// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256(target).
+/// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256 of its
+/// [`crate::types::target_key`] (the kind lower-cased, so `Deployment` and `deployment` share one lock).
 pub fn pipeline_run_name(target_resource: &str) -> String {
-    lock_name(NAME_PREFIX, target_resource)
+    lock_name(NAME_PREFIX, &crate::types::target_key(target_resource))
 }
 
 /// A valid Kubernetes label value for `raw`.
@@ -118,11 +135,79 @@ pub fn owner_labels(wfe: &WorkflowExecution) -> BTreeMap<String, String> {
     ])
 }
 
-/// The lock owner for `wfe`: its ownership labels and uid.
+/// The lock owner for `wfe`: its ownership labels, its full name as an annotation and its uid
+/// (compared: ownership is by instance).
 pub fn owner(wfe: &WorkflowExecution) -> Owner {
     Owner {
         labels: owner_labels(wfe),
+        annotations: BTreeMap::from([(ANNOTATION_WORKFLOW_EXECUTION.to_owned(), wfe.name_any())]),
         uid: wfe.uid(),
+        uid_label: Some(LABEL_WORKFLOW_EXECUTION_UID.to_owned()),
+    }
+}
+
+/// The WorkflowExecution a run names as its owner: namespace, full name and uid (each empty when
+/// the run does not say).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunOwner {
+    /// The owner's namespace.
+    pub namespace: String,
+    /// The owner's full name (from the annotation, else the label).
+    pub name: String,
+    /// The owner's uid.
+    pub uid: String,
+}
+
+/// Reads the owner a run names (see [`RunOwner`]).
+pub fn run_owner(run: &DynamicObject) -> RunOwner {
+    let labels = run.labels();
+    let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+    let name = run
+        .annotations()
+        .get(ANNOTATION_WORKFLOW_EXECUTION)
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_else(|| label(LABEL_WORKFLOW_EXECUTION));
+    RunOwner {
+        namespace: label(LABEL_SOURCE_NAMESPACE),
+        name,
+        uid: label(LABEL_WORKFLOW_EXECUTION_UID),
+    }
+}
+
+/// The block an execution failure leaves on its run (annotation [`ANNOTATION_EXECUTION_BLOCK`]):
+/// enough to describe it after the failed WorkflowExecution is gone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionBlock {
+    /// `namespace/name` of the WorkflowExecution that failed.
+    pub workflow_execution: String,
+    /// Its workflow id.
+    pub workflow_id: String,
+    /// The failure reason.
+    pub reason: String,
+    /// When it failed (RFC 3339).
+    pub failed_at: String,
+}
+
+impl ExecutionBlock {
+    /// The block recorded on `run`, if any (an unreadable annotation still blocks: it is kept
+    /// as the reason, so a hand-edited value never lifts a block by accident).
+    pub fn of(run: &DynamicObject) -> Option<ExecutionBlock> {
+        let raw = run.annotations().get(ANNOTATION_EXECUTION_BLOCK)?;
+        Some(
+            serde_json::from_str(raw).unwrap_or_else(|_| ExecutionBlock {
+                workflow_execution: String::new(),
+                workflow_id: String::new(),
+                reason: raw.clone(),
+                failed_at: String::new(),
+            }),
+        )
+    }
+
+    /// The annotation value.
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -133,13 +218,15 @@ pub fn pipeline_run_identity(
     template_revision: &str,
 ) -> ChildIdentity {
     let target = &wfe.spec.target_resource;
-    let mut labels = owner_labels(wfe);
+    let owner = owner(wfe);
+    let mut labels = owner.child_labels();
     labels.insert(
         LABEL_WORKFLOW_ID.to_owned(),
         label_value(&wfe.spec.workflow_ref.workflow_id),
     );
     labels.insert(TARGET_RESOURCE_KEY.to_owned(), label_value(target));
-    let annotations = BTreeMap::from([
+    let mut annotations = owner.annotations;
+    annotations.extend([
         (TARGET_RESOURCE_KEY.to_owned(), target.clone()),
         (
             ANNOTATION_TEMPLATE_REVISION.to_owned(),
@@ -170,14 +257,22 @@ pub fn render_pipeline_run(
 }
 
 /// Drops from a cached PipelineRun what the reconciler never reads from the cache: `spec` (the
-/// run is created from the template, and cancelled from a fresh read) and the annotations.
-/// Identity, labels (ownership) and `status` (what the status mapping reads) stay. With
-/// 10 000 runs cached this more than halves the operator's memory.
+/// run is created from the template, and cancelled from a fresh read) and the annotations other
+/// than the operator's own (`kubernaut.ai/*`: the owner's full name, the block). Identity,
+/// labels (ownership) and `status` (what the status mapping reads) stay. With 10 000 runs
+/// cached this more than halves the operator's memory.
 pub fn prune_cached_run(run: &mut DynamicObject) {
     if let Some(fields) = run.data.as_object_mut() {
         fields.remove("spec");
     }
-    run.metadata.annotations = None;
+    if let Some(annotations) = run.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| {
+            key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
+        });
+        if annotations.is_empty() {
+            run.metadata.annotations = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +340,14 @@ mod tests {
         for (target, name) in cases {
             assert_eq!(pipeline_run_name(target), name, "{target}");
         }
+        assert_eq!(
+            pipeline_run_name("default/Deployment/nginx"),
+            "wfe-f3457dcc8fbcb6d9"
+        );
+        assert_eq!(
+            pipeline_run_name("Node/worker-node-1"),
+            "wfe-ac45b7d6911e97a5"
+        );
     }
 
     #[test]
@@ -299,8 +402,16 @@ mod tests {
                 ("kubernaut.ai/source-namespace", "kubernaut-system"),
                 ("kubernaut.ai/target-resource", "default__deployment__nginx"),
                 ("kubernaut.ai/workflow-execution", "restart-nginx-7f9c"),
+                (
+                    "kubernaut.ai/workflow-execution-uid",
+                    "4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a"
+                ),
                 ("kubernaut.ai/workflow-id", "restart-deployment"),
             ]
+        );
+        assert_eq!(
+            identity.annotations.get(ANNOTATION_WORKFLOW_EXECUTION),
+            Some(&"restart-nginx-7f9c".to_owned())
         );
         assert_eq!(
             identity
@@ -334,5 +445,57 @@ mod tests {
         let mut elsewhere = sample_workflow_execution();
         elsewhere.metadata.namespace = Some("team-b".to_owned());
         assert!(!owner(&elsewhere).owns(&identity.labels));
+    }
+
+    #[test]
+    fn a_recreated_wfe_of_the_same_name_does_not_own_its_predecessors_run() {
+        let wfe = sample_workflow_execution();
+        let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
+        let mut successor = sample_workflow_execution();
+        successor.metadata.uid = Some("another-uid".to_owned());
+        assert!(!owner(&successor).owns(&identity.labels));
+    }
+
+    #[test]
+    fn a_run_names_its_owner_by_full_name_even_past_63_characters() {
+        let mut wfe = sample_workflow_execution();
+        let long = format!("restart-{}", "n".repeat(190));
+        wfe.metadata.name = Some(long.clone());
+        let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
+        assert!(is_valid_label_value(
+            &identity.labels[LABEL_WORKFLOW_EXECUTION]
+        ));
+        let mut run = DynamicObject::new(&identity.name, &crate::operator::pipelinerun_resource());
+        run.metadata.labels = Some(identity.labels.clone());
+        run.metadata.annotations = Some(identity.annotations.clone());
+        prune_cached_run(&mut run);
+        let named = run_owner(&run);
+        assert_eq!(named.name, long);
+        assert_eq!(named.namespace, "kubernaut-system");
+        assert_eq!(named.uid, "4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a");
+    }
+
+    #[test]
+    fn an_execution_block_round_trips_and_an_unreadable_one_still_blocks() {
+        let block = ExecutionBlock {
+            workflow_execution: "team-a/restart".into(),
+            workflow_id: "restart-deployment".into(),
+            reason: "TaskFailed".into(),
+            failed_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut run = DynamicObject::new("wfe-x", &crate::operator::pipelinerun_resource());
+        run.metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_EXECUTION_BLOCK.to_owned(),
+            block.to_annotation(),
+        )]));
+        assert_eq!(ExecutionBlock::of(&run), Some(block));
+        run.metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_EXECUTION_BLOCK.to_owned(),
+            "hand written".to_owned(),
+        )]));
+        assert_eq!(
+            ExecutionBlock::of(&run).map(|b| b.reason),
+            Some("hand written".to_owned())
+        );
     }
 }

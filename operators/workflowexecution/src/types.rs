@@ -50,6 +50,20 @@ pub const TARGET_RESOURCE_RULE: &str = "self.matches('^[^/]+/[^/]+(/[^/]+)?$')";
 pub const PARAMETER_NAMES_RULE: &str = "self.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_.-]*$'))";
 /// CEL rule: no parameter is named `TARGET_RESOURCE`, which the operator adds to every run.
 pub const RESERVED_PARAMETER_RULE: &str = "!('TARGET_RESOURCE' in self)";
+/// The most parameters a WorkflowExecution may carry (CRD `maxProperties`).
+pub const MAX_PARAMETERS: usize = 128;
+/// The longest parameter name, in characters.
+pub const MAX_PARAMETER_NAME_LENGTH: usize = 128;
+/// The longest parameter value, in characters (32 KiB of ASCII; CRD `maxLength`).
+pub const MAX_PARAMETER_VALUE_LENGTH: usize = 32 * 1024;
+/// The most characters all parameter names and values may hold together (1 Mi). Keeps a
+/// WorkflowExecution, and the PipelineRun rendered from it, well below the API server's storage
+/// limit (etcd's 1.5 MiB request limit), with room for both objects' status.
+pub const MAX_PARAMETERS_SIZE: usize = 1024 * 1024;
+/// CEL rule: every parameter name has at most [`MAX_PARAMETER_NAME_LENGTH`] characters.
+pub const PARAMETER_NAME_LENGTH_RULE: &str = "self.all(k, size(k) <= 128)";
+/// CEL rule: names and values together hold at most [`MAX_PARAMETERS_SIZE`] characters.
+pub const PARAMETERS_SIZE_RULE: &str = "self.map(k, size(k) + size(self[k])).sum() <= 1048576";
 
 /// What a WorkflowExecution asks for. Immutable after creation.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -84,13 +98,23 @@ pub struct WorkflowExecutionSpec {
     #[schemars(length(max = 1024))]
     pub target_resource: String,
     /// Workflow parameters, passed to the PipelineRun as string params byte-for-byte. Names must be
-    /// valid Tekton parameter names (letters, digits, `_`, `-`, `.`; starting with a letter or `_`).
+    /// valid Tekton parameter names (letters, digits, `_`, `-`, `.`; starting with a letter or `_`)
+    /// of at most 128 characters. At most 128 parameters, each value at most 32768 characters,
+    /// names and values together at most 1048576 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_PARAMETERS))]
+    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_PARAMETER_VALUE_LENGTH}))]
     #[x_kube(validation = Rule::new(PARAMETER_NAMES_RULE).message(
         "parameter names must start with a letter or '_' and contain only letters, digits, '_', '-' and '.'"
     ))]
     #[x_kube(validation = Rule::new(RESERVED_PARAMETER_RULE).message(
         "TARGET_RESOURCE is set by the operator from spec.targetResource and cannot be a parameter"
+    ))]
+    #[x_kube(validation = Rule::new(PARAMETER_NAME_LENGTH_RULE).message(
+        "parameter names must be at most 128 characters long"
+    ))]
+    #[x_kube(validation = Rule::new(PARAMETERS_SIZE_RULE).message(
+        "parameter names and values together must be at most 1048576 characters (1 Mi)"
     ))]
     pub parameters: BTreeMap<String, String>,
     /// How confident the producer is in this remediation (0..1); audit only.
@@ -505,6 +529,34 @@ pub fn crd_yaml() -> Result<String, CrdError> {
     ))
 }
 
+/// The identity of a target for locking, cooldown and every "same target" comparison:
+/// `targetResource` with its kind part lower-cased.
+///
+/// Users write kinds in CamelCase (`Deployment`) as often as in lower case (`deployment`); both
+/// name one object, so both must be one lock. Namespaces and names are DNS names, lower-case
+/// already, and stay as written. A value that is not `namespace/kind/name` or `kind/name` is
+/// returned unchanged (validation refuses it before any lock is taken).
+pub fn target_key(target_resource: &str) -> String {
+    let parts: Vec<&str> = target_resource.split('/').collect();
+    let kind = match parts.len() {
+        3 => 1,
+        2 => 0,
+        _ => return target_resource.to_owned(),
+    };
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            if i == kind {
+                part.to_lowercase()
+            } else {
+                (*part).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 impl WorkflowExecution {
     /// The phase, `None` before the operator first wrote status.
     pub fn phase(&self) -> Option<Phase> {
@@ -593,8 +645,21 @@ mod tests {
         assert_eq!(props["targetResource"]["maxLength"], json!(1024));
         assert_eq!(
             rules(&props["parameters"]),
-            vec![PARAMETER_NAMES_RULE, RESERVED_PARAMETER_RULE]
+            vec![
+                PARAMETER_NAMES_RULE,
+                RESERVED_PARAMETER_RULE,
+                PARAMETER_NAME_LENGTH_RULE,
+                PARAMETERS_SIZE_RULE
+            ]
         );
+        assert_eq!(props["parameters"]["maxProperties"], json!(MAX_PARAMETERS));
+        assert_eq!(
+            props["parameters"]["additionalProperties"],
+            json!({"type": "string", "maxLength": MAX_PARAMETER_VALUE_LENGTH})
+        );
+        // The CEL rules spell the bounds out; they must be the constants' values.
+        assert!(PARAMETER_NAME_LENGTH_RULE.ends_with(&format!("<= {MAX_PARAMETER_NAME_LENGTH})")));
+        assert!(PARAMETERS_SIZE_RULE.ends_with(&format!("<= {MAX_PARAMETERS_SIZE}")));
         assert_eq!(
             rules(&props["confidence"]),
             vec!["self >= 0.0 && self <= 1.0"]
@@ -610,6 +675,25 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert_eq!(required, vec!["targetResource", "workflowRef"]);
+    }
+
+    #[test]
+    fn target_keys_lower_case_only_the_kind() {
+        let cases = [
+            ("default/Deployment/nginx", "default/deployment/nginx"),
+            ("default/deployment/nginx", "default/deployment/nginx"),
+            ("default/DEPLOYMENT/nginx", "default/deployment/nginx"),
+            ("Team-A/Deployment/Nginx", "Team-A/deployment/Nginx"),
+            ("ns/Deployment.apps/web", "ns/deployment.apps/web"),
+            ("Node/worker-node-1", "node/worker-node-1"),
+            ("node/Worker-Node-1", "node/Worker-Node-1"),
+            ("nginx", "nginx"),
+            ("a/B/c/D", "a/B/c/D"),
+            ("", ""),
+        ];
+        for (target, key) in cases {
+            assert_eq!(target_key(target), key, "{target:?}");
+        }
     }
 
     #[test]

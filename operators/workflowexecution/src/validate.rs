@@ -1,34 +1,62 @@
 //! Runtime validation of a WorkflowExecution spec (step 1 of the Pending decision chain).
 //!
 //! The API server already enforces the CRD's CEL rules at admission; this is the runtime copy of
-//! the same rules, plus the checks only the operator can make (its config's service-account
-//! allowlist, the timeout's syntax). A WFE that fails here ends `Failed` with reason
-//! `ConfigurationError`, pre-execution, and the message names the field.
+//! the same rules, plus the checks only the operator can make (its config's bundle and
+//! service-account allowlists, the timeout's syntax and maximum, the parameters' stored size). A
+//! WFE that fails here ends `Failed` with reason `ConfigurationError`, pre-execution, before any
+//! PipelineRun exists, and the message names the field.
 //!
 //! Guarantees:
 //! 1. Every rule of the CRD ([`crate::types`]) is checked again: `targetResource` has 2 or 3
 //!    non-empty `/`-separated parts and at most [`MAX_TARGET_RESOURCE_LENGTH`] characters,
 //!    parameter names follow Tekton's rule, `workflowRef.workflowId` is not empty, `confidence`
-//!    is within 0..1, and no parameter is named [`TARGET_RESOURCE_PARAM`].
-//! 2. `executionConfig.timeout`, when set, is a positive Go duration (what Tekton accepts).
-//! 3. `executionConfig.serviceAccountName`, when set, is the configured default or listed in
+//!    is within 0..1, no parameter is named [`TARGET_RESOURCE_PARAM`], and the parameters are
+//!    bounded: at most [`MAX_PARAMETERS`] of them, names of at most [`MAX_PARAMETER_NAME_LENGTH`]
+//!    characters, values of at most [`MAX_PARAMETER_VALUE_LENGTH`] characters, at most
+//!    [`MAX_PARAMETERS_SIZE`] characters in all.
+//! 2. The parameters fit the PipelineRun: their size *as the API server stores them*
+//!    ([`stored_size`]: JSON with Go's escapes, where `"` takes 2 bytes and `<` or a control
+//!    character 6) is at most [`MAX_STORED_PARAMETERS_BYTES`]. The shipped template adds a few
+//!    hundred bytes to that, so the PipelineRun stays below etcd's request limit (1.5 MiB, the
+//!    first size limit an object meets at the API server) with room for the status Tekton writes
+//!    into it.
+//! 3. `workflowRef.containerImage` matches one of `execution.allowedBundles` (globs): an admin
+//!    decides *what* may run, not only as whom.
+//! 4. `executionConfig.timeout`, when set, is a positive Go duration (what Tekton accepts) and at
+//!    most `execution.maxTimeout`.
+//! 5. `executionConfig.serviceAccountName`, when set, is the configured default or listed in
 //!    `execution.allowedServiceAccounts`: a WFE author cannot pick a more privileged account.
-//! 4. All problems are reported, each naming its field in the spec's own spelling
-//!    (`spec.parameters["1bad"]: ...`); user-supplied text is quoted with escapes, so a hostile
-//!    value cannot forge lines or fields in the message.
+//! 6. All problems are reported, each naming its field in the spec's own spelling
+//!    (`spec.parameters["1bad"]: ...`); user-supplied text is quoted with escapes (and a
+//!    parameter name too long to show is shortened), so a hostile value cannot forge lines or
+//!    fields in the message, nor make it huge.
 //!
 //! Caveats:
 //! 1. `workflowRef.containerImage` must not be empty here although admission only requires the
 //!    key: an empty bundle reference can only fail later, with a vaguer message.
+//! 2. The size bound is on the spec, not on the rendered PipelineRun: a template that copies the
+//!    parameters several times can still render a run the API server refuses; the reconciler
+//!    maps that refusal (400/413/422, or a 500 saying the object is too large to store) to
+//!    `ConfigurationError` too.
 use std::fmt;
 use std::time::Duration;
 
 use crate::config::ExecutionSettings;
-use crate::duration::{GoDurationError, parse_go_duration};
-use crate::types::{MAX_TARGET_RESOURCE_LENGTH, WorkflowExecutionSpec};
+use crate::duration::{GoDurationError, format_go_duration, parse_go_duration};
+use crate::types::{
+    MAX_PARAMETER_NAME_LENGTH, MAX_PARAMETER_VALUE_LENGTH, MAX_PARAMETERS, MAX_PARAMETERS_SIZE,
+    MAX_TARGET_RESOURCE_LENGTH, WorkflowExecutionSpec,
+};
 
 /// The parameter the operator adds to every PipelineRun; a spec may not set it.
 pub const TARGET_RESOURCE_PARAM: &str = "TARGET_RESOURCE";
+/// The most bytes all parameter names and values may take as the API server stores them
+/// ([`stored_size`]): 1 MiB, a third below etcd's default request limit of 1.5 MiB — the first
+/// limit a growing object meets (then the API server's etcd client's 2 MiB send limit, then its
+/// 3 MiB request-body limit; see docs/configuration.md).
+pub const MAX_STORED_PARAMETERS_BYTES: usize = 1024 * 1024;
+/// How many characters of an overlong parameter name an error message shows.
+const SHOWN_NAME_CHARACTERS: usize = 40;
 
 /// One problem with a spec.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -71,6 +99,58 @@ pub enum SpecError {
         /// The name given.
         name: String,
     },
+    /// A parameter name is longer than allowed.
+    #[error(
+        "spec.parameters[{name:?}]: the name has {length} characters, at most {MAX_PARAMETER_NAME_LENGTH} allowed"
+    )]
+    ParameterNameTooLong {
+        /// The name given, shortened to its first characters and `…`.
+        name: String,
+        /// Its length in characters.
+        length: usize,
+    },
+    /// A parameter value is longer than allowed.
+    #[error(
+        "spec.parameters[{name:?}]: the value has {length} characters, at most {MAX_PARAMETER_VALUE_LENGTH} allowed"
+    )]
+    ParameterValueTooLong {
+        /// The parameter's name.
+        name: String,
+        /// The value's length in characters.
+        length: usize,
+    },
+    /// More parameters than allowed.
+    #[error("spec.parameters: {count} parameters, at most {MAX_PARAMETERS} allowed")]
+    TooManyParameters {
+        /// How many were given.
+        count: usize,
+    },
+    /// The parameters hold more characters in all than allowed.
+    #[error(
+        "spec.parameters: names and values hold {length} characters in all, at most {MAX_PARAMETERS_SIZE} allowed"
+    )]
+    ParametersTooLong {
+        /// Characters of all names and values.
+        length: usize,
+    },
+    /// The parameters take more room than allowed as the API server stores them.
+    #[error(
+        "spec.parameters: names and values take {bytes} bytes as stored (JSON-escaped), at most {MAX_STORED_PARAMETERS_BYTES} allowed: the PipelineRun would not fit the API server's request limit"
+    )]
+    ParametersTooLarge {
+        /// Their stored size in bytes.
+        bytes: usize,
+    },
+    /// `workflowRef.containerImage` matches none of `execution.allowedBundles`.
+    #[error(
+        "spec.workflowRef.containerImage: {image:?} is not allowed (the operator config's execution.allowedBundles is {patterns:?})"
+    )]
+    BundleNotAllowed {
+        /// The bundle reference given.
+        image: String,
+        /// The configured patterns.
+        patterns: Vec<String>,
+    },
     /// `confidence` is outside 0..1.
     #[error("spec.confidence: {value} must be between 0 and 1")]
     Confidence {
@@ -104,6 +184,14 @@ pub enum TimeoutError {
     /// Zero: Tekton would read it as "no timeout".
     #[error("must be longer than 0s")]
     Zero,
+    /// Longer than the operator's `execution.maxTimeout`.
+    #[error("{value} is longer than the operator config's execution.maxTimeout ({max})")]
+    AboveMax {
+        /// The timeout given.
+        value: String,
+        /// The maximum, as a Go duration.
+        max: String,
+    },
 }
 
 impl SpecError {
@@ -111,13 +199,19 @@ impl SpecError {
     pub fn field(&self) -> String {
         match self {
             SpecError::EmptyWorkflowId => "spec.workflowRef.workflowId".to_owned(),
-            SpecError::EmptyContainerImage => "spec.workflowRef.containerImage".to_owned(),
+            SpecError::EmptyContainerImage | SpecError::BundleNotAllowed { .. } => {
+                "spec.workflowRef.containerImage".to_owned()
+            }
             SpecError::TargetResourceShape { .. } | SpecError::TargetResourceTooLong { .. } => {
                 "spec.targetResource".to_owned()
             }
-            SpecError::ParameterName { name } | SpecError::ReservedParameter { name } => {
-                format!("spec.parameters[{name:?}]")
-            }
+            SpecError::ParameterName { name }
+            | SpecError::ReservedParameter { name }
+            | SpecError::ParameterNameTooLong { name, .. }
+            | SpecError::ParameterValueTooLong { name, .. } => format!("spec.parameters[{name:?}]"),
+            SpecError::TooManyParameters { .. }
+            | SpecError::ParametersTooLong { .. }
+            | SpecError::ParametersTooLarge { .. } => "spec.parameters".to_owned(),
             SpecError::Confidence { .. } => "spec.confidence".to_owned(),
             SpecError::Timeout { .. } => "spec.executionConfig.timeout".to_owned(),
             SpecError::ServiceAccountNotAllowed { .. } => {
@@ -177,6 +271,78 @@ pub fn parse_timeout(value: &str) -> Result<Duration, TimeoutError> {
     Ok(timeout)
 }
 
+/// Parses a WFE timeout and checks it against the operator's maximum.
+pub fn check_timeout(value: &str, max: Duration) -> Result<Duration, TimeoutError> {
+    let timeout = parse_timeout(value)?;
+    if timeout > max {
+        return Err(TimeoutError::AboveMax {
+            value: value.to_owned(),
+            max: format_go_duration(max),
+        });
+    }
+    Ok(timeout)
+}
+
+/// The bytes `text` takes inside a JSON string as the API server writes it to storage: Go's
+/// `encoding/json`, which escapes `"` and `\` (2 bytes), `\n`, `\r`, `\t`, backspace and
+/// form feed (2), other control characters, `<`, `>`, `&`, U+2028 and U+2029 (6 bytes each),
+/// and writes everything else as UTF-8.
+pub fn stored_size(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => 6,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
+/// `name` as an error message shows it: whole, or its first characters and `…` when too long.
+fn shown_name(name: &str) -> String {
+    if name.chars().count() <= SHOWN_NAME_CHARACTERS {
+        name.to_owned()
+    } else {
+        let mut shown: String = name.chars().take(SHOWN_NAME_CHARACTERS).collect();
+        shown.push('…');
+        shown
+    }
+}
+
+/// The parameters' bounds: count, name and value lengths, total length and stored size.
+fn check_parameter_bounds(spec: &WorkflowExecutionSpec, errors: &mut Vec<SpecError>) {
+    let parameters = &spec.parameters;
+    if parameters.len() > MAX_PARAMETERS {
+        errors.push(SpecError::TooManyParameters {
+            count: parameters.len(),
+        });
+    }
+    let (mut length, mut bytes) = (0, 0);
+    for (name, value) in parameters {
+        let name_length = name.chars().count();
+        let value_length = value.chars().count();
+        if name_length > MAX_PARAMETER_NAME_LENGTH {
+            errors.push(SpecError::ParameterNameTooLong {
+                name: shown_name(name),
+                length: name_length,
+            });
+        }
+        if value_length > MAX_PARAMETER_VALUE_LENGTH {
+            errors.push(SpecError::ParameterValueTooLong {
+                name: shown_name(name),
+                length: value_length,
+            });
+        }
+        length += name_length + value_length;
+        bytes += stored_size(name) + stored_size(value);
+    }
+    if length > MAX_PARAMETERS_SIZE {
+        errors.push(SpecError::ParametersTooLong { length });
+    } else if bytes > MAX_STORED_PARAMETERS_BYTES {
+        errors.push(SpecError::ParametersTooLarge { bytes });
+    }
+}
+
 /// Checks a spec against the admission rules and the operator's execution settings.
 pub fn validate_spec(
     spec: &WorkflowExecutionSpec,
@@ -186,8 +352,14 @@ pub fn validate_spec(
     if spec.workflow_ref.workflow_id.is_empty() {
         errors.push(SpecError::EmptyWorkflowId);
     }
-    if spec.workflow_ref.container_image.is_empty() {
+    let image = &spec.workflow_ref.container_image;
+    if image.is_empty() {
         errors.push(SpecError::EmptyContainerImage);
+    } else if !execution.allows_bundle(image) {
+        errors.push(SpecError::BundleNotAllowed {
+            image: image.clone(),
+            patterns: execution.allowed_bundles.clone(),
+        });
     }
     let target = &spec.target_resource;
     let length = target.chars().count();
@@ -200,11 +372,14 @@ pub fn validate_spec(
     }
     for name in spec.parameters.keys() {
         if !is_valid_param_name(name) {
-            errors.push(SpecError::ParameterName { name: name.clone() });
+            errors.push(SpecError::ParameterName {
+                name: shown_name(name),
+            });
         } else if name == TARGET_RESOURCE_PARAM {
             errors.push(SpecError::ReservedParameter { name: name.clone() });
         }
     }
+    check_parameter_bounds(spec, &mut errors);
     if let Some(value) = spec.confidence
         && !(0.0..=1.0).contains(&value)
     {
@@ -212,7 +387,7 @@ pub fn validate_spec(
     }
     if let Some(config) = &spec.execution_config {
         if let Some(timeout) = &config.timeout
-            && let Err(reason) = parse_timeout(timeout)
+            && let Err(reason) = check_timeout(timeout, execution.max_timeout)
         {
             errors.push(SpecError::Timeout {
                 value: timeout.clone(),
@@ -288,9 +463,29 @@ mod tests {
         }
     }
 
+    fn with_params(count: usize, value: &str) -> WorkflowExecutionSpec {
+        let mut s = spec();
+        for i in 0..count {
+            s.parameters.insert(format!("p{i:03}"), value.to_owned());
+        }
+        s
+    }
+
+    fn with_bundle(image: &str) -> WorkflowExecutionSpec {
+        WorkflowExecutionSpec {
+            workflow_ref: WorkflowRef {
+                container_image: image.to_owned(),
+                ..spec().workflow_ref
+            },
+            ..spec()
+        }
+    }
+
     #[test]
     fn valid_specs_pass() {
-        let long_value = "x".repeat(100_000);
+        let long_value = "x".repeat(MAX_PARAMETER_VALUE_LENGTH);
+        let long_name = format!("n{}", "x".repeat(MAX_PARAMETER_NAME_LENGTH - 1));
+        let multibyte_value = "\u{1f680}".repeat(MAX_PARAMETER_VALUE_LENGTH);
         let cases: Vec<(&str, WorkflowExecutionSpec)> = vec![
             ("namespaced target", spec()),
             ("cluster-scoped target", with_target("node/worker-node-1")),
@@ -305,8 +500,22 @@ mod tests {
                 "unicode value",
                 with_param("msg", "h\u{e9}llo \u{202e} \u{0}\n{{ x }}"),
             ),
-            ("long value", with_param("big", &long_value)),
+            ("longest value", with_param("big", &long_value)),
+            ("longest name", with_param(&long_name, "v")),
+            ("most parameters", with_params(MAX_PARAMETERS, "v")),
+            (
+                "most characters in all",
+                with_params(
+                    MAX_PARAMETERS_SIZE / MAX_PARAMETER_VALUE_LENGTH - 1,
+                    &long_value,
+                ),
+            ),
+            (
+                "multibyte characters count once (128 KiB of UTF-8)",
+                with_param("emoji", &multibyte_value),
+            ),
             ("timeout", with_exec(Some("1h30m"), None)),
+            ("timeout at the maximum", with_exec(Some("24h"), None)),
             ("fractional timeout", with_exec(Some("1.5h"), None)),
             (
                 "allowed account",
@@ -466,6 +675,45 @@ mod tests {
                 "empty",
             ),
             (
+                with_exec(Some("24h0m1s"), None),
+                "spec.executionConfig.timeout",
+                "24h0m1s is longer than the operator config's execution.maxTimeout (24h0m0s)",
+            ),
+            (
+                with_exec(Some("1000h"), None),
+                "spec.executionConfig.timeout",
+                "execution.maxTimeout",
+            ),
+            (
+                with_params(MAX_PARAMETERS + 1, "v"),
+                "spec.parameters",
+                "129 parameters, at most 128 allowed",
+            ),
+            (
+                with_param(&format!("n{}", "x".repeat(MAX_PARAMETER_NAME_LENGTH)), "v"),
+                "spec.parameters[\"nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\"]",
+                "the name has 129 characters, at most 128 allowed",
+            ),
+            (
+                with_param("big", &"x".repeat(MAX_PARAMETER_VALUE_LENGTH + 1)),
+                "spec.parameters[\"big\"]",
+                "the value has 32769 characters, at most 32768 allowed",
+            ),
+            (
+                with_params(
+                    MAX_PARAMETERS_SIZE / MAX_PARAMETER_VALUE_LENGTH + 1,
+                    &"x".repeat(MAX_PARAMETER_VALUE_LENGTH),
+                ),
+                "spec.parameters",
+                "at most 1048576 allowed",
+            ),
+            (
+                // 20 × 32768 quotes: 640 Ki characters, but 1.25 MiB JSON-escaped.
+                with_params(20, &"\"".repeat(MAX_PARAMETER_VALUE_LENGTH)),
+                "spec.parameters",
+                "PipelineRun would not fit the API server's request limit",
+            ),
+            (
                 with_exec(None, Some("cluster-admin")),
                 "spec.executionConfig.serviceAccountName",
                 "\"cluster-admin\" is not allowed",
@@ -503,6 +751,68 @@ mod tests {
             assert!(message.contains(fragment), "{message} lacks {fragment}");
             assert!(!message.contains('\n'), "{message:?} spans lines");
         }
+    }
+
+    #[test]
+    fn bundles_outside_the_allowlist_are_refused() {
+        let restricted = ExecutionSettings {
+            allowed_bundles: vec!["registry.example.com/kubernaut-workflows/*".to_owned()],
+            ..ExecutionSettings::default()
+        };
+        let allowed = with_bundle("registry.example.com/kubernaut-workflows/restart:v1");
+        assert_eq!(validate_spec(&allowed, &restricted), Ok(()));
+        for image in [
+            "registry.example.com/other/restart:v1",
+            "evil.example.com/registry.example.com/kubernaut-workflows/x:v1",
+            "registry.example.com/kubernaut-workflows",
+        ] {
+            let errors = validate_spec(&with_bundle(image), &restricted).expect_err(image);
+            assert_eq!(
+                errors.errors(),
+                [SpecError::BundleNotAllowed {
+                    image: image.to_owned(),
+                    patterns: restricted.allowed_bundles.clone(),
+                }]
+            );
+            let message = errors.to_string();
+            assert!(
+                message.starts_with("spec.workflowRef.containerImage: "),
+                "{message}"
+            );
+            assert!(message.contains("execution.allowedBundles"), "{message}");
+            assert!(message.contains("kubernaut-workflows/*"), "{message}");
+        }
+    }
+
+    #[test]
+    fn stored_size_counts_go_json_escapes() {
+        let cases = [
+            ("", 0),
+            ("abc", 3),
+            ("a\"b", 4),
+            ("\\", 2),
+            ("line\n", 6),
+            ("\t\r", 4),
+            ("\u{8}\u{c}", 4),
+            ("\u{0}", 6),
+            ("\u{1f}", 6),
+            ("<a&b>", 20),
+            ("caf\u{e9}", 5),
+            ("\u{1f680}", 4),
+            ("\u{2028}", 6),
+            ("\u{7f}", 1),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(stored_size(text), bytes, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_parameter_name_makes_no_huge_message() {
+        let name = format!("1{}", "x".repeat(10_000));
+        let errors = validate_spec(&with_param(&name, "v"), &settings()).unwrap_err();
+        let message = errors.to_string();
+        assert!(message.len() < 500, "{} bytes", message.len());
     }
 
     #[test]

@@ -114,3 +114,13 @@ pub async fn unreachable_url() -> anyhow::Result<String> {
     drop(listener);
     Ok(format!("http://{addr}"))
 }
+
+/// Points `config`'s audit sink at `receiver` (HTTP, flushed every 200ms).
+pub fn send_audit_to(
+    config: &mut workflowexecution_operator::config::OperatorConfig,
+    receiver: &AuditReceiver,
+) {
+    config.audit.sink = workflowexecution_operator::config::AuditSink::Http;
+    config.audit.url = receiver.url();
+    config.audit.flush_interval = std::time::Duration::from_millis(200);
+}
