@@ -19,7 +19,7 @@
 //! 4. Every decision is reconstructible from cluster state: a restarted operator adopts the run a
 //!    `Pending` WFE already created, and continues `Running` ones from the run's status.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
