@@ -163,6 +163,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rules = MappingRules {
         phases,
         results: vec![],
+        require_grandchildren: false,
     };
     let mapping = StatusMapping::load(&dir.join("status.yaml"), &rules)?;
     let mut settings = RuntimeSettings::new("mirror-example");

@@ -3,10 +3,21 @@
 //! [`Backoff`] is the schedule `delay(n) = min(base · 2^min(n−1, max_exponent), max)` for the
 //! `n`-th consecutive failure, with optional jitter ([`Backoff::delay_with_jitter`]).
 //! [`ErrorBackoff`] applies it to a controller's error policy: it counts consecutive failed
-//! reconciles per object, hands out the delay before the next attempt, and forgets the object when
-//! a reconcile succeeds. Its [`ErrorAttempt`] renders as a status condition
+//! reconciles per object, hands out the delay before the next attempt, decides whether a
+//! reconcile asked for before that attempt is due may run ([`ErrorBackoff::hold_at`]), and forgets
+//! the object when a reconcile succeeds. Its [`ErrorAttempt`] renders as a status condition
 //! ([`ErrorAttempt::condition`]) and its size is exported as a Prometheus gauge
 //! ([`ErrorBackoff::register_metrics`]).
+//!
+//! # What cuts a backoff short
+//! An object in backoff is reconciled again when its next attempt is due, and before that only
+//! when something a reconcile reads changed since the failed attempt started:
+//! * the object itself, compared by its [`fingerprint`]: everything but `status`,
+//!   `metadata.resourceVersion` and `metadata.managedFields` (spec, labels, annotations,
+//!   finalizers, deletionTimestamp, …). Reporting a failure on the object (a status condition)
+//!   changes none of these, so the report never triggers the next attempt;
+//! * anything the caller declares a change with [`ErrorBackoff::note_change`] (the runtime does so
+//!   for every watch event of one of the object's children).
 //!
 //! # Guarantees
 //!
@@ -16,22 +27,36 @@
 //!    only ever shortens a delay, so `max` still bounds every wait.
 //! 3. [`ErrorBackoff`] is safe to share between reconcile tasks (`&self` methods behind one
 //!    mutex); the attempt counter of one object is independent of every other object's.
+//! 4. [`ErrorBackoff::hold_at`] holds a reconcile back only while the object is in backoff, its
+//!    next attempt is not due, its fingerprint equals the one the failed attempt was handed and no
+//!    change was noted since that attempt started; otherwise it lets the reconcile run.
+//! 5. [`ErrorAttempt::condition`] depends only on the error text, the streak's start and the
+//!    object's generation — not on the attempt number or the next attempt's time — so a condition
+//!    written from it changes only when the error does. [`ErrorAttempt::error_changed`] tells
+//!    which attempts are the first with their error, the ones worth an Event.
 //!
 //! # Assumptions
 //!
 //! 1. The controller calls [`ErrorBackoff::reset`] after every successful reconcile of an object
 //!    (including the one that finishes its deletion), so counters describe *consecutive* failures
 //!    and entries do not outlive their objects.
+//! 2. Objects serialize deterministically (same content, same JSON), as every `serde`-derived
+//!    Kubernetes type does.
 //!
 //! # Caveats
 //!
 //! 1. Counters live in memory: a restart (or a leadership hand-over) starts every object at
 //!    attempt 1 again. Durable, cluster-visible backoff belongs in the object's status.
-//! 2. `next_attempt` is computed from the local clock when the error is recorded; it is a hint for
-//!    humans reading the condition, the controller requeues by `delay`.
+//! 2. `next_attempt` is computed from the local clock when the error is recorded; the controller
+//!    requeues by `delay`, and [`ErrorBackoff::hold_at`] compares with the same local clock.
+//! 3. A failing reconcile that itself changed the object's metadata or spec (say, added a
+//!    finalizer) before it failed changed the fingerprint: the watch event of that write is a real
+//!    change and runs one more attempt at once. Writes are not attributed to their author.
+//! 4. A change noted while the *first* failing attempt of a streak runs is not remembered (the
+//!    object is not in backoff yet); it is picked up by the first retry, after `base`.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -120,26 +145,52 @@ pub struct ErrorAttempt {
     pub last_error: String,
     /// When the first error of this streak was recorded (the condition's transition time).
     pub since: jiff::Timestamp,
+    /// Whether this attempt's error differs from the previous attempt's, or starts the streak:
+    /// the attempts worth reporting (an Event) — every other one repeats what was said.
+    pub error_changed: bool,
+    /// What the failed attempt saw; a reconcile asked for later runs early only when the object
+    /// differs from it ([`ErrorBackoff::hold_at`]).
+    pub basis: AttemptBasis,
+}
+
+/// What a reconcile attempt was started from, to tell a real change from the echo of its own
+/// failure report: taken by [`ErrorBackoff::hold_at`], handed back to
+/// [`ErrorBackoff::record_failure_at`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptBasis {
+    /// The [`fingerprint`] of the object the attempt was handed; `None` when unknown (then any
+    /// version of the object counts as changed).
+    pub fingerprint: Option<u64>,
+    /// The number of changes noted for the object when the attempt started
+    /// ([`ErrorBackoff::note_change`]).
+    pub changes: u64,
+}
+
+/// Whether a reconcile asked for now may run ([`ErrorBackoff::hold_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Run it; on failure, record it with this basis, its `fingerprint` set to the object the
+    /// attempt was handed.
+    Run(AttemptBasis),
+    /// Nothing a reconcile reads changed and the next attempt is due in this long: requeue.
+    Wait(Duration),
 }
 
 impl ErrorAttempt {
     /// The status condition describing this backoff: type `ReconcileBackoff`, status `True`,
-    /// reason `ReconcileError`, a message naming the attempt, the next attempt and the last error
-    /// (cut to [`MAX_ERROR_MESSAGE`] bytes), and the start of the streak as transition time.
+    /// reason `ReconcileError`, a message carrying the last error (cut to [`MAX_ERROR_MESSAGE`]
+    /// bytes), and the start of the streak as transition time.
+    ///
+    /// The attempt number and the next attempt's time are deliberately left out: they change on
+    /// every attempt, and a condition that changes on every attempt is a status write per attempt
+    /// (the runtime's log line and `framework_reconcile_errors_total` carry them instead).
     pub fn condition(&self, observed_generation: Option<i64>) -> Condition {
-        let next = self
-            .next_attempt
-            .round(jiff::Unit::Second)
-            .unwrap_or(self.next_attempt);
         Condition {
             type_: CONDITION_TYPE.to_owned(),
             status: "True".to_owned(),
             reason: REASON_ERROR.to_owned(),
             message: format!(
-                "attempt {} failed; next attempt at {} (in {}): {}",
-                self.attempt,
-                next,
-                crate::config::duration::format(round_to_seconds(self.delay)),
+                "the last reconcile attempt failed; retried with exponential backoff: {}",
                 truncate(&self.last_error, MAX_ERROR_MESSAGE)
             ),
             last_transition_time: Time(self.since),
@@ -161,8 +212,24 @@ pub fn resolved_condition(observed_generation: Option<i64>, now: jiff::Timestamp
     }
 }
 
-fn round_to_seconds(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs() + u64::from(d.subsec_millis() >= 500))
+/// A digest of what a reconcile of `object` can care about: the object without `status`,
+/// `metadata.resourceVersion` and `metadata.managedFields`. Two versions with equal fingerprints
+/// differ at most in status and bookkeeping. `None` when `object` does not serialize to a JSON
+/// object.
+pub fn fingerprint<T: Serialize>(object: &T) -> Option<u64> {
+    let mut value = serde_json::to_value(object).ok()?;
+    let fields = value.as_object_mut()?;
+    fields.remove("status");
+    if let Some(meta) = fields
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -176,15 +243,23 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// One object's entry: its failure streak, and the changes noted while it is in backoff.
+#[derive(Debug)]
+struct Entry {
+    state: ErrorAttempt,
+    changes: u64,
+}
+
 /// Per-object error backoff for a controller's error policy.
 ///
-/// `record_error` after a failed reconcile, `reset` after a successful one. Keys are whatever
+/// [`hold_at`](Self::hold_at) before a reconcile, [`record_failure_at`](Self::record_failure_at)
+/// after a failed one, [`reset`](Self::reset) after a successful one. Keys are whatever
 /// identifies an object to the controller (typically `ObjectRef<K>`).
 #[derive(Debug)]
 pub struct ErrorBackoff<K: Hash + Eq + Clone> {
     backoff: Backoff,
     jitter: f64,
-    entries: Mutex<HashMap<K, ErrorAttempt>>,
+    entries: Mutex<HashMap<K, Entry>>,
     objects: IntGauge,
 }
 
@@ -216,17 +291,88 @@ impl<K: Hash + Eq + Clone> ErrorBackoff<K> {
         registry.register(Box::new(self.objects.clone()))
     }
 
-    /// Counts one more consecutive failure of `key` and returns its new backoff state.
+    /// Whether a reconcile of `key` asked for at `now` may run. It is held back
+    /// ([`Hold::Wait`]) only while `key` is in backoff, its next attempt is not due, the object's
+    /// current fingerprint (computed only then) equals the failed attempt's and no change was
+    /// noted since that attempt started.
+    pub fn hold_at(
+        &self,
+        key: &K,
+        fingerprint: impl FnOnce() -> Option<u64>,
+        now: jiff::Timestamp,
+    ) -> Hold {
+        let entries = self.lock();
+        let Some(entry) = entries.get(key) else {
+            return Hold::Run(AttemptBasis::default());
+        };
+        let run = Hold::Run(AttemptBasis {
+            fingerprint: None,
+            changes: entry.changes,
+        });
+        if entry.changes != entry.state.basis.changes {
+            return run;
+        }
+        let Ok(remaining) = Duration::try_from(entry.state.next_attempt.duration_since(now)) else {
+            return run; // due (the difference is negative)
+        };
+        if remaining.is_zero() {
+            return run;
+        }
+        let Some(before) = entry.state.basis.fingerprint else {
+            return run;
+        };
+        if fingerprint() != Some(before) {
+            return run;
+        }
+        Hold::Wait(remaining)
+    }
+
+    /// Notes that something a reconcile of `key` reads changed (for example one of its
+    /// children): a reconcile asked for from now on runs even before the next attempt is due.
+    /// Does nothing for an object that is not in backoff.
+    pub fn note_change(&self, key: &K) {
+        if let Some(entry) = self.lock().get_mut(key) {
+            entry.changes = entry.changes.wrapping_add(1);
+        }
+    }
+
+    /// Counts one more consecutive failure of `key` and returns its new backoff state. Without a
+    /// [basis](AttemptBasis), any later version of the object counts as a change; the runtime
+    /// uses [`record_failure_at`](Self::record_failure_at).
     pub fn record_error(&self, key: &K, error: &str) -> ErrorAttempt {
         self.record_error_at(key, error, jiff::Timestamp::now())
     }
 
     /// [`record_error`](Self::record_error) with an explicit clock reading.
     pub fn record_error_at(&self, key: &K, error: &str, now: jiff::Timestamp) -> ErrorAttempt {
+        let changes = self.lock().get(key).map_or(0, |entry| entry.changes);
+        let basis = AttemptBasis {
+            fingerprint: None,
+            changes,
+        };
+        self.record_failure_at(key, error, basis, now)
+    }
+
+    /// Counts one more consecutive failure of `key`, an attempt started from `basis` (the
+    /// [fingerprint] of the object it was handed and the [`Hold::Run`] basis), and returns the
+    /// new backoff state.
+    pub fn record_failure_at(
+        &self,
+        key: &K,
+        error: &str,
+        basis: AttemptBasis,
+        now: jiff::Timestamp,
+    ) -> ErrorAttempt {
         let mut entries = self.lock();
-        let (attempt, since) = match entries.get(key) {
-            Some(previous) => (previous.attempt.saturating_add(1), previous.since),
-            None => (1, now),
+        let previous = entries.get(key);
+        let (attempt, since, error_changed, changes) = match previous {
+            Some(previous) => (
+                previous.state.attempt.saturating_add(1),
+                previous.state.since,
+                previous.state.last_error != error,
+                previous.changes,
+            ),
+            None => (1, now, true, 0),
         };
         let delay = if self.jitter > 0.0 {
             self.backoff
@@ -240,8 +386,20 @@ impl<K: Hash + Eq + Clone> ErrorBackoff<K> {
             next_attempt: add_saturating(now, delay),
             last_error: error.to_owned(),
             since,
+            error_changed,
+            basis: AttemptBasis {
+                // Changes noted while the attempt ran stay newer than its basis.
+                changes: basis.changes.min(changes),
+                ..basis
+            },
         };
-        entries.insert(key.clone(), state.clone());
+        entries.insert(
+            key.clone(),
+            Entry {
+                state: state.clone(),
+                changes,
+            },
+        );
         self.objects.set(gauge_value(entries.len()));
         state
     }
@@ -256,7 +414,7 @@ impl<K: Hash + Eq + Clone> ErrorBackoff<K> {
 
     /// The state last recorded for `key`, if it is in backoff.
     pub fn get(&self, key: &K) -> Option<ErrorAttempt> {
-        self.lock().get(key).cloned()
+        self.lock().get(key).map(|entry| entry.state.clone())
     }
 
     /// Number of objects in backoff.
@@ -269,7 +427,7 @@ impl<K: Hash + Eq + Clone> ErrorBackoff<K> {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, ErrorAttempt>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry>> {
         // The map holds plain counters; a panic elsewhere cannot leave it half-updated.
         match self.entries.lock() {
             Ok(guard) => guard,
@@ -512,15 +670,248 @@ mod tests {
         assert_eq!(condition.last_transition_time, Time(start));
         assert_eq!(
             condition.message,
-            "attempt 2 failed; next attempt at 2023-11-14T22:15:50Z (in 2m): \
+            "the last reconcile attempt failed; retried with exponential backoff: \
              create PipelineRun: 503 Service Unavailable"
         );
+        // The same error on a later attempt says exactly the same: nothing to rewrite.
+        let third = errors.record_error_at(
+            &"k",
+            "create PipelineRun: 503 Service Unavailable",
+            at(1_700_000_200),
+        );
+        assert_eq!(third.attempt, 3);
+        assert_eq!(third.condition(Some(7)), condition);
 
         let resolved = resolved_condition(Some(8), at(1_700_000_500));
         assert_eq!(
             (resolved.status.as_str(), resolved.reason.as_str()),
             ("False", "ReconcileSucceeded")
         );
+    }
+
+    #[test]
+    fn only_an_error_that_starts_or_changes_is_new() {
+        let errors = ErrorBackoff::new(Backoff::default());
+        let start = at(1_700_000_000);
+        let sequence = [
+            ("a", true),
+            ("a", false),
+            ("b", true),
+            ("b", false),
+            ("a", true),
+        ];
+        for (i, (error, new)) in sequence.into_iter().enumerate() {
+            let state = errors.record_error_at(&"k", error, start);
+            assert_eq!(state.error_changed, new, "attempt {} ({error})", i + 1);
+        }
+        errors.reset(&"k");
+        assert!(
+            errors.record_error_at(&"k", "a", start).error_changed,
+            "a new streak reports its error again"
+        );
+    }
+
+    /// Each case: what happens between the failed attempt and the next reconcile asked for, and
+    /// whether that reconcile runs.
+    #[test]
+    fn a_reconcile_before_the_attempt_is_due_runs_only_on_a_real_change() {
+        let failed_at = at(1_700_000_000);
+        // Base 1m: the next attempt is due at +60s.
+        let before_due = at(1_700_000_030);
+        let due = at(1_700_000_060);
+        // (name, fingerprint recorded, fingerprint now, change noted, asked at, runs)
+        type Case = (
+            &'static str,
+            Option<u64>,
+            Option<u64>,
+            bool,
+            jiff::Timestamp,
+            bool,
+        );
+        let cases: [Case; 7] = [
+            (
+                "unchanged, not due",
+                Some(1),
+                Some(1),
+                false,
+                before_due,
+                false,
+            ),
+            ("unchanged, due", Some(1), Some(1), false, due, true),
+            ("object changed", Some(1), Some(2), false, before_due, true),
+            ("a child changed", Some(1), Some(1), true, before_due, true),
+            (
+                "fingerprint unknown then",
+                None,
+                Some(1),
+                false,
+                before_due,
+                true,
+            ),
+            (
+                "fingerprint unknown now",
+                Some(1),
+                None,
+                false,
+                before_due,
+                true,
+            ),
+            (
+                "unchanged, asked before the failure",
+                Some(1),
+                Some(1),
+                false,
+                failed_at,
+                false,
+            ),
+        ];
+        for (name, recorded, current, changed, asked, runs) in cases {
+            let errors = ErrorBackoff::new(Backoff::default());
+            let basis = match errors.hold_at(&"k", || unreachable!("not in backoff"), failed_at) {
+                Hold::Run(basis) => basis,
+                Hold::Wait(_) => panic!("{name}: an object not in backoff is held"),
+            };
+            errors.record_failure_at(
+                &"k",
+                "boom",
+                AttemptBasis {
+                    fingerprint: recorded,
+                    ..basis
+                },
+                failed_at,
+            );
+            if changed {
+                errors.note_change(&"k");
+            }
+            let hold = errors.hold_at(&"k", || current, asked);
+            assert_eq!(matches!(hold, Hold::Run(_)), runs, "{name}: {hold:?}");
+            if let Hold::Wait(remaining) = hold {
+                assert_eq!(
+                    remaining,
+                    Duration::try_from(due.duration_since(asked)).unwrap(),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_noted_during_an_attempt_is_not_lost() {
+        let errors = ErrorBackoff::new(Backoff::default());
+        let start = at(1_700_000_000);
+        errors.record_failure_at(
+            &"k",
+            "boom",
+            AttemptBasis {
+                fingerprint: Some(1),
+                changes: 0,
+            },
+            start,
+        );
+        // The retry starts, a child changes while it runs, then it fails again.
+        let Hold::Run(basis) = errors.hold_at(&"k", || Some(1), at(1_700_000_060)) else {
+            panic!("the due attempt runs");
+        };
+        errors.note_change(&"k");
+        errors.record_failure_at(
+            &"k",
+            "boom",
+            AttemptBasis {
+                fingerprint: Some(1),
+                ..basis
+            },
+            at(1_700_000_061),
+        );
+        assert!(
+            matches!(
+                errors.hold_at(&"k", || Some(1), at(1_700_000_062)),
+                Hold::Run(_)
+            ),
+            "the change came after what the failed attempt saw"
+        );
+        // Changes are only counted for objects in backoff.
+        errors.note_change(&"other");
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_status_and_bookkeeping_only() {
+        use k8s_openapi::api::core::v1::Pod;
+        let base: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "p", "namespace": "ns", "resourceVersion": "1", "generation": 1,
+                "labels": {"a": "1"}, "annotations": {"b": "2"}, "finalizers": ["f"],
+                "managedFields": [{"manager": "x", "operation": "Update"}],
+            },
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Pending"},
+        }))
+        .unwrap();
+        let edit = |patch: serde_json::Value| -> Pod {
+            let mut value = serde_json::to_value(&base).unwrap();
+            json_patch_merge(&mut value, &patch);
+            serde_json::from_value(value).unwrap()
+        };
+        let same = [
+            (
+                "status",
+                serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "ReconcileBackoff", "status": "True"}]}}),
+            ),
+            (
+                "resourceVersion",
+                serde_json::json!({"metadata": {"resourceVersion": "2"}}),
+            ),
+            (
+                "managedFields",
+                serde_json::json!({"metadata": {"managedFields": [{"manager": "y", "operation": "Update"}]}}),
+            ),
+        ];
+        for (name, patch) in same {
+            assert_eq!(fingerprint(&edit(patch)), fingerprint(&base), "{name}");
+        }
+        let different = [
+            (
+                "spec",
+                serde_json::json!({"spec": {"containers": [{"name": "c", "image": "j"}]}}),
+            ),
+            (
+                "generation",
+                serde_json::json!({"metadata": {"generation": 2}}),
+            ),
+            (
+                "label",
+                serde_json::json!({"metadata": {"labels": {"a": "2"}}}),
+            ),
+            (
+                "annotation",
+                serde_json::json!({"metadata": {"annotations": {"c": "3"}}}),
+            ),
+            (
+                "finalizers",
+                serde_json::json!({"metadata": {"finalizers": []}}),
+            ),
+            (
+                "deletion",
+                serde_json::json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+            ),
+        ];
+        for (name, patch) in different {
+            assert_ne!(fingerprint(&edit(patch)), fingerprint(&base), "{name}");
+        }
+        assert!(fingerprint(&base).is_some());
+        assert_eq!(fingerprint(&"not an object"), None);
+    }
+
+    /// RFC 7386 merge patch, enough for the table above.
+    fn json_patch_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        match (target, patch) {
+            (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+                for (key, value) in patch {
+                    json_patch_merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (target, patch) => *target = patch.clone(),
+        }
     }
 
     #[test]

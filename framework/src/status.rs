@@ -17,6 +17,12 @@
 //!   - {result: OOMKilled, any: {stepTerminationReason: [OOMKilled], message: ["*oom*"]}}
 //!   - {result: TaskFailed, all: {reason: [Failed], failedTaskName: ["*"]}}
 //!   - {result: Unknown}
+//! grandchildren:                           # optional: the child's own children (TaskRuns)
+//!   ownerLabel: tekton.dev/pipelineRun     # finds them once the child is gone
+//!   ran:                                   # "work started in it": any path selects a node
+//!     - "$.status.steps[?@.running]"
+//!   facts:                                 # every selected node, in order
+//!     stepTerminationReason: "$.status.steps[*].terminated.reason"
 //! ```
 //!
 //! * [`StatusMapping::phase`] returns the `then` of the first rule whose `when` selects at least
@@ -29,6 +35,12 @@
 //!   non-empty value); a pattern without `*` must equal the whole value. `any`: some listed fact
 //!   has a value matching one of its patterns; `all`: every listed fact does; both may be given
 //!   and must both hold; a rule with neither always matches.
+//! * [`StatusMapping::grandchild_ran`] says whether work actually started in one grandchild (an
+//!   object the child created, say a `TaskRun`): true when any `ran` path selects a node in it.
+//!   [`StatusMapping::grandchild_facts`] reads its named `facts` (every selected scalar, in order,
+//!   numbers and booleans as text) for classification and failure details.
+//!   [`StatusMapping::grandchild_owner_label`] names the label that links grandchildren to the
+//!   child, so they can still be found after the child was deleted.
 //!
 //! JSONPath is RFC 9535 (jsonpath-rust); kubectl's `{.a.b}` form is rewritten to `$.a.b`.
 //!
@@ -38,7 +50,10 @@
 //!    compiled, every `then` must be one of the operator's phases and every `result` one of its
 //!    classification results ([`MappingRules`]), unknown keys are refused, and a rule that can
 //!    never be reached (it follows a catch-all rule) is an error. Errors name the file and the
-//!    rule (`phase rule 2 (then: Failed)`, ``field `reason` ``, `classify rule 3 (result: …)`).
+//!    rule (`phase rule 2 (then: Failed)`, ``field `reason` ``, `classify rule 3 (result: …)`,
+//!    `grandchildren.ran[2]`, ``grandchildren fact `exitCode` ``). An operator that depends on
+//!    grandchildren says so ([`MappingRules::require_grandchildren`]) and a mapping without the
+//!    section is refused.
 //! 2. Evaluation is pure and total: no panics, no I/O; a path that does not apply to a given
 //!    object simply selects nothing.
 //!
@@ -48,6 +63,7 @@
 //!    `{range}`/`{end}` templates and multiple `{}` expressions are not.
 //! 2. A selected value is returned as is (a string, number, object …); callers convert it.
 //! 3. An empty fact value never matches, not even `"*"`.
+//! 4. Grandchild facts drop selected objects, arrays and nulls: facts are text to match.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,6 +82,8 @@ pub struct MappingRules {
     pub phases: Vec<String>,
     /// Allowed `result` values of classification rules.
     pub results: Vec<String>,
+    /// The operator reads grandchildren: a mapping without a `grandchildren` section is refused.
+    pub require_grandchildren: bool,
 }
 
 /// Why a status mapping was refused.
@@ -112,6 +130,15 @@ pub struct StatusMapping {
     phase: Vec<PhaseRule>,
     fields: BTreeMap<String, Field>,
     classify: Vec<ClassifyRule>,
+    grandchildren: Option<Grandchildren>,
+}
+
+/// How one grandchild (an object the child created) is read.
+#[derive(Debug, Clone)]
+struct Grandchildren {
+    owner_label: Option<String>,
+    ran: Vec<CompiledPath>,
+    facts: BTreeMap<String, CompiledPath>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +182,19 @@ struct RawMapping {
     fields: BTreeMap<String, Value>,
     #[serde(default)]
     classify: Vec<RawClassifyRule>,
+    #[serde(default)]
+    grandchildren: Option<RawGrandchildren>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawGrandchildren {
+    #[serde(default)]
+    owner_label: Option<String>,
+    #[serde(default)]
+    ran: Vec<String>,
+    #[serde(default)]
+    facts: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -302,11 +342,25 @@ impl StatusMapping {
             });
         }
 
+        let grandchildren = match raw.grandchildren {
+            Some(raw) => Some(Grandchildren::compile(raw).map_err(|(r, m)| rule_error(r, m))?),
+            None if rules.require_grandchildren => {
+                return Err(rule_error(
+                    "grandchildren".to_owned(),
+                    "missing: the operator needs to know how to read the child's children \
+                     (at least `ran`)"
+                        .to_owned(),
+                ));
+            }
+            None => None,
+        };
+
         Ok(StatusMapping {
             child: raw.child,
             phase,
             fields,
             classify,
+            grandchildren,
         })
     }
 
@@ -346,6 +400,93 @@ impl StatusMapping {
             .iter()
             .find(|rule| rule.matches(facts))
             .map(|rule| rule.result.as_str())
+    }
+
+    /// Whether the mapping has a `grandchildren` section.
+    pub fn reads_grandchildren(&self) -> bool {
+        self.grandchildren.is_some()
+    }
+
+    /// Whether work started in `grandchild`: some `ran` path selects a node in it. Always false
+    /// without a `grandchildren` section.
+    pub fn grandchild_ran(&self, grandchild: &Value) -> bool {
+        self.grandchildren
+            .as_ref()
+            .is_some_and(|g| g.ran.iter().any(|path| !path.select(grandchild).is_empty()))
+    }
+
+    /// Every declared grandchild fact of `grandchild`: the scalars its path selects, in order
+    /// (strings as they are, numbers and booleans as text). A fact that selects nothing is
+    /// present with no values.
+    pub fn grandchild_facts(&self, grandchild: &Value) -> BTreeMap<String, Vec<String>> {
+        let Some(g) = &self.grandchildren else {
+            return BTreeMap::new();
+        };
+        g.facts
+            .iter()
+            .map(|(name, path)| {
+                let values = path
+                    .select(grandchild)
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        Value::Bool(b) => Some(b.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                (name.clone(), values)
+            })
+            .collect()
+    }
+
+    /// The label whose value on a grandchild is the child's name, when declared: it finds the
+    /// grandchildren after the child itself is gone.
+    pub fn grandchild_owner_label(&self) -> Option<&str> {
+        self.grandchildren.as_ref()?.owner_label.as_deref()
+    }
+}
+
+impl Grandchildren {
+    /// Compiles the section; an error is `(rule, message)`.
+    fn compile(raw: RawGrandchildren) -> Result<Self, (String, String)> {
+        if let Some(label) = &raw.owner_label
+            && (label.is_empty() || label.chars().any(|c| c.is_whitespace() || c == ','))
+        {
+            return Err((
+                "grandchildren.ownerLabel".to_owned(),
+                format!("`{label}` is not a label key"),
+            ));
+        }
+        if raw.ran.is_empty() {
+            return Err((
+                "grandchildren.ran".to_owned(),
+                "lists no paths: say how to tell that work started in a grandchild".to_owned(),
+            ));
+        }
+        let ran = raw
+            .ran
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                CompiledPath::compile(path)
+                    .map_err(|m| (format!("grandchildren.ran[{}]", i + 1), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut facts = BTreeMap::new();
+        for (name, path) in raw.facts {
+            let label = format!("grandchildren fact `{name}`");
+            if name.trim().is_empty() {
+                return Err((label, "a fact needs a name".to_owned()));
+            }
+            let path = CompiledPath::compile(&path).map_err(|m| (label, m))?;
+            facts.insert(name, path);
+        }
+        Ok(Grandchildren {
+            owner_label: raw.owner_label,
+            ran,
+            facts,
+        })
     }
 }
 
@@ -478,6 +619,7 @@ classify:
             results: ["OOMKilled", "DeadlineExceeded", "TaskFailed", "Unknown"]
                 .map(String::from)
                 .to_vec(),
+            require_grandchildren: false,
         }
     }
 
@@ -728,6 +870,19 @@ classify:
         }
     }
 
+    /// `yaml` is refused with a message containing every one of `fragments`.
+    fn assert_refused(yaml: &str, fragments: &[&str]) {
+        let text = StatusMapping::from_yaml(yaml, &rules())
+            .unwrap_err()
+            .to_string();
+        for fragment in fragments {
+            assert!(
+                text.contains(fragment),
+                "{yaml}: {text:?} lacks {fragment:?}"
+            );
+        }
+    }
+
     #[test]
     fn load_time_errors_name_the_rule() {
         let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
@@ -788,14 +943,7 @@ classify:
             ),
         ];
         for (body, fragments) in cases {
-            let err = StatusMapping::from_yaml(&format!("{child}{body}\n"), &rules()).unwrap_err();
-            let text = err.to_string();
-            for fragment in fragments {
-                assert!(
-                    text.contains(fragment),
-                    "{body}: {text:?} lacks {fragment:?}"
-                );
-            }
+            assert_refused(&format!("{child}{body}\n"), fragments);
         }
     }
 
@@ -834,6 +982,139 @@ classify:
             StatusMapping::load(&empty, &rules()).unwrap().child().kind,
             "PipelineRun"
         );
+    }
+
+    /// A `grandchildren` section in Tekton's shape: a TaskRun ran when it succeeded, a step is
+    /// running, or a step terminated with a start of its own (Tekton gives the steps it stops
+    /// before they started the TaskRun's creation time).
+    const GRANDCHILDREN: &str = r#"
+grandchildren:
+  ownerLabel: tekton.dev/pipelineRun
+  ran:
+    - "$.status.conditions[?@.type=='Succeeded' && @.status=='True']"
+    - "$.status.steps[?@.running]"
+    - "$.status.steps[?@.terminated.startedAt && @.terminated.startedAt != $.metadata.creationTimestamp]"
+  facts:
+    stepTerminationReason: "$.status.steps[*].terminated.reason"
+    exitCode: "$.status.steps[?@.terminated && @.terminated.exitCode != 0 && @.terminated.reason != 'TaskRunImagePullFailed'].terminated.exitCode"
+    ready: "$.status.ready"
+    objects: "$.status.steps[*]"
+"#;
+
+    fn task_run(steps: Value, succeeded: &str) -> Value {
+        json!({
+            "metadata": {"name": "tr", "creationTimestamp": "2025-06-01T11:50:05Z"},
+            "status": {
+                "conditions": [{"type": "Succeeded", "status": succeeded}],
+                "steps": steps,
+                "ready": true,
+            }
+        })
+    }
+
+    #[test]
+    fn grandchildren_say_whether_work_started_and_give_facts() {
+        let mapping =
+            StatusMapping::from_yaml(&format!("{TEKTON}{GRANDCHILDREN}"), &rules()).unwrap();
+        assert!(mapping.reads_grandchildren());
+        assert_eq!(
+            mapping.grandchild_owner_label(),
+            Some("tekton.dev/pipelineRun")
+        );
+        let rewritten_waiting = json!({"name": "a", "terminated": {
+            "exitCode": 1, "reason": "TaskRunImagePullFailed",
+            "startedAt": "2025-06-01T11:50:05Z", "finishedAt": "2025-06-01T11:52:30Z"}});
+        let rewritten_running = json!({"name": "a", "terminated": {
+            "exitCode": 1, "reason": "TaskRunCancelled",
+            "startedAt": "2025-06-01T11:50:09Z", "finishedAt": "2025-06-01T11:52:30Z"}});
+        let error = json!({"name": "b", "terminated": {
+            "exitCode": 3, "reason": "Error",
+            "startedAt": "2025-06-01T11:50:09Z", "finishedAt": "2025-06-01T11:52:30Z"}});
+        // (steps, Succeeded status, ran)
+        let cases = [
+            (json!([]), "True", true),
+            (json!([]), "False", false),
+            (
+                json!([{"name": "a", "running": {"startedAt": "2025-06-01T11:50:09Z"}}]),
+                "Unknown",
+                true,
+            ),
+            (
+                json!([{"name": "a", "waiting": {"reason": "ImagePullBackOff"}}]),
+                "Unknown",
+                false,
+            ),
+            (json!([rewritten_waiting.clone()]), "False", false),
+            (
+                json!([rewritten_waiting.clone(), rewritten_running]),
+                "False",
+                true,
+            ),
+            (json!([error.clone()]), "False", true),
+            (json!([{"name": "a"}]), "False", false),
+        ];
+        for (steps, succeeded, ran) in cases {
+            let tr = task_run(steps.clone(), succeeded);
+            assert_eq!(mapping.grandchild_ran(&tr), ran, "{succeeded} {steps}");
+        }
+
+        let tr = task_run(json!([rewritten_waiting, error]), "False");
+        let facts = mapping.grandchild_facts(&tr);
+        assert_eq!(
+            facts["stepTerminationReason"],
+            ["TaskRunImagePullFailed", "Error"]
+        );
+        assert_eq!(facts["exitCode"], ["3"], "numbers as text, filter applied");
+        assert_eq!(facts["ready"], ["true"]);
+        assert!(facts["objects"].is_empty(), "objects are not facts");
+
+        // Without the section: nothing ran, no facts.
+        let plain = tekton();
+        assert!(!plain.reads_grandchildren());
+        assert!(!plain.grandchild_ran(&task_run(json!([]), "True")));
+        assert!(plain.grandchild_facts(&tr).is_empty());
+        assert_eq!(plain.grandchild_owner_label(), None);
+    }
+
+    #[test]
+    fn grandchildren_errors_name_the_entry() {
+        let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                "grandchildren: {}",
+                &["grandchildren.ran", "lists no paths"],
+            ),
+            (
+                "grandchildren: {ran: ['$.a', '$.b[']}",
+                &["grandchildren.ran[2]", "invalid JSONPath"],
+            ),
+            (
+                "grandchildren: {ran: ['$.a'], facts: {exitCode: 'steps'}}",
+                &["grandchildren fact `exitCode`", "must start with `$`"],
+            ),
+            (
+                "grandchildren: {ran: ['$.a'], facts: {' ': '$.a'}}",
+                &["grandchildren fact", "needs a name"],
+            ),
+            (
+                "grandchildren: {ran: ['$.a'], ownerLabel: 'a b'}",
+                &["grandchildren.ownerLabel", "not a label key"],
+            ),
+            (
+                "grandchildren: {ran: ['$.a'], steps: '$.a'}",
+                &["unknown field `steps`"],
+            ),
+        ];
+        for (body, fragments) in cases {
+            assert_refused(&format!("{child}{body}\n"), fragments);
+        }
+        let required = MappingRules {
+            require_grandchildren: true,
+            ..rules()
+        };
+        let err = StatusMapping::from_yaml(TEKTON, &required).unwrap_err();
+        assert!(err.to_string().contains("grandchildren: missing"), "{err}");
+        assert!(StatusMapping::from_yaml(&format!("{TEKTON}{GRANDCHILDREN}"), &required).is_ok());
     }
 
     #[test]

@@ -56,6 +56,15 @@ impl ApiRequest {
         self.status != 0 && self.status != 401 && self.status != 403
     }
 
+    /// Whether the request asks to change something (`create`, `update`, `patch`, `delete`,
+    /// `deletecollection`), whatever the answer.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+
     /// `verb group/resource [namespace/name] -> status`, for messages.
     pub fn describe(&self) -> String {
         match (&self.group, &self.resource) {

@@ -48,8 +48,20 @@ pub enum Scenario {
     OomKilled,
     /// The run exceeds its timeout: `PipelineRunTimeout`. Bundle name `timeout`.
     Timeout,
-    /// The first task cannot pull its image: `TaskRunImagePullFailed`. Bundle name `image-pull`.
+    /// The first task cannot pull its image: `TaskRunImagePullFailed`, no step ran. Bundle name
+    /// `image-pull`.
     ImagePull,
+    /// The first task succeeds, then the second task cannot pull its image: its TaskRun ends
+    /// `TaskRunImagePullFailed` with Tekton's rewritten step states, the run `Failed`. A step
+    /// ran. Bundle name `second-task-image-pull`.
+    SecondTaskImagePull,
+    /// The first task succeeds, then the second task waits in `ImagePullBackOff` until the run
+    /// is cancelled or deleted (Tekton configured with `default-imagepullbackoff-timeout`).
+    /// Bundle name `second-task-pull-backoff`.
+    SecondTaskPullBackOff,
+    /// The run stays in bundle resolution (`startTime` set, `ResolvingPipelineRef`, no
+    /// children) until it is cancelled or deleted. Bundle name `resolving`.
+    Resolving,
     /// The first task's pod exceeds a ResourceQuota: `ExceededResourceQuota`. Bundle name `quota`.
     Quota,
     /// The first task's pod is forbidden by RBAC. Bundle name `forbidden`.
@@ -71,6 +83,9 @@ impl Scenario {
             "oom-killed" => Scenario::OomKilled,
             "timeout" => Scenario::Timeout,
             "image-pull" => Scenario::ImagePull,
+            "second-task-image-pull" => Scenario::SecondTaskImagePull,
+            "second-task-pull-backoff" => Scenario::SecondTaskPullBackOff,
+            "resolving" => Scenario::Resolving,
             "quota" => Scenario::Quota,
             "forbidden" => Scenario::Forbidden,
             "couldnt-get-pipeline" => Scenario::CouldntGetPipeline,
@@ -87,6 +102,9 @@ impl Scenario {
             Scenario::OomKilled => "oom-killed",
             Scenario::Timeout => "timeout",
             Scenario::ImagePull => "image-pull",
+            Scenario::SecondTaskImagePull => "second-task-image-pull",
+            Scenario::SecondTaskPullBackOff => "second-task-pull-backoff",
+            Scenario::Resolving => "resolving",
             Scenario::Quota => "quota",
             Scenario::Forbidden => "forbidden",
             Scenario::CouldntGetPipeline => "couldnt-get-pipeline",
@@ -256,7 +274,9 @@ impl Run {
         format!("{}-{task}", self.name)
     }
 
-    async fn create_taskrun(&self, task: &str) -> kube::Result<()> {
+    /// Creates the TaskRun of `task` with its step `running`, or with the `(conditions, steps)`
+    /// given.
+    async fn create_taskrun(&self, task: &str, state: Option<(Value, Value)>) -> kube::Result<()> {
         let mut tr = DynamicObject::new(&self.taskrun_name(task), &taskrun_resource());
         tr.metadata.labels = Some(
             [
@@ -271,14 +291,24 @@ impl Run {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e),
         }
+        let (conditions, steps) = state.unwrap_or_else(|| {
+            (
+                condition(
+                    "Unknown",
+                    "Running",
+                    "Not all Steps in the Task have finished executing",
+                ),
+                json!([{"name": task, "container": format!("step-{task}"),
+                        "running": {"startedAt": now()}}]),
+            )
+        });
         self.taskrun_status(
             task,
             json!({
                 "podName": format!("{}-pod", self.taskrun_name(task)),
                 "startTime": now(),
-                "conditions": condition("Unknown", "Running", "Not all Steps in the Task have finished executing"),
-                "steps": [{"name": task, "container": format!("step-{task}"),
-                           "running": {"startedAt": now()}}]
+                "conditions": conditions,
+                "steps": steps,
             }),
         )
         .await
@@ -314,6 +344,102 @@ impl Run {
         .await
     }
 
+    /// The TaskRun's `metadata.creationTimestamp`, as the API server writes it.
+    async fn taskrun_created(&self, task: &str) -> kube::Result<String> {
+        let tr = self.taskruns.get(&self.taskrun_name(task)).await?;
+        Ok(tr
+            .metadata
+            .creation_timestamp
+            .map(|t| t.0.to_string())
+            .unwrap_or_default())
+    }
+
+    /// Tekton failing the TaskRun of `task` whose step cannot pull its image
+    /// (pkg/reconciler/taskrun/taskrun.go in tektoncd/pipeline v1.12.2: `checkContainerFailure`
+    /// writes the reason and message, `failTaskRun` → `terminateStepsInPod` rewrites the waiting
+    /// step into `terminated` with exit code 1, the TaskRun's reason, and the TaskRun's creation
+    /// time as `startedAt`; the step's empty `imageID` is the image the message names).
+    async fn fail_image_pull(&self, task: &str) -> kube::Result<()> {
+        let tr = self.taskrun_name(task);
+        let created = self.taskrun_created(task).await?;
+        let finished = now_seconds();
+        self.taskrun_status(
+            task,
+            json!({
+                "completionTime": finished,
+                "conditions": condition("False", "TaskRunImagePullFailed", &format!(
+                    "the step \"{task}\" in TaskRun \"{tr}\" failed to pull the image \"\". The pod errored with the message: \"{PULL_BACK_OFF}.\""
+                )),
+                "steps": [{
+                    "name": task, "container": format!("step-{task}"),
+                    "terminated": {
+                        "exitCode": 1, "reason": "TaskRunImagePullFailed",
+                        "message": format!("Step {task} terminated as pod {tr}-pod is terminated"),
+                        "startedAt": created, "finishedAt": finished,
+                    },
+                    "terminationReason": "TaskRunImagePullFailed",
+                }]
+            }),
+        )
+        .await
+    }
+
+    /// Tekton stopping an unfinished TaskRun (pkg/reconciler/taskrun/taskrun.go v1.12.2,
+    /// `failTaskRun` → `terminateStepsInPod`): every running or waiting step becomes
+    /// `terminated` with exit code 1 and the TaskRun's reason; a running step keeps its
+    /// `startedAt`, a waiting one gets the TaskRun's creation time. A finished TaskRun is left
+    /// alone.
+    async fn stop_taskrun(&self, task: &str, reason: &str, message: &str) -> kube::Result<()> {
+        let Some(tr) = self.taskruns.get_opt(&self.taskrun_name(task)).await? else {
+            return Ok(());
+        };
+        if is_done(&tr.data) {
+            return Ok(());
+        }
+        let created = tr
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let finished = now_seconds();
+        let pod = format!("{}-pod", self.taskrun_name(task));
+        let steps: Vec<Value> = tr.data["status"]["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|step| {
+                let started = if let Some(at) = step["running"]["startedAt"].as_str() {
+                    at.to_string()
+                } else if step["waiting"].is_object() {
+                    created.clone()
+                } else {
+                    return step;
+                };
+                let name = step["name"].as_str().unwrap_or_default().to_string();
+                json!({
+                    "name": name, "container": step["container"],
+                    "terminated": {
+                        "exitCode": 1, "reason": reason,
+                        "message": format!("Step {name} terminated as pod {pod} is terminated"),
+                        "startedAt": started, "finishedAt": finished,
+                    },
+                    "terminationReason": reason,
+                })
+            })
+            .collect();
+        self.taskrun_status(
+            task,
+            json!({
+                "completionTime": finished,
+                "conditions": condition("False", reason, message),
+                "steps": steps,
+            }),
+        )
+        .await
+    }
+
     fn child_references(&self, tasks: &[&str]) -> Value {
         Value::Array(
             tasks
@@ -325,6 +451,38 @@ impl Run {
                 .collect(),
         )
     }
+}
+
+/// The kubelet's message for a step container whose image cannot be pulled.
+const PULL_BACK_OFF: &str =
+    "Back-off pulling image \"registry.example/kubernaut/tools/kubectl:missing\"";
+
+/// A TaskRun whose step container waits for its image, as Tekton reports it while the pod is
+/// pending (pkg/pod/status.go v1.12.2, `updateIncompleteTaskRunStatus`: `PullImageFailed` with
+/// `getWaitingMessage`): `(conditions, steps)`.
+fn waiting_for_image(task: &str) -> (Value, Value) {
+    (
+        condition(
+            "Unknown",
+            "PullImageFailed",
+            &format!("build step \"step-{task}\" is pending with reason {PULL_BACK_OFF:?}"),
+        ),
+        json!([{"name": task, "container": format!("step-{task}"),
+                "waiting": {"reason": "ImagePullBackOff", "message": PULL_BACK_OFF}}]),
+    )
+}
+
+/// Now, to the second, as Kubernetes and Tekton write times (`metav1.Time`).
+fn now_seconds() -> String {
+    Timestamp::from_second(Timestamp::now().as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| now())
+}
+
+fn running_message(completed: usize, incomplete: usize) -> String {
+    format!(
+        "Tasks Completed: {completed} (Failed: 0, Cancelled 0), Incomplete: {incomplete}, Skipped: 0"
+    )
 }
 
 fn terminated(task: &str, exit_code: i64, reason: &str) -> Value {
@@ -355,22 +513,67 @@ async fn drive(client: Client, config: &SimulatorConfig, obj: DynamicObject) -> 
             .await?;
             return Ok(());
         }
-        let first_only = matches!(
-            scenario,
-            Scenario::ImagePull | Scenario::Quota | Scenario::Forbidden
-        );
-        let tasks: &[&str] = if first_only { &TASKS[..1] } else { &TASKS[..] };
-        for task in tasks {
-            run.create_taskrun(task).await?;
+        if scenario == Scenario::Resolving {
+            // pkg/reconciler/pipelinerun/pipelinerun.go (v1.12.2): `InitializeConditions` sets
+            // startTime, then `MarkRunning(ResolvingPipelineRef, …)` while the bundle resolver
+            // has not answered; no TaskRun exists yet.
+            run.patch_status(json!({
+                "startTime": now(),
+                "conditions": condition("Unknown", "ResolvingPipelineRef",
+                    &format!("PipelineRun {ns}/{name} awaiting remote resource")),
+            }))
+            .await?;
+        } else {
+            // Tasks that run one after the other get their TaskRun when the previous one is
+            // done (childReferences grows with the DAG).
+            let first_only = matches!(
+                scenario,
+                Scenario::ImagePull
+                    | Scenario::Quota
+                    | Scenario::Forbidden
+                    | Scenario::SecondTaskImagePull
+                    | Scenario::SecondTaskPullBackOff
+            );
+            let tasks: &[&str] = if first_only { &TASKS[..1] } else { &TASKS[..] };
+            for task in tasks {
+                let steps = match scenario {
+                    Scenario::ImagePull => Some(waiting_for_image(task)),
+                    // No pod could be created: no step has a state (pkg/reconciler/taskrun/
+                    // taskrun.go v1.12.2, `handlePodCreationError` keeps a quota-refused
+                    // TaskRun ongoing).
+                    Scenario::Quota => Some((
+                        condition(
+                            "Unknown",
+                            "ExceededResourceQuota",
+                            &format!(
+                                "TaskRun Pod exceeded available resources: pods \"{}-pod\" is forbidden: exceeded quota: compute-quota",
+                                run.taskrun_name(task)
+                            ),
+                        ),
+                        json!([]),
+                    )),
+                    Scenario::Forbidden => {
+                        Some((condition("Unknown", "Pending", "Pending"), json!([])))
+                    }
+                    _ => None,
+                };
+                run.create_taskrun(task, steps).await?;
+            }
+            run.patch_status(json!({
+                "startTime": now(),
+                "conditions": condition("Unknown", "Running", &running_message(0, TASKS.len())),
+                "childReferences": run.child_references(tasks),
+            }))
+            .await?;
         }
-        run.patch_status(json!({
-            "startTime": now(),
-            "conditions": condition("Unknown", "Running",
-                &format!("Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: {}, Skipped: 0", tasks.len())),
-            "childReferences": run.child_references(tasks),
-        }))
-        .await?;
     }
+    let in_flight = matches!(
+        scenario,
+        Scenario::Hang | Scenario::Resolving | Scenario::SecondTaskPullBackOff
+    );
+    let mut second_task_started = obj.data["status"]["childReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.len() > 1);
 
     // Wait for the run time, watching for cancellation or deletion.
     let deadline = tokio::time::Instant::now() + config.run_time;
@@ -384,10 +587,21 @@ async fn drive(client: Client, config: &SimulatorConfig, obj: DynamicObject) -> 
         if is_cancel_requested(&current.data) {
             return cancel(&run, &current).await;
         }
-        if scenario != Scenario::Hang && tokio::time::Instant::now() >= deadline {
+        let sequential = matches!(
+            scenario,
+            Scenario::SecondTaskImagePull | Scenario::SecondTaskPullBackOff
+        );
+        if sequential
+            && !second_task_started
+            && tokio::time::Instant::now() + config.run_time / 2 >= deadline
+        {
+            start_second_task(&run).await?;
+            second_task_started = true;
+        }
+        if !in_flight && tokio::time::Instant::now() >= deadline {
             break;
         }
-        let pause = if scenario == Scenario::Hang {
+        let pause = if in_flight {
             config.poll_interval
         } else {
             // Not past the deadline (checked above): wake at the deadline at the latest.
@@ -400,6 +614,28 @@ async fn drive(client: Client, config: &SimulatorConfig, obj: DynamicObject) -> 
     finish(&run, scenario).await
 }
 
+/// The first task succeeded; the second one's TaskRun is created, its step waiting for an image
+/// that cannot be pulled.
+async fn start_second_task(run: &Run) -> kube::Result<()> {
+    let (prepare, apply) = (TASKS[0], TASKS[1]);
+    run.finish_taskrun(
+        prepare,
+        true,
+        "Succeeded",
+        "All Steps have completed executing",
+        terminated(prepare, 0, "Completed"),
+    )
+    .await?;
+    run.create_taskrun(apply, Some(waiting_for_image(apply)))
+        .await?;
+    run.patch_status(json!({
+        "conditions": condition("Unknown", "Running", &running_message(1, 1)),
+        "childReferences": run.child_references(&TASKS),
+    }))
+    .await?;
+    Ok(())
+}
+
 async fn cancel(run: &Run, current: &DynamicObject) -> kube::Result<()> {
     let children: Vec<String> = current.data["status"]["childReferences"]
         .as_array()
@@ -410,12 +646,10 @@ async fn cancel(run: &Run, current: &DynamicObject) -> kube::Result<()> {
         })
         .unwrap_or_default();
     for task in &children {
-        run.finish_taskrun(
+        run.stop_taskrun(
             task,
-            false,
             "TaskRunCancelled",
             "TaskRun cancelled as the PipelineRun it belongs to has been cancelled.",
-            terminated(task, 1, "TaskRunCancelled"),
         )
         .await?;
     }
@@ -501,11 +735,16 @@ async fn finish(run: &Run, scenario: Scenario) -> kube::Result<()> {
             )
         }
         Scenario::ImagePull => {
-            run.finish_taskrun(prepare, false, "TaskRunImagePullFailed",
-                &format!("the step \"{prepare}\" in TaskRun \"{name}-{prepare}\" failed to pull the image \"registry.example/tools/kubectl:missing\". The pod errored with the message: \"Back-off pulling image\""),
-                json!({"name": prepare, "container": format!("step-{prepare}"),
-                       "waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}})).await?;
-            ("Failed".to_string(), pipeline_failed(1, 1))
+            run.fail_image_pull(prepare).await?;
+            // The second task depends on the first: skipped, never created.
+            (
+                "Failed".to_string(),
+                "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1".to_string(),
+            )
+        }
+        Scenario::SecondTaskImagePull => {
+            run.fail_image_pull(apply).await?;
+            ("Failed".to_string(), pipeline_failed(1, 2))
         }
         Scenario::Quota => {
             run.finish_taskrun(prepare, false, "ExceededResourceQuota",
@@ -519,7 +758,7 @@ async fn finish(run: &Run, scenario: Scenario) -> kube::Result<()> {
                 json!({"name": prepare, "container": format!("step-{prepare}")})).await?;
             ("Failed".to_string(), pipeline_failed(1, 1))
         }
-        Scenario::Hang => return Ok(()),
+        Scenario::Hang | Scenario::Resolving | Scenario::SecondTaskPullBackOff => return Ok(()),
     };
     run.patch_status(json!({
         "completionTime": now(),
@@ -554,6 +793,9 @@ mod tests {
             Scenario::OomKilled,
             Scenario::Timeout,
             Scenario::ImagePull,
+            Scenario::SecondTaskImagePull,
+            Scenario::SecondTaskPullBackOff,
+            Scenario::Resolving,
             Scenario::Quota,
             Scenario::Forbidden,
             Scenario::CouldntGetPipeline,

@@ -320,6 +320,35 @@ async fn every_phase_runs_as_the_deployed_service_account_and_uses_every_granted
     assert_eq!(details.reason, FailureReason::TaskFailed);
     assert!(details.failed_task_name.is_some(), "{details:?}");
 
+    // A run deleted behind the operator's back before any step ran: the TaskRuns it may have
+    // left behind are listed (by label) to tell whether a step ran.
+    env.create(
+        "vanished",
+        "restart",
+        &target("vanishing"),
+        Scenario::Resolving,
+    )
+    .await?;
+    let resolving = env
+        .wait_for("vanished", "Running while resolving", |w| {
+            status_of(w)
+                .pipeline_run_status
+                .is_some_and(|s| s.reason.as_deref() == Some("ResolvingPipelineRef"))
+        })
+        .await?;
+    let vanished_run = status_of(&resolving)
+        .pipeline_run_ref
+        .expect("a PipelineRun reference")
+        .name;
+    env.runs()
+        .delete(&vanished_run, &DeleteParams::default())
+        .await?;
+    let vanished = env.wait_phase("vanished", Phase::Failed).await?;
+    let details = status_of(&vanished)
+        .failure_details
+        .expect("failure details");
+    assert!(!details.was_execution_failure, "{details:?}");
+
     // Skipped: ResourceBusy while another execution holds the target.
     env.create("holder", "scale", &target("api"), Scenario::Hang)
         .await?;
@@ -433,10 +462,10 @@ async fn every_phase_runs_as_the_deployed_service_account_and_uses_every_granted
 
     // Clean up: every execution deleted (finalizers removed), then a graceful stop releases the
     // Lease.
-    for name in ["completed", "failed", "busy", "refused"] {
+    for name in ["completed", "failed", "vanished", "busy", "refused"] {
         env.wfes().delete(name, &DeleteParams::default()).await?;
     }
-    for name in ["completed", "failed", "busy", "refused"] {
+    for name in ["completed", "failed", "vanished", "busy", "refused"] {
         env.wait_gone(name).await?;
     }
     let mut env = env;

@@ -30,7 +30,10 @@ use kubernaut_framework::{
     },
     template::{ChildIdentity, ChildKind, TemplateDecl, TemplateStore, apply_identity},
 };
-use kubernaut_test_harness::ControlPlane;
+use kubernaut_test_harness::{
+    ControlPlane,
+    requests::{ApiRequest, RequestLog},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,12 +50,27 @@ const REVISION: &str = "runtime.kubernaut.test/template-revision";
 struct Seen {
     names: Mutex<BTreeSet<String>>,
     reconciles: AtomicUsize,
+    per_name: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Seen {
-    fn record(&self, name: String) {
+    /// Records one reconcile of `name`; returns how many `name` has had, this one included.
+    fn record(&self, name: String) -> usize {
         self.reconciles.fetch_add(1, Ordering::SeqCst);
-        self.names.lock().unwrap().insert(name);
+        self.names.lock().unwrap().insert(name.clone());
+        let mut per_name = self.per_name.lock().unwrap();
+        let count = per_name.entry(name).or_default();
+        *count += 1;
+        *count
+    }
+
+    fn count_of(&self, name: &str) -> usize {
+        self.per_name
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or_default()
     }
 
     fn names(&self) -> BTreeSet<String> {
@@ -68,6 +86,8 @@ impl Seen {
 enum TestError {
     #[error("asked to fail")]
     AskedToFail,
+    #[error("asked to fail differently each time: failure {0}")]
+    AskedToFailDifferently(usize),
     #[error("template: {0}")]
     Template(String),
     #[error(transparent)]
@@ -77,7 +97,7 @@ enum TestError {
 impl MetricLabel for TestError {
     fn metric_label(&self) -> &'static str {
         match self {
-            TestError::AskedToFail => "asked_to_fail",
+            TestError::AskedToFail | TestError::AskedToFailDifferently(_) => "asked_to_fail",
             TestError::Template(_) => "template",
             TestError::Kube(_) => "kube",
         }
@@ -1177,5 +1197,335 @@ async fn the_mirror_example_copies_maps_status_and_cleans_up() -> anyhow::Result
         },
     )
     .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error backoff: a failing object is retried on its schedule, and only real changes cut it short.
+
+/// The annotation that makes [`fail_sprocket`] fail.
+const FAIL: &str = "runtime.kubernaut.test/fail";
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug)]
+#[kube(
+    group = "runtime.kubernaut.test",
+    version = "v1",
+    kind = "Sprocket",
+    namespaced,
+    schema = "disabled",
+    status = "SprocketStatus"
+)]
+struct SprocketSpec {
+    #[serde(default)]
+    teeth: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+struct SprocketStatus {
+    #[serde(default)]
+    conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// A CRD with a status subresource, so the runtime's condition writes are real status writes
+/// whose watch events reach the controller.
+fn sprocket_crd() -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "sprockets.runtime.kubernaut.test"},
+        "spec": {
+            "group": "runtime.kubernaut.test",
+            "scope": "Namespaced",
+            "names": {"plural": "sprockets", "singular": "sprocket", "kind": "Sprocket", "listKind": "SprocketList"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                    }
+                }}
+            }]
+        }
+    }))
+    .expect("valid CRD")
+}
+
+/// Fails while the sprocket carries `FAIL: "true"` (always with the same error) or
+/// `FAIL: "differently"` (with a new error each time); writes nothing itself.
+async fn fail_sprocket(
+    sprocket: Arc<Sprocket>,
+    ctx: Arc<Context<Sprocket, Seen>>,
+) -> Result<Action, TestError> {
+    let count = ctx.data.record(sprocket.name_any());
+    match sprocket.annotations().get(FAIL).map(String::as_str) {
+        Some("true") => Err(TestError::AskedToFail),
+        Some("differently") => Err(TestError::AskedToFailDifferently(count)),
+        _ => Ok(Action::await_change()),
+    }
+}
+
+fn sprocket(name: &str, fail: impl ToString) -> Sprocket {
+    let mut sprocket = Sprocket::new(name, SprocketSpec { teeth: 12 });
+    sprocket.metadata.labels = Some(BTreeMap::from([(
+        PARENT_LABEL.to_string(),
+        "true".to_string(),
+    )]));
+    sprocket.metadata.annotations = Some(BTreeMap::from([(FAIL.to_string(), fail.to_string())]));
+    sprocket
+}
+
+fn backoff_condition(
+    sprocket: &Sprocket,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    sprocket
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ReconcileBackoff")
+        .cloned()
+}
+
+/// The most attempts the schedule allows within `elapsed` of the first one.
+fn attempts_allowed(schedule: &kubernaut_framework::backoff::Backoff, elapsed: Duration) -> usize {
+    let mut attempts = 1;
+    let mut at = Duration::ZERO;
+    loop {
+        at += schedule.delay(u32::try_from(attempts).unwrap_or(u32::MAX));
+        if at > elapsed {
+            return attempts;
+        }
+        attempts += 1;
+    }
+}
+
+/// Two failing objects: `steady` fails with the same error every time (one condition write and
+/// one Event in all), `restless` with a new error every time (a condition write and an Event per
+/// attempt, each coming back as a watch event). Both are retried on the schedule alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_object_is_retried_on_its_schedule_and_its_own_failure_reports_trigger_nothing()
+-> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    cp.install_crds(&[sprocket_crd()]).await?;
+    let ns = cp.create_namespace("rt-backoff").await?;
+    let admin = cp.client().await?;
+    // Every request of the operator is recorded.
+    let log = RequestLog::new();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(cp.kubeconfig_path())?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let mut settings = settings("backoff-schedule-test");
+    settings.error_backoff.base = Duration::from_secs(1);
+    settings.error_backoff.max = Duration::from_secs(4);
+    let schedule = settings.error_backoff;
+    let running = Operator::<Sprocket>::new(log.client(config)?, settings)
+        .parents(parents_in(&ns))
+        .start(fail_sprocket, Seen::default())
+        .await?;
+    let ctx = running.context().clone();
+    let sprockets: Api<Sprocket> = Api::namespaced(admin.clone(), &ns);
+    let started = Instant::now();
+    sprockets
+        .create(&PostParams::default(), &sprocket("steady", true))
+        .await?;
+    sprockets
+        .create(&PostParams::default(), &sprocket("restless", "differently"))
+        .await?;
+
+    // The failures are reported on the objects …
+    for (name, error) in [("steady", "asked to fail"), ("restless", "failure")] {
+        eventually(
+            &format!("ReconcileBackoff=True on {name}"),
+            Duration::from_secs(20),
+            || async {
+                Ok(backoff_condition(&sprockets.get(name).await?)
+                    .is_some_and(|c| c.status == "True" && c.message.contains(error)))
+            },
+        )
+        .await?;
+    }
+    // … and the objects keep failing for a while.
+    tokio::time::sleep_until((started + Duration::from_secs(20)).into()).await;
+    let allowed = attempts_allowed(&schedule, started.elapsed());
+    let writes: Vec<ApiRequest> = log
+        .requests()
+        .into_iter()
+        .filter(ApiRequest::is_write)
+        .collect();
+    let described: Vec<String> = writes.iter().map(ApiRequest::describe).collect();
+    let status_writes = |name: &str| {
+        writes
+            .iter()
+            .filter(|r| {
+                r.resource.as_deref() == Some("sprockets/status") && r.name.as_deref() == Some(name)
+            })
+            .count()
+    };
+    for name in ["steady", "restless"] {
+        let attempts = ctx.data.count_of(name);
+        assert!(
+            (3..=allowed).contains(&attempts),
+            "{name}: {attempts} attempts in {:?}; the schedule allows {allowed}",
+            started.elapsed()
+        );
+    }
+    // The reports' own status writes came back as watch events and were held back.
+    assert!(ctx.metrics.reconciles_held.get() >= 2);
+    let restless = ctx.data.count_of("restless");
+    assert!(
+        status_writes("restless") + 1 >= restless,
+        "restless: a condition write per attempt ({restless}): {described:#?}"
+    );
+    // One condition write and one Event for the one error of `steady`, however many attempts.
+    assert_eq!(status_writes("steady"), 1, "steady: {described:#?}");
+    let events = Api::<K8sEvent>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let reported = |name: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("ReconcileError")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .count()
+    };
+    assert_eq!(reported("steady"), 1, "{events:#?}");
+    assert!(reported("restless") + 1 >= restless, "{events:#?}");
+    let event_writes = writes
+        .iter()
+        .filter(|r| r.resource.as_deref() == Some("events"))
+        .count();
+    assert_eq!(
+        writes.len(),
+        status_writes("steady") + status_writes("restless") + event_writes,
+        "nothing else is written: {described:#?}"
+    );
+    running.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_real_change_cuts_a_backoff_short_and_success_resolves_it() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    cp.install_crds(&[sprocket_crd()]).await?;
+    let ns = cp.create_namespace("rt-backoff-change").await?;
+    let client = cp.client().await?;
+    // A schedule far longer than any wait below: every retry seen here was a reaction.
+    let mut settings = settings("backoff-change-test");
+    settings.error_backoff.base = Duration::from_secs(600);
+    settings.error_backoff.max = Duration::from_secs(600);
+    let running = Operator::<Sprocket>::new(client.clone(), settings)
+        .parents(parents_in(&ns))
+        .children(ChildWatch {
+            resource: ApiResource::erase::<ConfigMap>(&()),
+            namespace: Some(ns.clone()),
+            selector: PARENT_NAME.to_string(),
+            parent_labels: (PARENT_NAME.to_string(), PARENT_NAMESPACE.to_string()),
+            parent_name_annotation: None,
+        })
+        .start(fail_sprocket, Seen::default())
+        .await?;
+    let ctx = running.context().clone();
+    let sprockets: Api<Sprocket> = Api::namespaced(client.clone(), &ns);
+    sprockets
+        .create(&PostParams::default(), &sprocket("failing", true))
+        .await?;
+    let within = Duration::from_secs(60);
+    let attempts = |n: usize| {
+        let ctx = ctx.clone();
+        move || {
+            let ctx = ctx.clone();
+            async move { Ok(ctx.data.count() >= n) }
+        }
+    };
+    eventually("the first attempt", within, attempts(1)).await?;
+    eventually("ReconcileBackoff=True", within, || async {
+        Ok(backoff_condition(&sprockets.get("failing").await?).is_some_and(|c| c.status == "True"))
+    })
+    .await?;
+
+    // A status-only change by someone else is not a reason to retry.
+    let held = ctx.metrics.reconciles_held.get();
+    sprockets
+        .patch_status(
+            "failing",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"note": "written by a user"}})),
+        )
+        .await?;
+    eventually(
+        "the status change reached the controller",
+        within,
+        || async { Ok(ctx.metrics.reconciles_held.get() > held) },
+    )
+    .await?;
+    assert_eq!(ctx.data.count(), 1, "a status change cut the backoff short");
+
+    // A child appearing is a real change: the parent is retried at once.
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("failing-child".into()),
+                    labels: Some(BTreeMap::from([
+                        (PARENT_NAME.to_string(), "failing".to_string()),
+                        (PARENT_NAMESPACE.to_string(), ns.clone()),
+                    ])),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+        )
+        .await?;
+    eventually("a retry after the child changed", within, attempts(2)).await?;
+
+    // So is an annotation change by a user, even when it does not fix anything.
+    sprockets
+        .patch(
+            "failing",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touched-by": "a user"}}})),
+        )
+        .await?;
+    eventually("a retry after the annotation changed", within, attempts(3)).await?;
+    let key = kube::runtime::reflector::ObjectRef::<Sprocket>::new("failing").within(&ns);
+    eventually("the third failure recorded", within, || async {
+        Ok(ctx.error_backoff.get(&key).is_some_and(|a| a.attempt == 3))
+    })
+    .await?;
+
+    // A fix: retried at once, succeeds, resets the backoff and resolves the condition.
+    sprockets
+        .patch(
+            "failing",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {FAIL: "false"}}})),
+        )
+        .await?;
+    eventually("the backoff is reset", within, || async {
+        Ok(ctx.error_backoff.is_empty())
+    })
+    .await?;
+    eventually("ReconcileBackoff=False", within, || async {
+        Ok(backoff_condition(&sprockets.get("failing").await?)
+            .is_some_and(|c| c.status == "False" && c.reason == "ReconcileSucceeded"))
+    })
+    .await?;
+    running.shutdown().await?;
     Ok(())
 }

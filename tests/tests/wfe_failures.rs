@@ -1,11 +1,11 @@
 //! How WorkflowExecutions fail, against the real control plane and the Tekton simulator: every
-//! reason of the failure classification table, a PipelineRun deleted behind the operator's back,
-//! parameter values from the whole Unicode range, and specs that are invalid at admission or at
-//! runtime.
+//! reason of the failure classification table, whether a failure is an execution failure (a step
+//! ran) or a pre-execution one, a PipelineRun deleted behind the operator's back, parameter
+//! values from the whole Unicode range, and specs that are invalid at admission or at runtime.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -18,7 +18,10 @@ use serde_json::json;
 use support::{Env, status_of, wfe};
 use workflowexecution_operator::{
     pipelinerun::pipeline_run_name,
-    types::{ExecutionConfig, FailureReason, Phase, WorkflowExecution},
+    types::{
+        ExecutionConfig, FailureReason, Phase, PipelineRunStatusSummary, SkipReason,
+        WorkflowExecution,
+    },
 };
 
 /// One row of the classification table, as the simulator plays it.
@@ -52,7 +55,8 @@ async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()
             reason: FailureReason::DeadlineExceeded,
             task: Some(("apply", 1)),
             step: Some("apply"),
-            exit_code: Some(1),
+            // Tekton stopped the step: its exit code 1 is Tekton's, not the step's.
+            exit_code: None,
             execution_failure: true,
             recommends: "timeout",
         },
@@ -80,7 +84,8 @@ async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()
             task: Some(("prepare", 0)),
             step: None,
             exit_code: None,
-            execution_failure: true,
+            // The first task's pod could not be created: no step ran.
+            execution_failure: false,
             recommends: "RBAC",
         },
         Case {
@@ -211,6 +216,230 @@ async fn a_pipelinerun_deleted_externally_fails_its_wfe() -> anyhow::Result<()> 
             .natural_language_summary
             .contains("deleted externally")
     );
+    Ok(())
+}
+
+/// `target` is blocked: a next workflow on it, `name`, is `Skipped` `PreviousExecutionFailed`.
+async fn assert_blocked(env: &Env, name: &str, target: &str) -> anyhow::Result<()> {
+    env.create(name, "restart-pods", target, Scenario::Success)
+        .await?;
+    let skipped = env.wait_phase(name, Phase::Skipped).await?;
+    assert_eq!(
+        status_of(&skipped).skip_details.map(|d| d.reason),
+        Some(SkipReason::PreviousExecutionFailed),
+        "{name} on {target}"
+    );
+    Ok(())
+}
+
+/// The run of a `Running` WFE, once `pred` holds for its `pipelineRunStatus`.
+async fn run_of_running(
+    env: &Env,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&PipelineRunStatusSummary) -> bool,
+) -> anyhow::Result<String> {
+    let running = env
+        .wait_for(name, what, |w| {
+            w.phase() == Some(Phase::Running)
+                && status_of(w).pipeline_run_status.as_ref().is_some_and(&pred)
+        })
+        .await?;
+    Ok(status_of(&running)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name)
+}
+
+#[tokio::test]
+async fn a_run_whose_second_task_cannot_pull_its_image_is_an_execution_failure()
+-> anyhow::Result<()> {
+    let env = Env::new("wfe-pull2", |_| {}).await?;
+    let target = "default/deployment/scaled-to-zero";
+    env.create(
+        "pull-second",
+        "scale-down",
+        target,
+        Scenario::SecondTaskImagePull,
+    )
+    .await?;
+    let failed = env.wait_phase("pull-second", Phase::Failed).await?;
+    let status = status_of(&failed);
+    let details = status.failure_details.clone().expect("failureDetails");
+    let context = format!("{details:#?}");
+    assert_eq!(details.reason, FailureReason::ImagePullBackOff, "{context}");
+    assert!(
+        details.was_execution_failure,
+        "the first task ran: {context}"
+    );
+    let run = pipeline_run_name(target);
+    assert_eq!(
+        details.failed_task_name,
+        Some(format!("{run}-apply")),
+        "{context}"
+    );
+    assert_eq!(details.failed_task_index, Some(1), "{context}");
+    assert_eq!(details.failed_step_name.as_deref(), Some("apply"));
+    assert_eq!(
+        details.exit_code, None,
+        "Tekton's rewritten exit code 1 is not the step's"
+    );
+    let summary = &details.natural_language_summary;
+    assert!(summary.contains("may have been changed"), "{summary}");
+    assert!(!summary.contains("did not change"), "{summary}");
+    // Execution failures do not count towards the pre-execution backoff.
+    assert_eq!(status.consecutive_failures, None);
+    assert_eq!(status.next_allowed_execution, None);
+
+    // The target is blocked: a next workflow on it is not run.
+    assert_blocked(&env, "after-pull-second", target).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_first_task_image_pull_failure_is_pre_execution_without_an_exit_code()
+-> anyhow::Result<()> {
+    let env = Env::new("wfe-pull1", |_| {}).await?;
+    let target = "default/deployment/never-pulled";
+    env.create("pull-first", "scale-down", target, Scenario::ImagePull)
+        .await?;
+    let failed = env.wait_phase("pull-first", Phase::Failed).await?;
+    let status = status_of(&failed);
+    let details = status.failure_details.clone().expect("failureDetails");
+    let context = format!("{details:#?}");
+    assert_eq!(details.reason, FailureReason::ImagePullBackOff, "{context}");
+    assert!(!details.was_execution_failure, "no step ran: {context}");
+    assert_eq!(details.failed_task_index, Some(0), "{context}");
+    assert_eq!(details.failed_step_name.as_deref(), Some("prepare"));
+    assert_eq!(
+        details.exit_code, None,
+        "Tekton's rewritten exit code 1 is not the step's"
+    );
+    assert!(
+        details
+            .natural_language_summary
+            .contains("did not change the target"),
+        "{}",
+        details.natural_language_summary
+    );
+    // A pre-execution failure counts towards the target's backoff instead of blocking it.
+    assert_eq!(status.consecutive_failures, Some(1));
+    assert!(status.next_allowed_execution.is_some());
+    assert_eq!(
+        status.pipeline_run_status.and_then(|s| s.execution_started),
+        None,
+        "no step was ever seen running"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_deleted_during_bundle_resolution_is_not_an_execution_failure() -> anyhow::Result<()>
+{
+    let env = Env::new("wfe-resolve", |_| {}).await?;
+    let target = "default/deployment/unresolved";
+    env.create("resolving", "restart-pods", target, Scenario::Resolving)
+        .await?;
+    // Running: Tekton has started the run (startTime) and is still resolving the bundle.
+    let run = run_of_running(&env, "resolving", "Running while resolving", |s| {
+        s.reason.as_deref() == Some("ResolvingPipelineRef")
+    })
+    .await?;
+    env.runs().delete(&run, &DeleteParams::default()).await?;
+
+    let failed = env.wait_phase("resolving", Phase::Failed).await?;
+    let status = status_of(&failed);
+    let details = status.failure_details.clone().expect("failureDetails");
+    assert_eq!(details.reason, FailureReason::Unknown);
+    assert!(
+        details.message.contains("deleted externally"),
+        "{}",
+        details.message
+    );
+    assert!(
+        !details.was_execution_failure,
+        "nothing of the run ran: {details:#?}"
+    );
+    assert!(
+        details
+            .natural_language_summary
+            .contains("did not change the target"),
+        "{}",
+        details.natural_language_summary
+    );
+    assert_eq!(status.consecutive_failures, Some(1));
+    let next_allowed = status
+        .next_allowed_execution
+        .expect("a pre-execution failure sets nextAllowedExecution")
+        .0;
+
+    // The target is not blocked: once the backoff has passed, a workflow runs on it.
+    let wait = next_allowed.duration_since(jiff::Timestamp::now());
+    if wait.is_positive() {
+        tokio::time::sleep(Duration::try_from(wait)? + Duration::from_millis(200)).await;
+    }
+    // (Another workflow: the same one would still be within its cooldown.)
+    env.create("after-resolving", "scale-down", target, Scenario::Success)
+        .await?;
+    let done = env
+        .wait_for("after-resolving", "terminal", |w| {
+            matches!(
+                w.phase(),
+                Some(Phase::Completed | Phase::Failed | Phase::Skipped)
+            )
+        })
+        .await?;
+    assert_eq!(
+        done.phase(),
+        Some(Phase::Completed),
+        "{:#?}",
+        status_of(&done).skip_details
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_deleted_after_a_step_ran_is_an_execution_failure_even_when_its_taskruns_are_gone()
+-> anyhow::Result<()> {
+    let env = Env::new("wfe-ranthen", |_| {}).await?;
+    let target = "default/deployment/half-done";
+    env.create(
+        "ran-then-deleted",
+        "scale-down",
+        target,
+        Scenario::SecondTaskPullBackOff,
+    )
+    .await?;
+    // The first task succeeded and the second waits for its image; the WFE has recorded that a
+    // step ran.
+    let run = run_of_running(&env, "ran-then-deleted", "Running with a step seen", |s| {
+        s.execution_started == Some(true) && s.total_tasks == Some(2)
+    })
+    .await?;
+    // Garbage collection takes the TaskRuns with the run: remove them first, so only what the
+    // WFE remembered can tell.
+    for task in ["prepare", "apply"] {
+        env.taskruns()
+            .delete(&format!("{run}-{task}"), &DeleteParams::default())
+            .await?;
+    }
+    env.runs().delete(&run, &DeleteParams::default()).await?;
+
+    let failed = env.wait_phase("ran-then-deleted", Phase::Failed).await?;
+    let details = status_of(&failed).failure_details.expect("failureDetails");
+    assert_eq!(details.reason, FailureReason::Unknown);
+    assert!(
+        details.was_execution_failure,
+        "a step had been seen running: {details:#?}"
+    );
+    assert!(
+        details
+            .natural_language_summary
+            .contains("may have been changed"),
+        "{}",
+        details.natural_language_summary
+    );
+    assert_blocked(&env, "after-ran-then-deleted", target).await?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Reporting: Events and logs for decode failures and template reloads.
+//! Reporting: Events and logs for decode failures, failed reconciles and template reloads.
 //!
 //! # Guarantees
 //! 1. Publishing an Event never fails the caller: failures are logged and dropped (Events are
@@ -8,15 +8,32 @@
 //! 3. Every template reload outcome other than `Unchanged` is logged, counted in
 //!    `framework_template_reloads_total{outcome}` and published: `Normal TemplateReloaded` or
 //!    `Warning TemplateRejected` (a broken edit is reported once: the store reports it once).
+//! 4. Failed-reconcile Events ([`ErrorEvents`]) aggregate per object, reason *and note*: the same
+//!    error published again within [`SERIES_TTL`] of its last occurrence bumps the `series` of the
+//!    Event already published (one patch), a different error gets an Event of its own. (kube's
+//!    `Recorder` keys its series without the note, so a second, different error within six
+//!    minutes would only count up under the first error's note.)
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::{
+    api::{
+        core::v1::ObjectReference,
+        events::v1::{Event as K8sEvent, EventSeries},
+    },
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+};
 use kube::{
-    Resource,
+    Api, Client, Resource,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
     core::error_boundary::InvalidObject,
     runtime::events::{Event, EventType, Recorder},
 };
+use serde_json::json;
 
 use super::{Context, FrameworkMetrics, metrics};
 use crate::template::{ReloadOutcome, TemplateStore};
@@ -78,6 +95,166 @@ pub(crate) async fn publish_event(
             regarding = reference.name.as_deref().unwrap_or_default(),
             "publishing an Event failed"
         );
+    }
+}
+
+/// How long after its last occurrence an error Event is continued as a series rather than
+/// published anew (what kube's `Recorder` uses).
+pub(crate) const SERIES_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(6);
+
+/// Which Event a repeated error continues: the object, the reason and the note.
+type SeriesKey = (ObjectKey, String, String);
+type ObjectKey = (Option<String>, Option<String>, Option<String>);
+
+/// An Event already published, continued while its error repeats.
+#[derive(Clone, Debug)]
+struct Published {
+    namespace: String,
+    name: String,
+    count: i32,
+    last: jiff::Timestamp,
+}
+
+/// Publishes `Warning` Events about failed reconciles, aggregated per object, reason and note.
+pub(crate) struct ErrorEvents {
+    client: Client,
+    controller: String,
+    instance: String,
+    published: Mutex<HashMap<SeriesKey, Published>>,
+}
+
+impl ErrorEvents {
+    /// Events reported as `controller` (`reportingController`) from `instance`
+    /// (`reportingInstance`).
+    pub(crate) fn new(client: Client, controller: String, instance: String) -> Self {
+        Self {
+            client,
+            controller,
+            instance,
+            published: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes a `Warning` Event about `regarding`, or counts one more occurrence of the same
+    /// one; failures are logged, never returned (Events are best-effort).
+    pub(crate) async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        mut note: String,
+    ) {
+        truncate_note(&mut note);
+        let now = jiff::Timestamp::now();
+        let key: SeriesKey = (
+            (
+                regarding.namespace.clone(),
+                regarding.name.clone(),
+                regarding.uid.clone(),
+            ),
+            reason.to_owned(),
+            note.clone(),
+        );
+        let previous = {
+            let mut published = self.lock();
+            published.retain(|_, event| event.last + SERIES_TTL > now);
+            published.get(&key).cloned()
+        };
+        let continued = match previous {
+            // An Event that is gone (deleted, expired) is published anew.
+            Some(previous) => self.continue_series(previous, now).await.ok(),
+            None => None,
+        };
+        let result = match continued {
+            Some(published) => Ok(published),
+            None => self.create(regarding, reason, action, note, now).await,
+        };
+        match result {
+            Ok(published) => {
+                self.lock().insert(key, published);
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                reason,
+                regarding = regarding.name.as_deref().unwrap_or_default(),
+                "publishing an Event failed"
+            ),
+        }
+    }
+
+    async fn create(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+        now: jiff::Timestamp,
+    ) -> Result<Published, kube::Error> {
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let name = format!(
+            "{}.{:x}",
+            regarding.name.as_deref().unwrap_or(&self.controller),
+            now.as_nanosecond()
+        );
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some("Warning".to_owned()),
+            reason: Some(reason.to_owned()),
+            action: Some(action.to_owned()),
+            note: Some(note),
+            regarding: Some(regarding.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..K8sEvent::default()
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await?;
+        Ok(Published {
+            namespace,
+            name,
+            count: 1,
+            last: now,
+        })
+    }
+
+    async fn continue_series(
+        &self,
+        previous: Published,
+        now: jiff::Timestamp,
+    ) -> Result<Published, kube::Error> {
+        // The API counts a series from 2: the first occurrence is the Event itself.
+        let count = previous.count.saturating_add(1).max(2);
+        let series = EventSeries {
+            count,
+            last_observed_time: MicroTime(now),
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &previous.namespace);
+        api.patch(
+            &previous.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "series": series })),
+        )
+        .await?;
+        Ok(Published {
+            count,
+            last: now,
+            ..previous
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Published>> {
+        // Every update leaves the map consistent, so a poisoned lock is still usable.
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

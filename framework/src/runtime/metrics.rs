@@ -10,6 +10,7 @@
 //! | `framework_reconcile_duration_seconds` | histogram | – |
 //! | `framework_reconcile_errors_total` | counter | `kind` = [`MetricLabel::metric_label`] of the error |
 //! | `reconcile_error_backoff_objects` | gauge | – (objects in error backoff; owned by [`crate::backoff::ErrorBackoff`]) |
+//! | `framework_reconciles_held_total` | counter | – (reconciles of objects in error backoff held back until their attempt is due) |
 //! | `framework_decode_errors_total` | counter | – (watched objects that failed to deserialize) |
 //! | `framework_template_reloads_total` | counter | `outcome` = `loaded` \| `rejected` |
 //! | `framework_leader` | gauge | – (1 while this replica holds the Lease) |
@@ -76,6 +77,8 @@ pub struct FrameworkMetrics {
     pub reconcile_duration: Histogram,
     /// `framework_reconcile_errors_total{kind}`.
     pub reconcile_errors: IntCounterVec,
+    /// `framework_reconciles_held_total`.
+    pub reconciles_held: IntCounter,
     /// `framework_decode_errors_total`.
     pub decode_errors: IntCounter,
     /// `framework_template_reloads_total{outcome}`.
@@ -111,6 +114,10 @@ impl FrameworkMetrics {
             ),
             &["kind"],
         )?;
+        let reconciles_held = IntCounter::new(
+            "framework_reconciles_held_total",
+            "Reconciles of objects in error backoff held back until the next attempt is due, because nothing a reconcile reads had changed.",
+        )?;
         let decode_errors = IntCounter::new(
             "framework_decode_errors_total",
             "Watched objects that could not be deserialized and were skipped.",
@@ -130,6 +137,7 @@ impl FrameworkMetrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconciles_held.clone()))?;
         registry.register(Box::new(decode_errors.clone()))?;
         registry.register(Box::new(template_reloads.clone()))?;
         registry.register(Box::new(leader.clone()))?;
@@ -150,6 +158,7 @@ impl FrameworkMetrics {
             reconciles,
             reconcile_duration,
             reconcile_errors,
+            reconciles_held,
             decode_errors,
             template_reloads,
             leader,
@@ -201,6 +210,7 @@ mod tests {
             "framework_reconcile_errors_total{kind=\"kube\"} 1",
             "framework_reconcile_duration_seconds_count 2",
             "framework_decode_errors_total 1",
+            "framework_reconciles_held_total 0",
             "framework_template_reloads_total{outcome=\"loaded\"} 0",
             "framework_template_reloads_total{outcome=\"rejected\"} 0",
             "framework_leader 1",

@@ -58,9 +58,16 @@
 //!    watch and every other object carry on. A panic in the reconcile function is caught and treated
 //!    as a failed reconcile (error kind `panic`).
 //! 4. Per-object error backoff: each failed reconcile records an attempt in
-//!    [`Context::error_backoff`] and is retried after the backoff delay; a successful reconcile
-//!    resets it; `reconcile_error_backoff_objects` counts objects in backoff, and
-//!    [`Context::backoff_condition`] gives the `ReconcileBackoff` condition for the status.
+//!    [`Context::error_backoff`] and is retried when the backoff delay has passed — and before
+//!    that only on a real change: the object changed in anything but status and bookkeeping
+//!    (spec, labels, annotations, finalizers, deletion), or one of its children changed (a child
+//!    watch event). A reconcile asked for by anything else (the object's own status writes, the
+//!    failure report, a re-list) is held back and requeued for when the attempt is due
+//!    (`framework_reconciles_held_total`). The failure is surfaced as a `ReconcileBackoff=True`
+//!    condition, rewritten only when the error changes, and a `Warning ReconcileError` Event
+//!    only when the error starts or changes; a successful reconcile resets the backoff and
+//!    resolves the condition. `reconcile_error_backoff_objects` counts objects in backoff, and
+//!    [`Context::backoff_condition`] gives the condition.
 //! 5. At most [`RuntimeSettings::concurrency`] reconciles run at once, and never two for the same
 //!    object.
 //! 6. Graceful shutdown on SIGTERM/SIGINT ([`Operator::run`]) or on the [`CancellationToken`] from
@@ -79,8 +86,10 @@
 //! 1. Leadership is advisory (see [`leader`]): after leadership is lost, in-flight reconciles
 //!    still finish and may overlap with the new leader's first reconciles; reconcilers must keep
 //!    their writes conflict-safe.
-//! 2. A watch event for an object in error backoff triggers a reconcile before the backoff delay
-//!    has passed (as in client-go's workqueue); the backoff bounds retries, not reactions to changes.
+//! 2. Only status-only changes wait for an object's backoff: a real change (guarantee 4)
+//!    reconciles at once, so a reconciler that itself rewrites a child or the object's metadata on
+//!    every failing attempt retries at the pace of its own writes. A status change by someone else
+//!    waits for the next scheduled attempt too.
 //! 3. Dropping a [`Running`] handle kills the runtime without releasing the Lease, as a crash
 //!    would; standbys then take over after the lease duration.
 //! 4. Every replica watches, so every replica reports an undecodable object (log, metric and its
@@ -268,15 +277,17 @@ where
     /// The operator's own state.
     pub data: D,
     leading: watch::Receiver<bool>,
+    /// The failed-reconcile Events, aggregated per object and error.
+    error_events: events::ErrorEvents,
 }
 
 impl<K, D> Context<K, D>
 where
     K: Resource<DynamicType = ()> + 'static,
 {
-    /// The `ReconcileBackoff` condition of `object` while its reconciles are failing (attempt,
-    /// next attempt, last error), for the operator to put in its status; `None` when the last
-    /// reconcile succeeded. The counter is reset after a reconcile returns `Ok`.
+    /// The `ReconcileBackoff` condition of `object` while its reconciles are failing (the last
+    /// error, failing since when), as the runtime writes it; `None` when the last reconcile
+    /// succeeded. The counter is reset after a reconcile returns `Ok`.
     pub fn backoff_condition(&self, object: &K) -> Option<Condition> {
         self.error_backoff
             .get(&ObjectRef::from_obj(object))
@@ -510,6 +521,11 @@ where
             error_backoff,
             templates: templates.as_ref().map(|(store, _)| store.clone()),
             parent_index: parent_index.clone(),
+            error_events: events::ErrorEvents::new(
+                client.clone(),
+                settings.controller_name.clone(),
+                identity.clone(),
+            ),
             identity,
             data,
             leading: leading_rx.clone(),

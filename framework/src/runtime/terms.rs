@@ -12,6 +12,14 @@
 //! 3. A panicking reconcile is a failed reconcile (error kind `panic`), not a dead controller.
 //! 4. After every reconcile the error backoff is updated: reset on success, one more attempt
 //!    (and a requeue after its delay) on failure.
+//! 5. A reconcile of an object in error backoff that the controller starts before the next
+//!    attempt is due runs only if the object changed in something but status and bookkeeping, or
+//!    a child of it changed, since the failed attempt started ([`ErrorBackoff::hold_at`]);
+//!    otherwise the reconcile function is not called, nothing is written, and the object is
+//!    requeued for when the attempt is due. The object's own status writes (the failure report
+//!    among them) therefore never cut a backoff short, whatever order their watch events arrive in.
+//!
+//! [`ErrorBackoff::hold_at`]: crate::backoff::ErrorBackoff::hold_at
 
 use std::{
     fmt::Debug, future::Future, marker::PhantomData, panic::AssertUnwindSafe, sync::Arc,
@@ -38,6 +46,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{ChildWatch, Context, MetricLabel, metrics, reflect, surface};
+use crate::backoff::{self, AttemptBasis, Hold};
 
 /// A failed reconcile as the controller sees it: the operator's error or a caught panic.
 #[derive(Debug, Error)]
@@ -132,9 +141,16 @@ where
         .graceful_shutdown_on(term.cancelled_owned());
         if let Some(watch) = &self.child_watch {
             let mapper = watch.clone();
+            let changes = context.clone();
             controller = controller.watches_shared_stream_with(
                 reflect::trigger_stream(self.child_tx.subscribe(), context.children.clone()),
-                move |child: Arc<DynamicObject>| mapper.parent_of::<K>(&child),
+                move |child: Arc<DynamicObject>| {
+                    let parent = mapper.parent_of::<K>(&child)?;
+                    // A child changed (its status, its existence): a real change for a parent in
+                    // error backoff, which is then reconciled at once.
+                    changes.error_backoff.note_change(&parent);
+                    Some(parent)
+                },
                 watch.resource.clone(),
             );
         }
@@ -182,8 +198,21 @@ where
 {
     async move {
         let key = ObjectRef::from_obj(&*object);
+        let basis = match context.error_backoff.hold_at(
+            &key,
+            || backoff::fingerprint(&*object),
+            jiff::Timestamp::now(),
+        ) {
+            Hold::Run(basis) => basis,
+            Hold::Wait(remaining) => {
+                context.metrics.reconciles_held.inc();
+                tracing::debug!(object = %key, retry_in = ?remaining, "in error backoff and unchanged; reconcile held back");
+                return Ok(Action::requeue(remaining));
+            }
+        };
         let started = Instant::now();
         let call_context = context.clone();
+        let handed = object.clone();
         let outcome = AssertUnwindSafe(async move { reconcile(object, call_context).await })
             .catch_unwind()
             .await;
@@ -202,7 +231,16 @@ where
                 surface::resolve(&context, &key).await;
             }
             Err(error) => {
-                let attempt = context.error_backoff.record_error(&key, &error.to_string());
+                let basis = AttemptBasis {
+                    fingerprint: backoff::fingerprint(&*handed),
+                    ..basis
+                };
+                let attempt = context.error_backoff.record_failure_at(
+                    &key,
+                    &error.to_string(),
+                    basis,
+                    jiff::Timestamp::now(),
+                );
                 surface::report(&context, &key, &attempt, error.metric_label()).await;
             }
         }

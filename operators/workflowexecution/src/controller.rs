@@ -19,7 +19,7 @@
 //! 4. Every decision is reconstructible from cluster state: a restarted operator adopts the run a
 //!    `Pending` WFE already created, and continues `Running` ones from the run's status.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -939,12 +939,33 @@ impl Handler<'_> {
             },
         };
 
-        let observation = run_status::observe_run(&self.state().mapping, &run.data, None);
+        let mut observation = run_status::observe_run(&self.state().mapping, &run.data, None);
         match observation.phase {
             RunPhase::Completed => self.complete(&wfe, &observation).await,
             RunPhase::Failed => self.fail_execution(&wfe, &run, &observation).await,
             RunPhase::Pending | RunPhase::Running => {
                 let mut status = wfe.status.clone().unwrap_or_default();
+                let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
+                let api = Api::namespaced_with(
+                    self.ctx.client.clone(),
+                    &namespace,
+                    &self.state().taskrun,
+                );
+                let learned = crate::task_runs::learn_step_ran(
+                    &api,
+                    &self.state().mapping,
+                    &run.data,
+                    status.pipeline_run_status.as_ref(),
+                    &observation.summary,
+                )
+                .await
+                .map_err(kube_err(format!(
+                    "reading the TaskRuns of PipelineRun {}",
+                    run_ref.name
+                )))?;
+                if learned {
+                    observation.summary.execution_started = Some(true);
+                }
                 self.observe_unfinished(&mut status, &observation, wfe.meta().generation);
                 self.write_status(&wfe, status).await?;
                 Ok(Action::requeue(SAFETY_RESYNC))
@@ -960,7 +981,17 @@ impl Handler<'_> {
         observation: &run_status::RunObservation,
         generation: Option<i64>,
     ) {
-        status.pipeline_run_status = Some(observation.summary.clone());
+        // A step once seen running stays seen: the TaskRuns that showed it may be gone later.
+        let seen_started = status
+            .pipeline_run_status
+            .as_ref()
+            .and_then(|s| s.execution_started)
+            == Some(true);
+        let mut summary = observation.summary.clone();
+        if seen_started {
+            summary.execution_started = Some(true);
+        }
+        status.pipeline_run_status = Some(summary);
         if observation.phase == RunPhase::Running {
             self.condition(
                 status,
@@ -975,25 +1006,34 @@ impl Handler<'_> {
 
     async fn run_vanished(&self, wfe: &WorkflowExecution, run_name: &str) -> Result<Action, Error> {
         let config = self.config();
-        let seen_started = wfe
-            .status
-            .as_ref()
+        let status = wfe.status.as_ref();
+        let namespace = status
+            .and_then(|s| s.pipeline_run_ref.as_ref())
+            .map_or(config.execution.namespace.clone(), |r| r.namespace.clone());
+        let seen_started = status
             .and_then(|s| s.pipeline_run_status.as_ref())
-            .is_some_and(|s| s.reason.is_some() || s.status.is_some());
-        let started_at = if seen_started {
-            wfe.status
-                .as_ref()
-                .and_then(|s| s.start_time.as_ref())
-                .map(|t| t.0)
-        } else {
-            None
+            .and_then(|s| s.execution_started)
+            == Some(true);
+        // The run's TaskRuns outlive it briefly (until garbage collection): a step that ran
+        // since the last status change may still be visible in them.
+        let step_ran = seen_started || {
+            let api =
+                Api::namespaced_with(self.ctx.client.clone(), &namespace, &self.state().taskrun);
+            let task_runs = crate::task_runs::of_deleted_run(&api, &self.state().mapping, run_name)
+                .await
+                .map_err(kube_err(format!(
+                    "listing the TaskRuns of deleted PipelineRun {run_name}"
+                )))?;
+            run_status::steps_ran(&self.state().mapping, &task_runs)
         };
+        let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let context = failure::FailureContext::new(wfe, &config.execution);
         let details = failure::run_deleted_failure(
             &context,
-            &config.execution.namespace,
+            &namespace,
             run_name,
-            started_at,
+            started_at.filter(|_| step_ran),
+            step_ran,
             self.now,
         );
         self.finish_failed(wfe, details, None).await
@@ -1083,34 +1123,41 @@ impl Handler<'_> {
         observation: &run_status::RunObservation,
     ) -> Result<Action, Error> {
         let config = self.config();
-        let task_runs_api: Api<DynamicObject> = Api::namespaced_with(
-            self.ctx.client.clone(),
-            &run.namespace()
-                .unwrap_or_else(|| config.execution.namespace.clone()),
-            &self.state().taskrun,
-        );
-        let mut task_runs = BTreeMap::new();
-        for (_, name) in run_status::child_task_runs(&run.data) {
-            // A TaskRun that is gone is skipped.
-            if let Some(tr) = task_runs_api
-                .get_opt(&name)
-                .await
-                .map_err(kube_err(format!("reading TaskRun {name}")))?
-            {
-                task_runs.insert(name, tr.data);
-            }
+        let namespace = run
+            .namespace()
+            .unwrap_or_else(|| config.execution.namespace.clone());
+        let api = Api::namespaced_with(self.ctx.client.clone(), &namespace, &self.state().taskrun);
+        let names = run_status::child_task_runs(&run.data)
+            .into_iter()
+            .map(|(_, name)| name);
+        let task_runs = crate::task_runs::read(&api, names)
+            .await
+            .map_err(kube_err(format!(
+                "reading the TaskRuns of PipelineRun {}",
+                run.name_any()
+            )))?;
+        let seen_started = wfe
+            .status
+            .as_ref()
+            .and_then(|s| s.pipeline_run_status.as_ref())
+            .and_then(|s| s.execution_started)
+            == Some(true);
+        let mut summary =
+            run_status::observe_run(&self.state().mapping, &run.data, Some(&task_runs)).summary;
+        if seen_started {
+            summary.execution_started = Some(true);
         }
         let observation = run_status::RunObservation {
-            summary: run_status::observe_run(&self.state().mapping, &run.data, Some(&task_runs))
-                .summary,
+            summary,
             ..observation.clone()
         };
         let context = failure::FailureContext::new(wfe, &config.execution);
-        let details = failure::failure_details(
+        let details = failure::failure_details_remembered(
             &self.state().mapping,
             &context,
             &run.data,
             &task_runs,
+            seen_started,
             self.now,
         );
         let mut with_summary = (*wfe).clone();

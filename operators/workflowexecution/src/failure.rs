@@ -8,17 +8,24 @@
 //! multi-line natural-language summary. [`pre_execution_failure`] and [`run_deleted_failure`]
 //! cover failures without a finished run.
 //!
+//! What a TaskRun's steps say is data, not code: the mapping's `grandchildren` section says
+//! whether a step of a TaskRun ran (`ran`) and which step facts it gives (`facts`, among them
+//! `failedStep` and `exitCode`, see [`FACT_FAILED_STEP`] and [`FACT_EXIT_CODE`]).
+//!
 //! Guarantees:
 //! 1. Pure: no I/O; the same inputs give the same details (`now` is an argument).
 //! 2. The reason is always one of the contract's [`FailureReason`]s: no classification match, or
 //!    a result that is not a reason, gives [`FailureReason::Unknown`].
-//! 3. `exitCode` is that of the first step of the failed TaskRun that terminated with a non-zero
-//!    code; `failedStepName` is that step, or else the first step that is waiting or terminated
-//!    without success.
-//! 4. `wasExecutionFailure` is true when the run had started (its `status.startTime` is set, or it
-//!    has child TaskRuns) and the reason is not a pre-execution one (`ImagePullBackOff`,
-//!    `ConfigurationError`, `ResourceExhausted`).
-//! 5. Text from the cluster or the user is quoted or folded onto one line in the summary, so it
+//! 3. `exitCode` and `failedStepName` are the first values of the failed TaskRun's `exitCode`
+//!    and `failedStep` facts; the shipped mapping takes exit codes only from steps the container
+//!    runtime terminated, never the `1` Tekton writes into the steps of a TaskRun it stops.
+//! 4. `wasExecutionFailure` is true exactly when a step of the run ran: some TaskRun matches the
+//!    mapping's `grandchildren.ran` rules, or one was seen doing so while the run was running
+//!    (`pipelineRunStatus.executionStarted`) — whatever the final reason. A run that failed in
+//!    bundle resolution, in its first task's image pull or pod creation, on quota, or was deleted
+//!    before any step ran, is a pre-execution failure.
+//! 5. The summary never says the target was unchanged when a step ran.
+//! 6. Text from the cluster or the user is quoted or folded onto one line in the summary, so it
 //!    cannot forge lines of its own.
 //!
 //! Assumptions:
@@ -33,19 +40,21 @@ use serde_json::Value;
 
 use crate::config::ExecutionSettings;
 use crate::duration::format_span;
-use crate::run_status::{child_task_runs, string_field, succeeded_condition, timestamp_field};
+use crate::run_status::{
+    child_task_runs, steps_ran, string_field, succeeded_condition, timestamp_field,
+};
 use crate::types::{FailureDetails, FailureReason, WorkflowExecution};
 
 /// Fact: the run's and the failed TaskRun's `Succeeded` reasons.
 pub const FACT_REASON: &str = "reason";
 /// Fact: the run's and the failed TaskRun's `Succeeded` messages.
 pub const FACT_MESSAGE: &str = "message";
-/// Fact: `terminated.reason` of the failed TaskRun's steps.
-pub const FACT_STEP_TERMINATION_REASON: &str = "stepTerminationReason";
-/// Fact: `waiting.reason` of the failed TaskRun's steps.
-pub const FACT_STEP_WAITING_REASON: &str = "stepWaitingReason";
 /// Fact: the failed TaskRun's name.
 pub const FACT_FAILED_TASK_NAME: &str = "failedTaskName";
+/// Grandchild fact whose first value is `failureDetails.failedStepName`.
+pub const FACT_FAILED_STEP: &str = "failedStep";
+/// Grandchild fact whose first value (an integer) is `failureDetails.exitCode`.
+pub const FACT_EXIT_CODE: &str = "exitCode";
 
 /// The first failed TaskRun of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,18 +63,16 @@ pub struct FailedTask {
     pub name: String,
     /// Its index in the run's `childReferences`.
     pub index: u32,
-    /// The failed step.
+    /// The failed step (the first value of the [`FACT_FAILED_STEP`] fact).
     pub step_name: Option<String>,
-    /// The first non-zero exit code among its terminated steps.
+    /// The step's exit code (the first value of the [`FACT_EXIT_CODE`] fact).
     pub exit_code: Option<i32>,
     /// Its `Succeeded` reason.
     pub reason: Option<String>,
     /// Its `Succeeded` message.
     pub message: Option<String>,
-    /// `terminated.reason` of its steps, in step order.
-    pub step_termination_reasons: Vec<String>,
-    /// `waiting.reason` of its steps, in step order.
-    pub step_waiting_reasons: Vec<String>,
+    /// Its facts as the mapping's `grandchildren.facts` read them.
+    pub facts: BTreeMap<String, Vec<String>>,
     /// When it finished.
     pub completion_time: Option<Timestamp>,
 }
@@ -104,9 +111,13 @@ impl FailureContext {
     }
 }
 
-/// The first TaskRun in `childReferences` whose `Succeeded` condition is `False`; TaskRuns
-/// missing from `task_runs` are skipped.
-pub fn first_failed_task(run: &Value, task_runs: &BTreeMap<String, Value>) -> Option<FailedTask> {
+/// The first TaskRun in `childReferences` whose `Succeeded` condition is `False`, its step facts
+/// read through `mapping`; TaskRuns missing from `task_runs` are skipped.
+pub fn first_failed_task(
+    mapping: &StatusMapping,
+    run: &Value,
+    task_runs: &BTreeMap<String, Value>,
+) -> Option<FailedTask> {
     child_task_runs(run).into_iter().find_map(|(index, name)| {
         let task_run = task_runs.get(&name)?;
         let condition = succeeded_condition(task_run)?;
@@ -119,43 +130,16 @@ pub fn first_failed_task(run: &Value, task_runs: &BTreeMap<String, Value>) -> Op
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let steps: &[Value] = task_run
-            .pointer("/status/steps")
-            .and_then(Value::as_array)
-            .map_or(&[], Vec::as_slice);
-        let exit_of = |step: &Value| {
-            step.pointer("/terminated/exitCode")
-                .and_then(Value::as_i64)
-                .and_then(|c| i32::try_from(c).ok())
-        };
-        let nonzero = steps.iter().find(|s| exit_of(s).is_some_and(|c| c != 0));
-        let stuck = || {
-            steps.iter().find(|s| {
-                let waiting = s.get("waiting").is_some();
-                let unsuccessful = s.get("terminated").is_some()
-                    && s.pointer("/terminated/reason").and_then(Value::as_str) != Some("Completed");
-                waiting || unsuccessful
-            })
-        };
-        let failed_step = nonzero.or_else(stuck);
-        let reasons = |state: &str| -> Vec<String> {
-            steps
-                .iter()
-                .filter_map(|s| s.get(state)?.get("reason")?.as_str().map(str::to_owned))
-                .collect()
-        };
+        let facts = mapping.grandchild_facts(task_run);
+        let first = |fact: &str| facts.get(fact).and_then(|values| values.first()).cloned();
         Some(FailedTask {
             name,
             index,
-            step_name: failed_step
-                .and_then(|s| s.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            exit_code: nonzero.and_then(exit_of),
+            step_name: first(FACT_FAILED_STEP),
+            exit_code: first(FACT_EXIT_CODE).and_then(|code| code.parse().ok()),
             reason: text("reason"),
             message: text("message"),
-            step_termination_reasons: reasons("terminated"),
-            step_waiting_reasons: reasons("waiting"),
+            facts,
             completion_time: task_run
                 .pointer("/status/completionTime")
                 .and_then(Value::as_str)
@@ -165,8 +149,9 @@ pub fn first_failed_task(run: &Value, task_runs: &BTreeMap<String, Value>) -> Op
 }
 
 /// The facts the classification rules see (see `status.yaml`): the run's reason and message
-/// (from the mapping's `reason`/`message` fields) and those of the failed TaskRun, its steps'
-/// terminated and waiting reasons, and its name.
+/// (from the mapping's `reason`/`message` fields), those of the failed TaskRun and its name, and
+/// every grandchild fact the mapping reads from the failed TaskRun (declared facts are present
+/// even when empty, so `all` rules see them).
 pub fn classification_facts(
     run_fields: &BTreeMap<String, Value>,
     failed: Option<&FailedTask>,
@@ -184,15 +169,13 @@ pub fn classification_facts(
     if let Some(task) = failed {
         push(FACT_REASON, task.reason.clone());
         push(FACT_MESSAGE, task.message.clone());
-        for reason in &task.step_termination_reasons {
-            push(FACT_STEP_TERMINATION_REASON, Some(reason.clone()));
-        }
-        for reason in &task.step_waiting_reasons {
-            push(FACT_STEP_WAITING_REASON, Some(reason.clone()));
+        for (fact, values) in &task.facts {
+            push(fact, None);
+            for value in values {
+                push(fact, Some(value.clone()));
+            }
         }
     }
-    push(FACT_STEP_TERMINATION_REASON, None);
-    push(FACT_STEP_WAITING_REASON, None);
     facts
 }
 
@@ -207,7 +190,8 @@ pub fn classify_failure(
         .unwrap_or(FailureReason::Unknown)
 }
 
-/// The `failureDetails` of a run that ended `Succeeded=False`.
+/// The `failureDetails` of a run that ended `Succeeded=False`, from the run and its TaskRuns
+/// alone.
 pub fn failure_details(
     mapping: &StatusMapping,
     context: &FailureContext,
@@ -215,8 +199,22 @@ pub fn failure_details(
     task_runs: &BTreeMap<String, Value>,
     now: Timestamp,
 ) -> FailureDetails {
+    failure_details_remembered(mapping, context, run, task_runs, false, now)
+}
+
+/// [`failure_details`], with what the Running phase remembered: `seen_started`, a step of the
+/// run was seen running (`pipelineRunStatus.executionStarted`), whatever its TaskRuns say now
+/// (they may have been deleted since).
+pub fn failure_details_remembered(
+    mapping: &StatusMapping,
+    context: &FailureContext,
+    run: &Value,
+    task_runs: &BTreeMap<String, Value>,
+    seen_started: bool,
+    now: Timestamp,
+) -> FailureDetails {
     let fields = mapping.fields(run);
-    let failed = first_failed_task(run, task_runs);
+    let failed = first_failed_task(mapping, run, task_runs);
     let reason = classify_failure(mapping, &classification_facts(&fields, failed.as_ref()));
     let start = timestamp_field(&fields, "startTime");
     let failed_at = failed
@@ -224,7 +222,7 @@ pub fn failure_details(
         .and_then(|t| t.completion_time)
         .or_else(|| timestamp_field(&fields, "completionTime"))
         .unwrap_or(now);
-    let started = start.is_some() || !child_task_runs(run).is_empty();
+    let step_ran = seen_started || steps_ran(mapping, task_runs);
     let run_message = string_field(&fields, "message").filter(|m| !m.is_empty());
     let task_message = failed
         .as_ref()
@@ -249,7 +247,7 @@ pub fn failure_details(
         exit_code: failed.as_ref().and_then(|t| t.exit_code),
         failed_at: Some(Time(failed_at)),
         execution_time_before_failure: start.map(|s| format_span(s, failed_at)),
-        was_execution_failure: started && !reason.is_pre_execution(),
+        was_execution_failure: step_ran,
         natural_language_summary: String::new(),
     };
     let total_tasks = child_task_runs(run).len();
@@ -281,13 +279,15 @@ pub fn pre_execution_failure(
     details
 }
 
-/// The `failureDetails` when the PipelineRun disappeared before it finished: reason `Unknown`,
-/// execution failure if the run had been seen started (`started_at`).
+/// The `failureDetails` when the PipelineRun disappeared before it finished: reason `Unknown`;
+/// an execution failure when a step of it ran (`step_ran`: seen running earlier, or read from
+/// TaskRuns still present). `started_at`: when the run started, if known.
 pub fn run_deleted_failure(
     context: &FailureContext,
     run_namespace: &str,
     run_name: &str,
     started_at: Option<Timestamp>,
+    step_ran: bool,
     now: Timestamp,
 ) -> FailureDetails {
     let message =
@@ -301,7 +301,7 @@ pub fn run_deleted_failure(
         exit_code: None,
         failed_at: Some(Time(now)),
         execution_time_before_failure: started_at.map(|s| format_span(s, now)),
-        was_execution_failure: started_at.is_some(),
+        was_execution_failure: step_ran,
         natural_language_summary: String::new(),
     };
     details.natural_language_summary = natural_language_summary(context, &details, 0);
@@ -347,17 +347,18 @@ pub fn natural_language_summary(
     }
     lines.push(match (&details.execution_time_before_failure, details.was_execution_failure) {
         (Some(span), true) => format!(
-            "The workflow ran for {span} before failing; it had started executing, so the target may have been partly changed."
+            "The workflow ran for {span} before failing; at least one of its steps ran, so the target may have been changed: inspect it before any retry."
         ),
         (Some(span), false) => format!(
-            "The run failed after {span} without executing workflow steps; the target was not changed."
+            "The run failed after {span} before any workflow step ran; the workflow did not change the target."
         ),
         (None, true) => {
-            "The workflow had started executing, so the target may have been partly changed."
+            "At least one step of the workflow ran, so the target may have been changed: inspect it before any retry."
                 .to_owned()
         }
         (None, false) => {
-            "The workflow failed before executing; the target was not changed.".to_owned()
+            "The workflow failed before any of its steps ran; it did not change the target."
+                .to_owned()
         }
     });
     lines.push(format!(
@@ -386,7 +387,7 @@ fn recommendation(reason: FailureReason, service_account: &str) -> String {
     match reason {
         FailureReason::OomKilled => "raise the memory limit of the failing step (or reduce the data it processes) in the workflow bundle, then retry.".to_owned(),
         FailureReason::Forbidden => format!(
-            "grant the service account {service_account:?} the RBAC permissions the workflow needs on the target, then clear the block and retry."
+            "grant the service account {service_account:?} the RBAC permissions the workflow needs on the target, then retry (after clearing the block if a step had already run)."
         ),
         FailureReason::DeadlineExceeded => "find out why the workflow is slow (a step waiting on the target or an unreachable dependency); if it legitimately needs longer, raise spec.executionConfig.timeout.".to_owned(),
         FailureReason::ImagePullBackOff => "check the image references in the workflow bundle, that the registry is reachable, and the service account's image pull secrets.".to_owned(),
@@ -526,29 +527,38 @@ mod tests {
 
     #[test]
     fn failed_task_is_the_first_failed_child_that_exists() {
+        let mapping = mapping();
         let fixtures = fixtures();
         let gone = fixtures.iter().find(|f| f.name == "taskrun-gone").unwrap();
-        let task = first_failed_task(&gone.run, &gone.task_runs).unwrap();
+        let task = first_failed_task(&mapping, &gone.run, &gone.task_runs).unwrap();
         assert_eq!(task.name, "wfe-f3457dcc8fbcb6d9-apply");
         assert_eq!(task.index, 1);
         assert_eq!(task.step_name.as_deref(), Some("verify"));
         assert_eq!(task.exit_code, Some(3));
 
         let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
-        let task = first_failed_task(&oom.run, &oom.task_runs).unwrap();
-        assert_eq!(task.step_termination_reasons, ["OOMKilled"]);
+        let task = first_failed_task(&mapping, &oom.run, &oom.task_runs).unwrap();
+        assert_eq!(task.facts["stepTerminationReason"], ["OOMKilled"]);
         assert_eq!(
             task.completion_time,
             Some("2025-06-01T11:52:30Z".parse().unwrap())
         );
 
+        // Tekton's rewritten image-pull state: the step is named, its exit code 1 is Tekton's.
         let pull = fixtures.iter().find(|f| f.name == "image-pull").unwrap();
-        let task = first_failed_task(&pull.run, &pull.task_runs).unwrap();
+        let task = first_failed_task(&mapping, &pull.run, &pull.task_runs).unwrap();
         assert_eq!(task.step_name.as_deref(), Some("prepare"));
         assert_eq!(task.exit_code, None);
-        assert_eq!(task.step_waiting_reasons, ["ImagePullBackOff"]);
+        assert_eq!(
+            task.facts["stepTerminationReason"],
+            ["TaskRunImagePullFailed"]
+        );
+        assert!(task.facts["stepWaitingReason"].is_empty());
 
-        assert_eq!(first_failed_task(&pull.run, &BTreeMap::new()), None);
+        assert_eq!(
+            first_failed_task(&mapping, &pull.run, &BTreeMap::new()),
+            None
+        );
     }
 
     #[test]
@@ -556,7 +566,7 @@ mod tests {
         let mapping = mapping();
         let fixtures = fixtures();
         let quota = fixtures.iter().find(|f| f.name == "quota").unwrap();
-        let task = first_failed_task(&quota.run, &quota.task_runs);
+        let task = first_failed_task(&mapping, &quota.run, &quota.task_runs);
         let facts = classification_facts(&mapping.fields(&quota.run), task.as_ref());
         assert_eq!(facts[FACT_REASON], ["Failed", "ExceededResourceQuota"]);
         assert_eq!(facts[FACT_MESSAGE].len(), 2);
@@ -564,8 +574,10 @@ mod tests {
             facts[FACT_FAILED_TASK_NAME],
             ["wfe-f3457dcc8fbcb6d9-prepare"]
         );
-        assert!(facts[FACT_STEP_TERMINATION_REASON].is_empty());
-        assert!(facts[FACT_STEP_WAITING_REASON].is_empty());
+        // Every fact the mapping declares is present, even without values.
+        for fact in ["stepTerminationReason", "stepWaitingReason", FACT_EXIT_CODE] {
+            assert!(facts[fact].is_empty(), "{fact}: {:?}", facts[fact]);
+        }
         // The quota message says "forbidden" too; the reason decides.
         assert_eq!(
             classify_failure(&mapping, &facts),
@@ -615,8 +627,156 @@ mod tests {
         assert!(d.message.contains("bundle not found"));
         assert!(
             d.natural_language_summary
-                .contains("the target was not changed")
+                .contains("it did not change the target")
         );
+    }
+
+    /// The summary's word on the target follows whether a step ran, not the reason: an image
+    /// pull failure after a task ran must not say the target was unchanged.
+    #[test]
+    fn the_summary_never_calls_a_target_unchanged_after_a_step_ran() {
+        let mapping = mapping();
+        let fixtures = fixtures();
+        for name in [
+            "image-pull",
+            "second-task-image-pull",
+            "task-failed",
+            "quota",
+        ] {
+            let f = fixtures.iter().find(|f| f.name == name).unwrap();
+            let d = failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
+            let summary = &d.natural_language_summary;
+            assert_eq!(
+                summary.contains("may have been changed"),
+                d.was_execution_failure,
+                "{name}: {summary}"
+            );
+            assert_eq!(
+                summary.contains("did not change the target"),
+                !d.was_execution_failure,
+                "{name}: {summary}"
+            );
+        }
+    }
+
+    /// `wasExecutionFailure` = a step of the run ran, read through the mapping's
+    /// `grandchildren.ran`, whatever the classified reason.
+    #[test]
+    fn execution_failure_means_a_step_ran() {
+        let mapping = mapping();
+        let created = "2025-06-01T11:50:03Z";
+        let task_run = |succeeded: &str, steps: Value| {
+            serde_json::json!({
+                "metadata": {"name": "tr", "creationTimestamp": created},
+                "status": {
+                    "conditions": [{"type": "Succeeded", "status": succeeded}],
+                    "steps": steps,
+                }
+            })
+        };
+        let rewritten = |reason: &str, started: &str| {
+            serde_json::json!([{"name": "s", "terminated": {
+                "exitCode": 1, "reason": reason, "startedAt": started,
+                "finishedAt": "2025-06-01T11:52:30Z",
+                "message": "Step s terminated as pod p is terminated"}}])
+        };
+        let by_runtime = |reason: &str, code: i64| {
+            serde_json::json!([{"name": "s", "terminated": {
+                "exitCode": code, "reason": reason, "startedAt": "2025-06-01T11:50:09Z",
+                "finishedAt": "2025-06-01T11:52:30Z"}}])
+        };
+        // (what, TaskRun Succeeded, steps, ran)
+        let cases = [
+            ("succeeded TaskRun", "True", serde_json::json!([]), true),
+            (
+                "running step",
+                "Unknown",
+                serde_json::json!([{"name": "s", "running": {"startedAt": "2025-06-01T11:50:09Z"}}]),
+                true,
+            ),
+            ("step exited 1", "False", by_runtime("Error", 1), true),
+            (
+                "step OOMKilled",
+                "False",
+                by_runtime("OOMKilled", 137),
+                true,
+            ),
+            ("step completed", "False", by_runtime("Completed", 0), true),
+            (
+                "waiting for its image",
+                "Unknown",
+                serde_json::json!([{"name": "s", "waiting": {"reason": "ImagePullBackOff"}}]),
+                false,
+            ),
+            (
+                "image pull failure, rewritten from waiting",
+                "False",
+                rewritten("TaskRunImagePullFailed", created),
+                false,
+            ),
+            (
+                "container config error, rewritten from waiting",
+                "False",
+                rewritten("CreateContainerConfigError", created),
+                false,
+            ),
+            (
+                "cancelled while waiting",
+                "False",
+                rewritten("TaskRunCancelled", created),
+                false,
+            ),
+            (
+                "cancelled while running: keeps its start",
+                "False",
+                rewritten("TaskRunCancelled", "2025-06-01T11:50:09Z"),
+                true,
+            ),
+            (
+                "timed out while running",
+                "False",
+                rewritten("TaskRunTimeout", "2025-06-01T11:50:09Z"),
+                true,
+            ),
+            (
+                "pod never created",
+                "False",
+                serde_json::json!([{"name": "s"}]),
+                false,
+            ),
+            ("no steps yet", "Unknown", serde_json::json!([]), false),
+        ];
+        for (what, succeeded, steps, ran) in cases {
+            let tr = task_run(succeeded, steps);
+            assert_eq!(mapping.grandchild_ran(&tr), ran, "{what}");
+            let task_runs = BTreeMap::from([("tr".to_owned(), tr)]);
+            assert_eq!(steps_ran(&mapping, &task_runs), ran, "{what}");
+            // Remembered from earlier wins when the TaskRuns no longer show it.
+            let run = serde_json::json!({"status": {"childReferences": [
+                {"kind": "TaskRun", "name": "tr"}]}});
+            for seen in [false, true] {
+                let d =
+                    failure_details_remembered(&mapping, &context(), &run, &task_runs, seen, now());
+                assert_eq!(d.was_execution_failure, ran || seen, "{what}, seen {seen}");
+            }
+        }
+        // Exit codes only from steps the container runtime terminated.
+        let exit_code_of = |steps: Value| {
+            let run = serde_json::json!({"status": {"childReferences": [
+                {"kind": "TaskRun", "name": "tr"}]}});
+            let task_runs = BTreeMap::from([("tr".to_owned(), task_run("False", steps))]);
+            first_failed_task(&mapping, &run, &task_runs).and_then(|t| t.exit_code)
+        };
+        assert_eq!(exit_code_of(by_runtime("Error", 3)), Some(3));
+        assert_eq!(exit_code_of(by_runtime("Completed", 0)), None);
+        for reason in [
+            "TaskRunImagePullFailed",
+            "TaskRunCancelled",
+            "TaskRunTimeout",
+            "PodCreationFailed",
+        ] {
+            assert_eq!(exit_code_of(rewritten(reason, created)), None, "{reason}");
+        }
     }
 
     #[test]
@@ -667,13 +827,19 @@ mod tests {
     #[test]
     fn a_deleted_run_is_described() {
         let started: Timestamp = "2025-06-01T11:58:30Z".parse().unwrap();
-        let cases = [(Some(started), true, Some("1m30s")), (None, false, None)];
+        // (start, a step ran, span)
+        let cases = [
+            (Some(started), true, Some("1m30s")),
+            (Some(started), false, Some("1m30s")),
+            (None, false, None),
+        ];
         for (start, execution, span) in cases {
             let d = run_deleted_failure(
                 &context(),
                 "kubernaut-workflows",
                 "wfe-f3457dcc8fbcb6d9",
                 start,
+                execution,
                 now(),
             );
             assert_eq!(d.reason, FailureReason::Unknown);

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod operator;
 pub mod pipelinerun;
 pub mod run_status;
+pub mod task_runs;
 pub mod templates;
 pub mod types;
 pub mod validate;

@@ -14,6 +14,9 @@
 //! 1. `completedTasks` is counted from the TaskRuns when they are given (a TaskRun whose
 //!    `Succeeded` condition is `True` or `False` has completed); Tekton's PipelineRun status does
 //!    not carry the number itself.
+//! 2. `executionStarted` is likewise only known from TaskRuns: whether a step of one ran is the
+//!    mapping's `grandchildren.ran` ([`steps_ran`]). Without TaskRuns it is left out, which means
+//!    "not seen", not "did not run".
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -96,6 +99,9 @@ pub fn observe_run(
             .get("totalTasks")
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok()),
+        execution_started: task_runs
+            .is_some_and(|trs| steps_ran(mapping, trs))
+            .then_some(true),
     };
     RunObservation {
         phase,
@@ -103,6 +109,11 @@ pub fn observe_run(
         start_time: timestamp_field(&fields, "startTime"),
         completion_time: timestamp_field(&fields, "completionTime"),
     }
+}
+
+/// Whether a step of any of `task_runs` ran, by the mapping's `grandchildren.ran` rules.
+pub fn steps_ran(mapping: &StatusMapping, task_runs: &BTreeMap<String, Value>) -> bool {
+    task_runs.values().any(|tr| mapping.grandchild_ran(tr))
 }
 
 /// A string field of the mapping's output (numbers and booleans are written as text).

@@ -68,6 +68,8 @@ pub fn mapping_rules() -> MappingRules {
             .iter()
             .map(|r| r.as_str().to_owned())
             .collect(),
+        // Whether a step of the run ran is read from its TaskRuns (`wasExecutionFailure`).
+        require_grandchildren: true,
     }
 }
 

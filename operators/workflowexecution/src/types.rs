@@ -406,6 +406,11 @@ pub struct PipelineRunStatusSummary {
     /// Tasks started so far (TaskRuns among the run's children).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tasks: Option<u32>,
+    /// `true` once a step of the run has been seen running (read from its TaskRuns through the
+    /// status mapping's `grandchildren.ran`). Remembered so that a run deleted later, with its
+    /// TaskRuns, still counts as an execution failure; never cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_started: Option<bool>,
 }
 
 /// Why an execution failed, in enough detail for an analysis step to decide what to do next.

@@ -1188,6 +1188,7 @@ async fn create_scale_pair(
             message: Some("Tasks Completed: 2 (Failed: 0, Cancelled 0), Skipped: 0".into()),
             completed_tasks: None,
             total_tasks: Some(2),
+            execution_started: None,
         }),
         consecutive_failures: Some(0),
         template_revision: Some(templates.revision().to_string()),
