@@ -188,7 +188,8 @@ impl BackoffSettings {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateSettings {
-    /// The directory holding `tekton/pipelinerun.yaml.j2` and `tekton/status.yaml`.
+    /// The directory holding `tekton/pipelinerun.yaml.j2`, `tekton/status.yaml` and
+    /// `tekton/cancel.yaml`.
     pub dir: PathBuf,
     /// How often the PipelineRun template is re-read (hot reload); an edit is used by the
     /// PipelineRuns created after the next check.

@@ -1550,10 +1550,13 @@ impl Handler<'_> {
                         .as_ref()
                         .map_or_else(Timestamp::now, |t| t.0);
                     if let Some(wait) = cancel.remaining_wait(deleted_at, Timestamp::now()) {
-                        // The run's status events reconcile this WFE as soon as it finishes; the
-                        // requeue only bounds the wait.
+                        // The run's status events reconcile this WFE as soon as it finishes, but
+                        // only while the run is in the watched namespace: a run recorded in an
+                        // earlier `execution.namespace` sends none. So look again every few
+                        // seconds, for this bounded wait only.
+                        const FINISH_POLL: Duration = Duration::from_secs(5);
                         debug!(wfe = %describe(&wfe), pipelinerun = %name, ?wait, "waiting for the cancelled PipelineRun to finish");
-                        return Ok(Action::requeue(wait));
+                        return Ok(Action::requeue(wait.min(FINISH_POLL)));
                     }
                     warn!(wfe = %describe(&wfe), pipelinerun = %name, "the cancelled PipelineRun did not finish within the cancel file's finishGracePeriod; deleting it");
                 }
