@@ -40,7 +40,7 @@ use kubernaut_test_harness::{
 use workflowexecution_operator::{
     cli,
     config::{DEFAULT_CONFIG_FILE, OperatorConfig},
-    templates::{self, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
+    templates::{self, CANCEL_SPEC, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
 };
 
 const SYSTEM: &str = "kubernaut-system";
@@ -124,6 +124,10 @@ fn crd_and_configmaps_are_the_repository_files_byte_for_byte() -> anyhow::Result
         (
             "status.yaml".to_owned(),
             std::fs::read_to_string(dir.join(STATUS_MAPPING))?,
+        ),
+        (
+            "cancel.yaml".to_owned(),
+            std::fs::read_to_string(dir.join(CANCEL_SPEC))?,
         ),
     ]);
     assert_eq!(templates.data, Some(want));
@@ -241,6 +245,7 @@ fn mounted_config_and_templates_sit_where_the_operator_reads_them_and_load() -> 
     let in_volume = root.join("templates");
     assert!(in_volume.join(PIPELINERUN_TEMPLATE).is_file());
     assert!(in_volume.join(STATUS_MAPPING).is_file());
+    assert!(in_volume.join(CANCEL_SPEC).is_file());
 
     // The operator's own check accepts the mounted files.
     let report = cli::check_config(Some(&config_file), Some(&in_volume))?;

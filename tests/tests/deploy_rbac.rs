@@ -176,7 +176,7 @@ fn tune_for_rbac(
 fn copy_templates(to: &Path) -> anyhow::Result<()> {
     let from = support::templates_dir().join("tekton");
     std::fs::create_dir_all(to.join("tekton"))?;
-    for file in ["pipelinerun.yaml.j2", "status.yaml"] {
+    for file in ["pipelinerun.yaml.j2", "status.yaml", "cancel.yaml"] {
         std::fs::copy(from.join(file), to.join("tekton").join(file))?;
     }
     Ok(())

@@ -118,7 +118,9 @@ fn copying_template(dir: &Path) -> anyhow::Result<()> {
     let tekton_dir = dir.join("tekton");
     std::fs::create_dir_all(&tekton_dir)?;
     let shipped = support::templates_dir().join("tekton");
-    std::fs::copy(shipped.join("status.yaml"), tekton_dir.join("status.yaml"))?;
+    for file in ["status.yaml", "cancel.yaml"] {
+        std::fs::copy(shipped.join(file), tekton_dir.join(file))?;
+    }
     let template = std::fs::read_to_string(shipped.join("pipelinerun.yaml.j2"))?;
     let copies = r#"
   {%- set copies = wfe.spec.parameters.COPIES | default("0") | int %}

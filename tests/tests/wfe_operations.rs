@@ -23,6 +23,7 @@ use workflowexecution_operator::{
     config::AuditSink,
     metrics::DURATION_BUCKETS,
     pipelinerun::{ANNOTATION_TEMPLATE_REVISION, LABEL_WORKFLOW_EXECUTION, pipeline_run_name},
+    templates,
     types::{ExecutionConfig, FailureReason, Phase, SkipReason, WorkflowExecution},
 };
 
@@ -95,12 +96,16 @@ async fn deleting_a_running_wfe_cancels_then_deletes_its_run() -> anyhow::Result
         .delete("doomed", &DeleteParams::default())
         .await?;
 
+    // The value the shipped cancel file (tekton/cancel.yaml) sets.
+    let cancel_value = templates::load_cancel_spec(&support::templates_dir())?.patch(None)["spec"]
+        ["status"]
+        .clone();
     let mut cancelled_first = false;
     let seen = tokio::time::timeout(support::WAIT, async {
         while let Some(event) = watch.try_next().await? {
             match event {
                 WatchEvent::Modified(r) if r.name_any() == run => {
-                    cancelled_first |= r.data["spec"]["status"] == "Cancelled";
+                    cancelled_first |= r.data["spec"]["status"] == cancel_value;
                 }
                 WatchEvent::Deleted(r) if r.name_any() == run => {
                     return anyhow::Ok(r);
@@ -114,9 +119,15 @@ async fn deleting_a_running_wfe_cancels_then_deletes_its_run() -> anyhow::Result
     .await??;
     assert!(
         cancelled_first,
-        "the run was set to spec.status: Cancelled before it was deleted"
+        "the run was set to spec.status: {cancel_value} before it was deleted"
     );
-    assert_eq!(seen.data["spec"]["status"], "Cancelled");
+    assert_eq!(seen.data["spec"]["status"], cancel_value);
+    // Deleted only once Tekton (here the simulator) had finished it.
+    assert_eq!(
+        seen.data["status"]["conditions"][0]["status"], "False",
+        "{}",
+        seen.data["status"]
+    );
     env.wait_gone("doomed").await?;
     assert!(env.runs().get_opt(&run).await?.is_none());
     env.wait_event("doomed", "WorkflowExecutionDeleted").await?;

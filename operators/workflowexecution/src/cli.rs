@@ -20,7 +20,9 @@ use serde_json::Value;
 
 use crate::config::OperatorConfig;
 use crate::pipelinerun::render_pipeline_run;
-use crate::templates::{STATUS_MAPPING, load_status_mapping, load_templates};
+use crate::templates::{
+    CANCEL_SPEC, STATUS_MAPPING, load_cancel_spec, load_status_mapping, load_templates,
+};
 use crate::types::{GROUP, VERSION, WorkflowExecution};
 use crate::validate::{ValidationErrors, validate_spec};
 
@@ -80,6 +82,14 @@ pub enum CliError {
         /// The mapping file.
         path: PathBuf,
         /// The error.
+        message: String,
+    },
+    /// The cancel file failed to load.
+    #[error("{message}")]
+    Cancel {
+        /// The cancel file.
+        path: PathBuf,
+        /// The error (it names the file).
         message: String,
     },
     /// The output could not be serialised.
@@ -194,12 +204,17 @@ impl fmt::Display for CheckReport {
             f,
             "status mapping: ok ({})",
             self.templates_dir.join(STATUS_MAPPING).display()
+        )?;
+        writeln!(
+            f,
+            "cancel file: ok ({})",
+            self.templates_dir.join(CANCEL_SPEC).display()
         )
     }
 }
 
 /// Validates the configuration, loads (and test-renders) the templates and loads the status
-/// mapping, as the operator does at start-up.
+/// mapping and the cancel file, as the operator does at start-up.
 pub fn check_config(
     file: Option<&Path>,
     templates: Option<&Path>,
@@ -215,6 +230,10 @@ pub fn check_config(
     })?;
     load_status_mapping(&dir).map_err(|e| CliError::StatusMapping {
         path: dir.join(STATUS_MAPPING),
+        message: e.to_string(),
+    })?;
+    load_cancel_spec(&dir).map_err(|e| CliError::Cancel {
+        path: dir.join(CANCEL_SPEC),
         message: e.to_string(),
     })?;
     Ok(CheckReport {

@@ -79,6 +79,14 @@ pub struct ExecutionSettings {
     /// `ConfigurationError`. At least `defaultTimeout`.
     #[serde(with = "kubernaut_framework::config::duration")]
     pub max_timeout: Duration,
+    /// The service account Tekton's bundles resolver pulls the bundle with (its `serviceAccount`
+    /// resolver param), for bundles in a private registry: the resolver does not use
+    /// `serviceAccountName`, only this or its own configured default. Unset (the default): the
+    /// param is left out and the resolver's default applies.
+    // Serialized as null when unset, so the compiled defaults name the key and the environment
+    // layer can reach it (`WFE_EXECUTION__BUNDLESERVICEACCOUNT`).
+    #[serde(default)]
+    pub bundle_service_account: Option<String>,
 }
 
 /// The `execution.allowedBundles` entry that allows every bundle.
@@ -114,6 +122,7 @@ impl Default for ExecutionSettings {
             allowed_bundles: vec![ALLOW_ALL_BUNDLES.to_owned()],
             default_timeout: Duration::from_secs(3600),
             max_timeout: Duration::from_secs(24 * 3600),
+            bundle_service_account: None,
         }
     }
 }
@@ -179,7 +188,8 @@ impl BackoffSettings {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateSettings {
-    /// The directory holding `tekton/pipelinerun.yaml.j2` and `tekton/status.yaml`.
+    /// The directory holding `tekton/pipelinerun.yaml.j2`, `tekton/status.yaml` and
+    /// `tekton/cancel.yaml`.
     pub dir: PathBuf,
     /// How often the PipelineRun template is re-read (hot reload); an edit is used by the
     /// PipelineRuns created after the next check.
@@ -385,6 +395,9 @@ impl Validate for OperatorConfig {
                 true,
             )?;
         }
+        if let Some(account) = &execution.bundle_service_account {
+            check_name("execution.bundleServiceAccount", account, true)?;
+        }
         if execution.allowed_bundles.is_empty() {
             return Err(ConfigError::invalid(
                 "execution.allowedBundles",
@@ -523,6 +536,7 @@ mod tests {
         assert_eq!(c.execution.allowed_bundles, ["*"]);
         assert_eq!(c.execution.default_timeout, Duration::from_secs(3600));
         assert_eq!(c.execution.max_timeout, Duration::from_secs(24 * 3600));
+        assert_eq!(c.execution.bundle_service_account, None);
         assert_eq!(c.cooldown.period, Duration::from_secs(300));
         assert_eq!(c.backoff.base, Duration::from_secs(60));
         assert_eq!(c.backoff.max, Duration::from_secs(600));
@@ -642,8 +656,13 @@ mod tests {
             ("WFE_AUDIT__URL", "http://data-storage:8080"),
             ("WFE_EXECUTION__ALLOWEDBUNDLES", "[\"r.example.com/wf/*\"]"),
             ("WFE_EXECUTION__MAXTIMEOUT", "1h"),
+            ("WFE_EXECUTION__BUNDLESERVICEACCOUNT", "registry-puller"),
         ])
         .unwrap();
+        assert_eq!(
+            c.execution.bundle_service_account.as_deref(),
+            Some("registry-puller")
+        );
         assert_eq!(c.execution.allowed_bundles, ["r.example.com/wf/*"]);
         assert_eq!(c.execution.max_timeout, Duration::from_secs(3600));
         assert_eq!(c.cooldown.period, Duration::from_secs(120));
@@ -671,6 +690,10 @@ mod tests {
                     "[ok, \"bad name\"]",
                 )],
                 "execution.allowedServiceAccounts[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__BUNDLESERVICEACCOUNT", "Registry Puller")],
+                "execution.bundleServiceAccount",
             ),
             (
                 &[("WFE_EXECUTION__DEFAULTTIMEOUT", "0s")],

@@ -47,6 +47,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     audit::{AuditAction, AuditData, AuditEvent, Auditor},
+    cancel::CancelSpec,
     config::OperatorConfig,
     decide::{self, Decision},
     duration::{duration_between, format_go_duration},
@@ -98,6 +99,8 @@ pub struct State {
     pub config: Arc<ConfigStore<OperatorConfig>>,
     /// How PipelineRun status is read.
     pub mapping: Arc<StatusMapping>,
+    /// How a running PipelineRun is cancelled on deletion (`tekton/cancel.yaml`).
+    pub cancel: Arc<CancelSpec>,
     /// Where audit events go.
     pub auditor: Auditor,
     /// The contract's metrics.
@@ -1559,20 +1562,50 @@ impl Handler<'_> {
                     run_ref.namespace, wfe.spec.target_resource
                 );
             } else {
-                let finished = run_status::succeeded_status(&run.data)
-                    .is_some_and(|s| s == "True" || s == "False");
-                let cancelled = run.data["spec"]["status"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("Cancelled"));
-                if !finished && !cancelled {
-                    let mut patch = json!({"spec": {"status": "Cancelled"}});
-                    if let Some(rv) = run.resource_version() {
-                        patch["metadata"] = json!({"resourceVersion": rv});
+                // What cancels a run, and when it counts as finished, is data: the cancel file and
+                // the status mapping's phase. A run deleted before Tekton has run its `finally`
+                // tasks never runs them, so deletion waits for the run to finish — bounded by the
+                // cancel file's grace period, so a Tekton that is down cannot keep the WFE.
+                let state = self.state();
+                let finished = run_status::observe_run(&state.mapping, &run.data, None)
+                    .phase
+                    .is_finished();
+                if !finished {
+                    let cancel = &state.cancel;
+                    if !cancel.is_cancelled(&run.data) {
+                        let patch = cancel.patch(run.resource_version().as_deref());
+                        runs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .map_err(kube_err(format!("cancelling PipelineRun {name}")))?;
+                        info!(wfe = %describe(&wfe), pipelinerun = %name, "PipelineRun cancelled");
+                        let grace = cancel.finish_grace_period();
+                        self.publish(
+                            &wfe,
+                            EventType::Normal,
+                            "PipelineRunCancelled",
+                            format!(
+                                "PipelineRun {}/{name} cancelled; it is deleted once it has finished, at the latest after {}",
+                                run_ref.namespace,
+                                format_go_duration(grace)
+                            ),
+                        )
+                        .await;
                     }
-                    runs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map_err(kube_err(format!("cancelling PipelineRun {name}")))?;
-                    info!(wfe = %describe(&wfe), pipelinerun = %name, "PipelineRun cancelled");
+                    let deleted_at = wfe
+                        .metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map_or_else(Timestamp::now, |t| t.0);
+                    if let Some(wait) = cancel.remaining_wait(deleted_at, Timestamp::now()) {
+                        // The run's status events reconcile this WFE as soon as it finishes, but
+                        // only while the run is in the watched namespace: a run recorded in an
+                        // earlier `execution.namespace` sends none. So look again every few
+                        // seconds, for this bounded wait only.
+                        const FINISH_POLL: Duration = Duration::from_secs(5);
+                        debug!(wfe = %describe(&wfe), pipelinerun = %name, ?wait, "waiting for the cancelled PipelineRun to finish");
+                        return Ok(Action::requeue(wait.min(FINISH_POLL)));
+                    }
+                    warn!(wfe = %describe(&wfe), pipelinerun = %name, "the cancelled PipelineRun did not finish within the cancel file's finishGracePeriod; deleting it");
                 }
                 lock::release(&runs, &name, &owner).await?;
             }

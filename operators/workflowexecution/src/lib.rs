@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod bundle;
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod controller;

@@ -57,6 +57,14 @@ pub enum StartError {
         /// The error.
         message: String,
     },
+    /// The cancel file failed to load.
+    #[error("loading the cancel file from {dir}: {message}")]
+    Cancel {
+        /// The template directory.
+        dir: PathBuf,
+        /// The error.
+        message: String,
+    },
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -141,6 +149,10 @@ pub async fn start(
         dir: dir.clone(),
         message: e.to_string(),
     })?;
+    let cancel = templates::load_cancel_spec(&dir).map_err(|e| StartError::Cancel {
+        dir: dir.clone(),
+        message: e.to_string(),
+    })?;
 
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
@@ -168,6 +180,7 @@ pub async fn start(
     let state = State {
         config,
         mapping: Arc::new(mapping),
+        cancel: Arc::new(cancel),
         auditor: auditor.clone(),
         metrics,
         pipelinerun: pipelinerun_resource(),

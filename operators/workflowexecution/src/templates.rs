@@ -4,11 +4,15 @@
 //! The files themselves live in `templates/workflowexecution/` (mounted from a ConfigMap in a
 //! cluster):
 //! 1. [`PIPELINERUN_TEMPLATE`] (`tekton/pipelinerun.yaml.j2`): the PipelineRun a WorkflowExecution
-//!    runs as. It sees `wfe` (the WorkflowExecution: `apiVersion`, `kind`, `metadata`, `spec`) and
-//!    `config` (the `execution` settings, `defaultTimeout` as a Go duration) and nothing else.
+//!    runs as. It sees `wfe` (the WorkflowExecution: `apiVersion`, `kind`, `metadata`, `spec`),
+//!    `config` (the `execution` settings, `defaultTimeout` as a Go duration) and `bundle` (the
+//!    reference the bundles resolver pulls, [`crate::bundle`]) and nothing else.
 //! 2. [`STATUS_MAPPING`] (`tekton/status.yaml`): JSONPath rules from a PipelineRun to a run phase
 //!    ([`RUN_PHASES`]), the fields the operator copies into `status.pipelineRunStatus`, and the
 //!    ordered failure classification whose results are [`FailureReason`] names.
+//! 3. [`CANCEL_SPEC`] (`tekton/cancel.yaml`): the merge patch that cancels a running PipelineRun
+//!    when its WorkflowExecution is deleted, how to tell a run is cancelled already, and how long
+//!    deletion waits for a cancelled run to finish ([`crate::cancel`]).
 //!
 //! Guarantees:
 //! 1. [`template_decls`] declares the template with a realistic sample context (built by
@@ -29,6 +33,8 @@ use kubernaut_framework::template::{
 };
 use serde_json::{Value, json};
 
+use crate::bundle::pulled_reference;
+use crate::cancel::{CancelSpec, CancelSpecError};
 use crate::config::{ExecutionSettings, OperatorConfig};
 use crate::duration::format_go_duration;
 use crate::types::{
@@ -40,6 +46,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 pub const PIPELINERUN_TEMPLATE: &str = "tekton/pipelinerun.yaml.j2";
 /// The PipelineRun status mapping, relative to the template directory.
 pub const STATUS_MAPPING: &str = "tekton/status.yaml";
+/// How a running PipelineRun is cancelled, relative to the template directory.
+pub const CANCEL_SPEC: &str = "tekton/cancel.yaml";
 /// The phases the status mapping may map a PipelineRun to.
 pub const RUN_PHASES: [&str; 4] = ["Pending", "Running", "Completed", "Failed"];
 
@@ -56,8 +64,16 @@ pub fn template_decls() -> Vec<TemplateDecl> {
     vec![TemplateDecl {
         file: PIPELINERUN_TEMPLATE.to_owned(),
         child: pipeline_run_kind(),
-        sample: template_context(&sample_workflow_execution(), &OperatorConfig::default()),
+        sample: template_context(&sample_workflow_execution(), &sample_config()),
     }]
+}
+
+/// The configuration of the template's load-time render: the defaults, with the optional
+/// settings the template reads set, so that their branches are rendered and checked too.
+fn sample_config() -> OperatorConfig {
+    let mut config = OperatorConfig::default();
+    config.execution.bundle_service_account = Some("kubernaut-bundle-puller".to_owned());
+    config
 }
 
 /// The values the status mapping may produce: run phases and failure reasons.
@@ -89,10 +105,16 @@ pub fn load_status_mapping(dir: &Path) -> Result<StatusMapping, MappingError> {
     StatusMapping::load(&dir.join(STATUS_MAPPING), &mapping_rules())
 }
 
-/// The context the PipelineRun template renders with: `{wfe, config}`.
+/// Loads the cancel file from `dir` (the `templates.dir` setting).
+pub fn load_cancel_spec(dir: &Path) -> Result<CancelSpec, CancelSpecError> {
+    CancelSpec::load(&dir.join(CANCEL_SPEC), &pipeline_run_kind())
+}
+
+/// The context the PipelineRun template renders with: `{wfe, config, bundle}`.
 ///
 /// `wfe` is the WorkflowExecution's `apiVersion`, `kind`, `metadata` (without `managedFields`)
-/// and `spec`; `config` is [`template_config`] of the `execution` settings.
+/// and `spec`; `config` is [`template_config`] of the `execution` settings; `bundle` is
+/// [`template_bundle`].
 pub fn template_context(wfe: &WorkflowExecution, config: &OperatorConfig) -> Value {
     let mut metadata = serde_json::to_value(&wfe.metadata).unwrap_or_else(|_| json!({}));
     if let Some(fields) = metadata.as_object_mut() {
@@ -107,7 +129,26 @@ pub fn template_context(wfe: &WorkflowExecution, config: &OperatorConfig) -> Val
             "spec": spec,
         },
         "config": template_config(&config.execution),
+        "bundle": template_bundle(wfe),
     })
+}
+
+/// The `bundle` the template sees: `reference`, what the bundles resolver is to pull
+/// ([`pulled_reference`]: `containerImage`, or its repository `@containerDigest` when a digest is
+/// set), and `digest` (the digest, or none).
+///
+/// The string work is done here rather than in a template filter so that the template and the
+/// `execution.allowedBundles` check share one implementation. A spec whose digest is malformed
+/// never reaches a render (validation refuses it first); for one that does, `reference` is left
+/// out, so a template using it fails instead of pulling by tag.
+pub fn template_bundle(wfe: &WorkflowExecution) -> Value {
+    let workflow = &wfe.spec.workflow_ref;
+    let digest = workflow.container_digest.as_deref();
+    let mut bundle = json!({ "digest": digest });
+    if let Ok(reference) = pulled_reference(&workflow.container_image, digest) {
+        bundle["reference"] = Value::String(reference);
+    }
+    bundle
 }
 
 /// The `config` the template sees: the `execution` settings in the spelling of the config file,
@@ -119,6 +160,7 @@ pub fn template_config(execution: &ExecutionSettings) -> Value {
         "serviceAccountName": execution.service_account_name,
         "allowedServiceAccounts": execution.allowed_service_accounts,
         "defaultTimeout": format_go_duration(execution.default_timeout),
+        "bundleServiceAccount": execution.bundle_service_account,
     })
 }
 
@@ -202,6 +244,7 @@ mod tests {
         assert_eq!(set.revision().len(), 16);
         let mapping = load_status_mapping(&template_dir()).unwrap();
         assert_eq!(mapping.child(), &pipeline_run_kind());
+        load_cancel_spec(&template_dir()).unwrap();
     }
 
     #[test]
@@ -222,7 +265,8 @@ mod tests {
         assert_eq!(
             resolver["params"],
             json!([
-                {"name": "bundle", "value": "quay.io/kubernaut/workflows/restart-deployment:v1.2.0"},
+                // The sample pins a digest: the bundle is pulled by it, not by the tag.
+                {"name": "bundle", "value": "quay.io/kubernaut/workflows/restart-deployment@sha256:9b2f4c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c"},
                 {"name": "name", "value": "workflow"},
                 {"name": "kind", "value": "pipeline"}
             ])
@@ -274,6 +318,107 @@ mod tests {
             "remediator-elevated"
         );
         assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h30m0s");
+    }
+
+    fn resolver_params(run: &Value) -> Vec<(String, String)> {
+        run["spec"]["pipelineRef"]["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bundle_is_pulled_by_digest_when_one_is_given() {
+        let set = load_templates(&template_dir()).unwrap();
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let cases = [
+            (
+                "127.0.0.1:5000/wf/restart:v1",
+                Some(digest),
+                format!("127.0.0.1:5000/wf/restart@{digest}"),
+            ),
+            (
+                "127.0.0.1:5000/wf/restart:v1",
+                None,
+                "127.0.0.1:5000/wf/restart:v1".to_owned(),
+            ),
+            (
+                "r.example.com/wf/restart:v1@sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                Some(digest),
+                format!("r.example.com/wf/restart@{digest}"),
+            ),
+        ];
+        for (image, digest, pulled) in cases {
+            let mut wfe = sample_workflow_execution();
+            wfe.spec.workflow_ref.container_image = image.to_owned();
+            wfe.spec.workflow_ref.container_digest = digest.map(str::to_owned);
+            let run = render_pipeline_run(&wfe, &OperatorConfig::default(), &set).unwrap();
+            assert_eq!(
+                resolver_params(&run)[0],
+                ("bundle".to_owned(), pulled),
+                "{image}"
+            );
+            let context = template_context(&wfe, &OperatorConfig::default());
+            assert_eq!(context["bundle"]["digest"], json!(digest));
+        }
+    }
+
+    #[test]
+    fn a_malformed_digest_fails_the_render_instead_of_pulling_by_tag() {
+        let set = load_templates(&template_dir()).unwrap();
+        let mut wfe = sample_workflow_execution();
+        wfe.spec.workflow_ref.container_digest = Some("sha256:short".to_owned());
+        let err = render_pipeline_run(&wfe, &OperatorConfig::default(), &set).unwrap_err();
+        assert!(err.to_string().contains("bundle.reference"), "{err}");
+    }
+
+    #[test]
+    fn the_resolver_service_account_is_rendered_only_when_configured() {
+        let set = load_templates(&template_dir()).unwrap();
+        let wfe = sample_workflow_execution();
+        let run = render_pipeline_run(&wfe, &OperatorConfig::default(), &set).unwrap();
+        let names: Vec<String> = resolver_params(&run).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["bundle", "name", "kind"]);
+
+        let mut config = OperatorConfig::default();
+        config.execution.bundle_service_account = Some("registry-puller".to_owned());
+        let run = render_pipeline_run(&wfe, &config, &set).unwrap();
+        assert_eq!(
+            resolver_params(&run)[3],
+            ("serviceAccount".to_owned(), "registry-puller".to_owned())
+        );
+        // The runner is unchanged: the resolver's account pulls, the runner's runs the tasks.
+        assert_eq!(
+            run["spec"]["taskRunTemplate"]["serviceAccountName"],
+            "kubernaut-workflow-runner"
+        );
+    }
+
+    #[test]
+    fn shipped_cancel_file_asks_for_finally_and_recognises_both_cancellations() {
+        let cancel = load_cancel_spec(&template_dir()).unwrap();
+        assert_eq!(
+            cancel.patch(Some("42")),
+            json!({"spec": {"status": "CancelledRunFinally"}, "metadata": {"resourceVersion": "42"}})
+        );
+        for value in ["Cancelled", "CancelledRunFinally"] {
+            assert!(
+                cancel.is_cancelled(&json!({"spec": {"status": value}})),
+                "{value}"
+            );
+        }
+        assert!(!cancel.is_cancelled(&json!({"spec": {}})));
+        assert_eq!(
+            cancel.finish_grace_period(),
+            std::time::Duration::from_secs(300)
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! 2. The generated CRD ([`crd`], [`crd_yaml`]) carries the admission rules as CEL
 //!    `x-kubernetes-validations`: `targetResource` has 2 or 3 non-empty `/`-separated parts,
 //!    parameter names follow Tekton's rule and none is `TARGET_RESOURCE` (the operator adds that
-//!    one), `workflowRef.workflowId` is not empty, `confidence` is within 0..1, and the spec is
+//!    one), `workflowRef.workflowId` is not empty, `workflowRef.containerDigest` is a sha256
+//!    digest, `confidence` is within 0..1, and the spec is
 //!    immutable (`self == oldSelf`). [`crate::validate`] holds the
 //!    runtime copy of the same rules.
 //! 3. `crds/kubernaut.ai_workflowexecutions.yaml` is the output of [`crd_yaml`]; a test fails when the
@@ -50,6 +51,9 @@ pub const TARGET_RESOURCE_RULE: &str = "self.matches('^[^/]+/[^/]+(/[^/]+)?$')";
 pub const PARAMETER_NAMES_RULE: &str = "self.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_.-]*$'))";
 /// CEL rule: no parameter is named `TARGET_RESOURCE`, which the operator adds to every run.
 pub const RESERVED_PARAMETER_RULE: &str = "!('TARGET_RESOURCE' in self)";
+/// CEL rule: `workflowRef.containerDigest` is a sha256 digest
+/// ([`crate::bundle::DIGEST_PATTERN`]).
+pub const CONTAINER_DIGEST_RULE: &str = "self.matches('^sha256:[a-f0-9]{64}$')";
 /// The most parameters a WorkflowExecution may carry (CRD `maxProperties`).
 pub const MAX_PARAMETERS: usize = 128;
 /// The longest parameter name, in characters.
@@ -141,10 +145,17 @@ pub struct WorkflowRef {
     pub workflow_id: String,
     /// The workflow's version.
     pub version: String,
-    /// The OCI Tekton bundle reference, passed unchanged to the bundles resolver.
+    /// The OCI Tekton bundle reference. Passed unchanged to the bundles resolver, unless
+    /// `containerDigest` is set.
     pub container_image: String,
-    /// The bundle's digest; audit only.
+    /// The bundle's digest, `sha256:` and 64 lowercase hexadecimal characters. When set, the
+    /// bundle is pulled by digest (`containerImage` without its tag, `@` this digest), so a tag
+    /// moved later cannot change what runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(CONTAINER_DIGEST_RULE).message(
+        "must be sha256: followed by 64 lowercase hexadecimal characters"
+    ))]
+    #[schemars(length(max = 71))]
     pub container_digest: Option<String>,
 }
 

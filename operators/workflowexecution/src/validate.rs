@@ -20,8 +20,10 @@
 //!    hundred bytes to that, so the PipelineRun stays below etcd's request limit (1.5 MiB, the
 //!    first size limit an object meets at the API server) with room for the status Tekton writes
 //!    into it.
-//! 3. `workflowRef.containerImage` matches one of `execution.allowedBundles` (globs): an admin
-//!    decides *what* may run, not only as whom.
+//! 3. `workflowRef.containerDigest`, when set, is `sha256:` and 64 lowercase hexadecimal
+//!    characters, and the reference that is actually pulled ([`crate::bundle::pulled_reference`]:
+//!    `containerImage`, or its repository `@` the digest) matches one of
+//!    `execution.allowedBundles` (globs): an admin decides *what* may run, not only as whom.
 //! 4. `executionConfig.timeout`, when set, is a positive Go duration (what Tekton accepts) and at
 //!    most `execution.maxTimeout`.
 //! 5. `executionConfig.serviceAccountName`, when set, is the configured default or listed in
@@ -41,6 +43,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::bundle::{BundleRefError, DIGEST_PATTERN, is_valid_digest, pulled_reference};
 use crate::config::ExecutionSettings;
 use crate::duration::{GoDurationError, format_go_duration, parse_go_duration};
 use crate::types::{
@@ -141,12 +144,29 @@ pub enum SpecError {
         /// Their stored size in bytes.
         bytes: usize,
     },
-    /// `workflowRef.containerImage` matches none of `execution.allowedBundles`.
+    /// `workflowRef.containerDigest` is not a sha256 digest.
+    #[error(
+        "spec.workflowRef.containerDigest: {value:?} is not a sha256 digest (must match {DIGEST_PATTERN})"
+    )]
+    ContainerDigest {
+        /// The value given.
+        value: String,
+    },
+    /// `workflowRef.containerImage` names no repository to pull `containerDigest` from.
+    #[error(
+        "spec.workflowRef.containerImage: {image:?} names no repository to pull spec.workflowRef.containerDigest from"
+    )]
+    ContainerImageRepository {
+        /// The image reference given.
+        image: String,
+    },
+    /// The reference that would be pulled matches none of `execution.allowedBundles`.
     #[error(
         "spec.workflowRef.containerImage: {image:?} is not allowed (the operator config's execution.allowedBundles is {patterns:?})"
     )]
     BundleNotAllowed {
-        /// The bundle reference given.
+        /// The reference that would be pulled: `containerImage`, or its repository `@` the
+        /// digest when `containerDigest` is set.
         image: String,
         /// The configured patterns.
         patterns: Vec<String>,
@@ -199,9 +219,10 @@ impl SpecError {
     pub fn field(&self) -> String {
         match self {
             SpecError::EmptyWorkflowId => "spec.workflowRef.workflowId".to_owned(),
-            SpecError::EmptyContainerImage | SpecError::BundleNotAllowed { .. } => {
-                "spec.workflowRef.containerImage".to_owned()
-            }
+            SpecError::EmptyContainerImage
+            | SpecError::ContainerImageRepository { .. }
+            | SpecError::BundleNotAllowed { .. } => "spec.workflowRef.containerImage".to_owned(),
+            SpecError::ContainerDigest { .. } => "spec.workflowRef.containerDigest".to_owned(),
             SpecError::TargetResourceShape { .. } | SpecError::TargetResourceTooLong { .. } => {
                 "spec.targetResource".to_owned()
             }
@@ -343,6 +364,38 @@ fn check_parameter_bounds(spec: &WorkflowExecutionSpec, errors: &mut Vec<SpecErr
     }
 }
 
+/// The bundle: a non-empty image, a well-formed digest if any, and the reference that will be
+/// pulled allowed by `execution.allowedBundles`.
+fn check_bundle(
+    spec: &WorkflowExecutionSpec,
+    execution: &ExecutionSettings,
+    errors: &mut Vec<SpecError>,
+) {
+    let image = &spec.workflow_ref.container_image;
+    let digest = spec.workflow_ref.container_digest.as_deref();
+    if let Some(value) = digest.filter(|d| !is_valid_digest(d)) {
+        errors.push(SpecError::ContainerDigest {
+            value: value.to_owned(),
+        });
+    }
+    if image.is_empty() {
+        errors.push(SpecError::EmptyContainerImage);
+        return;
+    }
+    match pulled_reference(image, digest) {
+        Ok(pulled) if !execution.allows_bundle(&pulled) => {
+            errors.push(SpecError::BundleNotAllowed {
+                image: pulled,
+                patterns: execution.allowed_bundles.clone(),
+            });
+        }
+        Ok(_) | Err(BundleRefError::Digest { .. }) => {}
+        Err(BundleRefError::NoRepository { image }) => {
+            errors.push(SpecError::ContainerImageRepository { image });
+        }
+    }
+}
+
 /// Checks a spec against the admission rules and the operator's execution settings.
 pub fn validate_spec(
     spec: &WorkflowExecutionSpec,
@@ -352,15 +405,7 @@ pub fn validate_spec(
     if spec.workflow_ref.workflow_id.is_empty() {
         errors.push(SpecError::EmptyWorkflowId);
     }
-    let image = &spec.workflow_ref.container_image;
-    if image.is_empty() {
-        errors.push(SpecError::EmptyContainerImage);
-    } else if !execution.allows_bundle(image) {
-        errors.push(SpecError::BundleNotAllowed {
-            image: image.clone(),
-            patterns: execution.allowed_bundles.clone(),
-        });
-    }
+    check_bundle(spec, execution, &mut errors);
     let target = &spec.target_resource;
     let length = target.chars().count();
     if length > MAX_TARGET_RESOURCE_LENGTH {
@@ -784,6 +829,111 @@ mod tests {
         }
     }
 
+    fn with_digest(image: &str, digest: &str) -> WorkflowExecutionSpec {
+        let mut s = with_bundle(image);
+        s.workflow_ref.container_digest = Some(digest.to_owned());
+        s
+    }
+
+    const DIGEST: &str = "sha256:9b2f4c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c";
+
+    #[test]
+    fn the_allowlist_judges_the_reference_pulled_by_digest() {
+        let restricted = ExecutionSettings {
+            allowed_bundles: vec![
+                "registry.example.com/kubernaut-workflows/*".to_owned(),
+                "127.0.0.1:5000/pinned@sha256:*".to_owned(),
+                "other.example.com/exact:v1".to_owned(),
+            ],
+            ..ExecutionSettings::default()
+        };
+        let cases = [
+            // (image, pulled, allowed)
+            (
+                "registry.example.com/kubernaut-workflows/restart:v1",
+                format!("registry.example.com/kubernaut-workflows/restart@{DIGEST}"),
+                true,
+            ),
+            (
+                "127.0.0.1:5000/pinned:v1",
+                format!("127.0.0.1:5000/pinned@{DIGEST}"),
+                true,
+            ),
+            // The tag is allowed, but with a digest the tag is not what runs.
+            (
+                "other.example.com/exact:v1",
+                format!("other.example.com/exact@{DIGEST}"),
+                false,
+            ),
+            (
+                "registry.example.com/other/x:v1",
+                format!("registry.example.com/other/x@{DIGEST}"),
+                false,
+            ),
+        ];
+        for (image, pulled, allowed) in cases {
+            let result = validate_spec(&with_digest(image, DIGEST), &restricted);
+            if allowed {
+                assert_eq!(result, Ok(()), "{image}");
+            } else {
+                assert_eq!(
+                    result.expect_err(image).errors(),
+                    [SpecError::BundleNotAllowed {
+                        image: pulled,
+                        patterns: restricted.allowed_bundles.clone(),
+                    }]
+                );
+            }
+        }
+        // Without a digest the image itself is judged.
+        assert_eq!(
+            validate_spec(&with_bundle("other.example.com/exact:v1"), &restricted),
+            Ok(())
+        );
+        assert!(validate_spec(&with_bundle("127.0.0.1:5000/pinned:v1"), &restricted).is_err());
+    }
+
+    #[test]
+    fn malformed_digests_and_repositoryless_images_name_their_field() {
+        let defaults = ExecutionSettings::default();
+        for digest in ["sha256:abc", &DIGEST.to_uppercase(), "md5:0", ""] {
+            let errors = validate_spec(&with_digest("r.example.com/x:v1", digest), &defaults)
+                .expect_err(digest);
+            assert_eq!(
+                errors.errors(),
+                [SpecError::ContainerDigest {
+                    value: digest.to_owned()
+                }]
+            );
+            let message = errors.to_string();
+            assert!(
+                message.starts_with("spec.workflowRef.containerDigest: "),
+                "{message}"
+            );
+            assert!(message.contains(DIGEST_PATTERN), "{message}");
+        }
+        let errors = validate_spec(&with_digest(":v1", DIGEST), &defaults).unwrap_err();
+        assert_eq!(
+            errors.errors(),
+            [SpecError::ContainerImageRepository {
+                image: ":v1".to_owned()
+            }]
+        );
+        assert_eq!(
+            errors.errors()[0].field(),
+            "spec.workflowRef.containerImage"
+        );
+        let errors = validate_spec(&with_digest("", "bad"), &defaults).unwrap_err();
+        let fields: Vec<String> = errors.errors().iter().map(SpecError::field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.workflowRef.containerDigest",
+                "spec.workflowRef.containerImage"
+            ]
+        );
+    }
+
     #[test]
     fn stored_size_counts_go_json_escapes() {
         let cases = [
@@ -875,5 +1025,9 @@ mod tests {
         for (name, valid) in params {
             assert_eq!(is_valid_param_name(name), *valid, "{name:?}");
         }
+        assert_eq!(
+            crate::types::CONTAINER_DIGEST_RULE,
+            format!("self.matches('{DIGEST_PATTERN}')")
+        );
     }
 }

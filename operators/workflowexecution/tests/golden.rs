@@ -60,6 +60,11 @@ fn check_golden(golden: &Path, actual: &str) {
 
 /// Runs the operator binary with no `WFE_…` variables from the caller's environment.
 fn operator(args: &[&str]) -> Output {
+    operator_with_env(args, &[])
+}
+
+/// Runs the operator binary with `env` as its only `WFE_…` variables.
+fn operator_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_workflowexecution-operator"));
     command.args(args).current_dir(repo());
     for (key, _) in std::env::vars_os() {
@@ -67,6 +72,7 @@ fn operator(args: &[&str]) -> Output {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     command.output().unwrap()
 }
 
@@ -109,6 +115,45 @@ fn render_samples_match_golden() {
         let from_yaml: Value = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(from_json, from_yaml, "{}", sample.display());
     }
+}
+
+/// `execution.bundleServiceAccount` adds the resolver's `serviceAccount` param; the sample pins a
+/// digest, so its bundle is pulled by digest.
+#[test]
+fn render_with_a_bundle_service_account_matches_golden() {
+    let sample = repo().join("config/samples/namespaced-deployment.yaml");
+    let out = operator_with_env(
+        &[
+            "render",
+            "--wfe",
+            sample.to_str().unwrap(),
+            "--config",
+            "config/workflowexecution.yaml",
+            "--templates",
+            "templates/workflowexecution",
+        ],
+        &[(
+            "WFE_EXECUTION__BUNDLESERVICEACCOUNT",
+            "kubernaut-bundle-puller",
+        )],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    check_golden(
+        &crate_dir().join("tests/golden/render/bundle-service-account/namespaced-deployment.yaml"),
+        &yaml,
+    );
+    let run: Value = serde_yaml::from_str(&yaml).unwrap();
+    let params = &run["spec"]["pipelineRef"]["params"];
+    assert_eq!(
+        params[0]["value"],
+        "registry.example.com/kubernaut-workflows/restart-deployment@sha256:9b2f4c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c"
+    );
+    assert_eq!(
+        params[3],
+        json!({"name": "serviceAccount", "value": "kubernaut-bundle-puller"})
+    );
 }
 
 #[test]
@@ -189,6 +234,7 @@ fn check_config_exit_code_says() {
     let report = String::from_utf8_lossy(&ok.stdout);
     assert!(report.contains("templates: ok"), "{report}");
     assert!(report.contains("status mapping: ok"), "{report}");
+    assert!(report.contains("cancel file: ok"), "{report}");
 
     let dir = tempfile::tempdir().unwrap();
     let bad_config = dir.path().join("config.yaml");
@@ -218,7 +264,32 @@ fn check_config_exit_code_says() {
     )
     .unwrap();
 
-    let cases: [(&[&str], &str); 4] = [
+    let broken_cancel = dir.path().join("cancel");
+    std::fs::create_dir_all(broken_cancel.join("tekton")).unwrap();
+    for file in ["pipelinerun.yaml.j2", "status.yaml"] {
+        std::fs::copy(
+            repo().join("templates/workflowexecution/tekton").join(file),
+            broken_cancel.join("tekton").join(file),
+        )
+        .unwrap();
+    }
+    // Without a cancel file the operator refuses to start, as with any other missing file.
+    let missing_cancel = dir.path().join("no-cancel");
+    std::fs::create_dir_all(missing_cancel.join("tekton")).unwrap();
+    for file in ["pipelinerun.yaml.j2", "status.yaml"] {
+        std::fs::copy(
+            broken_cancel.join("tekton").join(file),
+            missing_cancel.join("tekton").join(file),
+        )
+        .unwrap();
+    }
+    let cancel =
+        std::fs::read_to_string(repo().join("templates/workflowexecution/tekton/cancel.yaml"))
+            .unwrap()
+            .replace("status: CancelledRunFinally", "status: StoppedRunFinally");
+    std::fs::write(broken_cancel.join("tekton/cancel.yaml"), cancel).unwrap();
+
+    let cases: [(&[&str], &str); 6] = [
         (
             &[
                 "check-config",
@@ -248,6 +319,26 @@ fn check_config_exit_code_says() {
                 broken_mapping.to_str().unwrap(),
             ],
             "status.yaml",
+        ),
+        (
+            &[
+                "check-config",
+                "--config",
+                "config/workflowexecution.yaml",
+                "--templates",
+                broken_cancel.to_str().unwrap(),
+            ],
+            "cancel.yaml: `alreadyCancelled`",
+        ),
+        (
+            &[
+                "check-config",
+                "--config",
+                "config/workflowexecution.yaml",
+                "--templates",
+                missing_cancel.to_str().unwrap(),
+            ],
+            "cancel.yaml: cannot read",
         ),
         (
             &[

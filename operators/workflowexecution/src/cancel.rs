@@ -1,0 +1,467 @@
+//! How a running PipelineRun is cancelled when its WorkflowExecution is deleted, as data:
+//! `templates/workflowexecution/tekton/cancel.yaml` ([`crate::templates::CANCEL_SPEC`]).
+//!
+//! ```yaml
+//! child: {apiVersion: tekton.dev/v1, kind: PipelineRun}
+//! patch:                         # JSON merge patch (RFC 7396) that cancels a running run
+//!   spec:
+//!     status: CancelledRunFinally
+//! alreadyCancelled:              # a run matching this is not patched again
+//!   path: "$.spec.status"
+//!   values: [Cancelled, CancelledRunFinally]
+//! finishGracePeriod: 5m          # how long deletion waits for the cancelled run to finish
+//! ```
+//!
+//! Whether a run has *finished* is not in this file: it is the status mapping's phase
+//! (`Completed` or `Failed`, [`crate::run_status`]).
+//!
+//! Guarantees:
+//! 1. Everything is checked when the file is loaded ([`CancelSpec::load`]), at start-up, and every
+//!    error names the file and the key (`` `patch.metadata` ``, `` `alreadyCancelled.path` ``):
+//!    unknown keys, a `child` other than the operator's, a patch that is not a non-empty mapping,
+//!    that sets `metadata`, `apiVersion`, `kind` or `status` (identity is the framework's, the
+//!    resourceVersion precondition the operator's, and `status` is a subresource a patch of the
+//!    object cannot change) or that deletes a field (`null`), an invalid JSONPath, an empty
+//!    `values` list, an invalid duration.
+//! 2. The patch is consistent with `alreadyCancelled`: a run the patch was applied to matches it
+//!    (checked at load), so the operator never patches the same run twice.
+//! 3. [`CancelSpec::patch`] is the configured patch plus, when given, a `metadata.resourceVersion`
+//!    precondition: a run replaced or changed since it was read is not patched blindly.
+//!
+//! Caveats:
+//! 1. The file is read once at start-up; an edit takes effect at the next restart.
+//! 2. A run deleted before Tekton reacts to the patch never runs its `finally` tasks: deletion
+//!    waits up to `finishGracePeriod` for the run to finish, then deletes it anyway (a Tekton
+//!    controller that is down must not keep WorkflowExecutions from being deleted).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jsonpath_rust::parser::model::JpQuery;
+use kubernaut_framework::template::ChildKind;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// Top-level keys a cancel patch may not set, and why.
+const FORBIDDEN_PATCH_KEYS: [(&str, &str); 4] = [
+    (
+        "metadata",
+        "the operator owns the run's identity and adds the resourceVersion precondition itself",
+    ),
+    ("apiVersion", "a patch cannot change the run's type"),
+    ("kind", "a patch cannot change the run's type"),
+    (
+        "status",
+        "status is a subresource: a patch of the run cannot change it",
+    ),
+];
+
+/// Why the cancel file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelSpecError {
+    /// The file could not be read.
+    #[error("cancel spec {}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not have the file's shape (unknown or missing keys).
+    #[error("cancel spec {origin}: {message}")]
+    Syntax {
+        /// The file, or `(inline)`.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One key holds an invalid value.
+    #[error("cancel spec {origin}: `{key}`: {message}")]
+    Invalid {
+        /// The file, or `(inline)`.
+        origin: String,
+        /// The key, e.g. `patch.metadata` or `alreadyCancelled.path`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl CancelSpecError {
+    /// The key the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            CancelSpecError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCancelSpec {
+    child: ChildKind,
+    patch: Value,
+    already_cancelled: RawAlreadyCancelled,
+    finish_grace_period: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlreadyCancelled {
+    path: String,
+    values: Vec<String>,
+}
+
+/// The loaded, validated cancel file. Immutable; cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct CancelSpec {
+    patch: Map<String, Value>,
+    path: JpQuery,
+    values: Vec<String>,
+    finish_grace_period: Duration,
+}
+
+impl CancelSpec {
+    /// Reads and validates the cancel file at `path` for runs of kind `child`.
+    ///
+    /// # Errors
+    /// [`CancelSpecError`] naming the file (and the key, when one is wrong).
+    pub fn load(path: &Path, child: &ChildKind) -> Result<CancelSpec, CancelSpecError> {
+        let src = std::fs::read_to_string(path).map_err(|source| CancelSpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        CancelSpec::parse(&src, child, &path.display().to_string())
+    }
+
+    /// Validates a cancel file given as YAML text (errors say `(inline)` instead of a file).
+    ///
+    /// # Errors
+    /// [`CancelSpecError`] naming the key that is wrong.
+    pub fn from_yaml(src: &str, child: &ChildKind) -> Result<CancelSpec, CancelSpecError> {
+        CancelSpec::parse(src, child, "(inline)")
+    }
+
+    fn parse(src: &str, child: &ChildKind, origin: &str) -> Result<CancelSpec, CancelSpecError> {
+        let raw: RawCancelSpec =
+            serde_yaml::from_str(src).map_err(|e| CancelSpecError::Syntax {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
+        let invalid = |key: &str, message: String| CancelSpecError::Invalid {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if &raw.child != child {
+            return Err(invalid(
+                "child",
+                format!(
+                    "{}/{} is not what the operator creates ({}/{})",
+                    raw.child.api_version, raw.child.kind, child.api_version, child.kind
+                ),
+            ));
+        }
+        let patch = match raw.patch {
+            Value::Object(map) if !map.is_empty() => map,
+            other => {
+                return Err(invalid(
+                    "patch",
+                    format!("must be a non-empty mapping (a JSON merge patch), found {other}"),
+                ));
+            }
+        };
+        for (key, why) in FORBIDDEN_PATCH_KEYS {
+            if patch.contains_key(key) {
+                return Err(invalid(
+                    &format!("patch.{key}"),
+                    format!("not allowed: {why}"),
+                ));
+            }
+        }
+        if let Some(key) = null_key("patch", &Value::Object(patch.clone())) {
+            return Err(invalid(
+                &key,
+                "null deletes a field in a merge patch; a cancel patch only sets values".to_owned(),
+            ));
+        }
+        let path = compile_path(&raw.already_cancelled.path)
+            .map_err(|message| invalid("alreadyCancelled.path", message))?;
+        if raw.already_cancelled.values.is_empty() {
+            return Err(invalid(
+                "alreadyCancelled.values",
+                "must list at least one value".to_owned(),
+            ));
+        }
+        let finish_grace_period =
+            kubernaut_framework::config::duration::parse(&raw.finish_grace_period)
+                .map_err(|message| invalid("finishGracePeriod", message))?;
+        let spec = CancelSpec {
+            patch,
+            path,
+            values: raw.already_cancelled.values,
+            finish_grace_period,
+        };
+        let mut patched = json!({});
+        merge_patch(&mut patched, &Value::Object(spec.patch.clone()));
+        if !spec.is_cancelled(&patched) {
+            return Err(invalid(
+                "alreadyCancelled",
+                format!(
+                    "does not match a run the patch was applied to ({}): the run would be patched again and again",
+                    Value::Object(spec.patch.clone())
+                ),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// Whether `run` is cancelled already: `alreadyCancelled.path` selects a string equal to one
+    /// of `alreadyCancelled.values`.
+    pub fn is_cancelled(&self, run: &Value) -> bool {
+        jsonpath_rust::query::js_path_process(&self.path, run)
+            .map(|nodes| {
+                nodes.into_iter().any(|node| {
+                    node.val()
+                        .as_str()
+                        .is_some_and(|s| self.values.iter().any(|v| v == s))
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    /// The merge patch that cancels a run, with a `metadata.resourceVersion` precondition when
+    /// `resource_version` is given.
+    pub fn patch(&self, resource_version: Option<&str>) -> Value {
+        let mut patch = Value::Object(self.patch.clone());
+        if let Some(rv) = resource_version {
+            patch["metadata"] = json!({"resourceVersion": rv});
+        }
+        patch
+    }
+
+    /// How long deletion waits for a cancelled run to finish before deleting it anyway.
+    pub fn finish_grace_period(&self) -> Duration {
+        self.finish_grace_period
+    }
+
+    /// How much longer deletion waits for a cancelled run when the WorkflowExecution was deleted
+    /// at `since` and it is `now`; `None` once [`Self::finish_grace_period`] has passed.
+    pub fn remaining_wait(&self, since: Timestamp, now: Timestamp) -> Option<Duration> {
+        let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
+        self.finish_grace_period
+            .checked_sub(elapsed)
+            .filter(|left| !left.is_zero())
+    }
+}
+
+/// The dotted key of the first `null` in `value` (which is at `key`), if any.
+fn null_key(key: &str, value: &Value) -> Option<String> {
+    match value {
+        Value::Null => Some(key.to_owned()),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| null_key(&format!("{key}.{k}"), v)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| null_key(&format!("{key}[{i}]"), v)),
+        _ => None,
+    }
+}
+
+fn compile_path(raw: &str) -> Result<JpQuery, String> {
+    let text = raw.trim();
+    if !text.starts_with('$') {
+        return Err(format!(
+            "{raw:?} is not a JSONPath (RFC 9535 paths start with `$`, e.g. \"$.spec.status\")"
+        ));
+    }
+    jsonpath_rust::parser::parse_json_path(text).map_err(|e| {
+        format!(
+            "invalid JSONPath {raw:?}: {}",
+            e.to_string().replace('\n', " ")
+        )
+    })
+}
+
+/// Applies an RFC 7396 JSON merge patch to `target`, as the API server does.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(fields) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                fields.remove(key);
+            } else {
+                merge_patch(fields.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates::pipeline_run_kind;
+
+    fn parse(src: &str) -> Result<CancelSpec, CancelSpecError> {
+        CancelSpec::from_yaml(src, &pipeline_run_kind())
+    }
+
+    const VALID: &str = r#"
+child: {apiVersion: tekton.dev/v1, kind: PipelineRun}
+patch: {spec: {status: CancelledRunFinally}}
+alreadyCancelled: {path: "$.spec.status", values: [Cancelled, CancelledRunFinally]}
+finishGracePeriod: 5m
+"#;
+
+    #[test]
+    fn the_patch_carries_a_resource_version_precondition_when_given() {
+        let spec = parse(VALID).unwrap();
+        assert_eq!(
+            spec.patch(Some("4711")),
+            json!({"spec": {"status": "CancelledRunFinally"}, "metadata": {"resourceVersion": "4711"}})
+        );
+        assert_eq!(
+            spec.patch(None),
+            json!({"spec": {"status": "CancelledRunFinally"}})
+        );
+        assert_eq!(spec.finish_grace_period(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_run_is_cancelled_when_its_value_is_listed() {
+        let spec = parse(VALID).unwrap();
+        let cases = [
+            (json!({"spec": {"status": "Cancelled"}}), true),
+            (json!({"spec": {"status": "CancelledRunFinally"}}), true),
+            (json!({"spec": {"status": "StoppedRunFinally"}}), false),
+            (json!({"spec": {"status": "PipelineRunPending"}}), false),
+            (json!({"spec": {"status": "cancelled"}}), false),
+            (json!({"spec": {}}), false),
+            (json!({"spec": {"status": ["Cancelled"]}}), false),
+            (json!({"status": {"status": "Cancelled"}}), false),
+            (json!({}), false),
+            (json!("Cancelled"), false),
+        ];
+        for (run, cancelled) in cases {
+            assert_eq!(spec.is_cancelled(&run), cancelled, "{run}");
+        }
+    }
+
+    #[test]
+    fn the_remaining_wait_counts_down_from_the_deletion() {
+        let spec = parse(VALID).unwrap();
+        let deleted: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert_eq!(
+            spec.remaining_wait(deleted, at("2026-01-01T00:01:00Z")),
+            Some(Duration::from_secs(240))
+        );
+        assert_eq!(
+            spec.remaining_wait(deleted, at("2025-12-31T23:59:00Z")),
+            Some(Duration::from_secs(300)),
+            "a clock behind the deletion waits the whole period, no longer"
+        );
+        assert_eq!(
+            spec.remaining_wait(deleted, at("2026-01-01T00:05:00Z")),
+            None
+        );
+        assert_eq!(
+            spec.remaining_wait(deleted, at("2026-01-01T01:00:00Z")),
+            None
+        );
+        let immediate = parse(&VALID.replace("5m", "0s")).unwrap();
+        assert_eq!(immediate.remaining_wait(deleted, deleted), None);
+    }
+
+    #[test]
+    fn invalid_files_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("kind: PipelineRun}", "kind: TaskRun}", "child"),
+            ("{spec: {status: CancelledRunFinally}}", "{}", "patch"),
+            (
+                "{spec: {status: CancelledRunFinally}}",
+                "Cancelled",
+                "patch",
+            ),
+            (
+                "{spec: {status: CancelledRunFinally}}",
+                "{spec: {status: CancelledRunFinally}, metadata: {labels: {a: b}}}",
+                "patch.metadata",
+            ),
+            (
+                "{spec: {status: CancelledRunFinally}}",
+                "{spec: {status: CancelledRunFinally}, status: {x: y}}",
+                "patch.status",
+            ),
+            (
+                "{spec: {status: CancelledRunFinally}}",
+                "{spec: {status: CancelledRunFinally, timeouts: null}}",
+                "patch.spec.timeouts",
+            ),
+            (
+                "\"$.spec.status\"",
+                "\"spec.status\"",
+                "alreadyCancelled.path",
+            ),
+            (
+                "\"$.spec.status\"",
+                "\"$.spec[?@.status ==\"",
+                "alreadyCancelled.path",
+            ),
+            (
+                "values: [Cancelled, CancelledRunFinally]",
+                "values: []",
+                "alreadyCancelled.values",
+            ),
+            ("5m", "five minutes", "finishGracePeriod"),
+            (
+                "values: [Cancelled, CancelledRunFinally]",
+                "values: [Cancelled]",
+                "alreadyCancelled",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let src = VALID.replacen(from, to, 1);
+            assert_ne!(src, VALID, "{from} not in the valid file");
+            let err = parse(&src).expect_err(key);
+            assert_eq!(err.key(), Some(*key), "{src}: {err}");
+            assert!(err.to_string().contains("(inline)"), "{err}");
+            assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_missing_keys_are_refused() {
+        for src in [
+            format!("{VALID}extra: 1\n"),
+            VALID.replace("finishGracePeriod: 5m\n", ""),
+            VALID.replace("values:", "valuez:"),
+        ] {
+            let err = parse(&src).expect_err(&src);
+            assert!(matches!(err, CancelSpecError::Syntax { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn merge_patches_apply_as_rfc_7396_says() {
+        let mut target = json!({"spec": {"status": "x", "keep": 1}, "drop": true});
+        merge_patch(
+            &mut target,
+            &json!({"spec": {"status": "Cancelled"}, "drop": null, "new": [1]}),
+        );
+        assert_eq!(
+            target,
+            json!({"spec": {"status": "Cancelled", "keep": 1}, "new": [1]})
+        );
+    }
+}

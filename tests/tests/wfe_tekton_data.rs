@@ -1,0 +1,294 @@
+//! The Tekton specifics that are data, against the real control plane: the bundle reference the
+//! template renders (by digest, with the resolver's service account) and the cancellation the
+//! cancel file (`tekton/cancel.yaml`) describes.
+
+mod support;
+
+use std::{path::Path, time::Duration};
+
+use jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kubernaut_test_harness::simulator::{Scenario, Simulator, SimulatorConfig};
+use serde_json::{Value, json};
+use support::{Env, WAIT, eventually, status_of, wfe};
+use workflowexecution_operator::{
+    pipelinerun::pipeline_run_name,
+    types::{FailureReason, Phase, WorkflowExecution},
+};
+
+const DIGEST: &str = "sha256:4e1f3c9a0b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+/// A WFE running `scenario` from `image`, pinned to `digest`.
+fn pinned(name: &str, target: &str, image: &str, digest: &str) -> WorkflowExecution {
+    let mut object = wfe(name, "restart-pods", target, Scenario::Success, json!({}));
+    object.spec.workflow_ref.container_image = image.to_owned();
+    object.spec.workflow_ref.container_digest = Some(digest.to_owned());
+    object
+}
+
+/// The `pipelineRef` params of a run: name → value.
+fn resolver_params(run: &Value) -> Vec<(String, String)> {
+    run["spec"]["pipelineRef"]["params"]
+        .as_array()
+        .map(|params| {
+            params
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap_or_default().to_owned(),
+                        p["value"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Stops the environment's Tekton simulator: the test plays Tekton itself.
+fn without_tekton(env: &mut Env) {
+    env.simulator = Simulator::start(
+        env.client.clone(),
+        SimulatorConfig {
+            namespace: Some(format!("{}-nothing-here", env.exec_ns)),
+            ..Default::default()
+        },
+    );
+}
+
+/// Writes the run's `Succeeded` condition as Tekton does.
+async fn set_run_condition(env: &Env, run: &str, status: &str, reason: &str) -> anyhow::Result<()> {
+    let now = Timestamp::now().to_string();
+    env.runs()
+        .patch_status(
+            run,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "startTime": now,
+                "conditions": [{"type": "Succeeded", "status": status, "reason": reason,
+                                "message": format!("PipelineRun {run:?} {reason}"),
+                                "lastTransitionTime": now}],
+            }})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until the run's `spec.status` is `value`.
+async fn wait_spec_status(env: &Env, run: &str, value: &str) -> anyhow::Result<()> {
+    eventually(
+        &format!("PipelineRun {run} spec.status {value}"),
+        WAIT,
+        || async {
+            let current = env.runs().get_opt(run).await?;
+            Ok(current
+                .filter(|r| r.data["spec"]["status"] == value)
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_wfe_with_a_container_digest_runs_its_bundle_by_digest() -> anyhow::Result<()> {
+    let env = Env::new("wfe-digest", |c| {
+        c.execution.bundle_service_account = Some("registry-puller".into());
+    })
+    .await?;
+    let cases = [
+        (
+            "by-tag",
+            "default/deployment/by-tag",
+            "registry.example/kubernaut/workflows/success:v1",
+            "registry.example/kubernaut/workflows/success",
+        ),
+        (
+            "with-port",
+            "default/deployment/with-port",
+            "127.0.0.1:5000/kubernaut/workflows/success:v1",
+            "127.0.0.1:5000/kubernaut/workflows/success",
+        ),
+        (
+            "re-pinned",
+            "default/deployment/re-pinned",
+            "registry.example/kubernaut/workflows/success:v1@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "registry.example/kubernaut/workflows/success",
+        ),
+    ];
+    for (name, target, image, _) in cases {
+        env.create_wfe(&pinned(name, target, image, DIGEST)).await?;
+    }
+    for (name, target, _, repository) in cases {
+        let done = env.wait_phase(name, Phase::Completed).await?;
+        let run_ref = status_of(&done).pipeline_run_ref.expect("pipelineRunRef");
+        assert_eq!(run_ref.name, pipeline_run_name(target));
+        let run = env.runs().get(&run_ref.name).await?;
+        assert_eq!(
+            resolver_params(&run.data),
+            [
+                ("bundle".to_owned(), format!("{repository}@{DIGEST}")),
+                ("name".to_owned(), "workflow".to_owned()),
+                ("kind".to_owned(), "pipeline".to_owned()),
+                ("serviceAccount".to_owned(), "registry-puller".to_owned()),
+            ],
+            "{name}"
+        );
+        // The runner stays the tasks' account.
+        assert_eq!(
+            run.data["spec"]["taskRunTemplate"]["serviceAccountName"],
+            "kubernaut-workflow-runner"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_allowlist_judges_the_reference_pulled_by_digest() -> anyhow::Result<()> {
+    // Only tag v1 is allowed: a digest-pinned WFE pulls no tag, so it is refused.
+    let env = Env::new("wfe-digest-allow", |c| {
+        c.execution.allowed_bundles = vec!["registry.example/kubernaut/workflows/*:v1".into()];
+    })
+    .await?;
+    let image = Scenario::Success.bundle();
+    env.create_wfe(&pinned("pinned", "default/deployment/a", &image, DIGEST))
+        .await?;
+    env.create(
+        "tagged",
+        "restart-pods",
+        "default/deployment/b",
+        Scenario::Success,
+    )
+    .await?;
+    let failed = env.wait_phase("pinned", Phase::Failed).await?;
+    let details = status_of(&failed).failure_details.expect("failureDetails");
+    assert_eq!(details.reason, FailureReason::ConfigurationError);
+    assert!(!details.was_execution_failure);
+    assert!(
+        details.message.contains(&format!(
+            "registry.example/kubernaut/workflows/success@{DIGEST}"
+        )),
+        "{}",
+        details.message
+    );
+    assert!(status_of(&failed).pipeline_run_ref.is_none());
+    env.wait_phase("tagged", Phase::Completed).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_digest_is_refused_at_admission() -> anyhow::Result<()> {
+    let env = Env::new("wfe-digest-admission", |_| {}).await?;
+    let image = Scenario::Success.bundle();
+    for digest in [
+        "sha256:abc",
+        "SHA256:4E1F3C9A0B8D7E6F5A4B3C2D1E0F9A8B7C6D5E4F3A2B1C0D9E8F7A6B5C4D3E2F",
+        "sha512:4e1f3c9a0b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f",
+        "latest",
+    ] {
+        let object = pinned("bad-digest", "default/deployment/x", &image, digest);
+        match env.wfes().create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{digest}: {status:?}");
+                assert!(
+                    status.message.contains("containerDigest"),
+                    "{digest}: {}",
+                    status.message
+                );
+            }
+            other => anyhow::bail!("{digest} was admitted: {other:?}"),
+        }
+    }
+    env.create_wfe(&pinned(
+        "good-digest",
+        "default/deployment/x",
+        &image,
+        DIGEST,
+    ))
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_running_wfe_lets_the_cancelled_run_finish_its_finally_tasks()
+-> anyhow::Result<()> {
+    let mut env = Env::new("wfe-cancel-finally", |_| {}).await?;
+    without_tekton(&mut env);
+    env.create("doomed", "drain-node", "node/worker-node-9", Scenario::Hang)
+        .await?;
+    let running = env.wait_phase("doomed", Phase::Running).await?;
+    let run = status_of(&running)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name;
+    set_run_condition(&env, &run, "Unknown", "Running").await?;
+
+    env.wfes()
+        .delete("doomed", &DeleteParams::default())
+        .await?;
+    // The shipped cancel file asks Tekton to run the workflow's `finally` tasks.
+    wait_spec_status(&env, &run, "CancelledRunFinally").await?;
+    env.wait_event("doomed", "PipelineRunCancelled").await?;
+    // Tekton cancels the tasks and runs `finally`, reporting CancelledRunningFinally meanwhile.
+    // The run must outlive that: deleting it would stop the `finally` tasks.
+    set_run_condition(&env, &run, "Unknown", "CancelledRunningFinally").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let current = env.runs().get_opt(&run).await?;
+    assert!(
+        current.is_some_and(|r| r.metadata.deletion_timestamp.is_none()),
+        "the run was deleted while its finally tasks ran"
+    );
+    assert!(
+        env.wfes().get_opt("doomed").await?.is_some(),
+        "the WorkflowExecution went before its run"
+    );
+
+    // `finally` done: Tekton ends the run Cancelled, and only now is it deleted.
+    set_run_condition(&env, &run, "False", "Cancelled").await?;
+    env.wait_run_gone(&run).await?;
+    env.wait_gone("doomed").await?;
+    env.wait_event("doomed", "WorkflowExecutionDeleted").await?;
+    Ok(())
+}
+
+/// Copies the shipped template directory to `to`, with the cancel file edited by `edit`.
+fn templates_with_cancel(to: &Path, edit: impl Fn(&str) -> String) -> anyhow::Result<()> {
+    let from = support::templates_dir().join("tekton");
+    std::fs::create_dir_all(to.join("tekton"))?;
+    for file in ["pipelinerun.yaml.j2", "status.yaml", "cancel.yaml"] {
+        let text = std::fs::read_to_string(from.join(file))?;
+        let text = if file == "cancel.yaml" {
+            edit(&text)
+        } else {
+            text
+        };
+        std::fs::write(to.join("tekton").join(file), text)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cancel_file_chooses_the_patch_and_bounds_the_wait_for_a_run_that_never_finishes()
+-> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().join("templates");
+    templates_with_cancel(&dir, |text| {
+        text.replace("status: CancelledRunFinally", "status: Cancelled")
+            .replace("finishGracePeriod: 5m", "finishGracePeriod: 2s")
+    })?;
+    let mut env = Env::new("wfe-cancel-data", |c| c.templates.dir = dir.clone()).await?;
+    // Nothing plays Tekton: the cancelled run never finishes.
+    without_tekton(&mut env);
+    env.create("stuck", "drain-node", "node/worker-node-8", Scenario::Hang)
+        .await?;
+    let running = env.wait_phase("stuck", Phase::Running).await?;
+    let run = status_of(&running)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name;
+
+    env.wfes().delete("stuck", &DeleteParams::default()).await?;
+    wait_spec_status(&env, &run, "Cancelled").await?;
+    // After the grace period the run is deleted anyway, and the WorkflowExecution goes.
+    env.wait_run_gone(&run).await?;
+    env.wait_gone("stuck").await?;
+    Ok(())
+}
