@@ -659,10 +659,12 @@ async fn watch_run(
     }
 }
 
-/// What main does today: deleting the execution patches the run's `spec.status` to `Cancelled`
-/// and deletes the run at once, so Tekton never creates the `finally` task's TaskRun.
+/// Deleting the execution patches the run's `spec.status` to `CancelledRunFinally`
+/// (`templates/workflowexecution/tekton/cancel.yaml`): Tekton cancels the running task, runs the
+/// workflow's `finally` task, and ends the run `Cancelled`; only then does the operator delete the
+/// run, and garbage collection its TaskRuns and pods.
 #[tokio::test]
-async fn deleting_a_running_execution_cancels_its_run_and_garbage_collects_taskruns_and_pods()
+async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_collects_taskruns_and_pods()
 -> anyhow::Result<()> {
     let env = env().await?;
     logged(env.cluster, async {
@@ -750,16 +752,47 @@ async fn deleting_a_running_execution_cancels_its_run_and_garbage_collects_taskr
             env.cluster,
             &objects,
             "delete-running",
-            "the execution is deleted while its first task runs (an hour); the last state the \
-             watches saw of the run and its TaskRuns before they were deleted",
+            "the execution is deleted while its first task runs (an hour): the run is cancelled \
+             with CancelledRunFinally; the last state the watches saw of the run and its TaskRuns \
+             before they were deleted",
         )?;
         assert!(
-            seen.run_statuses.contains("Cancelled"),
-            "the operator cancelled the run before deleting it: {seen:?}"
+            seen.run_statuses.contains("CancelledRunFinally"),
+            "the operator cancelled the run so that `finally` runs: {seen:?}"
         );
-        assert!(
-            !seen.taskruns.iter().any(|t| t.ends_with("-undo")),
-            "the finally task never ran (the run was deleted right after `Cancelled`): {seen:?}"
+        let last_run = seen
+            .last_run
+            .as_ref()
+            .ok_or_else(|| anyhow!("the watch saw no PipelineRun"))?;
+        assert_eq!(
+            condition(&last_run.data),
+            ("False".to_string(), "Cancelled".to_string()),
+            "the run ended cancelled before it was deleted: {}",
+            last_run.data["status"]
+        );
+        let undo = seen
+            .last_taskruns
+            .iter()
+            .find(|(name, _)| name.ends_with("-undo"))
+            .map(|(_, tr)| tr)
+            .ok_or_else(|| anyhow!("the finally task never ran: {seen:?}"))?;
+        assert_eq!(
+            condition(&undo.data).0,
+            "True",
+            "the finally task succeeded: {}",
+            undo.data["status"]
+        );
+        let remediate = seen
+            .last_taskruns
+            .iter()
+            .find(|(name, _)| name.ends_with("-remediate"))
+            .map(|(_, tr)| tr)
+            .ok_or_else(|| anyhow!("no remediate TaskRun seen: {seen:?}"))?;
+        assert_eq!(
+            condition(&remediate.data),
+            ("False".to_string(), "TaskRunCancelled".to_string()),
+            "{}",
+            remediate.data["status"]
         );
         Ok(())
     })
