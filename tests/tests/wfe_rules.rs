@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use kube::api::{Patch, PatchParams};
 use kubernaut_framework::config::load_with_env;
 use kubernaut_test_harness::simulator::Scenario;
 use serde_json::json;
@@ -18,7 +17,6 @@ use support::{
 };
 use workflowexecution_operator::{
     config::{ENV_PREFIX, OperatorConfig},
-    controller::CLEAR_BLOCK_ANNOTATION,
     duration::parse_go_duration,
     types::{ExecutionConfig, FailureReason, Phase, SkipReason, WorkflowExecution},
 };
@@ -387,13 +385,7 @@ async fn the_clearing_annotation_lifts_previous_execution_failed() -> anyhow::Re
     );
 
     let reason = "node drained and the deployment repaired by hand";
-    env.wfes()
-        .patch(
-            "broke-it",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {CLEAR_BLOCK_ANNOTATION: reason}}})),
-        )
-        .await?;
+    env.clear_block("broke-it", reason).await?;
     let cleared = env
         .wait_for("broke-it", "block cleared", |w| {
             status_of(w).block_clearance.is_some()

@@ -19,24 +19,11 @@ use support::{
     status_of, wfe,
 };
 use workflowexecution_operator::{
-    controller::CLEAR_BLOCK_ANNOTATION,
     pipelinerun::{self, ANNOTATION_EXECUTION_BLOCK, LABEL_WORKFLOW_EXECUTION_UID},
     types::{ExecutionConfig, Phase, SkipReason, WorkflowExecution},
 };
 
 const HOLD_FINALIZER: &str = "test.kubernaut.ai/hold";
-
-/// Annotate the WFE `name` with the clearance annotation.
-async fn clear(env: &Env, name: &str, reason: &str) -> anyhow::Result<()> {
-    env.wfes()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {CLEAR_BLOCK_ANNOTATION: reason}}})),
-        )
-        .await?;
-    Ok(())
-}
 
 /// A WFE the operator's runtime validation refuses (service account not allowed).
 fn invalid(name: &str, target: &str) -> WorkflowExecution {
@@ -286,7 +273,7 @@ async fn the_block_survives_a_validation_failure_a_restart_and_the_deletion_of_t
 
     // Only a clearance lifts it, given on a WFE the block skipped.
     let reason = "deployment restored from backup";
-    clear(&env, "after-delete", reason).await?;
+    env.clear_block("after-delete", reason).await?;
     let cleared = env
         .wait_for("after-delete", "clearance recorded", |w| {
             status_of(w).block_clearance.is_some()
@@ -330,7 +317,7 @@ async fn clearing_an_exhausted_retries_target_resets_its_streak() -> anyhow::Res
     let skipped = env.wait_phase("exhausted", Phase::Skipped).await?;
     assert_eq!(skip_reason(&skipped), Some(SkipReason::ExhaustedRetries));
 
-    clear(&env, "exhausted", "cause fixed").await?;
+    env.clear_block("exhausted", "cause fixed").await?;
     env.wait_for("bad-2", "streak cleared", |w| {
         status_of(w).block_clearance.is_some()
     })
@@ -359,7 +346,7 @@ async fn a_clearance_that_changes_nothing_is_refused_and_never_audited() -> anyh
     )
     .await?;
     env.wait_phase("fine", Phase::Completed).await?;
-    clear(&env, "fine", "just in case").await?;
+    env.clear_block("fine", "just in case").await?;
     let event = env.wait_event("fine", "BlockClearanceRefused").await?;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let refused = env

@@ -314,8 +314,15 @@ impl Handler<'_> {
         let mut updated = wfe.clone();
         updated.status = Some(status);
         updated.metadata.managed_fields = None;
-        let written = self
-            .api
+        // Usually the reconciled WFE's own namespace; a clearance also writes another WFE of the
+        // target, which may live elsewhere.
+        let api = match wfe.namespace() {
+            Some(ns) if Some(ns.as_str()) != self.api.namespace() => {
+                Api::namespaced(self.ctx.client.clone(), &ns)
+            }
+            _ => self.api.clone(),
+        };
+        let written = api
             .replace_status(&wfe.name_any(), &PostParams::default(), &updated)
             .await
             .map_err(kube_err(format!("writing the status of {}", describe(wfe))))?;
@@ -1509,21 +1516,9 @@ impl Handler<'_> {
             cleared_at: Time(self.now),
             clear_reason: reason.to_owned(),
         });
-        let api: Api<WorkflowExecution> = Api::namespaced(
-            self.ctx.client.clone(),
-            &other.namespace().unwrap_or_default(),
-        );
-        let mut updated = other.clone();
-        updated.status = Some(status.clone());
-        updated.metadata.managed_fields = None;
-        let written = api
-            .replace_status(&other.name_any(), &PostParams::default(), &updated)
-            .await
-            .map_err(kube_err(format!(
-                "clearing the block of {}",
-                describe(other)
-            )))?;
-        self.state().own_writes.record(other, &written);
+        if self.write_status(other, status.clone()).await?.is_none() {
+            return Ok(());
+        }
         self.audit(other, AuditAction::BlockCleared, &status);
         Ok(())
     }

@@ -225,8 +225,16 @@ mod tests {
     }
 
     fn params(run: &Value) -> Vec<(String, String)> {
-        run["spec"]["params"]
-            .as_array()
+        name_values(&run["spec"]["params"])
+    }
+
+    fn resolver_params(run: &Value) -> Vec<(String, String)> {
+        name_values(&run["spec"]["pipelineRef"]["params"])
+    }
+
+    /// A `[{name, value}]` list as pairs.
+    fn name_values(list: &Value) -> Vec<(String, String)> {
+        list.as_array()
             .unwrap()
             .iter()
             .map(|p| {
@@ -318,20 +326,6 @@ mod tests {
             "remediator-elevated"
         );
         assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h30m0s");
-    }
-
-    fn resolver_params(run: &Value) -> Vec<(String, String)> {
-        run["spec"]["pipelineRef"]["params"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_owned(),
-                    p["value"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
     }
 
     #[test]

@@ -281,6 +281,21 @@ impl Env {
         Ok(events)
     }
 
+    /// Annotate the WFE `name` with the block-clearing annotation and `reason`.
+    pub async fn clear_block(&self, name: &str, reason: &str) -> anyhow::Result<()> {
+        let annotation = workflowexecution_operator::controller::CLEAR_BLOCK_ANNOTATION;
+        self.wfes()
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"metadata": {"annotations": {annotation: reason}}}),
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Wait until an Event with `reason` about the WFE `name` exists, returning it.
     pub async fn wait_event(&self, name: &str, reason: &str) -> anyhow::Result<Event> {
         eventually(&format!("Event {reason} about {name}"), WAIT, || async {
