@@ -168,9 +168,8 @@ pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliErro
 /// Prints an object as YAML or pretty JSON (with a final newline).
 pub fn format_object(object: &Value, format: OutputFormat) -> Result<String, CliError> {
     match format {
-        OutputFormat::Yaml => {
-            serde_yaml::to_string(object).map_err(|e| CliError::Output(e.to_string()))
-        }
+        // Quoted for YAML 1.1 readers too: `kubectl create -f` must read what JSON says.
+        OutputFormat::Yaml => Ok(kubernaut_framework::yaml::to_string(object)),
         OutputFormat::Json => serde_json::to_string_pretty(object)
             .map(|s| s + "\n")
             .map_err(|e| CliError::Output(e.to_string())),
