@@ -164,6 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         phases,
         results: vec![],
         require_grandchildren: false,
+        required_fields: vec![],
     };
     let mapping = StatusMapping::load(&dir.join("status.yaml"), &rules)?;
     let mut settings = RuntimeSettings::new("mirror-example");

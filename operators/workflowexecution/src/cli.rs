@@ -77,11 +77,11 @@ pub enum CliError {
         message: String,
     },
     /// The status mapping failed to load.
-    #[error("status mapping {}: {message}", path.display())]
+    #[error("{message}")]
     StatusMapping {
         /// The mapping file.
         path: PathBuf,
-        /// The error.
+        /// The error (it names the file).
         message: String,
     },
     /// The cancel file failed to load.
@@ -240,6 +240,27 @@ pub fn check_config(
         templates_dir: dir,
         template_revision: set.revision().to_owned(),
     })
+}
+
+/// One line for an error and its causes (`chain` as `anyhow::Error::chain` gives them): each
+/// cause is appended after `: ` unless the text so far already says it, so an error that prints
+/// its source itself (`configuration: <error>`, `reading <file>: <io error>`) is not followed by
+/// the same words again.
+pub fn error_report<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut report = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        if text.is_empty() || report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
 }
 
 /// The program name and version, as `version` prints them.

@@ -289,28 +289,27 @@ impl OperatorConfig {
 
     /// `self` as a live reload may apply it on top of `running`: the [restart-only
     /// keys](Self::RESTART_ONLY) keep `running`'s values. Returns the config to apply and the
-    /// restart-only keys whose new values were held back (to be reported: they need a restart).
-    pub fn for_live_reload(
-        mut self,
-        running: &OperatorConfig,
-    ) -> (OperatorConfig, Vec<&'static str>) {
+    /// keys whose new values were held back (to be reported: they need a restart), each named
+    /// down to the changed setting (`controller.concurrency`, not `controller`).
+    pub fn for_live_reload(mut self, running: &OperatorConfig) -> (OperatorConfig, Vec<String>) {
         let mut held_back = Vec::new();
-        if self.execution.namespace != running.execution.namespace {
-            held_back.push("execution.namespace");
-            self.execution.namespace = running.execution.namespace.clone();
-        }
-        if self.templates != running.templates {
-            held_back.push("templates");
-            self.templates = running.templates.clone();
-        }
-        if self.audit != running.audit {
-            held_back.push("audit");
-            self.audit = running.audit.clone();
-        }
-        if self.controller != running.controller {
-            held_back.push("controller");
-            self.controller = running.controller.clone();
-        }
+        changed_keys(
+            &serde_json::to_value(&self).unwrap_or_default(),
+            &serde_json::to_value(running).unwrap_or_default(),
+            "",
+            &mut |key| {
+                if Self::RESTART_ONLY
+                    .iter()
+                    .any(|r| key == *r || key.starts_with(&format!("{r}.")))
+                {
+                    held_back.push(key.to_owned());
+                }
+            },
+        );
+        self.execution.namespace = running.execution.namespace.clone();
+        self.templates = running.templates.clone();
+        self.audit = running.audit.clone();
+        self.controller = running.controller.clone();
         (self, held_back)
     }
 
@@ -331,6 +330,37 @@ impl OperatorConfig {
     pub fn default_file() -> Option<PathBuf> {
         let path = PathBuf::from(DEFAULT_CONFIG_FILE);
         path.exists().then_some(path)
+    }
+}
+
+/// Calls `found` with the dotted path of every leaf where `new` and `old` differ (a list counts
+/// as one leaf), in key order.
+fn changed_keys(
+    new: &serde_json::Value,
+    old: &serde_json::Value,
+    prefix: &str,
+    found: &mut dyn FnMut(&str),
+) {
+    match (new, old) {
+        (serde_json::Value::Object(n), serde_json::Value::Object(o)) => {
+            let keys: std::collections::BTreeSet<&String> = n.keys().chain(o.keys()).collect();
+            for key in keys {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let null = serde_json::Value::Null;
+                changed_keys(
+                    n.get(key).unwrap_or(&null),
+                    o.get(key).unwrap_or(&null),
+                    &path,
+                    found,
+                );
+            }
+        }
+        (n, o) if n != o => found(prefix),
+        _ => {}
     }
 }
 
@@ -832,7 +862,11 @@ mod tests {
         );
         assert_eq!(applied.execution.namespace, running.execution.namespace);
         assert_eq!(applied.controller, running.controller);
-        assert_eq!(held_back, ["execution.namespace", "controller"]);
+        assert_eq!(
+            held_back,
+            ["controller.concurrency", "execution.namespace"],
+            "named down to the setting"
+        );
         let (_, none) = OperatorConfig::default().for_live_reload(&running);
         assert!(none.is_empty());
     }
