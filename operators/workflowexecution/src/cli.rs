@@ -15,6 +15,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -134,6 +137,10 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
             kind.unwrap_or("<none>")
         )));
     }
+    // The API server checks every value's type against the CRD's schema before anything else;
+    // do the same, so that a type error names its field (`spec.parameters.REPLICAS`) instead of
+    // surfacing as a bare deserialization message.
+    check_schema_types(&raw, &crd_schema()).map_err(not_wfe)?;
     let mut wfe: WorkflowExecution =
         serde_json::from_value(raw).map_err(|e| not_wfe(e.to_string()))?;
     if wfe.metadata.name.as_deref().is_none_or(str::is_empty) {
@@ -143,6 +150,85 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
         wfe.metadata.namespace = Some("default".to_owned());
     }
     Ok(wfe)
+}
+
+/// The OpenAPI schema of the served version of the WorkflowExecution CRD.
+fn crd_schema() -> JSONSchemaProps {
+    crate::types::crd()
+        .spec
+        .versions
+        .into_iter()
+        .find_map(|v| v.schema.and_then(|s| s.open_api_v3_schema))
+        .unwrap_or_default()
+}
+
+/// Checks the type of every value in `value` against `schema` as the API server does at
+/// admission (`type`, `nullable`, `x-kubernetes-int-or-string`; nulls of non-nullable fields are
+/// dropped by the API server, so they pass). The error names the first offending field.
+pub fn check_schema_types(value: &Value, schema: &JSONSchemaProps) -> Result<(), String> {
+    check_types_at(value, schema, "")
+}
+
+fn check_types_at(value: &Value, schema: &JSONSchemaProps, path: &str) -> Result<(), String> {
+    let field = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    let type_ok = match (schema.type_.as_deref(), value) {
+        (_, Value::Null) => true,
+        _ if schema.x_kubernetes_int_or_string == Some(true) => {
+            value.is_string() || value.is_i64() || value.is_u64()
+        }
+        (None, _) => true,
+        (Some("string"), v) => v.is_string(),
+        (Some("integer"), v) => v.is_i64() || v.is_u64(),
+        (Some("number"), v) => v.is_number(),
+        (Some("boolean"), v) => v.is_boolean(),
+        (Some("object"), v) => v.is_object(),
+        (Some("array"), v) => v.is_array(),
+        (Some(_), _) => true,
+    };
+    if !type_ok {
+        let found = match value {
+            Value::Bool(b) => format!("boolean {b}"),
+            Value::Number(n) => format!("number {n}"),
+            Value::String(s) => format!("string {s:?}"),
+            Value::Array(_) => "a list".to_owned(),
+            Value::Object(_) => "a map".to_owned(),
+            Value::Null => "null".to_owned(),
+        };
+        let expected = schema.type_.as_deref().unwrap_or("?");
+        return Err(format!(
+            "`{path}` must be of type {expected}, not {found} (the API server refuses it; quote a value meant as a string)"
+        ));
+    }
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                let sub = schema.properties.as_ref().and_then(|p| p.get(key)).or(
+                    match &schema.additional_properties {
+                        Some(JSONSchemaPropsOrBool::Schema(s)) => Some(&**s),
+                        _ => None,
+                    },
+                );
+                if let Some(sub) = sub {
+                    check_types_at(item, sub, &field(key))?;
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
+                for (i, item) in items.iter().enumerate() {
+                    check_types_at(item, sub, &format!("{path}[{i}]"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Validates the WorkflowExecution in `wfe_file` and renders the PipelineRun the operator would

@@ -333,6 +333,16 @@ impl OperatorConfig {
     }
 }
 
+/// Whether two listeners cannot both bind: the same port, and the same address or one of them
+/// the unspecified address (`0.0.0.0:9090` takes port 9090 on every address, `127.0.0.1:9090`
+/// included; `[::]` usually covers IPv4 too). Port 0 asks for a free port per listener, so two
+/// `:0` addresses never collide.
+fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Calls `found` with the dotted path of every leaf where `new` and `old` differ (a list counts
 /// as one leaf), in key order.
 fn changed_keys(
@@ -523,13 +533,12 @@ impl Validate for OperatorConfig {
                 "must be at least 1",
             ));
         }
-        // Port 0 asks for a free port per listener, so two `:0` addresses never collide.
-        if controller.metrics_addr == controller.health_addr && controller.health_addr.port() != 0 {
+        if listeners_collide(controller.metrics_addr, controller.health_addr) {
             return Err(ConfigError::invalid(
                 "controller.healthAddr",
                 format!(
-                    "must differ from controller.metricsAddr ({})",
-                    controller.metrics_addr
+                    "{} binds the same port as controller.metricsAddr ({}): use another port",
+                    controller.health_addr, controller.metrics_addr
                 ),
             ));
         }
@@ -782,6 +791,17 @@ mod tests {
                 "controller.healthAddr",
             ),
             (
+                &[("WFE_CONTROLLER__HEALTHADDR", "127.0.0.1:9090")],
+                "controller.healthAddr",
+            ),
+            (
+                &[
+                    ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:9090"),
+                    ("WFE_CONTROLLER__HEALTHADDR", "[::]:9090"),
+                ],
+                "controller.healthAddr",
+            ),
+            (
                 &[("WFE_CONTROLLER__LEASENAME", "Bad Lease")],
                 "controller.leaseName",
             ),
@@ -795,6 +815,16 @@ mod tests {
             assert_eq!(err.key(), Some(*key), "{vars:?} gave {err}");
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn listeners_on_distinct_addresses_may_share_a_port() {
+        let config = load_env(&[
+            ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:9090"),
+            ("WFE_CONTROLLER__HEALTHADDR", "127.0.0.2:9090"),
+        ])
+        .unwrap();
+        assert_eq!(config.controller.health_addr.port(), 9090);
     }
 
     #[test]
