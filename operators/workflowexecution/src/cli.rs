@@ -126,7 +126,13 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
         path: path.to_path_buf(),
         message,
     };
-    let raw: Value = serde_yaml::from_str(&text).map_err(|e| not_wfe(e.to_string()))?;
+    // JSON is read as JSON: a YAML reader takes characters such as NEL (U+0085) in a string
+    // for line breaks and folds them.
+    let raw: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).map_err(|e| not_wfe(e.to_string()))?
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| not_wfe(e.to_string()))?
+    };
     let api_version = raw.get("apiVersion").and_then(Value::as_str);
     let kind = raw.get("kind").and_then(Value::as_str);
     let want = format!("{GROUP}/{VERSION}");

@@ -138,7 +138,6 @@ pub async fn start(
     settings: RuntimeSettings,
     parents: ParentWatch,
 ) -> Result<(Running<WorkflowExecution, State>, Auditor), StartError> {
-    check_tekton(&client).await?;
     let current = config.current();
     let dir = current.templates.dir.clone();
     let store = templates::load_template_store(&dir).map_err(|e| StartError::Templates {
@@ -153,6 +152,8 @@ pub async fn start(
         dir: dir.clone(),
         message: e.to_string(),
     })?;
+    // After the files: what is wrong locally is reported even when the cluster is unreachable.
+    check_tekton(&client).await?;
 
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
