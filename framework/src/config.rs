@@ -152,11 +152,11 @@ impl ConfigError {
 /// How an error names the layer a value came from: `YAML file /etc/…/config.yaml`,
 /// `environment variable WFE_COOLDOWN__PERIOD`, `the compiled defaults`.
 fn layer_name(md: &Metadata, profile: &Profile, path: &[String]) -> String {
+    if md.name == DEFAULTS_LAYER_NAME {
+        return format!("the {DEFAULTS_LAYER_NAME}");
+    }
     match &md.source {
         Some(figment::Source::File(file)) => format!("{} {}", md.name, file.display()),
-        Some(source) if md.name == DEFAULTS_LAYER_NAME => {
-            format!("the compiled defaults ({source})")
-        }
         Some(source) => format!("{} {source}", md.name),
         None if !path.is_empty() && md.name.starts_with(ENV_LAYER_NAME) => {
             format!("environment variable {}", md.interpolate(profile, path))
