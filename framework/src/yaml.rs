@@ -176,9 +176,9 @@ fn string_scalar(s: &str, block_indent: Option<usize>) -> String {
 /// Conservative by construction: refused are the empty string, every spelling of the 1.1
 /// booleans and nulls (`y`, `n`, `yes`, `no`, `on`, `off`, `true`, `false`, `null`, `~`, in any
 /// case), `<<` and `=`, anything that might be a number or a timestamp in either version
-/// ([`looks_numeric`]), anything that starts with an indicator character, contains `: ` or ` #`,
-/// ends with `:` or a space, or holds a tab, a line break or a character that is not printable
-/// in both versions.
+/// (integers, floats, `.inf`, timestamps), anything that starts with an indicator character,
+/// contains `: ` or ` #`, ends with `:` or a space, or holds a tab, a line break or a character
+/// that is not printable in both versions.
 pub fn is_plain_safe(s: &str) -> bool {
     let Some(first) = s.chars().next() else {
         return false;

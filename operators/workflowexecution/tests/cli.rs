@@ -212,7 +212,8 @@ fn check_config_takes_an_all_digit_environment_value_of_a_string_key_as_a_string
         ],
         &[("WFE_EXECUTION__SERVICEACCOUNTNAME", "1234")],
     );
-    let run: Value = serde_json::from_slice(&out.stdout).expect(&stderr(&out));
+    let run: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)));
     assert_eq!(run["spec"]["taskRunTemplate"]["serviceAccountName"], "1234");
 }
 
@@ -263,7 +264,8 @@ fn render_and_check_config_refuse_labels_the_api_server_would_refuse() {
         ],
         &[],
     );
-    let rendered: Value = serde_json::from_slice(&out.stdout).expect(&stderr(&out));
+    let rendered: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)));
     assert_eq!(rendered["metadata"]["labels"]["team"], "payments");
     let bad = write(dir.path(), "bad.yaml", &wfe("    TEAM: \"pay\\nments\"\n"));
     let out = run(
