@@ -343,10 +343,30 @@ impl EnvLayer {
         if !expected.contains("string") {
             return false;
         }
-        let Some((path, text)) = self.texts.remove(&err.path.join(".")) else {
+        // The key itself, or the list it is an item of (`execution.allowedServiceAccounts.0`).
+        let Some(key) = (1..=err.path.len())
+            .rev()
+            .map(|n| err.path[..n].join("."))
+            .find(|key| self.texts.contains_key(key))
+        else {
             return false;
         };
-        insert_path(&mut self.dict, &path, FigmentValue::from(text));
+        let Some((path, text)) = self.texts.remove(&key) else {
+            return false;
+        };
+        let value = if key.len() < err.path.join(".").len() {
+            // A list of strings: `[1234, abc]` is the items as written, quotes removed.
+            let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+            let items: Vec<String> = inner
+                .split(',')
+                .map(|item| item.trim().trim_matches(['"', '\'']).to_owned())
+                .filter(|item| !item.is_empty())
+                .collect();
+            FigmentValue::from(items)
+        } else {
+            FigmentValue::from(text)
+        };
+        insert_path(&mut self.dict, &path, value);
         true
     }
 }
@@ -377,8 +397,11 @@ impl Provider for EnvLayer {
         let names = self.names.clone();
         Metadata::named(format!("{ENV_LAYER_NAME} `{}`", self.prefix)).interpolater(
             move |_: &Profile, keys: &[&str]| {
-                let key = keys.join(".");
-                names.get(&key).cloned().unwrap_or(key)
+                // An item of a list names the variable that set the list.
+                (1..=keys.len())
+                    .rev()
+                    .find_map(|n| names.get(&keys[..n].join(".")).cloned())
+                    .unwrap_or_else(|| keys.join("."))
             },
         )
     }
@@ -783,6 +806,18 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.execution.namespace, "1234");
         assert_eq!(cfg.execution.service_account_name, "true");
+        let cfg = load_test(
+            None,
+            &[(
+                "WFE_EXECUTION__ALLOWEDSERVICEACCOUNTS",
+                "[1234, \"abc\", 007]",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.execution.allowed_service_accounts,
+            ["1234", "abc", "007"]
+        );
         // A key that is not a string still gets the parsed value (and its own error).
         let err = load_test(None, &[("WFE_COOLDOWN__PERIOD", "300")]).unwrap_err();
         assert!(err.to_string().contains("needs a unit"), "{err}");
