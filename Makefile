@@ -73,7 +73,9 @@ unit-test:
 	$(CARGO) test --workspace --locked --exclude kubernaut-test-harness
 	$(CARGO) test --locked -p kubernaut-test-harness --lib
 
+# tests/tests/from_checkout.rs runs the operator binary of this build: build it first.
 integration-test: controlplane kustomize
+	$(CARGO) build --locked -p workflowexecution-operator --bin workflowexecution-operator
 	$(CARGO) test --locked -p kubernaut-test-harness --tests
 
 test: controlplane kustomize e2e-deps lint validate-render

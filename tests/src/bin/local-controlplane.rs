@@ -7,45 +7,16 @@
 //!
 //! `--no-simulator` leaves the PipelineRuns alone (they then stay `Running`).
 
-use std::time::Duration;
-
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{Api, api::PostParams};
 use kubernaut_test_harness::{
     ControlPlane,
-    simulator::{Simulator, SimulatorConfig},
-    tekton,
+    checkout::{self, NAMESPACES},
 };
-use workflowexecution_operator::types;
-
-/// The namespaces `deploy/` creates that a local run needs: the Lease's and the PipelineRuns'.
-const NAMESPACES: [&str; 2] = ["kubernaut-system", "kubernaut-workflows"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let simulate = !std::env::args().any(|a| a == "--no-simulator");
     let mut cp = ControlPlane::start().await?;
-    let mut crds = tekton::crds();
-    crds.push(types::crd());
-    cp.install_crds(&crds).await?;
-    let client = cp.client().await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for name in NAMESPACES {
-        let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await?;
-    }
-    let _simulator = simulate.then(|| {
-        Simulator::start(
-            client.clone(),
-            SimulatorConfig {
-                namespace: Some(NAMESPACES[1].into()),
-                run_time: Duration::from_secs(5),
-                ..Default::default()
-            },
-        )
-    });
+    let _simulator = checkout::prepare(&cp, simulate).await?;
     println!(
         "local control plane {} ready at {} (started in {:.1?})",
         cp.version(),
@@ -58,8 +29,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if simulate {
         println!(
-            "A Tekton simulator completes PipelineRuns in {} after 5s (a bundle named task-failure, oom-killed, timeout or image-pull fails instead).",
-            NAMESPACES[1]
+            "A Tekton simulator completes PipelineRuns in {} after {:?} (a bundle named task-failure, oom-killed, timeout or image-pull fails instead).",
+            NAMESPACES[1],
+            checkout::SIMULATED_RUN_TIME
         );
     }
     println!();
