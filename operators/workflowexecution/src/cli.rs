@@ -280,27 +280,37 @@ pub struct CheckReport {
 }
 
 impl fmt::Display for CheckReport {
+    /// One `item: ok (…)` line per file, a YAML mapping that YAML 1.1 and 1.2 readers read alike
+    /// (a path that needs it is quoted).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.config_file {
-            Some(file) => writeln!(f, "configuration: ok ({})", file.display())?,
-            None => writeln!(f, "configuration: ok (compiled defaults and environment)")?,
+        let configuration = match &self.config_file {
+            Some(file) => format!("ok ({})", file.display()),
+            None => "ok (compiled defaults and environment)".to_owned(),
+        };
+        let lines = [
+            ("configuration", configuration),
+            (
+                "templates",
+                format!(
+                    "ok ({}, revision {})",
+                    self.templates_dir.display(),
+                    self.template_revision
+                ),
+            ),
+            (
+                "status mapping",
+                format!("ok ({})", self.templates_dir.join(STATUS_MAPPING).display()),
+            ),
+            (
+                "cancel file",
+                format!("ok ({})", self.templates_dir.join(CANCEL_SPEC).display()),
+            ),
+        ];
+        for (item, result) in lines {
+            let line = serde_json::json!({ item: result });
+            f.write_str(&kubernaut_framework::yaml::to_string(&line))?;
         }
-        writeln!(
-            f,
-            "templates: ok ({}, revision {})",
-            self.templates_dir.display(),
-            self.template_revision
-        )?;
-        writeln!(
-            f,
-            "status mapping: ok ({})",
-            self.templates_dir.join(STATUS_MAPPING).display()
-        )?;
-        writeln!(
-            f,
-            "cancel file: ok ({})",
-            self.templates_dir.join(CANCEL_SPEC).display()
-        )
+        Ok(())
     }
 }
 

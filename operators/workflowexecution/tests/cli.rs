@@ -424,3 +424,24 @@ fn run_reads_the_templates_directory_given() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("Tekton Pipelines must be installed"), "{err}");
 }
+
+/// The `check-config` report is YAML that reads the same with YAML 1.1 rules, whatever the paths.
+#[test]
+fn check_config_report_reads_back_in_yaml_1_1() {
+    let parent = tempfile::tempdir().unwrap();
+    let odd = parent.path().join("yes: no #1");
+    let copy = edited_templates("status.yaml", |t| t);
+    std::fs::rename(copy.path(), &odd).unwrap();
+    let out = run(&["check-config", "--templates", odd.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = yaml11::read(&String::from_utf8(out.stdout).unwrap());
+    let templates = report["templates"].as_str().unwrap_or_default();
+    assert!(
+        templates.starts_with(&format!("ok ({}, revision ", odd.display())),
+        "{report}"
+    );
+    assert_eq!(
+        report["configuration"],
+        "ok (compiled defaults and environment)"
+    );
+}
