@@ -14,6 +14,7 @@ use kubernaut_framework::{
         ChildWatch, LeaderElectionSettings, Operator, ParentWatch, Running, RuntimeError,
         RuntimeSettings, default_identity,
     },
+    template::ChildKind,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -92,6 +93,16 @@ pub fn taskrun_resource() -> ApiResource {
     )
 }
 
+/// The API resource of a kind named in a template or mapping file (plural guessed the way
+/// kube does: `TaskRun` → `taskruns`).
+pub fn resource_of(kind: &ChildKind) -> ApiResource {
+    let (group, version) = kind
+        .api_version
+        .rsplit_once('/')
+        .unwrap_or(("", kind.api_version.as_str()));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind.kind))
+}
+
 /// Fail unless the cluster serves `tekton.dev/v1` `pipelineruns`.
 ///
 /// # Errors
@@ -154,25 +165,36 @@ pub async fn start(
         message: e.to_string(),
     })?;
 
+    // The kind that carries the failure facts is data (the mapping's `grandchildren.child`).
+    let taskrun = mapping
+        .grandchild_kind()
+        .map_or_else(taskrun_resource, resource_of);
+    let watch_of = |resource: ApiResource| ChildWatch {
+        resource,
+        namespace: Some(current.execution.namespace.clone()),
+        selector: LABEL_WORKFLOW_EXECUTION.to_string(),
+        parent_labels: (
+            LABEL_WORKFLOW_EXECUTION.to_string(),
+            LABEL_SOURCE_NAMESPACE.to_string(),
+        ),
+        // Names may be 253 characters long; the label carries a shortened form.
+        parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
+    };
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
         // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        .children(ChildWatch {
-            resource: pipelinerun_resource(),
-            namespace: Some(current.execution.namespace.clone()),
-            selector: LABEL_WORKFLOW_EXECUTION.to_string(),
-            parent_labels: (
-                LABEL_WORKFLOW_EXECUTION.to_string(),
-                LABEL_SOURCE_NAMESPACE.to_string(),
-            ),
-            // Names may be 253 characters long; the label carries a shortened form.
-            parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
-        })
+        .children(watch_of(pipelinerun_resource()))
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
+        // Tekton copies the run's labels and annotations onto its TaskRuns, so they map to the
+        // same WorkflowExecution.
+        .grandchildren(
+            watch_of(taskrun.clone()),
+            crate::task_runs::prune_cached_task_run,
+        )
         .templates(Arc::new(store), None);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
@@ -184,7 +206,7 @@ pub async fn start(
         auditor: auditor.clone(),
         metrics,
         pipelinerun: pipelinerun_resource(),
-        taskrun: taskrun_resource(),
+        taskrun,
         own_writes: OwnWrites::new(),
     };
     info!(
