@@ -980,109 +980,101 @@ async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_err
 
 // ------------------------------------------------------------------------------------- quota
 
-/// What real Tekton does when a ResourceQuota refuses every pod, and what the operator's status
-/// mapping makes of it (applied to the objects Tekton wrote). The run is rendered by the operator's
-/// template and created in a namespace of its own (a quota in the shared execution namespace would
-/// starve the other tests).
+/// What real Tekton does when a ResourceQuota refuses a TaskRun's pod — keep the TaskRun
+/// `Unknown`/`ExceededResourceQuota`, retry every minute, say only "Running" on the run, end it
+/// `PipelineRunTimeout` with the quota text gone — and what the operator makes of it: the hold is
+/// reported while the WFE runs (condition and Event), and the timeout fails it as
+/// `ResourceExhausted`. The quota constrains only pods requesting an extended resource that only
+/// the `quota` bundle requests, so the other tests sharing the execution namespace are unaffected.
 #[tokio::test]
-async fn an_exhausted_quota_keeps_the_taskrun_unknown_and_the_mapping_reports_only_deadline_exceeded()
+async fn an_exhausted_quota_is_reported_while_running_and_fails_the_execution_as_resource_exhausted()
 -> anyhow::Result<()> {
     let env = env().await?;
     logged(env.cluster, quota_scenario(env)).await
 }
 
 async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::ResourceQuota;
-    use workflowexecution_operator::{
-        config::OperatorConfig,
-        failure::{FailureContext, failure_details},
-        pipelinerun::render_pipeline_run,
-        templates::{load_status_mapping, load_templates},
-    };
+    use k8s_openapi::api::core::v1::{Event, ResourceQuota};
 
     let client = env.cluster.client().await?;
-    let ns = env
-        .cluster
-        .create_run_namespace("e2e-quota", RUNNER)
-        .await?;
-    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &env.exec_ns);
     let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "no-pods"},
-        "spec": {"hard": {"pods": "0"}},
+        "metadata": {"name": "no-widgets"},
+        "spec": {"hard": {"requests.kubernaut.ai/widget": "0"}},
     }))?;
     quotas.create(&PostParams::default(), &quota).await?;
     // Admission enforces a quota once the resourcequota controller has written its status.
     eventually("the quota's status is computed", || async {
-        let q = quotas.get("no-pods").await?;
+        let q = quotas.get("no-widgets").await?;
         Ok(q.status.and_then(|s| s.hard).is_some().then_some(()))
     })
     .await?;
 
-    let mut config = OperatorConfig::default();
-    config.execution.namespace = ns.clone();
-    config.execution.service_account_name = RUNNER.to_string();
-    config.templates.dir = repo().join("templates/workflowexecution");
-    let templates =
-        load_templates(&config.templates.dir).map_err(|e| anyhow!("loading the templates: {e}"))?;
-    let mapping = load_status_mapping(&config.templates.dir)
-        .map_err(|e| anyhow!("loading the status mapping: {e}"))?;
+    let ns = env
+        .cluster
+        .control_plane()
+        .create_namespace("e2e-quota")
+        .await?;
+    let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
     let wfe = workflow_execution(
         &ns,
         "quota",
-        env.cluster.bundle("succeed")?,
+        env.cluster.bundle("quota")?,
         "quota",
         Some("30s"),
     );
-    let rendered =
-        render_pipeline_run(&wfe, &config, &templates).map_err(|e| anyhow!("rendering: {e}"))?;
-    let mut run: DynamicObject = serde_json::from_value(rendered)?;
-    let name = run
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| anyhow!("the rendered PipelineRun has no name"))?;
-    // The owner is the WorkflowExecution, which does not exist here; garbage collection would
-    // delete a run whose owner is missing.
-    run.metadata.owner_references = None;
-    let runs: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &tekton_resource("PipelineRun"));
-    runs.create(&PostParams::default(), &run).await?;
+    wfes.create(&PostParams::default(), &wfe).await?;
 
-    // While the quota refuses the pod: the TaskRun stays Unknown/ExceededResourceQuota.
-    let running = eventually("the TaskRun waits on the quota", || async {
-        let objects = run_objects(&client, &ns, &name).await?;
-        let waiting = objects.iter().skip(1).any(|tr| {
-            condition(&tr.data) == ("Unknown".to_string(), "ExceededResourceQuota".to_string())
+    // While the quota refuses the pod: Running, with the hold on ExecutionRunning.
+    let held = eventually("the WFE reports the quota while running", || async {
+        let current = wfes.get("quota").await?;
+        let reported = current.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "ExecutionRunning"
+                    && c.status == "False"
+                    && c.reason == "ResourceExhausted"
+                    && c.message.contains("exceeded quota")
+            })
         });
-        Ok(waiting.then_some(objects))
+        Ok(reported.then_some(current))
     })
     .await?;
+    assert_eq!(phase(&held), Some(Phase::Running));
+    let run = run_name(&held)?;
+    let running = run_objects(&client, &env.exec_ns, &run).await?;
     record(
         env.cluster,
         &running,
         "quota-running",
-        "a ResourceQuota allows 0 pods; the run while the TaskRun waits on the quota",
+        "a ResourceQuota allows no pod of the task; the run while the TaskRun waits on the quota",
     )?;
-    // The operator reads this run as plain Running: nothing in its mapping looks at the
-    // TaskRun's quota reason before the run ends.
-    assert_eq!(
-        mapping.phase(&running[0].data),
-        Some("Running"),
-        "{}",
-        running[0].data["status"]
+    assert!(
+        running.iter().skip(1).any(|tr| condition(&tr.data)
+            == ("Unknown".to_string(), "ExceededResourceQuota".to_string())),
+        "the TaskRun waits on the quota"
     );
-
-    let finished = eventually("the run ends", || async {
-        let objects = run_objects(&client, &ns, &name).await?;
-        let (status, _) = condition(&objects[0].data);
-        Ok((status == "False" || status == "True").then_some(objects))
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let held_events = eventually("the ExecutionHeld Event", || async {
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=quota"))
+            .await?;
+        let held: Vec<Event> = list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ExecutionHeld"))
+            .collect();
+        Ok((!held.is_empty()).then_some(held))
     })
     .await?;
+    assert_eq!(held_events[0].type_.as_deref(), Some("Warning"));
+
+    let done = wait_phase(&wfes, "quota", &[Phase::Completed, Phase::Failed]).await?;
+    let finished = run_objects(&client, &env.exec_ns, &run).await?;
     record(
         env.cluster,
         &finished,
         "quota-final",
-        "a ResourceQuota allows 0 pods; executionConfig.timeout 30s; the run after its timeout",
+        "a ResourceQuota allows no pod of the task; executionConfig.timeout 30s; the run after its timeout",
     )?;
     assert_eq!(
         condition(&finished[0].data),
@@ -1090,33 +1082,17 @@ async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
         "{}",
         finished[0].data["status"]
     );
-    let task_runs = finished[1..]
-        .iter()
-        // Whole objects, metadata included, as the operator reads them.
-        .map(|tr| {
-            let value = serde_json::to_value(tr).unwrap_or_else(|_| tr.data.clone());
-            (tr.name_any(), value)
-        })
-        .collect();
-    let context = FailureContext::new(&wfe, &config.execution);
-    let details = failure_details(
-        &mapping,
-        &context,
-        &finished[0].data,
-        &task_runs,
-        jiff::Timestamp::now(),
-    );
-    // The quota text is gone from the final objects, so the cause cannot be told any more.
+    let details = failure(&done)?;
     assert_eq!(
         details.reason,
-        FailureReason::DeadlineExceeded,
+        FailureReason::ResourceExhausted,
         "{details:?}"
     );
-    assert!(
-        !details.message.to_lowercase().contains("quota"),
-        "{details:?}"
-    );
+    assert!(details.message.contains("exceeded quota"), "{details:?}");
     // No pod was ever created, so no step ran.
     assert!(!details.was_execution_failure, "{details:?}");
+    quotas
+        .delete("no-widgets", &DeleteParams::default())
+        .await?;
     Ok(())
 }
