@@ -249,17 +249,13 @@ async fn deleting_a_running_wfe_lets_the_cancelled_run_finish_its_finally_tasks(
     Ok(())
 }
 
-/// Copies the shipped template directory to `to`, with the cancel file edited by `edit`.
-fn templates_with_cancel(to: &Path, edit: impl Fn(&str) -> String) -> anyhow::Result<()> {
+/// Copies the shipped template directory to `to`, with the file `edited` edited by `edit`.
+fn templates_with(to: &Path, edited: &str, edit: impl Fn(&str) -> String) -> anyhow::Result<()> {
     let from = support::templates_dir().join("tekton");
     std::fs::create_dir_all(to.join("tekton"))?;
     for file in ["pipelinerun.yaml.j2", "status.yaml", "cancel.yaml"] {
         let text = std::fs::read_to_string(from.join(file))?;
-        let text = if file == "cancel.yaml" {
-            edit(&text)
-        } else {
-            text
-        };
+        let text = if file == edited { edit(&text) } else { text };
         std::fs::write(to.join("tekton").join(file), text)?;
     }
     Ok(())
@@ -270,7 +266,7 @@ async fn the_cancel_file_chooses_the_patch_and_bounds_the_wait_for_a_run_that_ne
 -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path().join("templates");
-    templates_with_cancel(&dir, |text| {
+    templates_with(&dir, "cancel.yaml", |text| {
         text.replace("status: CancelledRunFinally", "status: Cancelled")
             .replace("finishGracePeriod: 5m", "finishGracePeriod: 2s")
     })?;
@@ -442,5 +438,38 @@ async fn a_taskrun_held_by_a_quota_is_reported_while_running_and_fails_the_run_a
         .filter(|e| e.reason.as_deref() == Some("ExecutionHeld"))
         .count();
     assert_eq!(held_events, 1, "one ExecutionHeld Event per hold");
+    Ok(())
+}
+
+/// The kinds the operator creates and reads are the status mapping's (`child`,
+/// `grandchildren.child`); it refuses to start, naming the kind, when the cluster does not serve
+/// one of them.
+#[tokio::test]
+async fn the_operator_refuses_to_start_when_a_kind_of_the_mapping_is_not_served()
+-> anyhow::Result<()> {
+    let mut env = Env::new("wfe-kinds", |_| {}).await?;
+    env.stop_operator().await?;
+    let scratch = tempfile::tempdir()?;
+    for (name, from, to) in [
+        ("child", "kind: PipelineRun}", "kind: PipelineRunz}"),
+        ("grandchild", "kind: TaskRun}", "kind: TaskRunz}"),
+    ] {
+        let dir = scratch.path().join(name);
+        templates_with(&dir, "status.yaml", |text| text.replacen(from, to, 1))?;
+        env.config.templates.dir = dir;
+        let err = env
+            .start_operator()
+            .await
+            .expect_err("started without the kind being served");
+        let text = format!("{err:#}");
+        let kind = to.trim_start_matches("kind: ").trim_end_matches('}');
+        assert!(
+            text.contains(&format!("tekton.dev/v1, Kind={kind} API is not served")),
+            "{name}: {text}"
+        );
+    }
+    // With the shipped mapping it starts.
+    env.config.templates.dir = support::templates_dir();
+    env.start_operator().await?;
     Ok(())
 }
