@@ -852,3 +852,58 @@ pub fn end_with_test_binary(child: &Child) -> anyhow::Result<()> {
     spawn_guard(&[child.id()], Path::new(""))?;
     Ok(())
 }
+
+/// The operator binary the end-to-end tests run: `KUBERNAUT_OPERATOR_BINARY` when set, else the
+/// debug build in `$CARGO_TARGET_DIR` (`./target` without it) — the build the workspace's tests
+/// already made; behaviour, not speed, is what these tests judge.
+///
+/// # Errors
+///
+/// When the binary is missing, naming the command that builds it.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    let binary = match std::env::var_os("KUBERNAUT_OPERATOR_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_tests_dir().join("../target"))
+            .join("debug/workflowexecution-operator"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} is missing; build it with:\n    cargo build -p workflowexecution-operator   (make e2e does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Starts [`operator_binary`] as `run --config <cluster dir>/<name>.yaml` (`config_yaml` written
+/// there) against `cluster`, logging to `<cluster dir>/<name>.log`; the process ends with the test
+/// binary ([`end_with_test_binary`]).
+///
+/// # Errors
+///
+/// When the binary is missing or cannot be started, or a file cannot be written.
+pub fn spawn_operator(
+    cluster: &E2eCluster,
+    name: &str,
+    config_yaml: &str,
+) -> anyhow::Result<Child> {
+    let binary = operator_binary()?;
+    let config_file = cluster.dir().join(format!("{name}.yaml"));
+    fs::write(&config_file, config_yaml)?;
+    let log = fs::File::create(cluster.dir().join(format!("{name}.log")))?;
+    let child = Command::new(&binary)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_file)
+        .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    end_with_test_binary(&child)?;
+    Ok(child)
+}

@@ -1,4 +1,4 @@
-//! End-to-end workflow scenarios: the release-built operator against real Tekton Pipelines.
+//! End-to-end workflow scenarios: the operator against real Tekton Pipelines.
 //!
 //! One operator process serves every test of this binary (operators watch WorkflowExecutions in
 //! every namespace, so two would race for the same objects); it runs the workflows in one
@@ -10,18 +10,12 @@
 //! PipelineRun and its TaskRuns — to `<dir>/<scenario>.yaml` (`tests/e2e/recorded/` holds the
 //! committed recordings).
 //!
-//! Needs `make e2e-deps` and the release build of the operator (`make e2e` builds both); without
+//! Needs `make e2e-deps` and the operator's build (`make e2e` builds both); without
 //! them the tests fail naming the command.
 
-use std::{
-    collections::BTreeSet,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::PathBuf, process::Child, sync::Mutex, time::Duration};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -31,7 +25,7 @@ use kube::{
         WatchEvent, WatchParams,
     },
 };
-use kubernaut_test_harness::e2e::{E2eCluster, end_with_test_binary};
+use kubernaut_test_harness::e2e::{self, E2eCluster};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use workflowexecution_operator::types::{
@@ -85,23 +79,13 @@ async fn env() -> anyhow::Result<&'static Env> {
     .await
 }
 
-/// Starts the release-built operator, logging to the cluster's directory.
+/// Starts the operator, logging to the cluster's directory.
 fn spawn_operator(cluster: &E2eCluster, exec_ns: &str) -> anyhow::Result<Child> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"));
-    let binary = target.join("release/workflowexecution-operator");
-    if !binary.is_file() {
-        bail!(
-            "{} is missing; build it with:\n    cargo build --release -p workflowexecution-operator   (make e2e does)",
-            binary.display()
-        );
-    }
-    let config_file = cluster.dir().join("operator-workflows.yaml");
     // A short cooldown: no scenario here waits for one, and a long one would only slow retries.
-    std::fs::write(
-        &config_file,
-        format!(
+    e2e::spawn_operator(
+        cluster,
+        "operator-workflows",
+        &format!(
             "execution:\n  namespace: {exec_ns}\n  serviceAccountName: {RUNNER}\n\
              \x20 allowedServiceAccounts: [{RUNNER}, {MISSING_RUNNER}]\n\
              cooldown:\n  period: 5s\n\
@@ -109,21 +93,7 @@ fn spawn_operator(cluster: &E2eCluster, exec_ns: &str) -> anyhow::Result<Child> 
              controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
             repo().join("templates/workflowexecution").display()
         ),
-    )?;
-    let log = std::fs::File::create(cluster.dir().join("operator-workflows.log"))?;
-    let child = Command::new(&binary)
-        .arg("run")
-        .arg("--config")
-        .arg(&config_file)
-        .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    end_with_test_binary(&child)?;
-    Ok(child)
+    )
 }
 
 fn workflow_execution(
