@@ -252,6 +252,9 @@ struct Run {
     taskruns: Api<DynamicObject>,
     name: String,
     uid: String,
+    /// The run's labels and annotations: Tekton copies them onto its TaskRuns.
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl Run {
@@ -278,13 +281,11 @@ impl Run {
     /// given.
     async fn create_taskrun(&self, task: &str, state: Option<(Value, Value)>) -> kube::Result<()> {
         let mut tr = DynamicObject::new(&self.taskrun_name(task), &taskrun_resource());
-        tr.metadata.labels = Some(
-            [
-                ("tekton.dev/pipelineRun".to_string(), self.name.clone()),
-                ("tekton.dev/pipelineTask".to_string(), task.to_string()),
-            ]
-            .into(),
-        );
+        let mut labels = self.labels.clone();
+        labels.insert("tekton.dev/pipelineRun".to_string(), self.name.clone());
+        labels.insert("tekton.dev/pipelineTask".to_string(), task.to_string());
+        tr.metadata.labels = Some(labels);
+        tr.metadata.annotations = Some(self.annotations.clone());
         tr.data = json!({"spec": {"taskRef": {"name": task}}});
         match self.taskruns.create(&PostParams::default(), &tr).await {
             Ok(_) => {}
@@ -498,6 +499,8 @@ async fn drive(client: Client, config: &SimulatorConfig, obj: DynamicObject) -> 
         taskruns: Api::namespaced_with(client, &ns, &taskrun_resource()),
         name: obj.name_any(),
         uid: obj.uid().unwrap_or_default(),
+        labels: obj.labels().clone(),
+        annotations: obj.annotations().clone(),
     };
     let scenario = Scenario::from_bundle(&bundle_of(&obj));
     let name = run.name.clone();
@@ -563,6 +566,8 @@ async fn drive(client: Client, config: &SimulatorConfig, obj: DynamicObject) -> 
                 "startTime": now(),
                 "conditions": condition("Unknown", "Running", &running_message(0, TASKS.len())),
                 "childReferences": run.child_references(tasks),
+                // The resolved pipeline, as Tekton copies it into the run's status.
+                "pipelineSpec": {"tasks": TASKS.iter().map(|t| json!({"name": t})).collect::<Vec<_>>()},
             }))
             .await?;
         }

@@ -15,7 +15,7 @@ use kube::{
 use kubernaut_test_harness::simulator::Scenario;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
-use support::{Env, status_of, wfe};
+use support::{Env, WAIT, eventually, status_of, wfe};
 use workflowexecution_operator::{
     pipelinerun::pipeline_run_name,
     types::{
@@ -413,7 +413,13 @@ async fn a_run_deleted_after_a_step_ran_is_an_execution_failure_even_when_its_ta
     // The first task succeeded and the second waits for its image; the WFE has recorded that a
     // step ran.
     let run = run_of_running(&env, "ran-then-deleted", "Running with a step seen", |s| {
-        s.execution_started == Some(true) && s.total_tasks == Some(2)
+        s.execution_started == Some(true)
+    })
+    .await?;
+    // The second task's TaskRun exists once the first finished (it waits for its image).
+    let apply = format!("{run}-apply");
+    eventually("the second TaskRun exists", WAIT, || async {
+        Ok(env.taskruns().get_opt(&apply).await?.map(|_| ()))
     })
     .await?;
     // Garbage collection takes the TaskRuns with the run: remove them first, so only what the
