@@ -733,13 +733,11 @@ async fn readyz_turns_ready_only_once_the_caches_synced() -> anyhow::Result<()> 
 /// and each change reconciles the parent, as a child's does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grandchild_change_reconciles_its_parent_and_is_cached_pruned() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 
     init_tracing();
     let cp = ControlPlane::shared().await?;
     let _logs = cp.logs_on_failure();
-    cp.install_crds(&[permissive_crd("Gadget", "gadgets")])
-        .await?;
     let ns = cp.create_namespace("rt-grandchild").await?;
     let client = cp.client().await?;
     let watch = |resource: ApiResource| ChildWatch {
@@ -749,25 +747,21 @@ async fn a_grandchild_change_reconciles_its_parent_and_is_cached_pruned() -> any
         parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
         parent_name_annotation: None,
     };
-    let running = Operator::<Gadget>::new(client.clone(), settings("grandchild-test"))
+    // Parents: ConfigMaps; children: ServiceAccounts; grandchildren: Secrets.
+    let running = Operator::<ConfigMap>::new(client.clone(), settings("grandchild-test"))
         .parents(parents_in(&ns))
-        .children(watch(ApiResource::erase::<ConfigMap>(&())))
+        .children(watch(ApiResource::erase::<ServiceAccount>(&())))
         .grandchildren(watch(ApiResource::erase::<Secret>(&())), |secret| {
             if let Some(fields) = secret.data.as_object_mut() {
                 fields.remove("data");
             }
         })
-        .start(record_gadget, Seen::default())
+        .start(record_configmap, Seen::default())
         .await?;
-    let gadgets: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<Gadget>(&()));
-    let mut gadget = DynamicObject::new("g1", &ApiResource::erase::<Gadget>(&()));
-    gadget.metadata.labels = Some(BTreeMap::from([(PARENT_LABEL.into(), "true".into())]));
-    gadget.data = json!({"spec": {"color": "red"}});
-    gadgets.create(&PostParams::default(), &gadget).await?;
+    create_parent(&client, &ns, "g1").await?;
     let seen = &running.context().data;
     eventually(
-        "the gadget is reconciled",
+        "the parent is reconciled",
         Duration::from_secs(20),
         || async { Ok(seen.count_of("g1") >= 1) },
     )

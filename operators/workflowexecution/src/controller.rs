@@ -973,7 +973,6 @@ impl Handler<'_> {
                     mapping,
                     &task_runs,
                     status.pipeline_run_status.as_ref(),
-                    &observation.summary,
                 ) {
                     observation.summary.execution_started = Some(true);
                 }

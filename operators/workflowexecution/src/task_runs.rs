@@ -66,25 +66,20 @@ pub fn cached(
         .collect()
 }
 
-/// Whether to record now that a step of the unfinished run ran: only when `stored` (the WFE's
-/// `pipelineRunStatus`) does not say so yet, the run's summary changed (`observed` differs from
-/// `stored`: the status is written then anyway, so remembering the fact never costs a write of
-/// its own), and a step of one of `task_runs` ran.
+/// Whether to record now that a step of the unfinished run ran: `stored` (the WFE's
+/// `pipelineRunStatus`) does not say so yet and a step of one of `task_runs` ran.
+///
+/// Recorded as soon as it is seen, at the cost of one status write when nothing else changed:
+/// once Tekton stops a TaskRun it rewrites its steps, and a step that started in the same second
+/// as its TaskRun's creation then looks like one that never started (the mapping's `ran` rules
+/// cannot tell them apart); what was seen while it ran is the only sure evidence.
 pub fn learn_step_ran(
     mapping: &StatusMapping,
     task_runs: &BTreeMap<String, Value>,
     stored: Option<&PipelineRunStatusSummary>,
-    observed: &PipelineRunStatusSummary,
 ) -> bool {
-    let stored = stored.cloned().unwrap_or_default();
-    if stored.execution_started == Some(true) {
-        return false;
-    }
-    let changed = PipelineRunStatusSummary {
-        execution_started: stored.execution_started,
-        ..observed.clone()
-    } != stored;
-    changed && task_runs.values().any(|tr| mapping.grandchild_ran(tr))
+    let known = stored.and_then(|s| s.execution_started) == Some(true);
+    !known && task_runs.values().any(|tr| mapping.grandchild_ran(tr))
 }
 
 /// Drops what the reconciler never reads from a cached TaskRun: its spec, the resolved task
