@@ -714,6 +714,24 @@ async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_c
                 .then_some(()))
         })
         .await?;
+        // The run and its TaskRun while the step runs: what the simulator replays for a run in
+        // progress.
+        let running = eventually("the TaskRun reports its step running", || async {
+            let objects = run_objects(&client, &env.exec_ns, &run).await?;
+            let step_running = objects.iter().skip(1).any(|tr| {
+                tr.data["status"]["steps"]
+                    .as_array()
+                    .is_some_and(|steps| steps.iter().any(|s| s.get("running").is_some()))
+            });
+            Ok(step_running.then_some(objects))
+        })
+        .await?;
+        record(
+            env.cluster,
+            &running,
+            "running",
+            "the first task's first step runs (for an hour): the run and its TaskRun in progress",
+        )?;
 
         wfes.delete("delete-running", &DeleteParams::default())
             .await?;
