@@ -738,13 +738,7 @@ struct Replay {
 
 impl Replay {
     async fn patch_status(&self, status: Value) -> kube::Result<DynamicObject> {
-        self.runs
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "status": status })),
-            )
-            .await
+        patch_run_status(&self.runs, &self.name, status).await
     }
 
     async fn current(&self) -> kube::Result<Option<DynamicObject>> {
@@ -1052,8 +1046,8 @@ impl Replay {
     }
 
     /// The run's recorded final status.
-    async fn finish(&self, recording: &Recording) -> Result<(), SimulatorError> {
-        let mut status = self.run_status(&recording.run);
+    async fn finish(&self) -> Result<(), SimulatorError> {
+        let mut status = self.run_status(&self.recording.run);
         status["childReferences"] = self.child_references();
         self.patch_status(status).await?;
         Ok(())
@@ -1258,26 +1252,35 @@ async fn drive(
         started: Vec::new(),
         ended: BTreeSet::new(),
     };
-
-    if obj.data["status"]["startTime"].is_null() {
+    if !obj.data["status"]["startTime"].is_null() {
+        replay.resume(&obj).await?;
+    } else if scenario == Scenario::CouldntGetPipeline {
         tokio::time::sleep(config.start_delay).await;
-        if scenario == Scenario::CouldntGetPipeline {
-            // Resolution fails in Tekton's first reconcile: start and end at once.
-            replay.copy_labels().await?;
-            replay.subst.time(
-                &recording.run,
-                &replay.live,
-                &["metadata", "creationTimestamp"],
-            );
-            let mut status = replay.subst.apply(&recording.run["status"]);
-            let started = replay.live["metadata"]["creationTimestamp"].clone();
-            status["startTime"] = started;
-            replay.patch_status(status).await?;
-            return Ok(());
-        }
-        replay.start(scenario).await?;
+        return replay.fail_resolution().await;
     } else {
-        // Resumed: what exists already.
+        tokio::time::sleep(config.start_delay).await;
+        replay.start(scenario).await?;
+    }
+    let timeout = obj.data["spec"]["timeouts"]["pipeline"]
+        .as_str()
+        .and_then(parse_go_duration)
+        .unwrap_or(Duration::from_secs(3600));
+    replay.play(config, scenario, timeout).await
+}
+
+impl Replay {
+    /// The recording's failed resolution: Tekton fails the run in its first reconcile, so it
+    /// starts and ends at once.
+    async fn fail_resolution(&self) -> Result<(), SimulatorError> {
+        self.copy_labels().await?;
+        let mut status = self.subst.apply(&self.recording.run["status"]);
+        status["startTime"] = self.live["metadata"]["creationTimestamp"].clone();
+        self.patch_status(status).await?;
+        Ok(())
+    }
+
+    /// Picks up a run another simulator started: its TaskRuns, and which of them ended.
+    async fn resume(&mut self, obj: &DynamicObject) -> Result<(), SimulatorError> {
         for child in obj.data["status"]["childReferences"]
             .as_array()
             .cloned()
@@ -1286,67 +1289,73 @@ async fn drive(
             let Some(task) = child["pipelineTaskName"].as_str() else {
                 continue;
             };
-            replay.started.push(task.to_string());
-            if let Some(tr) = replay.taskruns.get_opt(&replay.taskrun_name(task)).await?
+            self.started.push(task.to_string());
+            if let Some(tr) = self.taskruns.get_opt(&self.taskrun_name(task)).await?
                 && is_done(&tr.data)
             {
-                replay.ended.insert(task.to_string());
+                self.ended.insert(task.to_string());
             }
         }
+        Ok(())
     }
 
-    let (to_end, ending) = plan(scenario, recording);
-    let to_end: Vec<String> = to_end
-        .into_iter()
-        .filter(|t| !replay.ended.contains(t))
-        .collect();
-    let begun = tokio::time::Instant::now();
-    let step = config.run_time / u32::try_from(to_end.len().max(1)).unwrap_or(1);
-    let timeout = obj.data["spec"]["timeouts"]["pipeline"]
-        .as_str()
-        .and_then(parse_go_duration)
-        .unwrap_or(Duration::from_secs(3600));
-    let mut next = 0usize;
-    loop {
-        let Some(current) = replay.current().await? else {
-            return Ok(());
-        };
-        if is_done(&current.data) {
-            return Ok(());
-        }
-        if is_cancel_requested(&current.data) {
-            return replay.cancel(&current).await;
-        }
-        let now = tokio::time::Instant::now();
-        let due = begun + step * u32::try_from(next + 1).unwrap_or(u32::MAX);
-        if next < to_end.len() && now >= due {
-            replay.end_task(&to_end[next], scenario).await?;
-            next += 1;
-            continue;
-        }
-        let wake = if next < to_end.len() {
-            Some(due)
-        } else {
-            match ending {
-                Ending::Recorded => return replay.finish(recording).await,
-                Ending::AtTimeout if now >= begun + timeout => {
-                    let final_recording = Recording::get("quota-final")?;
-                    for task in replay.started.clone() {
-                        if let Some(recorded) = final_recording.task_run(&task) {
-                            let status = replay.subst.apply(&recorded["status"]);
-                            replay.taskrun_status(&task, status).await?;
-                        }
-                    }
-                    return replay.finish(final_recording).await;
-                }
-                Ending::AtTimeout => Some(begun + timeout),
-                Ending::Never => None,
+    /// Ends the recorded TaskRuns one after the other over the run time, then ends the run as
+    /// the scenario says; a cancellation or deletion seen on the way takes over.
+    async fn play(
+        &mut self,
+        config: &SimulatorConfig,
+        scenario: Scenario,
+        timeout: Duration,
+    ) -> Result<(), SimulatorError> {
+        let (to_end, ending) = plan(scenario, self.recording);
+        let to_end: Vec<String> = to_end
+            .into_iter()
+            .filter(|t| !self.ended.contains(t))
+            .collect();
+        let begun = tokio::time::Instant::now();
+        let step = config.run_time / u32::try_from(to_end.len().max(1)).unwrap_or(1);
+        let mut next = 0usize;
+        loop {
+            let Some(current) = self.current().await? else {
+                return Ok(());
+            };
+            if is_done(&current.data) {
+                return Ok(());
             }
-        };
-        let pause = wake.map_or(config.poll_interval, |at| {
-            config.poll_interval.min(at.saturating_duration_since(now))
-        });
-        tokio::time::sleep(pause).await;
+            if is_cancel_requested(&current.data) {
+                return self.cancel(&current).await;
+            }
+            let now = tokio::time::Instant::now();
+            let due = begun + step * u32::try_from(next + 1).unwrap_or(u32::MAX);
+            if next < to_end.len() && now >= due {
+                self.end_task(&to_end[next], scenario).await?;
+                next += 1;
+                continue;
+            }
+            let wake = if next < to_end.len() {
+                Some(due)
+            } else {
+                match ending {
+                    Ending::Recorded => return self.finish().await,
+                    Ending::AtTimeout if now >= begun + timeout => {
+                        // The TaskRuns as the recording left them, then the run's timeout.
+                        for task in self.started.clone() {
+                            if let Some(recorded) = self.recording.task_run(&task) {
+                                let status = self.subst.apply(&recorded["status"]);
+                                self.taskrun_status(&task, status).await?;
+                            }
+                        }
+                        return self.finish().await;
+                    }
+                    Ending::AtTimeout => Some(begun + timeout),
+                    Ending::Never => None,
+                }
+            };
+            let pause = wake.map_or(config.poll_interval, |at| {
+                config.poll_interval.min(at.saturating_duration_since(now))
+            });
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 
