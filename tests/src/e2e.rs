@@ -53,9 +53,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Namespace, Node, ServiceAccount},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        CustomResourceConversion, CustomResourceDefinition,
-    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client,
@@ -783,7 +781,7 @@ impl TektonConfig {
                 "CustomResourceDefinition" => {
                     let mut crd: CustomResourceDefinition =
                         serde_json::from_value(value).with_context(context)?;
-                    without_webhook(&mut crd);
+                    crate::tekton::without_webhook(&mut crd);
                     self.crds.push(crd);
                 }
                 _ => {}
@@ -808,34 +806,6 @@ fn enable_only_bundles_resolver(cm: &mut ConfigMap) {
         ("enable-cluster-resolver", false),
     ] {
         data.insert(flag.to_string(), on.to_string());
-    }
-}
-
-/// No conversion webhook: `None` conversion (the tests only use `v1`). ResolutionRequest status
-/// fields the resolvers write as `null` on a failed resolution are made nullable (caveat 3).
-fn without_webhook(crd: &mut CustomResourceDefinition) {
-    crd.spec.conversion = Some(CustomResourceConversion {
-        strategy: "None".to_string(),
-        webhook: None,
-    });
-    if crd.metadata.name.as_deref() != Some("resolutionrequests.resolution.tekton.dev") {
-        return;
-    }
-    for version in &mut crd.spec.versions {
-        let status = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("status"))
-            .and_then(|s| s.properties.as_mut());
-        if let Some(status) = status {
-            for field in ["refSource", "source"] {
-                if let Some(schema) = status.get_mut(field) {
-                    schema.nullable = Some(true);
-                }
-            }
-        }
     }
 }
 

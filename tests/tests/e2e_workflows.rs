@@ -684,6 +684,24 @@ async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_c
                 .then_some(()))
         })
         .await?;
+        // The run and its TaskRun while the step runs: what the simulator replays for a run in
+        // progress.
+        let running = eventually("the TaskRun reports its step running", || async {
+            let objects = run_objects(&client, &env.exec_ns, &run).await?;
+            let step_running = objects.iter().skip(1).any(|tr| {
+                tr.data["status"]["steps"]
+                    .as_array()
+                    .is_some_and(|steps| steps.iter().any(|s| s.get("running").is_some()))
+            });
+            Ok(step_running.then_some(objects))
+        })
+        .await?;
+        record(
+            env.cluster,
+            &running,
+            "running",
+            "the first task's first step runs (for an hour): the run and its TaskRun in progress",
+        )?;
 
         wfes.delete("delete-running", &DeleteParams::default())
             .await?;
@@ -1064,5 +1082,88 @@ async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
     quotas
         .delete("no-widgets", &DeleteParams::default())
         .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ pending
+
+/// A run created with `spec.status: PipelineRunPending` (a cluster's admission or queueing can
+/// hold runs that way): Tekton reports `Unknown`/`PipelineRunPending`, sets no `startTime` and
+/// creates no TaskRun, and the operator's mapping reads it as `Pending`. Rendered by the
+/// operator's template into a namespace of its own, like the quota scenario.
+#[tokio::test]
+async fn a_run_held_pending_is_not_started_and_maps_to_pending() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, pending_scenario(env)).await
+}
+
+async fn pending_scenario(env: &Env) -> anyhow::Result<()> {
+    use workflowexecution_operator::{
+        config::OperatorConfig,
+        pipelinerun::render_pipeline_run,
+        templates::{load_status_mapping, load_templates},
+    };
+
+    let client = env.cluster.client().await?;
+    let ns = env
+        .cluster
+        .create_run_namespace("e2e-pending", RUNNER)
+        .await?;
+    let mut config = OperatorConfig::default();
+    config.execution.namespace = ns.clone();
+    config.execution.service_account_name = RUNNER.to_string();
+    config.templates.dir = repo().join("templates/workflowexecution");
+    let templates =
+        load_templates(&config.templates.dir).map_err(|e| anyhow!("loading the templates: {e}"))?;
+    let mapping = load_status_mapping(&config.templates.dir)
+        .map_err(|e| anyhow!("loading the status mapping: {e}"))?;
+    let wfe = workflow_execution(
+        &ns,
+        "pending",
+        env.cluster.bundle("succeed")?,
+        "pending",
+        None,
+    );
+    let mut rendered =
+        render_pipeline_run(&wfe, &config, &templates).map_err(|e| anyhow!("rendering: {e}"))?;
+    rendered["spec"]["status"] = Value::from("PipelineRunPending");
+    let mut run: DynamicObject = serde_json::from_value(rendered)?;
+    let name = run
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| anyhow!("the rendered PipelineRun has no name"))?;
+    // The owner is the WorkflowExecution, which does not exist here.
+    run.metadata.owner_references = None;
+    let runs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &tekton_resource("PipelineRun"));
+    runs.create(&PostParams::default(), &run).await?;
+
+    let pending = eventually("Tekton reports the run pending", || async {
+        let objects = run_objects(&client, &ns, &name).await?;
+        let held = condition(&objects[0].data).1 == "PipelineRunPending";
+        Ok(held.then_some(objects))
+    })
+    .await?;
+    record(
+        env.cluster,
+        &pending,
+        "pending-held",
+        "the run is created with spec.status PipelineRunPending",
+    )?;
+    assert_eq!(condition(&pending[0].data).0, "Unknown");
+    assert!(
+        pending[0].data["status"]["startTime"].is_null(),
+        "{}",
+        pending[0].data["status"]
+    );
+    assert_eq!(pending.len(), 1, "no TaskRun: {pending:?}");
+    assert_eq!(
+        mapping.phase(&pending[0].data),
+        Some("Pending"),
+        "{}",
+        pending[0].data["status"]
+    );
+    runs.delete(&name, &DeleteParams::default()).await?;
     Ok(())
 }

@@ -13,7 +13,10 @@ async fn main() -> anyhow::Result<()> {
         cp.server_url(),
         cp.startup_time()
     );
-    println!("Tekton stand-in CRDs installed (tekton.dev/v1 PipelineRun, TaskRun).");
+    println!(
+        "Tekton {}'s PipelineRun and TaskRun CRDs installed (tekton.dev/v1).",
+        tekton::VERSION
+    );
     println!();
     println!("  export KUBECONFIG={}", cp.kubeconfig_path().display());
     println!("  kubectl get --raw /version");
