@@ -19,7 +19,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{AuditError, Auditor},
+    audit::{self, AuditError},
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,
@@ -137,7 +137,7 @@ pub async fn start(
     config: Arc<ConfigStore<OperatorConfig>>,
     settings: RuntimeSettings,
     parents: ParentWatch,
-) -> Result<(Running<WorkflowExecution, State>, Auditor), StartError> {
+) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
     check_tekton(&client).await?;
     let current = config.current();
     let dir = current.templates.dir.clone();
@@ -176,7 +176,7 @@ pub async fn start(
         .templates(Arc::new(store), None);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
-    let auditor = Auditor::new(&current.audit, &registry)?;
+    let auditor = audit::start(&current.audit, &registry)?;
     let state = State {
         config,
         mapping: Arc::new(mapping),
