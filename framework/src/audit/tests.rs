@@ -62,6 +62,20 @@ fn http_settings(
     }
 }
 
+/// A receiver answering `script`, and an `http` auditor sending to it with these sizes and an
+/// hour-long flush interval, so that only the batch size and shutdown cut batches.
+async fn hourly_pair(
+    script: &[u16],
+    buffer_size: usize,
+    batch_size: usize,
+) -> (Receiver, Registry, Auditor<Note>) {
+    let (receiver, url) = Receiver::start(script).await;
+    let registry = Registry::new();
+    let settings = http_settings(&url, buffer_size, batch_size, Duration::from_secs(3600));
+    let auditor = start(&settings, &registry).unwrap();
+    (receiver, registry, auditor)
+}
+
 /// A counter or gauge from the registry; `reason` selects a dropped_total series.
 fn metric(registry: &Registry, name: &str, reason: Option<&str>) -> f64 {
     let name = format!("{PREFIX}_{name}");
@@ -663,13 +677,7 @@ fn log_sink_writes_one_json_line_per_record_at_info_on_the_audit_target() {
 
 #[tokio::test]
 async fn http_sink_posts_json_arrays_with_the_producers_user_agent() {
-    let (receiver, url) = Receiver::start(&[]).await;
-    let registry = Registry::new();
-    let auditor = start(
-        &http_settings(&url, 100, 2, Duration::from_secs(3600)),
-        &registry,
-    )
-    .unwrap();
+    let (receiver, registry, auditor) = hourly_pair(&[], 100, 2).await;
     let records = [numbered(0), numbered(1)];
     for record in &records {
         auditor.record(record.clone());
@@ -698,13 +706,7 @@ async fn http_sink_posts_json_arrays_with_the_producers_user_agent() {
 
 #[tokio::test]
 async fn batches_are_cut_at_batch_size() {
-    let (receiver, url) = Receiver::start(&[]).await;
-    let registry = Registry::new();
-    let auditor = start(
-        &http_settings(&url, 100, 3, Duration::from_secs(3600)),
-        &registry,
-    )
-    .unwrap();
+    let (receiver, registry, auditor) = hourly_pair(&[], 100, 3).await;
     for i in 0..7 {
         auditor.record(numbered(i));
     }
@@ -799,13 +801,7 @@ async fn answers_decide_retry_write_or_drop() {
         },
     ];
     for case in cases {
-        let (receiver, url) = Receiver::start(case.script).await;
-        let registry = Registry::new();
-        let auditor = start(
-            &http_settings(&url, 100, 2, Duration::from_secs(3600)),
-            &registry,
-        )
-        .unwrap();
+        let (receiver, registry, auditor) = hourly_pair(case.script, 100, 2).await;
         auditor.record(numbered(0));
         auditor.record(numbered(1));
         eventually("the batch accounted", || {
@@ -847,13 +843,7 @@ async fn answers_decide_retry_write_or_drop() {
 
 #[tokio::test]
 async fn a_full_buffer_drops_the_newest_records() {
-    let (receiver, url) = Receiver::start(&[]).await;
-    let registry = Registry::new();
-    let auditor = start(
-        &http_settings(&url, 5, 5, Duration::from_secs(3600)),
-        &registry,
-    )
-    .unwrap();
+    let (receiver, registry, auditor) = hourly_pair(&[], 5, 5).await;
     // The sender task cannot run during this synchronous loop (single-threaded runtime).
     for i in 0..8 {
         auditor.record(numbered(i));
@@ -873,13 +863,7 @@ async fn a_full_buffer_drops_the_newest_records() {
 
 #[tokio::test]
 async fn the_batch_in_flight_counts_against_the_buffer() {
-    let (receiver, url) = Receiver::start(&[]).await;
-    let registry = Registry::new();
-    let auditor = start(
-        &http_settings(&url, 5, 5, Duration::from_secs(3600)),
-        &registry,
-    )
-    .unwrap();
+    let (receiver, registry, auditor) = hourly_pair(&[], 5, 5).await;
     let held = receiver.gate.clone().lock_owned().await;
     for i in 0..5 {
         auditor.record(numbered(i));
@@ -899,13 +883,7 @@ async fn the_batch_in_flight_counts_against_the_buffer() {
 
 #[tokio::test]
 async fn shutdown_gives_up_on_a_hanging_receiver_at_its_timeout() {
-    let (receiver, url) = Receiver::start(&[]).await;
-    let registry = Registry::new();
-    let auditor = start(
-        &http_settings(&url, 100, 2, Duration::from_secs(3600)),
-        &registry,
-    )
-    .unwrap();
+    let (receiver, registry, auditor) = hourly_pair(&[], 100, 2).await;
     let _held = receiver.gate.clone().lock_owned().await;
     for i in 0..3 {
         auditor.record(numbered(i));
@@ -970,13 +948,7 @@ async fn receiver_down_never_blocks_record_and_counts_the_losses() {
 
 #[tokio::test]
 async fn shutdown_flushes_then_refuses_new_records() {
-    let (receiver, url) = Receiver::start(&[]).await;
-    let registry = Registry::new();
-    let auditor = start(
-        &http_settings(&url, 100, 50, Duration::from_secs(3600)),
-        &registry,
-    )
-    .unwrap();
+    let (receiver, registry, auditor) = hourly_pair(&[], 100, 50).await;
     let clone = auditor.clone();
     for i in 0..3 {
         clone.record(numbered(i));
