@@ -20,7 +20,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{AuditError, Auditor},
+    audit::{self, AuditError},
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,
@@ -160,7 +160,7 @@ pub async fn start(
     config: Arc<ConfigStore<OperatorConfig>>,
     settings: RuntimeSettings,
     parents: ParentWatch,
-) -> Result<(Running<WorkflowExecution, State>, Auditor), StartError> {
+) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
     let current = config.current();
     let dir = current.templates.dir.clone();
     let store = templates::load_template_store(&dir).map_err(|e| StartError::Templates {
@@ -215,7 +215,7 @@ pub async fn start(
         .templates(Arc::new(store), None);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
-    let auditor = Auditor::new(&current.audit, &registry)?;
+    let auditor = audit::start(&current.audit, &registry)?;
     let state = State {
         config,
         mapping: Arc::new(mapping),
