@@ -7,7 +7,7 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubernaut-operators
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 CARGO ?= cargo
 
-.PHONY: all test validate-render unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help e2e e2e-deps
+.PHONY: all test validate-render unit-test integration-test lint fmt controlplane kustomize deploy-check image demo bench crds golden clean-cache help e2e e2e-deps record-tekton
 
 all: test
 
@@ -24,9 +24,11 @@ help:
 	@echo "                      printing how to reach it and how to run the operator against it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
 	@echo "make kustomize        build kustomize from its Go module (cached)"
-	@echo "make e2e              end-to-end tests: the release operator on real Tekton in a container-free"
+	@echo "make e2e              end-to-end tests: the operator binary on real Tekton in a container-free"
 	@echo "                      cluster (kube-controller-manager, kube-scheduler, kwok); see docs/e2e.md"
 	@echo "make e2e-deps         build the end-to-end components from their Go modules (cached)"
+	@echo "make record-tekton    re-record what the fast tiers take from real Tekton: the e2e runs"
+	@echo "                      (tests/e2e/recorded/), Tekton's CRDs (tests/crds/), golden status outputs"
 	@echo "make crds             regenerate crds/ from the Rust types (CI fails on drift)"
 	@echo "make golden           regenerate the golden files (review the diff)"
 	@echo "make lint             cargo fmt --check and clippy -D warnings"
@@ -42,14 +44,33 @@ kustomize:
 e2e-deps: controlplane
 	@tests/e2e/install.sh >/dev/null
 
-# The end-to-end tests (tests/tests/e2e_*.rs) against real Tekton, with the release-built operator.
+# The end-to-end tests (tests/tests/e2e_*.rs) against real Tekton, with the operator binary (the
+# debug build the workspace's tests use: these tests judge behaviour, and a release build would add
+# the longest cold build of all to a fresh machine's CI run).
 E2E_ARGS ?=
 e2e: e2e-deps
-	$(CARGO) build --locked --release -p workflowexecution-operator --bin workflowexecution-operator
+	$(CARGO) build --locked -p workflowexecution-operator --bin workflowexecution-operator
 	@echo "end-to-end components:"
 	@sed 's/^/  /' "$$(tests/e2e/install.sh --print)/versions"
-	@echo "  $$("$(CARGO_TARGET_DIR)/release/workflowexecution-operator" version)"
+	@echo "  $$("$(CARGO_TARGET_DIR)/debug/workflowexecution-operator" version)"
 	$(CARGO) test --locked -p kubernaut-test-harness --features e2e --test 'e2e_*' -- $(E2E_ARGS)
+
+# Re-records everything the fast tiers take from real Tekton (docs/e2e.md, "Recordings"): Tekton's
+# PipelineRun/TaskRun CRDs from the module the e2e tier builds (tests/crds/), the e2e scenarios' runs
+# (tests/e2e/recorded/, which the simulator replays), and the golden status outputs mapped from them.
+# Review the diff.
+record-tekton: e2e-deps
+	@version=$$(tests/crds/vendor.sh); \
+	  echo "recording from tekton-pipelines $$version"; \
+	  sed -i "s/^pub const VERSION: &str = \".*\";/pub const VERSION: \&str = \"$$version\";/" tests/src/tekton.rs
+	$(CARGO) build --locked --release -p workflowexecution-operator --bin workflowexecution-operator
+	@rec=$$(mktemp -d); trap 'rm -rf "$$rec"' EXIT; \
+	  KUBERNAUT_E2E_RECORD="$$rec" $(CARGO) test --locked -p kubernaut-test-harness --features e2e \
+	    --test e2e_workflows; \
+	  rm -f tests/e2e/recorded/*.yaml; cp "$$rec"/*.yaml tests/e2e/recorded/
+	UPDATE_GOLDEN=1 $(CARGO) test --locked -p workflowexecution-operator --test golden
+	$(CARGO) test --locked -p kubernaut-test-harness --lib
+	@echo "re-recorded from $$(sed -n 's/^# Recorded from \(tekton-pipelines [^ ]*\) .*/\1/p' tests/e2e/recorded/succeed.yaml); review git diff"
 
 # The deploy check (tests/tests/deploy.rs, deploy_rbac.rs). `make test` runs the same tests as
 # part of the workspace's.

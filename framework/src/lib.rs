@@ -5,6 +5,7 @@
 //! primitives below carry everything else.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod backoff;
 pub mod condition;
 pub mod config;

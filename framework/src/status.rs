@@ -18,9 +18,19 @@
 //!   - {result: TaskFailed, all: {reason: [Failed], failedTaskName: ["*"]}}
 //!   - {result: Unknown}
 //! grandchildren:                           # optional: the child's own children (TaskRuns)
+//!   child: {apiVersion: tekton.dev/v1, kind: TaskRun}
+//!   names: "$.status.childReferences[?@.kind=='TaskRun'].name"   # read on the child, in order
 //!   ownerLabel: tekton.dev/pipelineRun     # finds them once the child is gone
+//!   finished: "$.status.conditions[?@.type=='Succeeded' && @.status!='Unknown']"
+//!   failed: "$.status.conditions[?@.type=='Succeeded' && @.status=='False']"
+//!   fields:                                # like the child's fields, read on a grandchild
+//!     reason: "$.status.conditions[?@.type=='Succeeded'].reason"
 //!   ran:                                   # "work started in it": any path selects a node
 //!     - "$.status.steps[?@.running]"
+//!   held:                                  # unfinished, but held back by something that names
+//!     - when: "$.status.conditions[?@.reason=='ExceededResourceQuota']"     # the outcome
+//!       result: ResourceExhausted
+//!       message: "$.status.conditions[?@.type=='Succeeded'].message"
 //!   facts:                                 # every selected node, in order
 //!     stepTerminationReason: "$.status.steps[*].terminated.reason"
 //! ```
@@ -41,6 +51,13 @@
 //!   numbers and booleans as text) for classification and failure details.
 //!   [`StatusMapping::grandchild_owner_label`] names the label that links grandchildren to the
 //!   child, so they can still be found after the child was deleted.
+//! * [`StatusMapping::grandchild_kind`] and [`StatusMapping::grandchild_names`] say which objects
+//!   the grandchildren are (the kind, and their names as the child lists them);
+//!   [`StatusMapping::grandchild_finished`], [`StatusMapping::grandchild_failed`] and
+//!   [`StatusMapping::grandchild_fields`] read one of them the way `phase` and `fields` read the
+//!   child; [`StatusMapping::grandchild_held`] says an unfinished grandchild is held back by
+//!   something that already names the outcome (a quota that refuses its pod), so the operator can
+//!   report it while the child still counts as running.
 //!
 //! JSONPath is RFC 9535 (jsonpath-rust); kubectl's `{.a.b}` form is rewritten to `$.a.b`.
 //!
@@ -141,9 +158,33 @@ pub struct StatusMapping {
 /// How one grandchild (an object the child created) is read.
 #[derive(Debug, Clone)]
 struct Grandchildren {
+    child: ChildKind,
+    names: CompiledPath,
     owner_label: Option<String>,
+    finished: Option<CompiledPath>,
+    failed: Option<CompiledPath>,
+    fields: BTreeMap<String, Field>,
     ran: Vec<CompiledPath>,
+    held: Vec<HeldRule>,
     facts: BTreeMap<String, CompiledPath>,
+}
+
+/// A `grandchildren.held` rule.
+#[derive(Debug, Clone)]
+struct HeldRule {
+    when: CompiledPath,
+    result: String,
+    message: Option<CompiledPath>,
+}
+
+/// An unfinished grandchild held back by something that already names the outcome
+/// ([`StatusMapping::grandchild_held`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The `result` of the matching `held` rule: one of the operator's classification results.
+    pub result: String,
+    /// What the rule's `message` path selects in the grandchild (its first scalar), if anything.
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,12 +235,31 @@ struct RawMapping {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawGrandchildren {
+    child: ChildKind,
+    names: String,
     #[serde(default)]
     owner_label: Option<String>,
     #[serde(default)]
+    finished: Option<String>,
+    #[serde(default)]
+    failed: Option<String>,
+    #[serde(default)]
+    fields: BTreeMap<String, Value>,
+    #[serde(default)]
     ran: Vec<String>,
     #[serde(default)]
+    held: Vec<RawHeldRule>,
+    #[serde(default)]
     facts: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeldRule {
+    when: String,
+    result: String,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -297,19 +357,7 @@ impl StatusMapping {
             if name.trim().is_empty() {
                 return Err(rule_error(label, "a field needs a name".to_owned()));
             }
-            let field = match &raw_field {
-                Value::String(path) => CompiledPath::compile(path).map(Field::Value),
-                Value::Object(map) => match (map.len(), map.get("count")) {
-                    (1, Some(Value::String(path))) => CompiledPath::compile(path).map(Field::Count),
-                    _ => Err(format!(
-                        "expected a JSONPath string or {{count: <JSONPath>}}, found {raw_field}"
-                    )),
-                },
-                other => Err(format!(
-                    "expected a JSONPath string or {{count: <JSONPath>}}, found {other}"
-                )),
-            }
-            .map_err(|m| rule_error(label, m))?;
+            let field = Field::compile(&raw_field).map_err(|m| rule_error(label, m))?;
             fields.insert(name, field);
         }
         for required in &rules.required_fields {
@@ -371,7 +419,9 @@ impl StatusMapping {
         }
 
         let grandchildren = match raw.grandchildren {
-            Some(raw) => Some(Grandchildren::compile(raw).map_err(|(r, m)| rule_error(r, m))?),
+            Some(raw) => {
+                Some(Grandchildren::compile(raw, rules).map_err(|(r, m)| rule_error(r, m))?)
+            }
             None if rules.require_grandchildren => {
                 return Err(rule_error(
                     "grandchildren".to_owned(),
@@ -410,16 +460,7 @@ impl StatusMapping {
 
     /// Every field that selects something in `child` (counts are always present).
     pub fn fields(&self, child: &Value) -> BTreeMap<String, Value> {
-        self.fields
-            .iter()
-            .filter_map(|(name, field)| {
-                let value = match field {
-                    Field::Value(path) => path.select(child).first().map(|v| (*v).clone())?,
-                    Field::Count(path) => Value::from(path.select(child).len()),
-                };
-                Some((name.clone(), value))
-            })
-            .collect()
+        evaluate_fields(&self.fields, child)
     }
 
     /// The result of the first classification rule the facts satisfy, if any.
@@ -456,12 +497,7 @@ impl StatusMapping {
                 let values = path
                     .select(grandchild)
                     .into_iter()
-                    .filter_map(|v| match v {
-                        Value::String(s) => Some(s.clone()),
-                        Value::Number(n) => Some(n.to_string()),
-                        Value::Bool(b) => Some(b.to_string()),
-                        _ => None,
-                    })
+                    .filter_map(scalar_text)
                     .collect();
                 (name.clone(), values)
             })
@@ -473,11 +509,159 @@ impl StatusMapping {
     pub fn grandchild_owner_label(&self) -> Option<&str> {
         self.grandchildren.as_ref()?.owner_label.as_deref()
     }
+
+    /// The grandchild kind, when the mapping has a `grandchildren` section.
+    pub fn grandchild_kind(&self) -> Option<&ChildKind> {
+        Some(&self.grandchildren.as_ref()?.child)
+    }
+
+    /// The grandchildren `child` lists (the `names` path), in its order, with their position in
+    /// that list; non-string and empty names are skipped (positions still count them).
+    pub fn grandchild_names(&self, child: &Value) -> Vec<(u32, String)> {
+        let Some(g) = &self.grandchildren else {
+            return Vec::new();
+        };
+        g.names
+            .select(child)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let name = name.as_str().filter(|n| !n.is_empty())?;
+                Some((u32::try_from(i).ok()?, name.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Whether `grandchild` finished (its `finished` path selects a node; false when the mapping
+    /// declares none).
+    pub fn grandchild_finished(&self, grandchild: &Value) -> bool {
+        self.grandchildren
+            .as_ref()
+            .and_then(|g| g.finished.as_ref())
+            .is_some_and(|path| !path.select(grandchild).is_empty())
+    }
+
+    /// Whether `grandchild` failed (its `failed` path selects a node; false when the mapping
+    /// declares none): its facts then explain the child's failure.
+    pub fn grandchild_failed(&self, grandchild: &Value) -> bool {
+        self.grandchildren
+            .as_ref()
+            .and_then(|g| g.failed.as_ref())
+            .is_some_and(|path| !path.select(grandchild).is_empty())
+    }
+
+    /// The `grandchildren.fields` of `grandchild`, evaluated like [`Self::fields`].
+    pub fn grandchild_fields(&self, grandchild: &Value) -> BTreeMap<String, Value> {
+        self.grandchildren
+            .as_ref()
+            .map(|g| evaluate_fields(&g.fields, grandchild))
+            .unwrap_or_default()
+    }
+
+    /// The first `held` rule that matches `grandchild`, unless it finished: what holds it back.
+    pub fn grandchild_held(&self, grandchild: &Value) -> Option<Held> {
+        if self.grandchild_finished(grandchild) {
+            return None;
+        }
+        let rule = self
+            .grandchildren
+            .as_ref()?
+            .held
+            .iter()
+            .find(|rule| !rule.when.select(grandchild).is_empty())?;
+        Some(Held {
+            result: rule.result.clone(),
+            message: rule
+                .message
+                .as_ref()
+                .and_then(|path| path.select(grandchild).first().and_then(|v| scalar_text(v))),
+        })
+    }
+}
+
+/// Every field of `fields` that selects something in `object` (counts are always present).
+fn evaluate_fields(fields: &BTreeMap<String, Field>, object: &Value) -> BTreeMap<String, Value> {
+    fields
+        .iter()
+        .filter_map(|(name, field)| {
+            let value = match field {
+                Field::Value(path) => path.select(object).first().map(|v| (*v).clone())?,
+                Field::Count(path) => Value::from(path.select(object).len()),
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
+}
+
+/// A scalar as text (strings as they are, numbers and booleans written out); `None` otherwise.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl Field {
+    /// A field from its file form: a JSONPath string or `{count: <JSONPath>}`.
+    fn compile(raw: &Value) -> Result<Self, String> {
+        match raw {
+            Value::String(path) => CompiledPath::compile(path).map(Field::Value),
+            Value::Object(map) => match (map.len(), map.get("count")) {
+                (1, Some(Value::String(path))) => CompiledPath::compile(path).map(Field::Count),
+                _ => Err(format!(
+                    "expected a JSONPath string or {{count: <JSONPath>}}, found {raw}"
+                )),
+            },
+            other => Err(format!(
+                "expected a JSONPath string or {{count: <JSONPath>}}, found {other}"
+            )),
+        }
+    }
 }
 
 impl Grandchildren {
     /// Compiles the section; an error is `(rule, message)`.
-    fn compile(raw: RawGrandchildren) -> Result<Self, (String, String)> {
+    fn compile(raw: RawGrandchildren, rules: &MappingRules) -> Result<Self, (String, String)> {
+        let names =
+            CompiledPath::compile(&raw.names).map_err(|m| ("grandchildren.names".to_owned(), m))?;
+        let optional_path = |path: Option<&String>, rule: &str| {
+            path.map(|p| CompiledPath::compile(p).map_err(|m| (rule.to_owned(), m)))
+                .transpose()
+        };
+        let finished = optional_path(raw.finished.as_ref(), "grandchildren.finished")?;
+        let failed = optional_path(raw.failed.as_ref(), "grandchildren.failed")?;
+        let mut fields = BTreeMap::new();
+        for (name, raw_field) in &raw.fields {
+            let label = format!("grandchildren field `{name}`");
+            if name.trim().is_empty() {
+                return Err((label, "a field needs a name".to_owned()));
+            }
+            fields.insert(
+                name.clone(),
+                Field::compile(raw_field).map_err(|m| (label, m))?,
+            );
+        }
+        let mut held = Vec::with_capacity(raw.held.len());
+        for (i, rule) in raw.held.iter().enumerate() {
+            let label = format!("grandchildren.held[{}] (result: {})", i + 1, rule.result);
+            if !rules.results.contains(&rule.result) {
+                return Err((
+                    label,
+                    format!(
+                        "unknown result `{}`; expected one of: {}",
+                        rule.result,
+                        rules.results.join(", ")
+                    ),
+                ));
+            }
+            held.push(HeldRule {
+                when: CompiledPath::compile(&rule.when).map_err(|m| (label.clone(), m))?,
+                result: rule.result.clone(),
+                message: optional_path(rule.message.as_ref(), &label)?,
+            });
+        }
         if let Some(label) = &raw.owner_label
             && (label.is_empty() || label.chars().any(|c| c.is_whitespace() || c == ','))
         {
@@ -511,8 +695,14 @@ impl Grandchildren {
             facts.insert(name, path);
         }
         Ok(Grandchildren {
+            child: raw.child,
+            names,
             owner_label: raw.owner_label,
+            finished,
+            failed,
+            fields,
             ran,
+            held,
             facts,
         })
     }
@@ -943,6 +1133,7 @@ classify:
     fn load_time_errors_name_the_rule() {
         let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
         // (yaml after `child`, expected fragments of the message)
+        // (yaml after `child`, expected fragments of the message)
         let cases: [(&str, &[&str]); 13] = [
             (
                 "phase: [{when: '$.status[', then: Running}]",
@@ -1045,7 +1236,20 @@ classify:
     /// before they started the TaskRun's creation time).
     const GRANDCHILDREN: &str = r#"
 grandchildren:
+  child: {apiVersion: tekton.dev/v1, kind: TaskRun}
+  names: "$.status.childReferences[?@.kind=='TaskRun'].name"
   ownerLabel: tekton.dev/pipelineRun
+  finished: "$.status.conditions[?@.type=='Succeeded' && @.status!='Unknown']"
+  failed: "$.status.conditions[?@.type=='Succeeded' && @.status=='False']"
+  fields:
+    reason: "$.status.conditions[?@.type=='Succeeded'].reason"
+    steps: {count: "$.status.steps[*]"}
+  held:
+    - when: "$.status.conditions[?@.type=='Succeeded' && @.reason=='ExceededResourceQuota']"
+      result: OOMKilled
+      message: "$.status.conditions[?@.type=='Succeeded'].message"
+    - when: "$.status.conditions[?@.reason=='Stuck']"
+      result: DeadlineExceeded
   ran:
     - "$.status.conditions[?@.type=='Succeeded' && @.status=='True']"
     - "$.status.steps[?@.running]"
@@ -1124,45 +1328,138 @@ grandchildren:
         assert_eq!(facts["ready"], ["true"]);
         assert!(facts["objects"].is_empty(), "objects are not facts");
 
+        // Kind, names in the child's order (the CustomRun is not one), finished, failed, fields.
+        assert_eq!(
+            mapping
+                .grandchild_kind()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("tekton.dev/v1, Kind=TaskRun")
+        );
+        let run = pipeline_run(Some(("False", "Failed", "x")), true);
+        assert_eq!(
+            mapping.grandchild_names(&run),
+            [
+                (0, "wfe-f3457dcc8fbcb6d9-drain".to_owned()),
+                (1, "wfe-f3457dcc8fbcb6d9-scale".to_owned())
+            ]
+        );
+        for (succeeded, finished, failed) in [
+            ("True", true, false),
+            ("False", true, true),
+            ("Unknown", false, false),
+        ] {
+            let tr = task_run(json!([]), succeeded);
+            assert_eq!(mapping.grandchild_finished(&tr), finished, "{succeeded}");
+            assert_eq!(mapping.grandchild_failed(&tr), failed, "{succeeded}");
+        }
+        let mut failed_tr = task_run(json!([error.clone()]), "False");
+        failed_tr["status"]["conditions"][0]["reason"] = json!("Failed");
+        assert_eq!(
+            mapping.grandchild_fields(&failed_tr),
+            BTreeMap::from([
+                ("reason".to_owned(), json!("Failed")),
+                ("steps".to_owned(), json!(1))
+            ])
+        );
+
+        // Held: the first matching rule, only while unfinished; the message when it selects one.
+        let held = |status: &str, reason: &str| {
+            let mut tr = task_run(json!([]), status);
+            tr["status"]["conditions"][0]["reason"] = json!(reason);
+            tr["status"]["conditions"][0]["message"] = json!("exceeded quota: no-pods");
+            mapping.grandchild_held(&tr)
+        };
+        assert_eq!(
+            held("Unknown", "ExceededResourceQuota"),
+            Some(Held {
+                result: "OOMKilled".to_owned(),
+                message: Some("exceeded quota: no-pods".to_owned())
+            })
+        );
+        assert_eq!(
+            held("Unknown", "Stuck"),
+            Some(Held {
+                result: "DeadlineExceeded".to_owned(),
+                message: None
+            })
+        );
+        assert_eq!(held("False", "ExceededResourceQuota"), None, "finished");
+        assert_eq!(held("Unknown", "Running"), None);
+
         // Without the section: nothing ran, no facts.
         let plain = tekton();
         assert!(!plain.reads_grandchildren());
         assert!(!plain.grandchild_ran(&task_run(json!([]), "True")));
         assert!(plain.grandchild_facts(&tr).is_empty());
         assert_eq!(plain.grandchild_owner_label(), None);
+        assert_eq!(plain.grandchild_kind(), None);
+        assert!(plain.grandchild_names(&run).is_empty());
+        assert!(!plain.grandchild_failed(&failed_tr));
+        assert_eq!(plain.grandchild_held(&failed_tr), None);
     }
 
     #[test]
     fn grandchildren_errors_name_the_entry() {
         let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
-        let cases: [(&str, &[&str]); 6] = [
+        // What every section needs, prefixed to the cases that are not about it.
+        let keys = "child: {apiVersion: tekton.dev/v1, kind: TaskRun}, names: '$.n', ";
+        let cases: [(String, &[&str]); 13] = [
+            ("{}".to_owned(), &["missing field `child`"]),
             (
-                "grandchildren: {}",
+                "{child: {apiVersion: v1, kind: Pod}}".to_owned(),
+                &["missing field `names`"],
+            ),
+            (
+                "{names: '$.a', ran: ['$.a']}".to_owned(),
+                &["missing field `child`"],
+            ),
+            (
+                "{child: {apiVersion: v1, kind: Pod}, names: 'a', ran: ['$.a']}".to_owned(),
+                &["grandchildren.names", "must start with `$`"],
+            ),
+            (
+                format!("{{{keys}}}"),
                 &["grandchildren.ran", "lists no paths"],
             ),
             (
-                "grandchildren: {ran: ['$.a', '$.b[']}",
+                format!("{{{keys}ran: ['$.a', '$.b[']}}"),
                 &["grandchildren.ran[2]", "invalid JSONPath"],
             ),
             (
-                "grandchildren: {ran: ['$.a'], facts: {exitCode: 'steps'}}",
+                format!("{{{keys}ran: ['$.a'], facts: {{exitCode: 'steps'}}}}"),
                 &["grandchildren fact `exitCode`", "must start with `$`"],
             ),
             (
-                "grandchildren: {ran: ['$.a'], facts: {' ': '$.a'}}",
+                format!("{{{keys}ran: ['$.a'], facts: {{' ': '$.a'}}}}"),
                 &["grandchildren fact", "needs a name"],
             ),
             (
-                "grandchildren: {ran: ['$.a'], ownerLabel: 'a b'}",
+                format!("{{{keys}ran: ['$.a'], ownerLabel: 'a b'}}"),
                 &["grandchildren.ownerLabel", "not a label key"],
             ),
             (
-                "grandchildren: {ran: ['$.a'], steps: '$.a'}",
+                format!("{{{keys}ran: ['$.a'], steps: '$.a'}}"),
                 &["unknown field `steps`"],
+            ),
+            (
+                format!("{{{keys}ran: ['$.a'], failed: '$.['}}"),
+                &["grandchildren.failed", "invalid JSONPath"],
+            ),
+            (
+                format!("{{{keys}ran: ['$.a'], fields: {{reason: 3}}}}"),
+                &["grandchildren field `reason`", "expected a JSONPath string"],
+            ),
+            (
+                format!("{{{keys}ran: ['$.a'], held: [{{when: '$.a', result: Quota}}]}}"),
+                &[
+                    "grandchildren.held[1] (result: Quota)",
+                    "unknown result `Quota`",
+                ],
             ),
         ];
         for (body, fragments) in cases {
-            assert_refused(&format!("{child}{body}\n"), fragments);
+            assert_refused(&format!("{child}grandchildren: {body}\n"), fragments);
         }
         let required = MappingRules {
             require_grandchildren: true,

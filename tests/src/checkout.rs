@@ -22,7 +22,7 @@ pub const NAMESPACES: [&str; 2] = ["kubernaut-system", "kubernaut-workflows"];
 /// How long the simulator takes to finish a PipelineRun.
 pub const SIMULATED_RUN_TIME: Duration = Duration::from_secs(5);
 
-/// Installs the Tekton stand-in CRDs and the WorkflowExecution CRD, creates [`NAMESPACES`] and,
+/// Installs Tekton's PipelineRun and TaskRun CRDs and the WorkflowExecution CRD, creates [`NAMESPACES`] and,
 /// if `simulate`, starts the Tekton simulator on the PipelineRuns' namespace (it runs while the
 /// returned value is kept).
 ///

@@ -53,9 +53,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Namespace, Node, ServiceAccount},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        CustomResourceConversion, CustomResourceDefinition,
-    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client,
@@ -783,7 +781,7 @@ impl TektonConfig {
                 "CustomResourceDefinition" => {
                     let mut crd: CustomResourceDefinition =
                         serde_json::from_value(value).with_context(context)?;
-                    without_webhook(&mut crd);
+                    crate::tekton::without_webhook(&mut crd);
                     self.crds.push(crd);
                 }
                 _ => {}
@@ -811,34 +809,6 @@ fn enable_only_bundles_resolver(cm: &mut ConfigMap) {
     }
 }
 
-/// No conversion webhook: `None` conversion (the tests only use `v1`). ResolutionRequest status
-/// fields the resolvers write as `null` on a failed resolution are made nullable (caveat 3).
-fn without_webhook(crd: &mut CustomResourceDefinition) {
-    crd.spec.conversion = Some(CustomResourceConversion {
-        strategy: "None".to_string(),
-        webhook: None,
-    });
-    if crd.metadata.name.as_deref() != Some("resolutionrequests.resolution.tekton.dev") {
-        return;
-    }
-    for version in &mut crd.spec.versions {
-        let status = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("status"))
-            .and_then(|s| s.properties.as_mut());
-        if let Some(status) = status {
-            for field in ["refSource", "source"] {
-                if let Some(schema) = status.get_mut(field) {
-                    schema.nullable = Some(true);
-                }
-            }
-        }
-    }
-}
-
 /// Ends `child` with the test binary: at exit (an exit hook) or, should the binary be killed, by a
 /// guard process. For processes a test starts on the shared cluster (the operator), which no
 /// [`Drop`] ends because the shared cluster lives in a `static`.
@@ -851,4 +821,59 @@ pub fn end_with_test_binary(child: &Child) -> anyhow::Result<()> {
     // The guard's directory argument is empty: it removes nothing (`rm -rf ''`).
     spawn_guard(&[child.id()], Path::new(""))?;
     Ok(())
+}
+
+/// The operator binary the end-to-end tests run: `KUBERNAUT_OPERATOR_BINARY` when set, else the
+/// debug build in `$CARGO_TARGET_DIR` (`./target` without it) — the build the workspace's tests
+/// already made; behaviour, not speed, is what these tests judge.
+///
+/// # Errors
+///
+/// When the binary is missing, naming the command that builds it.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    let binary = match std::env::var_os("KUBERNAUT_OPERATOR_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_tests_dir().join("../target"))
+            .join("debug/workflowexecution-operator"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} is missing; build it with:\n    cargo build -p workflowexecution-operator   (make e2e does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Starts [`operator_binary`] as `run --config <cluster dir>/<name>.yaml` (`config_yaml` written
+/// there) against `cluster`, logging to `<cluster dir>/<name>.log`; the process ends with the test
+/// binary ([`end_with_test_binary`]).
+///
+/// # Errors
+///
+/// When the binary is missing or cannot be started, or a file cannot be written.
+pub fn spawn_operator(
+    cluster: &E2eCluster,
+    name: &str,
+    config_yaml: &str,
+) -> anyhow::Result<Child> {
+    let binary = operator_binary()?;
+    let config_file = cluster.dir().join(format!("{name}.yaml"));
+    fs::write(&config_file, config_yaml)?;
+    let log = fs::File::create(cluster.dir().join(format!("{name}.log")))?;
+    let child = Command::new(&binary)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_file)
+        .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    end_with_test_binary(&child)?;
+    Ok(child)
 }

@@ -12,6 +12,9 @@
 //! 3. RBAC without wildcards (what each verb is for is proven in `deploy_rbac.rs`).
 //! 4. Hot reload through the mount: a kubelet-style `..data` symlink swap is picked up by the
 //!    template store and the config loader.
+//! 5. Audit to Data Storage (the `deploy/data-storage` component, off by default): a projected
+//!    ServiceAccount token with its own audience, mounted read-only where `audit.tokenFile`
+//!    points, admitted by the API server under the restricted standard.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -32,6 +36,7 @@ use kube::{
     Api, ResourceExt,
     api::{ObjectMeta, PostParams},
 };
+use kubernaut_framework::config::load_with_env;
 use kubernaut_framework::template::ReloadOutcome;
 use kubernaut_test_harness::{
     ControlPlane,
@@ -39,7 +44,7 @@ use kubernaut_test_harness::{
 };
 use workflowexecution_operator::{
     cli,
-    config::{DEFAULT_CONFIG_FILE, OperatorConfig},
+    config::{AuditSink, DEFAULT_CONFIG_FILE, ENV_PREFIX, OperatorConfig},
     templates::{self, CANCEL_SPEC, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
 };
 
@@ -595,8 +600,114 @@ async fn operator_pods_are_admitted_under_the_enforced_restricted_pod_security_s
         }
         other => panic!("a privilege-escalating pod was admitted: {other:?}"),
     }
+    // With Data Storage's projected token (deploy/data-storage), the pod is admitted as well.
+    pods.create(&dry_run, &operator_pod(&with_data_storage()?, |_| {})?)
+        .await?;
     // Leave the control plane as found: the apply-twice test starts from nothing.
     deploy::delete(&client, &manifest).await?;
+    Ok(())
+}
+
+/// `deploy/` with the `data-storage` component enabled, as an admin enables it (kustomize takes
+/// no absolute paths, so the overlay names the repository relative to itself).
+fn with_data_storage() -> anyhow::Result<Manifest> {
+    let overlay = tempfile::tempdir()?;
+    let up = "../".repeat(overlay.path().components().count().saturating_sub(1));
+    let root = std::fs::canonicalize(repo_root())?;
+    let root = root.strip_prefix("/")?.display();
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {up}{root}/deploy\ncomponents:\n  - {up}{root}/deploy/data-storage\n"
+        ),
+    )?;
+    Manifest::build(overlay.path())
+}
+
+#[test]
+fn the_data_storage_component_mounts_a_projected_token_where_the_audit_config_reads_it()
+-> anyhow::Result<()> {
+    let manifest = with_data_storage()?;
+    assert_eq!(manifest.objects.len(), Manifest::deploy()?.objects.len());
+    let deployment = deployment(&manifest)?;
+    let original = serde_json::to_value(manifest.find("Deployment", Some(SYSTEM), OPERATOR))?;
+    assert_eq!(
+        serde_json::to_value(&deployment)?,
+        original,
+        "unknown fields"
+    );
+    let container = operator_container(&deployment)?;
+
+    // The configuration the pod runs with: the shipped file (its ConfigMap) under its environment.
+    let env: Vec<(String, String)> = container
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.name.starts_with(ENV_PREFIX))
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    let config = load_with_env(
+        &OperatorConfig::default(),
+        Some(&repo_root().join("config/workflowexecution.yaml")),
+        ENV_PREFIX,
+        env,
+    )?;
+    assert_eq!(config.audit.sink, AuditSink::Http);
+    assert!(
+        config.audit.url.starts_with("https://"),
+        "{}",
+        config.audit.url
+    );
+    let token_file = config
+        .audit
+        .token_file
+        .context("audit.tokenFile is not set")?;
+    let ca_file = config.audit.ca_file.context("audit.caFile is not set")?;
+
+    // Both files come from one read-only mount of a projected volume, at the paths it projects.
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| token_file.starts_with(&m.mount_path))
+        .context("no volume mount holds audit.tokenFile")?;
+    assert_eq!(mount.read_only, Some(true));
+    let mount_path = Path::new(&mount.mount_path);
+    let sources = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.volumes)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.projected)
+        .and_then(|p| p.sources)
+        .context("the mounted volume is not a projected one")?;
+    let token = sources
+        .iter()
+        .find_map(|s| s.service_account_token.as_ref())
+        .context("no serviceAccountToken source")?;
+    assert_eq!(mount_path.join(&token.path), token_file);
+    // A token of its own audience (Data Storage's): useless against the API server.
+    let audience = token.audience.as_deref().unwrap_or_default();
+    assert!(
+        !audience.is_empty() && !audience.contains("kubernetes.default"),
+        "audience {audience:?}"
+    );
+    // The API server's floor for projected tokens is 10 minutes.
+    assert!(token.expiration_seconds.is_some_and(|s| s >= 600));
+    let ca_paths: Vec<PathBuf> = sources
+        .iter()
+        .filter_map(|s| s.config_map.as_ref())
+        .flat_map(|c| c.items.iter().flatten())
+        .map(|item| mount_path.join(&item.path))
+        .collect();
+    assert!(
+        ca_paths.contains(&ca_file),
+        "{ca_file:?} not in {ca_paths:?}"
+    );
     Ok(())
 }
 

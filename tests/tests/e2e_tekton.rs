@@ -1,5 +1,5 @@
 //! End to end on real Tekton Pipelines (the cluster of `kubernaut_test_harness::e2e`): what the
-//! operator renders is what real Tekton runs, and the released operator binary drives a
+//! operator renders is what real Tekton runs, and the operator binary drives a
 //! WorkflowExecution through it.
 //!
 //! 1. `a_rendered_pipeline_run_succeeds_on_real_tekton`: the PipelineRun our template renders,
@@ -8,17 +8,13 @@
 //! 2. `a_missing_bundle_fails_the_run_instead_of_leaving_it_waiting`: a bundle the registry does
 //!    not hold fails the run with Tekton's resolution error (this needs the ResolutionRequest CRD's
 //!    nullable status fields, see the harness's caveats).
-//! 3. `the_operator_binary_completes_a_workflow_execution_on_real_tekton`: the release-built
+//! 3. `the_operator_binary_completes_a_workflow_execution_on_real_tekton`: the
 //!    operator process runs a WorkflowExecution to `Completed`.
 //!
-//! Needs `make e2e-deps` (the cluster's binaries) and, for 2, the release build of the operator
-//! (`make e2e` builds both); without them the tests fail naming the command.
+//! Needs `make e2e-deps` (the cluster's binaries) and, for 3, the operator's build
+//! (`make e2e` makes both); without them the tests fail naming the command.
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, process::Child, time::Duration};
 
 use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::core::v1::Pod;
@@ -26,7 +22,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams},
 };
-use kubernaut_test_harness::e2e::E2eCluster;
+use kubernaut_test_harness::e2e::{E2eCluster, spawn_operator};
 use serde_json::Value;
 use workflowexecution_operator::{
     config::OperatorConfig,
@@ -282,25 +278,15 @@ async fn missing_bundle_fails(cluster: &E2eCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The release-built operator as a process of its own, logging to the cluster's directory.
+/// The operator binary as a process of its own, logging to the cluster's directory.
 struct OperatorProcess(Child);
 
 impl OperatorProcess {
     fn spawn(cluster: &E2eCluster, config: &OperatorConfig) -> anyhow::Result<Self> {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target"));
-        let binary = target.join("release/workflowexecution-operator");
-        if !binary.is_file() {
-            bail!(
-                "{} is missing; build it with:\n    cargo build --release -p workflowexecution-operator   (make e2e does)",
-                binary.display()
-            );
-        }
-        let config_file = cluster.dir().join("operator.yaml");
-        std::fs::write(
-            &config_file,
-            format!(
+        let child = spawn_operator(
+            cluster,
+            "operator",
+            &format!(
                 "execution:\n  namespace: {}\n  serviceAccountName: {}\ncooldown:\n  period: 5s\n\
                  templates:\n  dir: {}\naudit:\n  sink: log\n\
                  controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
@@ -309,18 +295,6 @@ impl OperatorProcess {
                 config.templates.dir.display()
             ),
         )?;
-        let log = std::fs::File::create(cluster.dir().join("operator.log"))?;
-        let child = Command::new(&binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_file)
-            .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
         Ok(Self(child))
     }
 }

@@ -1,4 +1,4 @@
-//! End-to-end workflow scenarios: the release-built operator against real Tekton Pipelines.
+//! End-to-end workflow scenarios: the operator against real Tekton Pipelines.
 //!
 //! One operator process serves every test of this binary (operators watch WorkflowExecutions in
 //! every namespace, so two would race for the same objects); it runs the workflows in one
@@ -10,18 +10,12 @@
 //! PipelineRun and its TaskRuns — to `<dir>/<scenario>.yaml` (`tests/e2e/recorded/` holds the
 //! committed recordings).
 //!
-//! Needs `make e2e-deps` and the release build of the operator (`make e2e` builds both); without
+//! Needs `make e2e-deps` and the operator's build (`make e2e` builds both); without
 //! them the tests fail naming the command.
 
-use std::{
-    collections::BTreeSet,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::PathBuf, process::Child, sync::Mutex, time::Duration};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -31,7 +25,7 @@ use kube::{
         WatchEvent, WatchParams,
     },
 };
-use kubernaut_test_harness::e2e::{E2eCluster, end_with_test_binary};
+use kubernaut_test_harness::e2e::{self, E2eCluster};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use workflowexecution_operator::types::{
@@ -85,23 +79,13 @@ async fn env() -> anyhow::Result<&'static Env> {
     .await
 }
 
-/// Starts the release-built operator, logging to the cluster's directory.
+/// Starts the operator, logging to the cluster's directory.
 fn spawn_operator(cluster: &E2eCluster, exec_ns: &str) -> anyhow::Result<Child> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"));
-    let binary = target.join("release/workflowexecution-operator");
-    if !binary.is_file() {
-        bail!(
-            "{} is missing; build it with:\n    cargo build --release -p workflowexecution-operator   (make e2e does)",
-            binary.display()
-        );
-    }
-    let config_file = cluster.dir().join("operator-workflows.yaml");
     // A short cooldown: no scenario here waits for one, and a long one would only slow retries.
-    std::fs::write(
-        &config_file,
-        format!(
+    e2e::spawn_operator(
+        cluster,
+        "operator-workflows",
+        &format!(
             "execution:\n  namespace: {exec_ns}\n  serviceAccountName: {RUNNER}\n\
              \x20 allowedServiceAccounts: [{RUNNER}, {MISSING_RUNNER}]\n\
              cooldown:\n  period: 5s\n\
@@ -109,21 +93,7 @@ fn spawn_operator(cluster: &E2eCluster, exec_ns: &str) -> anyhow::Result<Child> 
              controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
             repo().join("templates/workflowexecution").display()
         ),
-    )?;
-    let log = std::fs::File::create(cluster.dir().join("operator-workflows.log"))?;
-    let child = Command::new(&binary)
-        .arg("run")
-        .arg("--config")
-        .arg(&config_file)
-        .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    end_with_test_binary(&child)?;
-    Ok(child)
+    )
 }
 
 fn workflow_execution(
@@ -714,6 +684,24 @@ async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_c
                 .then_some(()))
         })
         .await?;
+        // The run and its TaskRun while the step runs: what the simulator replays for a run in
+        // progress.
+        let running = eventually("the TaskRun reports its step running", || async {
+            let objects = run_objects(&client, &env.exec_ns, &run).await?;
+            let step_running = objects.iter().skip(1).any(|tr| {
+                tr.data["status"]["steps"]
+                    .as_array()
+                    .is_some_and(|steps| steps.iter().any(|s| s.get("running").is_some()))
+            });
+            Ok(step_running.then_some(objects))
+        })
+        .await?;
+        record(
+            env.cluster,
+            &running,
+            "running",
+            "the first task's first step runs (for an hour): the run and its TaskRun in progress",
+        )?;
 
         wfes.delete("delete-running", &DeleteParams::default())
             .await?;
@@ -980,22 +968,138 @@ async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_err
 
 // ------------------------------------------------------------------------------------- quota
 
-/// What real Tekton does when a ResourceQuota refuses every pod, and what the operator's status
-/// mapping makes of it (applied to the objects Tekton wrote). The run is rendered by the operator's
-/// template and created in a namespace of its own (a quota in the shared execution namespace would
-/// starve the other tests).
+/// What real Tekton does when a ResourceQuota refuses a TaskRun's pod — keep the TaskRun
+/// `Unknown`/`ExceededResourceQuota`, retry every minute, say only "Running" on the run, end it
+/// `PipelineRunTimeout` with the quota text gone — and what the operator makes of it: the hold is
+/// reported while the WFE runs (condition and Event), and the timeout fails it as
+/// `ResourceExhausted`. The quota constrains only pods requesting an extended resource that only
+/// the `quota` bundle requests, so the other tests sharing the execution namespace are unaffected.
 #[tokio::test]
-async fn an_exhausted_quota_keeps_the_taskrun_unknown_and_the_mapping_reports_only_deadline_exceeded()
+async fn an_exhausted_quota_is_reported_while_running_and_fails_the_execution_as_resource_exhausted()
 -> anyhow::Result<()> {
     let env = env().await?;
     logged(env.cluster, quota_scenario(env)).await
 }
 
 async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::ResourceQuota;
+    use k8s_openapi::api::core::v1::{Event, ResourceQuota};
+
+    let client = env.cluster.client().await?;
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &env.exec_ns);
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "no-widgets"},
+        "spec": {"hard": {"requests.kubernaut.ai/widget": "0"}},
+    }))?;
+    quotas.create(&PostParams::default(), &quota).await?;
+    // Admission enforces a quota once the resourcequota controller has written its status.
+    eventually("the quota's status is computed", || async {
+        let q = quotas.get("no-widgets").await?;
+        Ok(q.status.and_then(|s| s.hard).is_some().then_some(()))
+    })
+    .await?;
+
+    let ns = env
+        .cluster
+        .control_plane()
+        .create_namespace("e2e-quota")
+        .await?;
+    let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+    let wfe = workflow_execution(
+        &ns,
+        "quota",
+        env.cluster.bundle("quota")?,
+        "quota",
+        Some("30s"),
+    );
+    wfes.create(&PostParams::default(), &wfe).await?;
+
+    // While the quota refuses the pod: Running, with the hold on ExecutionRunning.
+    let held = eventually("the WFE reports the quota while running", || async {
+        let current = wfes.get("quota").await?;
+        let reported = current.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "ExecutionRunning"
+                    && c.status == "False"
+                    && c.reason == "ResourceExhausted"
+                    && c.message.contains("exceeded quota")
+            })
+        });
+        Ok(reported.then_some(current))
+    })
+    .await?;
+    assert_eq!(phase(&held), Some(Phase::Running));
+    let run = run_name(&held)?;
+    let running = run_objects(&client, &env.exec_ns, &run).await?;
+    record(
+        env.cluster,
+        &running,
+        "quota-running",
+        "a ResourceQuota allows no pod of the task; the run while the TaskRun waits on the quota",
+    )?;
+    assert!(
+        running.iter().skip(1).any(|tr| condition(&tr.data)
+            == ("Unknown".to_string(), "ExceededResourceQuota".to_string())),
+        "the TaskRun waits on the quota"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let held_events = eventually("the ExecutionHeld Event", || async {
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=quota"))
+            .await?;
+        let held: Vec<Event> = list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ExecutionHeld"))
+            .collect();
+        Ok((!held.is_empty()).then_some(held))
+    })
+    .await?;
+    assert_eq!(held_events[0].type_.as_deref(), Some("Warning"));
+
+    let done = wait_phase(&wfes, "quota", &[Phase::Completed, Phase::Failed]).await?;
+    let finished = run_objects(&client, &env.exec_ns, &run).await?;
+    record(
+        env.cluster,
+        &finished,
+        "quota-final",
+        "a ResourceQuota allows no pod of the task; executionConfig.timeout 30s; the run after its timeout",
+    )?;
+    assert_eq!(
+        condition(&finished[0].data),
+        ("False".to_string(), "PipelineRunTimeout".to_string()),
+        "{}",
+        finished[0].data["status"]
+    );
+    let details = failure(&done)?;
+    assert_eq!(
+        details.reason,
+        FailureReason::ResourceExhausted,
+        "{details:?}"
+    );
+    assert!(details.message.contains("exceeded quota"), "{details:?}");
+    // No pod was ever created, so no step ran.
+    assert!(!details.was_execution_failure, "{details:?}");
+    quotas
+        .delete("no-widgets", &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ pending
+
+/// A run created with `spec.status: PipelineRunPending` (a cluster's admission or queueing can
+/// hold runs that way): Tekton reports `Unknown`/`PipelineRunPending`, sets no `startTime` and
+/// creates no TaskRun, and the operator's mapping reads it as `Pending`. Rendered by the
+/// operator's template into a namespace of its own, like the quota scenario.
+#[tokio::test]
+async fn a_run_held_pending_is_not_started_and_maps_to_pending() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, pending_scenario(env)).await
+}
+
+async fn pending_scenario(env: &Env) -> anyhow::Result<()> {
     use workflowexecution_operator::{
         config::OperatorConfig,
-        failure::{FailureContext, failure_details},
         pipelinerun::render_pipeline_run,
         templates::{load_status_mapping, load_templates},
     };
@@ -1003,21 +1107,8 @@ async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
     let client = env.cluster.client().await?;
     let ns = env
         .cluster
-        .create_run_namespace("e2e-quota", RUNNER)
+        .create_run_namespace("e2e-pending", RUNNER)
         .await?;
-    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
-    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "no-pods"},
-        "spec": {"hard": {"pods": "0"}},
-    }))?;
-    quotas.create(&PostParams::default(), &quota).await?;
-    // Admission enforces a quota once the resourcequota controller has written its status.
-    eventually("the quota's status is computed", || async {
-        let q = quotas.get("no-pods").await?;
-        Ok(q.status.and_then(|s| s.hard).is_some().then_some(()))
-    })
-    .await?;
-
     let mut config = OperatorConfig::default();
     config.execution.namespace = ns.clone();
     config.execution.service_account_name = RUNNER.to_string();
@@ -1028,95 +1119,51 @@ async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("loading the status mapping: {e}"))?;
     let wfe = workflow_execution(
         &ns,
-        "quota",
+        "pending",
         env.cluster.bundle("succeed")?,
-        "quota",
-        Some("30s"),
+        "pending",
+        None,
     );
-    let rendered =
+    let mut rendered =
         render_pipeline_run(&wfe, &config, &templates).map_err(|e| anyhow!("rendering: {e}"))?;
+    rendered["spec"]["status"] = Value::from("PipelineRunPending");
     let mut run: DynamicObject = serde_json::from_value(rendered)?;
     let name = run
         .metadata
         .name
         .clone()
         .ok_or_else(|| anyhow!("the rendered PipelineRun has no name"))?;
-    // The owner is the WorkflowExecution, which does not exist here; garbage collection would
-    // delete a run whose owner is missing.
+    // The owner is the WorkflowExecution, which does not exist here.
     run.metadata.owner_references = None;
     let runs: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &ns, &tekton_resource("PipelineRun"));
     runs.create(&PostParams::default(), &run).await?;
 
-    // While the quota refuses the pod: the TaskRun stays Unknown/ExceededResourceQuota.
-    let running = eventually("the TaskRun waits on the quota", || async {
+    let pending = eventually("Tekton reports the run pending", || async {
         let objects = run_objects(&client, &ns, &name).await?;
-        let waiting = objects.iter().skip(1).any(|tr| {
-            condition(&tr.data) == ("Unknown".to_string(), "ExceededResourceQuota".to_string())
-        });
-        Ok(waiting.then_some(objects))
+        let held = condition(&objects[0].data).1 == "PipelineRunPending";
+        Ok(held.then_some(objects))
     })
     .await?;
     record(
         env.cluster,
-        &running,
-        "quota-running",
-        "a ResourceQuota allows 0 pods; the run while the TaskRun waits on the quota",
+        &pending,
+        "pending-held",
+        "the run is created with spec.status PipelineRunPending",
     )?;
-    // The operator reads this run as plain Running: nothing in its mapping looks at the
-    // TaskRun's quota reason before the run ends.
-    assert_eq!(
-        mapping.phase(&running[0].data),
-        Some("Running"),
-        "{}",
-        running[0].data["status"]
-    );
-
-    let finished = eventually("the run ends", || async {
-        let objects = run_objects(&client, &ns, &name).await?;
-        let (status, _) = condition(&objects[0].data);
-        Ok((status == "False" || status == "True").then_some(objects))
-    })
-    .await?;
-    record(
-        env.cluster,
-        &finished,
-        "quota-final",
-        "a ResourceQuota allows 0 pods; executionConfig.timeout 30s; the run after its timeout",
-    )?;
-    assert_eq!(
-        condition(&finished[0].data),
-        ("False".to_string(), "PipelineRunTimeout".to_string()),
-        "{}",
-        finished[0].data["status"]
-    );
-    let task_runs = finished[1..]
-        .iter()
-        // Whole objects, metadata included, as the operator reads them.
-        .map(|tr| {
-            let value = serde_json::to_value(tr).unwrap_or_else(|_| tr.data.clone());
-            (tr.name_any(), value)
-        })
-        .collect();
-    let context = FailureContext::new(&wfe, &config.execution);
-    let details = failure_details(
-        &mapping,
-        &context,
-        &finished[0].data,
-        &task_runs,
-        jiff::Timestamp::now(),
-    );
-    // The quota text is gone from the final objects, so the cause cannot be told any more.
-    assert_eq!(
-        details.reason,
-        FailureReason::DeadlineExceeded,
-        "{details:?}"
-    );
+    assert_eq!(condition(&pending[0].data).0, "Unknown");
     assert!(
-        !details.message.to_lowercase().contains("quota"),
-        "{details:?}"
+        pending[0].data["status"]["startTime"].is_null(),
+        "{}",
+        pending[0].data["status"]
     );
-    // No pod was ever created, so no step ran.
-    assert!(!details.was_execution_failure, "{details:?}");
+    assert_eq!(pending.len(), 1, "no TaskRun: {pending:?}");
+    assert_eq!(
+        mapping.phase(&pending[0].data),
+        Some("Pending"),
+        "{}",
+        pending[0].data["status"]
+    );
+    runs.delete(&name, &DeleteParams::default()).await?;
     Ok(())
 }

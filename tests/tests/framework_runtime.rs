@@ -729,6 +729,87 @@ async fn readyz_turns_ready_only_once_the_caches_synced() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Grandchildren (objects the children create, carrying the parent labels) are cached, pruned,
+/// and each change reconciles the parent, as a child's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grandchild_change_reconciles_its_parent_and_is_cached_pruned() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-grandchild").await?;
+    let client = cp.client().await?;
+    let watch = |resource: ApiResource| ChildWatch {
+        resource,
+        namespace: Some(ns.clone()),
+        selector: PARENT_NAME.into(),
+        parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+        parent_name_annotation: None,
+    };
+    // Parents: ConfigMaps; children: ServiceAccounts; grandchildren: Secrets.
+    let running = Operator::<ConfigMap>::new(client.clone(), settings("grandchild-test"))
+        .parents(parents_in(&ns))
+        .children(watch(ApiResource::erase::<ServiceAccount>(&())))
+        .grandchildren(watch(ApiResource::erase::<Secret>(&())), |secret| {
+            if let Some(fields) = secret.data.as_object_mut() {
+                fields.remove("data");
+            }
+        })
+        .start(record_configmap, Seen::default())
+        .await?;
+    create_parent(&client, &ns, "g1").await?;
+    let seen = &running.context().data;
+    eventually(
+        "the parent is reconciled",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("g1") >= 1) },
+    )
+    .await?;
+    // Quiet: the parent waits for a change (`await_change`).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = seen.count_of("g1");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "g1-task", "labels": {PARENT_NAME: "g1", PARENT_NAMESPACE: ns}},
+        "stringData": {"token": "not for the cache"},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    eventually(
+        "the grandchild reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("g1") > before) },
+    )
+    .await?;
+    let cached = running.context().grandchildren.state();
+    assert_eq!(cached.len(), 1);
+    assert_eq!(cached[0].name_any(), "g1-task");
+    assert!(
+        cached[0].data.get("data").is_none(),
+        "pruned: {:?}",
+        cached[0].data
+    );
+
+    // A change to it reconciles the parent again.
+    let after_create = seen.count_of("g1");
+    secrets
+        .patch(
+            "g1-task",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"changed": "yes"}}})),
+        )
+        .await?;
+    eventually(
+        "the grandchild's change reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("g1") > after_create) },
+    )
+    .await?;
+    running.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_expose_the_framework_metrics_and_error_backoff() -> anyhow::Result<()> {
     init_tracing();

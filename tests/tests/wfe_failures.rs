@@ -15,7 +15,7 @@ use kube::{
 use kubernaut_test_harness::simulator::Scenario;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
-use support::{Env, status_of, wfe};
+use support::{Env, WAIT, eventually, status_of, wfe};
 use workflowexecution_operator::{
     pipelinerun::pipeline_run_name,
     types::{
@@ -44,8 +44,8 @@ async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()
         Case {
             scenario: Scenario::OomKilled,
             reason: FailureReason::OomKilled,
-            task: Some(("apply", 1)),
-            step: Some("apply"),
+            task: Some(("remediate", 0)),
+            step: Some("scale"),
             exit_code: Some(137),
             execution_failure: true,
             recommends: "memory",
@@ -53,8 +53,8 @@ async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()
         Case {
             scenario: Scenario::Timeout,
             reason: FailureReason::DeadlineExceeded,
-            task: Some(("apply", 1)),
-            step: Some("apply"),
+            task: Some(("remediate", 0)),
+            step: Some("scale"),
             // Tekton stopped the step: its exit code 1 is Tekton's, not the step's.
             exit_code: None,
             execution_failure: true,
@@ -63,25 +63,16 @@ async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()
         Case {
             scenario: Scenario::ImagePull,
             reason: FailureReason::ImagePullBackOff,
-            task: Some(("prepare", 0)),
-            step: Some("prepare"),
+            task: Some(("remediate", 0)),
+            step: Some("scale"),
             exit_code: None,
             execution_failure: false,
             recommends: "image",
         },
         Case {
-            scenario: Scenario::Quota,
-            reason: FailureReason::ResourceExhausted,
-            task: Some(("prepare", 0)),
-            step: None,
-            exit_code: None,
-            execution_failure: false,
-            recommends: "ResourceQuota",
-        },
-        Case {
             scenario: Scenario::Forbidden,
             reason: FailureReason::Forbidden,
-            task: Some(("prepare", 0)),
+            task: Some(("remediate", 0)),
             step: None,
             exit_code: None,
             // The first task's pod could not be created: no step ran.
@@ -100,8 +91,8 @@ async fn every_failure_reason_of_the_classification_table() -> anyhow::Result<()
         Case {
             scenario: Scenario::TaskFailure,
             reason: FailureReason::TaskFailed,
-            task: Some(("apply", 1)),
-            step: Some("apply"),
+            task: Some(("remediate", 0)),
+            step: Some("scale"),
             exit_code: Some(1),
             execution_failure: true,
             recommends: "logs",
@@ -251,6 +242,53 @@ async fn run_of_running(
         .name)
 }
 
+/// Real Tekton keeps a quota-refused TaskRun `Unknown`/`ExceededResourceQuota` and ends the run
+/// `PipelineRunTimeout` at its timeout, the TaskRun still waiting (`tests/e2e/recorded/quota-*.yaml`,
+/// replayed by the simulator): the execution says `ResourceExhausted` while it waits, and fails
+/// `ResourceExhausted` — not `DeadlineExceeded` — at the timeout. No step ran.
+#[tokio::test]
+async fn a_run_held_by_quota_is_resource_exhausted_while_running_and_at_its_timeout()
+-> anyhow::Result<()> {
+    let env = Env::new("wfe-quota", |_| {}).await?;
+    let target = "default/deployment/over-quota";
+    let mut held = wfe("held", "diagnose", target, Scenario::Quota, json!({}));
+    held.spec.execution_config = Some(ExecutionConfig {
+        timeout: Some("6s".to_string()),
+        service_account_name: None,
+    });
+    env.wfes()
+        .create(&kube::api::PostParams::default(), &held)
+        .await?;
+    let running = env
+        .wait_for("held", "Running and reporting the quota", |w| {
+            w.phase() == Some(Phase::Running)
+                && w.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.reason == FailureReason::ResourceExhausted.as_str())
+                })
+        })
+        .await?;
+    assert_eq!(running.phase(), Some(Phase::Running));
+
+    let failed = env.wait_phase("held", Phase::Failed).await?;
+    let status = status_of(&failed);
+    let details = status.failure_details.clone().expect("failureDetails");
+    let context = format!("{details:#?}");
+    assert_eq!(
+        details.reason,
+        FailureReason::ResourceExhausted,
+        "{context}"
+    );
+    assert!(
+        !details.was_execution_failure,
+        "no pod was created: {context}"
+    );
+    assert_eq!(details.exit_code, None, "{context}");
+    assert_eq!(status.consecutive_failures, Some(1), "{context}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_run_whose_second_task_cannot_pull_its_image_is_an_execution_failure()
 -> anyhow::Result<()> {
@@ -275,11 +313,11 @@ async fn a_run_whose_second_task_cannot_pull_its_image_is_an_execution_failure()
     let run = pipeline_run_name(target);
     assert_eq!(
         details.failed_task_name,
-        Some(format!("{run}-apply")),
+        Some(format!("{run}-verify")),
         "{context}"
     );
     assert_eq!(details.failed_task_index, Some(1), "{context}");
-    assert_eq!(details.failed_step_name.as_deref(), Some("apply"));
+    assert_eq!(details.failed_step_name.as_deref(), Some("check"));
     assert_eq!(
         details.exit_code, None,
         "Tekton's rewritten exit code 1 is not the step's"
@@ -310,7 +348,7 @@ async fn a_first_task_image_pull_failure_is_pre_execution_without_an_exit_code()
     assert_eq!(details.reason, FailureReason::ImagePullBackOff, "{context}");
     assert!(!details.was_execution_failure, "no step ran: {context}");
     assert_eq!(details.failed_task_index, Some(0), "{context}");
-    assert_eq!(details.failed_step_name.as_deref(), Some("prepare"));
+    assert_eq!(details.failed_step_name.as_deref(), Some("scale"));
     assert_eq!(
         details.exit_code, None,
         "Tekton's rewritten exit code 1 is not the step's"
@@ -413,12 +451,18 @@ async fn a_run_deleted_after_a_step_ran_is_an_execution_failure_even_when_its_ta
     // The first task succeeded and the second waits for its image; the WFE has recorded that a
     // step ran.
     let run = run_of_running(&env, "ran-then-deleted", "Running with a step seen", |s| {
-        s.execution_started == Some(true) && s.total_tasks == Some(2)
+        s.execution_started == Some(true)
+    })
+    .await?;
+    // The second task's TaskRun exists once the first finished (it waits for its image).
+    let apply = format!("{run}-apply");
+    eventually("the second TaskRun exists", WAIT, || async {
+        Ok(env.taskruns().get_opt(&apply).await?.map(|_| ()))
     })
     .await?;
     // Garbage collection takes the TaskRuns with the run: remove them first, so only what the
     // WFE remembered can tell.
-    for task in ["prepare", "apply"] {
+    for task in ["remediate", "verify"] {
         env.taskruns()
             .delete(&format!("{run}-{task}"), &DeleteParams::default())
             .await?;

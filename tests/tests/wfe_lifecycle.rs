@@ -129,9 +129,9 @@ async fn a_failing_task_ends_failed_with_its_details() -> anyhow::Result<()> {
     assert_eq!(details.reason, FailureReason::TaskFailed);
     assert_eq!(
         details.failed_task_name.as_deref(),
-        Some("wfe-cf0cc089293b1165-apply")
+        Some("wfe-cf0cc089293b1165-remediate")
     );
-    assert_eq!(details.failed_task_index, Some(1));
+    assert_eq!(details.failed_task_index, Some(0));
     assert_eq!(details.exit_code, Some(1));
     assert!(details.was_execution_failure);
     assert!(

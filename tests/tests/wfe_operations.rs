@@ -1,5 +1,5 @@
 //! Operating the WorkflowExecution operator against the real control plane and the Tekton
-//! simulator: deletion, restarts, audit over HTTP, metrics, and template hot reload.
+//! simulator: deletion, restarts, audit over HTTP and HTTPS, metrics, and template hot reload.
 
 mod support;
 
@@ -473,6 +473,51 @@ async fn audit_events_reach_data_storage_over_http() -> anyhow::Result<()> {
         },
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_reaches_data_storage_over_https_with_the_current_projected_token()
+-> anyhow::Result<()> {
+    const STARTED: &str = "workflowexecution.workflow.started";
+    let dir = tempfile::tempdir()?;
+    let receiver = AuditReceiver::start_https(dir.path()).await?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "token-before-rotation\n")?;
+    let env = Env::new("wfe-audittls", |c| {
+        send_audit_to(c, &receiver);
+        c.audit.ca_file = receiver.ca_file();
+        c.audit.token_file = Some(token_file.clone());
+    })
+    .await?;
+    env.create(
+        "tls-first",
+        "restart-pods",
+        "default/deployment/tls-first",
+        Scenario::Success,
+    )
+    .await?;
+    receiver.wait_event("tls-first", STARTED).await?;
+    // The kubelet rotates the projected token: the new file replaces the old one atomically.
+    let next = dir.path().join("token.next");
+    std::fs::write(&next, "token-after-rotation\n")?;
+    std::fs::rename(&next, &token_file)?;
+    env.create(
+        "tls-second",
+        "restart-pods",
+        "default/deployment/tls-second",
+        Scenario::Success,
+    )
+    .await?;
+    receiver.wait_event("tls-second", STARTED).await?;
+    assert_eq!(
+        receiver.authorization_of("tls-first", STARTED),
+        Some(Some("Bearer token-before-rotation".to_owned()))
+    );
+    assert_eq!(
+        receiver.authorization_of("tls-second", STARTED),
+        Some(Some("Bearer token-after-rotation".to_owned()))
+    );
     Ok(())
 }
 

@@ -249,17 +249,13 @@ async fn deleting_a_running_wfe_lets_the_cancelled_run_finish_its_finally_tasks(
     Ok(())
 }
 
-/// Copies the shipped template directory to `to`, with the cancel file edited by `edit`.
-fn templates_with_cancel(to: &Path, edit: impl Fn(&str) -> String) -> anyhow::Result<()> {
+/// Copies the shipped template directory to `to`, with the file `edited` edited by `edit`.
+fn templates_with(to: &Path, edited: &str, edit: impl Fn(&str) -> String) -> anyhow::Result<()> {
     let from = support::templates_dir().join("tekton");
     std::fs::create_dir_all(to.join("tekton"))?;
     for file in ["pipelinerun.yaml.j2", "status.yaml", "cancel.yaml"] {
         let text = std::fs::read_to_string(from.join(file))?;
-        let text = if file == "cancel.yaml" {
-            edit(&text)
-        } else {
-            text
-        };
+        let text = if file == edited { edit(&text) } else { text };
         std::fs::write(to.join("tekton").join(file), text)?;
     }
     Ok(())
@@ -270,7 +266,7 @@ async fn the_cancel_file_chooses_the_patch_and_bounds_the_wait_for_a_run_that_ne
 -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path().join("templates");
-    templates_with_cancel(&dir, |text| {
+    templates_with(&dir, "cancel.yaml", |text| {
         text.replace("status: CancelledRunFinally", "status: Cancelled")
             .replace("finishGracePeriod: 5m", "finishGracePeriod: 2s")
     })?;
@@ -290,5 +286,190 @@ async fn the_cancel_file_chooses_the_patch_and_bounds_the_wait_for_a_run_that_ne
     // After the grace period the run is deleted anyway, and the WorkflowExecution goes.
     env.wait_run_gone(&run).await?;
     env.wait_gone("stuck").await?;
+    Ok(())
+}
+
+/// A TaskRun of `run` named `<run>-<task>`, labelled and annotated from the run as Tekton does
+/// (it copies the run's labels and annotations onto its TaskRuns), with `condition` as status.
+async fn create_task_run(
+    env: &Env,
+    run: &str,
+    task: &str,
+    condition: Value,
+) -> anyhow::Result<String> {
+    let parent = env.runs().get(run).await?;
+    let name = format!("{run}-{task}");
+    let mut labels = parent.metadata.labels.clone().unwrap_or_default();
+    labels.insert("tekton.dev/pipelineRun".into(), run.into());
+    labels.insert("tekton.dev/pipelineTask".into(), task.into());
+    let mut tr =
+        kube::api::DynamicObject::new(&name, &kubernaut_test_harness::tekton::taskrun_resource());
+    tr.metadata.labels = Some(labels);
+    tr.metadata.annotations = parent.metadata.annotations.clone();
+    tr.data = json!({"spec": {"serviceAccountName": "kubernaut-workflow-runner",
+        "taskSpec": {"steps": [{"name": "scale", "image": "registry.example/step:1", "script": "true"}]}}});
+    env.taskruns().create(&PostParams::default(), &tr).await?;
+    env.taskruns()
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podName": "", "conditions": [condition]}})),
+        )
+        .await?;
+    Ok(name)
+}
+
+/// Real Tekton keeps a TaskRun whose pod a ResourceQuota refuses `Unknown`/`ExceededResourceQuota`
+/// (retrying every minute) while its PipelineRun only says `Running`, until the run times out
+/// with the quota text gone. The WFE says so while it runs, and fails for the quota.
+#[tokio::test]
+async fn a_taskrun_held_by_a_quota_is_reported_while_running_and_fails_the_run_as_resource_exhausted()
+-> anyhow::Result<()> {
+    let mut env = Env::new("wfe-held", |_| {}).await?;
+    without_tekton(&mut env);
+    env.create(
+        "quota",
+        "scale-deployment",
+        "deployment/payments",
+        Scenario::Hang,
+    )
+    .await?;
+    let running = env.wait_phase("quota", Phase::Running).await?;
+    let run = status_of(&running)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name;
+    let now = Timestamp::now().to_string();
+    env.runs()
+        .patch_status(
+            &run,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "startTime": now,
+                "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running",
+                    "message": "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 2, Skipped: 0",
+                    "lastTransitionTime": now}],
+                "childReferences": [{"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                    "name": format!("{run}-remediate"), "pipelineTaskName": "remediate"}],
+                "pipelineSpec": {"tasks": [
+                    {"name": "remediate", "taskSpec": {"steps": [{"name": "scale", "image": "i", "script": "true"}]}},
+                    {"name": "verify", "runAfter": ["remediate"], "taskSpec": {"steps": [{"name": "check", "image": "i", "script": "true"}]}}]},
+            }})),
+        )
+        .await?;
+    let quota = "TaskRun Pod exceeded available resources: pods \"p\" is forbidden: exceeded quota: no-pods, requested: pods=1, used: pods=0, limited: pods=0";
+    let held = json!({"type": "Succeeded", "status": "Unknown", "reason": "ExceededResourceQuota",
+        "message": quota, "lastTransitionTime": now});
+    let task_run = create_task_run(&env, &run, "remediate", held.clone()).await?;
+
+    // Reported while the run still counts as running: a condition and one Warning Event.
+    let reported = env
+        .wait_for("quota", "ExecutionRunning=False ResourceExhausted", |w| {
+            status_of(w).conditions.iter().any(|c| {
+                c.type_ == "ExecutionRunning"
+                    && c.status == "False"
+                    && c.reason == "ResourceExhausted"
+                    && c.message.contains("exceeded quota: no-pods")
+                    && c.message.contains(&task_run)
+            })
+        })
+        .await?;
+    assert_eq!(status_of(&reported).phase, Some(Phase::Running));
+    assert_eq!(
+        status_of(&reported)
+            .pipeline_run_status
+            .and_then(|s| s.total_tasks),
+        Some(2),
+        "totalTasks counts the resolved pipeline, not the TaskRuns created so far"
+    );
+    let event = env.wait_event("quota", "ExecutionHeld").await?;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("exceeded quota"),
+        "{event:?}"
+    );
+    // Tekton retries every minute, rewriting the same status: no second Event.
+    let mut retried = held.clone();
+    retried["lastTransitionTime"] = json!(Timestamp::now().to_string());
+    env.taskruns()
+        .patch_status(
+            &task_run,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [retried]}})),
+        )
+        .await?;
+
+    // The run times out; the TaskRun still says the quota (Tekton cancels it, status unchanged).
+    let end = Timestamp::now().to_string();
+    env.runs()
+        .patch_status(
+            &run,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "completionTime": end,
+                "conditions": [{"type": "Succeeded", "status": "False", "reason": "PipelineRunTimeout",
+                    "message": format!("PipelineRun {run:?} failed to finish within \"30s\""),
+                    "lastTransitionTime": end}],
+            }})),
+        )
+        .await?;
+    let failed = env.wait_phase("quota", Phase::Failed).await?;
+    let details = status_of(&failed).failure_details.expect("failureDetails");
+    assert_eq!(details.reason, FailureReason::ResourceExhausted);
+    assert!(!details.was_execution_failure, "no step ran");
+    assert!(
+        details.message.contains("failed to finish within"),
+        "{}",
+        details.message
+    );
+    assert!(
+        details.message.contains("exceeded quota: no-pods"),
+        "{}",
+        details.message
+    );
+    let held_events = env
+        .events_for("quota")
+        .await?
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ExecutionHeld"))
+        .count();
+    assert_eq!(held_events, 1, "one ExecutionHeld Event per hold");
+    Ok(())
+}
+
+/// The kinds the operator creates and reads are the status mapping's (`child`,
+/// `grandchildren.child`); it refuses to start, naming the kind, when the cluster does not serve
+/// one of them.
+#[tokio::test]
+async fn the_operator_refuses_to_start_when_a_kind_of_the_mapping_is_not_served()
+-> anyhow::Result<()> {
+    let mut env = Env::new("wfe-kinds", |_| {}).await?;
+    env.stop_operator().await?;
+    let scratch = tempfile::tempdir()?;
+    for (name, from, to) in [
+        ("child", "kind: PipelineRun}", "kind: PipelineRunz}"),
+        ("grandchild", "kind: TaskRun}", "kind: TaskRunz}"),
+    ] {
+        let dir = scratch.path().join(name);
+        templates_with(&dir, "status.yaml", |text| text.replacen(from, to, 1))?;
+        env.config.templates.dir = dir;
+        let err = env
+            .start_operator()
+            .await
+            .expect_err("started without the kind being served");
+        let text = format!("{err:#}");
+        let kind = to.trim_start_matches("kind: ").trim_end_matches('}');
+        assert!(
+            text.contains(&format!("tekton.dev/v1, Kind={kind} API is not served")),
+            "{name}: {text}"
+        );
+    }
+    // With the shipped mapping it starts.
+    env.config.templates.dir = support::templates_dir();
+    env.start_operator().await?;
     Ok(())
 }

@@ -49,9 +49,12 @@
 //! # Guarantees
 //! 1. Children are mapped to parents by two labels (parent name and namespace), never by
 //!    ownerReferences, so children may live in another namespace than their parent.
-//! 2. The reconcile [`Context`] carries both reflector stores: the operator makes decisions from
-//!    memory (`ctx.parents`, `ctx.children`) instead of API list calls. Cached objects have their
-//!    `managedFields` stripped, and cached children whatever [`Operator::prune_children`] drops.
+//! 2. The reconcile [`Context`] carries the reflector stores: the operator makes decisions from
+//!    memory (`ctx.parents`, `ctx.children`, `ctx.grandchildren`) instead of API list calls.
+//!    Cached objects have their `managedFields` stripped, and cached children whatever
+//!    [`Operator::prune_children`] drops. Grandchildren ([`Operator::grandchildren`]: objects the
+//!    children create, carrying the same parent labels, e.g. a PipelineRun's TaskRuns) are watched
+//!    the same way: a change to one reconciles its parent.
 //! 3. Error boundary: a parent that fails to deserialize into `K` is logged, counted in
 //!    `framework_decode_errors_total` and reported as a `Warning` Event (`DecodeFailed`) on the
 //!    object, once per resourceVersion; it is kept out of the store and never reconciled, and the
@@ -260,6 +263,8 @@ where
     pub parents: Store<K>,
     /// The child cache (empty when no [`ChildWatch`] is configured).
     pub children: Store<DynamicObject>,
+    /// The grandchild cache (empty when [`Operator::grandchildren`] is not configured).
+    pub grandchildren: Store<DynamicObject>,
     /// Publishes Events as this controller and replica.
     pub recorder: Recorder,
     /// The registry behind `/metrics`; register operator metrics here.
@@ -337,6 +342,7 @@ pub struct Operator<K> {
     settings: RuntimeSettings,
     parents: ParentWatch,
     children: Option<ChildWatch>,
+    grandchildren: Option<(ChildWatch, Arc<reflect::PruneFn>)>,
     templates: Option<(Arc<TemplateStore>, Option<ObjectReference>)>,
     index: Option<Arc<index::IndexKeyFn<K>>>,
     prune: Option<Arc<reflect::PruneFn>>,
@@ -363,6 +369,7 @@ where
             settings,
             parents: ParentWatch::default(),
             children: None,
+            grandchildren: None,
             templates: None,
             index: None,
             prune: None,
@@ -413,6 +420,20 @@ where
         self
     }
 
+    /// Also watches grandchildren: objects of another kind that the children create and that
+    /// carry the same parent labels (or annotation), such as the TaskRuns of a PipelineRun. They
+    /// are cached in [`Context::grandchildren`], pruned by `prune` (same rules as
+    /// [`Self::prune_children`]), and each change reconciles the parent, as a child's does.
+    #[must_use]
+    pub fn grandchildren(
+        mut self,
+        watch: ChildWatch,
+        prune: impl Fn(&mut DynamicObject) + Send + Sync + 'static,
+    ) -> Self {
+        self.grandchildren = Some((watch, Arc::new(prune)));
+        self
+    }
+
     /// Hot-reloads `store` every [`RuntimeSettings::template_poll`]: each reload is logged,
     /// counted in `framework_template_reloads_total{outcome}` and published as an Event
     /// (`Normal TemplateReloaded` / `Warning TemplateRejected`) on `event_reference` — or, when
@@ -458,6 +479,7 @@ where
             settings,
             parents: parent_watch,
             children: child_watch,
+            grandchildren: grandchild_watch,
             templates,
             index,
             prune,
@@ -510,11 +532,20 @@ where
             // Nothing to list: the (empty) child cache is complete from the start.
             child_writer.apply_watcher_event(&watcher::Event::InitDone);
         }
+        let mut grandchild_writer =
+            Writer::<DynamicObject>::new(grandchild_watch.as_ref().map_or_else(
+                || ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+                |(watch, _)| watch.resource.clone(),
+            ));
+        if grandchild_watch.is_none() {
+            grandchild_writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
         let (leading_tx, leading_rx) = watch::channel(settings.leader_election.is_none());
         let context = Arc::new(Context {
             client: client.clone(),
             parents: parent_writer.as_reader(),
             children: child_writer.as_reader(),
+            grandchildren: grandchild_writer.as_reader(),
             recorder: recorder.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -533,6 +564,7 @@ where
         let probes = Arc::new(Probes::default());
         let (parent_tx, _) = broadcast::channel::<Arc<K>>(TRIGGER_BUFFER);
         let (child_tx, _) = broadcast::channel::<Arc<DynamicObject>>(TRIGGER_BUFFER);
+        let (grandchild_tx, _) = broadcast::channel::<Arc<DynamicObject>>(TRIGGER_BUFFER);
 
         // Background tasks that simply stop with the runtime.
         let mut background = JoinSet::new();
@@ -559,41 +591,63 @@ where
             );
             background.spawn(critical("parent reflector", probes.clone(), reflector));
         }
-        if let Some(watch) = &child_watch {
-            let api: Api<DynamicObject> = match &watch.namespace {
-                Some(namespace) => Api::namespaced_with(client.clone(), namespace, &watch.resource),
-                None => Api::all_with(client.clone(), &watch.resource),
-            };
-            let config = watcher::Config::default().labels(&watch.selector);
-            let reflector = reflect::reflect_children(
-                api,
-                config,
-                watch.resource.clone(),
-                child_writer,
-                child_tx.clone(),
+        let reflectors = [
+            (
+                "child reflector",
+                child_watch.as_ref(),
                 prune,
-            );
-            background.spawn(critical("child reflector", probes.clone(), reflector));
-        } else {
-            // Keep the writer (and so the ready cache) alive as long as the runtime.
-            background.spawn(async move {
-                let _writer = child_writer;
-                std::future::pending::<()>().await;
-            });
+                child_writer,
+                &child_tx,
+            ),
+            (
+                "grandchild reflector",
+                grandchild_watch.as_ref().map(|(watch, _)| watch),
+                grandchild_watch.as_ref().map(|(_, prune)| prune.clone()),
+                grandchild_writer,
+                &grandchild_tx,
+            ),
+        ];
+        for (name, watch, prune, writer, sender) in reflectors {
+            if let Some(watch) = watch {
+                let api: Api<DynamicObject> = match &watch.namespace {
+                    Some(namespace) => {
+                        Api::namespaced_with(client.clone(), namespace, &watch.resource)
+                    }
+                    None => Api::all_with(client.clone(), &watch.resource),
+                };
+                let config = watcher::Config::default().labels(&watch.selector);
+                let reflector = reflect::reflect_children(
+                    api,
+                    config,
+                    watch.resource.clone(),
+                    writer,
+                    sender.clone(),
+                    prune,
+                );
+                background.spawn(critical(name, probes.clone(), reflector));
+            } else {
+                // Keep the writer (and so the ready cache) alive as long as the runtime.
+                background.spawn(async move {
+                    let _writer = writer;
+                    std::future::pending::<()>().await;
+                });
+            }
         }
         // The one waiter on store readiness: kube's `Store::wait_until_ready` wakes only the
         // most recent of several concurrent waiters, so everyone else waits on `synced`.
         let synced = CancellationToken::new();
         {
-            let (parents, children, probes) = (
+            let (parents, children, grandchildren, probes) = (
                 context.parents.clone(),
                 context.children.clone(),
+                context.grandchildren.clone(),
                 probes.clone(),
             );
             let synced = synced.clone();
             background.spawn(async move {
                 if parents.wait_until_ready().await.is_ok()
                     && children.wait_until_ready().await.is_ok()
+                    && grandchildren.wait_until_ready().await.is_ok()
                 {
                     tracing::info!("caches synced");
                     probes.mark_synced();
@@ -682,6 +736,8 @@ where
             parent_tx,
             child_tx,
             child_watch,
+            grandchild_tx,
+            grandchild_watch: grandchild_watch.map(|(watch, _)| watch),
             concurrency: settings.concurrency,
             _error: PhantomData,
         };

@@ -80,6 +80,8 @@ where
     pub(crate) parent_tx: broadcast::Sender<Arc<K>>,
     pub(crate) child_tx: broadcast::Sender<Arc<DynamicObject>>,
     pub(crate) child_watch: Option<ChildWatch>,
+    pub(crate) grandchild_tx: broadcast::Sender<Arc<DynamicObject>>,
+    pub(crate) grandchild_watch: Option<ChildWatch>,
     pub(crate) concurrency: u16,
     pub(crate) _error: PhantomData<fn() -> E>,
 }
@@ -139,11 +141,20 @@ where
         // Everything cached is reconciled once per term: requeues of the previous term are gone.
         .reconcile_all_on(stream::once(std::future::ready(())))
         .graceful_shutdown_on(term.cancelled_owned());
-        if let Some(watch) = &self.child_watch {
+        let watches = [
+            (&self.child_watch, &self.child_tx, &context.children),
+            (
+                &self.grandchild_watch,
+                &self.grandchild_tx,
+                &context.grandchildren,
+            ),
+        ];
+        for (watch, sender, store) in watches {
+            let Some(watch) = watch else { continue };
             let mapper = watch.clone();
             let changes = context.clone();
             controller = controller.watches_shared_stream_with(
-                reflect::trigger_stream(self.child_tx.subscribe(), context.children.clone()),
+                reflect::trigger_stream(sender.subscribe(), store.clone()),
                 move |child: Arc<DynamicObject>| {
                     let parent = mapper.parent_of::<K>(&child)?;
                     // A child changed (its status, its existence): a real change for a parent in

@@ -22,8 +22,10 @@
 //!    framework's `config::duration` helpers.
 //!
 //! Caveats:
-//! 1. `audit.url` is a plain string, empty by default, so the environment layer can reach it
-//!    (`WFE_AUDIT__URL`); it is required only when `audit.sink` is `http`.
+//! 1. `audit.url` is a plain string, empty by default, and `audit.caFile` / `audit.tokenFile`
+//!    are null by default, so the environment layer can reach them (`WFE_AUDIT__URL`,
+//!    `WFE_AUDIT__TOKENFILE`); they matter only when `audit.sink` is `http`. The `audit` section
+//!    is the framework's [`AuditSettings`], validated by its own [`AuditSettings::validate`].
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +34,8 @@ use kubernaut_framework::backoff::Backoff;
 use kubernaut_framework::config::{self, ConfigError, Validate};
 use kubernaut_framework::glob::{Case, Glob};
 use serde::{Deserialize, Serialize};
+
+pub use kubernaut_framework::audit::{AuditSettings, AuditSink};
 
 /// Where the operator reads its configuration file when none is named on the command line.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/kubernaut/workflowexecution/config.yaml";
@@ -50,7 +54,7 @@ pub struct OperatorConfig {
     pub backoff: BackoffSettings,
     /// The template directory.
     pub templates: TemplateSettings,
-    /// Where audit records go.
+    /// Where audit records go: the framework's audit sink settings (`audit.*`).
     pub audit: AuditSettings,
     /// The controller process.
     pub controller: ControllerSettings,
@@ -202,47 +206,6 @@ impl Default for TemplateSettings {
         TemplateSettings {
             dir: PathBuf::from("/etc/kubernaut/workflowexecution/templates"),
             poll_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Where audit records go.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditSink {
-    /// JSON lines on the operator's log.
-    #[default]
-    Log,
-    /// Kubernaut Data Storage's batch API.
-    Http,
-}
-
-/// `audit.*`: where audit records go and how they are batched.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AuditSettings {
-    /// `log` or `http`.
-    pub sink: AuditSink,
-    /// Data Storage's base URL (`http` sink); records are posted to
-    /// `<url>/api/v1/audit/events/batch`.
-    pub url: String,
-    /// Records held in memory at most; when full, the newest record is dropped.
-    pub buffer_size: usize,
-    /// Records per request at most.
-    pub batch_size: usize,
-    /// A partial batch is sent after this long.
-    #[serde(with = "kubernaut_framework::config::duration")]
-    pub flush_interval: Duration,
-}
-
-impl Default for AuditSettings {
-    fn default() -> Self {
-        AuditSettings {
-            sink: AuditSink::Log,
-            url: String::new(),
-            buffer_size: 10_000,
-            batch_size: 1_000,
-            flush_interval: Duration::from_secs(1),
         }
     }
 }
@@ -492,38 +455,7 @@ impl Validate for OperatorConfig {
         }
         check_positive("templates.pollInterval", self.templates.poll_interval)?;
 
-        let audit = &self.audit;
-        if audit.sink == AuditSink::Http {
-            let url = audit.url.trim();
-            if url.is_empty() {
-                return Err(ConfigError::invalid(
-                    "audit.url",
-                    "must be set when audit.sink is http",
-                ));
-            }
-            let host = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"));
-            if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
-                return Err(ConfigError::invalid(
-                    "audit.url",
-                    format!("{url:?} is not an http:// or https:// URL"),
-                ));
-            }
-        }
-        if audit.batch_size == 0 {
-            return Err(ConfigError::invalid(
-                "audit.batchSize",
-                "must be at least 1",
-            ));
-        }
-        if audit.buffer_size < audit.batch_size {
-            return Err(ConfigError::invalid(
-                "audit.bufferSize",
-                format!("must be at least audit.batchSize ({})", audit.batch_size),
-            ));
-        }
-        check_positive("audit.flushInterval", audit.flush_interval)?;
+        self.audit.validate()?;
 
         let controller = &self.controller;
         check_name("controller.leaseName", &controller.lease_name, true)?;
@@ -590,6 +522,8 @@ mod tests {
         assert_eq!(c.audit.buffer_size, 10_000);
         assert_eq!(c.audit.batch_size, 1_000);
         assert_eq!(c.audit.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.audit.ca_file, None);
+        assert_eq!(c.audit.token_file, None);
         assert_eq!(c.controller.metrics_addr.to_string(), "0.0.0.0:9090");
         assert_eq!(c.controller.health_addr.to_string(), "0.0.0.0:8081");
         assert!(c.controller.leader_election);
@@ -692,12 +626,25 @@ mod tests {
             ("WFE_EXECUTION__SERVICE_ACCOUNT_NAME", "runner-b"),
             ("WFE_BACKOFF__MAXCONSECUTIVEFAILURES", "3"),
             ("WFE_AUDIT__SINK", "http"),
-            ("WFE_AUDIT__URL", "http://data-storage:8080"),
+            ("WFE_AUDIT__URL", "https://data-storage:8443"),
             ("WFE_EXECUTION__ALLOWEDBUNDLES", "[\"r.example.com/wf/*\"]"),
             ("WFE_EXECUTION__MAXTIMEOUT", "1h"),
             ("WFE_EXECUTION__BUNDLESERVICEACCOUNT", "registry-puller"),
+            ("WFE_AUDIT__CAFILE", "/etc/data-storage/ca.crt"),
+            (
+                "WFE_AUDIT__TOKENFILE",
+                "/var/run/secrets/data-storage/token",
+            ),
         ])
         .unwrap();
+        assert_eq!(
+            c.audit.token_file.as_deref(),
+            Some(Path::new("/var/run/secrets/data-storage/token"))
+        );
+        assert_eq!(
+            c.audit.ca_file.as_deref(),
+            Some(Path::new("/etc/data-storage/ca.crt"))
+        );
         assert_eq!(
             c.execution.bundle_service_account.as_deref(),
             Some("registry-puller")
@@ -708,7 +655,7 @@ mod tests {
         assert_eq!(c.execution.service_account_name, "runner-b");
         assert_eq!(c.backoff.max_consecutive_failures, 3);
         assert_eq!(c.audit.sink, AuditSink::Http);
-        assert_eq!(c.audit.url, "http://data-storage:8080");
+        assert_eq!(c.audit.url, "https://data-storage:8443");
     }
 
     #[test]
@@ -782,6 +729,21 @@ mod tests {
             (&[("WFE_AUDIT__BATCHSIZE", "0")], "audit.batchSize"),
             (&[("WFE_AUDIT__BUFFERSIZE", "10")], "audit.bufferSize"),
             (&[("WFE_AUDIT__FLUSHINTERVAL", "0s")], "audit.flushInterval"),
+            (
+                &[
+                    ("WFE_AUDIT__SINK", "http"),
+                    ("WFE_AUDIT__URL", "http://data-storage:8080"),
+                    ("WFE_AUDIT__CAFILE", "/etc/data-storage/ca.crt"),
+                ],
+                "audit.caFile",
+            ),
+            (
+                &[
+                    ("WFE_AUDIT__SINK", "http"),
+                    ("WFE_AUDIT__URL", "https://user:pw@data-storage"),
+                ],
+                "audit.url",
+            ),
             (
                 &[("WFE_CONTROLLER__METRICSADDR", "not-an-address")],
                 "controller.metricsAddr",

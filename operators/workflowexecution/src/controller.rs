@@ -39,7 +39,7 @@ use kubernaut_framework::{
     own_writes::OwnWrites,
     phase,
     runtime::{Action, Context, MetricLabel},
-    status::StatusMapping,
+    status::{Held, StatusMapping},
     template::TemplateError,
 };
 use serde_json::json;
@@ -765,7 +765,7 @@ impl Handler<'_> {
         // What the run's own watch event would otherwise write right after: one write, not two.
         let observation = run_status::observe_run(&self.state().mapping, &run.data, None);
         if matches!(observation.phase, RunPhase::Pending | RunPhase::Running) {
-            self.observe_unfinished(&mut status, &observation, generation);
+            self.observe_unfinished(&mut status, &observation, None, generation);
         }
         let written = self.write_status(wfe, status.clone()).await?;
         if written.is_some() {
@@ -956,39 +956,66 @@ impl Handler<'_> {
             RunPhase::Pending | RunPhase::Running => {
                 let mut status = wfe.status.clone().unwrap_or_default();
                 let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
-                let api = Api::namespaced_with(
-                    self.ctx.client.clone(),
-                    &namespace,
+                let mapping = &self.state().mapping;
+                // The run's TaskRuns from the cache: their watch reconciles this WFE when one
+                // changes, which is how a TaskRun held back by a quota is seen at all (the run
+                // itself only says "Running" meanwhile).
+                let task_runs = crate::task_runs::cached(
+                    &self.ctx.grandchildren,
                     &self.state().taskrun,
+                    &namespace,
+                    mapping
+                        .grandchild_names(&run.data)
+                        .into_iter()
+                        .map(|(_, n)| n),
                 );
-                let learned = crate::task_runs::learn_step_ran(
-                    &api,
-                    &self.state().mapping,
-                    &run.data,
+                if crate::task_runs::learn_step_ran(
+                    mapping,
+                    &task_runs,
                     status.pipeline_run_status.as_ref(),
-                    &observation.summary,
-                )
-                .await
-                .map_err(kube_err(format!(
-                    "reading the TaskRuns of PipelineRun {}",
-                    run_ref.name
-                )))?;
-                if learned {
+                ) {
                     observation.summary.execution_started = Some(true);
                 }
-                self.observe_unfinished(&mut status, &observation, wfe.meta().generation);
-                self.write_status(&wfe, status).await?;
+                let held = failure::held_back(mapping, &run.data, &task_runs);
+                let newly_held = held
+                    .as_ref()
+                    .filter(|h| held_condition(&status).as_ref() != Some(*h))
+                    .cloned();
+                self.observe_unfinished(
+                    &mut status,
+                    &observation,
+                    held.as_ref(),
+                    wfe.meta().generation,
+                );
+                if self.write_status(&wfe, status).await?.is_some()
+                    && let Some(held) = newly_held
+                {
+                    warn!(wfe = %describe(&wfe), reason = %held.result, "execution held back");
+                    self.publish(
+                        &wfe,
+                        EventType::Warning,
+                        "ExecutionHeld",
+                        format!(
+                            "{} ({}); the PipelineRun counts as running until it proceeds or times out",
+                            held.message.as_deref().unwrap_or("a TaskRun is held back"),
+                            held.result
+                        ),
+                    )
+                    .await;
+                }
                 Ok(Action::requeue(SAFETY_RESYNC))
             }
         }
     }
 
     /// The status of a WFE whose run has not finished: the run's summary, and `ExecutionRunning`
-    /// once the run is running.
+    /// once the run is running — `False` with the held result as its reason while one of its
+    /// TaskRuns is held back ([`failure::held_back`]).
     fn observe_unfinished(
         &self,
         status: &mut WorkflowExecutionStatus,
         observation: &run_status::RunObservation,
+        held: Option<&Held>,
         generation: Option<i64>,
     ) {
         // A step once seen running stays seen: the TaskRuns that showed it may be gone later.
@@ -1002,7 +1029,16 @@ impl Handler<'_> {
             summary.execution_started = Some(true);
         }
         status.pipeline_run_status = Some(summary);
-        if observation.phase == RunPhase::Running {
+        if let Some(held) = held {
+            self.condition(
+                status,
+                EXECUTION_RUNNING,
+                "False",
+                &held.result,
+                held.message.as_deref().unwrap_or("A TaskRun is held back"),
+                generation,
+            );
+        } else if observation.phase == RunPhase::Running {
             self.condition(
                 status,
                 EXECUTION_RUNNING,
@@ -1137,7 +1173,10 @@ impl Handler<'_> {
             .namespace()
             .unwrap_or_else(|| config.execution.namespace.clone());
         let api = Api::namespaced_with(self.ctx.client.clone(), &namespace, &self.state().taskrun);
-        let names = run_status::child_task_runs(&run.data)
+        let names = self
+            .state()
+            .mapping
+            .grandchild_names(&run.data)
             .into_iter()
             .map(|(_, name)| name);
         let task_runs = crate::task_runs::read(&api, names)
@@ -1162,12 +1201,16 @@ impl Handler<'_> {
             ..observation.clone()
         };
         let context = failure::FailureContext::new(wfe, &config.execution);
+        let remembered = failure::Remembered {
+            seen_started,
+            held: wfe.status.as_ref().and_then(held_condition),
+        };
         let details = failure::failure_details_remembered(
             &self.state().mapping,
             &context,
             &run.data,
             &task_runs,
-            seen_started,
+            &remembered,
             self.now,
         );
         let mut with_summary = (*wfe).clone();
@@ -1683,4 +1726,18 @@ pub fn audit_event(
         remediation_request.as_deref(),
         data,
     )
+}
+
+/// What the `ExecutionRunning` condition says held the run back, if it does: `False` with a
+/// failure reason as its reason (see `observe_unfinished`).
+fn held_condition(status: &WorkflowExecutionStatus) -> Option<Held> {
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == EXECUTION_RUNNING && c.status == "False")?;
+    FailureReason::from_name(&condition.reason)?;
+    Some(Held {
+        result: condition.reason.clone(),
+        message: Some(condition.message.clone()).filter(|m| !m.is_empty()),
+    })
 }

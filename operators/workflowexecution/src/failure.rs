@@ -1,9 +1,9 @@
 //! Failure details: why a WorkflowExecution failed, in enough detail for an analysis step (or a
 //! person) to decide what to do next.
 //!
-//! For a failed PipelineRun, [`failure_details`] finds the first TaskRun in the run's
-//! `childReferences` whose `Succeeded` condition is `False` (a TaskRun that no longer exists is
-//! skipped), builds the classification facts ([`classification_facts`]), classifies them with
+//! For a failed PipelineRun, [`failure_details`] finds the first TaskRun the run lists whose
+//! mapping says it failed (`grandchildren.names` and `grandchildren.failed`; a TaskRun that no
+//! longer exists is skipped), builds the classification facts ([`classification_facts`]), classifies them with
 //! the rules of the status mapping file, and writes the contract's `failureDetails`, including a
 //! multi-line natural-language summary. [`pre_execution_failure`] and [`run_deleted_failure`]
 //! cover failures without a finished run.
@@ -40,9 +40,9 @@ use serde_json::Value;
 
 use crate::config::ExecutionSettings;
 use crate::duration::format_span;
-use crate::run_status::{
-    child_task_runs, steps_ran, string_field, succeeded_condition, timestamp_field,
-};
+use kubernaut_framework::status::Held;
+
+use crate::run_status::{steps_ran, string_field, timestamp_field};
 use crate::types::{FailureDetails, FailureReason, WorkflowExecution};
 
 /// Fact: the run's and the failed TaskRun's `Succeeded` reasons.
@@ -55,6 +55,41 @@ pub const FACT_FAILED_TASK_NAME: &str = "failedTaskName";
 pub const FACT_FAILED_STEP: &str = "failedStep";
 /// Grandchild fact whose first value (an integer) is `failureDetails.exitCode`.
 pub const FACT_EXIT_CODE: &str = "exitCode";
+/// Fact: the result of a `grandchildren.held` rule that matched while the run ran, or matches now.
+pub const FACT_HELD_REASON: &str = "heldReason";
+
+/// What the Running phase remembered of a run in the WorkflowExecution's status: facts its
+/// TaskRuns may no longer show when the run has finished (or is gone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remembered {
+    /// A step of the run was seen running (`pipelineRunStatus.executionStarted`).
+    pub seen_started: bool,
+    /// The run was last seen held back ([`held_back`]), as the `ExecutionRunning` condition says.
+    pub held: Option<Held>,
+}
+
+/// The first of the run's TaskRuns (in the run's order) that the mapping's `grandchildren.held`
+/// says is held back; its message names the TaskRun.
+pub fn held_back(
+    mapping: &StatusMapping,
+    run: &Value,
+    task_runs: &BTreeMap<String, Value>,
+) -> Option<Held> {
+    mapping
+        .grandchild_names(run)
+        .into_iter()
+        .find_map(|(_, name)| {
+            let held = mapping.grandchild_held(task_runs.get(&name)?)?;
+            let message = match held.message {
+                Some(message) => format!("TaskRun {name}: {message}"),
+                None => format!("TaskRun {name} is held back"),
+            };
+            Some(Held {
+                result: held.result,
+                message: Some(message),
+            })
+        })
+}
 
 /// The first failed TaskRun of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,41 +146,36 @@ impl FailureContext {
     }
 }
 
-/// The first TaskRun in `childReferences` whose `Succeeded` condition is `False`, its step facts
-/// read through `mapping`; TaskRuns missing from `task_runs` are skipped.
+/// The first TaskRun the run lists (`grandchildren.names`) that the mapping says failed
+/// (`grandchildren.failed`), its fields and step facts read through `mapping`; TaskRuns missing
+/// from `task_runs` are skipped.
 pub fn first_failed_task(
     mapping: &StatusMapping,
     run: &Value,
     task_runs: &BTreeMap<String, Value>,
 ) -> Option<FailedTask> {
-    child_task_runs(run).into_iter().find_map(|(index, name)| {
-        let task_run = task_runs.get(&name)?;
-        let condition = succeeded_condition(task_run)?;
-        if condition.get("status").and_then(Value::as_str) != Some("False") {
-            return None;
-        }
-        let text = |key: &str| {
-            condition
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let facts = mapping.grandchild_facts(task_run);
-        let first = |fact: &str| facts.get(fact).and_then(|values| values.first()).cloned();
-        Some(FailedTask {
-            name,
-            index,
-            step_name: first(FACT_FAILED_STEP),
-            exit_code: first(FACT_EXIT_CODE).and_then(|code| code.parse().ok()),
-            reason: text("reason"),
-            message: text("message"),
-            facts,
-            completion_time: task_run
-                .pointer("/status/completionTime")
-                .and_then(Value::as_str)
-                .and_then(|t| t.parse().ok()),
+    mapping
+        .grandchild_names(run)
+        .into_iter()
+        .find_map(|(index, name)| {
+            let task_run = task_runs.get(&name)?;
+            if !mapping.grandchild_failed(task_run) {
+                return None;
+            }
+            let fields = mapping.grandchild_fields(task_run);
+            let facts = mapping.grandchild_facts(task_run);
+            let first = |fact: &str| facts.get(fact).and_then(|values| values.first()).cloned();
+            Some(FailedTask {
+                name,
+                index,
+                step_name: first(FACT_FAILED_STEP),
+                exit_code: first(FACT_EXIT_CODE).and_then(|code| code.parse().ok()),
+                reason: string_field(&fields, "reason"),
+                message: string_field(&fields, "message"),
+                completion_time: timestamp_field(&fields, "completionTime"),
+                facts,
+            })
         })
-    })
 }
 
 /// The facts the classification rules see (see `status.yaml`): the run's reason and message
@@ -155,6 +185,7 @@ pub fn first_failed_task(
 pub fn classification_facts(
     run_fields: &BTreeMap<String, Value>,
     failed: Option<&FailedTask>,
+    held: Option<&Held>,
 ) -> BTreeMap<String, Vec<String>> {
     let mut facts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut push = |fact: &str, value: Option<String>| {
@@ -166,6 +197,7 @@ pub fn classification_facts(
     push(FACT_REASON, string_field(run_fields, "reason"));
     push(FACT_MESSAGE, string_field(run_fields, "message"));
     push(FACT_FAILED_TASK_NAME, failed.map(|t| t.name.clone()));
+    push(FACT_HELD_REASON, held.map(|h| h.result.clone()));
     if let Some(task) = failed {
         push(FACT_REASON, task.reason.clone());
         push(FACT_MESSAGE, task.message.clone());
@@ -199,36 +231,47 @@ pub fn failure_details(
     task_runs: &BTreeMap<String, Value>,
     now: Timestamp,
 ) -> FailureDetails {
-    failure_details_remembered(mapping, context, run, task_runs, false, now)
+    failure_details_remembered(
+        mapping,
+        context,
+        run,
+        task_runs,
+        &Remembered::default(),
+        now,
+    )
 }
 
-/// [`failure_details`], with what the Running phase remembered: `seen_started`, a step of the
-/// run was seen running (`pipelineRunStatus.executionStarted`), whatever its TaskRuns say now
-/// (they may have been deleted since).
+/// [`failure_details`], with what the Running phase remembered: a step of the run was seen
+/// running, or a TaskRun was held back, whatever its TaskRuns say now (they may have been
+/// deleted since). A run held back then and now (its TaskRuns still say so) reports the hold.
 pub fn failure_details_remembered(
     mapping: &StatusMapping,
     context: &FailureContext,
     run: &Value,
     task_runs: &BTreeMap<String, Value>,
-    seen_started: bool,
+    remembered: &Remembered,
     now: Timestamp,
 ) -> FailureDetails {
     let fields = mapping.fields(run);
     let failed = first_failed_task(mapping, run, task_runs);
-    let reason = classify_failure(mapping, &classification_facts(&fields, failed.as_ref()));
+    let held = held_back(mapping, run, task_runs).or_else(|| remembered.held.clone());
+    let reason = classify_failure(
+        mapping,
+        &classification_facts(&fields, failed.as_ref(), held.as_ref()),
+    );
     let start = timestamp_field(&fields, "startTime");
     let failed_at = failed
         .as_ref()
         .and_then(|t| t.completion_time)
         .or_else(|| timestamp_field(&fields, "completionTime"))
         .unwrap_or(now);
-    let step_ran = seen_started || steps_ran(mapping, task_runs);
+    let step_ran = remembered.seen_started || steps_ran(mapping, task_runs);
     let run_message = string_field(&fields, "message").filter(|m| !m.is_empty());
     let task_message = failed
         .as_ref()
         .and_then(|t| t.message.clone())
         .filter(|m| !m.is_empty());
-    let message = match (run_message, task_message, failed.as_ref()) {
+    let mut message = match (run_message, task_message, failed.as_ref()) {
         (Some(run), Some(task), Some(t)) if run != task => {
             format!("{run}; TaskRun {}: {task}", t.name)
         }
@@ -238,6 +281,13 @@ pub fn failure_details_remembered(
             .map(|r| format!("PipelineRun failed with reason {r}"))
             .unwrap_or_else(|| "PipelineRun failed without a reason".to_owned()),
     };
+    // What held the run back is the cause the final message (a timeout) no longer names.
+    if let Some(held) = &held
+        && reason.as_str() == held.result
+        && let Some(text) = &held.message
+    {
+        message = format!("{message}; held back before: {text}");
+    }
     let mut details = FailureDetails {
         reason,
         message,
@@ -250,7 +300,12 @@ pub fn failure_details_remembered(
         was_execution_failure: step_ran,
         natural_language_summary: String::new(),
     };
-    let total_tasks = child_task_runs(run).len();
+    let total_tasks = fields
+        .get("totalTasks")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| mapping.grandchild_names(run).len());
     details.natural_language_summary = natural_language_summary(context, &details, total_tasks);
     details
 }
@@ -561,13 +616,201 @@ mod tests {
         );
     }
 
+    /// Every failure reason Tekton v1.12 writes on a TaskRun or PipelineRun, as the failed
+    /// TaskRun's (or run's) reason with a message, classified by the shipped mapping.
+    #[test]
+    fn every_tekton_reason_has_its_result() {
+        let mapping = mapping();
+        let forbidden = "pods \"p\" is forbidden: admission webhook denied the request";
+        // (reason, message, expected)
+        let cases = [
+            (
+                "StepOOM",
+                "step \"apply\" was OOM killed",
+                FailureReason::OomKilled,
+            ),
+            (
+                "StepFailed",
+                "\"step-apply\" exited with code 1",
+                FailureReason::TaskFailed,
+            ),
+            (
+                "SidecarFailed",
+                "sidecar \"proxy\" exited with code 2",
+                FailureReason::TaskFailed,
+            ),
+            (
+                "InitContainerFailed",
+                "\"prepare\" exited with code 1",
+                FailureReason::TaskFailed,
+            ),
+            (
+                "PodEvicted",
+                "The node was low on resource: ephemeral-storage.",
+                FailureReason::ResourceExhausted,
+            ),
+            (
+                "TaskValidationFailed",
+                "[User error] invalid step",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "ResourceVerificationFailed",
+                "signature mismatch",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "PodCreationFailed",
+                "failed to create task run pod: Maybe invalid TaskSpec",
+                FailureReason::ConfigurationError,
+            ),
+            ("PodCreationFailed", forbidden, FailureReason::Forbidden),
+            (
+                "PodAdmissionFailed",
+                "pods \"p\" is forbidden: violates PodSecurity \"restricted:latest\"",
+                FailureReason::Forbidden,
+            ),
+            (
+                "CouldntGetPipelineResult",
+                "[User error] result x not found",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "InvalidMatrixParameterTypes",
+                "[User error] matrix",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "CreateRunFailed",
+                "taskruns.tekton.dev is invalid",
+                FailureReason::ConfigurationError,
+            ),
+            ("CreateRunFailed", forbidden, FailureReason::Forbidden),
+            (
+                "CouldntCreateWorkspacePVC",
+                "storageclass missing",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "CouldntCreateWorkspacePVC",
+                "persistentvolumeclaims is forbidden: exceeded quota: q",
+                FailureReason::ResourceExhausted,
+            ),
+            (
+                "TaskRunResultLargerThanAllowedLimit",
+                "result too large",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "ExceededResourceQuota",
+                "exceeded quota",
+                FailureReason::ResourceExhausted,
+            ),
+            (
+                "ExceededNodeResources",
+                "TaskRun Pod exceeded available resources",
+                FailureReason::ResourceExhausted,
+            ),
+            (
+                "TaskRunImagePullFailed",
+                "failed to pull the image",
+                FailureReason::ImagePullBackOff,
+            ),
+            (
+                "CouldntGetPipeline",
+                "[User error] bundle not found",
+                FailureReason::ConfigurationError,
+            ),
+            (
+                "PipelineRunTimeout",
+                "failed to finish within \"30s\"",
+                FailureReason::DeadlineExceeded,
+            ),
+        ];
+        for (reason, message, expected) in cases {
+            let facts = BTreeMap::from([
+                (FACT_REASON.to_owned(), vec![reason.to_owned()]),
+                (FACT_MESSAGE.to_owned(), vec![message.to_owned()]),
+            ]);
+            assert_eq!(
+                classify_failure(&mapping, &facts),
+                expected,
+                "{reason}: {message}"
+            );
+        }
+    }
+
+    /// A run held back by a quota while it ran and then timed out failed for the quota; the
+    /// message keeps the quota text the final status no longer has.
+    #[test]
+    fn a_run_held_by_a_quota_until_its_timeout_is_resource_exhausted() {
+        let mapping = mapping();
+        let run = serde_json::json!({"status": {
+            "startTime": "2025-06-01T11:50:00Z",
+            "completionTime": "2025-06-01T11:50:30Z",
+            "conditions": [{"type": "Succeeded", "status": "False", "reason": "PipelineRunTimeout",
+                            "message": "PipelineRun \"wfe-1\" failed to finish within \"30s\""}],
+            "childReferences": [{"kind": "TaskRun", "name": "wfe-1-a"}],
+        }});
+        let quota = "TaskRun Pod exceeded available resources: pods \"p\" is forbidden: exceeded quota: no-pods";
+        // Still held when the run timed out (Tekton leaves the TaskRun Unknown).
+        let held_tr = serde_json::json!({
+            "metadata": {"name": "wfe-1-a", "creationTimestamp": "2025-06-01T11:50:01Z"},
+            "status": {"conditions": [{"type": "Succeeded", "status": "Unknown",
+                "reason": "ExceededResourceQuota", "message": quota}]},
+        });
+        let task_runs = BTreeMap::from([("wfe-1-a".to_owned(), held_tr)]);
+        let d = failure_details(&mapping, &context(), &run, &task_runs, now());
+        assert_eq!(d.reason, FailureReason::ResourceExhausted);
+        assert!(!d.was_execution_failure);
+        assert!(
+            d.message.contains("failed to finish within"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message.contains("exceeded quota: no-pods"),
+            "{}",
+            d.message
+        );
+        assert!(d.message.contains("TaskRun wfe-1-a"), "{}", d.message);
+
+        // The TaskRuns are gone; the Running phase remembered the hold.
+        let remembered = Remembered {
+            seen_started: false,
+            held: Some(Held {
+                result: "ResourceExhausted".to_owned(),
+                message: Some(format!("TaskRun wfe-1-a: {quota}")),
+            }),
+        };
+        let d = failure_details_remembered(
+            &mapping,
+            &context(),
+            &run,
+            &BTreeMap::new(),
+            &remembered,
+            now(),
+        );
+        assert_eq!(d.reason, FailureReason::ResourceExhausted);
+        assert!(
+            d.message.contains("exceeded quota: no-pods"),
+            "{}",
+            d.message
+        );
+
+        // Never held: the timeout it is.
+        let d = failure_details(&mapping, &context(), &run, &BTreeMap::new(), now());
+        assert_eq!(d.reason, FailureReason::DeadlineExceeded);
+        assert!(!d.message.contains("held"), "{}", d.message);
+    }
+
     #[test]
     fn facts_carry_run_and_task_evidence() {
         let mapping = mapping();
         let fixtures = fixtures();
         let quota = fixtures.iter().find(|f| f.name == "quota").unwrap();
         let task = first_failed_task(&mapping, &quota.run, &quota.task_runs);
-        let facts = classification_facts(&mapping.fields(&quota.run), task.as_ref());
+        let facts = classification_facts(&mapping.fields(&quota.run), task.as_ref(), None);
         assert_eq!(facts[FACT_REASON], ["Failed", "ExceededResourceQuota"]);
         assert_eq!(facts[FACT_MESSAGE].len(), 2);
         assert_eq!(
@@ -755,8 +998,18 @@ mod tests {
             let run = serde_json::json!({"status": {"childReferences": [
                 {"kind": "TaskRun", "name": "tr"}]}});
             for seen in [false, true] {
-                let d =
-                    failure_details_remembered(&mapping, &context(), &run, &task_runs, seen, now());
+                let remembered = Remembered {
+                    seen_started: seen,
+                    held: None,
+                };
+                let d = failure_details_remembered(
+                    &mapping,
+                    &context(),
+                    &run,
+                    &task_runs,
+                    &remembered,
+                    now(),
+                );
                 assert_eq!(d.was_execution_failure, ran || seen, "{what}, seen {seen}");
             }
         }

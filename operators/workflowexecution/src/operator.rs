@@ -14,12 +14,13 @@ use kubernaut_framework::{
         ChildWatch, LeaderElectionSettings, Operator, ParentWatch, Running, RuntimeError,
         RuntimeSettings, default_identity,
     },
+    template::ChildKind,
 };
 use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{AuditError, Auditor},
+    audit::{self, AuditError},
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,
@@ -36,11 +37,17 @@ pub const CONTROLLER_NAME: &str = "workflowexecution-controller";
 /// Why the operator could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
-    /// Tekton Pipelines' PipelineRun API is not served by the cluster.
+    /// A kind the templates create or read (the status mapping's `child` and
+    /// `grandchildren.child`) is not served by the cluster.
     #[error(
-        "the tekton.dev/v1 PipelineRun API is not served by this cluster: Tekton Pipelines must be installed ({0})"
+        "the {kind} API is not served by this cluster: install what serves it (the shipped templates need Tekton Pipelines) ({message})"
     )]
-    TektonMissing(String),
+    KindNotServed {
+        /// The kind, as `apiVersion, Kind=…`.
+        kind: String,
+        /// What the API server said instead.
+        message: String,
+    },
     /// The templates failed to load.
     #[error("loading the PipelineRun template from {dir}: {message}")]
     Templates {
@@ -92,17 +99,33 @@ pub fn taskrun_resource() -> ApiResource {
     )
 }
 
-/// Fail unless the cluster serves `tekton.dev/v1` `pipelineruns`.
+/// The API resource of a kind named in a template or mapping file (plural guessed the way
+/// kube does: `TaskRun` → `taskruns`).
+pub fn resource_of(kind: &ChildKind) -> ApiResource {
+    let (group, version) = kind
+        .api_version
+        .rsplit_once('/')
+        .unwrap_or(("", kind.api_version.as_str()));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind.kind))
+}
+
+/// Fail unless the cluster serves `kind` (the API group version lists its plural).
 ///
 /// # Errors
-/// [`StartError::TektonMissing`] naming what was found instead.
-pub async fn check_tekton(client: &Client) -> Result<(), StartError> {
-    match client.list_api_group_resources("tekton.dev/v1").await {
-        Ok(list) if list.resources.iter().any(|r| r.name == "pipelineruns") => Ok(()),
-        Ok(_) => Err(StartError::TektonMissing(
-            "tekton.dev/v1 has no pipelineruns resource".into(),
-        )),
-        Err(e) => Err(StartError::TektonMissing(e.to_string())),
+/// [`StartError::KindNotServed`] naming what was found instead.
+pub async fn check_served(client: &Client, kind: &ChildKind) -> Result<(), StartError> {
+    let resource = resource_of(kind);
+    let missing = |message: String| StartError::KindNotServed {
+        kind: kind.to_string(),
+        message,
+    };
+    match client.list_api_group_resources(&kind.api_version).await {
+        Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => Ok(()),
+        Ok(_) => Err(missing(format!(
+            "{} has no {} resource",
+            kind.api_version, resource.plural
+        ))),
+        Err(e) => Err(missing(e.to_string())),
     }
 }
 
@@ -130,14 +153,14 @@ pub fn runtime_settings(config: &OperatorConfig) -> RuntimeSettings {
 /// Start the operator in the background with `config`; returns once its endpoints listen.
 ///
 /// # Errors
-/// [`StartError`] when Tekton is missing or templates, mapping, metrics, audit or the runtime
-/// cannot be set up.
+/// [`StartError`] when a kind of the status mapping (Tekton's, with the shipped templates) is not
+/// served, or templates, mapping, metrics, audit or the runtime cannot be set up.
 pub async fn start(
     client: Client,
     config: Arc<ConfigStore<OperatorConfig>>,
     settings: RuntimeSettings,
     parents: ParentWatch,
-) -> Result<(Running<WorkflowExecution, State>, Auditor), StartError> {
+) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
     let current = config.current();
     let dir = current.templates.dir.clone();
     let store = templates::load_template_store(&dir).map_err(|e| StartError::Templates {
@@ -152,40 +175,55 @@ pub async fn start(
         dir: dir.clone(),
         message: e.to_string(),
     })?;
-    // After the files: what is wrong locally is reported even when the cluster is unreachable.
-    check_tekton(&client).await?;
 
+    // The kinds are data: the run (the mapping's `child`) and the objects that carry its failure
+    // facts (`grandchildren.child`).
+    check_served(&client, mapping.child()).await?;
+    if let Some(kind) = mapping.grandchild_kind() {
+        check_served(&client, kind).await?;
+    }
+    let pipelinerun = resource_of(mapping.child());
+    let taskrun = mapping
+        .grandchild_kind()
+        .map_or_else(taskrun_resource, resource_of);
+    let watch_of = |resource: ApiResource| ChildWatch {
+        resource,
+        namespace: Some(current.execution.namespace.clone()),
+        selector: LABEL_WORKFLOW_EXECUTION.to_string(),
+        parent_labels: (
+            LABEL_WORKFLOW_EXECUTION.to_string(),
+            LABEL_SOURCE_NAMESPACE.to_string(),
+        ),
+        // Names may be 253 characters long; the label carries a shortened form.
+        parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
+    };
     let operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
         // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        .children(ChildWatch {
-            resource: pipelinerun_resource(),
-            namespace: Some(current.execution.namespace.clone()),
-            selector: LABEL_WORKFLOW_EXECUTION.to_string(),
-            parent_labels: (
-                LABEL_WORKFLOW_EXECUTION.to_string(),
-                LABEL_SOURCE_NAMESPACE.to_string(),
-            ),
-            // Names may be 253 characters long; the label carries a shortened form.
-            parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
-        })
+        .children(watch_of(pipelinerun.clone()))
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
+        // Tekton copies the run's labels and annotations onto its TaskRuns, so they map to the
+        // same WorkflowExecution.
+        .grandchildren(
+            watch_of(taskrun.clone()),
+            crate::task_runs::prune_cached_task_run,
+        )
         .templates(Arc::new(store), None);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
-    let auditor = Auditor::new(&current.audit, &registry)?;
+    let auditor = audit::start(&current.audit, &registry)?;
     let state = State {
         config,
         mapping: Arc::new(mapping),
         cancel: Arc::new(cancel),
         auditor: auditor.clone(),
         metrics,
-        pipelinerun: pipelinerun_resource(),
-        taskrun: taskrun_resource(),
+        pipelinerun,
+        taskrun,
         own_writes: OwnWrites::new(),
     };
     info!(

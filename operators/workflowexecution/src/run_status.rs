@@ -11,9 +11,9 @@
 //! 3. Timestamps that do not parse are treated as absent, never as an error.
 //!
 //! Caveats:
-//! 1. `completedTasks` is counted from the TaskRuns when they are given (a TaskRun whose
-//!    `Succeeded` condition is `True` or `False` has completed); Tekton's PipelineRun status does
-//!    not carry the number itself.
+//! 1. `completedTasks` is counted from the TaskRuns when they are given (those the mapping's
+//!    `grandchildren.finished` says ended); Tekton's PipelineRun status does not carry the number
+//!    itself.
 //! 2. `executionStarted` is likewise only known from TaskRuns: whether a step of one ran is the
 //!    mapping's `grandchildren.ran` ([`steps_ran`]). Without TaskRuns it is left out, which means
 //!    "not seen", not "did not run".
@@ -94,10 +94,12 @@ pub fn observe_run(
         status: string_field(&fields, "status"),
         reason: string_field(&fields, "reason"),
         message: string_field(&fields, "message"),
-        completed_tasks: task_runs.map(|trs| completed_task_count(run, trs)),
+        completed_tasks: task_runs.map(|trs| completed_task_count(mapping, run, trs)),
+        // A pipeline has at least one task: 0 means it is not resolved yet, not "no tasks".
         total_tasks: fields
             .get("totalTasks")
             .and_then(Value::as_u64)
+            .filter(|n| *n > 0)
             .and_then(|n| u32::try_from(n).ok()),
         execution_started: task_runs
             .is_some_and(|trs| steps_ran(mapping, trs))
@@ -131,47 +133,72 @@ pub fn timestamp_field(fields: &BTreeMap<String, Value>, name: &str) -> Option<T
     fields.get(name)?.as_str()?.parse().ok()
 }
 
-/// The TaskRuns named in the run's `childReferences`, in order, with their index.
-pub fn child_task_runs(run: &Value) -> Vec<(u32, String)> {
-    run.pointer("/status/childReferences")
-        .and_then(Value::as_array)
-        .map(|refs| {
-            refs.iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    let is_task_run = r.get("kind").and_then(Value::as_str) == Some("TaskRun");
-                    let name = r.get("name").and_then(Value::as_str)?;
-                    let index = u32::try_from(i).ok()?;
-                    is_task_run.then(|| (index, name.to_owned()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The `Succeeded` condition status (`True`, `False`, `Unknown`) of a Tekton object.
-pub fn succeeded_status(object: &Value) -> Option<&str> {
-    succeeded_condition(object)?.get("status")?.as_str()
-}
-
-/// The `Succeeded` condition of a Tekton object.
-pub fn succeeded_condition(object: &Value) -> Option<&Value> {
-    object
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Succeeded"))
-}
-
-fn completed_task_count(run: &Value, task_runs: &BTreeMap<String, Value>) -> u32 {
-    let finished = child_task_runs(run)
+fn completed_task_count(
+    mapping: &StatusMapping,
+    run: &Value,
+    task_runs: &BTreeMap<String, Value>,
+) -> u32 {
+    let finished = mapping
+        .grandchild_names(run)
         .into_iter()
         .filter(|(_, name)| {
             task_runs
                 .get(name)
-                .and_then(succeeded_status)
-                .is_some_and(|s| s == "True" || s == "False")
+                .is_some_and(|tr| mapping.grandchild_finished(tr))
         })
         .count();
     u32::try_from(finished).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::templates::load_status_mapping;
+
+    fn mapping() -> StatusMapping {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../templates/workflowexecution");
+        load_status_mapping(&dir).unwrap()
+    }
+
+    #[test]
+    fn total_tasks_count_the_resolved_pipeline_not_the_task_runs_started_so_far() {
+        let mapping = mapping();
+        // Two tasks and a finally task; only the first TaskRun exists yet.
+        let run = json!({"status": {
+            "startTime": "2026-12-02T06:33:12Z",
+            "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}],
+            "childReferences": [{"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": "a"}],
+            "pipelineSpec": {
+                "tasks": [{"name": "a"}, {"name": "b"}],
+                "finally": [{"name": "cleanup"}],
+            },
+        }});
+        assert_eq!(
+            observe_run(&mapping, &run, None).summary.total_tasks,
+            Some(3)
+        );
+        // Without finally tasks.
+        let mut no_finally = run.clone();
+        no_finally["status"]["pipelineSpec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("finally");
+        assert_eq!(
+            observe_run(&mapping, &no_finally, None).summary.total_tasks,
+            Some(2)
+        );
+        // Still resolving the bundle: unknown, not zero.
+        let mut resolving = run;
+        resolving["status"]
+            .as_object_mut()
+            .unwrap()
+            .remove("pipelineSpec");
+        assert_eq!(
+            observe_run(&mapping, &resolving, None).summary.total_tasks,
+            None
+        );
+    }
 }

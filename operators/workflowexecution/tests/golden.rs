@@ -1,5 +1,7 @@
 //! Golden tests: the `render` output of every sample WorkflowExecution in `config/samples/`, and
-//! what the status mapping makes of every PipelineRun fixture in `tests/fixtures/pipelineruns/`.
+//! what the status mapping makes of every run real Tekton wrote in the end-to-end tier
+//! (`tests/e2e/recorded/`, each stating the Tekton version that recorded it) and of the hand-written
+//! fixtures of `tests/fixtures/pipelineruns/` for shapes no recording holds (each saying why).
 //!
 //! The expected outputs are checked in under `tests/golden/`; review changes to them in the diff.
 //! Regenerate them with:
@@ -372,31 +374,132 @@ fn version_names_the_program() {
     );
 }
 
+/// The recordings of real Tekton the end-to-end tier made (`make record-tekton`).
+fn recordings_dir() -> PathBuf {
+    repo().join("tests/e2e/recorded")
+}
+
+/// Where a status input comes from, as its golden output's header says.
+struct StatusSource {
+    /// Golden file stem.
+    name: String,
+    /// Path from the repository root.
+    path: String,
+    /// `recorded from tekton-pipelines vX.Y.Z`, or `hand-written: <why>`.
+    provenance: String,
+    run: Value,
+    task_runs: BTreeMap<String, Value>,
+}
+
+fn by_name(task_runs: &[Value]) -> BTreeMap<String, Value> {
+    task_runs
+        .iter()
+        .map(|tr| {
+            (
+                tr["metadata"]["name"].as_str().unwrap().to_owned(),
+                tr.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Every recording of `tests/e2e/recorded/` (the PipelineRun, then its TaskRuns), each stating the
+/// Tekton version that recorded it on its first line.
+fn recorded_sources() -> Vec<StatusSource> {
+    yaml_files(&recordings_dir())
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let first = text.lines().next().unwrap_or_default();
+            let version = first
+                .strip_prefix("# Recorded from ")
+                .and_then(|rest| rest.split(" by ").next())
+                .filter(|v| v.starts_with("tekton-pipelines v"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} does not state the Tekton version that recorded it: {first}",
+                        path.display()
+                    )
+                });
+            let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+                .filter(|v| !v.is_null())
+                .collect();
+            assert_eq!(docs[0]["kind"], "PipelineRun", "{}", path.display());
+            StatusSource {
+                name: stem(&path),
+                path: format!("tests/e2e/recorded/{}.yaml", stem(&path)),
+                provenance: format!("recorded from {version}"),
+                run: docs[0].clone(),
+                task_runs: by_name(&docs[1..]),
+            }
+        })
+        .collect()
+}
+
+/// The hand-written fixtures of `tests/fixtures/pipelineruns/`: each says why at its top (`#
+/// hand-written: <why>`). A fixture a recording supersedes says so instead (`# superseded by
+/// tests/e2e/recorded/<name>.yaml`) and is not mapped: the recording is.
+fn hand_written_sources() -> Vec<StatusSource> {
+    let mut sources = Vec::new();
+    for path in yaml_files(&crate_dir().join("tests/fixtures/pipelineruns")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        if let Some(rest) = first.strip_prefix("# superseded by tests/e2e/recorded/") {
+            let recording = rest.split(".yaml").next().unwrap_or_default();
+            assert!(
+                recordings_dir().join(format!("{recording}.yaml")).is_file(),
+                "{}: no recording {recording}",
+                path.display()
+            );
+            continue;
+        }
+        let why = first
+            .strip_prefix("# hand-written: ")
+            .filter(|why| !why.trim().is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} must say why it is hand-written (`# hand-written: <why>`) or which \
+                     recording supersedes it",
+                    path.display()
+                )
+            });
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        sources.push(StatusSource {
+            name: stem(&path),
+            path: format!(
+                "operators/workflowexecution/tests/fixtures/pipelineruns/{}.yaml",
+                stem(&path)
+            ),
+            provenance: format!("hand-written: {}", why.trim()),
+            run: doc["pipelineRun"].clone(),
+            task_runs: by_name(doc["taskRuns"].as_array().unwrap()),
+        });
+    }
+    sources
+}
+
+/// What the status mapping makes of every recording of real Tekton, and of every hand-written
+/// fixture, matches `tests/golden/status/<name>.yaml`; no golden file is left without its source.
 #[test]
-fn status_mapping_of_fixtures_matches_golden() {
+fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
     let mapping = load_status_mapping(&repo().join("templates/workflowexecution")).unwrap();
     let context = FailureContext::new(
         &sample_workflow_execution(),
         &OperatorConfig::default().execution,
     );
     let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
-    let fixtures = yaml_files(&crate_dir().join("tests/fixtures/pipelineruns"));
-    assert!(fixtures.len() >= 12);
-    for fixture in fixtures {
-        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
-        let run = &doc["pipelineRun"];
-        let task_runs: BTreeMap<String, Value> = doc["taskRuns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|tr| {
-                (
-                    tr["metadata"]["name"].as_str().unwrap().to_owned(),
-                    tr.clone(),
-                )
-            })
-            .collect();
-        let observed = observe_run(&mapping, run, Some(&task_runs));
+    let recorded = recorded_sources();
+    assert!(recorded.len() >= 12, "{} recordings", recorded.len());
+    let sources: Vec<StatusSource> = recorded.into_iter().chain(hand_written_sources()).collect();
+    let mut names = std::collections::BTreeSet::new();
+    for source in &sources {
+        assert!(
+            names.insert(source.name.clone()),
+            "two sources named {}",
+            source.name
+        );
+        let observed = observe_run(&mapping, &source.run, Some(&source.task_runs));
         let mut out = json!({
             "phase": observed.phase.as_str(),
             "pipelineRunStatus": observed.summary,
@@ -404,18 +507,39 @@ fn status_mapping_of_fixtures_matches_golden() {
             "completionTime": observed.completion_time.map(|t| t.to_string()),
         });
         if observed.phase == RunPhase::Failed {
-            out["failureDetails"] =
-                serde_json::to_value(failure_details(&mapping, &context, run, &task_runs, now))
-                    .unwrap();
+            out["failureDetails"] = serde_json::to_value(failure_details(
+                &mapping,
+                &context,
+                &source.run,
+                &source.task_runs,
+                now,
+            ))
+            .unwrap();
         }
         let text = format!(
-            "# Generated from tests/fixtures/pipelineruns/{}.yaml; regenerate with {REGENERATE}\n{}",
-            stem(&fixture),
+            "# Generated from {} ({}); regenerate with {REGENERATE}\n{}",
+            source.path,
+            source.provenance,
             serde_yaml::to_string(&out).unwrap()
         );
         check_golden(
-            &crate_dir().join(format!("tests/golden/status/{}.yaml", stem(&fixture))),
+            &crate_dir().join(format!("tests/golden/status/{}.yaml", source.name)),
             &text,
         );
+    }
+    let golden_dir = crate_dir().join("tests/golden/status");
+    for golden in yaml_files(&golden_dir) {
+        let name = stem(&golden);
+        if names.contains(&name) {
+            continue;
+        }
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::remove_file(&golden).unwrap();
+        } else {
+            panic!(
+                "{} has no recording or fixture any more; regenerate with\n  {REGENERATE}",
+                golden.display()
+            );
+        }
     }
 }

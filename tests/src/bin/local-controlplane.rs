@@ -1,5 +1,5 @@
 //! `local-controlplane` (`make controlplane-shell`): a local Kubernetes control plane ready for the
-//! WorkflowExecution operator run from a checkout — the Tekton stand-in CRDs and the
+//! WorkflowExecution operator run from a checkout — Tekton's PipelineRun and TaskRun CRDs and the
 //! WorkflowExecution CRD installed, the namespaces `kubernaut-system` (the leader Lease) and
 //! `kubernaut-workflows` (the PipelineRuns) created, and the Tekton simulator driving the
 //! PipelineRuns to completion (scripted by the bundle name, see `tests/src/simulator.rs`). Prints
@@ -10,6 +10,7 @@
 use kubernaut_test_harness::{
     ControlPlane,
     checkout::{self, NAMESPACES},
+    tekton,
 };
 
 #[tokio::main]
@@ -24,14 +25,14 @@ async fn main() -> anyhow::Result<()> {
         cp.startup_time()
     );
     println!(
-        "Installed: the Tekton stand-in CRDs (tekton.dev/v1 PipelineRun, TaskRun), the WorkflowExecution CRD, the namespaces {}.",
+        "Installed: Tekton {}'s PipelineRun and TaskRun CRDs (tekton.dev/v1), the WorkflowExecution CRD, the namespaces {}.",
+        tekton::VERSION,
         NAMESPACES.join(" and ")
     );
     if simulate {
         println!(
-            "A Tekton simulator completes PipelineRuns in {} after {:?} (a bundle named task-failure, oom-killed, timeout or image-pull fails instead).",
-            NAMESPACES[1],
-            checkout::SIMULATED_RUN_TIME
+            "A Tekton simulator plays the PipelineRuns in {} (see tests/src/simulator.rs for the bundle names that fail).",
+            NAMESPACES[1]
         );
     }
     println!();
