@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backoff;
 pub mod condition;
 pub mod config;
+pub mod duration;
 pub mod finalizer;
 pub mod glob;
 pub mod lock;

@@ -44,10 +44,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::config::OperatorConfig;
-use crate::duration::{duration_between, format_go_duration};
 use crate::types::{
     ConflictingWorkflow, Phase, RecentRemediation, SkipDetails, SkipReason, WorkflowExecution,
 };
+use kubernaut_framework::duration::{duration_between, format_go_duration};
 
 /// The annotation that clears the block a failed execution causes.
 pub const CLEAR_BLOCK_ANNOTATION: &str = "kubernaut.ai/clear-execution-block";

@@ -39,7 +39,7 @@ use kubernaut_framework::status::StatusMapping;
 use serde_json::Value;
 
 use crate::config::ExecutionSettings;
-use crate::duration::format_span;
+use kubernaut_framework::duration::format_span;
 use kubernaut_framework::status::Held;
 
 use crate::run_status::{steps_ran, string_field, timestamp_field};
