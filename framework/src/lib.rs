@@ -17,4 +17,5 @@ pub mod own_writes;
 pub mod phase;
 pub mod runtime;
 pub mod status;
+pub mod string_enum;
 pub mod template;

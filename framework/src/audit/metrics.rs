@@ -47,7 +47,7 @@ impl AuditMetrics {
         registry.register(Box::new(metrics.dropped.clone()))?;
         registry.register(Box::new(metrics.batches_failed.clone()))?;
         for reason in DropReason::ALL {
-            metrics.dropped.with_label_values(&[reason.label()]);
+            metrics.dropped.with_label_values(&[reason.as_str()]);
         }
         Ok(metrics)
     }
@@ -55,7 +55,7 @@ impl AuditMetrics {
     /// Counts `events` dropped for `reason`.
     pub(crate) fn dropped(&self, reason: DropReason, events: usize) {
         self.dropped
-            .with_label_values(&[reason.label()])
+            .with_label_values(&[reason.as_str()])
             .inc_by(events as u64);
     }
 }
