@@ -1687,7 +1687,7 @@ fn refused_already(status: &WorkflowExecutionStatus, reason: &str) -> bool {
 }
 
 fn describe(wfe: &WorkflowExecution) -> String {
-    format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any())
+    kubernaut_framework::names::namespaced_name(wfe)
 }
 
 /// The audit record of `wfe` in `status` for `action`.
