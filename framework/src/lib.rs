@@ -13,6 +13,7 @@ pub mod duration;
 pub mod finalizer;
 pub mod glob;
 pub mod lock;
+pub mod metrics;
 pub mod names;
 pub mod own_writes;
 pub mod phase;

@@ -170,7 +170,7 @@ pub enum AuditError {
     /// The audit metrics could not be registered (e.g. already registered on this registry, or
     /// the prefix makes an invalid metric name).
     #[error("registering the audit metrics failed: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(#[from] crate::metrics::MetricError),
 }
 
 /// The audit sink an operator records to. Cheap to clone (one `Arc`); clones share the sink.
