@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod status;
 pub mod string_enum;
 pub mod template;
+pub mod yaml;
