@@ -34,6 +34,7 @@ use kube::{
 use kubernaut_framework::{
     condition::{DesiredCondition, set_condition},
     config::ConfigStore,
+    duration::{duration_between, format_go_duration},
     finalizer::{self, FinalizerError},
     lock::{self, Acquisition, LockError, Release},
     own_writes::OwnWrites,
@@ -50,7 +51,6 @@ use crate::{
     cancel::CancelSpec,
     config::OperatorConfig,
     decide::{self, Decision},
-    duration::{duration_between, format_go_duration},
     failure,
     metrics::Metrics,
     pipelinerun::{self, LABEL_WORKFLOW_ID},
@@ -1687,7 +1687,7 @@ fn refused_already(status: &WorkflowExecutionStatus, reason: &str) -> bool {
 }
 
 fn describe(wfe: &WorkflowExecution) -> String {
-    format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any())
+    kubernaut_framework::names::namespaced_name(wfe)
 }
 
 /// The audit record of `wfe` in `status` for `action`.

@@ -25,41 +25,22 @@ use serde_json::Value;
 
 use crate::types::PipelineRunStatusSummary;
 
-/// Where a PipelineRun is in its life, as the status mapping reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunPhase {
-    /// Not started by Tekton yet.
-    Pending,
-    /// Started, not finished.
-    Running,
-    /// Finished successfully (`Succeeded=True`).
-    Completed,
-    /// Finished unsuccessfully (`Succeeded=False`).
-    Failed,
+kubernaut_framework::string_enum! {
+    /// Where a PipelineRun is in its life, as the status mapping reads it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RunPhase {
+        /// Not started by Tekton yet.
+        Pending = "Pending",
+        /// Started, not finished.
+        Running = "Running",
+        /// Finished successfully (`Succeeded=True`).
+        Completed = "Completed",
+        /// Finished unsuccessfully (`Succeeded=False`).
+        Failed = "Failed",
+    }
 }
 
 impl RunPhase {
-    /// Parses a phase name produced by the mapping.
-    pub fn from_name(name: &str) -> Option<RunPhase> {
-        match name {
-            "Pending" => Some(RunPhase::Pending),
-            "Running" => Some(RunPhase::Running),
-            "Completed" => Some(RunPhase::Completed),
-            "Failed" => Some(RunPhase::Failed),
-            _ => None,
-        }
-    }
-
-    /// The phase name, as in the mapping file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunPhase::Pending => "Pending",
-            RunPhase::Running => "Running",
-            RunPhase::Completed => "Completed",
-            RunPhase::Failed => "Failed",
-        }
-    }
-
     /// Whether the run has finished.
     pub fn is_finished(self) -> bool {
         matches!(self, RunPhase::Completed | RunPhase::Failed)
