@@ -43,7 +43,7 @@
 //! be fetched in every build environment, so this small declarative macro stands in for it.
 
 /// Declares an enum of unit variants, each with its wire name, and generates `ALL`, `as_str`,
-/// `from_name` and `Display` for it. See the [module documentation](crate::string_enum).
+/// `from_name` and `Display` for it. See the [module documentation](mod@crate::string_enum).
 ///
 /// `string_enum! { serde; ... }` additionally renames every variant for serde to its wire name.
 #[macro_export]
