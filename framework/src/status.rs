@@ -296,134 +296,33 @@ impl StatusMapping {
     }
 
     fn parse(src: &str, rules: &MappingRules, origin: &str) -> Result<Self, MappingError> {
-        let doc: Value = serde_yaml::from_str(src).map_err(|e| MappingError::Syntax {
+        let syntax = |e: serde_yaml::Error| MappingError::Syntax {
             origin: origin.to_owned(),
             message: e.to_string(),
-        })?;
+        };
+        let doc: Value = serde_yaml::from_str(src).map_err(syntax)?;
         if doc.is_null() {
             return Err(MappingError::Empty {
                 origin: origin.to_owned(),
             });
         }
         // Parse again into the typed shape so messages carry YAML line numbers.
-        let raw: RawMapping = serde_yaml::from_str(src).map_err(|e| MappingError::Syntax {
-            origin: origin.to_owned(),
-            message: e.to_string(),
-        })?;
-        let rule_error = |rule: String, message: String| MappingError::Rule {
+        let raw: RawMapping = serde_yaml::from_str(src).map_err(syntax)?;
+        Self::compile(raw, rules).map_err(|(rule, message)| MappingError::Rule {
             origin: origin.to_owned(),
             rule,
             message,
-        };
+        })
+    }
 
-        let mut phase = Vec::with_capacity(raw.phase.len());
-        let mut catch_all: Option<String> = None;
-        for (i, rule) in raw.phase.into_iter().enumerate() {
-            let name = format!("phase rule {} (then: {})", i + 1, rule.then);
-            if let Some(earlier) = &catch_all {
-                return Err(rule_error(
-                    name,
-                    format!("unreachable: {earlier} has no `when` and always matches"),
-                ));
-            }
-            if !rules.phases.contains(&rule.then) {
-                return Err(rule_error(
-                    name,
-                    format!(
-                        "unknown phase `{}`; expected one of: {}",
-                        rule.then,
-                        rules.phases.join(", ")
-                    ),
-                ));
-            }
-            let when = match &rule.when {
-                Some(path) => {
-                    Some(CompiledPath::compile(path).map_err(|m| rule_error(name.clone(), m))?)
-                }
-                None => {
-                    catch_all = Some(name);
-                    None
-                }
-            };
-            phase.push(PhaseRule {
-                when,
-                then: rule.then,
-            });
-        }
-
-        let mut fields = BTreeMap::new();
-        for (name, raw_field) in raw.fields {
-            let label = format!("field `{name}`");
-            if name.trim().is_empty() {
-                return Err(rule_error(label, "a field needs a name".to_owned()));
-            }
-            let field = Field::compile(&raw_field).map_err(|m| rule_error(label, m))?;
-            fields.insert(name, field);
-        }
-        for required in &rules.required_fields {
-            if fields.contains_key(required) {
-                continue;
-            }
-            let misspelt = fields
-                .keys()
-                .filter(|name| !rules.required_fields.contains(name))
-                .find(|name| looks_like(name, required))
-                .map(|name| format!(" (is `{name}` a misspelling of it?)"))
-                .unwrap_or_default();
-            return Err(rule_error(
-                "fields".to_owned(),
-                format!(
-                    "missing `{required}`{misspelt}; the operator reads the fields {}",
-                    rules
-                        .required_fields
-                        .iter()
-                        .map(|f| format!("`{f}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-
-        let mut classify = Vec::with_capacity(raw.classify.len());
-        let mut catch_all: Option<String> = None;
-        for (i, rule) in raw.classify.into_iter().enumerate() {
-            let name = format!("classify rule {} (result: {})", i + 1, rule.result);
-            if let Some(earlier) = &catch_all {
-                return Err(rule_error(
-                    name,
-                    format!("unreachable: {earlier} has no `any`/`all` and always matches"),
-                ));
-            }
-            if !rules.results.contains(&rule.result) {
-                return Err(rule_error(
-                    name,
-                    format!(
-                        "unknown result `{}`; expected one of: {}",
-                        rule.result,
-                        rules.results.join(", ")
-                    ),
-                ));
-            }
-            let any = compile_matchers(rule.any.as_ref(), "any")
-                .map_err(|m| rule_error(name.clone(), m))?;
-            let all = compile_matchers(rule.all.as_ref(), "all")
-                .map_err(|m| rule_error(name.clone(), m))?;
-            if rule.any.is_none() && rule.all.is_none() {
-                catch_all = Some(name);
-            }
-            classify.push(ClassifyRule {
-                result: rule.result,
-                any,
-                all,
-            });
-        }
-
+    /// Compiles the parsed file; an error is `(rule, message)`.
+    fn compile(raw: RawMapping, rules: &MappingRules) -> Result<Self, (String, String)> {
+        let fields = compile_fields(&raw.fields, "field")?;
+        check_required_fields(&fields, rules)?;
         let grandchildren = match raw.grandchildren {
-            Some(raw) => {
-                Some(Grandchildren::compile(raw, rules).map_err(|(r, m)| rule_error(r, m))?)
-            }
+            Some(raw) => Some(Grandchildren::compile(raw, rules)?),
             None if rules.require_grandchildren => {
-                return Err(rule_error(
+                return Err((
                     "grandchildren".to_owned(),
                     "missing: the operator needs to know how to read the child's children \
                      (at least `ran`)"
@@ -432,12 +331,11 @@ impl StatusMapping {
             }
             None => None,
         };
-
         Ok(StatusMapping {
             child: raw.child,
-            phase,
+            phase: compile_phase_rules(raw.phase, rules)?,
             fields,
-            classify,
+            classify: compile_classify_rules(raw.classify, rules)?,
             grandchildren,
         })
     }
@@ -626,48 +524,16 @@ impl Grandchildren {
     fn compile(raw: RawGrandchildren, rules: &MappingRules) -> Result<Self, (String, String)> {
         let names =
             CompiledPath::compile(&raw.names).map_err(|m| ("grandchildren.names".to_owned(), m))?;
-        let optional_path = |path: Option<&String>, rule: &str| {
-            path.map(|p| CompiledPath::compile(p).map_err(|m| (rule.to_owned(), m)))
-                .transpose()
-        };
         let finished = optional_path(raw.finished.as_ref(), "grandchildren.finished")?;
         let failed = optional_path(raw.failed.as_ref(), "grandchildren.failed")?;
-        let mut fields = BTreeMap::new();
-        for (name, raw_field) in &raw.fields {
-            let label = format!("grandchildren field `{name}`");
-            if name.trim().is_empty() {
-                return Err((label, "a field needs a name".to_owned()));
-            }
-            fields.insert(
-                name.clone(),
-                Field::compile(raw_field).map_err(|m| (label, m))?,
-            );
-        }
-        let mut held = Vec::with_capacity(raw.held.len());
-        for (i, rule) in raw.held.iter().enumerate() {
-            let label = format!("grandchildren.held[{}] (result: {})", i + 1, rule.result);
-            if !rules.results.contains(&rule.result) {
-                return Err((
-                    label,
-                    format!(
-                        "unknown result `{}`; expected one of: {}",
-                        rule.result,
-                        rules.results.join(", ")
-                    ),
-                ));
-            }
-            held.push(HeldRule {
-                when: CompiledPath::compile(&rule.when).map_err(|m| (label.clone(), m))?,
-                result: rule.result.clone(),
-                message: optional_path(rule.message.as_ref(), &label)?,
-            });
-        }
+        let fields = compile_fields(&raw.fields, "grandchildren field")?;
+        let held = compile_held_rules(&raw.held, rules)?;
         if let Some(label) = &raw.owner_label
-            && (label.is_empty() || label.chars().any(|c| c.is_whitespace() || c == ','))
+            && let Err(e) = crate::names::QualifiedName::check(label)
         {
             return Err((
                 "grandchildren.ownerLabel".to_owned(),
-                format!("`{label}` is not a label key"),
+                format!("`{label}` is not a label key: {e}"),
             ));
         }
         if raw.ran.is_empty() {
@@ -706,6 +572,166 @@ impl Grandchildren {
             facts,
         })
     }
+}
+
+/// An optional path of the rule `rule`.
+fn optional_path(
+    path: Option<&String>,
+    rule: &str,
+) -> Result<Option<CompiledPath>, (String, String)> {
+    path.map(|p| CompiledPath::compile(p).map_err(|m| (rule.to_owned(), m)))
+        .transpose()
+}
+
+/// The `grandchildren.held` rules, in order; every `result` must be one of the operator's results.
+fn compile_held_rules(
+    raw: &[RawHeldRule],
+    rules: &MappingRules,
+) -> Result<Vec<HeldRule>, (String, String)> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let label = format!("grandchildren.held[{}] (result: {})", i + 1, rule.result);
+            check_known(&label, "result", &rule.result, &rules.results)?;
+            Ok(HeldRule {
+                when: CompiledPath::compile(&rule.when).map_err(|m| (label.clone(), m))?,
+                result: rule.result.clone(),
+                message: optional_path(rule.message.as_ref(), &label)?,
+            })
+        })
+        .collect()
+}
+
+/// The `phase` rules, in order; a rule after a catch-all is unreachable, and every `then` must be
+/// one of the operator's phases.
+fn compile_phase_rules(
+    raw: Vec<RawPhaseRule>,
+    rules: &MappingRules,
+) -> Result<Vec<PhaseRule>, (String, String)> {
+    let mut phase = Vec::with_capacity(raw.len());
+    let mut catch_all: Option<String> = None;
+    for (i, rule) in raw.into_iter().enumerate() {
+        let name = format!("phase rule {} (then: {})", i + 1, rule.then);
+        if let Some(earlier) = &catch_all {
+            return Err((
+                name,
+                format!("unreachable: {earlier} has no `when` and always matches"),
+            ));
+        }
+        check_known(&name, "phase", &rule.then, &rules.phases)?;
+        let when = match &rule.when {
+            Some(path) => Some(CompiledPath::compile(path).map_err(|m| (name.clone(), m))?),
+            None => {
+                catch_all = Some(name);
+                None
+            }
+        };
+        phase.push(PhaseRule {
+            when,
+            then: rule.then,
+        });
+    }
+    Ok(phase)
+}
+
+/// The `classify` rules, in order; a rule after a catch-all is unreachable, and every `result`
+/// must be one of the operator's results.
+fn compile_classify_rules(
+    raw: Vec<RawClassifyRule>,
+    rules: &MappingRules,
+) -> Result<Vec<ClassifyRule>, (String, String)> {
+    let mut classify = Vec::with_capacity(raw.len());
+    let mut catch_all: Option<String> = None;
+    for (i, rule) in raw.into_iter().enumerate() {
+        let name = format!("classify rule {} (result: {})", i + 1, rule.result);
+        if let Some(earlier) = &catch_all {
+            return Err((
+                name,
+                format!("unreachable: {earlier} has no `any`/`all` and always matches"),
+            ));
+        }
+        check_known(&name, "result", &rule.result, &rules.results)?;
+        let any = compile_matchers(rule.any.as_ref(), "any").map_err(|m| (name.clone(), m))?;
+        let all = compile_matchers(rule.all.as_ref(), "all").map_err(|m| (name.clone(), m))?;
+        if rule.any.is_none() && rule.all.is_none() {
+            catch_all = Some(name);
+        }
+        classify.push(ClassifyRule {
+            result: rule.result,
+            any,
+            all,
+        });
+    }
+    Ok(classify)
+}
+
+/// Refuses a `value` (a phase or result) the operator does not accept, naming those it does.
+fn check_known(
+    rule: &str,
+    what: &str,
+    value: &str,
+    known: &[String],
+) -> Result<(), (String, String)> {
+    if known.iter().any(|k| k == value) {
+        return Ok(());
+    }
+    Err((
+        rule.to_owned(),
+        format!(
+            "unknown {what} `{value}`; expected one of: {}",
+            known.join(", ")
+        ),
+    ))
+}
+
+/// Named fields (`<label> `name``), each a path or a `{count: path}`.
+fn compile_fields(
+    raw: &BTreeMap<String, Value>,
+    label: &str,
+) -> Result<BTreeMap<String, Field>, (String, String)> {
+    let mut fields = BTreeMap::new();
+    for (name, raw_field) in raw {
+        let rule = format!("{label} `{name}`");
+        if name.trim().is_empty() {
+            return Err((rule, "a field needs a name".to_owned()));
+        }
+        fields.insert(
+            name.clone(),
+            Field::compile(raw_field).map_err(|m| (rule, m))?,
+        );
+    }
+    Ok(fields)
+}
+
+/// Every field the operator reads ([`MappingRules::required_fields`]) is declared; a missing one
+/// is named, with a declared field it looks like a misspelling of.
+fn check_required_fields(
+    fields: &BTreeMap<String, Field>,
+    rules: &MappingRules,
+) -> Result<(), (String, String)> {
+    let Some(required) = rules
+        .required_fields
+        .iter()
+        .find(|required| !fields.contains_key(*required))
+    else {
+        return Ok(());
+    };
+    let misspelt = fields
+        .keys()
+        .filter(|name| !rules.required_fields.contains(name))
+        .find(|name| looks_like(name, required))
+        .map(|name| format!(" (is `{name}` a misspelling of it?)"))
+        .unwrap_or_default();
+    let all = rules
+        .required_fields
+        .iter()
+        .map(|f| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err((
+        "fields".to_owned(),
+        format!("missing `{required}`{misspelt}; the operator reads the fields {all}"),
+    ))
 }
 
 fn compile_matchers(
