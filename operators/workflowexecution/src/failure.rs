@@ -466,49 +466,8 @@ mod tests {
     use crate::config::OperatorConfig;
     use crate::run_status::{RunPhase, observe_run};
     use crate::templates::{load_status_mapping, sample_workflow_execution};
-    use std::path::{Path, PathBuf};
-
-    /// One fixture: a PipelineRun, its TaskRuns and what the mapping should make of them.
-    struct Fixture {
-        name: String,
-        run: Value,
-        task_runs: BTreeMap<String, Value>,
-        expect: Value,
-    }
-
-    fn fixtures() -> Vec<Fixture> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelineruns");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        paths.sort();
-        paths
-            .into_iter()
-            .map(|path| {
-                let doc: Value =
-                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                let task_runs = doc["taskRuns"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|tr| {
-                        (
-                            tr["metadata"]["name"].as_str().unwrap().to_owned(),
-                            tr.clone(),
-                        )
-                    })
-                    .collect();
-                Fixture {
-                    name: path.file_stem().unwrap().to_string_lossy().into_owned(),
-                    run: doc["pipelineRun"].clone(),
-                    task_runs,
-                    expect: doc["expect"].clone(),
-                }
-            })
-            .collect()
-    }
+    use crate::test_runs::fixtures;
+    use std::path::Path;
 
     fn mapping() -> StatusMapping {
         load_status_mapping(
@@ -591,22 +550,27 @@ mod tests {
         assert_eq!(task.step_name.as_deref(), Some("verify"));
         assert_eq!(task.exit_code, Some(3));
 
-        let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
+        let oom = fixtures.iter().find(|f| f.name == "oom").unwrap();
         let task = first_failed_task(&mapping, &oom.run, &oom.task_runs).unwrap();
-        assert_eq!(task.facts["stepTerminationReason"], ["OOMKilled"]);
+        // The step after the OOMKilled one is terminated too, as Tekton skips it.
+        assert_eq!(task.facts["stepTerminationReason"], ["OOMKilled", "Error"]);
         assert_eq!(
             task.completion_time,
-            Some("2025-06-01T11:52:30Z".parse().unwrap())
+            Some("2026-12-02T08:00:12Z".parse().unwrap())
         );
 
         // Tekton's rewritten image-pull state: the step is named, its exit code 1 is Tekton's.
-        let pull = fixtures.iter().find(|f| f.name == "image-pull").unwrap();
+        let pull = fixtures
+            .iter()
+            .find(|f| f.name == "image-pull-first")
+            .unwrap();
         let task = first_failed_task(&mapping, &pull.run, &pull.task_runs).unwrap();
-        assert_eq!(task.step_name.as_deref(), Some("prepare"));
+        assert_eq!(task.step_name.as_deref(), Some("scale"));
         assert_eq!(task.exit_code, None);
+        // Both steps waited for the image; Tekton rewrote both.
         assert_eq!(
             task.facts["stepTerminationReason"],
-            ["TaskRunImagePullFailed"]
+            ["TaskRunImagePullFailed", "TaskRunImagePullFailed"]
         );
         assert!(task.facts["stepWaitingReason"].is_empty());
 
@@ -704,6 +668,12 @@ mod tests {
             (
                 "ExceededResourceQuota",
                 "exceeded quota",
+                FailureReason::ResourceExhausted,
+            ),
+            // A quota's message says "forbidden" too; the reason decides.
+            (
+                "ExceededResourceQuota",
+                "pods \"p\" is forbidden: exceeded quota: q",
                 FailureReason::ResourceExhausted,
             ),
             (
@@ -808,23 +778,26 @@ mod tests {
     fn facts_carry_run_and_task_evidence() {
         let mapping = mapping();
         let fixtures = fixtures();
-        let quota = fixtures.iter().find(|f| f.name == "quota").unwrap();
-        let task = first_failed_task(&mapping, &quota.run, &quota.task_runs);
-        let facts = classification_facts(&mapping.fields(&quota.run), task.as_ref(), None);
-        assert_eq!(facts[FACT_REASON], ["Failed", "ExceededResourceQuota"]);
+        let pull = fixtures
+            .iter()
+            .find(|f| f.name == "image-pull-first")
+            .unwrap();
+        let task = first_failed_task(&mapping, &pull.run, &pull.task_runs);
+        let facts = classification_facts(&mapping.fields(&pull.run), task.as_ref(), None);
+        assert_eq!(facts[FACT_REASON], ["Failed", "TaskRunImagePullFailed"]);
         assert_eq!(facts[FACT_MESSAGE].len(), 2);
         assert_eq!(
             facts[FACT_FAILED_TASK_NAME],
-            ["wfe-f3457dcc8fbcb6d9-prepare"]
+            ["wfe-9f03228a2f795261-remediate"]
         );
-        // Every fact the mapping declares is present, even without values.
-        for fact in ["stepTerminationReason", "stepWaitingReason", FACT_EXIT_CODE] {
+        // Every fact the mapping declares is present, even without values: the exit code of a
+        // step Tekton terminated is Tekton's, not the step's.
+        for fact in ["stepWaitingReason", FACT_EXIT_CODE] {
             assert!(facts[fact].is_empty(), "{fact}: {:?}", facts[fact]);
         }
-        // The quota message says "forbidden" too; the reason decides.
         assert_eq!(
             classify_failure(&mapping, &facts),
-            FailureReason::ResourceExhausted
+            FailureReason::ImagePullBackOff
         );
     }
 
@@ -832,21 +805,21 @@ mod tests {
     fn details_describe_the_failure() {
         let mapping = mapping();
         let fixtures = fixtures();
-        let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
+        let oom = fixtures.iter().find(|f| f.name == "oom").unwrap();
         let d = failure_details(&mapping, &context(), &oom.run, &oom.task_runs, now());
         assert_eq!(
             d.failed_task_name.as_deref(),
-            Some("wfe-f3457dcc8fbcb6d9-apply")
+            Some("wfe-145c6eaf747b5cb7-remediate")
         );
-        assert_eq!(d.failed_step_name.as_deref(), Some("apply"));
+        assert_eq!(d.failed_step_name.as_deref(), Some("scale"));
         assert_eq!(
             d.failed_at,
-            Some(Time("2025-06-01T11:52:30Z".parse().unwrap()))
+            Some(Time("2026-12-02T08:00:12Z".parse().unwrap()))
         );
-        assert_eq!(d.execution_time_before_failure.as_deref(), Some("2m28s"));
+        assert_eq!(d.execution_time_before_failure.as_deref(), Some("2s"));
         assert_eq!(
             d.message,
-            "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0; TaskRun wfe-f3457dcc8fbcb6d9-apply: \"step-apply\" exited with code 137"
+            "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1; TaskRun wfe-145c6eaf747b5cb7-remediate: \"step-scale\" exited with code 137: OOMKilled"
         );
         let lines: Vec<&str> = d.natural_language_summary.lines().collect();
         assert!(lines.len() >= 5, "{lines:?}");
@@ -859,18 +832,19 @@ mod tests {
         assert!(lines[1].starts_with("Reason: OOMKilled"), "{}", lines[1]);
         assert!(lines[2].starts_with("Error: "), "{}", lines[2]);
         assert!(lines.iter().any(|l| l.contains("exit code 137")));
-        assert!(lines.iter().any(|l| l.contains("2m28s")));
+        assert!(lines.iter().any(|l| l.contains("ran for 2s")));
 
         let gone = fixtures
             .iter()
-            .find(|f| f.name == "couldnt-get-pipeline")
+            .find(|f| f.name == "missing-bundle")
             .unwrap();
         let d = failure_details(&mapping, &context(), &gone.run, &gone.task_runs, now());
-        assert_eq!(d.execution_time_before_failure, None);
-        assert!(d.message.contains("bundle not found"));
+        // Tekton starts the run, then fails it resolving the bundle, in the same second.
+        assert_eq!(d.execution_time_before_failure.as_deref(), Some("0s"));
+        assert!(d.message.contains("NAME_UNKNOWN"), "{}", d.message);
         assert!(
             d.natural_language_summary
-                .contains("it did not change the target")
+                .contains("before any workflow step ran; the workflow did not change the target")
         );
     }
 
@@ -881,10 +855,10 @@ mod tests {
         let mapping = mapping();
         let fixtures = fixtures();
         for name in [
-            "image-pull",
-            "second-task-image-pull",
-            "task-failed",
-            "quota",
+            "image-pull-first",
+            "image-pull-second",
+            "step-fails",
+            "quota-final",
         ] {
             let f = fixtures.iter().find(|f| f.name == name).unwrap();
             let d = failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
