@@ -32,7 +32,7 @@ use kube::{
     },
 };
 use kubernaut_framework::{
-    condition::{DesiredCondition, set_condition},
+    condition::{self, ConditionStatus, ConditionType, Conditions},
     config::ConfigStore,
     finalizer::{self, FinalizerError},
     lock::{self, Acquisition, LockError, Release},
@@ -85,13 +85,33 @@ enum Acquired {
     Skip(SkipDetails),
 }
 
-/// Condition types.
-const READY: &str = "Ready";
-const EXECUTION_CREATED: &str = "ExecutionCreated";
-const EXECUTION_RUNNING: &str = "ExecutionRunning";
-const EXECUTION_COMPLETE: &str = "ExecutionComplete";
-/// Set when the clearance annotation was acted on: `True` cleared, `False` refused.
-const BLOCK_CLEARED: &str = "BlockCleared";
+/// The condition types of a WorkflowExecution's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionCondition {
+    /// The execution's outcome: `Unknown` while pending or running, `True` completed, `False`
+    /// failed or skipped (the reason says why).
+    Ready,
+    /// The PipelineRun exists (`False` while waiting for a previous run to be deleted).
+    ExecutionCreated,
+    /// The PipelineRun runs (`False` with a failure reason while a TaskRun is held back).
+    ExecutionRunning,
+    /// The PipelineRun has finished.
+    ExecutionComplete,
+    /// The clearance annotation was acted on: `True` cleared, `False` refused.
+    BlockCleared,
+}
+
+impl ConditionType for ExecutionCondition {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExecutionCondition::Ready => "Ready",
+            ExecutionCondition::ExecutionCreated => "ExecutionCreated",
+            ExecutionCondition::ExecutionRunning => "ExecutionRunning",
+            ExecutionCondition::ExecutionComplete => "ExecutionComplete",
+            ExecutionCondition::BlockCleared => "BlockCleared",
+        }
+    }
+}
 
 /// The operator's state shared by every reconcile.
 pub struct State {
@@ -271,13 +291,11 @@ impl Handler<'_> {
                 let mut status = wfe.status.clone().unwrap_or_default();
                 status.phase = Some(Phase::Pending);
                 status.observed_generation = wfe.meta().generation;
-                self.condition(
-                    &mut status,
-                    READY,
-                    "Unknown",
+                self.conditions(&mut status, wfe.meta().generation).set(
+                    ExecutionCondition::Ready,
+                    ConditionStatus::Unknown,
                     "Pending",
                     "Waiting to start the workflow",
-                    wfe.meta().generation,
                 );
                 let Some(updated) = self.write_status(&wfe, status).await? else {
                     return Ok(Action::await_change());
@@ -330,27 +348,13 @@ impl Handler<'_> {
         Ok(Some(written))
     }
 
-    /// Set one condition on `status` (transition time kept while its status is unchanged).
-    fn condition(
+    /// The conditions of `status`, set for `generation` at this pass's time.
+    fn conditions<'s>(
         &self,
-        status: &mut WorkflowExecutionStatus,
-        type_: &str,
-        value: &str,
-        reason: &str,
-        message: &str,
+        status: &'s mut WorkflowExecutionStatus,
         generation: Option<i64>,
-    ) {
-        set_condition(
-            &mut status.conditions,
-            DesiredCondition {
-                type_,
-                status: value,
-                reason,
-                message,
-            },
-            generation,
-            self.now,
-        );
+    ) -> Conditions<'s, ExecutionCondition> {
+        Conditions::new(&mut status.conditions, generation, self.now)
     }
 
     /// Publishes an Event about `wfe` without waiting for the API server (see the comment inside).
@@ -655,13 +659,11 @@ impl Handler<'_> {
         message: &str,
     ) -> Result<Action, Error> {
         let mut status = wfe.status.clone().unwrap_or_default();
-        self.condition(
-            &mut status,
-            EXECUTION_CREATED,
-            "False",
+        self.conditions(&mut status, wfe.meta().generation).set(
+            ExecutionCondition::ExecutionCreated,
+            ConditionStatus::False,
             "WaitingForPreviousRun",
             message,
-            wfe.meta().generation,
         );
         if self.write_status(wfe, status).await?.is_some() {
             info!(wfe = %describe(wfe), "waiting: {message}");
@@ -746,21 +748,17 @@ impl Handler<'_> {
             .or_else(|| Some(revision.to_string()));
         let generation = wfe.meta().generation;
         let message = format!("PipelineRun {} created", run.name_any());
-        self.condition(
-            &mut status,
-            EXECUTION_CREATED,
-            "True",
+        self.conditions(&mut status, generation).set(
+            ExecutionCondition::ExecutionCreated,
+            ConditionStatus::True,
             "PipelineRunCreated",
             &message,
-            generation,
         );
-        self.condition(
-            &mut status,
-            READY,
-            "Unknown",
+        self.conditions(&mut status, generation).set(
+            ExecutionCondition::Ready,
+            ConditionStatus::Unknown,
             "Running",
             "The workflow is running",
-            generation,
         );
         // What the run's own watch event would otherwise write right after: one write, not two.
         let observation = run_status::observe_run(&self.state().mapping, &run.data, None);
@@ -795,13 +793,11 @@ impl Handler<'_> {
         let mut status = wfe.status.clone().unwrap_or_default();
         status.phase = Some(Phase::Skipped);
         status.completion_time = Some(Time(self.now));
-        self.condition(
-            &mut status,
-            READY,
-            "False",
+        self.conditions(&mut status, wfe.meta().generation).set(
+            ExecutionCondition::Ready,
+            ConditionStatus::False,
             reason.as_str(),
             &details.message,
-            wfe.meta().generation,
         );
         let note = details.message.clone();
         status.skip_details = Some(details);
@@ -873,30 +869,24 @@ impl Handler<'_> {
             status.next_allowed_execution = Some(Time(count.next_allowed_execution));
         }
         let generation = wfe.meta().generation;
-        self.condition(
-            &mut status,
-            READY,
-            "False",
+        self.conditions(&mut status, generation).set(
+            ExecutionCondition::Ready,
+            ConditionStatus::False,
             details.reason.as_str(),
             &details.message,
-            generation,
         );
         if status.pipeline_run_ref.is_some() {
-            self.condition(
-                &mut status,
-                EXECUTION_RUNNING,
-                "False",
+            self.conditions(&mut status, generation).set(
+                ExecutionCondition::ExecutionRunning,
+                ConditionStatus::False,
                 "Failed",
                 "The PipelineRun has finished",
-                generation,
             );
-            self.condition(
-                &mut status,
-                EXECUTION_COMPLETE,
-                "True",
+            self.conditions(&mut status, generation).set(
+                ExecutionCondition::ExecutionComplete,
+                ConditionStatus::True,
                 "Failed",
                 &details.message,
-                generation,
             );
         }
         let summary = details.natural_language_summary.clone();
@@ -1030,22 +1020,18 @@ impl Handler<'_> {
         }
         status.pipeline_run_status = Some(summary);
         if let Some(held) = held {
-            self.condition(
-                status,
-                EXECUTION_RUNNING,
-                "False",
+            self.conditions(status, generation).set(
+                ExecutionCondition::ExecutionRunning,
+                ConditionStatus::False,
                 &held.result,
                 held.message.as_deref().unwrap_or("A TaskRun is held back"),
-                generation,
             );
         } else if observation.phase == RunPhase::Running {
-            self.condition(
-                status,
-                EXECUTION_RUNNING,
-                "True",
+            self.conditions(status, generation).set(
+                ExecutionCondition::ExecutionRunning,
+                ConditionStatus::True,
                 "Running",
                 "The PipelineRun is running",
-                generation,
             );
         }
     }
@@ -1107,33 +1093,27 @@ impl Handler<'_> {
         status.consecutive_failures = Some(0);
         status.next_allowed_execution = None;
         let generation = wfe.meta().generation;
-        self.condition(
-            &mut status,
-            READY,
-            "True",
+        self.conditions(&mut status, generation).set(
+            ExecutionCondition::Ready,
+            ConditionStatus::True,
             "Completed",
             "The workflow completed successfully",
-            generation,
         );
-        self.condition(
-            &mut status,
-            EXECUTION_RUNNING,
-            "False",
+        self.conditions(&mut status, generation).set(
+            ExecutionCondition::ExecutionRunning,
+            ConditionStatus::False,
             "Completed",
             "The PipelineRun has finished",
-            generation,
         );
-        self.condition(
-            &mut status,
-            EXECUTION_COMPLETE,
-            "True",
+        self.conditions(&mut status, generation).set(
+            ExecutionCondition::ExecutionComplete,
+            ConditionStatus::True,
             "Succeeded",
             observation
                 .summary
                 .message
                 .as_deref()
                 .unwrap_or("The PipelineRun succeeded"),
-            generation,
         );
         if self.write_status(wfe, status.clone()).await?.is_some() {
             let metrics = &self.state().metrics;
@@ -1428,13 +1408,11 @@ impl Handler<'_> {
                     "nothing to clear: {} holds no execution block and no failure streak ({CLEAR_BLOCK_ANNOTATION}={reason})",
                     describe(&wfe)
                 );
-                self.condition(
-                    &mut updated,
-                    BLOCK_CLEARED,
-                    "False",
+                self.conditions(&mut updated, wfe.meta().generation).set(
+                    ExecutionCondition::BlockCleared,
+                    ConditionStatus::False,
                     "NothingToClear",
                     &message,
-                    wfe.meta().generation,
                 );
                 if let Some(written) = self.write_status(&wfe, updated).await? {
                     warn!(wfe = %describe(&wfe), "{message}");
@@ -1458,13 +1436,11 @@ impl Handler<'_> {
             cleared_at: Time(self.now),
             clear_reason: reason.clone(),
         });
-        self.condition(
-            &mut updated,
-            BLOCK_CLEARED,
-            "True",
+        self.conditions(&mut updated, wfe.meta().generation).set(
+            ExecutionCondition::BlockCleared,
+            ConditionStatus::True,
             "Cleared",
             &message,
-            wfe.meta().generation,
         );
         match self.write_status(&wfe, updated.clone()).await? {
             Some(written) => {
@@ -1679,10 +1655,8 @@ enum Cleared {
 
 /// Whether the refusal of this very clearance reason is already recorded (no second Event).
 fn refused_already(status: &WorkflowExecutionStatus, reason: &str) -> bool {
-    status.conditions.iter().any(|c| {
-        c.type_ == BLOCK_CLEARED
-            && c.reason == "NothingToClear"
-            && c.message.ends_with(&format!("={reason})"))
+    condition::find(&status.conditions, ExecutionCondition::BlockCleared).is_some_and(|c| {
+        c.reason == "NothingToClear" && c.message.ends_with(&format!("={reason})"))
     })
 }
 
@@ -1731,10 +1705,8 @@ pub fn audit_event(
 /// What the `ExecutionRunning` condition says held the run back, if it does: `False` with a
 /// failure reason as its reason (see `observe_unfinished`).
 fn held_condition(status: &WorkflowExecutionStatus) -> Option<Held> {
-    let condition = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == EXECUTION_RUNNING && c.status == "False")?;
+    let condition = condition::find(&status.conditions, ExecutionCondition::ExecutionRunning)
+        .filter(|c| c.status == ConditionStatus::False.as_str())?;
     FailureReason::from_name(&condition.reason)?;
     Some(Held {
         result: condition.reason.clone(),
