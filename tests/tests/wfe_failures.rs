@@ -455,9 +455,9 @@ async fn a_run_deleted_after_a_step_ran_is_an_execution_failure_even_when_its_ta
     })
     .await?;
     // The second task's TaskRun exists once the first finished (it waits for its image).
-    let apply = format!("{run}-apply");
+    let second = format!("{run}-verify");
     eventually("the second TaskRun exists", WAIT, || async {
-        Ok(env.taskruns().get_opt(&apply).await?.map(|_| ()))
+        Ok(env.taskruns().get_opt(&second).await?.map(|_| ()))
     })
     .await?;
     // Garbage collection takes the TaskRuns with the run: remove them first, so only what the
