@@ -42,7 +42,7 @@ use crate::config::ExecutionSettings;
 use crate::duration::format_span;
 use kubernaut_framework::status::Held;
 
-use crate::run_status::{steps_ran, string_field, timestamp_field};
+use crate::run_status::{RunFields, steps_ran};
 use crate::types::{FailureDetails, FailureReason, WorkflowExecution};
 
 /// Fact: the run's and the failed TaskRun's `Succeeded` reasons.
@@ -162,7 +162,7 @@ pub fn first_failed_task(
             if !mapping.grandchild_failed(task_run) {
                 return None;
             }
-            let fields = mapping.grandchild_fields(task_run);
+            let fields = RunFields::of_task_run(mapping, task_run);
             let facts = mapping.grandchild_facts(task_run);
             let first = |fact: &str| facts.get(fact).and_then(|values| values.first()).cloned();
             Some(FailedTask {
@@ -170,9 +170,9 @@ pub fn first_failed_task(
                 index,
                 step_name: first(FACT_FAILED_STEP),
                 exit_code: first(FACT_EXIT_CODE).and_then(|code| code.parse().ok()),
-                reason: string_field(&fields, "reason"),
-                message: string_field(&fields, "message"),
-                completion_time: timestamp_field(&fields, "completionTime"),
+                reason: fields.reason,
+                message: fields.message,
+                completion_time: fields.completion_time,
                 facts,
             })
         })
@@ -183,7 +183,7 @@ pub fn first_failed_task(
 /// every grandchild fact the mapping reads from the failed TaskRun (declared facts are present
 /// even when empty, so `all` rules see them).
 pub fn classification_facts(
-    run_fields: &BTreeMap<String, Value>,
+    run_fields: &RunFields,
     failed: Option<&FailedTask>,
     held: Option<&Held>,
 ) -> BTreeMap<String, Vec<String>> {
@@ -194,8 +194,8 @@ pub fn classification_facts(
             values.push(value);
         }
     };
-    push(FACT_REASON, string_field(run_fields, "reason"));
-    push(FACT_MESSAGE, string_field(run_fields, "message"));
+    push(FACT_REASON, run_fields.reason.clone());
+    push(FACT_MESSAGE, run_fields.message.clone());
     push(FACT_FAILED_TASK_NAME, failed.map(|t| t.name.clone()));
     push(FACT_HELD_REASON, held.map(|h| h.result.clone()));
     if let Some(task) = failed {
@@ -252,21 +252,21 @@ pub fn failure_details_remembered(
     remembered: &Remembered,
     now: Timestamp,
 ) -> FailureDetails {
-    let fields = mapping.fields(run);
+    let fields = RunFields::of_run(mapping, run);
     let failed = first_failed_task(mapping, run, task_runs);
     let held = held_back(mapping, run, task_runs).or_else(|| remembered.held.clone());
     let reason = classify_failure(
         mapping,
         &classification_facts(&fields, failed.as_ref(), held.as_ref()),
     );
-    let start = timestamp_field(&fields, "startTime");
+    let start = fields.start_time;
     let failed_at = failed
         .as_ref()
         .and_then(|t| t.completion_time)
-        .or_else(|| timestamp_field(&fields, "completionTime"))
+        .or(fields.completion_time)
         .unwrap_or(now);
     let step_ran = remembered.seen_started || steps_ran(mapping, task_runs);
-    let run_message = string_field(&fields, "message").filter(|m| !m.is_empty());
+    let run_message = fields.message.clone().filter(|m| !m.is_empty());
     let task_message = failed
         .as_ref()
         .and_then(|t| t.message.clone())
@@ -277,7 +277,9 @@ pub fn failure_details_remembered(
         }
         (Some(run), _, _) => run,
         (None, Some(task), _) => task,
-        (None, None, _) => string_field(&fields, "reason")
+        (None, None, _) => fields
+            .reason
+            .as_ref()
             .map(|r| format!("PipelineRun failed with reason {r}"))
             .unwrap_or_else(|| "PipelineRun failed without a reason".to_owned()),
     };
@@ -301,8 +303,7 @@ pub fn failure_details_remembered(
         natural_language_summary: String::new(),
     };
     let total_tasks = fields
-        .get("totalTasks")
-        .and_then(Value::as_u64)
+        .total_tasks
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0)
         .unwrap_or_else(|| mapping.grandchild_names(run).len());
@@ -783,7 +784,8 @@ mod tests {
             .find(|f| f.name == "image-pull-first")
             .unwrap();
         let task = first_failed_task(&mapping, &pull.run, &pull.task_runs);
-        let facts = classification_facts(&mapping.fields(&pull.run), task.as_ref(), None);
+        let facts =
+            classification_facts(&RunFields::of_run(&mapping, &pull.run), task.as_ref(), None);
         assert_eq!(facts[FACT_REASON], ["Failed", "TaskRunImagePullFailed"]);
         assert_eq!(facts[FACT_MESSAGE].len(), 2);
         assert_eq!(
