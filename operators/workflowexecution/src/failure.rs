@@ -235,6 +235,7 @@ pub fn failure_details(
         mapping,
         context,
         run,
+        &RunFields::of_run(mapping, run),
         task_runs,
         &Remembered::default(),
         now,
@@ -244,20 +245,22 @@ pub fn failure_details(
 /// [`failure_details`], with what the Running phase remembered: a step of the run was seen
 /// running, or a TaskRun was held back, whatever its TaskRuns say now (they may have been
 /// deleted since). A run held back then and now (its TaskRuns still say so) reports the hold.
+///
+/// `fields` are the run's, as [`RunFields::of_run`] projects them (once per reconcile).
 pub fn failure_details_remembered(
     mapping: &StatusMapping,
     context: &FailureContext,
     run: &Value,
+    fields: &RunFields,
     task_runs: &BTreeMap<String, Value>,
     remembered: &Remembered,
     now: Timestamp,
 ) -> FailureDetails {
-    let fields = RunFields::of_run(mapping, run);
     let failed = first_failed_task(mapping, run, task_runs);
     let held = held_back(mapping, run, task_runs).or_else(|| remembered.held.clone());
     let reason = classify_failure(
         mapping,
-        &classification_facts(&fields, failed.as_ref(), held.as_ref()),
+        &classification_facts(fields, failed.as_ref(), held.as_ref()),
     );
     let start = fields.start_time;
     let failed_at = failed
@@ -758,6 +761,7 @@ mod tests {
             &mapping,
             &context(),
             &run,
+            &RunFields::of_run(&mapping, &run),
             &BTreeMap::new(),
             &remembered,
             now(),
@@ -982,6 +986,7 @@ mod tests {
                     &mapping,
                     &context(),
                     &run,
+                    &RunFields::of_run(&mapping, &run),
                     &task_runs,
                     &remembered,
                     now(),

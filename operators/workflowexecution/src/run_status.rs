@@ -155,15 +155,25 @@ pub fn observe_run(
     run: &Value,
     task_runs: Option<&BTreeMap<String, Value>>,
 ) -> RunObservation {
+    observe(mapping, run, &RunFields::of_run(mapping, run), task_runs)
+}
+
+/// [`observe_run`] with the run's fields already projected, so that one reconcile evaluates
+/// the mapping's fields once.
+pub fn observe(
+    mapping: &StatusMapping,
+    run: &Value,
+    fields: &RunFields,
+    task_runs: Option<&BTreeMap<String, Value>>,
+) -> RunObservation {
     let phase = mapping
         .phase(run)
         .and_then(RunPhase::from_name)
         .unwrap_or(RunPhase::Running);
-    let fields = RunFields::of_run(mapping, run);
     let summary = PipelineRunStatusSummary {
-        status: fields.status,
-        reason: fields.reason,
-        message: fields.message,
+        status: fields.status.clone(),
+        reason: fields.reason.clone(),
+        message: fields.message.clone(),
         completed_tasks: task_runs.map(|trs| completed_task_count(mapping, run, trs)),
         // A pipeline has at least one task: 0 means it is not resolved yet, not "no tasks".
         total_tasks: fields.total_tasks.filter(|n| *n > 0),

@@ -22,7 +22,7 @@ use crate::{
     duration::{duration_between, format_go_duration},
     failure::{self, FailureContext},
     pipelinerun,
-    run_status::{self, RunObservation, RunPhase},
+    run_status::{self, RunFields, RunObservation, RunPhase},
     types::{Phase, WorkflowExecution, WorkflowExecutionStatus},
 };
 
@@ -53,10 +53,15 @@ impl Pass<'_> {
             },
         };
         let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
-        let observation = run_status::observe_run(&self.state().mapping, &run.data, None);
+        // The mapping's fields, evaluated once for this pass.
+        let fields = RunFields::of_run(&self.state().mapping, &run.data);
+        let observation = run_status::observe(&self.state().mapping, &run.data, &fields, None);
         match observation.phase {
             RunPhase::Completed => Ok(completed(&wfe, &observation, &self.config, self.now)),
-            RunPhase::Failed => self.run_failed(&wfe, &run, &namespace, &observation).await,
+            RunPhase::Failed => {
+                self.run_failed(&wfe, &run, &namespace, &fields, &observation)
+                    .await
+            }
             RunPhase::Pending | RunPhase::Running => {
                 Ok(self.still_running(&wfe, &run, &namespace, observation))
             }
@@ -144,6 +149,7 @@ impl Pass<'_> {
         wfe: &WorkflowExecution,
         run: &DynamicObject,
         namespace: &str,
+        fields: &RunFields,
         observation: &RunObservation,
     ) -> Result<Outcome, Error> {
         let mapping = &self.state().mapping;
@@ -159,7 +165,7 @@ impl Pass<'_> {
                 run.name_any()
             )))?;
         let seen_started = seen_started(wfe);
-        let mut summary = run_status::observe_run(mapping, &run.data, Some(&task_runs)).summary;
+        let mut summary = run_status::observe(mapping, &run.data, fields, Some(&task_runs)).summary;
         if seen_started {
             summary.execution_started = Some(true);
         }
@@ -172,6 +178,7 @@ impl Pass<'_> {
             mapping,
             &context,
             &run.data,
+            fields,
             &task_runs,
             &remembered,
             self.now,
