@@ -20,7 +20,8 @@ help:
 	@echo "make image            build the operator's container image (needs a Docker engine)"
 	@echo "make demo             control plane + operator + Tekton simulator + samples, live table"
 	@echo "make bench            ceiling, load, scale and micro benchmarks -> docs/performance.md"
-	@echo "make controlplane-shell  only a local control plane, printing how to reach it"
+	@echo "make controlplane-shell  a local control plane with the CRDs, namespaces and a Tekton simulator,"
+	@echo "                      printing how to reach it and how to run the operator against it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
 	@echo "make kustomize        build kustomize from its Go module (cached)"
 	@echo "make e2e              end-to-end tests: the operator binary on real Tekton in a container-free"
@@ -93,7 +94,9 @@ unit-test:
 	$(CARGO) test --workspace --locked --exclude kubernaut-test-harness
 	$(CARGO) test --locked -p kubernaut-test-harness --lib
 
+# tests/tests/from_checkout.rs runs the operator binary of this build: build it first.
 integration-test: controlplane kustomize
+	$(CARGO) build --locked -p workflowexecution-operator --bin workflowexecution-operator
 	$(CARGO) test --locked -p kubernaut-test-harness --tests
 
 test: controlplane kustomize e2e-deps lint validate-render

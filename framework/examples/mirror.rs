@@ -151,7 +151,9 @@ async fn reconcile(mirror: Arc<Mirror>, ctx: Arc<Context<Mirror, State>>) -> Res
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some("crd") {
-        print!("{}", serde_yaml::to_string(&Mirror::crd())?);
+        // Quoted for YAML 1.1 readers (kubectl) too.
+        let crd = serde_json::to_value(Mirror::crd())?;
+        print!("{}", kubernaut_framework::yaml::to_string(&crd));
         return Ok(());
     }
     tracing_subscriber::fmt().with_env_filter("info").init();
@@ -164,6 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         phases,
         results: vec![],
         require_grandchildren: false,
+        required_fields: vec![],
     };
     let mapping = StatusMapping::load(&dir.join("status.yaml"), &rules)?;
     let mut settings = RuntimeSettings::new("mirror-example");

@@ -14,8 +14,9 @@
 //! # Guarantees
 //!
 //! 1. Every error names the offending key path in the configuration's own spelling
-//!    (`` `cooldown.period`: invalid duration "5 parsecs" … ``) and, where known, the layer it came
-//!    from (the file, or the environment variable's name).
+//!    (`` `cooldown.period`: invalid duration "5 parsecs" … ``) and the layer its value came from
+//!    (the file, the environment variable's name, or the compiled defaults) — parse errors and
+//!    [`Validate`] errors alike.
 //! 2. Environment names match configuration keys case-insensitively and ignoring `_` inside a
 //!    segment, so `WFE_EXECUTION__SERVICEACCOUNTNAME` and `WFE_EXECUTION__SERVICE_ACCOUNT_NAME`
 //!    both set `execution.serviceAccountName`.
@@ -37,7 +38,8 @@
 //!    empty map) is used lowercased, as figment does. With `#[serde(deny_unknown_fields)]` on `T`,
 //!    a misspelt variable is then an error naming it; without, it is ignored.
 //! 2. Environment values are parsed like figment parses them: `5` is a number, `true` a bool,
-//!    `[a, b]` a list, anything else a string.
+//!    `[a, b]` a list, anything else a string; but where the key wants a string, the value is
+//!    taken as written (`WFE_EXECUTION__NAMESPACE=1234` sets the string `"1234"`).
 //! 3. A missing file is an error only if a path was given and does not exist.
 
 use std::collections::BTreeMap;
@@ -130,17 +132,7 @@ impl ConfigError {
         }
         let origin = err.metadata.as_ref().map(|md| {
             let profile = err.profile.clone().unwrap_or_default();
-            match &md.source {
-                Some(figment::Source::File(path)) => format!("{} {}", md.name, path.display()),
-                Some(source) => format!("{} {source}", md.name),
-                None if !err.path.is_empty() && md.name.starts_with(ENV_LAYER_NAME) => {
-                    format!(
-                        "environment variable {}",
-                        md.interpolate(&profile, &err.path)
-                    )
-                }
-                None => md.name.to_string(),
-            }
+            layer_name(md, &profile, &err.path)
         });
         if path.is_empty() {
             ConfigError::Source {
@@ -156,6 +148,25 @@ impl ConfigError {
         }
     }
 }
+
+/// How an error names the layer a value came from: `YAML file /etc/…/config.yaml`,
+/// `environment variable WFE_COOLDOWN__PERIOD`, `the compiled defaults`.
+fn layer_name(md: &Metadata, profile: &Profile, path: &[String]) -> String {
+    if md.name == DEFAULTS_LAYER_NAME {
+        return format!("the {DEFAULTS_LAYER_NAME}");
+    }
+    match &md.source {
+        Some(figment::Source::File(file)) => format!("{} {}", md.name, file.display()),
+        Some(source) => format!("{} {source}", md.name),
+        None if !path.is_empty() && md.name.starts_with(ENV_LAYER_NAME) => {
+            format!("environment variable {}", md.interpolate(profile, path))
+        }
+        None => md.name.to_string(),
+    }
+}
+
+/// The name the compiled defaults' layer is given (the errors call it "the compiled defaults").
+const DEFAULTS_LAYER_NAME: &str = "compiled defaults";
 
 /// Loads `T` from `defaults`, then `file` (if given), then the process environment under
 /// `env_prefix` (e.g. `"WFE_"`), and validates it. See the module docs for the rules.
@@ -192,7 +203,7 @@ where
         .map_err(ConfigError::from_figment)?
         .remove(&Profile::Default)
         .unwrap_or_default();
-    let mut figment = Figment::from(defaults_layer);
+    let mut figment = Figment::from(NamedDefaults(defaults_layer));
     if let Some(path) = file {
         if !path.exists() {
             return Err(ConfigError::FileNotFound {
@@ -208,10 +219,58 @@ where
             figment = figment.merge(Yaml::file_exact(path));
         }
     }
-    figment = figment.merge(EnvLayer::new(env_prefix, env, &known));
-    let value: T = figment.extract().map_err(ConfigError::from_figment)?;
-    value.validate()?;
+    let mut env = EnvLayer::new(env_prefix, env, &known);
+    let value: T = loop {
+        match figment.clone().merge(&env).extract() {
+            Ok(value) => break value,
+            // A variable's value is parsed (`1234` is a number), but a string key wants the text:
+            // take it as written and try again (once per variable at most).
+            Err(e) if env.keep_as_text(&e) => continue,
+            Err(e) => return Err(ConfigError::from_figment(e)),
+        }
+    };
+    let figment = figment.merge(&env);
+    value.validate().map_err(|e| with_layer(e, &figment))?;
     Ok(value)
+}
+
+/// `err` naming the layer its key's value came from, if it does not already.
+fn with_layer(err: ConfigError, figment: &Figment) -> ConfigError {
+    match err {
+        ConfigError::Invalid {
+            key,
+            message,
+            origin: None,
+        } => {
+            // `execution.allowedBundles[1]` was set as the list `execution.allowedBundles`.
+            let setting = key.split('[').next().unwrap_or(&key);
+            let path: Vec<String> = setting.split('.').map(str::to_owned).collect();
+            let origin = figment
+                .find_metadata(setting)
+                .map(|md| layer_name(md, &Profile::Default, &path));
+            ConfigError::Invalid {
+                key,
+                message,
+                origin,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The compiled defaults as a layer with a name errors can use.
+struct NamedDefaults<T>(Serialized<T>);
+
+impl<T: Serialize> Provider for NamedDefaults<T> {
+    fn metadata(&self) -> Metadata {
+        let mut md = self.0.metadata();
+        md.name = DEFAULTS_LAYER_NAME.into();
+        md
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.0.data()
+    }
 }
 
 /// True when a YAML text holds no content (only blank lines, comments or a document marker).
@@ -232,6 +291,8 @@ struct EnvLayer {
     dict: Dict,
     /// Key path (dotted, real spelling) → the variable that set it, for error messages.
     names: BTreeMap<String, String>,
+    /// Key path → the variable's value as written, for keys whose parsed value was not a string.
+    texts: BTreeMap<String, (Vec<String>, String)>,
 }
 
 impl EnvLayer {
@@ -243,6 +304,7 @@ impl EnvLayer {
     {
         let mut dict = Dict::new();
         let mut names = BTreeMap::new();
+        let mut texts = BTreeMap::new();
         for (name, value) in env {
             let name = name.as_ref().trim();
             let Some(rest) = strip_prefix_ignore_case(name, prefix) else {
@@ -253,10 +315,13 @@ impl EnvLayer {
                 continue;
             }
             let path = real_key_path(&segments, known);
-            let parsed: FigmentValue = value
-                .as_ref()
+            let text = value.as_ref().to_owned();
+            let parsed: FigmentValue = text
                 .parse()
-                .unwrap_or_else(|_| FigmentValue::from(value.as_ref().to_owned()));
+                .unwrap_or_else(|_| FigmentValue::from(text.clone()));
+            if parsed.as_str().is_none() {
+                texts.insert(path.join("."), (path.clone(), text));
+            }
             insert_path(&mut dict, &path, parsed);
             names.insert(path.join("."), name.to_owned());
         }
@@ -264,7 +329,45 @@ impl EnvLayer {
             prefix: prefix.to_owned(),
             dict,
             names,
+            texts,
         }
+    }
+
+    /// If `err` is a type error about a key this layer set to a parsed non-string value while a
+    /// string was expected (`WFE_EXECUTION__NAMESPACE=1234`), sets the key to the variable's text
+    /// instead and returns true (false for any other error, and for a key already retried).
+    fn keep_as_text(&mut self, err: &figment::Error) -> bool {
+        let figment::error::Kind::InvalidType(_, expected) = &err.kind else {
+            return false;
+        };
+        if !expected.contains("string") {
+            return false;
+        }
+        // The key itself, or the list it is an item of (`execution.allowedServiceAccounts.0`).
+        let Some(key) = (1..=err.path.len())
+            .rev()
+            .map(|n| err.path[..n].join("."))
+            .find(|key| self.texts.contains_key(key))
+        else {
+            return false;
+        };
+        let Some((path, text)) = self.texts.remove(&key) else {
+            return false;
+        };
+        let value = if key.len() < err.path.join(".").len() {
+            // A list of strings: `[1234, abc]` is the items as written, quotes removed.
+            let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+            let items: Vec<String> = inner
+                .split(',')
+                .map(|item| item.trim().trim_matches(['"', '\'']).to_owned())
+                .filter(|item| !item.is_empty())
+                .collect();
+            FigmentValue::from(items)
+        } else {
+            FigmentValue::from(text)
+        };
+        insert_path(&mut self.dict, &path, value);
+        true
     }
 }
 
@@ -294,8 +397,11 @@ impl Provider for EnvLayer {
         let names = self.names.clone();
         Metadata::named(format!("{ENV_LAYER_NAME} `{}`", self.prefix)).interpolater(
             move |_: &Profile, keys: &[&str]| {
-                let key = keys.join(".");
-                names.get(&key).cloned().unwrap_or(key)
+                // An item of a list names the variable that set the list.
+                (1..=keys.len())
+                    .rev()
+                    .find_map(|n| names.get(&keys[..n].join(".")).cloned())
+                    .unwrap_or_else(|| keys.join("."))
             },
         )
     }
@@ -672,13 +778,49 @@ mod tests {
     }
 
     #[test]
-    fn validation_errors_pass_through() {
+    fn validation_errors_name_the_layer_of_the_value() {
         let err = load_test(None, &[("WFE_COOLDOWN__PERIOD", "10ms")]).unwrap_err();
+        assert_eq!(err.key(), Some("cooldown.period"));
         assert_eq!(
-            err,
-            ConfigError::invalid("cooldown.period", "must be at least 1s")
+            err.to_string(),
+            "`cooldown.period`: must be at least 1s (from environment variable WFE_COOLDOWN__PERIOD)"
         );
-        assert_eq!(err.to_string(), "`cooldown.period`: must be at least 1s");
+        let file = yaml_file("cooldown:\n  period: 10ms\n");
+        let err = load_test(Some(file.path()), &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("`cooldown.period`: must be at least 1s (from YAML file ")
+                && err.contains(&file.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn all_digit_environment_values_of_string_keys_are_strings() {
+        let cfg = load_test(
+            None,
+            &[
+                ("WFE_EXECUTION__NAMESPACE", "1234"),
+                ("WFE_EXECUTION__SERVICEACCOUNTNAME", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.execution.namespace, "1234");
+        assert_eq!(cfg.execution.service_account_name, "true");
+        let cfg = load_test(
+            None,
+            &[(
+                "WFE_EXECUTION__ALLOWEDSERVICEACCOUNTS",
+                "[1234, \"abc\", 007]",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.execution.allowed_service_accounts,
+            ["1234", "abc", "007"]
+        );
+        // A key that is not a string still gets the parsed value (and its own error).
+        let err = load_test(None, &[("WFE_COOLDOWN__PERIOD", "300")]).unwrap_err();
+        assert!(err.to_string().contains("needs a unit"), "{err}");
     }
 
     #[test]

@@ -17,3 +17,4 @@ pub mod phase;
 pub mod runtime;
 pub mod status;
 pub mod template;
+pub mod yaml;

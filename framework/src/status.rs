@@ -70,7 +70,9 @@
 //!    rule (`phase rule 2 (then: Failed)`, ``field `reason` ``, `classify rule 3 (result: …)`,
 //!    `grandchildren.ran[2]`, ``grandchildren fact `exitCode` ``). An operator that depends on
 //!    grandchildren says so ([`MappingRules::require_grandchildren`]) and a mapping without the
-//!    section is refused.
+//!    section is refused. The fields the operator reads ([`MappingRules::required_fields`]) must
+//!    be there: a missing or misspelt one is refused (naming the likely misspelling), not left to
+//!    evaluate to nothing at run time.
 //! 2. Evaluation is pure and total: no panics, no I/O; a path that does not apply to a given
 //!    object simply selects nothing.
 //!
@@ -101,6 +103,9 @@ pub struct MappingRules {
     pub results: Vec<String>,
     /// The operator reads grandchildren: a mapping without a `grandchildren` section is refused.
     pub require_grandchildren: bool,
+    /// The `fields` names the operator reads: a mapping that lacks one is refused. Other names
+    /// are allowed (and ignored by the operator).
+    pub required_fields: Vec<String>,
 }
 
 /// Why a status mapping was refused.
@@ -354,6 +359,29 @@ impl StatusMapping {
             }
             let field = Field::compile(&raw_field).map_err(|m| rule_error(label, m))?;
             fields.insert(name, field);
+        }
+        for required in &rules.required_fields {
+            if fields.contains_key(required) {
+                continue;
+            }
+            let misspelt = fields
+                .keys()
+                .filter(|name| !rules.required_fields.contains(name))
+                .find(|name| looks_like(name, required))
+                .map(|name| format!(" (is `{name}` a misspelling of it?)"))
+                .unwrap_or_default();
+            return Err(rule_error(
+                "fields".to_owned(),
+                format!(
+                    "missing `{required}`{misspelt}; the operator reads the fields {}",
+                    rules
+                        .required_fields
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
 
         let mut classify = Vec::with_capacity(raw.classify.len());
@@ -770,6 +798,33 @@ impl Pattern {
     }
 }
 
+/// Whether `name` looks like a misspelling of `wanted`: equal ignoring case, `_` and `-`, or a
+/// few edits apart (two, or a quarter of the name's length if that is more).
+fn looks_like(name: &str, wanted: &str) -> bool {
+    let norm = |s: &str| -> Vec<char> {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let (a, b) = (norm(name), norm(wanted));
+    if a == b {
+        return true;
+    }
+    // Levenshtein distance, one row at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()] <= (b.len() / 4).max(2)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -810,6 +865,7 @@ classify:
                 .map(String::from)
                 .to_vec(),
             require_grandchildren: false,
+            required_fields: Vec::new(),
         }
     }
 
@@ -1412,6 +1468,50 @@ grandchildren:
         let err = StatusMapping::from_yaml(TEKTON, &required).unwrap_err();
         assert!(err.to_string().contains("grandchildren: missing"), "{err}");
         assert!(StatusMapping::from_yaml(&format!("{TEKTON}{GRANDCHILDREN}"), &required).is_ok());
+    }
+
+    #[test]
+    fn fields_the_operator_reads_must_be_there() {
+        let rules = MappingRules {
+            required_fields: ["reason", "startTime", "completionTime"]
+                .map(String::from)
+                .to_vec(),
+            ..rules()
+        };
+        assert!(StatusMapping::from_yaml(TEKTON, &rules).is_ok());
+        let cases: [(&str, &str, &[&str]); 3] = [
+            (
+                "  startTime:",
+                "  starttime:",
+                &["missing `startTime`", "`starttime` a misspelling"],
+            ),
+            (
+                "  completionTime:",
+                "  completedTime:",
+                &["missing `completionTime`", "`completedTime` a misspelling"],
+            ),
+            (
+                "  reason:",
+                "  why:",
+                &[
+                    "missing `reason`;",
+                    "the operator reads the fields `reason`, `startTime`",
+                ],
+            ),
+        ];
+        for (from, to, fragments) in cases {
+            let text = TEKTON.replacen(from, to, 1);
+            let err = StatusMapping::from_yaml(&text, &rules)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("status mapping (inline): fields: missing"),
+                "{err}"
+            );
+            for fragment in fragments {
+                assert!(err.contains(fragment), "{to}: {err}");
+            }
+        }
     }
 
     #[test]

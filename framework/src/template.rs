@@ -43,7 +43,10 @@
 //!    `image: registry/{{ tag }}`) is an error naming its line. Skeletons repeat (every object
 //!    with the same shape of data renders the same one), so a set keeps the parses of its last
 //!    [`SHAPE_CACHE_ENTRIES`] distinct skeletons, keyed by their exact text: the check is the
-//!    same, it only skips parsing a text it has parsed before.
+//!    same, it only skips parsing a text it has parsed before. The rendered labels and
+//!    annotations are checked as the API server checks them (keys, label values, string values,
+//!    total annotation size), so what it would refuse fails the render
+//!    ([`TemplateError::Metadata`]), at load with the sample as on every render.
 //! 3. The [revision](TemplateSet::revision) is a hash of the declared file names and contents:
 //!    the same files give the same revision on every replica and after restarts.
 //! 4. [`TemplateStore`] never serves a set that failed to load: a broken edit is reported as
@@ -186,6 +189,14 @@ pub enum TemplateError {
         /// What the render produced (`?` for missing fields).
         found: ChildKind,
     },
+    /// The rendered object's labels or annotations would be refused by the API server.
+    #[error("template `{file}`: {message}; the API server would refuse the object")]
+    Metadata {
+        /// The template file.
+        file: String,
+        /// Which label or annotation, and what is wrong with it.
+        message: String,
+    },
     /// `render` was asked for a file that is not part of the set.
     #[error("template `{file}` is not declared in this template set")]
     NotDeclared {
@@ -214,13 +225,14 @@ impl TemplateError {
             | TemplateError::Render { file, .. }
             | TemplateError::Output { file, .. }
             | TemplateError::WrongKind { file, .. }
+            | TemplateError::Metadata { file, .. }
             | TemplateError::NotDeclared { file } => file,
             TemplateError::Sample { source } => source.file(),
         }
     }
 
     /// A bounded label for metrics (`declaration`, `read`, `syntax`, `render`, `output`,
-    /// `kind`, `not_declared`).
+    /// `kind`, `metadata`, `not_declared`).
     pub fn metric_label(&self) -> &'static str {
         match self {
             TemplateError::InvalidDeclaration { .. } => "declaration",
@@ -229,6 +241,7 @@ impl TemplateError {
             TemplateError::Render { .. } => "render",
             TemplateError::Output { .. } => "output",
             TemplateError::WrongKind { .. } => "kind",
+            TemplateError::Metadata { .. } => "metadata",
             TemplateError::NotDeclared { .. } => "not_declared",
             TemplateError::Sample { source } => source.metric_label(),
         }
@@ -353,6 +366,10 @@ impl TemplateSet {
                 found,
             });
         }
+        check_metadata(&object).map_err(|message| TemplateError::Metadata {
+            file: file.to_owned(),
+            message,
+        })?;
         Ok(object)
     }
 
@@ -937,6 +954,108 @@ fn read_all(
                 })
         })
         .collect()
+}
+
+// ---- metadata ----
+
+/// The most bytes of annotation keys and values an object may carry (the API server's limit).
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Checks a rendered object's `metadata.labels` and `metadata.annotations` as the API server's
+/// object meta validation does: maps of strings, keys that are qualified names (an optional DNS
+/// subdomain prefix and `/`, then a name of at most 63 characters), label values of at most 63
+/// characters of `[A-Za-z0-9_.-]` starting and ending alphanumeric, annotations of at most
+/// 256 KiB in all. The message names the offending entry.
+fn check_metadata(object: &Json) -> Result<(), String> {
+    let Some(metadata) = object.get("metadata") else {
+        return Ok(());
+    };
+    if metadata.is_null() {
+        return Ok(());
+    }
+    let Some(metadata) = metadata.as_object() else {
+        return Err(format!("metadata is a {}, not a map", json_kind(metadata)));
+    };
+    let mut annotation_bytes = 0;
+    for field in ["labels", "annotations"] {
+        let entries = match metadata.get(field) {
+            None | Some(Json::Null) => continue,
+            Some(Json::Object(entries)) => entries,
+            Some(other) => {
+                return Err(format!(
+                    "metadata.{field} is a {}, not a map",
+                    json_kind(other)
+                ));
+            }
+        };
+        for (key, value) in entries {
+            let at = format!("metadata.{field}[{key:?}]");
+            check_qualified_name(key).map_err(|why| format!("{at}: invalid key: {why}"))?;
+            let Some(value) = value.as_str() else {
+                return Err(format!(
+                    "{at}: the value is a {}, not a string (write it with `| string`)",
+                    json_kind(value)
+                ));
+            };
+            if field == "labels" && !is_label_value(value) {
+                return Err(format!(
+                    "{at}: {value:?} is not a valid label value (at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit)"
+                ));
+            }
+            if field == "annotations" {
+                annotation_bytes += key.len() + value.len();
+            }
+        }
+    }
+    if annotation_bytes > MAX_ANNOTATIONS_BYTES {
+        return Err(format!(
+            "metadata.annotations: {annotation_bytes} bytes in all, more than the {MAX_ANNOTATIONS_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A label or annotation key: `[prefix/]name`, the prefix a DNS subdomain, the name at most 63
+/// characters of `[A-Za-z0-9_.-]` starting and ending alphanumeric.
+fn check_qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+            return Err(format!(
+                "the prefix {prefix:?} is not a DNS subdomain (lowercase letters, digits, '-' and '.')"
+            ));
+        }
+    }
+    if name.is_empty() || !is_label_value(name) {
+        return Err(format!(
+            "the name {name:?} must be 1 to 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// A valid label value: empty, or at most 63 characters of `[A-Za-z0-9_.-]` starting and ending
+/// alphanumeric.
+fn is_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.is_empty()
+        || (bytes.len() <= 63
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric))
 }
 
 // ---- identity ----

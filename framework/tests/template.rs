@@ -894,3 +894,61 @@ async fn watch_reports_changes() {
     };
     assert_eq!(store.current().revision(), revision);
 }
+
+/// Labels and annotations the template writes are checked as the API server checks them: what it
+/// would refuse fails the render (and the load, when the sample already produces it).
+#[test]
+fn metadata_the_api_server_would_refuse_fails_the_render() {
+    let source = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels:\n    team: {{ team }}\n  annotations:\n    {{ key }}: {{ note }}\n";
+    let sample = json!({"team": "payments", "key": "example.com/note", "note": "ok"});
+    let set = load_one(source, sample.clone()).unwrap();
+    let long = "a".repeat(64);
+    let cases: [(Value, &str); 7] = [
+        (
+            json!({"team": "a\nb"}),
+            r#"metadata.labels["team"]: "a\nb" is not a valid label value"#,
+        ),
+        (json!({"team": long}), "is not a valid label value"),
+        (json!({"team": "-x"}), "is not a valid label value"),
+        (
+            json!({"team": 3}),
+            r#"metadata.labels["team"]: the value is a number, not a string"#,
+        ),
+        (
+            json!({"key": "Example.com/note"}),
+            r#"metadata.annotations["Example.com/note"]: invalid key: the prefix "Example.com" is not a DNS subdomain"#,
+        ),
+        (
+            json!({"key": "bad key"}),
+            "invalid key: the name \"bad key\"",
+        ),
+        (
+            json!({"note": "x".repeat(300 * 1024)}),
+            "metadata.annotations: 307",
+        ),
+    ];
+    for (overrides, fragment) in cases {
+        let mut context = sample.clone();
+        for (k, v) in overrides.as_object().unwrap() {
+            context[k] = v.clone();
+        }
+        let err = set.render("t.yaml.j2", &context).unwrap_err();
+        assert!(
+            matches!(err, TemplateError::Metadata { .. }) && err.metric_label() == "metadata",
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(fragment), "{overrides}: {text}");
+        assert!(
+            text.ends_with("the API server would refuse the object"),
+            "{text}"
+        );
+    }
+    // Empty label values and annotation values of any characters are fine.
+    let fine = json!({"team": "", "key": "k", "note": "multi\nline: {yes}"});
+    assert!(set.render("t.yaml.j2", &fine).is_ok());
+    // A template whose sample already renders a bad label is refused at load.
+    let err = load_one(source, json!({"team": "a b", "key": "k", "note": "x"})).unwrap_err();
+    assert!(matches!(err, TemplateError::Sample { .. }), "{err}");
+    assert!(err.to_string().contains("not a valid label value"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! container-free cluster) the `tests/tests/e2e_*.rs` tests run against.
 #![deny(missing_docs)]
 
+pub mod checkout;
 pub mod controlplane;
 pub mod deploy;
 pub mod e2e;

@@ -15,6 +15,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -77,11 +80,11 @@ pub enum CliError {
         message: String,
     },
     /// The status mapping failed to load.
-    #[error("status mapping {}: {message}", path.display())]
+    #[error("{message}")]
     StatusMapping {
         /// The mapping file.
         path: PathBuf,
-        /// The error.
+        /// The error (it names the file).
         message: String,
     },
     /// The cancel file failed to load.
@@ -123,7 +126,13 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
         path: path.to_path_buf(),
         message,
     };
-    let raw: Value = serde_yaml::from_str(&text).map_err(|e| not_wfe(e.to_string()))?;
+    // JSON is read as JSON: a YAML reader takes characters such as NEL (U+0085) in a string
+    // for line breaks and folds them.
+    let raw: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).map_err(|e| not_wfe(e.to_string()))?
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| not_wfe(e.to_string()))?
+    };
     let api_version = raw.get("apiVersion").and_then(Value::as_str);
     let kind = raw.get("kind").and_then(Value::as_str);
     let want = format!("{GROUP}/{VERSION}");
@@ -134,6 +143,10 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
             kind.unwrap_or("<none>")
         )));
     }
+    // The API server checks every value's type against the CRD's schema before anything else;
+    // do the same, so that a type error names its field (`spec.parameters.REPLICAS`) instead of
+    // surfacing as a bare deserialization message.
+    check_schema_types(&raw, &crd_schema()).map_err(not_wfe)?;
     let mut wfe: WorkflowExecution =
         serde_json::from_value(raw).map_err(|e| not_wfe(e.to_string()))?;
     if wfe.metadata.name.as_deref().is_none_or(str::is_empty) {
@@ -143,6 +156,85 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
         wfe.metadata.namespace = Some("default".to_owned());
     }
     Ok(wfe)
+}
+
+/// The OpenAPI schema of the served version of the WorkflowExecution CRD.
+fn crd_schema() -> JSONSchemaProps {
+    crate::types::crd()
+        .spec
+        .versions
+        .into_iter()
+        .find_map(|v| v.schema.and_then(|s| s.open_api_v3_schema))
+        .unwrap_or_default()
+}
+
+/// Checks the type of every value in `value` against `schema` as the API server does at
+/// admission (`type`, `nullable`, `x-kubernetes-int-or-string`; nulls of non-nullable fields are
+/// dropped by the API server, so they pass). The error names the first offending field.
+pub fn check_schema_types(value: &Value, schema: &JSONSchemaProps) -> Result<(), String> {
+    check_types_at(value, schema, "")
+}
+
+fn check_types_at(value: &Value, schema: &JSONSchemaProps, path: &str) -> Result<(), String> {
+    let field = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    let type_ok = match (schema.type_.as_deref(), value) {
+        (_, Value::Null) => true,
+        _ if schema.x_kubernetes_int_or_string == Some(true) => {
+            value.is_string() || value.is_i64() || value.is_u64()
+        }
+        (None, _) => true,
+        (Some("string"), v) => v.is_string(),
+        (Some("integer"), v) => v.is_i64() || v.is_u64(),
+        (Some("number"), v) => v.is_number(),
+        (Some("boolean"), v) => v.is_boolean(),
+        (Some("object"), v) => v.is_object(),
+        (Some("array"), v) => v.is_array(),
+        (Some(_), _) => true,
+    };
+    if !type_ok {
+        let found = match value {
+            Value::Bool(b) => format!("boolean {b}"),
+            Value::Number(n) => format!("number {n}"),
+            Value::String(s) => format!("string {s:?}"),
+            Value::Array(_) => "a list".to_owned(),
+            Value::Object(_) => "a map".to_owned(),
+            Value::Null => "null".to_owned(),
+        };
+        let expected = schema.type_.as_deref().unwrap_or("?");
+        return Err(format!(
+            "`{path}` must be of type {expected}, not {found} (the API server refuses it; quote a value meant as a string)"
+        ));
+    }
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                let sub = schema.properties.as_ref().and_then(|p| p.get(key)).or(
+                    match &schema.additional_properties {
+                        Some(JSONSchemaPropsOrBool::Schema(s)) => Some(&**s),
+                        _ => None,
+                    },
+                );
+                if let Some(sub) = sub {
+                    check_types_at(item, sub, &field(key))?;
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
+                for (i, item) in items.iter().enumerate() {
+                    check_types_at(item, sub, &format!("{path}[{i}]"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Validates the WorkflowExecution in `wfe_file` and renders the PipelineRun the operator would
@@ -168,9 +260,8 @@ pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliErro
 /// Prints an object as YAML or pretty JSON (with a final newline).
 pub fn format_object(object: &Value, format: OutputFormat) -> Result<String, CliError> {
     match format {
-        OutputFormat::Yaml => {
-            serde_yaml::to_string(object).map_err(|e| CliError::Output(e.to_string()))
-        }
+        // Quoted for YAML 1.1 readers too: `kubectl create -f` must read what JSON says.
+        OutputFormat::Yaml => Ok(kubernaut_framework::yaml::to_string(object)),
         OutputFormat::Json => serde_json::to_string_pretty(object)
             .map(|s| s + "\n")
             .map_err(|e| CliError::Output(e.to_string())),
@@ -189,27 +280,37 @@ pub struct CheckReport {
 }
 
 impl fmt::Display for CheckReport {
+    /// One `item: ok (…)` line per file, a YAML mapping that YAML 1.1 and 1.2 readers read alike
+    /// (a path that needs it is quoted).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.config_file {
-            Some(file) => writeln!(f, "configuration: ok ({})", file.display())?,
-            None => writeln!(f, "configuration: ok (compiled defaults and environment)")?,
+        let configuration = match &self.config_file {
+            Some(file) => format!("ok ({})", file.display()),
+            None => "ok (compiled defaults and environment)".to_owned(),
+        };
+        let lines = [
+            ("configuration", configuration),
+            (
+                "templates",
+                format!(
+                    "ok ({}, revision {})",
+                    self.templates_dir.display(),
+                    self.template_revision
+                ),
+            ),
+            (
+                "status mapping",
+                format!("ok ({})", self.templates_dir.join(STATUS_MAPPING).display()),
+            ),
+            (
+                "cancel file",
+                format!("ok ({})", self.templates_dir.join(CANCEL_SPEC).display()),
+            ),
+        ];
+        for (item, result) in lines {
+            let line = serde_json::json!({ item: result });
+            f.write_str(&kubernaut_framework::yaml::to_string(&line))?;
         }
-        writeln!(
-            f,
-            "templates: ok ({}, revision {})",
-            self.templates_dir.display(),
-            self.template_revision
-        )?;
-        writeln!(
-            f,
-            "status mapping: ok ({})",
-            self.templates_dir.join(STATUS_MAPPING).display()
-        )?;
-        writeln!(
-            f,
-            "cancel file: ok ({})",
-            self.templates_dir.join(CANCEL_SPEC).display()
-        )
+        Ok(())
     }
 }
 
@@ -241,6 +342,27 @@ pub fn check_config(
         templates_dir: dir,
         template_revision: set.revision().to_owned(),
     })
+}
+
+/// One line for an error and its causes (`chain` as `anyhow::Error::chain` gives them): each
+/// cause is appended after `: ` unless the text so far already says it, so an error that prints
+/// its source itself (`configuration: <error>`, `reading <file>: <io error>`) is not followed by
+/// the same words again.
+pub fn error_report<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut report = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        if text.is_empty() || report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
 }
 
 /// The program name and version, as `version` prints them.

@@ -252,28 +252,27 @@ impl OperatorConfig {
 
     /// `self` as a live reload may apply it on top of `running`: the [restart-only
     /// keys](Self::RESTART_ONLY) keep `running`'s values. Returns the config to apply and the
-    /// restart-only keys whose new values were held back (to be reported: they need a restart).
-    pub fn for_live_reload(
-        mut self,
-        running: &OperatorConfig,
-    ) -> (OperatorConfig, Vec<&'static str>) {
+    /// keys whose new values were held back (to be reported: they need a restart), each named
+    /// down to the changed setting (`controller.concurrency`, not `controller`).
+    pub fn for_live_reload(mut self, running: &OperatorConfig) -> (OperatorConfig, Vec<String>) {
         let mut held_back = Vec::new();
-        if self.execution.namespace != running.execution.namespace {
-            held_back.push("execution.namespace");
-            self.execution.namespace = running.execution.namespace.clone();
-        }
-        if self.templates != running.templates {
-            held_back.push("templates");
-            self.templates = running.templates.clone();
-        }
-        if self.audit != running.audit {
-            held_back.push("audit");
-            self.audit = running.audit.clone();
-        }
-        if self.controller != running.controller {
-            held_back.push("controller");
-            self.controller = running.controller.clone();
-        }
+        changed_keys(
+            &serde_json::to_value(&self).unwrap_or_default(),
+            &serde_json::to_value(running).unwrap_or_default(),
+            "",
+            &mut |key| {
+                if Self::RESTART_ONLY
+                    .iter()
+                    .any(|r| key == *r || key.starts_with(&format!("{r}.")))
+                {
+                    held_back.push(key.to_owned());
+                }
+            },
+        );
+        self.execution.namespace = running.execution.namespace.clone();
+        self.templates = running.templates.clone();
+        self.audit = running.audit.clone();
+        self.controller = running.controller.clone();
         (self, held_back)
     }
 
@@ -294,6 +293,47 @@ impl OperatorConfig {
     pub fn default_file() -> Option<PathBuf> {
         let path = PathBuf::from(DEFAULT_CONFIG_FILE);
         path.exists().then_some(path)
+    }
+}
+
+/// Whether two listeners cannot both bind: the same port, and the same address or one of them
+/// the unspecified address (`0.0.0.0:9090` takes port 9090 on every address, `127.0.0.1:9090`
+/// included; `[::]` usually covers IPv4 too). Port 0 asks for a free port per listener, so two
+/// `:0` addresses never collide.
+fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Calls `found` with the dotted path of every leaf where `new` and `old` differ (a list counts
+/// as one leaf), in key order.
+fn changed_keys(
+    new: &serde_json::Value,
+    old: &serde_json::Value,
+    prefix: &str,
+    found: &mut dyn FnMut(&str),
+) {
+    match (new, old) {
+        (serde_json::Value::Object(n), serde_json::Value::Object(o)) => {
+            let keys: std::collections::BTreeSet<&String> = n.keys().chain(o.keys()).collect();
+            for key in keys {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let null = serde_json::Value::Null;
+                changed_keys(
+                    n.get(key).unwrap_or(&null),
+                    o.get(key).unwrap_or(&null),
+                    &path,
+                    found,
+                );
+            }
+        }
+        (n, o) if n != o => found(prefix),
+        _ => {}
     }
 }
 
@@ -425,13 +465,12 @@ impl Validate for OperatorConfig {
                 "must be at least 1",
             ));
         }
-        // Port 0 asks for a free port per listener, so two `:0` addresses never collide.
-        if controller.metrics_addr == controller.health_addr && controller.health_addr.port() != 0 {
+        if listeners_collide(controller.metrics_addr, controller.health_addr) {
             return Err(ConfigError::invalid(
                 "controller.healthAddr",
                 format!(
-                    "must differ from controller.metricsAddr ({})",
-                    controller.metrics_addr
+                    "{} binds the same port as controller.metricsAddr ({}): use another port",
+                    controller.health_addr, controller.metrics_addr
                 ),
             ));
         }
@@ -714,6 +753,17 @@ mod tests {
                 "controller.healthAddr",
             ),
             (
+                &[("WFE_CONTROLLER__HEALTHADDR", "127.0.0.1:9090")],
+                "controller.healthAddr",
+            ),
+            (
+                &[
+                    ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:9090"),
+                    ("WFE_CONTROLLER__HEALTHADDR", "[::]:9090"),
+                ],
+                "controller.healthAddr",
+            ),
+            (
                 &[("WFE_CONTROLLER__LEASENAME", "Bad Lease")],
                 "controller.leaseName",
             ),
@@ -727,6 +777,16 @@ mod tests {
             assert_eq!(err.key(), Some(*key), "{vars:?} gave {err}");
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn listeners_on_distinct_addresses_may_share_a_port() {
+        let config = load_env(&[
+            ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:9090"),
+            ("WFE_CONTROLLER__HEALTHADDR", "127.0.0.2:9090"),
+        ])
+        .unwrap();
+        assert_eq!(config.controller.health_addr.port(), 9090);
     }
 
     #[test]
@@ -794,7 +854,11 @@ mod tests {
         );
         assert_eq!(applied.execution.namespace, running.execution.namespace);
         assert_eq!(applied.controller, running.controller);
-        assert_eq!(held_back, ["execution.namespace", "controller"]);
+        assert_eq!(
+            held_back,
+            ["controller.concurrency", "execution.namespace"],
+            "named down to the setting"
+        );
         let (_, none) = OperatorConfig::default().for_live_reload(&running);
         assert!(none.is_empty());
     }

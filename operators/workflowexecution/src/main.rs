@@ -1,7 +1,7 @@
 //! `workflowexecution-operator` command line.
 //!
 //! ```text
-//! workflowexecution-operator run [--config FILE]
+//! workflowexecution-operator run [--config FILE] [--templates DIR]
 //! workflowexecution-operator render --wfe FILE [--config FILE] [--templates DIR] [-o yaml|json]
 //! workflowexecution-operator crd
 //! workflowexecution-operator check-config [--config FILE] [--templates DIR]
@@ -38,6 +38,10 @@ enum Command {
         /// Configuration file (default: /etc/kubernaut/workflowexecution/config.yaml if present).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Template directory (overrides templates.dir), e.g. templates/workflowexecution in a
+        /// checkout.
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
     },
     /// Print the PipelineRun the operator would create for a WorkflowExecution (no cluster needed).
     Render {
@@ -56,7 +60,9 @@ enum Command {
     },
     /// Print the WorkflowExecution CustomResourceDefinition (YAML).
     Crd,
-    /// Validate the configuration, the templates and the status mapping; the exit code says.
+    /// Validate the configuration, the templates, the status mapping and the cancel file as the
+    /// operator does at start-up (no cluster needed); exit code 0 if the operator would accept
+    /// them, 1 (with the reason on stderr) if not.
     CheckConfig {
         /// Configuration file (default: /etc/kubernaut/workflowexecution/config.yaml if present).
         #[arg(long, value_name = "FILE")]
@@ -87,7 +93,7 @@ impl From<Format> for OutputFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run_operator(config),
+        Command::Run { config, templates } => run_operator(config, templates),
         Command::Render {
             wfe,
             config,
@@ -114,7 +120,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", cli::error_report(error.chain()));
             ExitCode::FAILURE
         }
     }
@@ -122,7 +128,7 @@ fn main() -> ExitCode {
 
 /// `run`: load and validate the configuration, connect to the cluster and run the operator until
 /// SIGTERM/SIGINT, re-reading the configuration file periodically.
-fn run_operator(config_file: Option<PathBuf>) -> anyhow::Result<()> {
+fn run_operator(config_file: Option<PathBuf>, templates: Option<PathBuf>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -132,12 +138,18 @@ fn run_operator(config_file: Option<PathBuf>) -> anyhow::Result<()> {
         .init();
     let file =
         config_file.or_else(workflowexecution_operator::config::OperatorConfig::default_file);
-    let config = cli::load_config(file.as_deref(), None)?;
+    let config = cli::load_config(file.as_deref(), templates.as_deref())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
-        workflowexecution_operator::operator::run(client, config, file, CONFIG_RELOAD_INTERVAL)
-            .await?;
+        workflowexecution_operator::operator::run(
+            client,
+            config,
+            file,
+            templates,
+            CONFIG_RELOAD_INTERVAL,
+        )
+        .await?;
         Ok(())
     })
 }

@@ -57,11 +57,11 @@ pub enum StartError {
         message: String,
     },
     /// The status mapping failed to load.
-    #[error("loading the status mapping from {dir}: {message}")]
+    #[error("loading the status mapping: {message}")]
     StatusMapping {
         /// The template directory.
         dir: PathBuf,
-        /// The error.
+        /// The error (it names the file).
         message: String,
     },
     /// The cancel file failed to load.
@@ -239,7 +239,11 @@ pub async fn start(
 }
 
 /// Run the operator until SIGTERM/SIGINT: [`start`], reload the config file every `reload_every`
-/// (keeping the last good config), then shut down gracefully and flush the audit buffer.
+/// (keeping the last good config; `templates`, when given, overrides `templates.dir` on every
+/// load as it did at start-up), then shut down gracefully and flush the audit buffer.
+///
+/// A reload that holds back restart-only changes, or that fails, is logged once per distinct
+/// file content, not at every reload.
 ///
 /// # Errors
 /// [`StartError`] from [`start`].
@@ -247,6 +251,7 @@ pub async fn run(
     client: Client,
     config: OperatorConfig,
     file: Option<PathBuf>,
+    templates: Option<PathBuf>,
     reload_every: Duration,
 ) -> Result<(), StartError> {
     let settings = runtime_settings(&config);
@@ -267,18 +272,29 @@ pub async fn run(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(reload_every);
             tick.tick().await;
+            // What was last reported, so that a file waiting for a restart (or an invalid file
+            // left in place) is logged once, not at every tick.
+            let mut reported = String::new();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
                 let running = store.current();
-                let loaded = OperatorConfig::load(file.as_deref()).map(|loaded| {
+                let loaded = load_config(file.as_deref(), templates.as_deref());
+                let report = match &loaded {
+                    Ok(loaded) => serde_json::to_string(loaded).unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                let first_report = report != reported;
+                reported = report;
+                let loaded = loaded.map(|loaded| {
                     let (applied, held_back) = loaded.for_live_reload(&running);
-                    if !held_back.is_empty() {
+                    if !held_back.is_empty() && first_report {
                         warn!(
-                            keys = ?held_back,
-                            "configuration changes that need a restart were not applied"
+                            keys = %held_back.join(", "),
+                            "configuration changes that need a restart were not applied: {}",
+                            held_back.join(", ")
                         );
                     }
                     applied
@@ -286,7 +302,10 @@ pub async fn run(
                 match store.reload(|| loaded) {
                     Ok(true) => info!("configuration reloaded"),
                     Ok(false) => {}
-                    Err(e) => warn!("configuration rejected, keeping the previous one: {e}"),
+                    Err(e) if first_report => {
+                        warn!("configuration rejected, keeping the previous one: {e}")
+                    }
+                    Err(_) => {}
                 }
             }
         })
@@ -304,6 +323,18 @@ pub async fn run(
     reloader.abort();
     auditor.shutdown().await;
     result.map_err(StartError::from)
+}
+
+/// Loads the configuration as `run` does: `file`, the environment, then the `templates` override.
+fn load_config(
+    file: Option<&std::path::Path>,
+    templates: Option<&std::path::Path>,
+) -> Result<OperatorConfig, kubernaut_framework::config::ConfigError> {
+    let mut config = OperatorConfig::load(file)?;
+    if let Some(dir) = templates {
+        config.templates.dir = dir.to_path_buf();
+    }
+    Ok(config)
 }
 
 async fn shutdown_signal() {

@@ -48,6 +48,16 @@ pub const PIPELINERUN_TEMPLATE: &str = "tekton/pipelinerun.yaml.j2";
 pub const STATUS_MAPPING: &str = "tekton/status.yaml";
 /// How a running PipelineRun is cancelled, relative to the template directory.
 pub const CANCEL_SPEC: &str = "tekton/cancel.yaml";
+/// The `fields` of the status mapping the operator reads (`status.pipelineRunStatus`, the
+/// failure details, the completion time): a mapping without one of them is refused at load.
+pub const STATUS_FIELDS: [&str; 6] = [
+    "status",
+    "reason",
+    "message",
+    "startTime",
+    "completionTime",
+    "totalTasks",
+];
 /// The phases the status mapping may map a PipelineRun to.
 pub const RUN_PHASES: [&str; 4] = ["Pending", "Running", "Completed", "Failed"];
 
@@ -86,6 +96,7 @@ pub fn mapping_rules() -> MappingRules {
             .collect(),
         // Whether a step of the run ran is read from its TaskRuns (`wasExecutionFailure`).
         require_grandchildren: true,
+        required_fields: STATUS_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
     }
 }
 
