@@ -65,6 +65,11 @@ use prometheus::{IntGauge, Registry};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{MetricError, Registrar};
+
+/// The name of the gauge of objects in error backoff.
+const OBJECTS_GAUGE: &str = "reconcile_error_backoff_objects";
+
 /// The condition type [`ErrorAttempt::condition`] produces.
 pub const CONDITION_TYPE: &str = "ReconcileBackoff";
 /// The reason of a backoff condition while errors continue.
@@ -287,8 +292,11 @@ impl<K: Hash + Eq + Clone> ErrorBackoff<K> {
     }
 
     /// Registers the `reconcile_error_backoff_objects` gauge (objects currently in backoff).
-    pub fn register_metrics(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.objects.clone()))
+    ///
+    /// # Errors
+    /// A [`MetricError`] when a metric of that name is already registered in `registry`.
+    pub fn register_metrics(&self, registry: &Registry) -> Result<(), MetricError> {
+        Registrar::new(registry, "").collector(OBJECTS_GAUGE, self.objects.clone())
     }
 
     /// Whether a reconcile of `key` asked for at `now` may run. It is held back
@@ -439,7 +447,7 @@ impl<K: Hash + Eq + Clone> ErrorBackoff<K> {
 fn objects_gauge() -> IntGauge {
     // The name and help are constants known to be valid; this cannot fail.
     IntGauge::new(
-        "reconcile_error_backoff_objects",
+        OBJECTS_GAUGE,
         "Objects whose last reconcile failed and that wait in error backoff",
     )
     .unwrap_or_else(|_| unreachable!("constant metric name is valid"))

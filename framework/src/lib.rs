@@ -3,18 +3,54 @@
 //! An operator built on this crate is a *declaration*: its CRD types, one handler per phase, a
 //! template directory for the child resource, a status mapping file and a config struct. The
 //! primitives below carry everything else.
+//!
+//! # Start here
+//!
+//! * [`runtime::Operator`]: the process around one parent kind — watches, caches, leader election,
+//!   error backoff, metrics, probes, Events, template hot reload, graceful shutdown. Its module
+//!   doc has a complete minimal operator.
+//! * `framework/examples/mirror.rs`: a whole operator (a ConfigMap mirror) on these primitives,
+//!   run as a process by the integration tests; the worked example of `docs/architecture.md`.
+//!
+//! # The map
+//!
+//! | module | what it guarantees | entry point |
+//! |---|---|---|
+//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] |
+//! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
+//! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load | [`status::StatusMapping`] |
+//! | [`lock`] | one child per key at a time: the child's deterministic name is the lock; release and stale-lock breaking delete exactly the child judged | [`lock::acquire`], [`lock::release`], [`lock::break_stale`] |
+//! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
+//! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
+//! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | the [`condition`] module |
+//! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write stands aside | [`own_writes::OwnWrites`] |
+//! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
+//! | [`config`] | layered configuration (defaults, file, environment) with errors naming key and layer; live reload keeping the last good value | [`config::load`], [`config::ConfigStore`] |
+//! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |
+//! | [`metrics`] | one call per metric, prefixed, with typed errors | [`metrics::Registrar`] |
+//! | [`names`] | Kubernetes names and label values valid by construction, refused in the API server's words | [`names::DnsSubdomain`], [`names::LabelValue`] |
+//! | [`duration`] | Go durations as Kubernetes writes them, and the configuration's human notation | [`duration::parse_go_duration`], [`duration::format_go_duration`] |
+//! | [`string_enum`](mod@string_enum) | closed sets of wire names declared once | [`string_enum!`](macro@string_enum) |
+//! | [`yaml`] | YAML that YAML 1.1 (kubectl) and 1.2 readers read back as the same value | [`yaml::to_string`] |
+//! | [`glob`] | the one-wildcard patterns of classification rules and allowlists | [`glob::Glob`] |
+//!
+//! Every module's own documentation lists its guarantees, assumptions and caveats.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod backoff;
 pub mod condition;
 pub mod config;
+pub mod duration;
 pub mod finalizer;
 pub mod glob;
 pub mod lock;
+pub mod metrics;
+pub mod names;
 pub mod own_writes;
 pub mod phase;
 pub mod runtime;
 pub mod status;
+pub mod string_enum;
 pub mod template;
 pub mod yaml;

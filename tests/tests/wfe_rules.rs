@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use kubernaut_framework::config::load_with_env;
+use kubernaut_framework::duration::parse_go_duration;
 use kubernaut_test_harness::simulator::Scenario;
 use serde_json::json;
 use support::{
@@ -17,7 +18,6 @@ use support::{
 };
 use workflowexecution_operator::{
     config::{ENV_PREFIX, OperatorConfig},
-    duration::parse_go_duration,
     types::{ExecutionConfig, FailureReason, Phase, SkipReason, WorkflowExecution},
 };
 

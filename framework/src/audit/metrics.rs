@@ -1,8 +1,9 @@
 //! The sink's counters, named with the operator's prefix.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::DropReason;
+use crate::metrics::{MetricError, Registrar};
 
 /// The four series of one sink: `<prefix>_audit_events_buffered`,
 /// `<prefix>_audit_events_written_total`, `<prefix>_audit_events_dropped_total{reason}` and
@@ -17,37 +18,29 @@ pub(crate) struct AuditMetrics {
 
 impl AuditMetrics {
     /// Registers the series on `registry`, every drop reason at 0.
-    pub(crate) fn register(
-        prefix: &str,
-        registry: &Registry,
-    ) -> Result<AuditMetrics, prometheus::Error> {
+    pub(crate) fn register(prefix: &str, registry: &Registry) -> Result<AuditMetrics, MetricError> {
+        let audit = Registrar::new(registry, prefix);
         let metrics = AuditMetrics {
-            buffered: IntGauge::with_opts(Opts::new(
-                format!("{prefix}_audit_events_buffered"),
+            buffered: audit.gauge(
+                "audit_events_buffered",
                 "Audit events accepted by the sink and not yet written or dropped.",
-            ))?,
-            written: IntCounter::with_opts(Opts::new(
-                format!("{prefix}_audit_events_written_total"),
+            )?,
+            written: audit.counter(
+                "audit_events_written_total",
                 "Audit events written (accepted by Data Storage, or logged).",
-            ))?,
-            dropped: IntCounterVec::new(
-                Opts::new(
-                    format!("{prefix}_audit_events_dropped_total"),
-                    "Audit events dropped, by reason.",
-                ),
+            )?,
+            dropped: audit.counter_vec(
+                "audit_events_dropped_total",
+                "Audit events dropped, by reason.",
                 &["reason"],
             )?,
-            batches_failed: IntCounter::with_opts(Opts::new(
-                format!("{prefix}_audit_batches_failed_total"),
+            batches_failed: audit.counter(
+                "audit_batches_failed_total",
                 "Audit batches that were not delivered (rejected, undeliverable, or cut off by shutdown).",
-            ))?,
+            )?,
         };
-        registry.register(Box::new(metrics.buffered.clone()))?;
-        registry.register(Box::new(metrics.written.clone()))?;
-        registry.register(Box::new(metrics.dropped.clone()))?;
-        registry.register(Box::new(metrics.batches_failed.clone()))?;
         for reason in DropReason::ALL {
-            metrics.dropped.with_label_values(&[reason.label()]);
+            metrics.dropped.with_label_values(&[reason.as_str()]);
         }
         Ok(metrics)
     }
@@ -55,7 +48,7 @@ impl AuditMetrics {
     /// Counts `events` dropped for `reason`.
     pub(crate) fn dropped(&self, reason: DropReason, events: usize) {
         self.dropped
-            .with_label_values(&[reason.label()])
+            .with_label_values(&[reason.as_str()])
             .inc_by(events as u64);
     }
 }

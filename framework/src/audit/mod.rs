@@ -119,41 +119,22 @@ pub struct Producer<'a> {
     pub user_agent: &'a str,
 }
 
-/// Why audit records were dropped: the `reason` label of `<prefix>_audit_events_dropped_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// `buffer_full`: the buffer held `audit.bufferSize` records; the new one was dropped.
-    BufferFull,
-    /// `rejected`: Data Storage answered the batch with a 4xx (or another non-retryable status).
-    Rejected,
-    /// `undeliverable`: every try of the batch met a network error, a 5xx or an unreadable
-    /// token file.
-    Undeliverable,
-    /// `shutdown`: recorded after shutdown began, or still buffered when its timeout ran out.
-    Shutdown,
-    /// `unencodable`: the record or batch could not be serialized to JSON.
-    Unencodable,
-}
-
-impl DropReason {
-    /// Every reason; all are exported at 0 from the start.
-    pub const ALL: [DropReason; 5] = [
-        DropReason::BufferFull,
-        DropReason::Rejected,
-        DropReason::Undeliverable,
-        DropReason::Shutdown,
-        DropReason::Unencodable,
-    ];
-
-    /// The metric label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::BufferFull => "buffer_full",
-            DropReason::Rejected => "rejected",
-            DropReason::Undeliverable => "undeliverable",
-            DropReason::Shutdown => "shutdown",
-            DropReason::Unencodable => "unencodable",
-        }
+crate::string_enum! {
+    /// Why audit records were dropped: the `reason` label of `<prefix>_audit_events_dropped_total`.
+    /// `ALL` holds every reason; all are exported at 0 from the start.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum DropReason {
+        /// `buffer_full`: the buffer held `audit.bufferSize` records; the new one was dropped.
+        BufferFull = "buffer_full",
+        /// `rejected`: Data Storage answered the batch with a 4xx (or another non-retryable status).
+        Rejected = "rejected",
+        /// `undeliverable`: every try of the batch met a network error, a 5xx or an unreadable
+        /// token file.
+        Undeliverable = "undeliverable",
+        /// `shutdown`: recorded after shutdown began, or still buffered when its timeout ran out.
+        Shutdown = "shutdown",
+        /// `unencodable`: the record or batch could not be serialized to JSON.
+        Unencodable = "unencodable",
     }
 }
 
@@ -189,7 +170,7 @@ pub enum AuditError {
     /// The audit metrics could not be registered (e.g. already registered on this registry, or
     /// the prefix makes an invalid metric name).
     #[error("registering the audit metrics failed: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(#[from] crate::metrics::MetricError),
 }
 
 /// The audit sink an operator records to. Cheap to clone (one `Arc`); clones share the sink.

@@ -107,7 +107,11 @@ fn written(registry: &Registry) -> f64 {
 }
 
 fn dropped(registry: &Registry, reason: DropReason) -> f64 {
-    metric(registry, "audit_events_dropped_total", Some(reason.label()))
+    metric(
+        registry,
+        "audit_events_dropped_total",
+        Some(reason.as_str()),
+    )
 }
 
 fn dropped_total(registry: &Registry) -> f64 {

@@ -27,10 +27,9 @@
 
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, IntCounter, IntCounterVec, IntGauge, Registry, TextEncoder};
+
+use crate::metrics::{MetricError, Registrar};
 
 /// A bounded, low-cardinality name for an error kind, used as the `kind` label of
 /// `framework_reconcile_errors_total`.
@@ -92,77 +91,53 @@ impl FrameworkMetrics {
     /// `registry`.
     ///
     /// # Errors
-    /// A [`prometheus::Error`] when a metric of the same name is already registered there.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let reconciles = IntCounterVec::new(
-            Opts::new("framework_reconciles_total", "Reconciles by result."),
-            &["result"],
-        )?;
-        let reconcile_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "framework_reconcile_duration_seconds",
+    /// A [`MetricError`] when a metric of the same name is already registered there.
+    pub fn register(registry: &Registry) -> Result<Self, MetricError> {
+        let framework = Registrar::new(registry, "framework");
+        let metrics = Self {
+            reconciles: framework.counter_vec("reconciles_total", "Reconciles by result.", &["result"])?,
+            reconcile_duration: framework.histogram(
+                "reconcile_duration_seconds",
                 "Duration of one reconcile call.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        )?;
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
-                "framework_reconcile_errors_total",
+                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            )?,
+            reconcile_errors: framework.counter_vec(
+                "reconcile_errors_total",
                 "Failed reconciles by error kind.",
-            ),
-            &["kind"],
-        )?;
-        let reconciles_held = IntCounter::new(
-            "framework_reconciles_held_total",
-            "Reconciles of objects in error backoff held back until the next attempt is due, because nothing a reconcile reads had changed.",
-        )?;
-        let decode_errors = IntCounter::new(
-            "framework_decode_errors_total",
-            "Watched objects that could not be deserialized and were skipped.",
-        )?;
-        let template_reloads = IntCounterVec::new(
-            Opts::new(
-                "framework_template_reloads_total",
+                &["kind"],
+            )?,
+            reconciles_held: framework.counter(
+                "reconciles_held_total",
+                "Reconciles of objects in error backoff held back until the next attempt is due, because nothing a reconcile reads had changed.",
+            )?,
+            decode_errors: framework.counter(
+                "decode_errors_total",
+                "Watched objects that could not be deserialized and were skipped.",
+            )?,
+            template_reloads: framework.counter_vec(
+                "template_reloads_total",
                 "Template hot reloads by outcome (loaded or rejected).",
-            ),
-            &["outcome"],
-        )?;
-        let leader = IntGauge::new(
-            "framework_leader",
-            "1 while this replica holds the leader Lease and reconciles, else 0.",
-        )?;
-
-        registry.register(Box::new(reconciles.clone()))?;
-        registry.register(Box::new(reconcile_duration.clone()))?;
-        registry.register(Box::new(reconcile_errors.clone()))?;
-        registry.register(Box::new(reconciles_held.clone()))?;
-        registry.register(Box::new(decode_errors.clone()))?;
-        registry.register(Box::new(template_reloads.clone()))?;
-        registry.register(Box::new(leader.clone()))?;
+                &["outcome"],
+            )?,
+            leader: framework.gauge(
+                "leader",
+                "1 while this replica holds the leader Lease and reconciles, else 0.",
+            )?,
+        };
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
+        framework.collector(
+            "process",
             prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        )?;
 
         // Pre-create the fixed label values so a scrape shows them at 0 before the first event.
         for result in [RESULT_SUCCESS, RESULT_ERROR] {
-            reconciles.with_label_values(&[result]);
+            metrics.reconciles.with_label_values(&[result]);
         }
         for outcome in [OUTCOME_LOADED, OUTCOME_REJECTED] {
-            template_reloads.with_label_values(&[outcome]);
+            metrics.template_reloads.with_label_values(&[outcome]);
         }
-
-        Ok(Self {
-            reconciles,
-            reconcile_duration,
-            reconcile_errors,
-            reconciles_held,
-            decode_errors,
-            template_reloads,
-            leader,
-        })
+        Ok(metrics)
     }
 
     /// Records one finished reconcile: its duration, its result and, for a failure, its error kind.

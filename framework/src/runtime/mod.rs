@@ -327,7 +327,7 @@ pub enum RuntimeError {
     },
     /// The framework metrics could not be registered.
     #[error("registering the framework metrics failed: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(#[from] crate::metrics::MetricError),
     /// Leader election is misconfigured.
     #[error(transparent)]
     LeaderElection(#[from] LeaderElectionError),
@@ -497,7 +497,9 @@ where
         let metrics = FrameworkMetrics::register(&registry)?;
         let error_backoff = ErrorBackoff::new(settings.error_backoff);
         error_backoff.register_metrics(&registry)?;
-        crate::phase::register_metrics(&registry)?;
+        crate::phase::register_metrics(&registry).map_err(|source| {
+            crate::metrics::MetricError::new("framework_illegal_phase_transitions_total", source)
+        })?;
         let identity = settings
             .leader_election
             .as_ref()

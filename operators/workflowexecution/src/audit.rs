@@ -60,31 +60,25 @@ pub fn start(
     Auditor::new(settings, &producer, registry)
 }
 
-/// What happened to a WorkflowExecution: the audited steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AuditAction {
-    /// The PipelineRun was created (or adopted) and the WFE is `Running`.
-    Started,
-    /// The PipelineRun succeeded and the WFE is `Completed`.
-    Completed,
-    /// The WFE is `Failed` (before or during execution).
-    Failed,
-    /// The WFE is `Skipped` (lock held, cooldown, backoff, previous execution failure).
-    Skipped,
-    /// The execution block of a failed WFE was cleared by annotation.
-    BlockCleared,
+kubernaut_framework::string_enum! {
+    /// What happened to a WorkflowExecution: the audited steps. The name is the envelope's
+    /// `event_action` (`started`, `cleared`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum AuditAction {
+        /// The PipelineRun was created (or adopted) and the WFE is `Running`.
+        Started = "started",
+        /// The PipelineRun succeeded and the WFE is `Completed`.
+        Completed = "completed",
+        /// The WFE is `Failed` (before or during execution).
+        Failed = "failed",
+        /// The WFE is `Skipped` (lock held, cooldown, backoff, previous execution failure).
+        Skipped = "skipped",
+        /// The execution block of a failed WFE was cleared by annotation.
+        BlockCleared = "cleared",
+    }
 }
 
 impl AuditAction {
-    /// Every action, for tables and tests.
-    pub const ALL: [AuditAction; 5] = [
-        AuditAction::Started,
-        AuditAction::Completed,
-        AuditAction::Failed,
-        AuditAction::Skipped,
-        AuditAction::BlockCleared,
-    ];
-
     /// The envelope's `event_type`, e.g. `workflowexecution.workflow.started`.
     pub fn event_type(self) -> &'static str {
         match self {
@@ -93,17 +87,6 @@ impl AuditAction {
             AuditAction::Failed => "workflowexecution.workflow.failed",
             AuditAction::Skipped => "workflowexecution.workflow.skipped",
             AuditAction::BlockCleared => "workflowexecution.block.cleared",
-        }
-    }
-
-    /// The envelope's `event_action`, e.g. `started`.
-    pub fn event_action(self) -> &'static str {
-        match self {
-            AuditAction::Started => "started",
-            AuditAction::Completed => "completed",
-            AuditAction::Failed => "failed",
-            AuditAction::Skipped => "skipped",
-            AuditAction::BlockCleared => "cleared",
         }
     }
 
@@ -118,28 +101,18 @@ impl AuditAction {
     }
 }
 
-/// The envelope's `outcome`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AuditOutcome {
-    /// `success`: the workflow completed, or a block clearance took effect.
-    Success,
-    /// `failure`: the workflow failed.
-    Failure,
-    /// `skipped`: the workflow was not run.
-    Skipped,
-    /// `pending`: the workflow started; its result is not known yet.
-    Pending,
-}
-
-impl AuditOutcome {
-    /// The wire value: `success`, `failure`, `skipped` or `pending`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditOutcome::Success => "success",
-            AuditOutcome::Failure => "failure",
-            AuditOutcome::Skipped => "skipped",
-            AuditOutcome::Pending => "pending",
-        }
+kubernaut_framework::string_enum! {
+    /// The envelope's `outcome`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum AuditOutcome {
+        /// `success`: the workflow completed, or a block clearance took effect.
+        Success = "success",
+        /// `failure`: the workflow failed.
+        Failure = "failure",
+        /// `skipped`: the workflow was not run.
+        Skipped = "skipped",
+        /// `pending`: the workflow started; its result is not known yet.
+        Pending = "pending",
     }
 }
 
@@ -277,7 +250,7 @@ impl Serialize for AuditEvent {
             event_type: self.action.event_type(),
             event_timestamp: self.event_timestamp(),
             event_category: EVENT_CATEGORY,
-            event_action: self.action.event_action(),
+            event_action: self.action.as_str(),
             outcome: self.action.outcome().as_str(),
             actor_type: ACTOR_TYPE,
             actor_id: ACTOR_ID,
@@ -529,7 +502,7 @@ mod tests {
             .collect();
         assert_eq!(
             reasons,
-            BTreeSet::from(DropReason::ALL.map(DropReason::label))
+            BTreeSet::from(DropReason::ALL.map(DropReason::as_str))
         );
     }
 }

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
-use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
@@ -243,7 +242,7 @@ pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliErro
     let wfe = read_workflow_execution(wfe_file)?;
     validate_spec(&wfe.spec, &config.execution).map_err(|errors| CliError::Invalid {
         path: wfe_file.to_path_buf(),
-        name: format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any()),
+        name: kubernaut_framework::names::namespaced_name(&wfe),
         errors,
     })?;
     let dir = &config.templates.dir;

@@ -44,10 +44,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::config::OperatorConfig;
-use crate::duration::{duration_between, format_go_duration};
 use crate::types::{
     ConflictingWorkflow, Phase, RecentRemediation, SkipDetails, SkipReason, WorkflowExecution,
 };
+use kubernaut_framework::duration::{duration_between, format_go_duration};
+use kubernaut_framework::names::namespaced_name;
 
 /// The annotation that clears the block a failed execution causes.
 pub const CLEAR_BLOCK_ANNOTATION: &str = "kubernaut.ai/clear-execution-block";
@@ -108,7 +109,7 @@ pub fn decide(
             SkipReason::ResourceBusy,
             format!(
                 "target {target} is being remediated by WorkflowExecution {} (workflow {}){}",
-                display_key(holder),
+                namespaced_name(*holder),
                 holder.spec.workflow_ref.workflow_id,
                 started_at
                     .map(|t| format!(", running since {t}"))
@@ -139,9 +140,9 @@ pub fn decide(
             format!(
                 "an earlier execution on target {target}, WorkflowExecution {} (workflow {}), failed during execution ({reason}); \
                  Manual intervention required: check the target, then annotate {} (or any WorkflowExecution of this target skipped with PreviousExecutionFailed) with {CLEAR_BLOCK_ANNOTATION}=<reason> to allow new executions",
-                display_key(blocker),
+                namespaced_name(blocker),
                 blocker.spec.workflow_ref.workflow_id,
-                display_key(blocker),
+                namespaced_name(blocker),
             ),
         );
         details.recent_remediation = Some(recent_remediation(blocker, target, None));
@@ -166,8 +167,8 @@ pub fn decide(
             format!(
                 "{failures} consecutive pre-execution failures on target {target} (limit {limit}), the last in WorkflowExecution {} ({failure_reason}); \
                  Manual intervention required: fix the cause, then annotate {} (or any WorkflowExecution of this target skipped with ExhaustedRetries) with {CLEAR_BLOCK_ANNOTATION}=<reason> to reset the streak",
-                display_key(previous),
-                display_key(previous),
+                namespaced_name(previous),
+                namespaced_name(previous),
             ),
         );
         details.recent_remediation = Some(recent(None));
@@ -185,7 +186,7 @@ pub fn decide(
             format!(
                 "target {target} is backing off after {failures} consecutive pre-execution failure(s), the last in WorkflowExecution {} ({failure_reason}); \
                  next execution allowed at {next} (in {})",
-                display_key(previous),
+                namespaced_name(previous),
                 format_go_duration(remaining),
             ),
         );
@@ -207,7 +208,7 @@ pub fn decide(
                     "workflow {} finished on target {target} at {completed} (WorkflowExecution {}, {}); \
                      cooldown of {} ends at {until} (in {})",
                     wfe.spec.workflow_ref.workflow_id,
-                    display_key(previous),
+                    namespaced_name(previous),
                     previous.phase().map(|p| p.to_string()).unwrap_or_default(),
                     format_go_duration(period),
                     format_go_duration(remaining),
@@ -317,10 +318,6 @@ fn start_time(wfe: &WorkflowExecution) -> Option<Timestamp> {
         .as_ref()
         .and_then(|s| s.start_time.as_ref())
         .map(|t| t.0)
-}
-
-fn display_key(wfe: &WorkflowExecution) -> String {
-    format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any())
 }
 
 /// `t + d`, saturating at the largest timestamp.

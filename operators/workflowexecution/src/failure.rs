@@ -34,12 +34,11 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kubernaut_framework::status::StatusMapping;
 use serde_json::Value;
 
 use crate::config::ExecutionSettings;
-use crate::duration::format_span;
+use kubernaut_framework::duration::format_span;
 use kubernaut_framework::status::Held;
 
 use crate::run_status::{RunFields, steps_ran};
@@ -137,7 +136,7 @@ impl FailureContext {
             .and_then(|c| c.service_account_name.clone())
             .unwrap_or_else(|| execution.service_account_name.clone());
         FailureContext {
-            execution: format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any()),
+            execution: kubernaut_framework::names::namespaced_name(wfe),
             workflow_id: wfe.spec.workflow_ref.workflow_id.clone(),
             version: wfe.spec.workflow_ref.version.clone(),
             target: wfe.spec.target_resource.clone(),

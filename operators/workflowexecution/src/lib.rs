@@ -8,7 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decide;
-pub mod duration;
 pub mod failure;
 pub mod metrics;
 pub mod operator;

@@ -7,9 +7,8 @@
 //! 1. Every label value is bounded: outcomes, reasons and the targets currently in backoff
 //!    (a `consecutive_failures` series is removed when its target returns to 0).
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
+use kubernaut_framework::metrics::{MetricError, Registrar};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// Bucket bounds of `workflowexecution_duration_seconds`: 5 s to 320 s, doubling.
 pub const DURATION_BUCKETS: [f64; 7] = [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0];
@@ -39,56 +38,40 @@ impl Metrics {
     ///
     /// # Errors
     /// When a metric of the same name is already registered.
-    pub fn register(registry: &Registry) -> Result<Metrics, prometheus::Error> {
-        let metrics = Metrics {
-            total: IntCounterVec::new(
-                Opts::new(
-                    "workflowexecution_total",
-                    "WorkflowExecutions that reached a terminal phase, by outcome",
-                ),
+    pub fn register(registry: &Registry) -> Result<Metrics, MetricError> {
+        let wfe = Registrar::new(registry, "workflowexecution");
+        Ok(Metrics {
+            total: wfe.counter_vec(
+                "total",
+                "WorkflowExecutions that reached a terminal phase, by outcome",
                 &["outcome"],
             )?,
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "workflowexecution_duration_seconds",
-                    "Duration of finished WorkflowExecution runs",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
+            duration: wfe.histogram_vec(
+                "duration_seconds",
+                "Duration of finished WorkflowExecution runs",
                 &["outcome"],
+                &DURATION_BUCKETS,
             )?,
-            pipelinerun_creation: IntCounter::new(
-                "workflowexecution_pipelinerun_creation_total",
+            pipelinerun_creation: wfe.counter(
+                "pipelinerun_creation_total",
                 "PipelineRuns created for WorkflowExecutions",
             )?,
-            skip: IntCounterVec::new(
-                Opts::new(
-                    "workflowexecution_skip_total",
-                    "Skipped WorkflowExecutions, by skip reason",
-                ),
+            skip: wfe.counter_vec(
+                "skip_total",
+                "Skipped WorkflowExecutions, by skip reason",
                 &["reason"],
             )?,
-            backoff_skip: IntCounterVec::new(
-                Opts::new(
-                    "workflowexecution_backoff_skip_total",
-                    "WorkflowExecutions skipped because of failure backoff, by reason",
-                ),
+            backoff_skip: wfe.counter_vec(
+                "backoff_skip_total",
+                "WorkflowExecutions skipped because of failure backoff, by reason",
                 &["reason"],
             )?,
-            consecutive_failures: IntGaugeVec::new(
-                Opts::new(
-                    "workflowexecution_consecutive_failures",
-                    "Consecutive pre-execution failures per target resource",
-                ),
+            consecutive_failures: wfe.gauge_vec(
+                "consecutive_failures",
+                "Consecutive pre-execution failures per target resource",
                 &["target_resource"],
             )?,
-        };
-        registry.register(Box::new(metrics.total.clone()))?;
-        registry.register(Box::new(metrics.duration.clone()))?;
-        registry.register(Box::new(metrics.pipelinerun_creation.clone()))?;
-        registry.register(Box::new(metrics.skip.clone()))?;
-        registry.register(Box::new(metrics.backoff_skip.clone()))?;
-        registry.register(Box::new(metrics.consecutive_failures.clone()))?;
-        Ok(metrics)
+        })
     }
 
     /// Record the current consecutive-failure count of `target`; 0 removes its series. The label

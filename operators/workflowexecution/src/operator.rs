@@ -74,7 +74,7 @@ pub enum StartError {
     },
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(#[from] kubernaut_framework::metrics::MetricError),
     /// The audit sink could not be set up.
     #[error("setting up the audit sink: {0}")]
     Audit(#[from] AuditError),

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 
 use kube::{ResourceExt, api::DynamicObject};
 use kubernaut_framework::lock::{Owner, lock_name};
+use kubernaut_framework::names::LabelValue;
 use kubernaut_framework::template::{ChildIdentity, TemplateError, TemplateSet, apply_identity};
 use serde_json::Value;
 
@@ -65,11 +66,6 @@ pub const TARGET_RESOURCE_KEY: &str = "kubernaut.ai/target-resource";
 /// Annotation: the revision of the template set the run was rendered from.
 pub const ANNOTATION_TEMPLATE_REVISION: &str = "kubernaut.ai/template-revision";
 
-/// The longest label value Kubernetes accepts.
-const MAX_LABEL_VALUE: usize = 63;
-/// Characters kept from the input when a label value must carry a hash (`<prefix>-<16 hex>`).
-const HASHED_PREFIX: usize = MAX_LABEL_VALUE - 17;
-
 /// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256 of its
 /// [`crate::types::target_key`] (the kind lower-cased, so `Deployment` and `deployment` share one lock).
 pub fn pipeline_run_name(target_resource: &str) -> String {
@@ -78,47 +74,11 @@ pub fn pipeline_run_name(target_resource: &str) -> String {
 
 /// A valid Kubernetes label value for `raw`.
 ///
-/// `/` becomes `__`; if that alone yields a valid value (at most 63 characters of
-/// `[A-Za-z0-9_.-]`, starting and ending alphanumeric, or empty) it is the result. Otherwise
-/// other characters become `_`, the edges are trimmed to alphanumerics, the text is cut to 46
-/// characters and `-` + 16 hex chars of SHA-256(`raw`) is appended.
+/// `/` becomes `__`; if that alone yields a valid value it is the result. Otherwise
+/// [`LabelValue::fitting`] shortens it and appends a hash of `raw`, so distinct inputs stay
+/// distinct.
 pub fn label_value(raw: &str) -> String {
-    let slashes = raw.replace('/', "__");
-    if is_valid_label_value(&slashes) {
-        return slashes;
-    }
-    let cleaned: String = slashes
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let prefix: String = cleaned.chars().take(HASHED_PREFIX).collect();
-    let prefix = prefix.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    let hash = lock_name("", raw);
-    if prefix.is_empty() {
-        hash
-    } else {
-        format!("{prefix}-{hash}")
-    }
-}
-
-/// Whether `value` is a valid Kubernetes label value.
-pub fn is_valid_label_value(value: &str) -> bool {
-    if value.is_empty() {
-        return true;
-    }
-    let bytes = value.as_bytes();
-    bytes.len() <= MAX_LABEL_VALUE
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    LabelValue::fitting(&raw.replace('/', "__"), raw).into_string()
 }
 
 /// The ownership labels that name `wfe` on its PipelineRun (name and namespace).
@@ -277,6 +237,8 @@ pub fn prune_cached_run(run: &mut DynamicObject) {
 
 #[cfg(test)]
 mod tests {
+    use kubernaut_framework::names::QualifiedName;
+
     use super::*;
     use crate::templates::sample_workflow_execution;
 
@@ -363,7 +325,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for (raw, exact) in &cases {
             let value = label_value(raw);
-            assert!(is_valid_label_value(&value), "{raw:?} -> {value:?}");
+            assert!(LabelValue::check(&value).is_ok(), "{raw:?} -> {value:?}");
             if let Some(exact) = exact {
                 assert_eq!(value, *exact, "{raw:?}");
             } else {
@@ -373,6 +335,21 @@ mod tests {
         }
         // Two inputs that clean to the same text stay distinct.
         assert_ne!(label_value("ns/d/caf\u{e9}"), label_value("ns/d/caf\u{e8}"));
+    }
+
+    #[test]
+    fn label_and_annotation_keys_are_qualified_names() {
+        for key in [
+            LABEL_WORKFLOW_EXECUTION,
+            LABEL_WORKFLOW_EXECUTION_UID,
+            ANNOTATION_EXECUTION_BLOCK,
+            LABEL_SOURCE_NAMESPACE,
+            LABEL_WORKFLOW_ID,
+            TARGET_RESOURCE_KEY,
+            ANNOTATION_TEMPLATE_REVISION,
+        ] {
+            assert_eq!(QualifiedName::check(key), Ok(()), "{key}");
+        }
     }
 
     #[test]
@@ -452,9 +429,7 @@ mod tests {
         let long = format!("restart-{}", "n".repeat(190));
         wfe.metadata.name = Some(long.clone());
         let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
-        assert!(is_valid_label_value(
-            &identity.labels[LABEL_WORKFLOW_EXECUTION]
-        ));
+        assert!(LabelValue::check(&identity.labels[LABEL_WORKFLOW_EXECUTION]).is_ok());
         let mut run = DynamicObject::new(&identity.name, &crate::operator::pipelinerun_resource());
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());

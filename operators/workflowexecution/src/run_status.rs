@@ -22,42 +22,27 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use kubernaut_framework::status::StatusMapping;
-use serde::{Deserialize, Deserializer, de::IntoDeserializer};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::types::PipelineRunStatusSummary;
 
-/// Where a PipelineRun is in its life, as the status mapping reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum RunPhase {
-    /// Not started by Tekton yet.
-    Pending,
-    /// Started, not finished.
-    Running,
-    /// Finished successfully (`Succeeded=True`).
-    Completed,
-    /// Finished unsuccessfully (`Succeeded=False`).
-    Failed,
+kubernaut_framework::string_enum! {
+    /// Where a PipelineRun is in its life, as the status mapping reads it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RunPhase {
+        /// Not started by Tekton yet.
+        Pending = "Pending",
+        /// Started, not finished.
+        Running = "Running",
+        /// Finished successfully (`Succeeded=True`).
+        Completed = "Completed",
+        /// Finished unsuccessfully (`Succeeded=False`).
+        Failed = "Failed",
+    }
 }
 
 impl RunPhase {
-    /// Parses a phase name produced by the mapping.
-    pub fn from_name(name: &str) -> Option<RunPhase> {
-        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
-            name.into_deserializer();
-        RunPhase::deserialize(name).ok()
-    }
-
-    /// The phase name, as in the mapping file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunPhase::Pending => "Pending",
-            RunPhase::Running => "Running",
-            RunPhase::Completed => "Completed",
-            RunPhase::Failed => "Failed",
-        }
-    }
-
     /// Whether the run has finished.
     pub fn is_finished(self) -> bool {
         matches!(self, RunPhase::Completed | RunPhase::Failed)

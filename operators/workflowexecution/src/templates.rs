@@ -36,11 +36,11 @@ use serde_json::{Value, json};
 use crate::bundle::pulled_reference;
 use crate::cancel::{CancelSpec, CancelSpecError};
 use crate::config::{ExecutionSettings, OperatorConfig};
-use crate::duration::format_go_duration;
 use crate::types::{
     ExecutionConfig, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef,
 };
 use k8s_openapi::api::core::v1::ObjectReference;
+use kubernaut_framework::duration::format_go_duration;
 
 /// The PipelineRun template, relative to the template directory.
 pub const PIPELINERUN_TEMPLATE: &str = "tekton/pipelinerun.yaml.j2";

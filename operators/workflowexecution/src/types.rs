@@ -27,7 +27,6 @@
 //!    API server's CEL cost estimate for the shape rule exceeds its budget. Real targets
 //!    (namespace 63, kind, name 253) stay far below it.
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -222,42 +221,25 @@ pub struct WorkflowExecutionStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The lifecycle phase of a WorkflowExecution.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Accepted; validation, lock and cooldown decisions pending.
-    Pending,
-    /// The PipelineRun exists and has not finished.
-    Running,
-    /// The PipelineRun succeeded.
-    Completed,
-    /// Validation, creation or the PipelineRun failed.
-    Failed,
-    /// Not run: the target was busy, cooling down or blocked.
-    Skipped,
+kubernaut_framework::string_enum! {
+    serde;
+    /// The lifecycle phase of a WorkflowExecution.
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Phase {
+        /// Accepted; validation, lock and cooldown decisions pending.
+        Pending = "Pending",
+        /// The PipelineRun exists and has not finished.
+        Running = "Running",
+        /// The PipelineRun succeeded.
+        Completed = "Completed",
+        /// Validation, creation or the PipelineRun failed.
+        Failed = "Failed",
+        /// Not run: the target was busy, cooling down or blocked.
+        Skipped = "Skipped",
+    }
 }
 
 impl Phase {
-    /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 5] = [
-        Phase::Pending,
-        Phase::Running,
-        Phase::Completed,
-        Phase::Failed,
-        Phase::Skipped,
-    ];
-
-    /// The phase name as written in `status.phase`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Running => "Running",
-            Phase::Completed => "Completed",
-            Phase::Failed => "Failed",
-            Phase::Skipped => "Skipped",
-        }
-    }
-
     /// Whether the phase is final (`Completed`, `Failed`, `Skipped`).
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Completed | Phase::Failed | Phase::Skipped)
@@ -273,66 +255,31 @@ impl Phase {
     }
 }
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+kubernaut_framework::string_enum! {
+    serde;
+    /// Why an execution failed.
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum FailureReason {
+        /// A step ran out of memory.
+        OomKilled = "OOMKilled",
+        /// The PipelineRun or a TaskRun timed out.
+        DeadlineExceeded = "DeadlineExceeded",
+        /// The workflow lacked permissions.
+        Forbidden = "Forbidden",
+        /// A quota or node capacity was exhausted.
+        ResourceExhausted = "ResourceExhausted",
+        /// A step image could not be pulled.
+        ImagePullBackOff = "ImagePullBackOff",
+        /// The execution was misconfigured (invalid spec, unresolvable pipeline, bad parameters).
+        ConfigurationError = "ConfigurationError",
+        /// A task failed.
+        TaskFailed = "TaskFailed",
+        /// Anything else.
+        Unknown = "Unknown",
     }
-}
-
-/// Why an execution failed.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FailureReason {
-    /// A step ran out of memory.
-    #[serde(rename = "OOMKilled")]
-    OomKilled,
-    /// The PipelineRun or a TaskRun timed out.
-    DeadlineExceeded,
-    /// The workflow lacked permissions.
-    Forbidden,
-    /// A quota or node capacity was exhausted.
-    ResourceExhausted,
-    /// A step image could not be pulled.
-    ImagePullBackOff,
-    /// The execution was misconfigured (invalid spec, unresolvable pipeline, bad parameters).
-    ConfigurationError,
-    /// A task failed.
-    TaskFailed,
-    /// Anything else.
-    Unknown,
 }
 
 impl FailureReason {
-    /// Every reason, in the order of the classification table.
-    pub const ALL: [FailureReason; 8] = [
-        FailureReason::OomKilled,
-        FailureReason::DeadlineExceeded,
-        FailureReason::Forbidden,
-        FailureReason::ResourceExhausted,
-        FailureReason::ImagePullBackOff,
-        FailureReason::ConfigurationError,
-        FailureReason::TaskFailed,
-        FailureReason::Unknown,
-    ];
-
-    /// The reason as written in `failureDetails.reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::OomKilled => "OOMKilled",
-            FailureReason::DeadlineExceeded => "DeadlineExceeded",
-            FailureReason::Forbidden => "Forbidden",
-            FailureReason::ResourceExhausted => "ResourceExhausted",
-            FailureReason::ImagePullBackOff => "ImagePullBackOff",
-            FailureReason::ConfigurationError => "ConfigurationError",
-            FailureReason::TaskFailed => "TaskFailed",
-            FailureReason::Unknown => "Unknown",
-        }
-    }
-
-    /// Parses a reason name; `None` for a name the contract does not define.
-    pub fn from_name(name: &str) -> Option<FailureReason> {
-        FailureReason::ALL.into_iter().find(|r| r.as_str() == name)
-    }
-
     /// Whether a run failing for this reason never executed workflow code (pre-execution).
     pub fn is_pre_execution(self) -> bool {
         matches!(
@@ -344,48 +291,19 @@ impl FailureReason {
     }
 }
 
-impl fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why an execution was skipped.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SkipReason {
-    /// Another execution holds the target.
-    ResourceBusy,
-    /// The target was remediated (or failed before executing) too recently.
-    RecentlyRemediated,
-    /// Too many consecutive pre-execution failures on the target.
-    ExhaustedRetries,
-    /// The previous execution on the target failed while executing; manual intervention required.
-    PreviousExecutionFailed,
-}
-
-impl SkipReason {
-    /// Every reason.
-    pub const ALL: [SkipReason; 4] = [
-        SkipReason::ResourceBusy,
-        SkipReason::RecentlyRemediated,
-        SkipReason::ExhaustedRetries,
-        SkipReason::PreviousExecutionFailed,
-    ];
-
-    /// The reason as written in `skipDetails.reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::ResourceBusy => "ResourceBusy",
-            SkipReason::RecentlyRemediated => "RecentlyRemediated",
-            SkipReason::ExhaustedRetries => "ExhaustedRetries",
-            SkipReason::PreviousExecutionFailed => "PreviousExecutionFailed",
-        }
-    }
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+kubernaut_framework::string_enum! {
+    serde;
+    /// Why an execution was skipped.
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum SkipReason {
+        /// Another execution holds the target.
+        ResourceBusy = "ResourceBusy",
+        /// The target was remediated (or failed before executing) too recently.
+        RecentlyRemediated = "RecentlyRemediated",
+        /// Too many consecutive pre-execution failures on the target.
+        ExhaustedRetries = "ExhaustedRetries",
+        /// The previous execution on the target failed while executing; manual intervention required.
+        PreviousExecutionFailed = "PreviousExecutionFailed",
     }
 }
 

@@ -45,11 +45,11 @@ use std::time::Duration;
 
 use crate::bundle::{BundleRefError, DIGEST_PATTERN, is_valid_digest, pulled_reference};
 use crate::config::ExecutionSettings;
-use crate::duration::{GoDurationError, format_go_duration, parse_go_duration};
 use crate::types::{
     MAX_PARAMETER_NAME_LENGTH, MAX_PARAMETER_VALUE_LENGTH, MAX_PARAMETERS, MAX_PARAMETERS_SIZE,
     MAX_TARGET_RESOURCE_LENGTH, WorkflowExecutionSpec,
 };
+use kubernaut_framework::duration::{GoDurationError, format_go_duration, parse_go_duration};
 
 /// The parameter the operator adds to every PipelineRun; a spec may not set it.
 pub const TARGET_RESOURCE_PARAM: &str = "TARGET_RESOURCE";

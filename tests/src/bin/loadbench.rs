@@ -685,7 +685,7 @@ fn lock(tracker: &Shared) -> std::sync::MutexGuard<'_, Tracker> {
 
 fn observe_wfe(tracker: &Shared, wfe: &WorkflowExecution) {
     let now = Instant::now();
-    let key = format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any());
+    let key = kubernaut_framework::names::namespaced_name(wfe);
     let version = wfe.resource_version().unwrap_or_default();
     let mut t = lock(tracker);
     let seen = t.wfes.entry(key).or_default();

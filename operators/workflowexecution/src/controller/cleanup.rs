@@ -14,11 +14,10 @@ use tracing::{debug, info, warn};
 
 use super::{Error, FINALIZER, Pass, describe, kube_err};
 use crate::{
-    decide,
-    duration::format_go_duration,
-    pipelinerun, run_status,
+    decide, pipelinerun, run_status,
     types::{PipelineRunRef, WorkflowExecution},
 };
+use kubernaut_framework::duration::format_go_duration;
 
 /// How often a deleted WFE looks again at its cancelled run while waiting for it to finish.
 const FINISH_POLL: Duration = Duration::from_secs(5);

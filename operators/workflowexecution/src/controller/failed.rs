@@ -13,10 +13,10 @@ use crate::{
     audit::AuditAction,
     config::OperatorConfig,
     decide,
-    duration::{duration_between, format_go_duration},
     failure::{self, FailureContext},
     types::{FailureDetails, FailureReason, Phase, PipelineRunStatusSummary, WorkflowExecution},
 };
+use kubernaut_framework::duration::{duration_between, format_go_duration};
 
 /// Why a WorkflowExecution fails.
 // One value per failure, consumed at once: boxing would buy nothing.

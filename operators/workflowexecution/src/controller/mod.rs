@@ -489,7 +489,7 @@ impl Pass<'_> {
 }
 
 fn describe(wfe: &WorkflowExecution) -> String {
-    format!("{}/{}", wfe.namespace().unwrap_or_default(), wfe.name_any())
+    kubernaut_framework::names::namespaced_name(wfe)
 }
 
 /// The audit record of `wfe` in `status` for `action`.

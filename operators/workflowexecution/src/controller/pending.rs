@@ -26,7 +26,6 @@ use crate::{
     audit::AuditAction,
     config::OperatorConfig,
     decide::{self, Decision},
-    duration::duration_between,
     pipelinerun::{self, LABEL_WORKFLOW_ID},
     run_status::{self, RunPhase},
     types::{
@@ -35,6 +34,7 @@ use crate::{
     },
     validate,
 };
+use kubernaut_framework::duration::duration_between;
 
 /// How often a WFE waiting for a previous run to be deleted looks again.
 const PREVIOUS_RUN_POLL: Duration = Duration::from_secs(2);

@@ -19,12 +19,12 @@ use super::{
 use crate::{
     audit::AuditAction,
     config::OperatorConfig,
-    duration::{duration_between, format_go_duration},
     failure::{self, FailureContext},
     pipelinerun,
     run_status::{self, RunFields, RunObservation, RunPhase},
     types::{Phase, WorkflowExecution, WorkflowExecutionStatus},
 };
+use kubernaut_framework::duration::{duration_between, format_go_duration};
 
 impl Pass<'_> {
     pub(super) async fn running(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {

@@ -19,11 +19,10 @@ use tracing::{debug, info};
 use super::{Error, Outcome, Pass, describe, kube_err};
 use crate::{
     config::OperatorConfig,
-    decide,
-    duration::duration_between,
-    pipelinerun,
+    decide, pipelinerun,
     types::{WorkflowExecution, WorkflowExecutionStatus},
 };
+use kubernaut_framework::duration::duration_between;
 
 impl Pass<'_> {
     pub(super) async fn terminal(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {

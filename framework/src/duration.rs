@@ -1,9 +1,14 @@
-//! Go-style durations: the notation Kubernetes and Tekton use on the wire.
+//! Durations in the two notations an operator meets: Go's, as Kubernetes and Tekton write them on
+//! the wire, and the human notation of the operator's own configuration.
 //!
-//! The WorkflowExecution contract writes durations the way Go's `time.Duration` does: the
-//! `status.duration` and `failureDetails.executionTimeBeforeFailure` strings (`2m30s`, `1h0m0s`) and
-//! the `executionConfig.timeout` a user writes, which becomes the PipelineRun's
-//! `spec.timeouts.pipeline` and is parsed by Tekton with Go's `time.ParseDuration`.
+//! **Go notation** ([`parse_go_duration`], [`format_go_duration`]): what Go's `time.Duration`
+//! prints and `time.ParseDuration` reads (`2m30s`, `1h0m0s`, `500ms`, `1.5h`). A status field a
+//! Kubernetes user reads (`status.duration`) and a timeout handed to a Go controller (a
+//! PipelineRun's `spec.timeouts.pipeline`) use it.
+//!
+//! **Human notation** ([`parse_humane`], [`format_humane`]): the configuration's durations
+//! (`90s`, `5m`, `1h30m`, and longer units such as `2days`), read and written with `humantime`;
+//! [`crate::config::duration`] is its serde adapter.
 //!
 //! Guarantees:
 //! 1. [`format_go_duration`] rounds to whole seconds (half away from zero, like Go's
@@ -11,12 +16,16 @@
 //!    that value: `0s`, `45s`, `2m30s`, `1h0m0s`, `26h3m4s`.
 //! 2. [`parse_go_duration`] accepts exactly the non-negative subset of Go's `time.ParseDuration`
 //!    grammar (`300ms`, `1.5h`, `2h45m`, `0`; units `ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`),
-//!    so a string it accepts is one Tekton accepts too.
+//!    so a string it accepts is one a Go controller accepts too.
+//! 3. [`format_humane`] output reads back through [`parse_humane`] unchanged, so a serialized
+//!    default configuration loads as itself.
 //!
 //! Caveats:
-//! 1. Negative durations are rejected: nothing in the contract can be negative.
-//! 2. Values above Go's maximum (`2562047h47m16.854775807s`, `i64::MAX` nanoseconds) are rejected
-//!    as out of range, as Go rejects them.
+//! 1. Negative Go durations are rejected: nothing an operator reports or sets can be negative.
+//! 2. Go values above Go's maximum (`2562047h47m16.854775807s`, `i64::MAX` nanoseconds) are
+//!    rejected as out of range, as Go rejects them.
+//! 3. The two notations look alike but differ (`1.5h` and `0` are Go only, `2days` and `1h 30m`
+//!    human only): parse each field with the notation of whoever reads it next.
 use std::time::Duration;
 
 /// Go's largest duration, in nanoseconds (`math.MaxInt64`).
@@ -170,6 +179,25 @@ pub fn duration_between(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration 
         .unwrap_or(Duration::MAX)
 }
 
+/// Parses a duration in the human notation (`"90s"`, `"5m"`, `"1h30m"`, `"1h 30m"`); surrounding
+/// whitespace is ignored. The error text names the value and says what was expected.
+pub fn parse_humane(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    humantime::parse_duration(trimmed).map_err(|e| {
+        format!(
+            "invalid duration {trimmed:?}: {e} (expected a number with a unit, \
+             like \"90s\", \"5m\" or \"1h30m\")"
+        )
+    })
+}
+
+/// Formats `d` in the human notation, compactly: units from days down to nanoseconds, no spaces
+/// (`"1h30m"`, `"1m30s"`, `"0s"`).
+pub fn format_humane(d: Duration) -> String {
+    let text = humantime::format_duration(d).to_string();
+    text.split_whitespace().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +287,41 @@ mod tests {
         let b: jiff::Timestamp = "2025-01-01T00:02:30Z".parse().unwrap();
         assert_eq!(format_span(a, b), "2m30s");
         assert_eq!(format_span(b, a), "0s");
+    }
+
+    #[test]
+    fn humane_durations_parse_and_format_compactly() {
+        let cases = [
+            ("90s", 90_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("1h 30m", 5_400_000),
+            (" 2m ", 120_000),
+            ("250ms", 250),
+            ("1m30s", 90_000),
+        ];
+        for (text, millis) in cases {
+            assert_eq!(
+                parse_humane(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for bad in ["", "5", "5 parsecs", "-1s", "m"] {
+            assert!(parse_humane(bad).is_err(), "{bad:?}");
+        }
+        let formatted = [
+            (0, "0s"),
+            (90_000, "1m30s"),
+            (5_400_000, "1h30m"),
+            (300_000, "5m"),
+            (1_500, "1s500ms"),
+        ];
+        for (millis, text) in formatted {
+            let d = Duration::from_millis(millis);
+            assert_eq!(format_humane(d), text);
+            assert_eq!(parse_humane(text), Ok(d), "round trip {text}");
+        }
     }
 
     proptest! {
