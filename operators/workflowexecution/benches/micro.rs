@@ -22,6 +22,7 @@ use kube::{
     },
 };
 use kubernaut_framework::{lock::lock_name, runtime::ParentIndex, template::apply_identity};
+use serde::Deserialize;
 use serde_json::Value;
 use workflowexecution_operator::{
     config::OperatorConfig,
@@ -106,20 +107,28 @@ fn bench_render(c: &mut Criterion) {
     group.finish();
 }
 
-/// The `task-failed` PipelineRun fixture and its TaskRuns.
+/// The `step-fails` run recorded from real Tekton: the PipelineRun, then its TaskRuns.
 fn failed_run() -> (Value, BTreeMap<String, Value>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pipelineruns/task-failed.yaml");
-    let text = std::fs::read_to_string(&path).expect("the fixture exists");
-    let fixture: Value = serde_yaml::from_str(&text).expect("the fixture is YAML");
-    let task_runs = fixture["taskRuns"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|tr| (tr["metadata"]["name"].as_str().unwrap_or("").to_owned(), tr))
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/recorded/step-fails.yaml");
+    let text = std::fs::read_to_string(&path).expect("the recording exists");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("the recording is YAML"))
+        .filter(|doc| !doc.is_null())
         .collect();
-    (fixture["pipelineRun"].clone(), task_runs)
+    let (run, task_runs) = docs
+        .split_first()
+        .expect("the recording holds a PipelineRun");
+    let task_runs = task_runs
+        .iter()
+        .map(|tr| {
+            (
+                tr["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                tr.clone(),
+            )
+        })
+        .collect();
+    (run.clone(), task_runs)
 }
 
 fn bench_failed_run(c: &mut Criterion) {

@@ -41,7 +41,7 @@ use crate::config::ExecutionSettings;
 use kubernaut_framework::duration::format_span;
 use kubernaut_framework::status::Held;
 
-use crate::run_status::{steps_ran, string_field, timestamp_field};
+use crate::run_status::{RunFields, steps_ran};
 use crate::types::{FailureDetails, FailureReason, WorkflowExecution};
 
 /// Fact: the run's and the failed TaskRun's `Succeeded` reasons.
@@ -161,7 +161,7 @@ pub fn first_failed_task(
             if !mapping.grandchild_failed(task_run) {
                 return None;
             }
-            let fields = mapping.grandchild_fields(task_run);
+            let fields = RunFields::of_task_run(mapping, task_run);
             let facts = mapping.grandchild_facts(task_run);
             let first = |fact: &str| facts.get(fact).and_then(|values| values.first()).cloned();
             Some(FailedTask {
@@ -169,9 +169,9 @@ pub fn first_failed_task(
                 index,
                 step_name: first(FACT_FAILED_STEP),
                 exit_code: first(FACT_EXIT_CODE).and_then(|code| code.parse().ok()),
-                reason: string_field(&fields, "reason"),
-                message: string_field(&fields, "message"),
-                completion_time: timestamp_field(&fields, "completionTime"),
+                reason: fields.reason,
+                message: fields.message,
+                completion_time: fields.completion_time,
                 facts,
             })
         })
@@ -182,7 +182,7 @@ pub fn first_failed_task(
 /// every grandchild fact the mapping reads from the failed TaskRun (declared facts are present
 /// even when empty, so `all` rules see them).
 pub fn classification_facts(
-    run_fields: &BTreeMap<String, Value>,
+    run_fields: &RunFields,
     failed: Option<&FailedTask>,
     held: Option<&Held>,
 ) -> BTreeMap<String, Vec<String>> {
@@ -193,8 +193,8 @@ pub fn classification_facts(
             values.push(value);
         }
     };
-    push(FACT_REASON, string_field(run_fields, "reason"));
-    push(FACT_MESSAGE, string_field(run_fields, "message"));
+    push(FACT_REASON, run_fields.reason.clone());
+    push(FACT_MESSAGE, run_fields.message.clone());
     push(FACT_FAILED_TASK_NAME, failed.map(|t| t.name.clone()));
     push(FACT_HELD_REASON, held.map(|h| h.result.clone()));
     if let Some(task) = failed {
@@ -234,6 +234,7 @@ pub fn failure_details(
         mapping,
         context,
         run,
+        &RunFields::of_run(mapping, run),
         task_runs,
         &Remembered::default(),
         now,
@@ -243,29 +244,31 @@ pub fn failure_details(
 /// [`failure_details`], with what the Running phase remembered: a step of the run was seen
 /// running, or a TaskRun was held back, whatever its TaskRuns say now (they may have been
 /// deleted since). A run held back then and now (its TaskRuns still say so) reports the hold.
+///
+/// `fields` are the run's, as [`RunFields::of_run`] projects them (once per reconcile).
 pub fn failure_details_remembered(
     mapping: &StatusMapping,
     context: &FailureContext,
     run: &Value,
+    fields: &RunFields,
     task_runs: &BTreeMap<String, Value>,
     remembered: &Remembered,
     now: Timestamp,
 ) -> FailureDetails {
-    let fields = mapping.fields(run);
     let failed = first_failed_task(mapping, run, task_runs);
     let held = held_back(mapping, run, task_runs).or_else(|| remembered.held.clone());
     let reason = classify_failure(
         mapping,
-        &classification_facts(&fields, failed.as_ref(), held.as_ref()),
+        &classification_facts(fields, failed.as_ref(), held.as_ref()),
     );
-    let start = timestamp_field(&fields, "startTime");
+    let start = fields.start_time;
     let failed_at = failed
         .as_ref()
         .and_then(|t| t.completion_time)
-        .or_else(|| timestamp_field(&fields, "completionTime"))
+        .or(fields.completion_time)
         .unwrap_or(now);
     let step_ran = remembered.seen_started || steps_ran(mapping, task_runs);
-    let run_message = string_field(&fields, "message").filter(|m| !m.is_empty());
+    let run_message = fields.message.clone().filter(|m| !m.is_empty());
     let task_message = failed
         .as_ref()
         .and_then(|t| t.message.clone())
@@ -276,7 +279,9 @@ pub fn failure_details_remembered(
         }
         (Some(run), _, _) => run,
         (None, Some(task), _) => task,
-        (None, None, _) => string_field(&fields, "reason")
+        (None, None, _) => fields
+            .reason
+            .as_ref()
             .map(|r| format!("PipelineRun failed with reason {r}"))
             .unwrap_or_else(|| "PipelineRun failed without a reason".to_owned()),
     };
@@ -300,8 +305,7 @@ pub fn failure_details_remembered(
         natural_language_summary: String::new(),
     };
     let total_tasks = fields
-        .get("totalTasks")
-        .and_then(Value::as_u64)
+        .total_tasks
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0)
         .unwrap_or_else(|| mapping.grandchild_names(run).len());
@@ -465,49 +469,8 @@ mod tests {
     use crate::config::OperatorConfig;
     use crate::run_status::{RunPhase, observe_run};
     use crate::templates::{load_status_mapping, sample_workflow_execution};
-    use std::path::{Path, PathBuf};
-
-    /// One fixture: a PipelineRun, its TaskRuns and what the mapping should make of them.
-    struct Fixture {
-        name: String,
-        run: Value,
-        task_runs: BTreeMap<String, Value>,
-        expect: Value,
-    }
-
-    fn fixtures() -> Vec<Fixture> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipelineruns");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        paths.sort();
-        paths
-            .into_iter()
-            .map(|path| {
-                let doc: Value =
-                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                let task_runs = doc["taskRuns"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|tr| {
-                        (
-                            tr["metadata"]["name"].as_str().unwrap().to_owned(),
-                            tr.clone(),
-                        )
-                    })
-                    .collect();
-                Fixture {
-                    name: path.file_stem().unwrap().to_string_lossy().into_owned(),
-                    run: doc["pipelineRun"].clone(),
-                    task_runs,
-                    expect: doc["expect"].clone(),
-                }
-            })
-            .collect()
-    }
+    use crate::test_runs::fixtures;
+    use std::path::Path;
 
     fn mapping() -> StatusMapping {
         load_status_mapping(
@@ -590,22 +553,27 @@ mod tests {
         assert_eq!(task.step_name.as_deref(), Some("verify"));
         assert_eq!(task.exit_code, Some(3));
 
-        let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
+        let oom = fixtures.iter().find(|f| f.name == "oom").unwrap();
         let task = first_failed_task(&mapping, &oom.run, &oom.task_runs).unwrap();
-        assert_eq!(task.facts["stepTerminationReason"], ["OOMKilled"]);
+        // The step after the OOMKilled one is terminated too, as Tekton skips it.
+        assert_eq!(task.facts["stepTerminationReason"], ["OOMKilled", "Error"]);
         assert_eq!(
             task.completion_time,
-            Some("2025-06-01T11:52:30Z".parse().unwrap())
+            Some("2026-12-02T08:00:12Z".parse().unwrap())
         );
 
         // Tekton's rewritten image-pull state: the step is named, its exit code 1 is Tekton's.
-        let pull = fixtures.iter().find(|f| f.name == "image-pull").unwrap();
+        let pull = fixtures
+            .iter()
+            .find(|f| f.name == "image-pull-first")
+            .unwrap();
         let task = first_failed_task(&mapping, &pull.run, &pull.task_runs).unwrap();
-        assert_eq!(task.step_name.as_deref(), Some("prepare"));
+        assert_eq!(task.step_name.as_deref(), Some("scale"));
         assert_eq!(task.exit_code, None);
+        // Both steps waited for the image; Tekton rewrote both.
         assert_eq!(
             task.facts["stepTerminationReason"],
-            ["TaskRunImagePullFailed"]
+            ["TaskRunImagePullFailed", "TaskRunImagePullFailed"]
         );
         assert!(task.facts["stepWaitingReason"].is_empty());
 
@@ -705,6 +673,12 @@ mod tests {
                 "exceeded quota",
                 FailureReason::ResourceExhausted,
             ),
+            // A quota's message says "forbidden" too; the reason decides.
+            (
+                "ExceededResourceQuota",
+                "pods \"p\" is forbidden: exceeded quota: q",
+                FailureReason::ResourceExhausted,
+            ),
             (
                 "ExceededNodeResources",
                 "TaskRun Pod exceeded available resources",
@@ -786,6 +760,7 @@ mod tests {
             &mapping,
             &context(),
             &run,
+            &RunFields::of_run(&mapping, &run),
             &BTreeMap::new(),
             &remembered,
             now(),
@@ -807,23 +782,27 @@ mod tests {
     fn facts_carry_run_and_task_evidence() {
         let mapping = mapping();
         let fixtures = fixtures();
-        let quota = fixtures.iter().find(|f| f.name == "quota").unwrap();
-        let task = first_failed_task(&mapping, &quota.run, &quota.task_runs);
-        let facts = classification_facts(&mapping.fields(&quota.run), task.as_ref(), None);
-        assert_eq!(facts[FACT_REASON], ["Failed", "ExceededResourceQuota"]);
+        let pull = fixtures
+            .iter()
+            .find(|f| f.name == "image-pull-first")
+            .unwrap();
+        let task = first_failed_task(&mapping, &pull.run, &pull.task_runs);
+        let facts =
+            classification_facts(&RunFields::of_run(&mapping, &pull.run), task.as_ref(), None);
+        assert_eq!(facts[FACT_REASON], ["Failed", "TaskRunImagePullFailed"]);
         assert_eq!(facts[FACT_MESSAGE].len(), 2);
         assert_eq!(
             facts[FACT_FAILED_TASK_NAME],
-            ["wfe-f3457dcc8fbcb6d9-prepare"]
+            ["wfe-9f03228a2f795261-remediate"]
         );
-        // Every fact the mapping declares is present, even without values.
-        for fact in ["stepTerminationReason", "stepWaitingReason", FACT_EXIT_CODE] {
+        // Every fact the mapping declares is present, even without values: the exit code of a
+        // step Tekton terminated is Tekton's, not the step's.
+        for fact in ["stepWaitingReason", FACT_EXIT_CODE] {
             assert!(facts[fact].is_empty(), "{fact}: {:?}", facts[fact]);
         }
-        // The quota message says "forbidden" too; the reason decides.
         assert_eq!(
             classify_failure(&mapping, &facts),
-            FailureReason::ResourceExhausted
+            FailureReason::ImagePullBackOff
         );
     }
 
@@ -831,21 +810,21 @@ mod tests {
     fn details_describe_the_failure() {
         let mapping = mapping();
         let fixtures = fixtures();
-        let oom = fixtures.iter().find(|f| f.name == "oom-killed").unwrap();
+        let oom = fixtures.iter().find(|f| f.name == "oom").unwrap();
         let d = failure_details(&mapping, &context(), &oom.run, &oom.task_runs, now());
         assert_eq!(
             d.failed_task_name.as_deref(),
-            Some("wfe-f3457dcc8fbcb6d9-apply")
+            Some("wfe-145c6eaf747b5cb7-remediate")
         );
-        assert_eq!(d.failed_step_name.as_deref(), Some("apply"));
+        assert_eq!(d.failed_step_name.as_deref(), Some("scale"));
         assert_eq!(
             d.failed_at,
-            Some(Time("2025-06-01T11:52:30Z".parse().unwrap()))
+            Some(Time("2026-12-02T08:00:12Z".parse().unwrap()))
         );
-        assert_eq!(d.execution_time_before_failure.as_deref(), Some("2m28s"));
+        assert_eq!(d.execution_time_before_failure.as_deref(), Some("2s"));
         assert_eq!(
             d.message,
-            "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0; TaskRun wfe-f3457dcc8fbcb6d9-apply: \"step-apply\" exited with code 137"
+            "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1; TaskRun wfe-145c6eaf747b5cb7-remediate: \"step-scale\" exited with code 137: OOMKilled"
         );
         let lines: Vec<&str> = d.natural_language_summary.lines().collect();
         assert!(lines.len() >= 5, "{lines:?}");
@@ -858,18 +837,19 @@ mod tests {
         assert!(lines[1].starts_with("Reason: OOMKilled"), "{}", lines[1]);
         assert!(lines[2].starts_with("Error: "), "{}", lines[2]);
         assert!(lines.iter().any(|l| l.contains("exit code 137")));
-        assert!(lines.iter().any(|l| l.contains("2m28s")));
+        assert!(lines.iter().any(|l| l.contains("ran for 2s")));
 
         let gone = fixtures
             .iter()
-            .find(|f| f.name == "couldnt-get-pipeline")
+            .find(|f| f.name == "missing-bundle")
             .unwrap();
         let d = failure_details(&mapping, &context(), &gone.run, &gone.task_runs, now());
-        assert_eq!(d.execution_time_before_failure, None);
-        assert!(d.message.contains("bundle not found"));
+        // Tekton starts the run, then fails it resolving the bundle, in the same second.
+        assert_eq!(d.execution_time_before_failure.as_deref(), Some("0s"));
+        assert!(d.message.contains("NAME_UNKNOWN"), "{}", d.message);
         assert!(
             d.natural_language_summary
-                .contains("it did not change the target")
+                .contains("before any workflow step ran; the workflow did not change the target")
         );
     }
 
@@ -880,10 +860,10 @@ mod tests {
         let mapping = mapping();
         let fixtures = fixtures();
         for name in [
-            "image-pull",
-            "second-task-image-pull",
-            "task-failed",
-            "quota",
+            "image-pull-first",
+            "image-pull-second",
+            "step-fails",
+            "quota-final",
         ] {
             let f = fixtures.iter().find(|f| f.name == name).unwrap();
             let d = failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
@@ -1005,6 +985,7 @@ mod tests {
                     &mapping,
                     &context(),
                     &run,
+                    &RunFields::of_run(&mapping, &run),
                     &task_runs,
                     &remembered,
                     now(),

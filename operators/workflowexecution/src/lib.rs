@@ -15,5 +15,7 @@ pub mod pipelinerun;
 pub mod run_status;
 pub mod task_runs;
 pub mod templates;
+#[cfg(test)]
+mod test_runs;
 pub mod types;
 pub mod validate;

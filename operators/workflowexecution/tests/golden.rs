@@ -438,29 +438,18 @@ fn recorded_sources() -> Vec<StatusSource> {
 }
 
 /// The hand-written fixtures of `tests/fixtures/pipelineruns/`: each says why at its top (`#
-/// hand-written: <why>`). A fixture a recording supersedes says so instead (`# superseded by
-/// tests/e2e/recorded/<name>.yaml`) and is not mapped: the recording is.
+/// hand-written: <why>`); a shape a recording holds is read from the recording instead.
 fn hand_written_sources() -> Vec<StatusSource> {
     let mut sources = Vec::new();
     for path in yaml_files(&crate_dir().join("tests/fixtures/pipelineruns")) {
         let text = std::fs::read_to_string(&path).unwrap();
         let first = text.lines().next().unwrap_or_default();
-        if let Some(rest) = first.strip_prefix("# superseded by tests/e2e/recorded/") {
-            let recording = rest.split(".yaml").next().unwrap_or_default();
-            assert!(
-                recordings_dir().join(format!("{recording}.yaml")).is_file(),
-                "{}: no recording {recording}",
-                path.display()
-            );
-            continue;
-        }
         let why = first
             .strip_prefix("# hand-written: ")
             .filter(|why| !why.trim().is_empty())
             .unwrap_or_else(|| {
                 panic!(
-                    "{} must say why it is hand-written (`# hand-written: <why>`) or which \
-                     recording supersedes it",
+                    "{} must say why it is hand-written (`# hand-written: <why>`)",
                     path.display()
                 )
             });

@@ -1,0 +1,216 @@
+//! The block-clearing annotation (`kubernaut.ai/clear-execution-block`): lift an execution
+//! block or a failure streak, once, and say so — or refuse a clearance that changes nothing.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{ResourceExt, runtime::events::EventType};
+use kubernaut_framework::{
+    condition::{self, ConditionStatus},
+    lock,
+};
+
+use super::{
+    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, MetricUpdate, Outcome, Pass, conditions,
+    describe, kube_err,
+};
+use crate::{
+    audit::AuditAction,
+    decide, pipelinerun,
+    types::{BlockClearance, Phase, WorkflowExecution, WorkflowExecutionStatus},
+};
+
+/// What a clearance lifted.
+pub(super) enum Cleared {
+    /// Nothing: the clearance is refused.
+    Nothing,
+    /// The block or streak of the annotated WFE itself.
+    Own,
+    /// Something of the target recorded elsewhere (named).
+    Other(&'static str),
+}
+
+impl Pass<'_> {
+    /// Honour `kubernaut.ai/clear-execution-block` (once): on a `Failed` WFE that blocks its
+    /// target or carries a failure streak, and on a WFE `Skipped` for `PreviousExecutionFailed`
+    /// or `ExhaustedRetries` (the way to clear a block whose failed WFE was deleted). A clearance
+    /// that changes nothing is refused with a Warning Event and a condition, never audited.
+    pub(super) async fn clear_block_if_asked(
+        &self,
+        wfe: Arc<WorkflowExecution>,
+    ) -> Result<Arc<WorkflowExecution>, Error> {
+        let Some(reason) = wfe.annotations().get(CLEAR_BLOCK_ANNOTATION).cloned() else {
+            return Ok(wfe);
+        };
+        let Some(status) = wfe.status.as_ref() else {
+            return Ok(wfe);
+        };
+        if status.block_clearance.is_some() || refused_already(status, &reason) {
+            return Ok(wfe);
+        }
+        let cleared = match status.phase {
+            Some(Phase::Failed) => self.clear_own(&wfe),
+            Some(Phase::Skipped) => self.clear_for_skipped(&wfe, &reason).await?,
+            _ => Cleared::Nothing,
+        };
+        let outcome = clearance(&wfe, &cleared, &reason, self.now);
+        let Outcome {
+            status, effects, ..
+        } = outcome;
+        let Some(status) = status else {
+            return Ok(wfe);
+        };
+        Ok(match self.write(&wfe, status, effects).await? {
+            Some(written) => Arc::new(written),
+            None => wfe,
+        })
+    }
+
+    /// A `Failed` WFE cleared on itself: it must hold a block, or carry the target's failure
+    /// streak (it is the most recent finished WFE of the target).
+    fn clear_own(&self, wfe: &WorkflowExecution) -> Cleared {
+        if decide::holds_block(wfe) {
+            return Cleared::Own;
+        }
+        let peers = self.peers_on_target(wfe);
+        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
+        let newer = decide::most_recent_finished(&others)
+            .is_some_and(|p| p.completion_time() > wfe.completion_time());
+        if decide::streak(wfe) > 0 && !newer {
+            Cleared::Own
+        } else {
+            Cleared::Nothing
+        }
+    }
+
+    /// A `Skipped` WFE asks to clear what skipped it: the block (a blocking WFE, or a block run
+    /// whose WFE is gone) or the failure streak of the target.
+    async fn clear_for_skipped(
+        &self,
+        wfe: &WorkflowExecution,
+        reason: &str,
+    ) -> Result<Cleared, Error> {
+        let peers = self.peers_on_target(wfe);
+        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
+        let blockers: Vec<&WorkflowExecution> = others
+            .iter()
+            .copied()
+            .filter(|o| decide::holds_block(o))
+            .collect();
+        if !blockers.is_empty() {
+            for blocker in blockers {
+                self.record_clearance_on(blocker, reason).await?;
+            }
+            return Ok(Cleared::Other("Execution block"));
+        }
+        // The failed WFE may be gone: its run still holds the block.
+        let runs = self.runs();
+        let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
+        if let Some(run) = runs
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading PipelineRun {name}")))?
+            && pipelinerun::ExecutionBlock::of(&run).is_some()
+            && self
+                .current_owner(&pipelinerun::run_owner(&run))
+                .await?
+                .is_none()
+        {
+            lock::break_stale(&runs, &run).await?;
+            return Ok(Cleared::Other(
+                "Execution block of a deleted WorkflowExecution",
+            ));
+        }
+        if let Some(carrier) = decide::most_recent_finished(&others)
+            && decide::streak(carrier) > 0
+        {
+            self.record_clearance_on(carrier, reason).await?;
+            return Ok(Cleared::Other("Failure streak"));
+        }
+        Ok(Cleared::Nothing)
+    }
+
+    /// Writes `status.blockClearance` on another WFE of the target (it lifts its block or resets
+    /// its streak) and audits it there.
+    async fn record_clearance_on(
+        &self,
+        other: &WorkflowExecution,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let mut status = other.status.clone().unwrap_or_default();
+        status.block_clearance = Some(BlockClearance {
+            cleared_at: Time(self.now),
+            clear_reason: reason.to_owned(),
+        });
+        let effects = Outcome::unchanged(kubernaut_framework::runtime::Action::await_change())
+            .audit(AuditAction::BlockCleared)
+            .effects;
+        self.write(other, status, effects).await?;
+        Ok(())
+    }
+}
+
+/// The status of `wfe` after a clearance that lifted `cleared`, with its Event, log line, audit
+/// record and metric — or, when it lifted nothing, the refusal (a condition and a warning,
+/// never audited).
+pub(super) fn clearance(
+    wfe: &WorkflowExecution,
+    cleared: &Cleared,
+    reason: &str,
+    now: Timestamp,
+) -> Outcome {
+    let mut status = wfe.status.clone().unwrap_or_default();
+    let action = kubernaut_framework::runtime::Action::await_change();
+    let message = match cleared {
+        Cleared::Nothing => {
+            let message = format!(
+                "nothing to clear: {} holds no execution block and no failure streak ({CLEAR_BLOCK_ANNOTATION}={reason})",
+                describe(wfe)
+            );
+            conditions(wfe, &mut status, now).set(
+                ExecutionCondition::BlockCleared,
+                ConditionStatus::False,
+                "NothingToClear",
+                &message,
+            );
+            return Outcome::write(status, action).warn(message.clone()).event(
+                EventType::Warning,
+                "BlockClearanceRefused",
+                message,
+            );
+        }
+        Cleared::Own => format!(
+            "Execution block on {} cleared: {reason}",
+            wfe.spec.target_resource
+        ),
+        Cleared::Other(what) => format!(
+            "{what} on {} cleared through {}: {reason}",
+            wfe.spec.target_resource,
+            describe(wfe)
+        ),
+    };
+    status.block_clearance = Some(BlockClearance {
+        cleared_at: Time(now),
+        clear_reason: reason.to_owned(),
+    });
+    conditions(wfe, &mut status, now).set(
+        ExecutionCondition::BlockCleared,
+        ConditionStatus::True,
+        "Cleared",
+        &message,
+    );
+    Outcome::write(status, action)
+        .log(message.clone())
+        .event(EventType::Normal, "BlockCleared", message)
+        .audit(AuditAction::BlockCleared)
+        // A cleared streak starts again from zero.
+        .metric(MetricUpdate::ConsecutiveFailures(0))
+}
+
+/// Whether the refusal of this very clearance reason is already recorded (no second Event).
+fn refused_already(status: &WorkflowExecutionStatus, reason: &str) -> bool {
+    condition::find(&status.conditions, ExecutionCondition::BlockCleared).is_some_and(|c| {
+        c.reason == "NothingToClear" && c.message.ends_with(&format!("={reason})"))
+    })
+}

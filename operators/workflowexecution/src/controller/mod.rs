@@ -1,0 +1,553 @@
+//! The WorkflowExecution reconciler: one module per phase on top of the framework runtime.
+//!
+//! Flow of one object (see the behaviour contract for every rule):
+//! 1. [`finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on first sight, together
+//!    with `phase: Pending`, or hands a deleting object to [`cleanup`].
+//! 2. `Pending` ([`pending`]): validate → lock/cooldown decision from the in-memory store → render
+//!    → create the PipelineRun (the lock) → `Running`.
+//! 3. `Running` ([`running`]): driven by PipelineRun watch events; the run's status is read
+//!    through the status mapping file → `Completed` / `Failed`, or a refreshed
+//!    `pipelineRunStatus`.
+//! 4. `Completed`/`Failed` ([`terminal`]): hold the lock for the cooldown period, then release it
+//!    (delete the run only if its labels name this WFE); honour the block-clearing annotation
+//!    ([`clearance`]).
+//! 5. Deletion ([`cleanup`]): cancel a running run of ours, delete it, drop the finalizer.
+//!
+//! A phase handler returns an [`Outcome`]: the new status, the effects of reaching it (Events,
+//! audit records, metric updates, log lines) and when to look again. The status and the effects
+//! are built by pure functions of the object, what was observed and the time; [`Pass::commit`]
+//! writes the status and applies the effects only when the write happened. Every failure goes
+//! through one path, [`failed::failed`].
+//!
+//! Guarantees:
+//! 1. Status is written only when it changed, with the resourceVersion read (a conflict is an
+//!    error and the object is reconciled again from fresh state — never clobbered).
+//! 2. A phase change is checked against the declared transitions before it is written
+//!    ([`phase::dispatch`] for the handler's outcome, [`phase::transition`] on every write).
+//! 3. A WFE never deletes or cancels a PipelineRun whose ownership labels name another WFE.
+//! 4. Every decision is reconstructible from cluster state: a restarted operator adopts the run a
+//!    `Pending` WFE already created, and continues `Running` ones from the run's status.
+//! 5. Effects (Events, audit records, metrics, logs) of a status follow its write: a pass whose
+//!    write changed nothing, or failed, emits none.
+
+mod cleanup;
+mod clearance;
+mod failed;
+mod outcome;
+mod pending;
+mod running;
+mod terminal;
+#[cfg(test)]
+mod tests;
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, PostParams},
+    runtime::{
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+};
+use kubernaut_framework::{
+    condition::{self, ConditionStatus, ConditionType, Conditions},
+    config::ConfigStore,
+    finalizer::{self, FinalizerError},
+    lock::LockError,
+    own_writes::OwnWrites,
+    phase::{self, PhaseHandlers},
+    runtime::{Action, Context, MetricLabel},
+    status::{Held, StatusMapping},
+};
+use tracing::{debug, info, warn};
+
+pub use self::outcome::{Effect, MetricUpdate, Outcome};
+use crate::{
+    audit::{AuditAction, AuditData, AuditEvent, Auditor},
+    cancel::CancelSpec,
+    config::OperatorConfig,
+    decide,
+    metrics::Metrics,
+    types::{
+        FailureReason, Phase, PipelineRunRef, SkipReason, WorkflowExecution,
+        WorkflowExecutionStatus,
+    },
+};
+
+/// The finalizer that links a WFE to its PipelineRun in another namespace.
+pub const FINALIZER: &str = "kubernaut.ai/workflowexecution-cleanup";
+pub use crate::decide::CLEAR_BLOCK_ANNOTATION;
+/// How often a Running WFE is re-checked when no watch event arrives (a safety net, not a poll).
+pub const SAFETY_RESYNC: Duration = Duration::from_secs(600);
+
+/// The condition types of a WorkflowExecution's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionCondition {
+    /// The execution's outcome: `Unknown` while pending or running, `True` completed, `False`
+    /// failed or skipped (the reason says why).
+    Ready,
+    /// The PipelineRun exists (`False` while waiting for a previous run to be deleted).
+    ExecutionCreated,
+    /// The PipelineRun runs (`False` with a failure reason while a TaskRun is held back).
+    ExecutionRunning,
+    /// The PipelineRun has finished.
+    ExecutionComplete,
+    /// The clearance annotation was acted on: `True` cleared, `False` refused.
+    BlockCleared,
+}
+
+impl ConditionType for ExecutionCondition {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExecutionCondition::Ready => "Ready",
+            ExecutionCondition::ExecutionCreated => "ExecutionCreated",
+            ExecutionCondition::ExecutionRunning => "ExecutionRunning",
+            ExecutionCondition::ExecutionComplete => "ExecutionComplete",
+            ExecutionCondition::BlockCleared => "BlockCleared",
+        }
+    }
+}
+
+/// The conditions of `status`, set for `wfe`'s generation at `now`.
+fn conditions<'s>(
+    wfe: &WorkflowExecution,
+    status: &'s mut WorkflowExecutionStatus,
+    now: Timestamp,
+) -> Conditions<'s, ExecutionCondition> {
+    Conditions::new(&mut status.conditions, wfe.meta().generation, now)
+}
+
+/// The operator's state shared by every reconcile.
+pub struct State {
+    /// The live configuration (reloadable, last known good).
+    pub config: Arc<ConfigStore<OperatorConfig>>,
+    /// How PipelineRun status is read.
+    pub mapping: Arc<StatusMapping>,
+    /// How a running PipelineRun is cancelled on deletion (`tekton/cancel.yaml`).
+    pub cancel: Arc<CancelSpec>,
+    /// Where audit events go.
+    pub auditor: Auditor,
+    /// The contract's metrics.
+    pub metrics: Metrics,
+    /// `tekton.dev/v1` PipelineRun.
+    pub pipelinerun: ApiResource,
+    /// `tekton.dev/v1` TaskRun.
+    pub taskrun: ApiResource,
+    /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
+    /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
+    pub own_writes: OwnWrites<WorkflowExecution>,
+}
+
+/// The reconcile context.
+pub type Ctx = Context<WorkflowExecution, State>;
+
+/// What can fail a reconcile; every such failure is retried with per-object backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error(transparent)]
+    Finalizer(#[from] FinalizerError),
+    /// Acquiring or releasing the lock failed transiently.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A handler chose a phase change the lifecycle does not allow.
+    #[error("illegal phase transition {from} -> {to}")]
+    IllegalTransition {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+    },
+    /// The object is missing data the API server always sets.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl MetricLabel for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Lock(_) => "lock",
+            Error::IllegalTransition { .. } => "illegal_transition",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl<P: phase::Phase> From<phase::IllegalTransition<P>> for Error {
+    fn from(e: phase::IllegalTransition<P>) -> Self {
+        Error::IllegalTransition {
+            from: e
+                .from
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "none".into()),
+            to: e.to.to_string(),
+        }
+    }
+}
+
+impl phase::Phase for Phase {
+    fn allowed_transitions(self) -> &'static [Self] {
+        Phase::allowed_transitions(self)
+    }
+
+    fn is_terminal(self) -> bool {
+        Phase::is_terminal(self)
+    }
+
+    fn is_initial(self) -> bool {
+        self == Phase::Pending
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Reconcile one WorkflowExecution.
+///
+/// # Errors
+/// Transient API failures; the runtime retries them with per-object backoff.
+pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = wfe.namespace().ok_or_else(|| {
+        Error::Invalid(format!(
+            "WorkflowExecution {} has no namespace",
+            wfe.name_any()
+        ))
+    })?;
+    if ctx.data.own_writes.is_outdated(&wfe) {
+        // The watch event of our own newer write is on its way and reconciles that version.
+        debug!(wfe = %describe(&wfe), "cached copy predates our own write; waiting for the newer one");
+        return Ok(Action::await_change());
+    }
+    let api: Api<WorkflowExecution> = Api::namespaced(ctx.client.clone(), &ns);
+    let event = finalizer::event(&api, wfe.clone(), FINALIZER).await?;
+    if let finalizer::Event::Added(patched) = &event {
+        ctx.data.own_writes.record(&wfe, patched);
+    }
+    let pass = Pass {
+        config: ctx.data.config.current(),
+        ctx: &ctx,
+        api,
+        now: Timestamp::now(),
+    };
+    match event {
+        finalizer::Event::Added(wfe) | finalizer::Event::Apply(wfe) => pass.apply(wfe).await,
+        finalizer::Event::Cleanup(wfe) => pass.cleanup(wfe).await,
+        finalizer::Event::Done => Ok(Action::await_change()),
+    }
+}
+
+/// One reconcile pass: the context, the WFE's API, the configuration snapshot the whole pass
+/// decides with, and the time the pass started.
+struct Pass<'a> {
+    ctx: &'a Arc<Ctx>,
+    api: Api<WorkflowExecution>,
+    config: Arc<OperatorConfig>,
+    now: Timestamp,
+}
+
+impl PhaseHandlers<Phase> for Pass<'_> {
+    type Object = WorkflowExecution;
+    type Output = Outcome;
+    type Error = Error;
+
+    async fn handle(&self, phase: Phase, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
+        match phase {
+            Phase::Pending => self.pending(wfe).await,
+            Phase::Running => self.running(wfe).await,
+            Phase::Completed | Phase::Failed => self.terminal(wfe).await,
+            Phase::Skipped => {
+                // A Skipped WFE is where a block whose failed WFE is gone gets cleared.
+                self.clear_block_if_asked(wfe).await?;
+                Ok(Outcome::unchanged(Action::await_change()))
+            }
+        }
+    }
+}
+
+impl Pass<'_> {
+    fn state(&self) -> &State {
+        &self.ctx.data
+    }
+
+    /// PipelineRuns in `namespace`: a run is always addressed in the namespace recorded in
+    /// `status.pipelineRunRef`, which outlives a change of `execution.namespace`.
+    fn runs_in(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.ctx.client.clone(),
+            namespace,
+            &self.state().pipelinerun,
+        )
+    }
+
+    /// PipelineRuns in the configured `execution.namespace`.
+    fn runs(&self) -> Api<DynamicObject> {
+        self.runs_in(&self.config.execution.namespace)
+    }
+
+    fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
+        self.ctx.children.get(
+            &ObjectRef::new_with(&run_ref.name, self.state().pipelinerun.clone())
+                .within(&run_ref.namespace),
+        )
+    }
+
+    /// Runs the handler of the WFE's phase and commits its outcome; a WFE without a phase
+    /// enters `Pending` first.
+    async fn apply(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
+        let (wfe, current) = match wfe.phase() {
+            Some(current) => (wfe, current),
+            None => {
+                let mut status = wfe.status.clone().unwrap_or_default();
+                status.phase = Some(Phase::Pending);
+                status.observed_generation = wfe.meta().generation;
+                conditions(&wfe, &mut status, self.now).set(
+                    ExecutionCondition::Ready,
+                    ConditionStatus::Unknown,
+                    "Pending",
+                    "Waiting to start the workflow",
+                );
+                let Some(updated) = self.write(&wfe, status, Vec::new()).await? else {
+                    return Ok(Action::await_change());
+                };
+                (Arc::new(updated), Phase::Pending)
+            }
+        };
+        let outcome = phase::dispatch(self, current, wfe.clone()).await?;
+        self.commit(&wfe, outcome).await
+    }
+
+    /// Writes the outcome's status (if any) and applies its effects when the write happened.
+    async fn commit(&self, wfe: &WorkflowExecution, outcome: Outcome) -> Result<Action, Error> {
+        let Outcome {
+            status,
+            effects,
+            action,
+        } = outcome;
+        if let Some(status) = status {
+            self.write(wfe, status, effects).await?;
+        }
+        Ok(action)
+    }
+
+    /// Write `status` if it differs from the object's, checking the phase transition and carrying
+    /// the resourceVersion read, then apply `effects` about `wfe` in its new status. Returns the
+    /// updated object, or `None` when nothing changed (and nothing was applied).
+    async fn write(
+        &self,
+        wfe: &WorkflowExecution,
+        status: WorkflowExecutionStatus,
+        effects: Vec<Effect>,
+    ) -> Result<Option<WorkflowExecution>, Error> {
+        if wfe.status.as_ref() == Some(&status) {
+            return Ok(None);
+        }
+        let from = wfe.phase();
+        if let Some(to) = status.phase
+            && from != Some(to)
+        {
+            phase::transition(from, to)?;
+        }
+        let mut updated = wfe.clone();
+        updated.status = Some(status);
+        updated.metadata.managed_fields = None;
+        // Usually the reconciled WFE's own namespace; a clearance also writes another WFE of the
+        // target, which may live elsewhere.
+        let api = match wfe.namespace() {
+            Some(ns) if Some(ns.as_str()) != self.api.namespace() => {
+                Api::namespaced(self.ctx.client.clone(), &ns)
+            }
+            _ => self.api.clone(),
+        };
+        let written = api
+            .replace_status(&wfe.name_any(), &PostParams::default(), &updated)
+            .await
+            .map_err(kube_err(format!("writing the status of {}", describe(wfe))))?;
+        self.state().own_writes.record(wfe, &written);
+        for effect in effects {
+            self.apply_effect(&written, effect);
+        }
+        Ok(Some(written))
+    }
+
+    /// Applies one effect about `wfe` (as written).
+    fn apply_effect(&self, wfe: &WorkflowExecution, effect: Effect) {
+        match effect {
+            Effect::Event {
+                type_,
+                reason,
+                note,
+            } => self.publish(wfe, type_, reason, note),
+            Effect::Audit(action) => {
+                let status = wfe.status.clone().unwrap_or_default();
+                self.state()
+                    .auditor
+                    .record(audit_event(wfe, action, &status));
+            }
+            Effect::Metric(update) => self.update_metric(wfe, update),
+            Effect::Log { warning, message } => {
+                if warning {
+                    warn!(wfe = %describe(wfe), "{message}");
+                } else {
+                    info!(wfe = %describe(wfe), "{message}");
+                }
+            }
+        }
+    }
+
+    fn update_metric(&self, wfe: &WorkflowExecution, update: MetricUpdate) {
+        let metrics = &self.state().metrics;
+        match update {
+            MetricUpdate::Finished { phase, duration } => {
+                metrics.total.with_label_values(&[phase.as_str()]).inc();
+                if let Some(duration) = duration {
+                    metrics
+                        .duration_of(phase.as_str())
+                        .observe(duration.as_secs_f64());
+                }
+            }
+            MetricUpdate::Skipped(reason) => {
+                metrics.total.with_label_values(&["Skipped"]).inc();
+                metrics.skip.with_label_values(&[reason.as_str()]).inc();
+                if matches!(
+                    reason,
+                    SkipReason::ExhaustedRetries | SkipReason::PreviousExecutionFailed
+                ) {
+                    metrics
+                        .backoff_skip
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                }
+            }
+            MetricUpdate::ConsecutiveFailures(count) => {
+                metrics.set_consecutive_failures(&wfe.spec.target_resource, count);
+            }
+        }
+    }
+
+    /// Publishes an Event about `wfe` without waiting for the API server (see the comment inside).
+    fn publish(&self, wfe: &WorkflowExecution, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        // Events are best-effort: publish them beside the reconcile instead of holding one of
+        // the few reconcile slots for another API round trip.
+        let (ctx, reference) = (self.ctx.clone(), wfe.object_ref(&()));
+        tokio::spawn(async move { ctx.publish(&reference, event).await });
+    }
+
+    /// Every other WFE on the same target, from the reflector store's target index.
+    fn peers_on_target(&self, wfe: &WorkflowExecution) -> Vec<Arc<WorkflowExecution>> {
+        let target = crate::types::target_key(&wfe.spec.target_resource);
+        let uid = wfe.uid();
+        self.ctx
+            .parent_index
+            .get(&target, &self.ctx.parents)
+            .into_iter()
+            .filter(|other| {
+                crate::types::target_key(&other.spec.target_resource) == target
+                    && other.uid() != uid
+            })
+            .collect()
+    }
+
+    /// Sets `workflowexecution_consecutive_failures` of `target` from the store: the streak the
+    /// most recent finished WFE on it carries (`excluding` one being deleted); no series when
+    /// none carries failures.
+    fn refresh_failure_gauge(&self, target: &str, excluding: Option<&str>) {
+        let key = crate::types::target_key(target);
+        let on_target = self.ctx.parent_index.get(&key, &self.ctx.parents);
+        let finished: Vec<&WorkflowExecution> = on_target
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|w| crate::types::target_key(&w.spec.target_resource) == key)
+            .filter(|w| excluding.is_none_or(|uid| w.uid().as_deref() != Some(uid)))
+            .collect();
+        let streak = decide::most_recent_finished(&finished).map_or(0, decide::streak);
+        self.state()
+            .metrics
+            .set_consecutive_failures(target, streak);
+    }
+}
+
+fn describe(wfe: &WorkflowExecution) -> String {
+    kubernaut_framework::names::namespaced_name(wfe)
+}
+
+/// The audit record of `wfe` in `status` for `action`.
+pub fn audit_event(
+    wfe: &WorkflowExecution,
+    action: AuditAction,
+    status: &WorkflowExecutionStatus,
+) -> AuditEvent {
+    let failure = status.failure_details.as_ref();
+    let skip = status.skip_details.as_ref();
+    let data = AuditData {
+        workflow_id: Some(wfe.spec.workflow_ref.workflow_id.clone()),
+        target_resource: Some(wfe.spec.target_resource.clone()),
+        phase: status.phase.map(|p| p.as_str().to_string()),
+        container_image: Some(wfe.spec.workflow_ref.container_image.clone()),
+        execution_name: Some(wfe.name_any()),
+        pipelinerun_name: status.pipeline_run_ref.as_ref().map(|r| r.name.clone()),
+        started_at: status.start_time.as_ref().map(|t| t.0.to_string()),
+        completed_at: status.completion_time.as_ref().map(|t| t.0.to_string()),
+        duration: status.duration.clone(),
+        failure_reason: failure.map(|f| f.reason.as_str().to_string()),
+        failure_message: failure.map(|f| f.message.clone()),
+        failed_task_name: failure.and_then(|f| f.failed_task_name.clone()),
+        skip_reason: skip.map(|s| s.reason.as_str().to_string()),
+        skip_message: skip.map(|s| s.message.clone()),
+    };
+    let remediation_request = wfe
+        .spec
+        .remediation_request_ref
+        .as_ref()
+        .and_then(|r| r.name.clone());
+    AuditEvent::new(
+        action,
+        wfe.namespace().unwrap_or_default(),
+        wfe.name_any(),
+        remediation_request.as_deref(),
+        data,
+    )
+}
+
+/// What the `ExecutionRunning` condition says held the run back, if it does: `False` with a
+/// failure reason as its reason (see [`running::unfinished`]).
+fn held_condition(status: &WorkflowExecutionStatus) -> Option<Held> {
+    let condition = condition::find(&status.conditions, ExecutionCondition::ExecutionRunning)
+        .filter(|c| c.status == ConditionStatus::False.as_str())?;
+    FailureReason::from_name(&condition.reason)?;
+    Some(Held {
+        result: condition.reason.clone(),
+        message: Some(condition.message.clone()).filter(|m| !m.is_empty()),
+    })
+}
+
+/// Whether a step of the run was seen running in an earlier pass (`executionStarted`): the
+/// TaskRuns that showed it may be gone later.
+fn seen_started(wfe: &WorkflowExecution) -> bool {
+    wfe.status
+        .as_ref()
+        .and_then(|s| s.pipeline_run_status.as_ref())
+        .and_then(|s| s.execution_started)
+        == Some(true)
+}
