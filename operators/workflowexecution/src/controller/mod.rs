@@ -2,22 +2,22 @@
 //!
 //! Flow of one object (see the behaviour contract for every rule):
 //! 1. [`finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on first sight, together
-//!    with `phase: Pending`, or hands a deleting object to [`cleanup`].
-//! 2. `Pending` ([`pending`]): validate → lock/cooldown decision from the in-memory store → render
+//!    with `phase: Pending`, or hands a deleting object to `cleanup`.
+//! 2. `Pending` (`pending`): validate → lock/cooldown decision from the in-memory store → render
 //!    → create the PipelineRun (the lock) → `Running`.
-//! 3. `Running` ([`running`]): driven by PipelineRun watch events; the run's status is read
+//! 3. `Running` (`running`): driven by PipelineRun watch events; the run's status is read
 //!    through the status mapping file → `Completed` / `Failed`, or a refreshed
 //!    `pipelineRunStatus`.
-//! 4. `Completed`/`Failed` ([`terminal`]): hold the lock for the cooldown period, then release it
+//! 4. `Completed`/`Failed` (`terminal`): hold the lock for the cooldown period, then release it
 //!    (delete the run only if its labels name this WFE); honour the block-clearing annotation
-//!    ([`clearance`]).
-//! 5. Deletion ([`cleanup`]): cancel a running run of ours, delete it, drop the finalizer.
+//!    (`clearance`).
+//! 5. Deletion (`cleanup`): cancel a running run of ours, delete it, drop the finalizer.
 //!
 //! A phase handler returns an [`Outcome`]: the new status, the effects of reaching it (Events,
 //! audit records, metric updates, log lines) and when to look again. The status and the effects
-//! are built by pure functions of the object, what was observed and the time; [`Pass::commit`]
+//! are built by pure functions of the object, what was observed and the time; `Pass::commit`
 //! writes the status and applies the effects only when the write happened. Every failure goes
-//! through one path, [`failed::failed`].
+//! through one path, `failed::failed`.
 //!
 //! Guarantees:
 //! 1. Status is written only when it changed, with the resourceVersion read (a conflict is an
