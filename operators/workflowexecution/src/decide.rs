@@ -81,35 +81,67 @@ pub fn decide(
     now: Timestamp,
     config: &OperatorConfig,
 ) -> Decision {
-    let target = &wfe.spec.target_resource;
-    let key = crate::types::target_key(target);
+    let key = crate::types::target_key(&wfe.spec.target_resource);
     let others: Vec<&WorkflowExecution> = on_target
         .iter()
         .map(Arc::as_ref)
         .filter(|other| crate::types::target_key(&other.spec.target_resource) == key)
         .filter(|other| !same_object(wfe, other))
         .collect();
-    let skip = |reason, message: String| SkipDetails {
-        reason,
-        message,
-        skipped_at: Time(now),
-        conflicting_workflow: None,
-        recent_remediation: None,
+    let judge = Judge {
+        wfe,
+        target: &wfe.spec.target_resource,
+        others,
+        now,
+        config,
     };
+    // 1. busy, 2a. blocked; then against the most recent finished one: 2b, 2c, 2d.
+    let skip = judge.busy().or_else(|| judge.blocked()).or_else(|| {
+        let previous = most_recent_finished(&judge.others)?;
+        judge
+            .exhausted(previous)
+            .or_else(|| judge.backing_off(previous))
+            .or_else(|| judge.cooling_down(previous))
+    });
+    skip.map_or(Decision::Proceed, Decision::Skip)
+}
 
-    let mut running: Vec<&WorkflowExecution> = others
-        .iter()
-        .copied()
-        .filter(|o| o.phase() == Some(Phase::Running))
-        .collect();
-    running.sort_by_key(|o| (start_time(o), o.name_any()));
-    if let Some(holder) = running.first() {
+/// What [`decide`] judges: the WorkflowExecution, the others on its target, the time, the
+/// configuration. Each check gives the skip it decides, or `None`.
+struct Judge<'a> {
+    wfe: &'a WorkflowExecution,
+    target: &'a String,
+    others: Vec<&'a WorkflowExecution>,
+    now: Timestamp,
+    config: &'a OperatorConfig,
+}
+
+impl Judge<'_> {
+    fn skip(&self, reason: SkipReason, message: String) -> SkipDetails {
+        SkipDetails {
+            reason,
+            message,
+            skipped_at: Time(self.now),
+            conflicting_workflow: None,
+            recent_remediation: None,
+        }
+    }
+
+    /// 1. Another one is running: the target is busy.
+    fn busy(&self) -> Option<SkipDetails> {
+        let target = self.target;
+        let holder = self
+            .others
+            .iter()
+            .copied()
+            .filter(|o| o.phase() == Some(Phase::Running))
+            .min_by_key(|o| (start_time(o), o.name_any()))?;
         let started_at = start_time(holder);
-        let mut details = skip(
+        let mut details = self.skip(
             SkipReason::ResourceBusy,
             format!(
                 "target {target} is being remediated by WorkflowExecution {} (workflow {}){}",
-                namespaced_name(*holder),
+                namespaced_name(holder),
                 holder.spec.workflow_ref.workflow_id,
                 started_at
                     .map(|t| format!(", running since {t}"))
@@ -122,20 +154,22 @@ pub fn decide(
             started_at: started_at.map(Time),
             target_resource: target.clone(),
         });
-        return Decision::Skip(details);
+        Some(details)
     }
 
-    // a. An execution failure blocks the target until someone clears it, whatever finished on
-    //    the target after it (nothing can run while blocked, but validation failures can end).
-    if let Some(blocker) = most_recent_finished(
-        &others
+    /// 2a. An execution failure blocks the target until someone clears it, whatever finished on
+    /// the target after it (nothing can run while blocked, but validation failures can end).
+    fn blocked(&self) -> Option<SkipDetails> {
+        let target = self.target;
+        let blockers: Vec<&WorkflowExecution> = self
+            .others
             .iter()
             .copied()
             .filter(|o| holds_block(o))
-            .collect::<Vec<_>>(),
-    ) {
+            .collect();
+        let blocker = most_recent_finished(&blockers)?;
         let reason = failure_reason_of(blocker);
-        let mut details = skip(
+        let mut details = self.skip(
             SkipReason::PreviousExecutionFailed,
             format!(
                 "an earlier execution on target {target}, WorkflowExecution {} (workflow {}), failed during execution ({reason}); \
@@ -146,79 +180,84 @@ pub fn decide(
             ),
         );
         details.recent_remediation = Some(recent_remediation(blocker, target, None));
-        return Decision::Skip(details);
+        Some(details)
     }
 
-    let Some(previous) = most_recent_finished(&others) else {
-        return Decision::Proceed;
-    };
-    let status = previous.status.clone().unwrap_or_default();
-    let completed_at = previous.completion_time();
-    let recent = |remaining: Option<Duration>| recent_remediation(previous, target, remaining);
-    let failure_reason = failure_reason_of(previous);
-
-    // b. Too many consecutive pre-execution failures (a clearance on the WFE that carries the
-    //    streak resets it, and with it the backoff of c).
-    let failures = streak(previous);
-    let limit = config.backoff.max_consecutive_failures;
-    if failures >= limit {
-        let mut details = skip(
+    /// 2b. Too many consecutive pre-execution failures (a clearance on the WorkflowExecution that
+    /// carries the streak resets it, and with it the backoff of 2c).
+    fn exhausted(&self, previous: &WorkflowExecution) -> Option<SkipDetails> {
+        let target = self.target;
+        let failures = streak(previous);
+        let limit = self.config.backoff.max_consecutive_failures;
+        if failures < limit {
+            return None;
+        }
+        let mut details = self.skip(
             SkipReason::ExhaustedRetries,
             format!(
-                "{failures} consecutive pre-execution failures on target {target} (limit {limit}), the last in WorkflowExecution {} ({failure_reason}); \
+                "{failures} consecutive pre-execution failures on target {target} (limit {limit}), the last in WorkflowExecution {} ({}); \
                  Manual intervention required: fix the cause, then annotate {} (or any WorkflowExecution of this target skipped with ExhaustedRetries) with {CLEAR_BLOCK_ANNOTATION}=<reason> to reset the streak",
                 namespaced_name(previous),
+                failure_reason_of(previous),
                 namespaced_name(previous),
             ),
         );
-        details.recent_remediation = Some(recent(None));
-        return Decision::Skip(details);
+        details.recent_remediation = Some(recent_remediation(previous, target, None));
+        Some(details)
     }
 
-    // c. Backoff after pre-execution failures.
-    if let Some(next) = status.next_allowed_execution.as_ref().map(|t| t.0)
-        && status.block_clearance.is_none()
-        && now < next
-    {
-        let remaining = duration_between(now, next);
-        let mut details = skip(
+    /// 2c. Backoff after pre-execution failures.
+    fn backing_off(&self, previous: &WorkflowExecution) -> Option<SkipDetails> {
+        let target = self.target;
+        let status = previous.status.as_ref()?;
+        let next = status.next_allowed_execution.as_ref()?.0;
+        if status.block_clearance.is_some() || self.now >= next {
+            return None;
+        }
+        let remaining = duration_between(self.now, next);
+        let mut details = self.skip(
             SkipReason::RecentlyRemediated,
             format!(
-                "target {target} is backing off after {failures} consecutive pre-execution failure(s), the last in WorkflowExecution {} ({failure_reason}); \
+                "target {target} is backing off after {} consecutive pre-execution failure(s), the last in WorkflowExecution {} ({}); \
                  next execution allowed at {next} (in {})",
+                streak(previous),
                 namespaced_name(previous),
+                failure_reason_of(previous),
                 format_go_duration(remaining),
             ),
         );
-        details.recent_remediation = Some(recent(Some(remaining)));
-        return Decision::Skip(details);
+        details.recent_remediation = Some(recent_remediation(previous, target, Some(remaining)));
+        Some(details)
     }
 
-    // d. Cooldown for the same workflow.
-    let period = config.cooldown.period;
-    if previous.spec.workflow_ref.workflow_id == wfe.spec.workflow_ref.workflow_id
-        && let Some(completed) = completed_at
-    {
-        let until = add(completed, period);
-        if now < until {
-            let remaining = duration_between(now, until);
-            let mut details = skip(
-                SkipReason::RecentlyRemediated,
-                format!(
-                    "workflow {} finished on target {target} at {completed} (WorkflowExecution {}, {}); \
-                     cooldown of {} ends at {until} (in {})",
-                    wfe.spec.workflow_ref.workflow_id,
-                    namespaced_name(previous),
-                    previous.phase().map(|p| p.to_string()).unwrap_or_default(),
-                    format_go_duration(period),
-                    format_go_duration(remaining),
-                ),
-            );
-            details.recent_remediation = Some(recent(Some(remaining)));
-            return Decision::Skip(details);
+    /// 2d. Cooldown for the same workflow.
+    fn cooling_down(&self, previous: &WorkflowExecution) -> Option<SkipDetails> {
+        let target = self.target;
+        let workflow = &self.wfe.spec.workflow_ref.workflow_id;
+        if previous.spec.workflow_ref.workflow_id != *workflow {
+            return None;
         }
+        let completed = previous.completion_time()?;
+        let period = self.config.cooldown.period;
+        let until = add(completed, period);
+        if self.now >= until {
+            return None;
+        }
+        let remaining = duration_between(self.now, until);
+        let mut details = self.skip(
+            SkipReason::RecentlyRemediated,
+            format!(
+                "workflow {workflow} finished on target {target} at {completed} (WorkflowExecution {}, {}); \
+                 cooldown of {} ends at {until} (in {})",
+                namespaced_name(previous),
+                previous.phase().map(|p| p.to_string()).unwrap_or_default(),
+                format_go_duration(period),
+                format_go_duration(remaining),
+            ),
+        );
+        details.recent_remediation = Some(recent_remediation(previous, target, Some(remaining)));
+        Some(details)
     }
-    Decision::Proceed
 }
 
 /// The counter after `wfe` failed before execution: the previous finished execution's
