@@ -115,6 +115,7 @@ use std::{
     fmt::Debug, future::Future, marker::PhantomData, net::SocketAddr, sync::Arc, time::Duration,
 };
 
+use futures::{FutureExt as _, future::BoxFuture};
 use k8s_openapi::{
     NamespaceResourceScope, api::core::v1::ObjectReference,
     apimachinery::pkg::apis::meta::v1::Condition,
@@ -494,12 +495,7 @@ where
         if let Some(election) = &settings.leader_election {
             election.validate()?;
         }
-        let metrics = FrameworkMetrics::register(&registry)?;
-        let error_backoff = ErrorBackoff::new(settings.error_backoff);
-        error_backoff.register_metrics(&registry)?;
-        crate::phase::register_metrics(&registry).map_err(|source| {
-            crate::metrics::MetricError::new("framework_illegal_phase_transitions_total", source)
-        })?;
+        let (metrics, error_backoff) = register_metrics(&registry, &settings)?;
         let identity = settings
             .leader_election
             .as_ref()
@@ -512,36 +508,12 @@ where
             },
         );
 
-        let health_listener = bind("health", settings.health_addr).await?;
-        let health_addr = local_addr("health", &health_listener, settings.health_addr)?;
-        let shared_listener =
-            settings.metrics_addr == settings.health_addr && settings.health_addr.port() != 0;
-        let (metrics_listener, metrics_addr) = if shared_listener {
-            (None, health_addr)
-        } else {
-            let listener = bind("metrics", settings.metrics_addr).await?;
-            let addr = local_addr("metrics", &listener, settings.metrics_addr)?;
-            (Some(listener), addr)
-        };
+        let endpoints = Endpoints::bind(&settings).await?;
+        let (health_addr, metrics_addr) = (endpoints.health_addr, endpoints.metrics_addr);
 
         let parent_writer = Writer::<K>::default();
-        let child_resource = child_watch.as_ref().map_or_else(
-            || ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
-            |watch| watch.resource.clone(),
-        );
-        let mut child_writer = Writer::<DynamicObject>::new(child_resource);
-        if child_watch.is_none() {
-            // Nothing to list: the (empty) child cache is complete from the start.
-            child_writer.apply_watcher_event(&watcher::Event::InitDone);
-        }
-        let mut grandchild_writer =
-            Writer::<DynamicObject>::new(grandchild_watch.as_ref().map_or_else(
-                || ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
-                |(watch, _)| watch.resource.clone(),
-            ));
-        if grandchild_watch.is_none() {
-            grandchild_writer.apply_watcher_event(&watcher::Event::InitDone);
-        }
+        let child_writer = cache_writer(child_watch.as_ref());
+        let grandchild_writer = cache_writer(grandchild_watch.as_ref().map(|(watch, _)| watch));
         let (leading_tx, leading_rx) = watch::channel(settings.leader_election.is_none());
         let context = Arc::new(Context {
             client: client.clone(),
@@ -570,29 +542,11 @@ where
 
         // Background tasks that simply stop with the runtime.
         let mut background = JoinSet::new();
-        {
-            let api: Api<DeserializeGuard<K>> = match &parent_watch.namespace {
-                Some(namespace) => Api::namespaced(client.clone(), namespace),
-                None => Api::all(client.clone()),
-            };
-            let mut config = watcher::Config::default();
-            if let Some(selector) = &parent_watch.selector {
-                config = config.labels(selector);
-            }
-            let (report_ctx, forget_ctx) = (context.clone(), context.clone());
-            let reflector = reflect::reflect_parents(
-                api,
-                config,
-                parent_writer,
-                parent_index.clone(),
-                parent_tx.clone(),
-                move |object| report_invalid(&report_ctx, object),
-                move |object: &K| {
-                    forget_ctx.error_backoff.reset(&ObjectRef::from_obj(object));
-                },
-            );
-            background.spawn(critical("parent reflector", probes.clone(), reflector));
-        }
+        background.spawn(critical(
+            "parent reflector",
+            probes.clone(),
+            parent_reflector(&parent_watch, parent_writer, &parent_tx, &context),
+        ));
         let reflectors = [
             (
                 "child reflector",
@@ -610,124 +564,39 @@ where
             ),
         ];
         for (name, watch, prune, writer, sender) in reflectors {
-            if let Some(watch) = watch {
-                let api: Api<DynamicObject> = match &watch.namespace {
-                    Some(namespace) => {
-                        Api::namespaced_with(client.clone(), namespace, &watch.resource)
-                    }
-                    None => Api::all_with(client.clone(), &watch.resource),
-                };
-                let config = watcher::Config::default().labels(&watch.selector);
-                let reflector = reflect::reflect_children(
-                    api,
-                    config,
-                    watch.resource.clone(),
-                    writer,
-                    sender.clone(),
-                    prune,
-                );
-                background.spawn(critical(name, probes.clone(), reflector));
-            } else {
-                // Keep the writer (and so the ready cache) alive as long as the runtime.
-                background.spawn(async move {
-                    let _writer = writer;
-                    std::future::pending::<()>().await;
-                });
-            }
-        }
-        // The one waiter on store readiness: kube's `Store::wait_until_ready` wakes only the
-        // most recent of several concurrent waiters, so everyone else waits on `synced`.
-        let synced = CancellationToken::new();
-        {
-            let (parents, children, grandchildren, probes) = (
-                context.parents.clone(),
-                context.children.clone(),
-                context.grandchildren.clone(),
+            background.spawn(child_reflector(
+                name,
+                &client,
+                watch,
+                prune,
+                writer,
+                sender,
                 probes.clone(),
-            );
-            let synced = synced.clone();
-            background.spawn(async move {
-                if parents.wait_until_ready().await.is_ok()
-                    && children.wait_until_ready().await.is_ok()
-                    && grandchildren.wait_until_ready().await.is_ok()
-                {
-                    tracing::info!("caches synced");
-                    probes.mark_synced();
-                    synced.cancel();
-                }
-            });
+            ));
         }
-        {
-            let (mut leading, gauge) = (leading_rx.clone(), metrics.leader.clone());
-            background.spawn(async move {
-                loop {
-                    gauge.set(i64::from(*leading.borrow_and_update()));
-                    if leading.changed().await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let synced = CancellationToken::new();
+        background.spawn(wait_for_sync(&context, probes.clone(), synced.clone()));
+        background.spawn(follow_leadership(
+            leading_rx.clone(),
+            metrics.leader.clone(),
+        ));
         if let Some((store, reference)) = templates {
+            // Template Events go to the given object, else this Pod, else the Lease.
             let reference = reference.or_else(pod_reference_from_env).or_else(|| {
                 settings
                     .leader_election
                     .as_ref()
                     .map(LeaderElectionSettings::lease_reference)
             });
-            background.spawn(watch_templates(
-                store,
-                settings.template_poll,
-                reference,
-                recorder.clone(),
-                metrics.clone(),
-            ));
+            let poll = settings.template_poll;
+            background.spawn(watch_templates(store, poll, reference, recorder, metrics));
         }
 
         // The Lease: stopped (and released) only after the last reconcile finished.
-        let lease_stop = CancellationToken::new();
-        let mut election = JoinSet::new();
-        if let Some(election_settings) = settings.leader_election.clone() {
-            let elector = LeaderElector::new(client.clone(), election_settings);
-            let stop = lease_stop.clone();
-            let probes = probes.clone();
-            election.spawn(async move {
-                if let Err(error) = elector.run(&leading_tx, &stop).await {
-                    tracing::error!(%error, "leader election stopped");
-                    probes.mark_failed();
-                }
-            });
-        } else {
-            // Keep the sender alive: a closed channel would read as "not leading".
-            let stop = lease_stop.clone();
-            election.spawn(async move {
-                stop.cancelled().await;
-                drop(leading_tx);
-            });
-        }
-
+        let (mut election, lease_stop) =
+            start_election(&client, &settings, leading_tx, probes.clone());
         // The HTTP servers: stopped last.
-        let servers_stop = CancellationToken::new();
-        let mut servers = JoinSet::new();
-        let mut health_app = health::health_router(probes.clone());
-        if let Some(listener) = metrics_listener {
-            servers.spawn(serve(
-                "metrics",
-                listener,
-                health::metrics_router(registry.clone()),
-                servers_stop.clone(),
-                probes.clone(),
-            ));
-        } else {
-            health_app = health_app.merge(health::metrics_router(registry.clone()));
-        }
-        servers.spawn(serve(
-            "health",
-            health_listener,
-            health_app,
-            servers_stop.clone(),
-            probes.clone(),
-        ));
+        let (mut servers, servers_stop) = endpoints.serve(&registry, &probes);
 
         let terms = ControllerTerms {
             context: context.clone(),
@@ -744,15 +613,14 @@ where
             _error: PhantomData,
         };
         let supervisor_probes = probes.clone();
+        // Shutdown order: reconciles finish, then the Lease is released, then the servers stop.
         let task = tokio::spawn(async move {
             terms.run().await;
             supervisor_probes.mark_stopping();
             tracing::info!("reconciles finished; releasing leadership");
-            lease_stop.cancel();
-            while election.join_next().await.is_some() {}
+            stop(lease_stop, &mut election).await;
             tracing::info!("stopping HTTP servers");
-            servers_stop.cancel();
-            while servers.join_next().await.is_some() {}
+            stop(servers_stop, &mut servers).await;
             background.shutdown().await;
             tracing::info!("runtime stopped");
             Ok(())
@@ -876,6 +744,245 @@ where
 }
 
 /// Runs `task`; if it ever returns, the runtime is broken: log and fail `/healthz`.
+/// Registers the framework's metrics and the error backoff's in `registry`.
+fn register_metrics<K>(
+    registry: &Registry,
+    settings: &RuntimeSettings,
+) -> Result<(FrameworkMetrics, ErrorBackoff<ObjectRef<K>>), RuntimeError>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let metrics = FrameworkMetrics::register(registry)?;
+    let error_backoff = ErrorBackoff::new(settings.error_backoff);
+    error_backoff.register_metrics(registry)?;
+    crate::phase::register_metrics(registry).map_err(|source| {
+        crate::metrics::MetricError::new("framework_illegal_phase_transitions_total", source)
+    })?;
+    Ok((metrics, error_backoff))
+}
+
+/// The bound health and metrics listeners (one, when both addresses are the same fixed one).
+struct Endpoints {
+    health: TcpListener,
+    health_addr: SocketAddr,
+    metrics: Option<TcpListener>,
+    metrics_addr: SocketAddr,
+}
+
+impl Endpoints {
+    async fn bind(settings: &RuntimeSettings) -> Result<Self, RuntimeError> {
+        let health = bind("health", settings.health_addr).await?;
+        let health_addr = local_addr("health", &health, settings.health_addr)?;
+        let shared =
+            settings.metrics_addr == settings.health_addr && settings.health_addr.port() != 0;
+        if shared {
+            return Ok(Endpoints {
+                health,
+                health_addr,
+                metrics: None,
+                metrics_addr: health_addr,
+            });
+        }
+        let metrics = bind("metrics", settings.metrics_addr).await?;
+        let metrics_addr = local_addr("metrics", &metrics, settings.metrics_addr)?;
+        Ok(Endpoints {
+            health,
+            health_addr,
+            metrics: Some(metrics),
+            metrics_addr,
+        })
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` until the returned token is cancelled.
+    fn serve(self, registry: &Registry, probes: &Arc<Probes>) -> (JoinSet<()>, CancellationToken) {
+        let stop = CancellationToken::new();
+        let mut servers = JoinSet::new();
+        let mut health_app = health::health_router(probes.clone());
+        if let Some(listener) = self.metrics {
+            servers.spawn(serve(
+                "metrics",
+                listener,
+                health::metrics_router(registry.clone()),
+                stop.clone(),
+                probes.clone(),
+            ));
+        } else {
+            health_app = health_app.merge(health::metrics_router(registry.clone()));
+        }
+        servers.spawn(serve(
+            "health",
+            self.health,
+            health_app,
+            stop.clone(),
+            probes.clone(),
+        ));
+        (servers, stop)
+    }
+}
+
+/// The writer of a child (or grandchild) cache; without a watch, an empty cache that is complete
+/// from the start (nothing to list).
+fn cache_writer(watch: Option<&ChildWatch>) -> Writer<DynamicObject> {
+    let resource = watch.map_or_else(
+        || ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+        |watch| watch.resource.clone(),
+    );
+    let mut writer = Writer::<DynamicObject>::new(resource);
+    if watch.is_none() {
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+    writer
+}
+
+/// The parent reflector: fills `writer` and the parent index, triggers reconciles, reports
+/// undecodable objects and forgets the error backoff of parents that left.
+fn parent_reflector<K, D>(
+    watch: &ParentWatch,
+    writer: Writer<K>,
+    sender: &broadcast::Sender<Arc<K>>,
+    context: &Arc<Context<K, D>>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    D: Send + Sync + 'static,
+{
+    let api: Api<DeserializeGuard<K>> = match &watch.namespace {
+        Some(namespace) => Api::namespaced(context.client.clone(), namespace),
+        None => Api::all(context.client.clone()),
+    };
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &watch.selector {
+        config = config.labels(selector);
+    }
+    let (report_ctx, forget_ctx) = (context.clone(), context.clone());
+    reflect::reflect_parents(
+        api,
+        config,
+        writer,
+        context.parent_index.clone(),
+        sender.clone(),
+        move |object| report_invalid(&report_ctx, object),
+        move |object: &K| {
+            forget_ctx.error_backoff.reset(&ObjectRef::from_obj(object));
+        },
+    )
+}
+
+/// The reflector of one child (or grandchild) kind, a critical task named `name`; without a
+/// watch, a task that keeps the writer (and so the ready, empty cache) alive with the runtime.
+fn child_reflector(
+    name: &'static str,
+    client: &Client,
+    watch: Option<&ChildWatch>,
+    prune: Option<Arc<reflect::PruneFn>>,
+    writer: Writer<DynamicObject>,
+    sender: &broadcast::Sender<Arc<DynamicObject>>,
+    probes: Arc<Probes>,
+) -> BoxFuture<'static, ()> {
+    let Some(watch) = watch else {
+        return async move {
+            let _writer = writer;
+            std::future::pending::<()>().await;
+        }
+        .boxed();
+    };
+    let api: Api<DynamicObject> = match &watch.namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &watch.resource),
+        None => Api::all_with(client.clone(), &watch.resource),
+    };
+    let config = watcher::Config::default().labels(&watch.selector);
+    let reflector = reflect::reflect_children(
+        api,
+        config,
+        watch.resource.clone(),
+        writer,
+        sender.clone(),
+        prune,
+    );
+    critical(name, probes, reflector).boxed()
+}
+
+/// The one waiter on store readiness: kube's `Store::wait_until_ready` wakes only the most
+/// recent of several concurrent waiters, so everyone else waits on `synced`, cancelled once every
+/// cache completed its first list.
+fn wait_for_sync<K, D>(
+    context: &Arc<Context<K, D>>,
+    probes: Arc<Probes>,
+    synced: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let (parents, children, grandchildren) = (
+        context.parents.clone(),
+        context.children.clone(),
+        context.grandchildren.clone(),
+    );
+    async move {
+        if parents.wait_until_ready().await.is_ok()
+            && children.wait_until_ready().await.is_ok()
+            && grandchildren.wait_until_ready().await.is_ok()
+        {
+            tracing::info!("caches synced");
+            probes.mark_synced();
+            synced.cancel();
+        }
+    }
+}
+
+/// Cancels `token` and waits for every task of `tasks` to end.
+async fn stop(token: CancellationToken, tasks: &mut JoinSet<()>) {
+    token.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Mirrors leadership into the `leader` gauge.
+async fn follow_leadership(mut leading: watch::Receiver<bool>, gauge: prometheus::IntGauge) {
+    loop {
+        gauge.set(i64::from(*leading.borrow_and_update()));
+        if leading.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs the Lease elector (or, without leader election, keeps `leading` at `true`) until the
+/// returned token is cancelled.
+fn start_election(
+    client: &Client,
+    settings: &RuntimeSettings,
+    leading: watch::Sender<bool>,
+    probes: Arc<Probes>,
+) -> (JoinSet<()>, CancellationToken) {
+    let stop = CancellationToken::new();
+    let mut election = JoinSet::new();
+    if let Some(election_settings) = settings.leader_election.clone() {
+        let elector = LeaderElector::new(client.clone(), election_settings);
+        let stop = stop.clone();
+        election.spawn(async move {
+            if let Err(error) = elector.run(&leading, &stop).await {
+                tracing::error!(%error, "leader election stopped");
+                probes.mark_failed();
+            }
+        });
+    } else {
+        // Keep the sender alive: a closed channel would read as "not leading".
+        let stop = stop.clone();
+        election.spawn(async move {
+            stop.cancelled().await;
+            drop(leading);
+        });
+    }
+    (election, stop)
+}
+
 async fn critical(name: &'static str, probes: Arc<Probes>, task: impl Future<Output = ()>) {
     task.await;
     tracing::error!(task = name, "a runtime task ended unexpectedly");
