@@ -855,11 +855,13 @@ async fn invalid_specs_are_refused_at_admission_or_fail_naming_the_field() -> an
         assert!(!details.was_execution_failure);
         assert_eq!(status.pipeline_run_ref, None, "{name}: no PipelineRun");
     }
-    assert_eq!(
-        env.run_names().await?,
-        vec![pipeline_run_name("default/deployment/immutable")],
-        "only the valid WFE created a PipelineRun"
-    );
+    // None of them created a PipelineRun. (The valid WFE's run may already be gone: it completes
+    // quickly and the test's cooldown is short, so the set of runs is not asserted whole.)
+    let runs = env.run_names().await?;
+    for (name, _, _) in &failing {
+        let run = pipeline_run_name(&format!("default/deployment/{name}"));
+        assert!(!runs.contains(&run), "{name} created PipelineRun {run}");
+    }
 
     // The operator is unharmed: healthy, and a valid WFE still completes.
     env.wait_phase("immutable", Phase::Completed).await?;
