@@ -92,7 +92,17 @@ pub struct ExecutionSettings {
     // layer can reach it (`WFE_EXECUTION__BUNDLESERVICEACCOUNT`).
     #[serde(default)]
     pub bundle_service_account: Option<String>,
+    /// The execution engines a WorkflowExecution may run on: directory names under
+    /// `templates.dir`, each holding one child template (`*.yaml.j2`), its `status.yaml` and its
+    /// `cancel.yaml`. The operator watches the child kinds of these engines, so a change needs a
+    /// restart.
+    pub engines: Vec<String>,
+    /// The engine of a WorkflowExecution that sets no `spec.executionEngine`; one of `engines`.
+    pub default_engine: String,
 }
+
+/// The engine of the compiled defaults: Tekton Pipelines (`templates.dir/tekton/`).
+pub const DEFAULT_ENGINE: &str = "tekton";
 
 /// The `execution.allowedBundles` entry that allows every bundle.
 pub const ALLOW_ALL_BUNDLES: &str = "*";
@@ -112,6 +122,48 @@ impl ExecutionSettings {
         self.bundle_patterns().iter().any(|p| p.matches(bundle))
     }
 
+    /// The engine a WorkflowExecution asking for `requested` runs on: `requested` when the
+    /// configuration lists it, the default engine when it asks for none, `None` when it asks for
+    /// an engine that is not configured.
+    pub fn engine_of<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
+        match requested {
+            None => Some(self.default_engine.as_str()),
+            Some(name) => self.engines.iter().any(|e| e == name).then_some(name),
+        }
+    }
+
+    /// Checks `engines` and `defaultEngine`: at least one engine, each a DNS label (a directory
+    /// name a WorkflowExecution can ask for), none twice, and the default among them.
+    fn validate_engines(&self) -> Result<(), ConfigError> {
+        if self.engines.is_empty() {
+            return Err(ConfigError::invalid(
+                "execution.engines",
+                "must list at least one engine (a directory under templates.dir)",
+            ));
+        }
+        for (i, engine) in self.engines.iter().enumerate() {
+            let key = format!("execution.engines[{i}]");
+            check_name(&key, engine, false)?;
+            if self.engines[..i].contains(engine) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{engine:?} is listed twice"),
+                ));
+            }
+        }
+        if !self.engines.contains(&self.default_engine) {
+            return Err(ConfigError::invalid(
+                "execution.defaultEngine",
+                format!(
+                    "{:?} is not one of execution.engines ({})",
+                    self.default_engine,
+                    self.engines.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `allowedBundles` lets every bundle run (it lists `*`).
     pub fn allows_every_bundle(&self) -> bool {
         self.allowed_bundles.iter().any(|p| p == ALLOW_ALL_BUNDLES)
@@ -128,6 +180,8 @@ impl Default for ExecutionSettings {
             default_timeout: Duration::from_secs(3600),
             max_timeout: Duration::from_secs(24 * 3600),
             bundle_service_account: None,
+            engines: vec![DEFAULT_ENGINE.to_owned()],
+            default_engine: DEFAULT_ENGINE.to_owned(),
         }
     }
 }
@@ -246,10 +300,17 @@ impl OperatorConfig {
         config::load(&OperatorConfig::default(), file, ENV_PREFIX)
     }
 
-    /// The keys a running operator cannot change: the watches, listeners, Lease, audit sink and
-    /// template directory are set up once at start-up.
-    pub const RESTART_ONLY: [&'static str; 4] =
-        ["execution.namespace", "templates", "audit", "controller"];
+    /// The keys a running operator cannot change: the watches (execution namespace, engines),
+    /// listeners, Lease, audit sink and template directory are set up once at start-up; the
+    /// default engine must stay one of the engines watched.
+    pub const RESTART_ONLY: [&'static str; 6] = [
+        "execution.namespace",
+        "execution.engines",
+        "execution.defaultEngine",
+        "templates",
+        "audit",
+        "controller",
+    ];
 
     /// `self` as a live reload may apply it on top of `running`: the [restart-only
     /// keys](Self::RESTART_ONLY) keep `running`'s values. Returns the config to apply and the
@@ -271,6 +332,8 @@ impl OperatorConfig {
             },
         );
         self.execution.namespace = running.execution.namespace.clone();
+        self.execution.engines = running.execution.engines.clone();
+        self.execution.default_engine = running.execution.default_engine.clone();
         self.templates = running.templates.clone();
         self.audit = running.audit.clone();
         self.controller = running.controller.clone();
@@ -390,6 +453,7 @@ impl Validate for OperatorConfig {
                 ));
             }
         }
+        execution.validate_engines()?;
         check_positive("execution.defaultTimeout", execution.default_timeout)?;
         if execution.max_timeout < execution.default_timeout {
             return Err(ConfigError::invalid(
@@ -663,6 +727,19 @@ mod tests {
             (
                 &[("WFE_EXECUTION__ALLOWEDBUNDLES", "[]")],
                 "execution.allowedBundles",
+            ),
+            (&[("WFE_EXECUTION__ENGINES", "[]")], "execution.engines"),
+            (
+                &[("WFE_EXECUTION__ENGINES", "[tekton, Tekton_2]")],
+                "execution.engines[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__ENGINES", "[tekton, tekton]")],
+                "execution.engines[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__DEFAULTENGINE", "job")],
+                "execution.defaultEngine",
             ),
             (
                 &[("WFE_EXECUTION__ALLOWEDBUNDLES", "[\"a/*\", \"\"]")],
