@@ -3,7 +3,6 @@
 
 pub mod audit;
 pub mod bundle;
-pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod controller;

@@ -52,6 +52,7 @@ use kube::{
     },
 };
 use kubernaut_framework::{
+    cancel::CancelSpec,
     condition::{self, ConditionStatus, ConditionType, Conditions},
     config::ConfigStore,
     finalizer::{self, FinalizerError},
@@ -66,7 +67,6 @@ use tracing::{debug, info, warn};
 pub use self::outcome::{Effect, MetricUpdate, Outcome};
 use crate::{
     audit::{AuditAction, AuditData, AuditEvent, Auditor},
-    cancel::CancelSpec,
     config::OperatorConfig,
     decide,
     metrics::Metrics,
