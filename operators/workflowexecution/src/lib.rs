@@ -15,6 +15,7 @@ pub mod run_status;
 pub mod task_runs;
 pub mod templates;
 #[cfg(test)]
+#[path = "../tests/support/runs.rs"]
 mod test_runs;
 pub mod types;
 pub mod validate;
