@@ -1,8 +1,8 @@
 //! The WorkflowExecution reconciler: one module per phase on top of the framework runtime.
 //!
 //! Flow of one object (see the behaviour contract for every rule):
-//! 1. [`kubernaut_framework::finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on first sight, together
-//!    with `phase: Pending`, or hands a deleting object to `cleanup`.
+//! 1. [`kubernaut_framework::finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on
+//!    first sight, together with `phase: Pending`, or hands a deleting object to `cleanup`.
 //! 2. `Pending` (`pending`): validate → lock/cooldown decision from the in-memory store → render
 //!    → create the PipelineRun (the lock) → `Running`.
 //! 3. `Running` (`running`): driven by PipelineRun watch events; the run's status is read
@@ -17,8 +17,8 @@
 //! audit records, metric updates, log lines) and when to look again. The status and the effects
 //! are built by pure functions of the object, what was observed and the time; the framework's
 //! [`lifecycle::reconcile`] writes the status and applies the effects (through `Pass`'s
-//! [`Effects`]) only when the write happened. Every failure goes
-//! through one path, `failed::failed`.
+//! [`Effects`]) only when the write happened. Every failure goes through one path,
+//! `failed::failed`.
 //!
 //! Guarantees:
 //! 1. Status is written only when it changed, with the resourceVersion read (a conflict is an
