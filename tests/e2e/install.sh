@@ -65,7 +65,8 @@ source "$tests/controlplane/kube-build.sh"
 # may share the machine's cores, so the times are an upper bound.
 timed() {
   local what=$1; shift
-  if [[ -x /usr/bin/time ]]; then
+  # GNU time runs programs, not this script's functions (kube_build): those run untimed.
+  if [[ -x /usr/bin/time ]] && ! declare -F "$1" >/dev/null; then
     /usr/bin/time -f "[e2e] built $what in %e s (user %U s, sys %S s), peak memory %M KiB" "$@"
   else
     "$@"
