@@ -17,6 +17,7 @@
 //! | `deadline`      | it runs past activeDeadlineSeconds (5s)    | Failed, DeadlineExceeded         |
 //! | `unschedulable` | a LimitRange asks 1000 CPUs of every pod   | held ResourceExhausted, then Failed ResourceExhausted |
 //! | `quota`         | a ResourceQuota allows no pod              | Failed, DeadlineExceeded (the quota shows only in an Event) |
+//! | `cancelled`     | `job/cancel.yaml`'s patch on a running Job | its pod deleted, then Failed     |
 //!
 //! kwok picks the scenario from the container image's name (`/e2e-exit-1`, `/e2e-oom`,
 //! `/e2e-image-pull`, `/e2e-sleep`; `tests/e2e/kwok.yaml`), so the template needs to know nothing
@@ -39,13 +40,16 @@ use anyhow::{Context as _, anyhow, bail};
 use k8s_openapi::api::core::v1::{Event, LimitRange, ResourceQuota};
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams},
+    api::{
+        ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    },
 };
 use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use kubernaut_test_harness::e2e::E2eCluster;
 use serde_json::Value;
 use workflowexecution_operator::{
+    cancel::CancelSpec,
     config::OperatorConfig,
     failure::{FailureContext, Remembered, failure_details_remembered, held_back},
     pipelinerun::pipeline_run_identity,
@@ -520,6 +524,57 @@ async fn a_job_past_its_deadline_fails_as_deadline_exceeded() -> anyhow::Result<
             run.failure(&job, &BTreeMap::new(), &Remembered::default())
                 .reason,
             FailureReason::DeadlineExceeded
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Cancelling as `job/cancel.yaml` says: the patch suspends the running Job, the Job controller
+/// deletes its pod, and the mapping then reads the Job as finished (Failed), so the operator would
+/// delete it — after its pod, never before.
+#[tokio::test]
+async fn a_cancelled_job_loses_its_pod_and_then_reads_as_finished() -> anyhow::Result<()> {
+    logged(|cluster| async move {
+        let mut run = JobRun::new(cluster, "cancel", "e2e-sleep", "5m").await?;
+        run.create().await?;
+        run.wait_for("running, its container started", |mapping, job, pods| {
+            phase(mapping, job) == RunPhase::Running
+                && pods.values().any(|p| mapping.grandchild_ran(p))
+        })
+        .await?;
+        let cancel = CancelSpec::load(&templates_dir().join("job/cancel.yaml"), &job_kind())
+            .map_err(|e| anyhow!("{e}"))?;
+        let (job, _) = run.read().await?;
+        assert!(!cancel.is_cancelled(&job));
+        let resource_version = job["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned);
+        run.jobs()
+            .patch(
+                &run.name,
+                &PatchParams::default(),
+                &Patch::Merge(cancel.patch(resource_version.as_deref())),
+            )
+            .await
+            .context("cancelling the Job")?;
+        let (job, pods) = run.finished().await?;
+        run.record(
+            &job,
+            &pods,
+            "cancelled",
+            "the container runs until the pod is deleted; the Job suspended by job/cancel.yaml's \
+             patch, after its pod is gone",
+        )?;
+        assert!(cancel.is_cancelled(&job));
+        assert_eq!(phase(&run.mapping, &job), RunPhase::Failed);
+        assert!(
+            pods.is_empty(),
+            "the pod is gone before the Job reads as finished"
+        );
+        assert_eq!(
+            condition(&job, "Suspended"),
+            Some(("True".into(), "JobSuspended".into()))
         );
         Ok(())
     })

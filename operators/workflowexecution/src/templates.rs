@@ -304,6 +304,48 @@ mod tests {
         assert!(!cancel.is_cancelled(&json!({"spec": {"suspend": false}})));
     }
 
+    /// A suspended (cancelled) Job reads as Failed once no pod of it is active or terminating,
+    /// so that the operator deletes it only after its pod is gone.
+    #[test]
+    fn a_suspended_job_is_failed_once_its_pods_are_gone() {
+        let dir = template_dir().join("job");
+        let mapping = StatusMapping::load(&dir.join("status.yaml"), &mapping_rules()).unwrap();
+        let suspended = json!({"type": "Suspended", "status": "True", "reason": "JobSuspended"});
+        let resumed = json!({"type": "Suspended", "status": "False", "reason": "JobResumed"});
+        let start = "2025-06-01T11:50:00Z";
+        let cases = [
+            (json!({"startTime": start, "active": 1}), "Running"),
+            (
+                json!({"startTime": start, "conditions": [suspended], "active": 1}),
+                "Running",
+            ),
+            (
+                json!({"conditions": [suspended], "terminating": 1}),
+                "Pending",
+            ),
+            (json!({"conditions": [suspended]}), "Failed"),
+            (
+                json!({"conditions": [suspended], "active": 0, "terminating": 0}),
+                "Failed",
+            ),
+            (json!({"active": 1}), "Running"),
+            (json!({"active": 0}), "Pending"),
+            (
+                json!({"startTime": start, "conditions": [resumed]}),
+                "Running",
+            ),
+            (json!({}), "Pending"),
+        ];
+        for (status, phase) in cases {
+            let job = json!({"metadata": {"name": "wfe-1"}, "status": status});
+            assert_eq!(mapping.phase(&job), Some(phase), "{status}");
+        }
+        let failed = json!({"metadata": {"name": "wfe-1"}, "status": {"conditions": [suspended]}});
+        let fields = mapping.fields(&failed);
+        assert_eq!(fields["reason"], "JobSuspended");
+        assert_eq!(fields["totalTasks"], 1);
+    }
+
     #[test]
     fn the_job_runs_the_image_with_the_parameters_as_a_restricted_one_shot_pod() {
         let wfe = sample_workflow_execution();
