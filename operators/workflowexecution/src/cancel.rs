@@ -231,7 +231,7 @@ impl CancelSpec {
                         Value::Number(n) => Some(n.to_string()),
                         _ => None,
                     };
-                    text.is_some_and(|s| self.values.iter().any(|v| *v == s))
+                    text.is_some_and(|s| self.values.contains(&s))
                 })
             })
             .unwrap_or(false)
