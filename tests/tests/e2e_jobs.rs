@@ -323,6 +323,13 @@ impl<'a> JobRun<'a> {
             if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
                 metadata.remove("managedFields");
             }
+            // The items of a LIST carry no apiVersion/kind.
+            if object.get("kind").is_none_or(Value::is_null)
+                && let Some(fields) = object.as_object_mut()
+            {
+                fields.insert("apiVersion".to_owned(), "v1".into());
+                fields.insert("kind".to_owned(), "Pod".into());
+            }
             text.push_str("---\n");
             text.push_str(&serde_yaml::to_string(&object)?);
         }
@@ -590,9 +597,10 @@ async fn held_job(
     held_result: FailureReason,
 ) -> anyhow::Result<()> {
     run.create().await?;
+    // The pod may be held before the Job controller has written the Job's startTime.
     let (job, pods) = run
-        .wait_for("held back", |mapping, job, pods| {
-            held_back(mapping, job, pods).is_some()
+        .wait_for("running, held back", |mapping, job, pods| {
+            phase(mapping, job) == RunPhase::Running && held_back(mapping, job, pods).is_some()
         })
         .await?;
     run.record(&job, &pods, &format!("{scenario}-running"), note)?;
@@ -707,7 +715,12 @@ async fn a_quota_that_refuses_the_pod_shows_only_in_an_event_and_the_deadline_fa
                 .is_some_and(|m| m.contains("exceeded quota")),
             "{refused:?}"
         );
-        let (job, pods) = run.read().await?;
+        // The Event may come before the Job controller has written the Job's startTime.
+        let (job, pods) = run
+            .wait_for("running", |mapping, job, _| {
+                phase(mapping, job) == RunPhase::Running
+            })
+            .await?;
         run.record(
             &job,
             &pods,
