@@ -1,6 +1,7 @@
 //! The runs the status tests map: every run real Tekton wrote in the end-to-end tier
-//! (`tests/e2e/recorded/`, each stating the Tekton version that recorded it) and the hand-written
-//! fixtures of `tests/fixtures/pipelineruns/` for shapes no recording holds (each saying why).
+//! (`tests/e2e/recorded/`, each stating the Tekton version that recorded it), the hand-written
+//! fixtures of `tests/fixtures/pipelineruns/` for shapes no recording holds (each saying why), and
+//! every Job the real Job controller wrote (`tests/e2e/recorded/job/`).
 //!
 //! Test support only, shared by the golden test (`tests/golden.rs`) and the crate's unit tests
 //! (`src/lib.rs`), both through `#[path]`: it panics on a missing or malformed file.
@@ -77,7 +78,26 @@ fn by_name(task_runs: &[Value]) -> BTreeMap<String, Value> {
 /// Every recording of `tests/e2e/recorded/` (the PipelineRun, then its TaskRuns), each stating the
 /// Tekton version that recorded it on its first line.
 pub fn recorded() -> Vec<Source> {
-    yaml_files(&crate_dir().join("../../tests/e2e/recorded"))
+    recordings("", "tekton-pipelines v", "Tekton", "TaskRun")
+        .into_iter()
+        .inspect(|source| assert_eq!(source.run["kind"], "PipelineRun", "{}", source.path))
+        .collect()
+}
+
+/// Every recording of the real Job controller in `tests/e2e/recorded/job/` (the Job, then its
+/// pods), each stating the Kubernetes version that recorded it on its first line.
+pub fn recorded_jobs() -> Vec<Source> {
+    recordings("job/", "kube-controller-manager v", "Kubernetes", "Pod")
+        .into_iter()
+        .inspect(|source| assert_eq!(source.run["kind"], "Job", "{}", source.path))
+        .collect()
+}
+
+/// The recordings in `tests/e2e/recorded/<subdir>` (the run, then its `grandchild_kind` objects),
+/// each stating on its first line the version of the `recorder` (e.g. `tekton-pipelines v`) of
+/// the `product` that recorded it.
+fn recordings(subdir: &str, recorder: &str, product: &str, grandchild_kind: &str) -> Vec<Source> {
+    yaml_files(&crate_dir().join(format!("../../tests/e2e/recorded/{subdir}")))
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -85,10 +105,10 @@ pub fn recorded() -> Vec<Source> {
             let version = first
                 .strip_prefix("# Recorded from ")
                 .and_then(|rest| rest.split(" by ").next())
-                .filter(|v| v.starts_with("tekton-pipelines v"))
+                .filter(|v| v.starts_with(recorder))
                 .unwrap_or_else(|| {
                     panic!(
-                        "{} does not state the Tekton version that recorded it: {first}",
+                        "{} does not state the {product} version that recorded it: {first}",
                         path.display()
                     )
                 });
@@ -96,10 +116,14 @@ pub fn recorded() -> Vec<Source> {
                 .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
                 .filter(|v| !v.is_null())
                 .collect();
-            assert_eq!(docs[0]["kind"], "PipelineRun", "{}", path.display());
+            assert!(
+                docs[1..].iter().all(|d| d["kind"] == grandchild_kind),
+                "{}",
+                path.display()
+            );
             Source {
                 name: stem(&path),
-                path: format!("tests/e2e/recorded/{}.yaml", stem(&path)),
+                path: format!("tests/e2e/recorded/{subdir}{}.yaml", stem(&path)),
                 provenance: format!("recorded from {version}"),
                 run: docs[0].clone(),
                 task_runs: by_name(&docs[1..]),
