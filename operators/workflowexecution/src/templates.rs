@@ -302,6 +302,11 @@ mod tests {
         assert_eq!(cancel.patch(None), json!({"spec": {"suspend": true}}));
         assert!(cancel.is_cancelled(&json!({"spec": {"suspend": true}})));
         assert!(!cancel.is_cancelled(&json!({"spec": {"suspend": false}})));
+        assert_eq!(
+            cancel.delete_propagation(),
+            kube::api::PropagationPolicy::Foreground,
+            "a Job holds the target's lock until its pods are gone"
+        );
     }
 
     /// A suspended (cancelled) Job reads as Failed once no pod of it is active or terminating,
@@ -635,6 +640,11 @@ mod tests {
         assert_eq!(
             cancel.finish_grace_period(),
             std::time::Duration::from_secs(300)
+        );
+        // Absent from the shipped file: a run's TaskRuns and pods go after it.
+        assert_eq!(
+            cancel.delete_propagation(),
+            kube::api::PropagationPolicy::Background
         );
     }
 
