@@ -12,8 +12,8 @@ use kubernaut_framework::{
 };
 
 use super::{
-    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, MetricUpdate, Outcome, Pass, conditions,
-    describe, kube_err,
+    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _,
+    Pass, conditions, describe, kube_err,
 };
 use crate::{
     audit::AuditAction,
@@ -117,7 +117,8 @@ impl Pass<'_> {
                 .await?
                 .is_none()
         {
-            lock::break_stale(&runs, &run).await?;
+            lock::break_stale_with_policy(&runs, &run, self.state().cancel.delete_propagation())
+                .await?;
             return Ok(Cleared::Other(
                 "Execution block of a deleted WorkflowExecution",
             ));
