@@ -21,7 +21,7 @@ use std::sync::Arc;
 use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateDecl};
 
-use crate::cancel::CancelSpec;
+use kubernaut_framework::cancel::CancelSpec;
 use crate::config::OperatorConfig;
 use crate::templates::{mapping_rules, sample_config, template_context};
 use crate::types::WorkflowExecution;
