@@ -18,13 +18,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kube::api::ApiResource;
 use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateDecl};
 
-use kubernaut_framework::cancel::CancelSpec;
 use crate::config::OperatorConfig;
+use crate::operator::resource_of;
 use crate::templates::{mapping_rules, sample_config, template_context};
 use crate::types::WorkflowExecution;
+use kubernaut_framework::cancel::CancelSpec;
 
 /// The status mapping of an engine, in its directory.
 pub const STATUS_FILE: &str = "status.yaml";
@@ -77,6 +79,10 @@ pub struct Engine {
     pub mapping: Arc<StatusMapping>,
     /// How its running child is cancelled.
     pub cancel: Arc<CancelSpec>,
+    /// The API resource of its child kind.
+    pub child_resource: ApiResource,
+    /// The API resource of the kind that carries its failure facts, when the mapping names one.
+    pub grandchild_resource: Option<ApiResource>,
 }
 
 impl Engine {
@@ -104,6 +110,8 @@ impl Engine {
         Ok(Engine {
             name: name.to_owned(),
             template,
+            child_resource: resource_of(mapping.child()),
+            grandchild_resource: mapping.grandchild_kind().map(resource_of),
             mapping: Arc::new(mapping),
             cancel: Arc::new(cancel),
         })

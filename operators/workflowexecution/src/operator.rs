@@ -9,12 +9,13 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     config::ConfigStore,
+    lock::NameGuards,
     own_writes::OwnWrites,
     runtime::{
         ChildWatch, LeaderElectionSettings, Operator, ParentWatch, Running, RuntimeError,
         RuntimeSettings, default_identity,
     },
-    template::ChildKind,
+    template::{ChildKind, TemplateStore},
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -23,11 +24,11 @@ use crate::{
     audit::{self, AuditError},
     config::OperatorConfig,
     controller::{self, State},
+    engine::{EngineError, Engines},
     metrics::Metrics,
     pipelinerun::{
         self, ANNOTATION_WORKFLOW_EXECUTION, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION,
     },
-    templates,
     types::WorkflowExecution,
 };
 
@@ -72,6 +73,9 @@ pub enum StartError {
         /// The error.
         message: String,
     },
+    /// An execution engine failed to load.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] kubernaut_framework::metrics::MetricError),
@@ -163,31 +167,21 @@ pub async fn start(
 ) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
     let current = config.current();
     let dir = current.templates.dir.clone();
-    let store = templates::load_template_store(&dir).map_err(|e| StartError::Templates {
-        dir: dir.clone(),
-        message: e.to_string(),
+    let engines = Engines::load(&current)?;
+    let store = TemplateStore::load(&dir, &engines.template_decls()).map_err(|e| {
+        StartError::Templates {
+            dir: dir.clone(),
+            message: e.to_string(),
+        }
     })?;
-    let mapping = templates::load_status_mapping(&dir).map_err(|e| StartError::StatusMapping {
-        dir: dir.clone(),
-        message: e.to_string(),
-    })?;
-    let cancel = templates::load_cancel_spec(&dir).map_err(|e| StartError::Cancel {
-        dir: dir.clone(),
-        message: e.to_string(),
-    })?;
-
-    // The kinds are data: the run (the mapping's `child`) and the objects that carry its failure
-    // facts (`grandchildren.child`).
-    check_served(&client, mapping.child()).await?;
-    if let Some(kind) = mapping.grandchild_kind() {
+    // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
+    // its failure facts (`grandchildren.child`).
+    let (children, grandchildren) = (engines.child_kinds(), engines.grandchild_kinds());
+    for kind in children.iter().chain(&grandchildren) {
         check_served(&client, kind).await?;
     }
-    let pipelinerun = resource_of(mapping.child());
-    let taskrun = mapping
-        .grandchild_kind()
-        .map_or_else(taskrun_resource, resource_of);
-    let watch_of = |resource: ApiResource| ChildWatch {
-        resource,
+    let watch_of = |kind: &ChildKind| ChildWatch {
+        resource: resource_of(kind),
         namespace: Some(current.execution.namespace.clone()),
         selector: LABEL_WORKFLOW_EXECUTION.to_string(),
         parent_labels: (
@@ -197,34 +191,33 @@ pub async fn start(
         // Names may be 253 characters long; the label carries a shortened form.
         parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
     };
-    let operator = Operator::<WorkflowExecution>::new(client, settings)
+    let mut operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
         // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        .children(watch_of(pipelinerun.clone()))
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
-        // Tekton copies the run's labels and annotations onto its TaskRuns, so they map to the
-        // same WorkflowExecution.
-        .grandchildren(
-            watch_of(taskrun.clone()),
-            crate::task_runs::prune_cached_task_run,
-        )
         .templates(Arc::new(store), None);
+    for kind in &children {
+        operator = operator.children(watch_of(kind));
+    }
+    // The engines copy the run's labels onto what carries its failure facts (Tekton onto its
+    // TaskRuns, the templates onto a Job's pods), so they map to the same WorkflowExecution.
+    for kind in &grandchildren {
+        operator = operator.grandchildren(watch_of(kind), crate::task_runs::prune_cached_task_run);
+    }
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
     let auditor = audit::start(&current.audit, &registry)?;
     let state = State {
         config,
-        mapping: Arc::new(mapping),
-        cancel: Arc::new(cancel),
+        engines,
         auditor: auditor.clone(),
         metrics,
-        pipelinerun,
-        taskrun,
         own_writes: OwnWrites::new(),
+        lock_guards: NameGuards::default(),
     };
     info!(
         namespace = %current.execution.namespace,
