@@ -13,6 +13,7 @@ use kube::{
 };
 use kubernaut_framework::{
     config::ConfigStore,
+    lock::NameGuards,
     own_writes::OwnWrites,
     runtime::{Action, Context, prometheus::Registry},
     testing::{Exchange, Scenario, Served, status_body},
@@ -24,7 +25,7 @@ use crate::{
     audit,
     config::OperatorConfig,
     metrics::Metrics,
-    operator::{resource_of, taskrun_resource},
+    engine::Engines,
     pipelinerun::{self, LABEL_WORKFLOW_EXECUTION_UID},
     templates::{self, sample_workflow_execution},
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
@@ -40,20 +41,17 @@ fn template_dir() -> std::path::PathBuf {
 /// The operator's state as `operator::start` builds it, with the shipped templates and the
 /// default configuration (cooldown 5m, runs in `kubernaut-workflows`).
 fn state() -> State {
-    let dir = template_dir();
-    let mapping = templates::load_status_mapping(&dir).unwrap();
-    let cancel = templates::load_cancel_spec(&dir).unwrap();
-    let config = OperatorConfig::default();
+    let mut config = OperatorConfig::default();
+    config.templates.dir = template_dir();
+    let engines = Engines::load(&config).unwrap();
     let registry = Registry::new();
     State {
-        pipelinerun: resource_of(mapping.child()),
-        taskrun: taskrun_resource(),
-        mapping: Arc::new(mapping),
-        cancel: Arc::new(cancel),
+        engines,
         auditor: audit::start(&config.audit, &registry).unwrap(),
         metrics: Metrics::register(&registry).unwrap(),
         config: Arc::new(ConfigStore::new(config)),
         own_writes: OwnWrites::new(),
+        lock_guards: NameGuards::default(),
     }
 }
 
@@ -63,7 +61,8 @@ fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
     ctx.templates = Some(Arc::new(
         templates::load_template_store(&template_dir()).unwrap(),
     ));
-    let mut writer = Writer::<DynamicObject>::new(ctx.data.pipelinerun.clone());
+    let runs = ctx.data.engines.default_engine().unwrap().child_resource.clone();
+    let mut writer = Writer::<DynamicObject>::new(runs);
     for run in cached_runs {
         writer.apply_watcher_event(&watcher::Event::Apply(run.clone()));
     }
