@@ -239,14 +239,11 @@ impl App for MirrorApp {
     const NAME: &'static str = "mirror";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const ABOUT: &'static str = "Copies ConfigMaps across namespaces (Mirrors)";
-    const CRD_ABOUT: &'static str = "Print the Mirror CustomResourceDefinition (YAML)";
-    const CHECK_ABOUT: &'static str = "Load the templates and the status mapping";
     const RENDER_ABOUT: &'static str = "Print the copy a Mirror would get from an empty source";
     const RENDER_INPUT: &'static str = "mirror";
     const RENDER_INPUT_HELP: &'static str = "The Mirror (YAML or JSON)";
 
     fn crd_yaml() -> Result<String, Error> {
-        // Quoted for YAML 1.1 readers (kubectl) too.
         Ok(kubernaut_framework::yaml::to_string(&serde_json::to_value(
             Mirror::crd(),
         )?))

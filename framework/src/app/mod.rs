@@ -156,9 +156,9 @@ pub trait App {
     /// One line on what the operator does, for `--help`.
     const ABOUT: &'static str;
     /// `crd`'s help: what the command prints.
-    const CRD_ABOUT: &'static str;
+    const CRD_ABOUT: &'static str = "Print the CustomResourceDefinition (YAML)";
     /// `check-config`'s help: what it validates.
-    const CHECK_ABOUT: &'static str;
+    const CHECK_ABOUT: &'static str = "Validate the configuration and the files the operator loads at start-up as it does then (no cluster needed)";
     /// `render`'s help: what it prints for which input.
     const RENDER_ABOUT: &'static str;
     /// The name of `render`'s input flag (`wfe` for `--wfe FILE`).
