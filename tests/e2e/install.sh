@@ -63,12 +63,14 @@ source "$tests/controlplane/kube-build.sh"
 
 # Runs a build step, logging its wall time and peak memory when GNU time is there. Other builds
 # may share the machine's cores, so the times are an upper bound.
+# GNU time runs programs only: a shell function (kube_build) is timed by bash's own `time`.
 timed() {
   local what=$1; shift
-  if [[ -x /usr/bin/time ]]; then
+  if [[ -x /usr/bin/time ]] && ! declare -F "$1" >/dev/null; then
     /usr/bin/time -f "[e2e] built $what in %e s (user %U s, sys %S s), peak memory %M KiB" "$@"
   else
-    "$@"
+    local TIMEFORMAT="[e2e] built $what in %R s (user %U s, sys %S s)"
+    time "$@"
   fi
 }
 
