@@ -26,6 +26,7 @@
 //! | [`lock`] | one child per key at a time: the child's deterministic name is the lock; release and stale-lock breaking delete exactly the child judged | [`lock::acquire`], [`lock::release`], [`lock::break_stale`] |
 //! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
+//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | the [`condition`] module |
 //! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write stands aside | [`own_writes::OwnWrites`] |
 //! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
@@ -37,6 +38,7 @@
 //! | [`duration`] | Go durations as Kubernetes writes them, and the configuration's human notation | [`duration::parse_go_duration`], [`duration::format_go_duration`] |
 //! | [`string_enum`](mod@string_enum) | closed sets of wire names declared once | [`string_enum!`](macro@string_enum) |
 //! | [`yaml`] | YAML that YAML 1.1 (kubectl) and 1.2 readers read back as the same value | [`yaml::to_string`] |
+//! | `testing` (feature `testing`) | call-sequence tests: a client over a scripted mock API server that checks each request's method and path and returns the bodies sent | `testing::Scenario` |
 //! | [`glob`] | the one-wildcard patterns of classification rules and allowlists | [`glob::Glob`] |
 //!
 //! Every module's own documentation lists its guarantees, assumptions and caveats.
@@ -51,6 +53,7 @@ pub mod crd;
 pub mod duration;
 pub mod finalizer;
 pub mod glob;
+pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod names;
@@ -60,4 +63,6 @@ pub mod runtime;
 pub mod status;
 pub mod string_enum;
 pub mod template;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod yaml;

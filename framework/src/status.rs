@@ -20,7 +20,8 @@
 //! grandchildren:                           # optional: the child's own children (TaskRuns)
 //!   child: {apiVersion: tekton.dev/v1, kind: TaskRun}
 //!   names: "$.status.childReferences[?@.kind=='TaskRun'].name"   # read on the child, in order
-//!   ownerLabel: tekton.dev/pipelineRun     # finds them once the child is gone
+//!   ownerLabel: tekton.dev/pipelineRun     # finds them once the child is gone (and, without
+//!                                          # `names`, always: a Job's pods are not listed on it)
 //!   finished: "$.status.conditions[?@.type=='Succeeded' && @.status!='Unknown']"
 //!   failed: "$.status.conditions[?@.type=='Succeeded' && @.status=='False']"
 //!   fields:                                # like the child's fields, read on a grandchild
@@ -53,6 +54,11 @@
 //!   child, so they can still be found after the child was deleted.
 //! * [`StatusMapping::grandchild_kind`] and [`StatusMapping::grandchild_names`] say which objects
 //!   the grandchildren are (the kind, and their names as the child lists them);
+//!   [`StatusMapping::grandchild_lookup`] says how to find those of one child
+//!   ([`GrandchildLookup`]: by the names the child lists, or — a section with `ownerLabel` and no
+//!   `names` — by the label whose value is the child's name), and
+//!   [`StatusMapping::grandchild_order`] puts the ones found in order (the child's list, or
+//!   `metadata.creationTimestamp` then name);
 //!   [`StatusMapping::grandchild_finished`], [`StatusMapping::grandchild_failed`] and
 //!   [`StatusMapping::grandchild_fields`] read one of them the way `phase` and `fields` read the
 //!   child; [`StatusMapping::grandchild_held`] says an unfinished grandchild is held back by
@@ -70,7 +76,8 @@
 //!    rule (`phase rule 2 (then: Failed)`, ``field `reason` ``, `classify rule 3 (result: …)`,
 //!    `grandchildren.ran[2]`, ``grandchildren fact `exitCode` ``). An operator that depends on
 //!    grandchildren says so ([`MappingRules::require_grandchildren`]) and a mapping without the
-//!    section is refused. The fields the operator reads ([`MappingRules::required_fields`]) must
+//!    section is refused; a section needs `names` or `ownerLabel` (or both: `names` then orders
+//!    and finds them while the child exists). The fields the operator reads ([`MappingRules::required_fields`]) must
 //!    be there: a missing or misspelt one is refused (naming the likely misspelling), not left to
 //!    evaluate to nothing at run time.
 //! 2. Evaluation is pure and total: no panics, no I/O; a path that does not apply to a given
@@ -159,7 +166,7 @@ pub struct StatusMapping {
 #[derive(Debug, Clone)]
 struct Grandchildren {
     child: ChildKind,
-    names: CompiledPath,
+    names: Option<CompiledPath>,
     owner_label: Option<String>,
     finished: Option<CompiledPath>,
     failed: Option<CompiledPath>,
@@ -167,6 +174,87 @@ struct Grandchildren {
     ran: Vec<CompiledPath>,
     held: Vec<HeldRule>,
     facts: BTreeMap<String, CompiledPath>,
+}
+
+/// How the grandchildren of one child are found ([`StatusMapping::grandchild_lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrandchildLookup {
+    /// The child lists them (`grandchildren.names`): their names, in the child's order, with their
+    /// position in that list.
+    Named(Vec<(u32, String)>),
+    /// They carry the label `label` with the child's name as its value (`grandchildren.ownerLabel`
+    /// without `names`); they are ordered by `metadata.creationTimestamp`, then name.
+    Labelled {
+        /// The label key (`grandchildren.ownerLabel`).
+        label: String,
+        /// Its value: the child's `metadata.name`.
+        value: String,
+    },
+}
+
+impl GrandchildLookup {
+    /// The label selector (`key=value`) that lists them, for a [`GrandchildLookup::Labelled`]
+    /// lookup.
+    pub fn label_selector(&self) -> Option<String> {
+        match self {
+            GrandchildLookup::Named(_) => None,
+            GrandchildLookup::Labelled { label, value } => Some(format!("{label}={value}")),
+        }
+    }
+
+    /// Whether `grandchild` (a whole object, `metadata` included) is one of them: its name is
+    /// listed, or it carries the label with the child's name.
+    pub fn selects(&self, grandchild: &Value) -> bool {
+        match self {
+            GrandchildLookup::Named(names) => {
+                let name = object_name(grandchild);
+                !name.is_empty() && names.iter().any(|(_, n)| n == name)
+            }
+            GrandchildLookup::Labelled { label, value } => grandchild
+                .pointer("/metadata/labels")
+                .and_then(|labels| labels.get(label))
+                .and_then(Value::as_str)
+                .is_some_and(|v| v == value),
+        }
+    }
+
+    /// The grandchildren in order, with their positions: for [`GrandchildLookup::Named`] the
+    /// child's list as it is (names missing from `found` included: the caller skips them); for
+    /// [`GrandchildLookup::Labelled`] those of `found` (whole objects by name) it
+    /// [selects](Self::selects), by `metadata.creationTimestamp`, then name, numbered from 0.
+    pub fn order(&self, found: &BTreeMap<String, Value>) -> Vec<(u32, String)> {
+        match self {
+            GrandchildLookup::Named(names) => names.clone(),
+            GrandchildLookup::Labelled { .. } => {
+                let mut selected: Vec<(&str, &str)> = found
+                    .iter()
+                    .filter(|(_, object)| self.selects(object))
+                    .map(|(name, object)| {
+                        let created = object
+                            .pointer("/metadata/creationTimestamp")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        (created, name.as_str())
+                    })
+                    .collect();
+                // RFC 3339 times as the API server writes them (UTC, whole seconds) sort as text.
+                selected.sort_unstable();
+                selected
+                    .into_iter()
+                    .zip(0u32..)
+                    .map(|((_, name), i)| (i, name.to_owned()))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// `metadata.name` of an object, or "".
+fn object_name(object: &Value) -> &str {
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// A `grandchildren.held` rule.
@@ -236,7 +324,8 @@ struct RawMapping {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawGrandchildren {
     child: ChildKind,
-    names: String,
+    #[serde(default)]
+    names: Option<String>,
     #[serde(default)]
     owner_label: Option<String>,
     #[serde(default)]
@@ -414,12 +503,13 @@ impl StatusMapping {
     }
 
     /// The grandchildren `child` lists (the `names` path), in its order, with their position in
-    /// that list; non-string and empty names are skipped (positions still count them).
+    /// that list; non-string and empty names are skipped (positions still count them). Empty
+    /// without a `names` path: see [`Self::grandchild_lookup`].
     pub fn grandchild_names(&self, child: &Value) -> Vec<(u32, String)> {
-        let Some(g) = &self.grandchildren else {
+        let Some(names) = self.grandchildren.as_ref().and_then(|g| g.names.as_ref()) else {
             return Vec::new();
         };
-        g.names
+        names
             .select(child)
             .into_iter()
             .enumerate()
@@ -428,6 +518,38 @@ impl StatusMapping {
                 Some((u32::try_from(i).ok()?, name.to_owned()))
             })
             .collect()
+    }
+
+    /// How to find the grandchildren of `child` (a whole object, `metadata` included): by the
+    /// names it lists when the mapping has a `names` path, else by `ownerLabel` with the child's
+    /// `metadata.name`. `None` without a `grandchildren` section; a child without a name has no
+    /// grandchildren to find (an empty [`GrandchildLookup::Named`]).
+    pub fn grandchild_lookup(&self, child: &Value) -> Option<GrandchildLookup> {
+        let g = self.grandchildren.as_ref()?;
+        if g.names.is_some() {
+            return Some(GrandchildLookup::Named(self.grandchild_names(child)));
+        }
+        let name = object_name(child);
+        match &g.owner_label {
+            Some(label) if !name.is_empty() => Some(GrandchildLookup::Labelled {
+                label: label.clone(),
+                value: name.to_owned(),
+            }),
+            _ => Some(GrandchildLookup::Named(Vec::new())),
+        }
+    }
+
+    /// The grandchildren of `child` in order, with their positions, given those `found` (whole
+    /// objects by name, as [`Self::grandchild_lookup`] found them): see
+    /// [`GrandchildLookup::order`]. Empty without a `grandchildren` section.
+    pub fn grandchild_order(
+        &self,
+        child: &Value,
+        found: &BTreeMap<String, Value>,
+    ) -> Vec<(u32, String)> {
+        self.grandchild_lookup(child)
+            .map(|lookup| lookup.order(found))
+            .unwrap_or_default()
     }
 
     /// Whether `grandchild` finished (its `finished` path selects a node; false when the mapping
@@ -522,8 +644,16 @@ impl Field {
 impl Grandchildren {
     /// Compiles the section; an error is `(rule, message)`.
     fn compile(raw: RawGrandchildren, rules: &MappingRules) -> Result<Self, (String, String)> {
-        let names =
-            CompiledPath::compile(&raw.names).map_err(|m| ("grandchildren.names".to_owned(), m))?;
+        if raw.names.is_none() && raw.owner_label.is_none() {
+            return Err((
+                "grandchildren.names".to_owned(),
+                "missing field `names`: say how to find a child's grandchildren, by a path \
+                 listing their names on the child (`names`) or by a label whose value is the \
+                 child's name (`ownerLabel`)"
+                    .to_owned(),
+            ));
+        }
+        let names = optional_path(raw.names.as_ref(), "grandchildren.names")?;
         let finished = optional_path(raw.finished.as_ref(), "grandchildren.finished")?;
         let failed = optional_path(raw.failed.as_ref(), "grandchildren.failed")?;
         let fields = compile_fields(&raw.fields, "grandchildren field")?;
@@ -1425,6 +1555,112 @@ grandchildren:
         assert_eq!(plain.grandchild_held(&failed_tr), None);
     }
 
+    /// A `grandchildren` section in a Job's shape: its pods are not listed on it, they carry its
+    /// name in a label.
+    const BY_LABEL: &str = r#"
+grandchildren:
+  child: {apiVersion: v1, kind: Pod}
+  ownerLabel: batch.kubernetes.io/job-name
+  failed: "$.status[?@.phase=='Failed']"
+  ran: ["$.status.containerStatuses[?@.state.running]"]
+"#;
+
+    fn pod(name: &str, job: Option<&str>, created: &str) -> Value {
+        let mut pod = json!({"metadata": {"name": name, "creationTimestamp": created}});
+        if let Some(job) = job {
+            pod["metadata"]["labels"] = json!({"batch.kubernetes.io/job-name": job});
+        }
+        pod
+    }
+
+    fn by_name(objects: &[Value]) -> BTreeMap<String, Value> {
+        objects
+            .iter()
+            .map(|o| {
+                (
+                    o["metadata"]["name"].as_str().unwrap().to_owned(),
+                    o.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grandchildren_without_names_are_found_by_the_owner_label_in_creation_order() {
+        let mapping = StatusMapping::from_yaml(&format!("{TEKTON}{BY_LABEL}"), &rules()).unwrap();
+        let job = json!({"metadata": {"name": "wfe-1"}});
+        let lookup = mapping.grandchild_lookup(&job).unwrap();
+        assert_eq!(
+            lookup,
+            GrandchildLookup::Labelled {
+                label: "batch.kubernetes.io/job-name".to_owned(),
+                value: "wfe-1".to_owned()
+            }
+        );
+        assert_eq!(
+            lookup.label_selector().as_deref(),
+            Some("batch.kubernetes.io/job-name=wfe-1")
+        );
+        assert!(mapping.grandchild_names(&job).is_empty(), "no names path");
+
+        // Another Job's pod, an unlabelled one and one whose label is not a string are not its.
+        let mut odd = pod("odd", None, "2025-06-01T11:50:00Z");
+        odd["metadata"]["labels"] = json!({"batch.kubernetes.io/job-name": 1});
+        let found = by_name(&[
+            pod("wfe-1-zzz", Some("wfe-1"), "2025-06-01T11:50:01Z"),
+            pod("wfe-1-bbb", Some("wfe-1"), "2025-06-01T11:50:05Z"),
+            pod("wfe-1-aaa", Some("wfe-1"), "2025-06-01T11:50:05Z"),
+            pod("wfe-2-aaa", Some("wfe-2"), "2025-06-01T11:49:00Z"),
+            pod("stray", None, "2025-06-01T11:49:00Z"),
+            odd,
+        ]);
+        // By creation time, then by name among pods created in the same second.
+        let expected = [
+            (0, "wfe-1-zzz".to_owned()),
+            (1, "wfe-1-aaa".to_owned()),
+            (2, "wfe-1-bbb".to_owned()),
+        ];
+        assert_eq!(mapping.grandchild_order(&job, &found), expected);
+        assert_eq!(lookup.order(&found), expected);
+        assert!(lookup.selects(&found["wfe-1-aaa"]));
+        assert!(!lookup.selects(&found["wfe-2-aaa"]));
+        assert!(!lookup.selects(&found["odd"]));
+
+        // A child without a name has none to find.
+        let nameless = json!({"metadata": {}});
+        assert_eq!(
+            mapping.grandchild_lookup(&nameless),
+            Some(GrandchildLookup::Named(Vec::new()))
+        );
+        assert!(mapping.grandchild_order(&nameless, &found).is_empty());
+        // Without the section there is no lookup at all.
+        assert_eq!(tekton().grandchild_lookup(&job), None);
+        assert!(tekton().grandchild_order(&job, &found).is_empty());
+    }
+
+    #[test]
+    fn grandchildren_with_names_are_the_ones_the_child_lists_in_its_order() {
+        let mapping =
+            StatusMapping::from_yaml(&format!("{TEKTON}{GRANDCHILDREN}"), &rules()).unwrap();
+        let run = pipeline_run(Some(("False", "Failed", "x")), true);
+        let listed = [
+            (0, "wfe-f3457dcc8fbcb6d9-drain".to_owned()),
+            (1, "wfe-f3457dcc8fbcb6d9-scale".to_owned()),
+        ];
+        let lookup = mapping.grandchild_lookup(&run).unwrap();
+        assert_eq!(lookup, GrandchildLookup::Named(listed.to_vec()));
+        assert_eq!(lookup.label_selector(), None, "names win over ownerLabel");
+        // The run's order, whatever was found (a name not found is still listed, an object
+        // found but not listed is not).
+        let found = by_name(&[
+            pod("wfe-f3457dcc8fbcb6d9-scale", None, "2025-06-01T11:50:00Z"),
+            pod("other", None, "2025-06-01T11:40:00Z"),
+        ]);
+        assert_eq!(mapping.grandchild_order(&run, &found), listed);
+        assert!(lookup.selects(&found["wfe-f3457dcc8fbcb6d9-scale"]));
+        assert!(!lookup.selects(&found["other"]));
+    }
+
     #[test]
     fn grandchildren_errors_name_the_entry() {
         let child = "child: {apiVersion: tekton.dev/v1, kind: PipelineRun}\n";
@@ -1434,7 +1670,11 @@ grandchildren:
             ("{}".to_owned(), &["missing field `child`"]),
             (
                 "{child: {apiVersion: v1, kind: Pod}}".to_owned(),
-                &["missing field `names`"],
+                &[
+                    "grandchildren.names",
+                    "missing field `names`",
+                    "`ownerLabel`",
+                ],
             ),
             (
                 "{names: '$.a', ran: ['$.a']}".to_owned(),

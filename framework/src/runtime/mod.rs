@@ -310,6 +310,60 @@ where
     pub async fn publish(&self, reference: &ObjectReference, event: Event) {
         publish_event(&self.recorder, reference, event).await;
     }
+
+    /// Publishes an Event about `object` beside the reconcile, without waiting for the API
+    /// server: Events are best-effort, and a reconcile slot is not held for another round trip.
+    /// A failure is logged, as by [`Context::publish`].
+    pub fn publish_detached(self: &Arc<Self>, object: &K, event: Event)
+    where
+        K: Send + Sync,
+        D: Send + Sync + 'static,
+    {
+        let (context, reference) = (self.clone(), object.object_ref(&()));
+        tokio::spawn(async move { context.publish(&reference, event).await });
+    }
+
+    /// A context for tests of reconcile functions, outside a running operator: `client` (a mock
+    /// service, typically), `data`, empty caches and parent index, no templates, a fresh metrics
+    /// registry, leadership held. The public fields can be replaced to fill a cache.
+    ///
+    /// # Errors
+    ///
+    /// A [`crate::metrics::MetricError`] when the framework metrics cannot be registered on the
+    /// fresh registry (not expected).
+    pub fn for_tests(client: Client, data: D) -> Result<Self, crate::metrics::MetricError>
+    where
+        K: Clone,
+    {
+        let registry = Registry::new();
+        let metrics = FrameworkMetrics::register(&registry)?;
+        let identity = "test".to_owned();
+        let controller = "test-controller".to_owned();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: controller.clone(),
+                instance: Some(identity.clone()),
+            },
+        );
+        let (_, leading) = watch::channel(true);
+        Ok(Self {
+            parents: Writer::<K>::default().as_reader(),
+            children: cache_writer(None).as_reader(),
+            grandchildren: cache_writer(None).as_reader(),
+            recorder,
+            registry,
+            metrics,
+            error_backoff: ErrorBackoff::new(RuntimeSettings::new(&controller).error_backoff),
+            parent_index: Arc::new(ParentIndex::disabled()),
+            templates: None,
+            error_events: events::ErrorEvents::new(client.clone(), controller, identity.clone()),
+            client,
+            identity,
+            data,
+            leading,
+        })
+    }
 }
 
 /// What can stop the runtime from starting or running.

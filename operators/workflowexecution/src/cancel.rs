@@ -218,15 +218,20 @@ impl CancelSpec {
         Ok(spec)
     }
 
-    /// Whether `run` is cancelled already: `alreadyCancelled.path` selects a string equal to one
-    /// of `alreadyCancelled.values`.
+    /// Whether `run` is cancelled already: `alreadyCancelled.path` selects a scalar equal to one
+    /// of `alreadyCancelled.values` (a string as it is, a boolean or number as its JSON text, so
+    /// `values: ["true"]` matches `suspend: true`).
     pub fn is_cancelled(&self, run: &Value) -> bool {
         jsonpath_rust::query::js_path_process(&self.path, run)
             .map(|nodes| {
                 nodes.into_iter().any(|node| {
-                    node.val()
-                        .as_str()
-                        .is_some_and(|s| self.values.iter().any(|v| v == s))
+                    let text = match node.val() {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Bool(b) => Some(b.to_string()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    };
+                    text.is_some_and(|s| self.values.contains(&s))
                 })
             })
             .unwrap_or(false)
@@ -351,6 +356,35 @@ finishGracePeriod: 5m
             (json!({"status": {"status": "Cancelled"}}), false),
             (json!({}), false),
             (json!("Cancelled"), false),
+        ];
+        for (run, cancelled) in cases {
+            assert_eq!(spec.is_cancelled(&run), cancelled, "{run}");
+        }
+    }
+
+    /// A boolean or number is compared as its JSON text: the Job engine's cancel file patches
+    /// `spec.suspend: true` and lists `"true"`.
+    #[test]
+    fn a_boolean_or_number_is_cancelled_when_its_text_is_listed() {
+        let job = ChildKind {
+            api_version: "batch/v1".to_owned(),
+            kind: "Job".to_owned(),
+        };
+        let spec = CancelSpec::from_yaml(
+            "child: {apiVersion: batch/v1, kind: Job}\npatch: {spec: {suspend: true}}\n\
+             alreadyCancelled: {path: '$.spec.suspend', values: ['true', '0']}\n\
+             finishGracePeriod: 1m\n",
+            &job,
+        )
+        .unwrap();
+        let cases = [
+            (json!({"spec": {"suspend": true}}), true),
+            (json!({"spec": {"suspend": "true"}}), true),
+            (json!({"spec": {"suspend": 0}}), true),
+            (json!({"spec": {"suspend": false}}), false),
+            (json!({"spec": {"suspend": null}}), false),
+            (json!({"spec": {"suspend": {"x": true}}}), false),
+            (json!({"spec": {}}), false),
         ];
         for (run, cancelled) in cases {
             assert_eq!(spec.is_cancelled(&run), cancelled, "{run}");

@@ -67,21 +67,23 @@ pub struct Remembered {
     pub held: Option<Held>,
 }
 
-/// The first of the run's TaskRuns (in the run's order) that the mapping's `grandchildren.held`
-/// says is held back; its message names the TaskRun.
+/// The first of the run's TaskRuns (in the run's order, [`StatusMapping::grandchild_order`]) that
+/// the mapping's `grandchildren.held` says is held back; its message names it by its kind
+/// (`grandchildren.child`) and name.
 pub fn held_back(
     mapping: &StatusMapping,
     run: &Value,
     task_runs: &BTreeMap<String, Value>,
 ) -> Option<Held> {
+    let kind = grandchild_kind_name(mapping);
     mapping
-        .grandchild_names(run)
+        .grandchild_order(run, task_runs)
         .into_iter()
         .find_map(|(_, name)| {
             let held = mapping.grandchild_held(task_runs.get(&name)?)?;
             let message = match held.message {
-                Some(message) => format!("TaskRun {name}: {message}"),
-                None => format!("TaskRun {name} is held back"),
+                Some(message) => format!("{kind} {name}: {message}"),
+                None => format!("{kind} {name} is held back"),
             };
             Some(Held {
                 result: held.result,
@@ -145,7 +147,15 @@ impl FailureContext {
     }
 }
 
-/// The first TaskRun the run lists (`grandchildren.names`) that the mapping says failed
+/// The kind of the mapping's grandchildren (`TaskRun` for Tekton), as messages name them.
+fn grandchild_kind_name(mapping: &StatusMapping) -> &str {
+    mapping
+        .grandchild_kind()
+        .map_or("TaskRun", |kind| kind.kind.as_str())
+}
+
+/// The first TaskRun of the run (in its order, [`StatusMapping::grandchild_order`]: the run's
+/// `grandchildren.names`, or by `ownerLabel` and creation) that the mapping says failed
 /// (`grandchildren.failed`), its fields and step facts read through `mapping`; TaskRuns missing
 /// from `task_runs` are skipped.
 pub fn first_failed_task(
@@ -154,7 +164,7 @@ pub fn first_failed_task(
     task_runs: &BTreeMap<String, Value>,
 ) -> Option<FailedTask> {
     mapping
-        .grandchild_names(run)
+        .grandchild_order(run, task_runs)
         .into_iter()
         .find_map(|(index, name)| {
             let task_run = task_runs.get(&name)?;
@@ -275,15 +285,19 @@ pub fn failure_details_remembered(
         .filter(|m| !m.is_empty());
     let mut message = match (run_message, task_message, failed.as_ref()) {
         (Some(run), Some(task), Some(t)) if run != task => {
-            format!("{run}; TaskRun {}: {task}", t.name)
+            format!(
+                "{run}; {} {}: {task}",
+                grandchild_kind_name(mapping),
+                t.name
+            )
         }
         (Some(run), _, _) => run,
         (None, Some(task), _) => task,
         (None, None, _) => fields
             .reason
             .as_ref()
-            .map(|r| format!("PipelineRun failed with reason {r}"))
-            .unwrap_or_else(|| "PipelineRun failed without a reason".to_owned()),
+            .map(|r| format!("{} failed with reason {r}", mapping.child().kind))
+            .unwrap_or_else(|| format!("{} failed without a reason", mapping.child().kind)),
     };
     // What held the run back is the cause the final message (a timeout) no longer names.
     if let Some(held) = &held
@@ -308,7 +322,7 @@ pub fn failure_details_remembered(
         .total_tasks
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| mapping.grandchild_names(run).len());
+        .unwrap_or_else(|| mapping.grandchild_order(run, task_runs).len());
     details.natural_language_summary = natural_language_summary(context, &details, total_tasks);
     details
 }

@@ -185,7 +185,7 @@ fn completed_task_count(
     task_runs: &BTreeMap<String, Value>,
 ) -> u32 {
     let finished = mapping
-        .grandchild_names(run)
+        .grandchild_order(run, task_runs)
         .into_iter()
         .filter(|(_, name)| {
             task_runs

@@ -71,11 +71,20 @@ pub fn pipeline_run_kind() -> ChildKind {
 
 /// The templates the operator loads, each with the sample context its load-time render uses.
 pub fn template_decls() -> Vec<TemplateDecl> {
-    vec![TemplateDecl {
-        file: PIPELINERUN_TEMPLATE.to_owned(),
-        child: pipeline_run_kind(),
+    vec![template_decl(PIPELINERUN_TEMPLATE, pipeline_run_kind())]
+}
+
+/// The declaration of a child template `file` (relative to the template directory) rendering a
+/// `child`, checked at load with the sample context every template of the operator gets
+/// ([`template_context`] of [`sample_workflow_execution`]). An engine's template other than
+/// Tekton's (say `job/job.yaml.j2`, a `batch/v1` Job) is declared with it: every engine's
+/// template renders from the same context.
+pub fn template_decl(file: &str, child: ChildKind) -> TemplateDecl {
+    TemplateDecl {
+        file: file.to_owned(),
+        child,
         sample: template_context(&sample_workflow_execution(), &sample_config()),
-    }]
+    }
 }
 
 /// The configuration of the template's load-time render: the defaults, with the optional
@@ -255,6 +264,209 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    fn job_kind() -> ChildKind {
+        ChildKind {
+            api_version: "batch/v1".to_owned(),
+            kind: "Job".to_owned(),
+        }
+    }
+
+    /// The Job engine's template rendered for `wfe` (identity not applied).
+    fn render_job(wfe: &WorkflowExecution) -> Value {
+        let set = TemplateSet::load(
+            &template_dir(),
+            &[template_decl("job/job.yaml.j2", job_kind())],
+        )
+        .unwrap();
+        set.render(
+            "job/job.yaml.j2",
+            &template_context(wfe, &OperatorConfig::default()),
+        )
+        .unwrap()
+    }
+
+    /// The Job engine's files load as the operator loads Tekton's: the template with the same
+    /// sample context, the mapping with the operator's rules, the cancel file for a Job.
+    #[test]
+    fn the_job_engine_files_load_with_the_operators_rules() {
+        let dir = template_dir().join("job");
+        let mapping = StatusMapping::load(&dir.join("status.yaml"), &mapping_rules()).unwrap();
+        assert_eq!(mapping.child(), &job_kind());
+        assert_eq!(
+            mapping.grandchild_owner_label(),
+            Some("batch.kubernetes.io/job-name")
+        );
+        let cancel = CancelSpec::load(&dir.join("cancel.yaml"), &job_kind()).unwrap();
+        assert_eq!(cancel.patch(None), json!({"spec": {"suspend": true}}));
+        assert!(cancel.is_cancelled(&json!({"spec": {"suspend": true}})));
+        assert!(!cancel.is_cancelled(&json!({"spec": {"suspend": false}})));
+    }
+
+    /// A suspended (cancelled) Job reads as Failed once no pod of it is active or terminating,
+    /// so that the operator deletes it only after its pod is gone.
+    #[test]
+    fn a_suspended_job_is_failed_once_its_pods_are_gone() {
+        let dir = template_dir().join("job");
+        let mapping = StatusMapping::load(&dir.join("status.yaml"), &mapping_rules()).unwrap();
+        let suspended = json!({"type": "Suspended", "status": "True", "reason": "JobSuspended"});
+        let resumed = json!({"type": "Suspended", "status": "False", "reason": "JobResumed"});
+        let start = "2025-06-01T11:50:00Z";
+        let cases = [
+            (json!({"startTime": start, "active": 1}), "Running"),
+            (
+                json!({"startTime": start, "conditions": [suspended], "active": 1}),
+                "Running",
+            ),
+            (
+                json!({"conditions": [suspended], "terminating": 1}),
+                "Pending",
+            ),
+            (json!({"conditions": [suspended]}), "Failed"),
+            (
+                json!({"conditions": [suspended], "active": 0, "terminating": 0}),
+                "Failed",
+            ),
+            (json!({"active": 1}), "Running"),
+            (json!({"active": 0}), "Pending"),
+            (
+                json!({"startTime": start, "conditions": [resumed]}),
+                "Running",
+            ),
+            (json!({}), "Pending"),
+        ];
+        for (status, phase) in cases {
+            let job = json!({"metadata": {"name": "wfe-1"}, "status": status});
+            assert_eq!(mapping.phase(&job), Some(phase), "{status}");
+        }
+        let failed = json!({"metadata": {"name": "wfe-1"}, "status": {"conditions": [suspended]}});
+        let fields = mapping.fields(&failed);
+        assert_eq!(fields["reason"], "JobSuspended");
+        assert_eq!(fields["totalTasks"], 1);
+    }
+
+    #[test]
+    fn the_job_runs_the_image_with_the_parameters_as_a_restricted_one_shot_pod() {
+        let wfe = sample_workflow_execution();
+        let job = render_job(&wfe);
+        assert_eq!(job["apiVersion"], "batch/v1");
+        assert_eq!(job["kind"], "Job");
+        let spec = &job["spec"];
+        assert_eq!(spec["backoffLimit"], 0);
+        assert_eq!(spec["activeDeadlineSeconds"], 1800, "the sample's 30m");
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(pod["serviceAccountName"], "kubernaut-workflow-runner");
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(
+            pod["securityContext"],
+            json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        let containers = pod["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1);
+        let container = &containers[0];
+        assert_eq!(
+            container["image"],
+            "quay.io/kubernaut/workflows/restart-deployment@sha256:9b2f4c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c",
+            "pinned by the digest"
+        );
+        assert_eq!(
+            container["securityContext"],
+            json!({
+                "allowPrivilegeEscalation": false,
+                "runAsNonRoot": true,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}
+            })
+        );
+        let mut want: Vec<(String, String)> = wfe
+            .spec
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        want.push((
+            "TARGET_RESOURCE".to_owned(),
+            "default/deployment/nginx".to_owned(),
+        ));
+        assert_eq!(name_values(&container["env"]), want, "byte for byte");
+        // The pods carry the ownership the operator's watch maps back to the WorkflowExecution.
+        let meta = &spec["template"]["metadata"];
+        assert_eq!(
+            meta["labels"]["kubernaut.ai/workflow-execution"],
+            "restart-nginx-7f9c"
+        );
+        assert_eq!(
+            meta["labels"]["kubernaut.ai/source-namespace"],
+            "kubernaut-system"
+        );
+        assert_eq!(
+            meta["labels"]["kubernaut.ai/workflow-execution-uid"],
+            "4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a"
+        );
+        assert_eq!(
+            meta["annotations"]["kubernaut.ai/workflow-execution"],
+            "restart-nginx-7f9c"
+        );
+    }
+
+    #[test]
+    fn the_job_deadline_is_the_timeout_in_whole_seconds_rounded_up() {
+        let cases = [
+            (None, 3600),
+            (Some("1h0m0s"), 3600),
+            (Some("30m"), 1800),
+            (Some("1.5h"), 5400),
+            (Some("2h45m10s"), 9910),
+            (Some("90s"), 90),
+            (Some("1m30.5s"), 91),
+            (Some("+10s"), 10),
+            (Some("500ms"), 1),
+            (Some("1500us"), 1),
+            (Some("1s999999999ns"), 2),
+        ];
+        for (timeout, seconds) in cases {
+            let mut wfe = sample_workflow_execution();
+            wfe.spec.execution_config = Some(ExecutionConfig {
+                timeout: timeout.map(str::to_owned),
+                service_account_name: None,
+            });
+            let job = render_job(&wfe);
+            assert_eq!(job["spec"]["activeDeadlineSeconds"], seconds, "{timeout:?}");
+        }
+    }
+
+    /// The documented switch: only `KUBERNAUT_MOUNT_SERVICE_ACCOUNT_TOKEN: "true"` mounts a token;
+    /// a long name is cut to fit the pods' label; the runner is the WFE's when it names one.
+    #[test]
+    fn the_job_mounts_a_token_only_when_the_workflow_asks_for_one() {
+        for (value, mounted) in [(Some("true"), true), (Some("yes"), false), (None, false)] {
+            let mut wfe = sample_workflow_execution();
+            wfe.metadata.name = Some(format!("{}-x", "a".repeat(62)));
+            if let Some(value) = value {
+                wfe.spec.parameters.insert(
+                    "KUBERNAUT_MOUNT_SERVICE_ACCOUNT_TOKEN".to_owned(),
+                    value.to_owned(),
+                );
+            }
+            wfe.spec.execution_config = Some(ExecutionConfig {
+                timeout: None,
+                service_account_name: Some("custom-runner".to_owned()),
+            });
+            let job = render_job(&wfe);
+            let pod = &job["spec"]["template"];
+            assert_eq!(
+                pod["spec"]["automountServiceAccountToken"], mounted,
+                "{value:?}"
+            );
+            assert_eq!(pod["spec"]["serviceAccountName"], "custom-runner");
+            assert_eq!(
+                pod["metadata"]["labels"]["kubernaut.ai/workflow-execution"],
+                "a".repeat(62),
+                "63 characters, the trailing `-` dropped"
+            );
+        }
     }
 
     #[test]

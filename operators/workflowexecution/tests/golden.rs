@@ -2,6 +2,9 @@
 //! what the status mapping makes of every run real Tekton wrote in the end-to-end tier
 //! (`tests/e2e/recorded/`, each stating the Tekton version that recorded it) and of the hand-written
 //! fixtures of `tests/fixtures/pipelineruns/` for shapes no recording holds (each saying why).
+//! The same per engine: the Job engine (`templates/workflowexecution/job/`) renders every sample
+//! into `tests/golden/job/render/`, and maps every Job the real Job controller wrote in the
+//! end-to-end tier (`tests/e2e/recorded/job/`) into `tests/golden/job/status/`.
 //!
 //! The expected outputs are checked in under `tests/golden/`; review changes to them in the diff.
 //! Regenerate them with:
@@ -13,12 +16,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kubernaut_framework::app::{AppConfig, OutputFormat, format_object};
+use kubernaut_framework::status::StatusMapping;
+use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use serde_json::{Value, json};
+use workflowexecution_operator::cli::read_workflow_execution;
 use workflowexecution_operator::config::OperatorConfig;
-use workflowexecution_operator::failure::{FailureContext, failure_details};
+use workflowexecution_operator::failure::{FailureContext, failure_details, held_back};
+use workflowexecution_operator::pipelinerun::pipeline_run_identity;
 use workflowexecution_operator::run_status::{RunPhase, observe_run};
-use workflowexecution_operator::templates::{load_status_mapping, sample_workflow_execution};
+use workflowexecution_operator::templates::{
+    load_status_mapping, mapping_rules, sample_workflow_execution, template_context, template_decl,
+};
 use workflowexecution_operator::types::{CRD_FILE, crd_yaml};
+use workflowexecution_operator::validate::validate_spec;
 
 const REGENERATE: &str = "UPDATE_GOLDEN=1 cargo test -p workflowexecution-operator --test golden";
 
@@ -527,6 +538,155 @@ fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
         } else {
             panic!(
                 "{} has no recording or fixture any more; regenerate with\n  {REGENERATE}",
+                golden.display()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------- Job engine
+
+/// The Job engine's files (`templates/workflowexecution/job/`).
+const JOB_TEMPLATE: &str = "job/job.yaml.j2";
+
+fn job_kind() -> ChildKind {
+    ChildKind {
+        api_version: "batch/v1".to_owned(),
+        kind: "Job".to_owned(),
+    }
+}
+
+/// The Job engine's rendering of every valid sample in `config/samples/` under
+/// `config/workflowexecution.yaml` matches `tests/golden/job/render/<sample>.yaml`: the template
+/// with the operator's context, then the identity the operator stamps on every child.
+#[test]
+fn job_engine_render_of_samples_matches_golden() {
+    let config = OperatorConfig::load(Some(&repo().join("config/workflowexecution.yaml"))).unwrap();
+    let templates = TemplateSet::load(
+        &repo().join("templates/workflowexecution"),
+        &[template_decl(JOB_TEMPLATE, job_kind())],
+    )
+    .unwrap();
+    let samples = yaml_files(&repo().join("config/samples"));
+    let mut rendered = 0;
+    for sample in samples.iter().filter(|s| !is_invalid_sample(s)) {
+        let wfe = read_workflow_execution(sample).unwrap();
+        validate_spec(&wfe.spec, &config.execution).unwrap();
+        let mut job = templates
+            .render(JOB_TEMPLATE, &template_context(&wfe, &config))
+            .unwrap();
+        apply_identity(
+            &mut job,
+            &pipeline_run_identity(&wfe, &config, templates.revision()),
+        );
+        check_golden(
+            &crate_dir().join(format!("tests/golden/job/render/{}.yaml", stem(sample))),
+            &format_object(&job, OutputFormat::Yaml).unwrap(),
+        );
+        rendered += 1;
+    }
+    assert!(rendered >= 4, "{rendered} samples");
+}
+
+/// Every recording of the real Job controller in `tests/e2e/recorded/job/` (the Job, then its
+/// pods), each stating the Kubernetes version that recorded it on its first line.
+fn recorded_jobs() -> Vec<StatusSource> {
+    yaml_files(&recordings_dir().join("job"))
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let first = text.lines().next().unwrap_or_default();
+            let version = first
+                .strip_prefix("# Recorded from ")
+                .and_then(|rest| rest.split(" by ").next())
+                .filter(|v| v.starts_with("kube-controller-manager v"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} does not state the Kubernetes version that recorded it: {first}",
+                        path.display()
+                    )
+                });
+            let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+                .filter(|v| !v.is_null())
+                .collect();
+            assert_eq!(docs[0]["kind"], "Job", "{}", path.display());
+            assert!(
+                docs[1..].iter().all(|d| d["kind"] == "Pod"),
+                "{}",
+                path.display()
+            );
+            StatusSource {
+                name: stem(&path),
+                path: format!("tests/e2e/recorded/job/{}.yaml", stem(&path)),
+                provenance: format!("recorded from {version}"),
+                run: docs[0].clone(),
+                task_runs: by_name(&docs[1..]),
+            }
+        })
+        .collect()
+}
+
+/// What the Job engine's status mapping (loaded with the operator's rules) makes of every
+/// recording of the real Job controller matches `tests/golden/job/status/<name>.yaml`: the phase,
+/// the summary, what holds the Job back while it runs, and the failure details of a failed one
+/// (from the Job and its pods alone: nothing remembered). No golden file is left without its
+/// recording.
+#[test]
+fn job_engine_status_mapping_of_recorded_jobs_matches_golden() {
+    let mapping = StatusMapping::load(
+        &repo().join("templates/workflowexecution/job/status.yaml"),
+        &mapping_rules(),
+    )
+    .unwrap();
+    let context = FailureContext::new(
+        &sample_workflow_execution(),
+        &OperatorConfig::default().execution,
+    );
+    let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+    let sources = recorded_jobs();
+    assert!(sources.len() >= 6, "{} recordings", sources.len());
+    let golden_dir = crate_dir().join("tests/golden/job/status");
+    let mut names = std::collections::BTreeSet::new();
+    for source in &sources {
+        names.insert(source.name.clone());
+        let observed = observe_run(&mapping, &source.run, Some(&source.task_runs));
+        let mut out = json!({
+            "phase": observed.phase.as_str(),
+            "pipelineRunStatus": observed.summary,
+            "startTime": observed.start_time.map(|t| t.to_string()),
+            "completionTime": observed.completion_time.map(|t| t.to_string()),
+        });
+        if let Some(held) = held_back(&mapping, &source.run, &source.task_runs) {
+            out["held"] = json!({"result": held.result, "message": held.message});
+        }
+        if observed.phase == RunPhase::Failed {
+            out["failureDetails"] = serde_json::to_value(failure_details(
+                &mapping,
+                &context,
+                &source.run,
+                &source.task_runs,
+                now,
+            ))
+            .unwrap();
+        }
+        let text = format!(
+            "# Generated from {} ({}); regenerate with {REGENERATE}\n{}",
+            source.path,
+            source.provenance,
+            serde_yaml::to_string(&out).unwrap()
+        );
+        check_golden(&golden_dir.join(format!("{}.yaml", source.name)), &text);
+    }
+    for golden in yaml_files(&golden_dir) {
+        if names.contains(&stem(&golden)) {
+            continue;
+        }
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::remove_file(&golden).unwrap();
+        } else {
+            panic!(
+                "{} has no recording any more; regenerate with\n  {REGENERATE}",
                 golden.display()
             );
         }

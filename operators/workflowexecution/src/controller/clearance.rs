@@ -12,8 +12,8 @@ use kubernaut_framework::{
 };
 
 use super::{
-    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, MetricUpdate, Outcome, Pass, conditions,
-    describe, kube_err,
+    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _,
+    Pass, conditions, describe, kube_err,
 };
 use crate::{
     audit::AuditAction,

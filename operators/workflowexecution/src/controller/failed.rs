@@ -8,7 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kubernaut_framework::condition::ConditionStatus;
 
-use super::{ExecutionCondition, MetricUpdate, Outcome, Pass, conditions, terminal};
+use super::{
+    ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, Pass, conditions, terminal,
+};
 use crate::{
     audit::AuditAction,
     config::OperatorConfig,

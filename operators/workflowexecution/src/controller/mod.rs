@@ -1,8 +1,8 @@
 //! The WorkflowExecution reconciler: one module per phase on top of the framework runtime.
 //!
 //! Flow of one object (see the behaviour contract for every rule):
-//! 1. [`finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on first sight, together
-//!    with `phase: Pending`, or hands a deleting object to `cleanup`.
+//! 1. [`kubernaut_framework::finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on
+//!    first sight, together with `phase: Pending`, or hands a deleting object to `cleanup`.
 //! 2. `Pending` (`pending`): validate → lock/cooldown decision from the in-memory store → render
 //!    → create the PipelineRun (the lock) → `Running`.
 //! 3. `Running` (`running`): driven by PipelineRun watch events; the run's status is read
@@ -15,9 +15,10 @@
 //!
 //! A phase handler returns an [`Outcome`]: the new status, the effects of reaching it (Events,
 //! audit records, metric updates, log lines) and when to look again. The status and the effects
-//! are built by pure functions of the object, what was observed and the time; `Pass::commit`
-//! writes the status and applies the effects only when the write happened. Every failure goes
-//! through one path, `failed::failed`.
+//! are built by pure functions of the object, what was observed and the time; the framework's
+//! [`lifecycle::reconcile`] writes the status and applies the effects (through `Pass`'s
+//! [`Effects`]) only when the write happened. Every failure goes through one path,
+//! `failed::failed`.
 //!
 //! Guarantees:
 //! 1. Status is written only when it changed, with the resourceVersion read (a conflict is an
@@ -30,6 +31,8 @@
 //! 5. Effects (Events, audit records, metrics, logs) of a status follow its write: a pass whose
 //!    write changed nothing, or failed, emits none.
 
+#[cfg(test)]
+mod calls;
 mod cleanup;
 mod clearance;
 mod failed;
@@ -44,8 +47,8 @@ use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use kube::{
-    Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, PostParams},
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
     runtime::{
         events::{Event, EventType},
         reflector::ObjectRef,
@@ -54,16 +57,17 @@ use kube::{
 use kubernaut_framework::{
     condition::{self, ConditionStatus, ConditionType, Conditions},
     config::ConfigStore,
-    finalizer::{self, FinalizerError},
+    finalizer::FinalizerError,
+    lifecycle::{self, Effects, Lifecycle, PhasedStatus, StatusError},
     lock::LockError,
     own_writes::OwnWrites,
     phase::{self, PhaseHandlers},
     runtime::{Action, Context, MetricLabel},
     status::{Held, StatusMapping},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-pub use self::outcome::{Effect, MetricUpdate, Outcome};
+pub use self::outcome::{Effect, MetricUpdate, Outcome, OutcomeExt};
 use crate::{
     audit::{AuditAction, AuditData, AuditEvent, Auditor},
     cancel::CancelSpec,
@@ -212,6 +216,29 @@ impl phase::Phase for Phase {
     }
 }
 
+impl PhasedStatus for WorkflowExecutionStatus {
+    type Phase = Phase;
+
+    fn phase(&self) -> Option<Phase> {
+        self.phase
+    }
+}
+
+impl<P: phase::Phase> From<StatusError<P>> for Error {
+    fn from(e: StatusError<P>) -> Self {
+        match e {
+            StatusError::IllegalTransition(e) => e.into(),
+            StatusError::Unaddressable { object } => Error::Invalid(format!(
+                "WorkflowExecution {object} has no namespace or name"
+            )),
+            StatusError::Write { object, source } => Error::Kube {
+                action: format!("writing the status of {object}"),
+                source,
+            },
+        }
+    }
+}
+
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let action = action.into();
     move |source| Error::Kube { action, source }
@@ -228,27 +255,13 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
             wfe.name_any()
         ))
     })?;
-    if ctx.data.own_writes.is_outdated(&wfe) {
-        // The watch event of our own newer write is on its way and reconciles that version.
-        debug!(wfe = %describe(&wfe), "cached copy predates our own write; waiting for the newer one");
-        return Ok(Action::await_change());
-    }
-    let api: Api<WorkflowExecution> = Api::namespaced(ctx.client.clone(), &ns);
-    let event = finalizer::event(&api, wfe.clone(), FINALIZER).await?;
-    if let finalizer::Event::Added(patched) = &event {
-        ctx.data.own_writes.record(&wfe, patched);
-    }
     let pass = Pass {
+        api: Api::namespaced(ctx.client.clone(), &ns),
         config: ctx.data.config.current(),
         ctx: &ctx,
-        api,
         now: Timestamp::now(),
     };
-    match event {
-        finalizer::Event::Added(wfe) | finalizer::Event::Apply(wfe) => pass.apply(wfe).await,
-        finalizer::Event::Cleanup(wfe) => pass.cleanup(wfe).await,
-        finalizer::Event::Done => Ok(Action::await_change()),
-    }
+    lifecycle::reconcile(&pass, wfe).await
 }
 
 /// One reconcile pass: the context, the WFE's API, the configuration snapshot the whole pass
@@ -274,6 +287,65 @@ impl PhaseHandlers<Phase> for Pass<'_> {
                 // A Skipped WFE is where a block whose failed WFE is gone gets cleared.
                 self.clear_block_if_asked(wfe).await?;
                 Ok(Outcome::unchanged(Action::await_change()))
+            }
+        }
+    }
+}
+
+impl Lifecycle<WorkflowExecution, Effect> for Pass<'_> {
+    fn client(&self) -> &Client {
+        &self.ctx.client
+    }
+
+    fn own_writes(&self) -> &OwnWrites<WorkflowExecution> {
+        &self.state().own_writes
+    }
+
+    fn finalizer(&self) -> &str {
+        FINALIZER
+    }
+
+    /// `Pending`, waiting to start.
+    fn initial_status(&self, wfe: &WorkflowExecution) -> WorkflowExecutionStatus {
+        let mut status = wfe.status.clone().unwrap_or_default();
+        status.phase = Some(Phase::Pending);
+        status.observed_generation = wfe.meta().generation;
+        conditions(wfe, &mut status, self.now).set(
+            ExecutionCondition::Ready,
+            ConditionStatus::Unknown,
+            "Pending",
+            "Waiting to start the workflow",
+        );
+        status
+    }
+
+    async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
+        Pass::cleanup(self, wfe).await
+    }
+}
+
+impl Effects<WorkflowExecution, Effect> for Pass<'_> {
+    /// Applies one effect about `wfe` (as written).
+    fn apply(&self, wfe: &WorkflowExecution, effect: Effect) {
+        match effect {
+            Effect::Event {
+                type_,
+                reason,
+                note,
+            } => self.publish(wfe, type_, reason, note),
+            Effect::Audit(action) => {
+                let status = wfe.status.clone().unwrap_or_default();
+                self.state()
+                    .auditor
+                    .record(audit_event(wfe, action, &status));
+            }
+            Effect::Metric(update) => self.update_metric(wfe, update),
+            Effect::Log { warning, message } => {
+                if warning {
+                    warn!(wfe = %describe(wfe), "{message}");
+                } else {
+                    info!(wfe = %describe(wfe), "{message}");
+                }
             }
         }
     }
@@ -306,107 +378,16 @@ impl Pass<'_> {
         )
     }
 
-    /// Runs the handler of the WFE's phase and commits its outcome; a WFE without a phase
-    /// enters `Pending` first.
-    async fn apply(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
-        let (wfe, current) = match wfe.phase() {
-            Some(current) => (wfe, current),
-            None => {
-                let mut status = wfe.status.clone().unwrap_or_default();
-                status.phase = Some(Phase::Pending);
-                status.observed_generation = wfe.meta().generation;
-                conditions(&wfe, &mut status, self.now).set(
-                    ExecutionCondition::Ready,
-                    ConditionStatus::Unknown,
-                    "Pending",
-                    "Waiting to start the workflow",
-                );
-                let Some(updated) = self.write(&wfe, status, Vec::new()).await? else {
-                    return Ok(Action::await_change());
-                };
-                (Arc::new(updated), Phase::Pending)
-            }
-        };
-        let outcome = phase::dispatch(self, current, wfe.clone()).await?;
-        self.commit(&wfe, outcome).await
-    }
-
-    /// Writes the outcome's status (if any) and applies its effects when the write happened.
-    async fn commit(&self, wfe: &WorkflowExecution, outcome: Outcome) -> Result<Action, Error> {
-        let Outcome {
-            status,
-            effects,
-            action,
-        } = outcome;
-        if let Some(status) = status {
-            self.write(wfe, status, effects).await?;
-        }
-        Ok(action)
-    }
-
-    /// Write `status` if it differs from the object's, checking the phase transition and carrying
-    /// the resourceVersion read, then apply `effects` about `wfe` in its new status. Returns the
-    /// updated object, or `None` when nothing changed (and nothing was applied).
+    /// Writes `status` to `wfe` (see `lifecycle::write_status`) and applies `effects` about it
+    /// when the write happened. Returns the written object, or `None` when nothing changed.
     async fn write(
         &self,
         wfe: &WorkflowExecution,
         status: WorkflowExecutionStatus,
         effects: Vec<Effect>,
     ) -> Result<Option<WorkflowExecution>, Error> {
-        if wfe.status.as_ref() == Some(&status) {
-            return Ok(None);
-        }
-        let from = wfe.phase();
-        if let Some(to) = status.phase
-            && from != Some(to)
-        {
-            phase::transition(from, to)?;
-        }
-        let mut updated = wfe.clone();
-        updated.status = Some(status);
-        updated.metadata.managed_fields = None;
-        // Usually the reconciled WFE's own namespace; a clearance also writes another WFE of the
-        // target, which may live elsewhere.
-        let api = match wfe.namespace() {
-            Some(ns) if Some(ns.as_str()) != self.api.namespace() => {
-                Api::namespaced(self.ctx.client.clone(), &ns)
-            }
-            _ => self.api.clone(),
-        };
-        let written = api
-            .replace_status(&wfe.name_any(), &PostParams::default(), &updated)
-            .await
-            .map_err(kube_err(format!("writing the status of {}", describe(wfe))))?;
-        self.state().own_writes.record(wfe, &written);
-        for effect in effects {
-            self.apply_effect(&written, effect);
-        }
-        Ok(Some(written))
-    }
-
-    /// Applies one effect about `wfe` (as written).
-    fn apply_effect(&self, wfe: &WorkflowExecution, effect: Effect) {
-        match effect {
-            Effect::Event {
-                type_,
-                reason,
-                note,
-            } => self.publish(wfe, type_, reason, note),
-            Effect::Audit(action) => {
-                let status = wfe.status.clone().unwrap_or_default();
-                self.state()
-                    .auditor
-                    .record(audit_event(wfe, action, &status));
-            }
-            Effect::Metric(update) => self.update_metric(wfe, update),
-            Effect::Log { warning, message } => {
-                if warning {
-                    warn!(wfe = %describe(wfe), "{message}");
-                } else {
-                    info!(wfe = %describe(wfe), "{message}");
-                }
-            }
-        }
+        let (client, own_writes) = (&self.ctx.client, &self.state().own_writes);
+        Ok(lifecycle::write_with_effects(client, own_writes, self, wfe, status, effects).await?)
     }
 
     fn update_metric(&self, wfe: &WorkflowExecution, update: MetricUpdate) {
@@ -439,7 +420,7 @@ impl Pass<'_> {
         }
     }
 
-    /// Publishes an Event about `wfe` without waiting for the API server (see the comment inside).
+    /// Publishes an Event about `wfe` beside the reconcile (best-effort, not awaited).
     fn publish(&self, wfe: &WorkflowExecution, type_: EventType, reason: &str, note: String) {
         let event = Event {
             type_,
@@ -448,10 +429,7 @@ impl Pass<'_> {
             action: reason.to_string(),
             secondary: None,
         };
-        // Events are best-effort: publish them beside the reconcile instead of holding one of
-        // the few reconcile slots for another API round trip.
-        let (ctx, reference) = (self.ctx.clone(), wfe.object_ref(&()));
-        tokio::spawn(async move { ctx.publish(&reference, event).await });
+        self.ctx.publish_detached(wfe, event);
     }
 
     /// Every other WFE on the same target, from the reflector store's target index.

@@ -1,26 +1,20 @@
 //! What a phase handler decides: the status to write, the effects of reaching it, and when to
-//! look again. Built by pure functions; [`super::Pass::commit`] writes and applies it.
+//! look again. Built by pure functions; the framework's `lifecycle::commit` writes the status
+//! and applies the effects through `Pass`.
 
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
-use kubernaut_framework::{phase, runtime::Action};
+use kubernaut_framework::lifecycle;
 
 use crate::{
     audit::AuditAction,
     types::{Phase, SkipReason, WorkflowExecutionStatus},
 };
 
-/// A handler's decision for one WorkflowExecution.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The status to write; `None` leaves the status as it is.
-    pub status: Option<WorkflowExecutionStatus>,
-    /// Applied, in order, only when the status write changed the object.
-    pub effects: Vec<Effect>,
-    /// When to reconcile again.
-    pub action: Action,
-}
+/// A handler's decision for one WorkflowExecution: the framework's outcome with this operator's
+/// status and effects.
+pub type Outcome = lifecycle::Outcome<WorkflowExecutionStatus, Effect>;
 
 /// Something that follows a status change: reported once, by the pass that wrote it.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,35 +58,34 @@ pub enum MetricUpdate {
     ConsecutiveFailures(u32),
 }
 
-impl Outcome {
-    /// Write `status`, then look again as `action` says.
-    pub fn write(status: WorkflowExecutionStatus, action: Action) -> Self {
-        Self {
-            status: Some(status),
-            effects: Vec::new(),
-            action,
-        }
-    }
-
-    /// Leave the status as it is.
-    pub fn unchanged(action: Action) -> Self {
-        Self {
-            status: None,
-            effects: Vec::new(),
-            action,
-        }
-    }
-
-    /// Adds an effect.
-    #[must_use]
-    pub fn with(mut self, effect: Effect) -> Self {
-        self.effects.push(effect);
-        self
-    }
-
+/// The operator's effects added to an [`Outcome`] by name.
+pub trait OutcomeExt: Sized {
     /// Adds an Event.
     #[must_use]
-    pub fn event(self, type_: EventType, reason: &'static str, note: String) -> Self {
+    fn event(self, type_: EventType, reason: &'static str, note: String) -> Self;
+
+    /// Adds an information log line.
+    #[must_use]
+    fn log(self, message: String) -> Self;
+
+    /// Adds a warning log line.
+    #[must_use]
+    fn warn(self, message: String) -> Self;
+
+    /// Adds an audit record.
+    #[must_use]
+    fn audit(self, action: AuditAction) -> Self;
+
+    /// Adds a metric update.
+    #[must_use]
+    fn metric(self, update: MetricUpdate) -> Self;
+
+    /// The Events this outcome publishes, by reason (for tests and logs).
+    fn event_reasons(&self) -> Vec<&'static str>;
+}
+
+impl OutcomeExt for Outcome {
+    fn event(self, type_: EventType, reason: &'static str, note: String) -> Self {
         self.with(Effect::Event {
             type_,
             reason,
@@ -100,38 +93,29 @@ impl Outcome {
         })
     }
 
-    /// Adds an information log line.
-    #[must_use]
-    pub fn log(self, message: String) -> Self {
+    fn log(self, message: String) -> Self {
         self.with(Effect::Log {
             warning: false,
             message,
         })
     }
 
-    /// Adds a warning log line.
-    #[must_use]
-    pub fn warn(self, message: String) -> Self {
+    fn warn(self, message: String) -> Self {
         self.with(Effect::Log {
             warning: true,
             message,
         })
     }
 
-    /// Adds an audit record.
-    #[must_use]
-    pub fn audit(self, action: AuditAction) -> Self {
+    fn audit(self, action: AuditAction) -> Self {
         self.with(Effect::Audit(action))
     }
 
-    /// Adds a metric update.
-    #[must_use]
-    pub fn metric(self, update: MetricUpdate) -> Self {
+    fn metric(self, update: MetricUpdate) -> Self {
         self.with(Effect::Metric(update))
     }
 
-    /// The Events this outcome publishes, by reason (for tests and logs).
-    pub fn event_reasons(&self) -> Vec<&'static str> {
+    fn event_reasons(&self) -> Vec<&'static str> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -139,11 +123,5 @@ impl Outcome {
                 _ => None,
             })
             .collect()
-    }
-}
-
-impl phase::Outcome<Phase> for Outcome {
-    fn next_phase(&self) -> Option<Phase> {
-        self.status.as_ref().and_then(|s| s.phase)
     }
 }

@@ -19,8 +19,8 @@ use kubernaut_framework::{
 use tracing::info;
 
 use super::{
-    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions,
-    describe, failed::FailureCause, running,
+    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, Outcome, OutcomeExt as _, Pass,
+    SAFETY_RESYNC, conditions, describe, failed::FailureCause, running,
 };
 use crate::{
     audit::AuditAction,

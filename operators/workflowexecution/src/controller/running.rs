@@ -13,8 +13,8 @@ use kube::{
 use kubernaut_framework::{condition::ConditionStatus, runtime::Action, status::Held};
 
 use super::{
-    Error, ExecutionCondition, MetricUpdate, Outcome, Pass, SAFETY_RESYNC, conditions,
-    failed::FailureCause, held_condition, kube_err, seen_started, terminal,
+    Error, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, Pass, SAFETY_RESYNC,
+    conditions, failed::FailureCause, held_condition, kube_err, seen_started, terminal,
 };
 use crate::{
     audit::AuditAction,

@@ -1,6 +1,6 @@
 //! Table tests of the pure phase functions: what each decides (status, effects, requeue) from
-//! the object, what was observed and the time. The API sequences around them are covered by the
-//! integration tests against a real API server.
+//! the object, what was observed and the time. The API sequences around them are covered by
+//! `calls` (a scripted mock API server) and the integration tests (a real API server).
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use kubernaut_framework::{
 };
 
 use super::{
-    Effect, ExecutionCondition, MetricUpdate, Outcome, SAFETY_RESYNC,
+    Effect, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, SAFETY_RESYNC,
     clearance::{Cleared, clearance},
     failed::{Failure, failed},
     pending::{refused_create, skipped, waiting},

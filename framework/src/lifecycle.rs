@@ -1,0 +1,725 @@
+//! Lifecycle: what a phase handler decides ([`Outcome`]), the one status write that commits it
+//! ([`write_status`], [`commit`]), the effects that follow only that write ([`Effects`]), and the
+//! whole reconcile of a phased object around them ([`reconcile`]).
+//!
+//! A phase handler is a pure decision: from the object, what was observed and the time, it
+//! returns the status to write, the effects of reaching it (Events, audit records, metric
+//! updates, log lines: whatever the operator's effect type `E` says) and when to look again. This
+//! module writes the status and applies the effects, so an operator declares only its handlers,
+//! its initial status and how to apply one effect.
+//!
+//! The operator implements [`PhasedStatus`] on its status type (its parent type is then a
+//! [`PhasedObject`]),
+//! [`phase::PhaseHandlers`] with [`Outcome`] as output, [`Effects`] and [`Lifecycle`] on its
+//! reconcile pass, and its reconcile function becomes one call of [`reconcile`].
+//!
+//! # Flow of [`reconcile`]
+//!
+//! 1. A copy the cache handed over that this process already replaced by its own write
+//!    ([`OwnWrites::is_outdated`]) is left alone: the watch event of the newer version follows.
+//! 2. [`finalizer::event`]: the finalizer is added on first sight (the patch is recorded as an own
+//!    write), a deleting object goes to [`Lifecycle::cleanup`], a finished deletion ends here.
+//! 3. An object without a phase gets [`Lifecycle::initial_status`] written first.
+//! 4. [`phase::dispatch`] runs the handler of the object's phase and checks the phase it chose.
+//! 5. [`commit`] writes the handler's status and applies its effects.
+//!
+//! # Guarantees
+//!
+//! 1. Status is written only when it differs from the object's, with the resourceVersion read
+//!    (`PUT .../status`): a concurrent change makes the write fail with `409 Conflict`, returned
+//!    as an error, never clobbered.
+//! 2. A phase change is checked with [`phase::transition`] before it is written: an illegal one is
+//!    an error and nothing is sent.
+//! 3. The object is written without `managedFields` (they are the API server's bookkeeping).
+//! 4. Every successful write is recorded in the [`OwnWrites`] given, so the next reconcile of a
+//!    lagging cache copy stands aside.
+//! 5. Effects are applied, in order, only after a write that happened: an unchanged status, a
+//!    refused transition or a failed write applies none.
+//!
+//! # Assumptions
+//!
+//! 1. The parent is namespaced (as the runtime assumes) and its status is written through the
+//!    `status` subresource.
+//! 2. Applying an effect does not fail the reconcile: it is best-effort or infallible (an Event is
+//!    published beside the reconcile, see `Context::publish_detached` in [`crate::runtime`]).
+//!
+//! # Caveats
+//!
+//! 1. Effects follow the write, so a process that stops between the write and the effects loses
+//!    them (the status, which is what the next pass decides from, is never lost).
+//! 2. The status is replaced whole: a field of the status this operator does not model is dropped
+//!    by the write.
+
+use std::{fmt::Debug, future::Future, sync::Arc};
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{Api, Client, Resource, ResourceExt, api::PostParams, core::object::HasStatus};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::debug;
+
+use crate::{
+    finalizer::{self, FinalizerError},
+    names::namespaced_name,
+    own_writes::OwnWrites,
+    phase::{self, IllegalTransition, Phase, PhaseHandlers},
+    runtime::Action,
+};
+
+/// What a phase handler decided for one object: the status to write, the effects of reaching
+/// it, and when to reconcile again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<S, E> {
+    /// The status to write; `None` leaves the status as it is.
+    pub status: Option<S>,
+    /// Applied, in order, only when the status write changed the object.
+    pub effects: Vec<E>,
+    /// When to reconcile again.
+    pub action: Action,
+}
+
+impl<S, E> Outcome<S, E> {
+    /// Write `status`, then look again as `action` says.
+    pub fn write(status: S, action: Action) -> Self {
+        Self {
+            status: Some(status),
+            effects: Vec::new(),
+            action,
+        }
+    }
+
+    /// Leave the status as it is.
+    pub fn unchanged(action: Action) -> Self {
+        Self {
+            status: None,
+            effects: Vec::new(),
+            action,
+        }
+    }
+
+    /// Adds an effect.
+    #[must_use]
+    pub fn with(mut self, effect: E) -> Self {
+        self.effects.push(effect);
+        self
+    }
+}
+
+impl<S: PhasedStatus, E> phase::Outcome<S::Phase> for Outcome<S, E> {
+    fn next_phase(&self) -> Option<S::Phase> {
+        self.status.as_ref().and_then(PhasedStatus::phase)
+    }
+}
+
+/// A status that carries a lifecycle phase.
+pub trait PhasedStatus {
+    /// The lifecycle.
+    type Phase: Phase;
+
+    /// The phase recorded in this status (`None`: not set yet).
+    fn phase(&self) -> Option<Self::Phase>;
+}
+
+/// A parent kind whose status the framework writes: a namespaced object with a
+/// [`kube::core::object::HasStatus`] status (which `#[derive(CustomResource)]` implements for a
+/// `status = "..."` type) that carries a phase. Implemented for every such type.
+pub trait PhasedObject:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus<Status: PhasedStatus + PartialEq + Clone + Serialize + Send + Sync>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The phase of the object's status (`None`: no status or no phase yet).
+    fn current_phase(&self) -> Option<PhaseOf<Self>> {
+        self.status().and_then(PhasedStatus::phase)
+    }
+}
+
+impl<K> PhasedObject for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + HasStatus<Status: PhasedStatus + PartialEq + Clone + Serialize + Send + Sync>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The lifecycle phase of `K`'s status.
+pub type PhaseOf<K> = <<K as HasStatus>::Status as PhasedStatus>::Phase;
+
+/// How an operator applies one effect about an object, once its status is written.
+pub trait Effects<K, E> {
+    /// Applies `effect` about `written` (the object as the status write returned it).
+    fn apply(&self, written: &K, effect: E);
+}
+
+/// Why a status write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError<P: Phase> {
+    /// The new status moves to a phase the lifecycle does not allow from the current one.
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition<P>),
+    /// The object has no namespace or no name, so it cannot be addressed.
+    #[error("{object} has no namespace or name")]
+    Unaddressable {
+        /// The object, as far as it is named.
+        object: String,
+    },
+    /// The API call failed (a `409 Conflict` when the object changed since it was read).
+    #[error("writing the status of {object}: {source}")]
+    Write {
+        /// `namespace/name` of the object.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Writes `status` to `object` if it differs from the object's own, after checking the phase
+/// transition, with the resourceVersion of `object` and without `managedFields`; records the
+/// write in `own_writes`. Returns the written object, or `None` when the status was unchanged
+/// (and nothing was sent).
+///
+/// # Errors
+///
+/// [`StatusError::IllegalTransition`] (nothing sent), [`StatusError::Unaddressable`], or
+/// [`StatusError::Write`] when the API call fails.
+pub async fn write_status<K: PhasedObject>(
+    client: &Client,
+    own_writes: &OwnWrites<K>,
+    object: &K,
+    status: K::Status,
+) -> Result<Option<K>, StatusError<PhaseOf<K>>> {
+    if object.status() == Some(&status) {
+        return Ok(None);
+    }
+    let from = object.current_phase();
+    if let Some(to) = status.phase()
+        && from != Some(to)
+    {
+        phase::transition(from, to)?;
+    }
+    let (Some(namespace), Some(name)) = (object.namespace(), object.meta().name.clone()) else {
+        return Err(StatusError::Unaddressable {
+            object: namespaced_name(object),
+        });
+    };
+    let mut updated = object.clone();
+    *updated.status_mut() = Some(status);
+    updated.meta_mut().managed_fields = None;
+    // The object's own namespace: a pass may write another object than the one it reconciles.
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let written = api
+        .replace_status(&name, &PostParams::default(), &updated)
+        .await
+        .map_err(|source| StatusError::Write {
+            object: namespaced_name(object),
+            source,
+        })?;
+    own_writes.record(object, &written);
+    Ok(Some(written))
+}
+
+/// [`write_status`], then applies `effects` in order through `apply` — only when the write
+/// happened.
+///
+/// # Errors
+///
+/// As [`write_status`]; no effect is applied then.
+pub async fn write_with_effects<K, E>(
+    client: &Client,
+    own_writes: &OwnWrites<K>,
+    apply: &impl Effects<K, E>,
+    object: &K,
+    status: K::Status,
+    effects: Vec<E>,
+) -> Result<Option<K>, StatusError<PhaseOf<K>>>
+where
+    K: PhasedObject,
+{
+    let written = write_status(client, own_writes, object, status).await?;
+    if let Some(written) = &written {
+        for effect in effects {
+            apply.apply(written, effect);
+        }
+    }
+    Ok(written)
+}
+
+/// Commits a handler's `outcome` for `object`: writes its status (if any) and applies its
+/// effects when the write happened; returns its action.
+///
+/// # Errors
+///
+/// As [`write_status`]; no effect is applied then.
+pub async fn commit<K, E>(
+    client: &Client,
+    own_writes: &OwnWrites<K>,
+    apply: &impl Effects<K, E>,
+    object: &K,
+    outcome: Outcome<K::Status, E>,
+) -> Result<Action, StatusError<PhaseOf<K>>>
+where
+    K: PhasedObject,
+{
+    let Outcome {
+        status,
+        effects,
+        action,
+    } = outcome;
+    if let Some(status) = status {
+        write_with_effects(client, own_writes, apply, object, status, effects).await?;
+    }
+    Ok(action)
+}
+
+/// One reconcile pass of a phased object with a finalizer: the handlers of its phases, what it
+/// writes first, how it cleans up, and how it applies effects. See the module's flow.
+pub trait Lifecycle<K, E>:
+    PhaseHandlers<PhaseOf<K>, Object = K, Output = Outcome<K::Status, E>> + Effects<K, E>
+where
+    K: PhasedObject,
+{
+    /// The API client the pass writes with.
+    fn client(&self) -> &Client;
+
+    /// The versions this process replaced by its own writes.
+    fn own_writes(&self) -> &OwnWrites<K>;
+
+    /// The finalizer that keeps a deleted object until [`Lifecycle::cleanup`] succeeded.
+    fn finalizer(&self) -> &str;
+
+    /// The status written to an object that has no phase yet; its phase must be an initial one
+    /// ([`Phase::is_initial`]). A status without a phase is written, and nothing is dispatched.
+    fn initial_status(&self, object: &K) -> K::Status;
+
+    /// Cleans up after a deleted object and removes the finalizer when done (or asks to be
+    /// called again).
+    fn cleanup(&self, object: Arc<K>) -> impl Future<Output = Result<Action, Self::Error>> + Send;
+}
+
+/// Reconciles `object`: own-write check, finalizer event, initial status, phase dispatch,
+/// commit (see the module's flow).
+///
+/// # Errors
+///
+/// A finalizer or status write failure, or the handler's or the cleanup's error.
+pub async fn reconcile<K, E, L>(lifecycle: &L, object: Arc<K>) -> Result<Action, L::Error>
+where
+    K: PhasedObject,
+    E: Send,
+    L: Lifecycle<K, E>,
+    L::Error: From<FinalizerError> + From<StatusError<PhaseOf<K>>>,
+{
+    let own_writes = lifecycle.own_writes();
+    if own_writes.is_outdated(&object) {
+        // The watch event of our own newer write is on its way and reconciles that version.
+        debug!(object = %namespaced_name(&*object), "cached copy predates our own write; waiting for the newer one");
+        return Ok(Action::await_change());
+    }
+    let Some(namespace) = object.namespace() else {
+        return Err(StatusError::Unaddressable {
+            object: namespaced_name(&*object),
+        }
+        .into());
+    };
+    let api: Api<K> = Api::namespaced(lifecycle.client().clone(), &namespace);
+    let event = finalizer::event(&api, object.clone(), lifecycle.finalizer()).await?;
+    match event {
+        finalizer::Event::Added(patched) => {
+            own_writes.record(&object, &patched);
+            apply(lifecycle, patched).await
+        }
+        finalizer::Event::Apply(object) => apply(lifecycle, object).await,
+        finalizer::Event::Cleanup(object) => lifecycle.cleanup(object).await,
+        finalizer::Event::Done => Ok(Action::await_change()),
+    }
+}
+
+/// Runs the handler of the object's phase and commits its outcome; an object without a phase
+/// gets its initial status first.
+async fn apply<K, E, L>(lifecycle: &L, object: Arc<K>) -> Result<Action, L::Error>
+where
+    K: PhasedObject,
+    E: Send,
+    L: Lifecycle<K, E>,
+    L::Error: From<StatusError<PhaseOf<K>>>,
+{
+    let (client, own_writes) = (lifecycle.client(), lifecycle.own_writes());
+    let (object, current) = match object.current_phase() {
+        Some(current) => (object, current),
+        None => {
+            let status = lifecycle.initial_status(&object);
+            let Some(written) = write_status(client, own_writes, &object, status).await? else {
+                return Ok(Action::await_change());
+            };
+            let Some(current) = written.current_phase() else {
+                return Ok(Action::await_change());
+            };
+            (Arc::new(written), current)
+        }
+    };
+    let outcome = phase::dispatch(lifecycle, current, object.clone()).await?;
+    Ok(commit(client, own_writes, lifecycle, &*object, outcome).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fmt, sync::Mutex};
+
+    use kube::CustomResource;
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::testing::{Exchange, Scenario, status_body};
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+    #[kube(
+        group = "example.kubernaut.ai",
+        version = "v1",
+        kind = "Job",
+        namespaced,
+        status = "JobStatus"
+    )]
+    struct JobSpec {}
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+    struct JobStatus {
+        phase: Option<Stage>,
+        message: String,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+    enum Stage {
+        Pending,
+        Running,
+        Done,
+    }
+
+    impl fmt::Display for Stage {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            fmt::Debug::fmt(self, f)
+        }
+    }
+
+    impl Phase for Stage {
+        fn allowed_transitions(self) -> &'static [Self] {
+            match self {
+                Stage::Pending => &[Stage::Running],
+                Stage::Running => &[Stage::Done],
+                Stage::Done => &[],
+            }
+        }
+
+        fn is_terminal(self) -> bool {
+            self == Stage::Done
+        }
+
+        fn is_initial(self) -> bool {
+            self == Stage::Pending
+        }
+    }
+
+    impl PhasedStatus for JobStatus {
+        type Phase = Stage;
+
+        fn phase(&self) -> Option<Stage> {
+            self.phase
+        }
+    }
+
+    const FINALIZER: &str = "example.kubernaut.ai/cleanup";
+    const ITEM: &str = "/apis/example.kubernaut.ai/v1/namespaces/ns/jobs/j";
+
+    fn status_path() -> String {
+        format!("{ITEM}/status")
+    }
+
+    fn status(phase: Stage, message: &str) -> JobStatus {
+        JobStatus {
+            phase: Some(phase),
+            message: message.to_owned(),
+        }
+    }
+
+    /// Job `ns/j` at resourceVersion `version`, with managedFields as the API server sends them.
+    fn job(version: &str, status: Option<JobStatus>) -> Job {
+        let mut job = Job::new("j", JobSpec {});
+        job.metadata.namespace = Some("ns".into());
+        job.metadata.resource_version = Some(version.into());
+        job.metadata.managed_fields = Some(vec![Default::default()]);
+        job.status = status;
+        job
+    }
+
+    fn with_finalizer(mut job: Job) -> Job {
+        job.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        job
+    }
+
+    fn to_json(job: &Job) -> Value {
+        serde_json::to_value(job).unwrap()
+    }
+
+    /// Records the effects applied.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(String, &'static str)>>);
+
+    impl Effects<Job, &'static str> for Recorded {
+        fn apply(&self, written: &Job, effect: &'static str) {
+            let version = written
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default();
+            self.0.lock().unwrap().push((version, effect));
+        }
+    }
+
+    impl Recorded {
+        fn applied(&self) -> Vec<(String, &'static str)> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_status_sends_no_request_and_applies_no_effect() {
+        let (client, scenario) = Scenario::start(Vec::new());
+        let current = job("7", Some(status(Stage::Running, "busy")));
+        let recorded = Recorded::default();
+        let outcome =
+            Outcome::write(status(Stage::Running, "busy"), Action::await_change()).with("announce");
+        let action = commit(&client, &OwnWrites::new(), &recorded, &current, outcome)
+            .await
+            .unwrap();
+        drop(client);
+        assert_eq!(action, Action::await_change());
+        assert!(scenario.finish().await.bodies.is_empty());
+        assert!(recorded.applied().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_changed_status_is_one_put_with_the_version_read_and_then_its_effects() {
+        let current = job("7", Some(status(Stage::Pending, "")));
+        let mut written = job("8", Some(status(Stage::Running, "started")));
+        written.metadata.managed_fields = None;
+        let (client, scenario) = Scenario::start(vec![Exchange::new(
+            "PUT",
+            status_path(),
+            200,
+            to_json(&written),
+        )]);
+        let own_writes = OwnWrites::new();
+        let recorded = Recorded::default();
+        let outcome = Outcome::write(status(Stage::Running, "started"), Action::await_change())
+            .with("first")
+            .with("second");
+        commit(&client, &own_writes, &recorded, &current, outcome)
+            .await
+            .unwrap();
+        drop(client);
+        let served = scenario.finish().await;
+        let sent = &served.bodies[0];
+        assert_eq!(sent["metadata"]["resourceVersion"], "7");
+        assert_eq!(
+            sent["status"],
+            json!({"phase": "Running", "message": "started"})
+        );
+        assert!(
+            sent["metadata"].get("managedFields").is_none(),
+            "managedFields are not sent back"
+        );
+        assert_eq!(
+            recorded.applied(),
+            [("8".to_owned(), "first"), ("8".to_owned(), "second")],
+            "effects follow the write, in order, about the object written"
+        );
+        assert!(
+            own_writes.is_outdated(&current),
+            "the version written from is recorded as replaced"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_illegal_phase_change_is_refused_without_a_request() {
+        let (client, scenario) = Scenario::start(Vec::new());
+        let current = job("7", Some(status(Stage::Done, "")));
+        let recorded = Recorded::default();
+        let outcome =
+            Outcome::write(status(Stage::Running, ""), Action::await_change()).with("announce");
+        let error = commit(&client, &OwnWrites::new(), &recorded, &current, outcome)
+            .await
+            .unwrap_err();
+        drop(client);
+        assert!(
+            matches!(
+                error,
+                StatusError::IllegalTransition(IllegalTransition {
+                    from: Some(Stage::Done),
+                    to: Stage::Running
+                })
+            ),
+            "{error}"
+        );
+        assert!(scenario.finish().await.bodies.is_empty());
+        assert!(recorded.applied().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_write_is_an_error_and_applies_no_effect() {
+        let (client, scenario) = Scenario::start(vec![Exchange::new(
+            "PUT",
+            status_path(),
+            409,
+            status_body(409, "Conflict"),
+        )]);
+        let current = job("7", Some(status(Stage::Pending, "")));
+        let own_writes = OwnWrites::new();
+        let recorded = Recorded::default();
+        let outcome =
+            Outcome::write(status(Stage::Running, ""), Action::await_change()).with("announce");
+        let error = commit(&client, &own_writes, &recorded, &current, outcome)
+            .await
+            .unwrap_err();
+        drop(client);
+        scenario.finish().await;
+        assert!(
+            matches!(&error, StatusError::Write { source: kube::Error::Api(s), .. } if s.code == 409),
+            "{error}"
+        );
+        assert!(recorded.applied().is_empty());
+        assert!(!own_writes.is_outdated(&current), "no write, no record");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error(transparent)]
+        Phase(#[from] IllegalTransition<Stage>),
+        #[error(transparent)]
+        Finalizer(#[from] FinalizerError),
+        #[error(transparent)]
+        Status(#[from] StatusError<Stage>),
+    }
+
+    /// Pending → Running with an effect; deletion cleans up by asking to look again.
+    struct Pass {
+        client: Client,
+        own_writes: OwnWrites<Job>,
+        recorded: Recorded,
+    }
+
+    impl PhaseHandlers<Stage> for Pass {
+        type Object = Job;
+        type Output = Outcome<JobStatus, &'static str>;
+        type Error = TestError;
+
+        async fn handle(&self, phase: Stage, _job: Arc<Job>) -> Result<Self::Output, TestError> {
+            Ok(match phase {
+                Stage::Pending => {
+                    Outcome::write(status(Stage::Running, "started"), Action::await_change())
+                        .with("started")
+                }
+                Stage::Running | Stage::Done => Outcome::unchanged(Action::await_change()),
+            })
+        }
+    }
+
+    impl Effects<Job, &'static str> for Pass {
+        fn apply(&self, written: &Job, effect: &'static str) {
+            self.recorded.apply(written, effect);
+        }
+    }
+
+    impl Lifecycle<Job, &'static str> for Pass {
+        fn client(&self) -> &Client {
+            &self.client
+        }
+
+        fn own_writes(&self) -> &OwnWrites<Job> {
+            &self.own_writes
+        }
+
+        fn finalizer(&self) -> &str {
+            FINALIZER
+        }
+
+        fn initial_status(&self, _job: &Job) -> JobStatus {
+            status(Stage::Pending, "")
+        }
+
+        async fn cleanup(&self, _job: Arc<Job>) -> Result<Action, TestError> {
+            Ok(Action::requeue(std::time::Duration::from_secs(5)))
+        }
+    }
+
+    fn pass(client: Client) -> Pass {
+        Pass {
+            client,
+            own_writes: OwnWrites::new(),
+            recorded: Recorded::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_sight_adds_the_finalizer_writes_the_initial_status_then_commits_the_handler() {
+        let patched = with_finalizer(job("2", None));
+        let pending = with_finalizer(job("3", Some(status(Stage::Pending, ""))));
+        let running = with_finalizer(job("4", Some(status(Stage::Running, "started"))));
+        let (client, scenario) = Scenario::start(vec![
+            Exchange::new("PATCH", ITEM, 200, to_json(&patched)),
+            Exchange::new("PUT", status_path(), 200, to_json(&pending)),
+            Exchange::new("PUT", status_path(), 200, to_json(&running)),
+        ]);
+        let pass = pass(client);
+        let first = job("1", None);
+        reconcile(&pass, Arc::new(first.clone())).await.unwrap();
+        let recorded = pass.recorded.applied();
+        let own_writes_cover = [&first, &patched, &pending].map(|j| pass.own_writes.is_outdated(j));
+        drop(pass);
+        let served = scenario.finish().await;
+        assert_eq!(served.bodies[1]["metadata"]["resourceVersion"], "2");
+        assert_eq!(served.bodies[1]["status"]["phase"], "Pending");
+        assert_eq!(served.bodies[2]["metadata"]["resourceVersion"], "3");
+        assert_eq!(served.bodies[2]["status"]["phase"], "Running");
+        assert_eq!(recorded, [("4".to_owned(), "started")]);
+        assert_eq!(own_writes_cover, [true, true, true]);
+    }
+
+    #[tokio::test]
+    async fn a_copy_older_than_our_own_write_is_left_alone() {
+        let (client, scenario) = Scenario::start(Vec::new());
+        let pass = pass(client);
+        let old = with_finalizer(job("3", Some(status(Stage::Pending, ""))));
+        let new = with_finalizer(job("4", Some(status(Stage::Running, ""))));
+        pass.own_writes.record(&old, &new);
+        let action = reconcile(&pass, Arc::new(old)).await.unwrap();
+        drop(pass);
+        assert_eq!(action, Action::await_change());
+        assert!(scenario.finish().await.bodies.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_object_goes_to_cleanup_without_a_status_write() {
+        let (client, scenario) = Scenario::start(Vec::new());
+        let pass = pass(client);
+        let mut deleting = with_finalizer(job("5", Some(status(Stage::Running, ""))));
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let action = reconcile(&pass, Arc::new(deleting)).await.unwrap();
+        drop(pass);
+        assert_eq!(action, Action::requeue(std::time::Duration::from_secs(5)));
+        assert!(scenario.finish().await.bodies.is_empty());
+    }
+}
