@@ -61,7 +61,6 @@ pub enum GoDurationError {
 
 /// Parses a non-negative Go duration string (`"90s"`, `"1h30m"`, `"1.5h"`, `"0"`).
 pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
-    let malformed = || GoDurationError::Malformed(input.to_owned());
     let mut rest = match input.strip_prefix('+') {
         Some(r) => r,
         None if input.starts_with('-') => return Err(GoDurationError::Negative(input.to_owned())),
@@ -71,14 +70,40 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
         return Err(if input.is_empty() {
             GoDurationError::Empty
         } else {
-            malformed()
+            GoDurationError::Malformed(input.to_owned())
         });
     }
     if rest == "0" {
         return Ok(Duration::ZERO);
     }
+    let out_of_range = || GoDurationError::OutOfRange(input.to_owned());
     let mut total: u128 = 0;
     while !rest.is_empty() {
+        let (term, after) = GoTerm::split(rest, input)?;
+        total = total
+            .checked_add(term.nanos(input)?)
+            .ok_or_else(out_of_range)?;
+        if total > GO_MAX_NANOS {
+            return Err(out_of_range());
+        }
+        rest = after;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| out_of_range())?;
+    // The remainder is below 10^9 and fits a u32.
+    let subsec = (total % 1_000_000_000) as u32;
+    Ok(Duration::new(secs, subsec))
+}
+
+/// One `<number><unit>` term of a Go duration: `1.5h` is `("1", "5", h)`.
+struct GoTerm<'a> {
+    int_part: &'a str,
+    frac_part: &'a str,
+    unit_nanos: u128,
+}
+
+impl<'a> GoTerm<'a> {
+    /// The term at the start of `rest` (a suffix of `input`, which errors name) and what follows.
+    fn split(rest: &'a str, input: &str) -> Result<(GoTerm<'a>, &'a str), GoDurationError> {
         let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
         let (int_part, after_int) = rest.split_at(int_len);
         let (frac_part, after_num) = match after_int.strip_prefix('.') {
@@ -89,57 +114,63 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
             None => ("", after_int),
         };
         if int_part.is_empty() && frac_part.is_empty() {
-            return Err(malformed());
+            return Err(GoDurationError::Malformed(input.to_owned()));
         }
         let unit_len = after_num
             .char_indices()
             .find(|(_, c)| c.is_ascii_digit() || *c == '.')
             .map_or(after_num.len(), |(i, _)| i);
         let (unit, after_unit) = after_num.split_at(unit_len);
-        let unit_nanos: u128 = match unit {
-            "" => return Err(GoDurationError::MissingUnit(input.to_owned())),
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60 * 1_000_000_000,
-            "h" => 3_600 * 1_000_000_000,
-            other => {
-                return Err(GoDurationError::UnknownUnit {
-                    input: input.to_owned(),
-                    unit: other.to_owned(),
-                });
-            }
+        let term = GoTerm {
+            int_part,
+            frac_part,
+            unit_nanos: unit_nanos(unit, input)?,
         };
+        Ok((term, after_unit))
+    }
+
+    /// The term's value in nanoseconds; out of range when it overflows.
+    fn nanos(&self, input: &str) -> Result<u128, GoDurationError> {
         let out_of_range = || GoDurationError::OutOfRange(input.to_owned());
-        let whole: u128 = if int_part.is_empty() {
+        let whole: u128 = if self.int_part.is_empty() {
             0
         } else {
-            int_part.parse().map_err(|_| out_of_range())?
+            self.int_part.parse().map_err(|_| out_of_range())?
         };
-        let mut nanos = whole.checked_mul(unit_nanos).ok_or_else(out_of_range)?;
+        let nanos = whole
+            .checked_mul(self.unit_nanos)
+            .ok_or_else(out_of_range)?;
         // Fraction digits beyond 18 cannot change the result (the largest unit is 3.6e12 ns) and
         // are ignored, as Go truncates below nanosecond precision; 10^18 · 3.6e12 fits a u128.
         let mut scale: u128 = 1;
         let mut frac: u128 = 0;
-        for digit in frac_part.bytes().take(18) {
+        for digit in self.frac_part.bytes().take(18) {
             frac = frac * 10 + u128::from(digit - b'0');
             scale *= 10;
         }
-        nanos = nanos
-            .checked_add(frac * unit_nanos / scale)
-            .ok_or_else(out_of_range)?;
-        total = total.checked_add(nanos).ok_or_else(out_of_range)?;
-        if total > GO_MAX_NANOS {
-            return Err(out_of_range());
-        }
-        rest = after_unit;
+        nanos
+            .checked_add(frac * self.unit_nanos / scale)
+            .ok_or_else(out_of_range)
     }
-    let secs = u64::try_from(total / 1_000_000_000)
-        .map_err(|_| GoDurationError::OutOfRange(input.to_owned()))?;
-    // The remainder is below 10^9 and fits a u32.
-    let subsec = (total % 1_000_000_000) as u32;
-    Ok(Duration::new(secs, subsec))
+}
+
+/// Nanoseconds per Go duration `unit` (of `input`, which errors name).
+fn unit_nanos(unit: &str, input: &str) -> Result<u128, GoDurationError> {
+    Ok(match unit {
+        "" => return Err(GoDurationError::MissingUnit(input.to_owned())),
+        "ns" => 1,
+        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60 * 1_000_000_000,
+        "h" => 3_600 * 1_000_000_000,
+        other => {
+            return Err(GoDurationError::UnknownUnit {
+                input: input.to_owned(),
+                unit: other.to_owned(),
+            });
+        }
+    })
 }
 
 /// Rounds to whole seconds, half away from zero (Go's `d.Round(time.Second)`).

@@ -297,51 +297,27 @@ pub async fn ensure_finalizer<K>(
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let (name, object) = identify(api, obj)?;
-    let mut current = obj.clone();
-    for _ in 0..MAX_ATTEMPTS {
-        if has_finalizer(&current, finalizer) {
-            return Ok(Ensure::AlreadyPresent);
-        }
-        if is_deleting(&current) {
-            return Ok(Ensure::Deleting);
-        }
-        let tested = current.finalizers().to_vec();
-        let patch = Patch::Json::<()>(add_patch(&tested, finalizer));
-        let error = match api.patch(&name, &PatchParams::default(), &patch).await {
-            Ok(patched) => {
-                tracing::debug!(%object, finalizer, "finalizer added");
-                return Ok(Ensure::Added(patched));
+    let add = Edit {
+        settled: |current: &K, finalizer: &str| {
+            if has_finalizer(current, finalizer) {
+                Some(Ensure::AlreadyPresent)
+            } else if is_deleting(current) {
+                Some(Ensure::Deleting)
+            } else {
+                None
             }
-            Err(error) if is_not_found(&error) => return Ok(Ensure::Gone),
-            Err(error) if is_retryable(&error) => error,
-            Err(source) => {
-                return Err(FinalizerError::Add {
-                    finalizer: finalizer.to_owned(),
-                    object,
-                    source,
-                });
-            }
-        };
-        let Some(fresh) = reread(api, &name, &object).await? else {
-            return Ok(Ensure::Gone);
-        };
-        if fresh.finalizers() == tested.as_slice() && !is_deleting(&fresh) {
-            // The list is what we tested, so the refusal was about something else (for example
-            // an invalid finalizer name): report it rather than retrying.
-            return Err(FinalizerError::Add {
-                finalizer: finalizer.to_owned(),
-                object,
-                source: error,
-            });
-        }
-        current = fresh;
-    }
-    Err(FinalizerError::Contended {
-        finalizer: finalizer.to_owned(),
-        object,
-        attempts: MAX_ATTEMPTS,
-    })
+        },
+        patch: add_patch,
+        patched: Ensure::Added,
+        gone: || Ensure::Gone,
+        refused: |finalizer, object, source| FinalizerError::Add {
+            finalizer,
+            object,
+            source,
+        },
+        done: "finalizer added",
+    };
+    add.apply(api, obj, finalizer).await
 }
 
 /// Remove every occurrence of `finalizer` from `obj` (see the module guarantees). Call it only
@@ -359,46 +335,82 @@ pub async fn remove_finalizer<K>(
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let (name, object) = identify(api, obj)?;
-    let mut current = obj.clone();
-    for _ in 0..MAX_ATTEMPTS {
-        if !has_finalizer(&current, finalizer) {
-            return Ok(Removal::AlreadyAbsent);
-        }
-        let tested = current.finalizers().to_vec();
-        let patch = Patch::Json::<()>(remove_patch(&tested, finalizer));
-        let error = match api.patch(&name, &PatchParams::default(), &patch).await {
-            Ok(_) => {
-                tracing::debug!(%object, finalizer, "finalizer removed");
-                return Ok(Removal::Removed);
+    let remove = Edit {
+        settled: |current: &K, finalizer: &str| {
+            (!has_finalizer(current, finalizer)).then_some(Removal::AlreadyAbsent)
+        },
+        patch: remove_patch,
+        patched: |_| Removal::Removed,
+        gone: || Removal::Gone,
+        refused: |finalizer, object, source| FinalizerError::Remove {
+            finalizer,
+            object,
+            source,
+        },
+        done: "finalizer removed",
+    };
+    remove.apply(api, obj, finalizer).await
+}
+
+/// One edit of an object's finalizer list with outcome `T`: adding or removing a finalizer.
+struct Edit<K, T> {
+    /// The outcome without a write, when `current` needs none.
+    settled: fn(&K, &str) -> Option<T>,
+    /// The JSON patch that makes the edit, testing the list it was computed from.
+    patch: fn(&[String], &str) -> json_patch::Patch,
+    /// The outcome of a successful patch, given the patched object.
+    patched: fn(K) -> T,
+    /// The outcome when the object is gone.
+    gone: fn() -> T,
+    /// The error for a patch refused for another reason than a changed list.
+    refused: fn(String, String, kube::Error) -> FinalizerError,
+    /// What the debug log says after a successful patch.
+    done: &'static str,
+}
+
+impl<K, T> Edit<K, T>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    /// Patches `obj` unless it is settled; after a refused patch, re-reads it and decides again,
+    /// at most [`MAX_ATTEMPTS`] times.
+    async fn apply(&self, api: &Api<K>, obj: &K, finalizer: &str) -> Result<T, FinalizerError> {
+        let (name, object) = identify(api, obj)?;
+        let mut current = obj.clone();
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(outcome) = (self.settled)(&current, finalizer) {
+                return Ok(outcome);
             }
-            Err(error) if is_not_found(&error) => return Ok(Removal::Gone),
-            Err(error) if is_retryable(&error) => error,
-            Err(source) => {
-                return Err(FinalizerError::Remove {
-                    finalizer: finalizer.to_owned(),
-                    object,
-                    source,
-                });
+            let tested = current.finalizers().to_vec();
+            let patch = Patch::Json::<()>((self.patch)(&tested, finalizer));
+            let error = match api.patch(&name, &PatchParams::default(), &patch).await {
+                Ok(patched) => {
+                    tracing::debug!(%object, finalizer, "{}", self.done);
+                    return Ok((self.patched)(patched));
+                }
+                Err(error) if is_not_found(&error) => return Ok((self.gone)()),
+                Err(error) if is_retryable(&error) => error,
+                Err(source) => return Err((self.refused)(finalizer.to_owned(), object, source)),
+            };
+            let Some(fresh) = reread(api, &name, &object).await? else {
+                return Ok((self.gone)());
+            };
+            if fresh.finalizers() == tested.as_slice()
+                && (self.settled)(&fresh, finalizer).is_none()
+            {
+                // The list is what we tested (and the object still needs the edit), so the
+                // refusal was about something else (for example an invalid finalizer name):
+                // report it rather than retrying.
+                return Err((self.refused)(finalizer.to_owned(), object, error));
             }
-        };
-        let Some(fresh) = reread(api, &name, &object).await? else {
-            return Ok(Removal::Gone);
-        };
-        if fresh.finalizers() == tested.as_slice() {
-            return Err(FinalizerError::Remove {
-                finalizer: finalizer.to_owned(),
-                object,
-                source: error,
-            });
+            current = fresh;
         }
-        current = fresh;
+        Err(FinalizerError::Contended {
+            finalizer: finalizer.to_owned(),
+            object,
+            attempts: MAX_ATTEMPTS,
+        })
     }
-    Err(FinalizerError::Contended {
-        finalizer: finalizer.to_owned(),
-        object,
-        attempts: MAX_ATTEMPTS,
-    })
 }
 
 /// Read `name` again after a refused patch; `None` when it is gone.

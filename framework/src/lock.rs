@@ -49,8 +49,11 @@
 //!    caller decides what that means for it.
 //! 2. Without [`Owner::uid_label`] ownership is decided by the name labels only, and a parent
 //!    deleted and re-created with the same name and namespace adopts its predecessor's child.
-//! 3. `release` deletes with `propagationPolicy: Background`; dependents of the child (for example
-//!    a `PipelineRun`'s `TaskRuns`) are removed by the garbage collector afterwards.
+//! 3. [`release`] and [`break_stale`] delete with `propagationPolicy: Background`: dependents of
+//!    the child (for example a `PipelineRun`'s `TaskRuns`, a `Job`'s `Pods`) are removed by the
+//!    garbage collector afterwards. [`release_with_policy`] and [`break_stale_with_policy`] take
+//!    another policy (`Foreground` keeps the child until its dependents are gone; `Orphan` leaves
+//!    them behind).
 
 use std::collections::BTreeMap;
 
@@ -291,6 +294,20 @@ pub async fn release(
     name: &str,
     owner: &Owner,
 ) -> Result<Release, LockError> {
+    release_with_policy(api, name, owner, PropagationPolicy::Background).await
+}
+
+/// [`release`], deleting the child with `propagation` as its `propagationPolicy`.
+///
+/// # Errors
+///
+/// As [`release`].
+pub async fn release_with_policy(
+    api: &Api<DynamicObject>,
+    name: &str,
+    owner: &Owner,
+    propagation: PropagationPolicy,
+) -> Result<Release, LockError> {
     let object = object_path(api, name);
     for _ in 0..MAX_ATTEMPTS {
         let existing = api.get_opt(name).await.map_err(|source| LockError::Read {
@@ -304,7 +321,7 @@ pub async fn release(
             tracing::debug!(%object, holder = ?existing.labels(), "lock not ours; not releasing");
             return Ok(Release::NotOwned);
         }
-        match delete_exactly(api, &existing, &object).await? {
+        match delete_exactly(api, &existing, &object, propagation.clone()).await? {
             Release::Released => {
                 tracing::debug!(%object, owner_uid = ?owner.uid, "lock released");
                 return Ok(Release::Released);
@@ -338,25 +355,39 @@ pub async fn break_stale(
     api: &Api<DynamicObject>,
     stale: &DynamicObject,
 ) -> Result<Release, LockError> {
+    break_stale_with_policy(api, stale, PropagationPolicy::Background).await
+}
+
+/// [`break_stale`], deleting the child with `propagation` as its `propagationPolicy`.
+///
+/// # Errors
+///
+/// As [`break_stale`].
+pub async fn break_stale_with_policy(
+    api: &Api<DynamicObject>,
+    stale: &DynamicObject,
+    propagation: PropagationPolicy,
+) -> Result<Release, LockError> {
     let Some(name) = stale.metadata.name.as_deref() else {
         return Err(LockError::Unnamed {
             resource: api.resource_url().to_owned(),
         });
     };
     let object = object_path(api, name);
-    let outcome = delete_exactly(api, stale, &object).await?;
+    let outcome = delete_exactly(api, stale, &object, propagation).await?;
     if outcome == Release::Released {
         tracing::debug!(%object, holder = ?stale.labels(), "stale lock broken");
     }
     Ok(outcome)
 }
 
-/// Deletes `child` (by name, in the background) only if the name still holds that very object:
+/// Deletes `child` (by name, with `propagation`) only if the name still holds that very object:
 /// a `uid` precondition. `Gone` on 404, `NotOwned` when the name now holds another object.
 async fn delete_exactly(
     api: &Api<DynamicObject>,
     child: &DynamicObject,
     object: &str,
+    propagation: PropagationPolicy,
 ) -> Result<Release, LockError> {
     let (Some(name), Some(uid)) = (child.metadata.name.as_deref(), child.metadata.uid.clone())
     else {
@@ -369,7 +400,7 @@ async fn delete_exactly(
             uid: Some(uid),
             resource_version: None,
         }),
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(propagation),
         ..DeleteParams::default()
     };
     match api.delete(name, &params).await {
@@ -796,6 +827,58 @@ mod tests {
         assert_eq!(outcome, Release::Released);
         assert_eq!(bodies[1]["preconditions"]["uid"], "u4");
         assert_eq!(bodies[1]["propagationPolicy"], "Background");
+    }
+
+    #[tokio::test]
+    async fn release_and_break_stale_delete_with_the_given_propagation_policy() {
+        let cases = [
+            (PropagationPolicy::Foreground, "Foreground"),
+            (PropagationPolicy::Background, "Background"),
+            (PropagationPolicy::Orphan, "Orphan"),
+        ];
+        for (policy, wire) in cases {
+            let ours = owner("wfe-1");
+            let deleted = || respond(StatusCode::OK, &child_json(&ours.labels, "u6"));
+            let (api, handle) = mock_api();
+            let server = serve(
+                handle,
+                vec![
+                    Exchange {
+                        method: Method::GET,
+                        path: item_path(),
+                        response: deleted(),
+                    },
+                    Exchange {
+                        method: Method::DELETE,
+                        path: item_path(),
+                        response: deleted(),
+                    },
+                ],
+            );
+            let outcome = release_with_policy(&api, NAME, &ours, policy.clone())
+                .await
+                .unwrap();
+            let bodies = server.await.unwrap();
+            assert_eq!(outcome, Release::Released, "{wire}");
+            assert_eq!(bodies[1]["propagationPolicy"], wire, "release");
+
+            let (api, handle) = mock_api();
+            let server = serve(
+                handle,
+                vec![Exchange {
+                    method: Method::DELETE,
+                    path: item_path(),
+                    response: deleted(),
+                }],
+            );
+            let stale: DynamicObject =
+                serde_json::from_value(child_json(&ours.labels, "u6")).unwrap();
+            let outcome = break_stale_with_policy(&api, &stale, policy).await.unwrap();
+            let bodies = server.await.unwrap();
+            assert_eq!(outcome, Release::Released, "{wire}");
+            assert_eq!(bodies[0]["propagationPolicy"], wire, "break_stale");
+            assert_eq!(bodies[0]["preconditions"]["uid"], "u6", "break_stale");
+        }
     }
 
     #[tokio::test]

@@ -591,11 +591,7 @@ impl serde_json::ser::Formatter for YamlSafe {
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        separate(writer, first)
     }
 
     fn begin_object_key<W: ?Sized + std::io::Write>(
@@ -603,11 +599,7 @@ impl serde_json::ser::Formatter for YamlSafe {
         writer: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
+        separate(writer, first)
     }
 
     fn begin_object_value<W: ?Sized + std::io::Write>(
@@ -615,6 +607,15 @@ impl serde_json::ser::Formatter for YamlSafe {
         writer: &mut W,
     ) -> std::io::Result<()> {
         writer.write_all(b": ")
+    }
+}
+
+/// The `, ` before every array item or mapping key but the first.
+fn separate<W: ?Sized + std::io::Write>(writer: &mut W, first: bool) -> std::io::Result<()> {
+    if first {
+        Ok(())
+    } else {
+        writer.write_all(b", ")
     }
 }
 
@@ -668,31 +669,10 @@ fn check_output(
         ));
     }
 
-    // The skeleton: the same text with each output replaced by its placeholder.
-    let mut skeleton = String::with_capacity(text.len());
-    let mut slots: Vec<(Range<usize>, Json)> = Vec::new();
-    let mut copied = 0;
-    for span in spans {
-        if span.kind() != OutputSpanKind::Expression {
-            continue;
-        }
-        let range = span.output_range();
-        let Some(slot_text) = text.get(range.clone()) else {
-            continue;
-        };
-        let Ok(slot_value) = serde_json::from_str::<Json>(slot_text) else {
-            // Only the formatter writes expression output, and it writes JSON.
-            return Err(problem(
-                Some(range.start),
-                "an output is not a YAML value".to_owned(),
-            ));
-        };
-        skeleton.push_str(&text[copied..range.start]);
-        skeleton.push_str(&placeholder(slots.len()));
-        copied = range.end;
-        slots.push((range, slot_value));
-    }
-    skeleton.push_str(&text[copied..]);
+    let (skeleton, slots) = skeleton(text, spans).map_err(|at| {
+        // Only the formatter writes expression output, and it writes JSON.
+        problem(Some(at), "an output is not a YAML value".to_owned())
+    })?;
     let shape = shapes.parse(&skeleton).map_err(|(at, message)| {
         // Line numbers agree between text and skeleton (neither slots nor placeholders hold a
         // line break), so point at the real rendered line.
@@ -720,9 +700,37 @@ fn check_output(
     Ok(value)
 }
 
+/// One `{{ }}` output of a rendered text: its byte range in the text and its value.
+type Slot = (Range<usize>, Json);
+
+/// The skeleton of rendered `text`: the same text with each expression output replaced by its
+/// [`placeholder`], and the outputs (their range in `text` and their value) in placeholder order;
+/// `Err(offset)` for an output that is not JSON.
+fn skeleton(text: &str, spans: &[OutputSpan]) -> Result<(String, Vec<Slot>), usize> {
+    let mut skeleton = String::with_capacity(text.len());
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut copied = 0;
+    for span in spans {
+        if span.kind() != OutputSpanKind::Expression {
+            continue;
+        }
+        let range = span.output_range();
+        let Some(slot_text) = text.get(range.clone()) else {
+            continue;
+        };
+        let slot_value = serde_json::from_str::<Json>(slot_text).map_err(|_| range.start)?;
+        skeleton.push_str(&text[copied..range.start]);
+        skeleton.push_str(&placeholder(slots.len()));
+        copied = range.end;
+        slots.push((range, slot_value));
+    }
+    skeleton.push_str(&text[copied..]);
+    Ok((skeleton, slots))
+}
+
 /// Puts slot values in place of their placeholders; `Err(index)` for a placeholder that is only
 /// part of a string.
-fn fill(shape: Json, slots: &[(Range<usize>, Json)]) -> Result<Json, usize> {
+fn fill(shape: Json, slots: &[Slot]) -> Result<Json, usize> {
     let slot = |text: &str| -> Result<Option<&Json>, usize> {
         match find_placeholder(text) {
             Some((index, true)) => Ok(slots.get(index).map(|(_, v)| v)),

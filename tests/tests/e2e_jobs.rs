@@ -44,12 +44,12 @@ use kube::{
         ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     },
 };
+use kubernaut_framework::cancel::CancelSpec;
 use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use kubernaut_test_harness::e2e::E2eCluster;
 use serde_json::Value;
 use workflowexecution_operator::{
-    cancel::CancelSpec,
     config::OperatorConfig,
     failure::{FailureContext, Remembered, failure_details_remembered, held_back},
     pipelinerun::pipeline_run_identity,

@@ -289,6 +289,78 @@ async fn the_cancel_file_chooses_the_patch_and_bounds_the_wait_for_a_run_that_ne
     Ok(())
 }
 
+/// Waits until the run `name` is being deleted and holds the `orphan` finalizer the API server adds
+/// for `propagationPolicy: Orphan` (nothing here runs a garbage collector to remove it), then
+/// removes the finalizer so that the run goes.
+async fn wait_orphaning_delete(env: &Env, name: &str) -> anyhow::Result<()> {
+    eventually(
+        &format!("PipelineRun {name} deleted with propagationPolicy Orphan"),
+        WAIT,
+        || async {
+            Ok(env.runs().get_opt(name).await?.filter(|run| {
+                run.metadata.deletion_timestamp.is_some()
+                    && run.metadata.finalizers.as_deref() == Some(&["orphan".to_owned()][..])
+            }))
+        },
+    )
+    .await?;
+    let unblock = json!({"metadata": {"finalizers": null}});
+    env.runs()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&unblock))
+        .await?;
+    env.wait_run_gone(name).await
+}
+
+#[tokio::test]
+async fn the_cancel_file_chooses_the_propagation_policy_of_every_run_deletion() -> anyhow::Result<()>
+{
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().join("templates");
+    templates_with(&dir, "cancel.yaml", |text| {
+        text.replace(
+            "# deletePropagation: Background",
+            "deletePropagation: Orphan",
+        )
+        .replace("finishGracePeriod: 5m", "finishGracePeriod: 2s")
+    })?;
+    let env = Env::new("wfe-cancel-propagation", |c| c.templates.dir = dir.clone()).await?;
+
+    // The lock released after the cooldown.
+    env.create(
+        "finished",
+        "restart-pods",
+        "default/deployment/web",
+        Scenario::Success,
+    )
+    .await?;
+    let completed = env.wait_phase("finished", Phase::Completed).await?;
+    let run = status_of(&completed)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name;
+    wait_orphaning_delete(&env, &run).await?;
+
+    // The run of a deleted WorkflowExecution.
+    env.create(
+        "deleted",
+        "drain-node",
+        "node/worker-node-7",
+        Scenario::Hang,
+    )
+    .await?;
+    let running = env.wait_phase("deleted", Phase::Running).await?;
+    let run = status_of(&running)
+        .pipeline_run_ref
+        .expect("pipelineRunRef")
+        .name;
+    env.wfes()
+        .delete("deleted", &DeleteParams::default())
+        .await?;
+    wait_orphaning_delete(&env, &run).await?;
+    env.wait_gone("deleted").await?;
+    Ok(())
+}
+
 /// A TaskRun of `run` named `<run>-<task>`, labelled and annotated from the run as Tekton does
 /// (it copies the run's labels and annotations onto its TaskRuns), with `condition` as status.
 async fn create_task_run(

@@ -472,31 +472,50 @@ impl LeaderElector {
                     after: budget,
                 })
             });
-            match round {
-                Ok(true) => {
-                    last_renewal = Some(Instant::now());
-                    if !is_leader {
-                        tracing::info!(lease = %settings.lease_name, identity = %settings.identity, "acquired leadership");
-                        leading.send_replace(true);
-                    }
+            self.publish_round(round, is_leader, &mut last_renewal, leading);
+        }
+        self.resign(leading).await;
+        Ok(())
+    }
+
+    /// Publishes on `leading` what one acquire-or-renew `round` means for a replica that led
+    /// before it (`is_leader`) or not; `last_renewal` is when this replica last renewed the Lease.
+    fn publish_round(
+        &self,
+        round: Result<bool, LeaderElectionError>,
+        is_leader: bool,
+        last_renewal: &mut Option<Instant>,
+        leading: &watch::Sender<bool>,
+    ) {
+        let settings = &self.settings;
+        match round {
+            Ok(true) => {
+                *last_renewal = Some(Instant::now());
+                if !is_leader {
+                    tracing::info!(lease = %settings.lease_name, identity = %settings.identity, "acquired leadership");
+                    leading.send_replace(true);
                 }
-                Ok(false) => {
-                    if is_leader {
-                        tracing::warn!(lease = %settings.lease_name, identity = %settings.identity, "lost leadership: the Lease is held by another replica");
-                        leading.send_replace(false);
-                    }
+            }
+            Ok(false) => {
+                if is_leader {
+                    tracing::warn!(lease = %settings.lease_name, identity = %settings.identity, "lost leadership: the Lease is held by another replica");
+                    leading.send_replace(false);
                 }
-                Err(error) => {
-                    let overdue =
-                        last_renewal.is_none_or(|at| at.elapsed() >= settings.renew_deadline);
-                    tracing::warn!(%error, leader = is_leader, "leader election round failed");
-                    if is_leader && overdue {
-                        tracing::warn!(lease = %settings.lease_name, identity = %settings.identity, "stepping down: no renewal within the renew deadline");
-                        leading.send_replace(false);
-                    }
+            }
+            Err(error) => {
+                let overdue = last_renewal.is_none_or(|at| at.elapsed() >= settings.renew_deadline);
+                tracing::warn!(%error, leader = is_leader, "leader election round failed");
+                if is_leader && overdue {
+                    tracing::warn!(lease = %settings.lease_name, identity = %settings.identity, "stepping down: no renewal within the renew deadline");
+                    leading.send_replace(false);
                 }
             }
         }
+    }
+
+    /// On stop: a leader releases the Lease (best effort) and publishes `false`.
+    async fn resign(&self, leading: &watch::Sender<bool>) {
+        let settings = &self.settings;
         if *leading.borrow() {
             match self.release().await {
                 Ok(true) => tracing::info!(lease = %settings.lease_name, "released leadership"),
@@ -507,7 +526,6 @@ impl LeaderElector {
             }
             leading.send_replace(false);
         }
-        Ok(())
     }
 }
 

@@ -163,6 +163,33 @@ pub use prometheus;
 /// How many watch events a controller term may fall behind before it re-triggers everything.
 const TRIGGER_BUFFER: usize = 1024;
 
+/// What the runtime needs of a parent kind: a namespaced object whose `DynamicType` is `()` (any
+/// `#[derive(CustomResource)]` or k8s-openapi type), cloned into the cache, decoded from and
+/// encoded to JSON, and shared between tasks. Implemented for every such type.
+pub trait ParentResource:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + serde::Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> ParentResource for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Process-level settings of the runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {
@@ -408,14 +435,7 @@ pub struct Operator<K> {
 
 impl<K> Operator<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: ParentResource,
 {
     /// A runtime for parents of kind `K` in all namespaces, without children or templates.
     pub fn new(client: Client, settings: RuntimeSettings) -> Self {
@@ -529,157 +549,33 @@ where
         F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
-        let Self {
-            client,
-            settings,
-            parents: parent_watch,
-            children: child_watch,
-            grandchildren: grandchild_watch,
-            templates,
-            index,
-            prune,
-            registry,
-            shutdown,
-            _kind,
-        } = self;
-        let parent_index = Arc::new(match index {
-            Some(key_of) => ParentIndex::new(move |object: &K| key_of(object)),
-            None => ParentIndex::disabled(),
-        });
-        if let Some(election) = &settings.leader_election {
+        if let Some(election) = &self.settings.leader_election {
             election.validate()?;
         }
-        let (metrics, error_backoff) = register_metrics(&registry, &settings)?;
-        let identity = settings
-            .leader_election
-            .as_ref()
-            .map_or_else(default_identity, |election| election.identity.clone());
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: settings.controller_name.clone(),
-                instance: Some(identity.clone()),
-            },
-        );
-
-        let endpoints = Endpoints::bind(&settings).await?;
+        let (metrics, error_backoff) = register_metrics(&self.registry, &self.settings)?;
+        let endpoints = Endpoints::bind(&self.settings).await?;
         let (health_addr, metrics_addr) = (endpoints.health_addr, endpoints.metrics_addr);
-
-        let parent_writer = Writer::<K>::default();
-        let child_writer = cache_writer(child_watch.as_ref());
-        let grandchild_writer = cache_writer(grandchild_watch.as_ref().map(|(watch, _)| watch));
-        let (leading_tx, leading_rx) = watch::channel(settings.leader_election.is_none());
-        let context = Arc::new(Context {
-            client: client.clone(),
-            parents: parent_writer.as_reader(),
-            children: child_writer.as_reader(),
-            grandchildren: grandchild_writer.as_reader(),
-            recorder: recorder.clone(),
-            registry: registry.clone(),
-            metrics: metrics.clone(),
-            error_backoff,
-            templates: templates.as_ref().map(|(store, _)| store.clone()),
-            parent_index: parent_index.clone(),
-            error_events: events::ErrorEvents::new(
-                client.clone(),
-                settings.controller_name.clone(),
-                identity.clone(),
-            ),
-            identity,
-            data,
-            leading: leading_rx.clone(),
-        });
+        let writers = Writers::new(self.children.as_ref(), self.grandchild_watch());
+        let (leading_tx, leading_rx) = watch::channel(self.settings.leader_election.is_none());
+        let context =
+            Arc::new(self.context(&writers, metrics, error_backoff, leading_rx.clone(), data));
         let probes = Arc::new(Probes::default());
-        let (parent_tx, _) = broadcast::channel::<Arc<K>>(TRIGGER_BUFFER);
-        let (child_tx, _) = broadcast::channel::<Arc<DynamicObject>>(TRIGGER_BUFFER);
-        let (grandchild_tx, _) = broadcast::channel::<Arc<DynamicObject>>(TRIGGER_BUFFER);
-
-        // Background tasks that simply stop with the runtime.
-        let mut background = JoinSet::new();
-        background.spawn(critical(
-            "parent reflector",
-            probes.clone(),
-            parent_reflector(&parent_watch, parent_writer, &parent_tx, &context),
-        ));
-        let reflectors = [
-            (
-                "child reflector",
-                child_watch.as_ref(),
-                prune,
-                child_writer,
-                &child_tx,
-            ),
-            (
-                "grandchild reflector",
-                grandchild_watch.as_ref().map(|(watch, _)| watch),
-                grandchild_watch.as_ref().map(|(_, prune)| prune.clone()),
-                grandchild_writer,
-                &grandchild_tx,
-            ),
-        ];
-        for (name, watch, prune, writer, sender) in reflectors {
-            background.spawn(child_reflector(
-                name,
-                &client,
-                watch,
-                prune,
-                writer,
-                sender,
-                probes.clone(),
-            ));
-        }
+        let triggers = Triggers::new();
         let synced = CancellationToken::new();
-        background.spawn(wait_for_sync(&context, probes.clone(), synced.clone()));
-        background.spawn(follow_leadership(
-            leading_rx.clone(),
-            metrics.leader.clone(),
-        ));
-        if let Some((store, reference)) = templates {
-            // Template Events go to the given object, else this Pod, else the Lease.
-            let reference = reference.or_else(pod_reference_from_env).or_else(|| {
-                settings
-                    .leader_election
-                    .as_ref()
-                    .map(LeaderElectionSettings::lease_reference)
-            });
-            let poll = settings.template_poll;
-            background.spawn(watch_templates(store, poll, reference, recorder, metrics));
-        }
-
+        let background = self.spawn_background(writers, &triggers, &context, &probes, &synced);
         // The Lease: stopped (and released) only after the last reconcile finished.
-        let (mut election, lease_stop) =
-            start_election(&client, &settings, leading_tx, probes.clone());
+        let election = start_election(&self.client, &self.settings, leading_tx, probes.clone());
         // The HTTP servers: stopped last.
-        let (mut servers, servers_stop) = endpoints.serve(&registry, &probes);
-
-        let terms = ControllerTerms {
-            context: context.clone(),
-            reconcile: Arc::new(reconcile),
-            leading: leading_rx,
-            shutdown: shutdown.clone(),
-            synced,
-            parent_tx,
-            child_tx,
-            child_watch,
-            grandchild_tx,
-            grandchild_watch: grandchild_watch.map(|(watch, _)| watch),
-            concurrency: settings.concurrency,
-            _error: PhantomData,
-        };
-        let supervisor_probes = probes.clone();
-        // Shutdown order: reconciles finish, then the Lease is released, then the servers stop.
-        let task = tokio::spawn(async move {
-            terms.run().await;
-            supervisor_probes.mark_stopping();
-            tracing::info!("reconciles finished; releasing leadership");
-            stop(lease_stop, &mut election).await;
-            tracing::info!("stopping HTTP servers");
-            stop(servers_stop, &mut servers).await;
-            background.shutdown().await;
-            tracing::info!("runtime stopped");
-            Ok(())
-        });
-
+        let servers = endpoints.serve(&self.registry, &probes);
+        let shutdown = self.shutdown.clone();
+        let terms = self.terms(context.clone(), reconcile, leading_rx, synced, triggers);
+        let task = tokio::spawn(supervise(
+            terms.run(),
+            probes.clone(),
+            election,
+            servers,
+            background,
+        ));
         Ok(Running {
             context,
             probes,
@@ -688,6 +584,169 @@ where
             shutdown,
             task: Some(task),
         })
+    }
+
+    /// The grandchild watch, when configured.
+    fn grandchild_watch(&self) -> Option<&ChildWatch> {
+        self.grandchildren.as_ref().map(|(watch, _)| watch)
+    }
+
+    /// The context every reconcile receives, reading the caches `writers` fill.
+    fn context<D>(
+        &self,
+        writers: &Writers<K>,
+        metrics: FrameworkMetrics,
+        error_backoff: ErrorBackoff<ObjectRef<K>>,
+        leading: watch::Receiver<bool>,
+        data: D,
+    ) -> Context<K, D> {
+        let settings = &self.settings;
+        let identity = settings
+            .leader_election
+            .as_ref()
+            .map_or_else(default_identity, |election| election.identity.clone());
+        let reporter = Reporter {
+            controller: settings.controller_name.clone(),
+            instance: Some(identity.clone()),
+        };
+        let parent_index = match self.index.clone() {
+            Some(key_of) => ParentIndex::new(move |object: &K| key_of(object)),
+            None => ParentIndex::disabled(),
+        };
+        Context {
+            client: self.client.clone(),
+            parents: writers.parents.as_reader(),
+            children: writers.children.as_reader(),
+            grandchildren: writers.grandchildren.as_reader(),
+            recorder: Recorder::new(self.client.clone(), reporter),
+            registry: self.registry.clone(),
+            metrics,
+            error_backoff,
+            templates: self.templates.as_ref().map(|(store, _)| store.clone()),
+            parent_index: Arc::new(parent_index),
+            error_events: events::ErrorEvents::new(
+                self.client.clone(),
+                settings.controller_name.clone(),
+                identity.clone(),
+            ),
+            identity,
+            data,
+            leading,
+        }
+    }
+
+    /// Spawns the tasks that run on every replica and simply stop with the runtime: the
+    /// reflectors filling `writers`, the sync waiter cancelling `synced`, the leadership gauge
+    /// and the template watcher.
+    fn spawn_background<D>(
+        &self,
+        writers: Writers<K>,
+        triggers: &Triggers<K>,
+        context: &Arc<Context<K, D>>,
+        probes: &Arc<Probes>,
+        synced: &CancellationToken,
+    ) -> JoinSet<()>
+    where
+        D: Send + Sync + 'static,
+    {
+        let mut background = JoinSet::new();
+        background.spawn(critical(
+            "parent reflector",
+            probes.clone(),
+            parent_reflector(&self.parents, writers.parents, &triggers.parents, context),
+        ));
+        let reflectors = [
+            (
+                "child reflector",
+                self.children.as_ref(),
+                self.prune.clone(),
+                writers.children,
+                &triggers.children,
+            ),
+            (
+                "grandchild reflector",
+                self.grandchild_watch(),
+                self.grandchildren.as_ref().map(|(_, prune)| prune.clone()),
+                writers.grandchildren,
+                &triggers.grandchildren,
+            ),
+        ];
+        for (name, watch, prune, writer, sender) in reflectors {
+            background.spawn(child_reflector(
+                name,
+                &self.client,
+                watch,
+                prune,
+                writer,
+                sender,
+                probes.clone(),
+            ));
+        }
+        background.spawn(wait_for_sync(context, probes.clone(), synced.clone()));
+        background.spawn(follow_leadership(
+            context.leading.clone(),
+            context.metrics.leader.clone(),
+        ));
+        if let Some(watcher) = self.template_watcher(context) {
+            background.spawn(watcher);
+        }
+        background
+    }
+
+    /// The template hot reload, when templates are configured; its Events go to the given
+    /// object, else this Pod, else the Lease.
+    fn template_watcher<D>(
+        &self,
+        context: &Context<K, D>,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let (store, reference) = self.templates.as_ref()?;
+        let reference = reference
+            .clone()
+            .or_else(pod_reference_from_env)
+            .or_else(|| {
+                self.settings
+                    .leader_election
+                    .as_ref()
+                    .map(LeaderElectionSettings::lease_reference)
+            });
+        Some(watch_templates(
+            store.clone(),
+            self.settings.template_poll,
+            reference,
+            context.recorder.clone(),
+            context.metrics.clone(),
+        ))
+    }
+
+    /// The leader-only part: controller terms over `context`, started by `triggers`.
+    fn terms<D, E, F, Fut>(
+        self,
+        context: Arc<Context<K, D>>,
+        reconcile: F,
+        leading: watch::Receiver<bool>,
+        synced: CancellationToken,
+        triggers: Triggers<K>,
+    ) -> ControllerTerms<K, D, E, F>
+    where
+        D: Send + Sync + 'static,
+        E: std::error::Error + MetricLabel + Send + Sync + 'static,
+        F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+    {
+        ControllerTerms {
+            context,
+            reconcile: Arc::new(reconcile),
+            leading,
+            shutdown: self.shutdown,
+            synced,
+            parent_tx: triggers.parents,
+            child_tx: triggers.children,
+            child_watch: self.children,
+            grandchild_tx: triggers.grandchildren,
+            grandchild_watch: self.grandchildren.map(|(watch, _)| watch),
+            concurrency: self.settings.concurrency,
+            _error: PhantomData,
+        }
     }
 
     /// Starts the runtime and runs it until SIGTERM, SIGINT or the [shutdown
@@ -797,7 +856,6 @@ where
     }
 }
 
-/// Runs `task`; if it ever returns, the runtime is broken: log and fail `/healthz`.
 /// Registers the framework's metrics and the error backoff's in `registry`.
 fn register_metrics<K>(
     registry: &Registry,
@@ -813,6 +871,60 @@ where
         crate::metrics::MetricError::new("framework_illegal_phase_transitions_total", source)
     })?;
     Ok((metrics, error_backoff))
+}
+
+/// The runtime's life once started: controller `terms` until shutdown, then the ordered stop —
+/// reconciles have finished, then the Lease is released, then the HTTP servers stop.
+async fn supervise(
+    terms: impl Future<Output = ()>,
+    probes: Arc<Probes>,
+    (mut election, lease_stop): (JoinSet<()>, CancellationToken),
+    (mut servers, servers_stop): (JoinSet<()>, CancellationToken),
+    mut background: JoinSet<()>,
+) -> Result<(), RuntimeError> {
+    terms.await;
+    probes.mark_stopping();
+    tracing::info!("reconciles finished; releasing leadership");
+    stop(lease_stop, &mut election).await;
+    tracing::info!("stopping HTTP servers");
+    stop(servers_stop, &mut servers).await;
+    background.shutdown().await;
+    tracing::info!("runtime stopped");
+    Ok(())
+}
+
+/// The writers of the parent, child and grandchild caches, filled by the reflectors.
+struct Writers<K: ParentResource> {
+    parents: Writer<K>,
+    children: Writer<DynamicObject>,
+    grandchildren: Writer<DynamicObject>,
+}
+
+impl<K: ParentResource> Writers<K> {
+    fn new(children: Option<&ChildWatch>, grandchildren: Option<&ChildWatch>) -> Self {
+        Writers {
+            parents: Writer::default(),
+            children: cache_writer(children),
+            grandchildren: cache_writer(grandchildren),
+        }
+    }
+}
+
+/// The watch events the reflectors pass on to the controller terms, by cache.
+struct Triggers<K> {
+    parents: broadcast::Sender<Arc<K>>,
+    children: broadcast::Sender<Arc<DynamicObject>>,
+    grandchildren: broadcast::Sender<Arc<DynamicObject>>,
+}
+
+impl<K> Triggers<K> {
+    fn new() -> Self {
+        Triggers {
+            parents: broadcast::channel(TRIGGER_BUFFER).0,
+            children: broadcast::channel(TRIGGER_BUFFER).0,
+            grandchildren: broadcast::channel(TRIGGER_BUFFER).0,
+        }
+    }
 }
 
 /// The bound health and metrics listeners (one, when both addresses are the same fixed one).
@@ -897,14 +1009,7 @@ fn parent_reflector<K, D>(
     context: &Arc<Context<K, D>>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: ParentResource,
     D: Send + Sync + 'static,
 {
     let api: Api<DeserializeGuard<K>> = match &watch.namespace {
@@ -1037,6 +1142,7 @@ fn start_election(
     (election, stop)
 }
 
+/// Runs `task`; if it ever returns, the runtime is broken: log and fail `/healthz`.
 async fn critical(name: &'static str, probes: Arc<Probes>, task: impl Future<Output = ()>) {
     task.await;
     tracing::error!(task = name, "a runtime task ended unexpectedly");

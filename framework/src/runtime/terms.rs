@@ -27,7 +27,6 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
-use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Resource,
     api::DynamicObject,
@@ -37,7 +36,6 @@ use kube::{
         reflector::ObjectRef,
     },
 };
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::{
     sync::{broadcast, watch},
@@ -45,7 +43,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ChildWatch, Context, MetricLabel, metrics, reflect, surface};
+use super::{ChildWatch, Context, MetricLabel, ParentResource, metrics, reflect, surface};
 use crate::backoff::{self, AttemptBasis, Hold};
 
 /// A failed reconcile as the controller sees it: the operator's error or a caught panic.
@@ -88,14 +86,7 @@ where
 
 impl<K, D, E, F, Fut> ControllerTerms<K, D, E, F>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: ParentResource,
     D: Send + Sync + 'static,
     E: std::error::Error + MetricLabel + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,

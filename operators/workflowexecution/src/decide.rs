@@ -81,13 +81,7 @@ pub fn decide(
     now: Timestamp,
     config: &OperatorConfig,
 ) -> Decision {
-    let key = crate::types::target_key(&wfe.spec.target_resource);
-    let others: Vec<&WorkflowExecution> = on_target
-        .iter()
-        .map(Arc::as_ref)
-        .filter(|other| crate::types::target_key(&other.spec.target_resource) == key)
-        .filter(|other| !same_object(wfe, other))
-        .collect();
+    let others = others_on_target(wfe, on_target);
     let judge = Judge {
         wfe,
         target: &wfe.spec.target_resource,
@@ -269,13 +263,7 @@ pub fn count_pre_execution_failure(
     now: Timestamp,
     config: &OperatorConfig,
 ) -> FailureCount {
-    let key = crate::types::target_key(&wfe.spec.target_resource);
-    let others: Vec<&WorkflowExecution> = on_target
-        .iter()
-        .map(Arc::as_ref)
-        .filter(|o| crate::types::target_key(&o.spec.target_resource) == key)
-        .filter(|o| !same_object(wfe, o))
-        .collect();
+    let others = others_on_target(wfe, on_target);
     let previous = most_recent_finished(&others).map_or(0, streak);
     let consecutive_failures = previous.saturating_add(1);
     let delay = config.backoff.schedule().delay(consecutive_failures);
@@ -343,6 +331,23 @@ pub fn most_recent_finished<'a>(
         .copied()
         .filter(|o| matches!(o.phase(), Some(Phase::Completed | Phase::Failed)))
         .max_by_key(|o| (o.completion_time(), o.name_any()))
+}
+
+/// The WorkflowExecutions of `on_target` that are on `wfe`'s target (by [`target_key`]) and are
+/// not `wfe` itself.
+///
+/// [`target_key`]: crate::types::target_key
+fn others_on_target<'a>(
+    wfe: &WorkflowExecution,
+    on_target: &'a [Arc<WorkflowExecution>],
+) -> Vec<&'a WorkflowExecution> {
+    let key = crate::types::target_key(&wfe.spec.target_resource);
+    on_target
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|other| crate::types::target_key(&other.spec.target_resource) == key)
+        .filter(|other| !same_object(wfe, other))
+        .collect()
 }
 
 fn same_object(a: &WorkflowExecution, b: &WorkflowExecution) -> bool {

@@ -4,7 +4,6 @@
 pub mod app;
 pub mod audit;
 pub mod bundle;
-pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod controller;
@@ -17,6 +16,7 @@ pub mod run_status;
 pub mod task_runs;
 pub mod templates;
 #[cfg(test)]
+#[path = "../tests/support/runs.rs"]
 mod test_runs;
 pub mod types;
 pub mod validate;

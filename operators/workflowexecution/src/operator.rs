@@ -13,6 +13,7 @@ use std::{
 use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     app::{NotServed, check_served, resource_of},
+    cancel::CancelSpec,
     config::ConfigStore,
     own_writes::OwnWrites,
     runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
@@ -24,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::{
     audit::{self, AuditError},
-    cancel::CancelSpec,
     config::OperatorConfig,
     controller::{self, State},
     metrics::Metrics,

@@ -12,7 +12,7 @@
 //!    ordered failure classification whose results are [`FailureReason`] names.
 //! 3. [`CANCEL_SPEC`] (`tekton/cancel.yaml`): the merge patch that cancels a running PipelineRun
 //!    when its WorkflowExecution is deleted, how to tell a run is cancelled already, and how long
-//!    deletion waits for a cancelled run to finish ([`crate::cancel`]).
+//!    deletion waits for a cancelled run to finish ([`kubernaut_framework::cancel`]).
 //!
 //! Guarantees:
 //! 1. [`template_decls`] declares the template with a realistic sample context (built by
@@ -34,12 +34,12 @@ use kubernaut_framework::template::{
 use serde_json::{Value, json};
 
 use crate::bundle::pulled_reference;
-use crate::cancel::{CancelSpec, CancelSpecError};
 use crate::config::{ExecutionSettings, OperatorConfig};
 use crate::types::{
     ExecutionConfig, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef,
 };
 use k8s_openapi::api::core::v1::ObjectReference;
+use kubernaut_framework::cancel::{CancelSpec, CancelSpecError};
 use kubernaut_framework::duration::format_go_duration;
 
 /// The PipelineRun template, relative to the template directory.
@@ -302,6 +302,11 @@ mod tests {
         assert_eq!(cancel.patch(None), json!({"spec": {"suspend": true}}));
         assert!(cancel.is_cancelled(&json!({"spec": {"suspend": true}})));
         assert!(!cancel.is_cancelled(&json!({"spec": {"suspend": false}})));
+        assert_eq!(
+            cancel.delete_propagation(),
+            kube::api::PropagationPolicy::Foreground,
+            "a Job holds the target's lock until its pods are gone"
+        );
     }
 
     /// A suspended (cancelled) Job reads as Failed once no pod of it is active or terminating,
@@ -635,6 +640,11 @@ mod tests {
         assert_eq!(
             cancel.finish_grace_period(),
             std::time::Duration::from_secs(300)
+        );
+        // Absent from the shipped file: a run's TaskRuns and pods go after it.
+        assert_eq!(
+            cancel.delete_propagation(),
+            kube::api::PropagationPolicy::Background
         );
     }
 

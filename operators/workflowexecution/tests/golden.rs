@@ -12,6 +12,9 @@
 //! ```text
 //! UPDATE_GOLDEN=1 cargo test -p workflowexecution-operator --test golden
 //! ```
+#[path = "support/runs.rs"]
+mod runs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,28 +34,12 @@ use workflowexecution_operator::templates::{
 use workflowexecution_operator::types::{CRD_FILE, crd_yaml};
 use workflowexecution_operator::validate::validate_spec;
 
+use self::runs::{crate_dir, stem, yaml_files};
+
 const REGENERATE: &str = "UPDATE_GOLDEN=1 cargo test -p workflowexecution-operator --test golden";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn stem(path: &Path) -> String {
-    path.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
 /// Compares `actual` with the golden file, or writes it when `UPDATE_GOLDEN` is set.
@@ -386,99 +373,6 @@ fn version_names_the_program() {
 }
 
 /// The recordings of real Tekton the end-to-end tier made (`make record-tekton`).
-fn recordings_dir() -> PathBuf {
-    repo().join("tests/e2e/recorded")
-}
-
-/// Where a status input comes from, as its golden output's header says.
-struct StatusSource {
-    /// Golden file stem.
-    name: String,
-    /// Path from the repository root.
-    path: String,
-    /// `recorded from tekton-pipelines vX.Y.Z`, or `hand-written: <why>`.
-    provenance: String,
-    run: Value,
-    task_runs: BTreeMap<String, Value>,
-}
-
-fn by_name(task_runs: &[Value]) -> BTreeMap<String, Value> {
-    task_runs
-        .iter()
-        .map(|tr| {
-            (
-                tr["metadata"]["name"].as_str().unwrap().to_owned(),
-                tr.clone(),
-            )
-        })
-        .collect()
-}
-
-/// Every recording of `tests/e2e/recorded/` (the PipelineRun, then its TaskRuns), each stating the
-/// Tekton version that recorded it on its first line.
-fn recorded_sources() -> Vec<StatusSource> {
-    yaml_files(&recordings_dir())
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let first = text.lines().next().unwrap_or_default();
-            let version = first
-                .strip_prefix("# Recorded from ")
-                .and_then(|rest| rest.split(" by ").next())
-                .filter(|v| v.starts_with("tekton-pipelines v"))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{} does not state the Tekton version that recorded it: {first}",
-                        path.display()
-                    )
-                });
-            let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-                .filter(|v| !v.is_null())
-                .collect();
-            assert_eq!(docs[0]["kind"], "PipelineRun", "{}", path.display());
-            StatusSource {
-                name: stem(&path),
-                path: format!("tests/e2e/recorded/{}.yaml", stem(&path)),
-                provenance: format!("recorded from {version}"),
-                run: docs[0].clone(),
-                task_runs: by_name(&docs[1..]),
-            }
-        })
-        .collect()
-}
-
-/// The hand-written fixtures of `tests/fixtures/pipelineruns/`: each says why at its top (`#
-/// hand-written: <why>`); a shape a recording holds is read from the recording instead.
-fn hand_written_sources() -> Vec<StatusSource> {
-    let mut sources = Vec::new();
-    for path in yaml_files(&crate_dir().join("tests/fixtures/pipelineruns")) {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let first = text.lines().next().unwrap_or_default();
-        let why = first
-            .strip_prefix("# hand-written: ")
-            .filter(|why| !why.trim().is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} must say why it is hand-written (`# hand-written: <why>`)",
-                    path.display()
-                )
-            });
-        let doc: Value = serde_yaml::from_str(&text).unwrap();
-        sources.push(StatusSource {
-            name: stem(&path),
-            path: format!(
-                "operators/workflowexecution/tests/fixtures/pipelineruns/{}.yaml",
-                stem(&path)
-            ),
-            provenance: format!("hand-written: {}", why.trim()),
-            run: doc["pipelineRun"].clone(),
-            task_runs: by_name(doc["taskRuns"].as_array().unwrap()),
-        });
-    }
-    sources
-}
-
 /// What the status mapping makes of every recording of real Tekton, and of every hand-written
 /// fixture, matches `tests/golden/status/<name>.yaml`; no golden file is left without its source.
 #[test]
@@ -489,9 +383,9 @@ fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
         &OperatorConfig::default().execution,
     );
     let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
-    let recorded = recorded_sources();
+    let recorded = runs::recorded();
     assert!(recorded.len() >= 12, "{} recordings", recorded.len());
-    let sources: Vec<StatusSource> = recorded.into_iter().chain(hand_written_sources()).collect();
+    let sources: Vec<runs::Source> = recorded.into_iter().chain(runs::hand_written()).collect();
     let mut names = std::collections::BTreeSet::new();
     for source in &sources {
         assert!(
@@ -588,45 +482,6 @@ fn job_engine_render_of_samples_matches_golden() {
     assert!(rendered >= 4, "{rendered} samples");
 }
 
-/// Every recording of the real Job controller in `tests/e2e/recorded/job/` (the Job, then its
-/// pods), each stating the Kubernetes version that recorded it on its first line.
-fn recorded_jobs() -> Vec<StatusSource> {
-    yaml_files(&recordings_dir().join("job"))
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let first = text.lines().next().unwrap_or_default();
-            let version = first
-                .strip_prefix("# Recorded from ")
-                .and_then(|rest| rest.split(" by ").next())
-                .filter(|v| v.starts_with("kube-controller-manager v"))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{} does not state the Kubernetes version that recorded it: {first}",
-                        path.display()
-                    )
-                });
-            let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-                .filter(|v| !v.is_null())
-                .collect();
-            assert_eq!(docs[0]["kind"], "Job", "{}", path.display());
-            assert!(
-                docs[1..].iter().all(|d| d["kind"] == "Pod"),
-                "{}",
-                path.display()
-            );
-            StatusSource {
-                name: stem(&path),
-                path: format!("tests/e2e/recorded/job/{}.yaml", stem(&path)),
-                provenance: format!("recorded from {version}"),
-                run: docs[0].clone(),
-                task_runs: by_name(&docs[1..]),
-            }
-        })
-        .collect()
-}
-
 /// What the Job engine's status mapping (loaded with the operator's rules) makes of every
 /// recording of the real Job controller matches `tests/golden/job/status/<name>.yaml`: the phase,
 /// the summary, what holds the Job back while it runs, and the failure details of a failed one
@@ -644,7 +499,7 @@ fn job_engine_status_mapping_of_recorded_jobs_matches_golden() {
         &OperatorConfig::default().execution,
     );
     let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
-    let sources = recorded_jobs();
+    let sources = runs::recorded_jobs();
     assert!(sources.len() >= 6, "{} recordings", sources.len());
     let golden_dir = crate_dir().join("tests/golden/job/status");
     let mut names = std::collections::BTreeSet::new();

@@ -57,7 +57,13 @@ impl Pass<'_> {
                 if let Some(wait) = self.cancel(&wfe, &runs, &run, &run_ref).await? {
                     return Ok(Action::requeue(wait));
                 }
-                lock::release(&runs, &name, &owner).await?;
+                lock::release_with_policy(
+                    &runs,
+                    &name,
+                    &owner,
+                    self.state().cancel.delete_propagation(),
+                )
+                .await?;
             }
         }
         let uid = wfe.uid();

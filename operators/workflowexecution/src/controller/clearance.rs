@@ -117,7 +117,8 @@ impl Pass<'_> {
                 .await?
                 .is_none()
         {
-            lock::break_stale(&runs, &run).await?;
+            lock::break_stale_with_policy(&runs, &run, self.state().cancel.delete_propagation())
+                .await?;
             return Ok(Cleared::Other(
                 "Execution block of a deleted WorkflowExecution",
             ));

@@ -55,6 +55,7 @@ use kube::{
     },
 };
 use kubernaut_framework::{
+    cancel::CancelSpec,
     condition::{self, ConditionStatus, ConditionType, Conditions},
     config::ConfigStore,
     finalizer::FinalizerError,
@@ -70,7 +71,6 @@ use tracing::{info, warn};
 pub use self::outcome::{Effect, MetricUpdate, Outcome, OutcomeExt};
 use crate::{
     audit::{AuditAction, AuditData, AuditEvent, Auditor},
-    cancel::CancelSpec,
     config::OperatorConfig,
     decide,
     metrics::Metrics,

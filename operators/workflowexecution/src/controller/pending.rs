@@ -157,7 +157,12 @@ impl Pass<'_> {
             if let Some(decided) = self.held_lock(wfe, &existing).await? {
                 return Ok(decided);
             }
-            lock::break_stale(&runs, &existing).await?;
+            lock::break_stale_with_policy(
+                &runs,
+                &existing,
+                self.state().cancel.delete_propagation(),
+            )
+            .await?;
         }
         Ok(Acquired::Waiting(
             "the lock PipelineRun keeps changing; deciding again shortly".to_owned(),

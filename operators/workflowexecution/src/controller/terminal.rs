@@ -74,7 +74,10 @@ impl Pass<'_> {
                 self.now,
             )));
         }
-        if lock::release(&runs, &run_ref.name, &owner).await? == Release::Released {
+        let propagation = self.state().cancel.delete_propagation();
+        if lock::release_with_policy(&runs, &run_ref.name, &owner, propagation).await?
+            == Release::Released
+        {
             info!(wfe = %describe(&wfe), pipelinerun = %run_ref.name, "lock released");
             self.publish(
                 &wfe,

@@ -1,47 +1,60 @@
-//! How a running PipelineRun is cancelled when its WorkflowExecution is deleted, as data:
-//! `templates/workflowexecution/tekton/cancel.yaml` ([`crate::templates::CANCEL_SPEC`]).
+//! Cancelling a running child when its parent is deleted, as data: a *cancel file* next to the
+//! child template says which merge patch cancels a child, how to tell a child that is cancelled
+//! already, how long deletion waits for a cancelled child to finish, and how the child is then
+//! deleted.
 //!
 //! ```yaml
 //! child: {apiVersion: tekton.dev/v1, kind: PipelineRun}
-//! patch:                         # JSON merge patch (RFC 7396) that cancels a running run
+//! patch:                         # JSON merge patch (RFC 7396) that cancels a running child
 //!   spec:
 //!     status: CancelledRunFinally
-//! alreadyCancelled:              # a run matching this is not patched again
+//! alreadyCancelled:              # a child matching this is not patched again
 //!   path: "$.spec.status"
 //!   values: [Cancelled, CancelledRunFinally]
-//! finishGracePeriod: 5m          # how long deletion waits for the cancelled run to finish
+//! finishGracePeriod: 5m          # how long deletion waits for the cancelled child to finish
+//! deletePropagation: Background  # optional: Foreground | Background (default) | Orphan
 //! ```
 //!
-//! Whether a run has *finished* is not in this file: it is the status mapping's phase
-//! (`Completed` or `Failed`, [`crate::run_status`]).
+//! Whether a child has *finished* is not in this file: it is the status mapping's phase
+//! ([`crate::status`]).
 //!
-//! Guarantees:
+//! # Guarantees
 //! 1. Everything is checked when the file is loaded ([`CancelSpec::load`]), at start-up, and every
 //!    error names the file and the key (`` `patch.metadata` ``, `` `alreadyCancelled.path` ``):
 //!    unknown keys, a `child` other than the operator's, a patch that is not a non-empty mapping,
 //!    that sets `metadata`, `apiVersion`, `kind` or `status` (identity is the framework's, the
 //!    resourceVersion precondition the operator's, and `status` is a subresource a patch of the
 //!    object cannot change) or that deletes a field (`null`), an invalid JSONPath, an empty
-//!    `values` list, an invalid duration.
-//! 2. The patch is consistent with `alreadyCancelled`: a run the patch was applied to matches it
-//!    (checked at load), so the operator never patches the same run twice.
-//! 3. [`CancelSpec::patch`] is the configured patch plus, when given, a `metadata.resourceVersion`
-//!    precondition: a run replaced or changed since it was read is not patched blindly.
+//!    `values` list, an invalid duration, a `deletePropagation` other than `Foreground`,
+//!    `Background` or `Orphan`.
+//! 2. The patch is consistent with `alreadyCancelled`: a child the patch was applied to matches
+//!    it (checked at load), so the operator never patches the same child twice.
+//! 3. [`CancelSpec::patch`] is the configured patch plus, when given, a
+//!    `metadata.resourceVersion` precondition: a child replaced or changed since it was read is
+//!    not patched blindly.
+//! 4. [`CancelSpec::delete_propagation`] is `Background` unless the file says otherwise, so the
+//!    garbage collector removes the child's dependents (a `batch/v1` Job's Pods, a PipelineRun's
+//!    TaskRuns) after the child is deleted.
 //!
-//! Caveats:
+//! # Caveats
 //! 1. The file is read once at start-up; an edit takes effect at the next restart.
-//! 2. A run deleted before Tekton reacts to the patch never runs its `finally` tasks: deletion
-//!    waits up to `finishGracePeriod` for the run to finish, then deletes it anyway (a Tekton
-//!    controller that is down must not keep WorkflowExecutions from being deleted).
+//! 2. A child deleted before its controller reacts to the patch never finishes its cancellation
+//!    (a PipelineRun's `finally` tasks, say): deletion waits up to `finishGracePeriod` for the
+//!    child to finish, then deletes it anyway (a child controller that is down must not keep
+//!    parents from being deleted).
+//! 3. `Orphan` leaves the child's dependents behind; use it only when something else removes
+//!    them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use jsonpath_rust::parser::model::JpQuery;
-use kubernaut_framework::template::ChildKind;
+use kube::api::PropagationPolicy;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use crate::template::ChildKind;
 
 /// Top-level keys a cancel patch may not set, and why.
 const FORBIDDEN_PATCH_KEYS: [(&str, &str); 4] = [
@@ -55,6 +68,13 @@ const FORBIDDEN_PATCH_KEYS: [(&str, &str); 4] = [
         "status",
         "status is a subresource: a patch of the run cannot change it",
     ),
+];
+
+/// The `deletePropagation` values, as the API server spells them.
+const PROPAGATION_POLICIES: [(&str, PropagationPolicy); 3] = [
+    ("Foreground", PropagationPolicy::Foreground),
+    ("Background", PropagationPolicy::Background),
+    ("Orphan", PropagationPolicy::Orphan),
 ];
 
 /// Why the cancel file was refused.
@@ -98,6 +118,14 @@ impl CancelSpecError {
     }
 }
 
+/// A key of the file and what is wrong with its value.
+type KeyError = (String, String);
+
+/// A [`KeyError`] at `key`.
+fn at(key: &str) -> impl FnOnce(String) -> KeyError + '_ {
+    move |message| (key.to_owned(), message)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCancelSpec {
@@ -105,6 +133,7 @@ struct RawCancelSpec {
     patch: Value,
     already_cancelled: RawAlreadyCancelled,
     finish_grace_period: String,
+    delete_propagation: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,10 +150,11 @@ pub struct CancelSpec {
     path: JpQuery,
     values: Vec<String>,
     finish_grace_period: Duration,
+    delete_propagation: PropagationPolicy,
 }
 
 impl CancelSpec {
-    /// Reads and validates the cancel file at `path` for runs of kind `child`.
+    /// Reads and validates the cancel file at `path` for children of kind `child`.
     ///
     /// # Errors
     /// [`CancelSpecError`] naming the file (and the key, when one is wrong).
@@ -150,72 +180,12 @@ impl CancelSpec {
                 origin: origin.to_owned(),
                 message: e.to_string(),
             })?;
-        let invalid = |key: &str, message: String| CancelSpecError::Invalid {
-            origin: origin.to_owned(),
-            key: key.to_owned(),
-            message,
-        };
-        if &raw.child != child {
-            return Err(invalid(
-                "child",
-                format!(
-                    "{}/{} is not what the operator creates ({}/{})",
-                    raw.child.api_version, raw.child.kind, child.api_version, child.kind
-                ),
-            ));
-        }
-        let patch = match raw.patch {
-            Value::Object(map) if !map.is_empty() => map,
-            other => {
-                return Err(invalid(
-                    "patch",
-                    format!("must be a non-empty mapping (a JSON merge patch), found {other}"),
-                ));
-            }
-        };
-        for (key, why) in FORBIDDEN_PATCH_KEYS {
-            if patch.contains_key(key) {
-                return Err(invalid(
-                    &format!("patch.{key}"),
-                    format!("not allowed: {why}"),
-                ));
-            }
-        }
-        if let Some(key) = null_key("patch", &Value::Object(patch.clone())) {
-            return Err(invalid(
-                &key,
-                "null deletes a field in a merge patch; a cancel patch only sets values".to_owned(),
-            ));
-        }
-        let path = compile_path(&raw.already_cancelled.path)
-            .map_err(|message| invalid("alreadyCancelled.path", message))?;
-        if raw.already_cancelled.values.is_empty() {
-            return Err(invalid(
-                "alreadyCancelled.values",
-                "must list at least one value".to_owned(),
-            ));
-        }
-        let finish_grace_period =
-            kubernaut_framework::config::duration::parse(&raw.finish_grace_period)
-                .map_err(|message| invalid("finishGracePeriod", message))?;
-        let spec = CancelSpec {
-            patch,
-            path,
-            values: raw.already_cancelled.values,
-            finish_grace_period,
-        };
-        let mut patched = json!({});
-        merge_patch(&mut patched, &Value::Object(spec.patch.clone()));
-        if !spec.is_cancelled(&patched) {
-            return Err(invalid(
-                "alreadyCancelled",
-                format!(
-                    "does not match a run the patch was applied to ({}): the run would be patched again and again",
-                    Value::Object(spec.patch.clone())
-                ),
-            ));
-        }
-        Ok(spec)
+        raw.validate(child)
+            .map_err(|(key, message)| CancelSpecError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                message,
+            })
     }
 
     /// Whether `run` is cancelled already: `alreadyCancelled.path` selects a scalar equal to one
@@ -237,7 +207,7 @@ impl CancelSpec {
             .unwrap_or(false)
     }
 
-    /// The merge patch that cancels a run, with a `metadata.resourceVersion` precondition when
+    /// The merge patch that cancels a child, with a `metadata.resourceVersion` precondition when
     /// `resource_version` is given.
     pub fn patch(&self, resource_version: Option<&str>) -> Value {
         let mut patch = Value::Object(self.patch.clone());
@@ -247,19 +217,111 @@ impl CancelSpec {
         patch
     }
 
-    /// How long deletion waits for a cancelled run to finish before deleting it anyway.
+    /// How long deletion waits for a cancelled child to finish before deleting it anyway.
     pub fn finish_grace_period(&self) -> Duration {
         self.finish_grace_period
     }
 
-    /// How much longer deletion waits for a cancelled run when the WorkflowExecution was deleted
-    /// at `since` and it is `now`; `None` once [`Self::finish_grace_period`] has passed.
+    /// How much longer deletion waits for a cancelled child when its parent was deleted at
+    /// `since` and it is `now`; `None` once [`Self::finish_grace_period`] has passed.
     pub fn remaining_wait(&self, since: Timestamp, now: Timestamp) -> Option<Duration> {
         let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
         self.finish_grace_period
             .checked_sub(elapsed)
             .filter(|left| !left.is_zero())
     }
+
+    /// How a child is deleted (`deletePropagation`, `Background` by default): the
+    /// `propagationPolicy` of every delete of a child, so its dependents are removed with it.
+    pub fn delete_propagation(&self) -> PropagationPolicy {
+        self.delete_propagation.clone()
+    }
+
+    /// Refuses a spec whose patch does not make a child match `alreadyCancelled`.
+    fn check_patch_matches(&self) -> Result<(), KeyError> {
+        let mut patched = json!({});
+        merge_patch(&mut patched, &Value::Object(self.patch.clone()));
+        if self.is_cancelled(&patched) {
+            return Ok(());
+        }
+        Err(at("alreadyCancelled")(format!(
+            "does not match a run the patch was applied to ({}): the run would be patched again and again",
+            Value::Object(self.patch.clone())
+        )))
+    }
+}
+
+impl RawCancelSpec {
+    /// Checks every key in the order of the file, then that the patch and `alreadyCancelled`
+    /// agree.
+    fn validate(self, child: &ChildKind) -> Result<CancelSpec, KeyError> {
+        if &self.child != child {
+            return Err(at("child")(format!(
+                "{}/{} is not what the operator creates ({}/{})",
+                self.child.api_version, self.child.kind, child.api_version, child.kind
+            )));
+        }
+        let patch = validate_patch(self.patch)?;
+        let path =
+            compile_path(&self.already_cancelled.path).map_err(at("alreadyCancelled.path"))?;
+        if self.already_cancelled.values.is_empty() {
+            return Err(at("alreadyCancelled.values")(
+                "must list at least one value".to_owned(),
+            ));
+        }
+        let finish_grace_period = crate::duration::parse_humane(&self.finish_grace_period)
+            .map_err(at("finishGracePeriod"))?;
+        let spec = CancelSpec {
+            patch,
+            path,
+            values: self.already_cancelled.values,
+            finish_grace_period,
+            delete_propagation: parse_propagation(self.delete_propagation.as_deref())?,
+        };
+        spec.check_patch_matches()?;
+        Ok(spec)
+    }
+}
+
+/// The patch as a non-empty mapping that sets no forbidden key and deletes nothing.
+fn validate_patch(patch: Value) -> Result<Map<String, Value>, KeyError> {
+    let patch = match patch {
+        Value::Object(map) if !map.is_empty() => map,
+        other => {
+            return Err(at("patch")(format!(
+                "must be a non-empty mapping (a JSON merge patch), found {other}"
+            )));
+        }
+    };
+    if let Some((key, why)) = FORBIDDEN_PATCH_KEYS
+        .iter()
+        .find(|(key, _)| patch.contains_key(*key))
+    {
+        return Err((format!("patch.{key}"), format!("not allowed: {why}")));
+    }
+    if let Some(key) = null_key("patch", &Value::Object(patch.clone())) {
+        return Err((
+            key,
+            "null deletes a field in a merge patch; a cancel patch only sets values".to_owned(),
+        ));
+    }
+    Ok(patch)
+}
+
+/// The `deletePropagation` value; `Background` when absent.
+fn parse_propagation(raw: Option<&str>) -> Result<PropagationPolicy, KeyError> {
+    let Some(raw) = raw else {
+        return Ok(PropagationPolicy::Background);
+    };
+    PROPAGATION_POLICIES
+        .iter()
+        .find(|(name, _)| *name == raw)
+        .map(|(_, policy)| policy.clone())
+        .ok_or_else(|| {
+            at("deletePropagation")(format!(
+                "{raw:?} is not a propagation policy (one of Foreground, Background, Orphan)"
+            ))
+        })
 }
 
 /// The dotted key of the first `null` in `value` (which is at `key`), if any.
@@ -315,10 +377,13 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::templates::pipeline_run_kind;
 
     fn parse(src: &str) -> Result<CancelSpec, CancelSpecError> {
-        CancelSpec::from_yaml(src, &pipeline_run_kind())
+        let child = ChildKind {
+            api_version: "tekton.dev/v1".to_owned(),
+            kind: "PipelineRun".to_owned(),
+        };
+        CancelSpec::from_yaml(src, &child)
     }
 
     const VALID: &str = r#"
@@ -484,6 +549,52 @@ finishGracePeriod: 5m
             let err = parse(&src).expect_err(&src);
             assert!(matches!(err, CancelSpecError::Syntax { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn delete_propagation_is_background_unless_the_file_says_otherwise() {
+        let cases = [
+            (None, PropagationPolicy::Background),
+            (Some("Foreground"), PropagationPolicy::Foreground),
+            (Some("Background"), PropagationPolicy::Background),
+            (Some("Orphan"), PropagationPolicy::Orphan),
+        ];
+        for (value, policy) in cases {
+            let src = match value {
+                Some(value) => format!("{VALID}deletePropagation: {value}\n"),
+                None => VALID.to_owned(),
+            };
+            assert_eq!(
+                parse(&src).unwrap().delete_propagation(),
+                policy,
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_delete_propagation_is_refused_naming_the_key_and_file() {
+        for value in ["background", "Cascade", "\"\"", "Orphan,"] {
+            let src = format!("{VALID}deletePropagation: {value}\n");
+            let err = parse(&src).expect_err(value);
+            assert_eq!(err.key(), Some("deletePropagation"), "{value}: {err}");
+            assert!(err.to_string().contains("(inline)"), "{err}");
+            assert!(err.to_string().contains("`deletePropagation`"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cancel.yaml");
+        std::fs::write(&path, format!("{VALID}deletePropagation: Cascade\n")).unwrap();
+        let child = ChildKind {
+            api_version: "tekton.dev/v1".to_owned(),
+            kind: "PipelineRun".to_owned(),
+        };
+        let err = CancelSpec::load(&path, &child).unwrap_err();
+        assert_eq!(err.key(), Some("deletePropagation"), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"Cascade\""), "{err}");
     }
 
     #[test]
