@@ -23,9 +23,9 @@ use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateDecl};
 
 use crate::config::OperatorConfig;
-use crate::operator::resource_of;
 use crate::templates::{mapping_rules, sample_config, template_context};
 use crate::types::WorkflowExecution;
+use kubernaut_framework::app::resource_of;
 use kubernaut_framework::cancel::CancelSpec;
 
 /// The status mapping of an engine, in its directory.

@@ -1,20 +1,19 @@
 //! Starting the WorkflowExecution operator: configuration, Tekton presence check, templates,
 //! status mapping, metrics, audit and the framework runtime.
 //!
-//! [`start`] is what `workflowexecution-operator run` calls and what the integration tests call
-//! in-process; [`run`] adds signal handling and config hot reload.
+//! [`start`] is what `workflowexecution-operator run` calls (through the framework's process
+//! layer, which adds signal handling and config hot reload) and what the integration tests call
+//! in-process.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
+    app::{NotServed, check_served, resource_of},
     config::ConfigStore,
     lock::NameGuards,
     own_writes::OwnWrites,
-    runtime::{
-        ChildWatch, LeaderElectionSettings, Operator, ParentWatch, Running, RuntimeError,
-        RuntimeSettings, default_identity,
-    },
+    runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
 };
 use thiserror::Error;
@@ -57,23 +56,7 @@ pub enum StartError {
         /// The error.
         message: String,
     },
-    /// The status mapping failed to load.
-    #[error("loading the status mapping: {message}")]
-    StatusMapping {
-        /// The template directory.
-        dir: PathBuf,
-        /// The error (it names the file).
-        message: String,
-    },
-    /// The cancel file failed to load.
-    #[error("loading the cancel file from {dir}: {message}")]
-    Cancel {
-        /// The template directory.
-        dir: PathBuf,
-        /// The error.
-        message: String,
-    },
-    /// An execution engine failed to load.
+    /// An execution engine (its status mapping or cancel file) failed to load.
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// Metrics could not be registered.
@@ -85,6 +68,15 @@ pub enum StartError {
     /// The runtime failed to start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+impl From<NotServed> for StartError {
+    fn from(e: NotServed) -> Self {
+        StartError::KindNotServed {
+            kind: e.kind,
+            message: e.message,
+        }
+    }
 }
 
 /// `tekton.dev/v1` PipelineRun.
@@ -103,86 +95,52 @@ pub fn taskrun_resource() -> ApiResource {
     )
 }
 
-/// The API resource of a kind named in a template or mapping file (plural guessed the way
-/// kube does: `TaskRun` → `taskruns`).
-pub fn resource_of(kind: &ChildKind) -> ApiResource {
-    let (group, version) = kind
-        .api_version
-        .rsplit_once('/')
-        .unwrap_or(("", kind.api_version.as_str()));
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind.kind))
-}
-
-/// Fail unless the cluster serves `kind` (the API group version lists its plural).
-///
-/// # Errors
-/// [`StartError::KindNotServed`] naming what was found instead.
-pub async fn check_served(client: &Client, kind: &ChildKind) -> Result<(), StartError> {
-    let resource = resource_of(kind);
-    let missing = |message: String| StartError::KindNotServed {
-        kind: kind.to_string(),
-        message,
-    };
-    match client.list_api_group_resources(&kind.api_version).await {
-        Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => Ok(()),
-        Ok(_) => Err(missing(format!(
-            "{} has no {} resource",
-            kind.api_version, resource.plural
-        ))),
-        Err(e) => Err(missing(e.to_string())),
-    }
-}
-
-/// Runtime settings derived from the operator config.
+/// Runtime settings derived from the operator config (the framework's
+/// [`ControllerSettings::runtime_settings`](kubernaut_framework::app::ControllerSettings::runtime_settings)
+/// under [`CONTROLLER_NAME`]).
 pub fn runtime_settings(config: &OperatorConfig) -> RuntimeSettings {
-    let mut settings = RuntimeSettings::new(CONTROLLER_NAME);
-    settings.metrics_addr = config.controller.metrics_addr;
-    settings.health_addr = config.controller.health_addr;
-    settings.concurrency = config.controller.concurrency;
-    settings.template_poll = config.templates.poll_interval;
-    if config.controller.leader_election {
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| "kubernaut-system".to_string());
-        settings.leader_election = Some(LeaderElectionSettings::new(
-            config.controller.lease_name.clone(),
-            namespace,
-            default_identity(),
-        ));
-    }
-    settings
+    config
+        .controller
+        .runtime_settings(CONTROLLER_NAME, &config.templates)
 }
 
-/// Start the operator in the background with `config`; returns once its endpoints listen.
-///
-/// # Errors
-/// [`StartError`] when a kind of the status mapping (Tekton's, with the shipped templates) is not
-/// served, or templates, mapping, metrics, audit or the runtime cannot be set up.
-pub async fn start(
-    client: Client,
-    config: Arc<ConfigStore<OperatorConfig>>,
-    settings: RuntimeSettings,
-    parents: ParentWatch,
-) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
-    let current = config.current();
-    let dir = current.templates.dir.clone();
-    let engines = Engines::load(&current)?;
-    let store = TemplateStore::load(&dir, &engines.template_decls()).map_err(|e| {
-        StartError::Templates {
+/// Every configured engine's files, and the one template store serving all their templates.
+fn load_engines(config: &OperatorConfig) -> Result<(Engines, TemplateStore), StartError> {
+    let engines = Engines::load(config)?;
+    let dir = &config.templates.dir;
+    let store =
+        TemplateStore::load(dir, &engines.template_decls()).map_err(|e| StartError::Templates {
             dir: dir.clone(),
             message: e.to_string(),
-        }
-    })?;
-    // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
-    // its failure facts (`grandchildren.child`).
-    let (children, grandchildren) = (engines.child_kinds(), engines.grandchild_kinds());
-    for kind in children.iter().chain(&grandchildren) {
-        check_served(&client, kind).await?;
+        })?;
+    Ok((engines, store))
+}
+
+/// Fails unless the cluster serves every kind the engines create or read.
+async fn check_kinds(client: &Client, engines: &Engines) -> Result<(), StartError> {
+    for kind in engines
+        .child_kinds()
+        .iter()
+        .chain(&engines.grandchild_kinds())
+    {
+        check_served(client, kind).await?;
     }
+    Ok(())
+}
+
+/// The framework runtime: WorkflowExecutions indexed by target, and a watch on every kind the
+/// engines create (their children) or read (what carries the failure facts) in `namespace`.
+fn runtime(
+    client: Client,
+    settings: RuntimeSettings,
+    parents: ParentWatch,
+    namespace: &str,
+    engines: &Engines,
+    store: TemplateStore,
+) -> Operator<WorkflowExecution> {
     let watch_of = |kind: &ChildKind| ChildWatch {
         resource: resource_of(kind),
-        namespace: Some(current.execution.namespace.clone()),
+        namespace: Some(namespace.to_owned()),
         selector: LABEL_WORKFLOW_EXECUTION.to_string(),
         parent_labels: (
             LABEL_WORKFLOW_EXECUTION.to_string(),
@@ -200,19 +158,41 @@ pub async fn start(
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
         .templates(Arc::new(store), None);
-    for kind in &children {
-        operator = operator.children(watch_of(kind));
+    for kind in engines.child_kinds() {
+        operator = operator.children(watch_of(&kind));
     }
     // The engines copy the run's labels onto what carries its failure facts (Tekton onto its
-    // TaskRuns, the templates onto a Job's pods), so they map to the same WorkflowExecution.
-    for kind in &grandchildren {
-        operator = operator.grandchildren(watch_of(kind), crate::task_runs::prune_cached_task_run);
+    // TaskRuns, the Job template onto its pods), so they map to the same WorkflowExecution.
+    for kind in engines.grandchild_kinds() {
+        operator = operator.grandchildren(watch_of(&kind), crate::task_runs::prune_cached_task_run);
     }
+    operator
+}
+
+/// Start the operator in the background with `config`; returns once its endpoints listen.
+///
+/// # Errors
+/// [`StartError`] when a kind of the status mapping (Tekton's, with the shipped templates) is not
+/// served, or templates, mapping, metrics, audit or the runtime cannot be set up.
+pub async fn start(
+    client: Client,
+    config: Arc<ConfigStore<OperatorConfig>>,
+    settings: RuntimeSettings,
+    parents: ParentWatch,
+) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
+    let current = config.current();
+    let dir = &current.templates.dir;
+    let (engines, store) = load_engines(&current)?;
+    // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
+    // its failure facts (`grandchildren.child`).
+    check_kinds(&client, &engines).await?;
+    let namespace = &current.execution.namespace;
+    let operator = runtime(client, settings, parents, namespace, &engines, store);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
     let auditor = audit::start(&current.audit, &registry)?;
     let state = State {
-        config,
+        config: config.clone(),
         engines,
         auditor: auditor.clone(),
         metrics,
@@ -220,7 +200,7 @@ pub async fn start(
         lock_guards: NameGuards::default(),
     };
     info!(
-        namespace = %current.execution.namespace,
+        namespace = %namespace,
         templates = %dir.display(),
         "starting the WorkflowExecution operator"
     );
@@ -229,125 +209,4 @@ pub async fn start(
     }
     let running = operator.start(controller::reconcile, state).await?;
     Ok((running, auditor))
-}
-
-/// Run the operator until SIGTERM/SIGINT: [`start`], reload the config file every `reload_every`
-/// (keeping the last good config; `templates`, when given, overrides `templates.dir` on every
-/// load as it did at start-up), then shut down gracefully and flush the audit buffer.
-///
-/// A reload that holds back restart-only changes, or that fails, is logged once per distinct
-/// file content, not at every reload.
-///
-/// # Errors
-/// [`StartError`] from [`start`].
-pub async fn run(
-    client: Client,
-    config: OperatorConfig,
-    file: Option<PathBuf>,
-    templates: Option<PathBuf>,
-    reload_every: Duration,
-) -> Result<(), StartError> {
-    let settings = runtime_settings(&config);
-    let store = Arc::new(ConfigStore::new(config));
-    // WATCH_NAMESPACE restricts the operator to one namespace's WorkflowExecutions.
-    let parents = ParentWatch {
-        namespace: std::env::var("WATCH_NAMESPACE")
-            .ok()
-            .filter(|ns| !ns.is_empty()),
-        selector: None,
-    };
-    let (running, auditor) = start(client, store.clone(), settings, parents).await?;
-    let shutdown = running.shutdown_token();
-
-    let reloader = {
-        let store = store.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(reload_every);
-            tick.tick().await;
-            // What was last reported, so that a file waiting for a restart (or an invalid file
-            // left in place) is logged once, not at every tick.
-            let mut reported = String::new();
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let running = store.current();
-                let loaded = load_config(file.as_deref(), templates.as_deref());
-                let report = match &loaded {
-                    Ok(loaded) => serde_json::to_string(loaded).unwrap_or_default(),
-                    Err(e) => e.to_string(),
-                };
-                let first_report = report != reported;
-                reported = report;
-                let loaded = loaded.map(|loaded| {
-                    let (applied, held_back) = loaded.for_live_reload(&running);
-                    if !held_back.is_empty() && first_report {
-                        warn!(
-                            keys = %held_back.join(", "),
-                            "configuration changes that need a restart were not applied: {}",
-                            held_back.join(", ")
-                        );
-                    }
-                    applied
-                });
-                match store.reload(|| loaded) {
-                    Ok(true) => info!("configuration reloaded"),
-                    Ok(false) => {}
-                    Err(e) if first_report => {
-                        warn!("configuration rejected, keeping the previous one: {e}")
-                    }
-                    Err(_) => {}
-                }
-            }
-        })
-    };
-
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown_signal().await;
-            info!("shutdown requested");
-            shutdown.cancel();
-        }
-    });
-    let result = running.wait().await;
-    reloader.abort();
-    auditor.shutdown().await;
-    result.map_err(StartError::from)
-}
-
-/// Loads the configuration as `run` does: `file`, the environment, then the `templates` override.
-fn load_config(
-    file: Option<&std::path::Path>,
-    templates: Option<&std::path::Path>,
-) -> Result<OperatorConfig, kubernaut_framework::config::ConfigError> {
-    let mut config = OperatorConfig::load(file)?;
-    if let Some(dir) = templates {
-        config.templates.dir = dir.to_path_buf();
-    }
-    Ok(config)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

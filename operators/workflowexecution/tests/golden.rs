@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kubernaut_framework::app::{AppConfig, OutputFormat, format_object};
 use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use serde_json::{Value, json};
-use workflowexecution_operator::cli::{OutputFormat, format_object, read_workflow_execution};
+use workflowexecution_operator::cli::read_workflow_execution;
 use workflowexecution_operator::config::OperatorConfig;
 use workflowexecution_operator::failure::{FailureContext, failure_details, held_back};
 use workflowexecution_operator::pipelinerun::pipeline_run_identity;
@@ -232,8 +233,13 @@ fn check_config_exit_code_says() {
     );
     let report = String::from_utf8_lossy(&ok.stdout);
     assert!(report.contains("templates: ok"), "{report}");
-    assert!(report.contains("status mapping: ok"), "{report}");
-    assert!(report.contains("cancel file: ok"), "{report}");
+    // Every configured engine is loaded: its template, status mapping and cancel file.
+    assert!(
+        report.contains(
+            "engine tekton: 'ok (tekton.dev/v1, Kind=PipelineRun: tekton/pipelinerun.yaml.j2, tekton/status.yaml, tekton/cancel.yaml)'"
+        ),
+        "{report}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad_config = dir.path().join("config.yaml");
@@ -245,11 +251,13 @@ fn check_config_exit_code_says() {
         "apiVersion: tekton.dev/v1\nkind: PipelineRun\nspec: {{ wfe.spec.nope }}\n",
     )
     .unwrap();
-    std::fs::copy(
-        repo().join("templates/workflowexecution/tekton/status.yaml"),
-        broken_templates.join("tekton/status.yaml"),
-    )
-    .unwrap();
+    for file in ["status.yaml", "cancel.yaml"] {
+        std::fs::copy(
+            repo().join("templates/workflowexecution/tekton").join(file),
+            broken_templates.join("tekton").join(file),
+        )
+        .unwrap();
+    }
     let broken_mapping = dir.path().join("mapping");
     std::fs::create_dir_all(broken_mapping.join("tekton")).unwrap();
     std::fs::copy(

@@ -24,8 +24,8 @@ use super::{Ctx, FINALIZER, State, reconcile};
 use crate::{
     audit,
     config::OperatorConfig,
-    metrics::Metrics,
     engine::Engines,
+    metrics::Metrics,
     pipelinerun::{self, LABEL_WORKFLOW_EXECUTION_UID},
     templates::{self, sample_workflow_execution},
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
@@ -61,7 +61,13 @@ fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
     ctx.templates = Some(Arc::new(
         templates::load_template_store(&template_dir()).unwrap(),
     ));
-    let runs = ctx.data.engines.default_engine().unwrap().child_resource.clone();
+    let runs = ctx
+        .data
+        .engines
+        .default_engine()
+        .unwrap()
+        .child_resource
+        .clone();
     let mut writer = Writer::<DynamicObject>::new(runs);
     for run in cached_runs {
         writer.apply_watcher_event(&watcher::Event::Apply(run.clone()));
