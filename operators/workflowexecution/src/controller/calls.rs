@@ -15,7 +15,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     lock::NameGuards,
     own_writes::OwnWrites,
-    runtime::{Action, Context, prometheus::Registry},
+    runtime::{Action, Context, KindStores, prometheus::Registry},
     testing::{Exchange, Scenario, Served, status_body},
 };
 use serde_json::{Value, json};
@@ -72,7 +72,7 @@ fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
     for run in cached_runs {
         writer.apply_watcher_event(&watcher::Event::Apply(run.clone()));
     }
-    ctx.children = writer.as_reader();
+    ctx.children = KindStores::new([(ctx.data.pipelinerun.clone(), writer.as_reader())]);
     Arc::new(ctx)
 }
 
