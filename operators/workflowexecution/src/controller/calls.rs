@@ -68,11 +68,11 @@ fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
         .unwrap()
         .child_resource
         .clone();
-    let mut writer = Writer::<DynamicObject>::new(runs);
+    let mut writer = Writer::<DynamicObject>::new(runs.clone());
     for run in cached_runs {
         writer.apply_watcher_event(&watcher::Event::Apply(run.clone()));
     }
-    ctx.children = KindStores::new([(ctx.data.pipelinerun.clone(), writer.as_reader())]);
+    ctx.children = KindStores::new([(runs, writer.as_reader())]);
     Arc::new(ctx)
 }
 
