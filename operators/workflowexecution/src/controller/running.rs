@@ -27,6 +27,13 @@ use crate::{
 };
 use kubernaut_framework::duration::{duration_between, format_go_duration};
 
+/// The run as one JSON document, `metadata` included (`DynamicObject::data` holds everything but
+/// `metadata`): a mapping that finds the grandchildren by an owner label reads the run's name
+/// from it.
+fn whole_run(run: &DynamicObject) -> serde_json::Value {
+    serde_json::to_value(run).unwrap_or_else(|_| run.data.clone())
+}
+
 impl Pass<'_> {
     pub(super) async fn running(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
         let Some(run_ref) = wfe.status.as_ref().and_then(|s| s.pipeline_run_ref.clone()) else {
@@ -80,13 +87,14 @@ impl Pass<'_> {
         mut observation: RunObservation,
     ) -> Outcome {
         let mapping = &self.engine.mapping;
+        let whole = whole_run(run);
         let task_runs = match &self.engine.grandchild_resource {
             Some(resource) => crate::task_runs::cached_of_run(
                 &self.ctx.grandchildren,
                 resource,
                 namespace,
                 mapping,
-                &run.data,
+                &whole,
             ),
             None => BTreeMap::new(),
         };
@@ -98,7 +106,14 @@ impl Pass<'_> {
         ) {
             observation.summary.execution_started = Some(true);
         }
-        let held = failure::held_back(mapping, &run.data, &task_runs);
+        // A hold outlives what showed it: a Job's deadline deletes the held pod before the Job
+        // is marked failed, and the failure is then told from the remembered hold.
+        let held = failure::held_back(mapping, &whole, &task_runs).or_else(|| {
+            task_runs
+                .is_empty()
+                .then(|| status.and_then(held_condition))
+                .flatten()
+        });
         unfinished(wfe, &observation, held, self.now)
     }
 
@@ -159,10 +174,11 @@ impl Pass<'_> {
         observation: &RunObservation,
     ) -> Result<Outcome, Error> {
         let mapping = &self.engine.mapping;
+        let whole = whole_run(run);
         let task_runs = match &self.engine.grandchild_resource {
             Some(resource) => {
                 let api = Api::namespaced_with(self.ctx.client.clone(), namespace, resource);
-                crate::task_runs::read_of_run(&api, mapping, &run.data)
+                crate::task_runs::read_of_run(&api, mapping, &whole)
                     .await
                     .map_err(kube_err(format!(
                         "reading what carries the failure facts of {} {}",
@@ -173,7 +189,7 @@ impl Pass<'_> {
             None => BTreeMap::new(),
         };
         let seen_started = seen_started(wfe);
-        let mut summary = run_status::observe(mapping, &run.data, fields, Some(&task_runs)).summary;
+        let mut summary = run_status::observe(mapping, &whole, fields, Some(&task_runs)).summary;
         if seen_started {
             summary.execution_started = Some(true);
         }
@@ -185,7 +201,7 @@ impl Pass<'_> {
         let details = failure::failure_details_remembered(
             mapping,
             &context,
-            &run.data,
+            &whole,
             fields,
             &task_runs,
             &remembered,

@@ -1,0 +1,490 @@
+//! End-to-end scenarios of the Job engine through the operator: the operator binary, configured
+//! with `execution.engines: [tekton, job]`, runs WorkflowExecutions that set
+//! `spec.executionEngine: job` as `batch/v1` Jobs on the end-to-end cluster (the Job controller of
+//! kube-controller-manager, kube-scheduler, kwok as kubelet), and each test asserts the outcome the
+//! operator writes on the WorkflowExecution.
+//!
+//! One operator process serves every test of this binary; each test creates its
+//! WorkflowExecutions in a namespace of its own, on targets of its own. kwok picks how a pod ends
+//! from its container image's name (`/e2e-exit-1`, `/e2e-oom`, `/e2e-image-pull`, `/e2e-sleep`;
+//! otherwise it exits 0; `tests/e2e/kwok.yaml`).
+//!
+//! Needs `make e2e-deps` and the operator's build (`make e2e` builds both); without them the tests
+//! fail naming the command.
+
+use std::{future::Future, path::PathBuf, process::Child, sync::Mutex, time::Duration};
+
+use anyhow::{anyhow, bail};
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use kubernaut_test_harness::e2e::{self, E2eCluster};
+use tokio::sync::OnceCell;
+use workflowexecution_operator::types::{
+    self, ExecutionConfig, FailureDetails, FailureReason, Phase, SkipReason, WorkflowExecution,
+    WorkflowExecutionSpec, WorkflowRef,
+};
+
+/// The service account the Jobs' pods run as (the operator's `execution.serviceAccountName`).
+const RUNNER: &str = "kubernaut-workflow-runner";
+
+/// The name of the Job engine (its directory under `templates/workflowexecution/`).
+const JOB_ENGINE: &str = "job";
+
+/// Generous: a run has several seconds of kwok stage delays and controller requeues on a shared,
+/// busy machine.
+const WAIT: Duration = Duration::from_secs(240);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The cluster, the operator serving it, and the namespace the workflows run in.
+struct Env {
+    cluster: &'static E2eCluster,
+    exec_ns: String,
+    /// Kept so that the process is not reaped behind the exit hook's back.
+    _operator: Mutex<Child>,
+}
+
+/// The shared cluster with one operator process (started on first use).
+async fn env() -> anyhow::Result<&'static Env> {
+    static ENV: OnceCell<Env> = OnceCell::const_new();
+    ENV.get_or_try_init(|| async {
+        let cluster = E2eCluster::shared().await?;
+        cluster
+            .control_plane()
+            .install_crds(&[types::crd()])
+            .await?;
+        let exec_ns = cluster.create_run_namespace("e2e-job-runs", RUNNER).await?;
+        let operator = e2e::spawn_operator(
+            cluster,
+            "operator-job-workflows",
+            &format!(
+                "execution:\n  namespace: {exec_ns}\n  serviceAccountName: {RUNNER}\n\
+                 \x20 engines: [tekton, {JOB_ENGINE}]\n\
+                 cooldown:\n  period: 5s\n\
+                 templates:\n  dir: {}\naudit:\n  sink: log\n\
+                 controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
+                repo().join("templates/workflowexecution").display()
+            ),
+        )?;
+        Ok(Env {
+            cluster,
+            exec_ns,
+            _operator: Mutex::new(operator),
+        })
+    })
+    .await
+}
+
+/// A WorkflowExecution on the Job engine running `image` (a kwok scenario name such as
+/// `e2e-exit-1`) against the deployment `target` of `ns`.
+fn job_execution(
+    ns: &str,
+    name: &str,
+    image: &str,
+    target: &str,
+    timeout: &str,
+) -> WorkflowExecution {
+    let mut wfe = WorkflowExecution::new(
+        name,
+        WorkflowExecutionSpec {
+            workflow_ref: WorkflowRef {
+                workflow_id: "scale-deployment".into(),
+                version: "1.0.0".into(),
+                container_image: format!("registry.invalid/kubernaut/{image}:1"),
+                container_digest: None,
+            },
+            target_resource: format!("{ns}/deployment/{target}"),
+            parameters: [("REPLICAS".to_string(), "3".to_string())].into(),
+            confidence: Some(0.9),
+            rationale: Some("end-to-end test".into()),
+            remediation_request_ref: None,
+            execution_config: Some(ExecutionConfig {
+                timeout: Some(timeout.to_string()),
+                service_account_name: None,
+            }),
+            execution_engine: Some(JOB_ENGINE.into()),
+        },
+    );
+    wfe.metadata.namespace = Some(ns.to_string());
+    wfe
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::from("none");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not within {WAIT:?} (last error: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn phase(wfe: &WorkflowExecution) -> Option<Phase> {
+    wfe.status.as_ref().and_then(|s| s.phase)
+}
+
+/// Waits until the WorkflowExecution `name` reaches one of `phases`, and returns it.
+async fn wait_phase(
+    wfes: &Api<WorkflowExecution>,
+    name: &str,
+    phases: &[Phase],
+) -> anyhow::Result<WorkflowExecution> {
+    eventually(
+        &format!("WorkflowExecution {name} in one of {phases:?}"),
+        || async {
+            let current = wfes.get(name).await?;
+            Ok(phase(&current)
+                .is_some_and(|p| phases.contains(&p))
+                .then_some(current))
+        },
+    )
+    .await
+}
+
+const ENDED: &[Phase] = &[Phase::Completed, Phase::Failed, Phase::Skipped];
+
+fn failure(wfe: &WorkflowExecution) -> anyhow::Result<FailureDetails> {
+    let status = wfe
+        .status
+        .as_ref()
+        .ok_or_else(|| anyhow!("{} has no status", wfe.name_any()))?;
+    if status.phase != Some(Phase::Failed) {
+        bail!(
+            "{} is not Failed: {}",
+            wfe.name_any(),
+            serde_json::to_string(status)?
+        );
+    }
+    status
+        .failure_details
+        .clone()
+        .ok_or_else(|| anyhow!("a Failed execution without failureDetails"))
+}
+
+/// The name of the child (the Job) the operator recorded for `wfe`.
+fn child_name(wfe: &WorkflowExecution) -> anyhow::Result<String> {
+    wfe.status
+        .as_ref()
+        .and_then(|s| s.pipeline_run_ref.as_ref())
+        .map(|r| r.name.clone())
+        .ok_or_else(|| anyhow!("{} names no child", wfe.name_any()))
+}
+
+/// The pods of the Job `job`.
+fn job_pods(job: &str) -> ListParams {
+    ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))
+}
+
+/// Runs a test body; when it fails, prints the cluster's and the operator's logs before returning
+/// the error.
+async fn logged<F>(cluster: &E2eCluster, body: F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let result = body.await;
+    if result.is_err() {
+        cluster.print_logs();
+        if let Ok(log) = std::fs::read_to_string(cluster.dir().join("operator-job-workflows.log")) {
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("----- operator-job-workflows.log (last 60 lines) -----");
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+    result
+}
+
+/// A scenario: one Job execution of `image` in a namespace of its own, run to its end.
+async fn scenario(
+    env: &Env,
+    client: &Client,
+    name: &str,
+    image: &str,
+    timeout: &str,
+) -> anyhow::Result<WorkflowExecution> {
+    let ns = env
+        .cluster
+        .control_plane()
+        .create_namespace(&format!("e2e-job-{name}"))
+        .await?;
+    let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+    wfes.create(
+        &PostParams::default(),
+        &job_execution(&ns, name, image, name, timeout),
+    )
+    .await?;
+    let done = wait_phase(&wfes, name, ENDED).await?;
+    let engine = done
+        .status
+        .as_ref()
+        .and_then(|s| s.execution_engine.clone());
+    assert_eq!(engine.as_deref(), Some(JOB_ENGINE), "{:?}", done.status);
+    Ok(done)
+}
+
+// ------------------------------------------------------------------------------------- success
+
+#[tokio::test]
+async fn a_job_execution_whose_container_exits_0_completes_as_a_job_run_by_the_runner()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(env, &client, "succeed", "e2e-succeed", "5m").await?;
+        assert_eq!(
+            phase(&done),
+            Some(Phase::Completed),
+            "status: {:?}",
+            done.status
+        );
+        let job = child_name(&done)?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &env.exec_ns);
+        let job = jobs.get(&job).await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &env.exec_ns);
+        let pods = pods.list(&job_pods(&job.name_any())).await?.items;
+        assert_eq!(pods.len(), 1, "one pod: {pods:?}");
+        let spec = pods[0]
+            .spec
+            .as_ref()
+            .ok_or_else(|| anyhow!("a pod without spec"))?;
+        assert_eq!(spec.service_account_name.as_deref(), Some(RUNNER));
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------------------ failures
+
+#[tokio::test]
+async fn a_job_container_exiting_1_fails_the_execution_as_task_failed_naming_the_container()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(env, &client, "exit-1", "e2e-exit-1", "5m").await?;
+        let details = failure(&done)?;
+        assert_eq!(details.reason, FailureReason::TaskFailed, "{details:?}");
+        assert_eq!(details.exit_code, Some(1), "{details:?}");
+        assert_eq!(
+            details.failed_step_name.as_deref(),
+            Some("workflow"),
+            "{details:?}"
+        );
+        assert!(details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_oom_killed_job_container_fails_the_execution_as_oom_killed() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(env, &client, "oom", "e2e-oom", "5m").await?;
+        let details = failure(&done)?;
+        assert_eq!(details.reason, FailureReason::OomKilled, "{details:?}");
+        assert_eq!(details.exit_code, Some(137), "{details:?}");
+        assert!(details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// The image cannot be pulled: the operator reports the hold while the Job waits (condition
+/// `ExecutionRunning` False `ImagePullBackOff`), and when the Job's `activeDeadlineSeconds` (the
+/// execution's timeout) ends it, fails the execution as `ImagePullBackOff`, pre-execution: the
+/// container never started.
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_is_reported_held_then_fails_the_execution_pre_execution()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-job-image-pull")
+            .await?;
+        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+        wfes.create(
+            &PostParams::default(),
+            &job_execution(&ns, "image-pull", "e2e-image-pull", "image-pull", "20s"),
+        )
+        .await?;
+        let held = eventually("the WFE reports the image pull while running", || async {
+            let current = wfes.get("image-pull").await?;
+            let reported = current.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "ExecutionRunning"
+                        && c.status == "False"
+                        && c.reason == "ImagePullBackOff"
+                })
+            });
+            Ok(reported.then_some(current))
+        })
+        .await?;
+        assert_eq!(phase(&held), Some(Phase::Running), "{:?}", held.status);
+        let done = wait_phase(&wfes, "image-pull", ENDED).await?;
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::ImagePullBackOff,
+            "{details:?}"
+        );
+        assert!(!details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_container_running_past_the_timeout_fails_the_execution_as_deadline_exceeded()
+-> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let done = scenario(env, &client, "deadline", "e2e-sleep", "8s").await?;
+        let details = failure(&done)?;
+        assert_eq!(
+            details.reason,
+            FailureReason::DeadlineExceeded,
+            "{details:?}"
+        );
+        assert!(details.was_execution_failure, "{details:?}");
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------------------ deletion
+
+#[tokio::test]
+async fn deleting_a_running_job_execution_removes_it_with_its_job_and_pods() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-job-deleted")
+            .await?;
+        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+        wfes.create(
+            &PostParams::default(),
+            &job_execution(&ns, "deleted", "e2e-sleep", "deleted", "1h"),
+        )
+        .await?;
+        let running = wait_phase(&wfes, "deleted", &[Phase::Running, Phase::Failed]).await?;
+        assert_eq!(
+            phase(&running),
+            Some(Phase::Running),
+            "{:?}",
+            running.status
+        );
+        let job = child_name(&running)?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &env.exec_ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &env.exec_ns);
+        eventually("the Job's pod runs", || async {
+            let list = pods.list(&job_pods(&job)).await?.items;
+            let running = list
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+            Ok(running.then_some(()))
+        })
+        .await?;
+
+        wfes.delete("deleted", &DeleteParams::default()).await?;
+        eventually("the WFE is gone", || async {
+            Ok(wfes.get_opt("deleted").await?.is_none().then_some(()))
+        })
+        .await?;
+        eventually("the Job and its pods are gone", || async {
+            let job_gone = jobs.get_opt(&job).await?.is_none();
+            let pods_gone = pods.list(&job_pods(&job)).await?.items.is_empty();
+            Ok((job_gone && pods_gone).then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------------------- the lock
+
+/// The lock is one per target whatever the engine: of a Tekton execution and a Job execution
+/// created at once on the same target, one runs and the other is skipped as busy, naming it.
+#[tokio::test]
+async fn a_tekton_and_a_job_execution_on_one_target_never_run_at_once() -> anyhow::Result<()> {
+    let env = env().await?;
+    logged(env.cluster, async {
+        let client = env.cluster.client().await?;
+        let ns = env
+            .cluster
+            .control_plane()
+            .create_namespace("e2e-job-lock")
+            .await?;
+        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
+        let mut tekton = job_execution(&ns, "tekton", "unused", "shared", "1h");
+        tekton.spec.workflow_ref.container_image = env.cluster.bundle("long-running")?;
+        tekton.spec.execution_engine = Some("tekton".into());
+        let job = job_execution(&ns, "job", "e2e-sleep", "shared", "1h");
+        wfes.create(&PostParams::default(), &tekton).await?;
+        wfes.create(&PostParams::default(), &job).await?;
+        let all = [
+            Phase::Running,
+            Phase::Completed,
+            Phase::Failed,
+            Phase::Skipped,
+        ];
+        let decided = [
+            wait_phase(&wfes, "tekton", &all).await?,
+            wait_phase(&wfes, "job", &all).await?,
+        ];
+        let running: Vec<&WorkflowExecution> = decided
+            .iter()
+            .filter(|w| phase(w) == Some(Phase::Running))
+            .collect();
+        assert_eq!(running.len(), 1, "exactly one runs: {decided:?}");
+        let runner = running[0].name_any();
+        let skipped = decided
+            .iter()
+            .find(|w| w.name_any() != runner)
+            .ok_or_else(|| anyhow!("no second execution"))?;
+        let skip = skipped
+            .status
+            .as_ref()
+            .and_then(|s| s.skip_details.as_ref())
+            .ok_or_else(|| anyhow!("{} not skipped: {:?}", skipped.name_any(), skipped.status))?;
+        assert_eq!(skip.reason, SkipReason::ResourceBusy, "{skip:?}");
+        assert_eq!(
+            skip.conflicting_workflow.as_ref().map(|c| c.name.as_str()),
+            Some(runner.as_str()),
+            "{skip:?}"
+        );
+        // Ends the hour-long run.
+        wfes.delete(&runner, &DeleteParams::default()).await?;
+        eventually("the running WFE is gone", || async {
+            Ok(wfes.get_opt(&runner).await?.is_none().then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
