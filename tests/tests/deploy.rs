@@ -682,12 +682,12 @@ async fn operator_pods_are_admitted_under_the_enforced_restricted_pod_security_s
     // so is the pod with the Job engine listed (deploy/job-engine).
     pods.create(
         &dry_run,
-        &operator_pod(&with_component("data-storage")?, |_| {})?,
+        &operator_pod(&Manifest::deploy_with(&["data-storage"])?, |_| {})?,
     )
     .await?;
     pods.create(
         &dry_run,
-        &operator_pod(&with_component("job-engine")?, |_| {})?,
+        &operator_pod(&Manifest::deploy_with(&["job-engine"])?, |_| {})?,
     )
     .await?;
     // Leave the control plane as found: the apply-twice test starts from nothing.
@@ -695,27 +695,10 @@ async fn operator_pods_are_admitted_under_the_enforced_restricted_pod_security_s
     Ok(())
 }
 
-/// `deploy/` with the component `deploy/<component>` enabled, as an admin enables it (kustomize
-/// takes no absolute paths, so the overlay names the repository relative to itself).
-fn with_component(component: &str) -> anyhow::Result<Manifest> {
-    let overlay = tempfile::tempdir()?;
-    let up = "../".repeat(overlay.path().components().count().saturating_sub(1));
-    let root = std::fs::canonicalize(repo_root())?;
-    let root = root.strip_prefix("/")?.display();
-    std::fs::write(
-        overlay.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources:\n  - {up}{root}/deploy\ncomponents:\n  - {up}{root}/deploy/{component}\n"
-        ),
-    )?;
-    Manifest::build(overlay.path())
-}
-
 #[test]
 fn the_data_storage_component_mounts_a_projected_token_where_the_audit_config_reads_it()
 -> anyhow::Result<()> {
-    let manifest = with_component("data-storage")?;
+    let manifest = Manifest::deploy_with(&["data-storage"])?;
     assert_eq!(manifest.objects.len(), Manifest::deploy()?.objects.len());
     let deployment = deployment(&manifest)?;
     let original = serde_json::to_value(manifest.find("Deployment", Some(SYSTEM), OPERATOR))?;
@@ -840,7 +823,7 @@ fn the_default_deploy_runs_tekton_only_and_grants_nothing_on_jobs_or_pods() -> a
 #[test]
 fn the_job_engine_component_lists_the_job_engine_and_adds_only_a_role_in_the_execution_namespace()
 -> anyhow::Result<()> {
-    let manifest = with_component("job-engine")?;
+    let manifest = Manifest::deploy_with(&["job-engine"])?;
     let default = Manifest::deploy()?;
 
     // Two objects more, the Role and its RoleBinding; nothing cluster-wide.
@@ -996,7 +979,7 @@ fn the_job_engine_component_lists_the_job_engine_and_adds_only_a_role_in_the_exe
 
 #[test]
 fn the_job_engine_component_has_no_wildcards_and_reads_pods_only() -> anyhow::Result<()> {
-    let manifest = with_component("job-engine")?;
+    let manifest = Manifest::deploy_with(&["job-engine"])?;
     let rules = every_rule(&manifest)?;
     assert_no_wildcards(&rules);
     for (group, resource, verb) in permissions(&rules) {
