@@ -36,7 +36,13 @@ pub async fn check_served(client: &Client, kind: &ChildKind) -> Result<(), NotSe
         kind: kind.to_string(),
         message,
     };
-    match client.list_api_group_resources(&kind.api_version).await {
+    // The core group (`v1`) is served under /api, every other group under /apis.
+    let listed = if kind.api_version.contains('/') {
+        client.list_api_group_resources(&kind.api_version).await
+    } else {
+        client.list_core_api_resources(&kind.api_version).await
+    };
+    match listed {
         Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => Ok(()),
         Ok(_) => Err(missing(format!(
             "{} has no {} resource",
