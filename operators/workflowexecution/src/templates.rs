@@ -103,8 +103,11 @@ pub fn mapping_rules() -> MappingRules {
             .iter()
             .map(|r| r.as_str().to_owned())
             .collect(),
-        // Whether a step of the run ran is read from its TaskRuns (`wasExecutionFailure`).
-        require_grandchildren: true,
+        // Optional: whether a step of the run ran is read from the grandchildren
+        // (`wasExecutionFailure`) when the mapping has the section; an engine whose child has no
+        // children of its own leaves it out, and a failed child of it is then an execution
+        // failure ([`crate::run_status::steps_ran`]).
+        require_grandchildren: false,
         required_fields: STATUS_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
     }
 }
@@ -695,6 +698,8 @@ mod tests {
                 "Unknown"
             ]
         );
+        // An engine without grandchildren loads: its failures count as execution failures.
+        assert!(!rules.require_grandchildren);
         // Run phases are WorkflowExecution phases too, except the operator-only Skipped.
         for phase in RUN_PHASES {
             assert!(Phase::ALL.iter().any(|p| p.as_str() == phase), "{phase}");
