@@ -33,64 +33,30 @@ use workflowexecution_operator::types::{self, FailureReason, Phase, WorkflowExec
 /// The third engine's directory, beside the shipped `tekton/` and `job/`.
 const ENGINE: &str = "configmap";
 
-/// `configmap/configmap.yaml.j2`: the work a WorkflowExecution asks for, written into a
-/// ConfigMap in the execution namespace. The operator sets its name (the target's lock),
-/// namespace and `kubernaut.ai/*` labels and annotations.
-const TEMPLATE: &str = r#"{#- A WorkflowExecution as a ConfigMap: whatever watches these runs the workflow and
-    writes data.result (started, succeeded, failed), data.reason and data.message. -#}
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  labels:
-    app.kubernetes.io/managed-by: workflowexecution-operator
-data:
-  workflowId: {{ wfe.spec.workflowRef.workflowId }}
-  image: {{ bundle.reference }}
-  targetResource: {{ wfe.spec.targetResource }}
-{%- for name, value in wfe.spec.parameters | default({}) | dictsort %}
-  {{ "param." ~ name }}: {{ value }}
-{%- endfor %}
-"#;
-
-/// `configmap/status.yaml`: the phase is `data.result`; there are no grandchildren, so a failed
-/// ConfigMap is an execution failure.
-const STATUS: &str = r#"child: {apiVersion: v1, kind: ConfigMap}
-phase:
-  # The filter runs on the root's members: it selects `data` when its result says so.
-  - when: "$[?@.result=='succeeded']"
-    then: Completed
-  - when: "$[?@.result=='failed']"
-    then: Failed
-  - when: "$.data.result"
-    then: Running
-  - then: Pending
-fields:
-  status: "$.data.result"
-  reason: "$.data.reason"
-  message: "$.data.message"
-  startTime: "$.metadata.creationTimestamp"
-  completionTime: "$.data.completionTime"
-  totalTasks: {count: "$.metadata.name"}
-classify:
-  - result: DeadlineExceeded
-    any:
-      reason: [DeadlineExceeded]
-  - result: TaskFailed
-    any:
-      reason: ["*"]
-  - result: Unknown
-"#;
-
-/// `configmap/cancel.yaml`: a running ConfigMap is told to stop, then deleted.
-const CANCEL: &str = r#"child: {apiVersion: v1, kind: ConfigMap}
-patch:
-  data:
-    cancelled: "true"
-alreadyCancelled:
-  path: "$.data.cancelled"
-  values: ["true"]
-finishGracePeriod: 30s
-"#;
+/// The third engine's files, as `operators/workflowexecution/tests/fixtures/engines/configmap/`
+/// holds them (the operator's unit tests load them too): a ConfigMap in the execution namespace
+/// as the child, its `data.result` as the phase, no grandchildren (so a failed ConfigMap is an
+/// execution failure), and a cancel file that marks the ConfigMap cancelled.
+const ENGINE_FILES: [(&str, &str); 3] = [
+    (
+        "configmap.yaml.j2",
+        include_str!(
+            "../../operators/workflowexecution/tests/fixtures/engines/configmap/configmap.yaml.j2"
+        ),
+    ),
+    (
+        "status.yaml",
+        include_str!(
+            "../../operators/workflowexecution/tests/fixtures/engines/configmap/status.yaml"
+        ),
+    ),
+    (
+        "cancel.yaml",
+        include_str!(
+            "../../operators/workflowexecution/tests/fixtures/engines/configmap/cancel.yaml"
+        ),
+    ),
+];
 
 /// The shipped template directory.
 fn shipped_templates() -> std::path::PathBuf {
@@ -118,10 +84,10 @@ fn write_templates(dir: &Path) -> anyhow::Result<SystemTime> {
     copy_dir(&shipped_templates(), dir)?;
     let engine = dir.join(ENGINE);
     std::fs::create_dir(&engine)?;
-    std::fs::write(engine.join("configmap.yaml.j2"), TEMPLATE)?;
-    std::fs::write(engine.join("status.yaml"), STATUS)?;
-    std::fs::write(engine.join("cancel.yaml"), CANCEL)?;
-    Ok(std::fs::metadata(engine.join("status.yaml"))?.modified()?)
+    for (file, content) in ENGINE_FILES {
+        std::fs::write(engine.join(file), content)?;
+    }
+    Ok(std::fs::metadata(&engine)?.modified()?)
 }
 
 /// A WorkflowExecution namespace, an execution namespace, and the operator binary running on a

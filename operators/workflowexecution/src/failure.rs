@@ -1100,41 +1100,17 @@ mod tests {
         }
     }
 
-    /// The status mapping of an engine whose child does the work itself (a ConfigMap whose
-    /// `data.result` something else sets): no `grandchildren` section.
-    const CHILDLESS_MAPPING: &str = r#"
-child: {apiVersion: v1, kind: ConfigMap}
-phase:
-  - when: "$[?@.result=='succeeded']"
-    then: Completed
-  - when: "$[?@.result=='failed']"
-    then: Failed
-  - when: "$.data.result"
-    then: Running
-  - then: Pending
-fields:
-  status: "$.data.result"
-  reason: "$.data.reason"
-  message: "$.data.message"
-  startTime: "$.metadata.creationTimestamp"
-  completionTime: "$.data.completionTime"
-  totalTasks: {count: "$.metadata.name"}
-classify:
-  - result: TaskFailed
-    any:
-      reason: ["*"]
-  - result: Unknown
-"#;
-
     /// Without a `grandchildren` section the mapping cannot say whether the work ran before the
     /// child failed or went away: it counts as having run (an execution failure, which blocks the
     /// target rather than re-running a workflow that may have changed it). While the child runs
     /// nothing is claimed.
     #[test]
     fn a_failed_child_without_a_grandchildren_section_is_an_execution_failure() {
-        let mapping =
-            StatusMapping::from_yaml(CHILDLESS_MAPPING, &crate::templates::mapping_rules())
-                .unwrap();
+        // The test engine whose child does the work itself: a ConfigMap whose `data.result`
+        // something else writes.
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/engines/configmap/status.yaml");
+        let mapping = StatusMapping::load(&file, &crate::templates::mapping_rules()).unwrap();
         assert!(!mapping.reads_grandchildren());
         let child = |data: Value| {
             serde_json::json!({
