@@ -20,6 +20,7 @@ use kube::{
         ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     },
 };
+use kubernaut_framework::template::ChildKind;
 use kubernaut_test_harness::{
     ControlPlane,
     checkout::{OperatorProcess, operator_binary},
@@ -28,6 +29,7 @@ use kubernaut_test_harness::{
 };
 use serde_json::{Value, json};
 use support::WAIT;
+use workflowexecution_operator::operator::check_served;
 use workflowexecution_operator::types::{self, FailureReason, Phase, WorkflowExecution};
 
 /// The third engine's directory, beside the shipped `tekton/` and `job/`.
@@ -359,5 +361,29 @@ async fn an_engine_that_is_not_configured_fails_naming_the_field() -> anyhow::Re
     assert!(config_maps.items.is_empty());
     let runs = env.pipeline_runs().list(&ListParams::default()).await?;
     assert!(runs.items.is_empty());
+    Ok(())
+}
+
+/// An engine's kinds may be core ones (a ConfigMap here, the Job engine's Pods): the operator
+/// finds them served under `/api/v1`, and still names a core kind the cluster does not serve.
+#[tokio::test]
+async fn core_kinds_are_found_served() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    let kind = |api_version: &str, kind: &str| ChildKind {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+    };
+    check_served(&client, &kind("v1", "ConfigMap")).await?;
+    check_served(&client, &kind("v1", "Pod")).await?;
+    check_served(&client, &kind("batch/v1", "Job")).await?;
+    let error = check_served(&client, &kind("v1", "ConfigMapz"))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a kind that does not exist was found served"))?;
+    assert!(
+        error.to_string().contains("v1 has no configmapz"),
+        "{error}"
+    );
     Ok(())
 }

@@ -109,7 +109,9 @@ pub fn resource_of(kind: &ChildKind) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind.kind))
 }
 
-/// Fail unless the cluster serves `kind` (the API group version lists its plural).
+/// Fail unless the cluster serves `kind` (the API group version lists its plural). A kind of the
+/// core group (`apiVersion: v1`: a ConfigMap, a Pod) is looked up under `/api/v1`, every other
+/// under `/apis/<group>/<version>`.
 ///
 /// # Errors
 /// [`StartError::KindNotServed`] naming what was found instead.
@@ -119,7 +121,12 @@ pub async fn check_served(client: &Client, kind: &ChildKind) -> Result<(), Start
         kind: kind.to_string(),
         message,
     };
-    match client.list_api_group_resources(&kind.api_version).await {
+    let listed = if resource.group.is_empty() {
+        client.list_core_api_resources(&resource.version).await
+    } else {
+        client.list_api_group_resources(&kind.api_version).await
+    };
+    match listed {
         Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => Ok(()),
         Ok(_) => Err(missing(format!(
             "{} has no {} resource",
