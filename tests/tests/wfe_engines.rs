@@ -240,11 +240,23 @@ impl Env {
 
     /// Waits until WorkflowExecution `name` is `phase`.
     async fn wait_phase(&mut self, name: &str, phase: Phase) -> anyhow::Result<WorkflowExecution> {
-        self.wait(&format!("{name} to be {phase}"), async |env: &Env| {
-            let wfe = env.wfes().get(name).await?;
-            Ok((wfe.phase() == Some(phase)).then_some(wfe))
-        })
-        .await
+        let reached = self
+            .wait(&format!("{name} to be {phase}"), async |env: &Env| {
+                let wfe = env.wfes().get(name).await?;
+                Ok((wfe.phase() == Some(phase)).then_some(wfe))
+            })
+            .await;
+        match reached {
+            Ok(wfe) => Ok(wfe),
+            Err(error) => {
+                let last = self
+                    .raw_wfes()
+                    .get(name)
+                    .await
+                    .map(|w| w.data["status"].clone());
+                Err(error.context(format!("{name} is not {phase}; its status: {last:?}")))
+            }
+        }
     }
 
     /// Waits for the ConfigMap the operator creates for WorkflowExecution `name`.
