@@ -1,8 +1,12 @@
 //! A complete operator on `kubernaut-framework`: a `Mirror` copies a ConfigMap, rendered from
 //! `mirror/configmap.yaml.j2` (hot reloaded), to `spec.targetNamespace` and maps the copy back
 //! into `status` with `mirror/status.yaml`. `cargo run -p kubernaut-framework --example mirror --
-//! crd | kubectl apply -f -`, then run it without arguments (it uses the current kubeconfig and
-//! serves `/metrics`, `/healthz`, `/readyz` on `$MIRROR_LISTEN`, default `0.0.0.0:8080`).
+//! crd | kubectl apply -f -`, then `… -- run` (it uses the current kubeconfig and serves
+//! `/metrics` on `$MIRROR_CONTROLLER__METRICSADDR`, default `0.0.0.0:9090`, and `/healthz`,
+//! `/readyz` on `$MIRROR_CONTROLLER__HEALTHADDR`, default `0.0.0.0:8081`). The command line,
+//! configuration (`MIRROR_…` environment, `--config FILE`) and signals are the framework's `app`
+//! layer, as for every operator: `render --mirror FILE` prints the copy a Mirror would get (from
+//! an empty source), `check-config` loads the templates and the status mapping.
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -12,11 +16,15 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 use kubernaut_framework::{
+    app::{App, AppConfig, ControllerSettings, Started, TemplateSettings},
+    config::{ConfigError, ConfigStore, Validate},
     finalizer::{self, Event, FinalizerError},
     lock::{self, LockError, Owner},
-    runtime::{Action, ChildWatch, Context, MetricLabel, Operator, RuntimeSettings},
-    status::{MappingRules, StatusMapping},
-    template::{ChildIdentity, TemplateDecl, TemplateError, TemplateStore, apply_identity},
+    runtime::{Action, ChildWatch, Context, MetricLabel, Operator, ParentWatch, RuntimeError},
+    status::{MappingError, MappingRules, StatusMapping},
+    template::{
+        ChildIdentity, TemplateDecl, TemplateError, TemplateSet, TemplateStore, apply_identity,
+    },
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -75,7 +83,8 @@ macro_rules! error_kinds {
     )*};
 }
 error_kinds!(kube::Error => "kube", FinalizerError => "finalizer", LockError => "lock",
-    TemplateError => "template", serde_json::Error => "encoding");
+    TemplateError => "template", serde_json::Error => "encoding", RuntimeError => "runtime",
+    MappingError => "mapping", std::io::Error => "io", serde_yaml::Error => "yaml");
 
 async fn reconcile(mirror: Arc<Mirror>, ctx: Arc<Context<Mirror, State>>) -> Result<Action, Error> {
     let (name, ns) = (mirror.name_any(), mirror.namespace().unwrap_or_default());
@@ -83,11 +92,9 @@ async fn reconcile(mirror: Arc<Mirror>, ctx: Arc<Context<Mirror, State>>) -> Res
     let configmaps = ApiResource::erase::<ConfigMap>(&());
     let mirrors: Api<Mirror> = Api::namespaced(ctx.client.clone(), &ns);
     let children = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &target, &configmaps);
-    let child_name = lock::lock_name("mirror-", &format!("{ns}/{name}"));
-    let labels = [(PARENT_NAME, &name), (PARENT_NAMESPACE, &ns)];
-    let labels: BTreeMap<_, _> = labels.map(|(k, v)| (k.to_string(), v.clone())).into();
+    let (child_name, labels) = identity_of(&mirror);
     let owner = Owner {
-        labels: labels.clone(),
+        labels,
         uid: mirror.uid(),
         ..Owner::default()
     };
@@ -108,18 +115,7 @@ async fn reconcile(mirror: Arc<Mirror>, ctx: Arc<Context<Mirror, State>>) -> Res
         .await?
         .and_then(|s| s.data);
     let templates = ctx.data.templates.current();
-    let context = json!({"mirror": &*mirror, "source": source.unwrap_or_default()});
-    let mut child = templates.render("configmap.yaml.j2", &context)?;
-    let mut identity = ChildIdentity {
-        name: child_name.clone(),
-        namespace: target.clone(),
-        labels,
-        ..Default::default()
-    };
-    identity
-        .labels
-        .insert(REVISION.into(), templates.revision().into());
-    apply_identity(&mut child, &identity);
+    let child = copy_of(&mirror, &source.unwrap_or_default(), &templates)?;
     let child: DynamicObject = serde_json::from_value(child)?;
     let apply = PatchParams::apply("mirror-example").force();
     children
@@ -148,19 +144,80 @@ async fn reconcile(mirror: Arc<Mirror>, ctx: Arc<Context<Mirror, State>>) -> Res
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if std::env::args().nth(1).as_deref() == Some("crd") {
-        // Quoted for YAML 1.1 readers (kubectl) too.
-        let crd = serde_json::to_value(Mirror::crd())?;
-        print!("{}", kubernaut_framework::yaml::to_string(&crd));
-        return Ok(());
+/// The copy's name (the lock) and the labels naming its Mirror.
+fn identity_of(mirror: &Mirror) -> (String, BTreeMap<String, String>) {
+    let (name, ns) = (mirror.name_any(), mirror.namespace().unwrap_or_default());
+    let child_name = lock::lock_name("mirror-", &format!("{ns}/{name}"));
+    let labels = [(PARENT_NAME, name), (PARENT_NAMESPACE, ns)];
+    (child_name, labels.map(|(k, v)| (k.to_string(), v)).into())
+}
+
+/// The copy of `source`'s data the Mirror gets, under the framework's identity: its lock name in
+/// the target namespace, labelled with its Mirror and the template revision.
+fn copy_of(
+    mirror: &Mirror,
+    source: &BTreeMap<String, String>,
+    templates: &TemplateSet,
+) -> Result<Value, Error> {
+    let context = json!({"mirror": mirror, "source": source});
+    let mut child = templates.render("configmap.yaml.j2", &context)?;
+    let (name, mut labels) = identity_of(mirror);
+    labels.insert(REVISION.into(), templates.revision().into());
+    let identity = ChildIdentity {
+        name,
+        namespace: mirror.spec.target_namespace.clone(),
+        labels,
+        ..Default::default()
+    };
+    apply_identity(&mut child, &identity);
+    Ok(child)
+}
+
+/// The example's configuration: the framework's `controller` and `templates` sections.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MirrorConfig {
+    controller: ControllerSettings,
+    templates: TemplateSettings,
+}
+
+impl Default for MirrorConfig {
+    /// One replica (no leader election); the templates next to this file.
+    fn default() -> Self {
+        let mut controller = ControllerSettings::new("mirror-example");
+        controller.leader_election = false;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mirror");
+        let templates = TemplateSettings::new(dir);
+        MirrorConfig {
+            controller,
+            templates,
+        }
     }
-    tracing_subscriber::fmt().with_env_filter("info").init();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mirror");
+}
+
+impl Validate for MirrorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.controller.validate()?;
+        self.templates.validate()
+    }
+}
+
+impl AppConfig for MirrorConfig {
+    const ENV_PREFIX: &'static str = "MIRROR_";
+    const DEFAULT_FILE: &'static str = "/etc/kubernaut/mirror/config.yaml";
+    const RESTART_ONLY: &'static [&'static str] = &["controller", "templates"];
+    fn templates_mut(&mut self) -> &mut TemplateSettings {
+        &mut self.templates
+    }
+    fn keep_restart_only(&mut self, running: &Self) {
+        *self = running.clone();
+    }
+}
+
+/// The templates and the status mapping of `dir`, checked as they load.
+fn load(dir: &Path) -> Result<(TemplateStore, StatusMapping), Error> {
     let decls: Vec<TemplateDecl> =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("templates.yaml"))?)?;
-    let templates = Arc::new(TemplateStore::load(&dir, &decls)?);
     let phases = vec!["Mirrored".into(), "Pending".into()];
     let rules = MappingRules {
         phases,
@@ -169,20 +226,70 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         required_fields: vec![],
     };
     let mapping = StatusMapping::load(&dir.join("status.yaml"), &rules)?;
-    let mut settings = RuntimeSettings::new("mirror-example");
-    let listen = std::env::var("MIRROR_LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".into());
-    // One address: /metrics, /healthz and /readyz share the listener.
-    (settings.metrics_addr, settings.health_addr) = (listen.parse()?, listen.parse()?);
-    Operator::<Mirror>::new(Client::try_default().await?, settings)
-        .children(ChildWatch {
-            resource: ApiResource::erase::<ConfigMap>(&()),
-            namespace: None, // each Mirror names its own target namespace
-            selector: PARENT_NAME.into(),
-            parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-            parent_name_annotation: None,
-        })
-        .templates(templates.clone(), None)
-        .run(reconcile, State { templates, mapping })
-        .await?;
-    Ok(())
+    Ok((TemplateStore::load(dir, &decls)?, mapping))
+}
+
+struct MirrorApp;
+
+impl App for MirrorApp {
+    type Config = MirrorConfig;
+    type Report = String;
+    type Error = Error;
+    type StartError = Error;
+    const NAME: &'static str = "mirror";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const ABOUT: &'static str = "Copies ConfigMaps across namespaces (Mirrors)";
+    const RENDER_ABOUT: &'static str = "Print the copy a Mirror would get from an empty source";
+    const RENDER_INPUT: &'static str = "mirror";
+    const RENDER_INPUT_HELP: &'static str = "The Mirror (YAML or JSON)";
+
+    fn crd_yaml() -> Result<String, Error> {
+        Ok(kubernaut_framework::yaml::to_string(&serde_json::to_value(
+            Mirror::crd(),
+        )?))
+    }
+
+    fn render(input: &Path, config: &MirrorConfig) -> Result<Value, Error> {
+        let mirror: Mirror = serde_yaml::from_str(&std::fs::read_to_string(input)?)?;
+        let (templates, _) = load(&config.templates.dir)?;
+        copy_of(&mirror, &BTreeMap::new(), &templates.current())
+    }
+
+    fn check(config: &MirrorConfig) -> Result<String, Error> {
+        let (templates, _) = load(&config.templates.dir)?;
+        Ok(format!(
+            "templates: ok (revision {})\n",
+            templates.current().revision()
+        ))
+    }
+
+    async fn start(
+        client: Client,
+        config: Arc<ConfigStore<MirrorConfig>>,
+        parents: ParentWatch,
+    ) -> Result<Started<Error>, Error> {
+        let config = config.current();
+        let (templates, mapping) = load(&config.templates.dir)?;
+        let templates = Arc::new(templates);
+        let settings = config
+            .controller
+            .runtime_settings("mirror-example", &config.templates);
+        let running = Operator::<Mirror>::new(client, settings)
+            .parents(parents)
+            .children(ChildWatch {
+                resource: ApiResource::erase::<ConfigMap>(&()),
+                namespace: None, // each Mirror names its own target namespace
+                selector: PARENT_NAME.into(),
+                parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+                parent_name_annotation: None,
+            })
+            .templates(templates.clone(), None)
+            .start(reconcile, State { templates, mapping })
+            .await?;
+        Ok(Started::runtime(running))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    kubernaut_framework::app::main::<MirrorApp>()
 }

@@ -9,6 +9,9 @@
 //! * [`runtime::Operator`]: the process around one parent kind — watches, caches, leader election,
 //!   error backoff, metrics, probes, Events, template hot reload, graceful shutdown. Its module
 //!   doc has a complete minimal operator.
+//! * [`app`]: the operator process around it — one `main` call for the command line (`run`,
+//!   `render`, `crd`, `check-config`, `version`), layered configuration with live reload,
+//!   logging and signals; the operator implements [`app::App`].
 //! * `framework/examples/mirror.rs`: a whole operator (a ConfigMap mirror) on these primitives,
 //!   run as a process by the integration tests; the worked example of `docs/architecture.md`.
 //!
@@ -16,6 +19,7 @@
 //!
 //! | module | what it guarantees | entry point |
 //! |---|---|---|
+//! | [`app`] | one command line for every operator binary with fixed exit codes; configuration validated before anything runs and reloaded live, restart-only keys held back and named | [`app::main`], [`app::App`], [`app::AppConfig`] |
 //! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] |
 //! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
 //! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load | [`status::StatusMapping`] |
@@ -30,6 +34,7 @@
 //! | [`config`] | layered configuration (defaults, file, environment) with errors naming key and layer; live reload keeping the last good value | [`config::load`], [`config::ConfigStore`] |
 //! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |
 //! | [`metrics`] | one call per metric, prefixed, with typed errors | [`metrics::Registrar`] |
+//! | [`crd`] | an object's value types checked against its CRD's schema, the error naming the field | [`crd::check_schema_types`] |
 //! | [`names`] | Kubernetes names and label values valid by construction, refused in the API server's words | [`names::DnsSubdomain`], [`names::LabelValue`] |
 //! | [`duration`] | Go durations as Kubernetes writes them, and the configuration's human notation | [`duration::parse_go_duration`], [`duration::format_go_duration`] |
 //! | [`string_enum`](mod@string_enum) | closed sets of wire names declared once | [`string_enum!`](macro@string_enum) |
@@ -40,11 +45,13 @@
 //! Every module's own documentation lists its guarantees, assumptions and caveats.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod audit;
 pub mod backoff;
 pub mod cancel;
 pub mod condition;
 pub mod config;
+pub mod crd;
 pub mod duration;
 pub mod finalizer;
 pub mod glob;

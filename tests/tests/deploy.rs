@@ -36,6 +36,7 @@ use kube::{
     Api, ResourceExt,
     api::{ObjectMeta, PostParams},
 };
+use kubernaut_framework::app::{self, AppConfig};
 use kubernaut_framework::config::load_with_env;
 use kubernaut_framework::template::ReloadOutcome;
 use kubernaut_test_harness::{
@@ -43,7 +44,7 @@ use kubernaut_test_harness::{
     deploy::{self, Manifest, describe, kind_of, repo_root},
 };
 use workflowexecution_operator::{
-    cli,
+    app::WorkflowExecutionApp,
     config::{AuditSink, DEFAULT_CONFIG_FILE, ENV_PREFIX, OperatorConfig},
     templates::{self, CANCEL_SPEC, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
 };
@@ -253,12 +254,16 @@ fn mounted_config_and_templates_sit_where_the_operator_reads_them_and_load() -> 
     assert!(in_volume.join(CANCEL_SPEC).is_file());
 
     // The operator's own check accepts the mounted files.
-    let report = cli::check_config(Some(&config_file), Some(&in_volume))?;
-    let repo = cli::check_config(
+    let check = app::check_config::<WorkflowExecutionApp>;
+    let report = check(Some(&config_file), Some(&in_volume))?;
+    let repo = check(
         Some(&repo_root().join("config/workflowexecution.yaml")),
         Some(&repo_root().join("templates/workflowexecution")),
     )?;
-    assert_eq!(report.template_revision, repo.template_revision);
+    assert_eq!(
+        report.checked.template_revision,
+        repo.checked.template_revision
+    );
     Ok(())
 }
 

@@ -1197,8 +1197,10 @@ async fn the_mirror_example_copies_maps_status_and_cleans_up() -> anyhow::Result
     let target_ns = cp.create_namespace("mirror-dst").await?;
     let client = cp.client().await?;
     let _operator = tokio::process::Command::new(&binary)
+        .arg("run")
         .env("KUBECONFIG", cp.kubeconfig_path())
-        .env("MIRROR_LISTEN", "127.0.0.1:0")
+        .env("MIRROR_CONTROLLER__METRICSADDR", "127.0.0.1:0")
+        .env("MIRROR_CONTROLLER__HEALTHADDR", "127.0.0.1:0")
         .kill_on_drop(true)
         .spawn()?;
 

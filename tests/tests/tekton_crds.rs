@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use kube::api::{Api, DynamicObject, PostParams};
+use kubernaut_framework::app::load_config;
 use kubernaut_test_harness::{ControlPlane, tekton};
 use serde_json::Value;
-use workflowexecution_operator::cli;
+use workflowexecution_operator::{cli, config::OperatorConfig};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -33,7 +34,7 @@ fn samples() -> anyhow::Result<Vec<PathBuf>> {
 /// `render --wfe sample --config config/workflowexecution.yaml --templates templates/workflowexecution`,
 /// with `bundle_service_account` set as `execution.bundleServiceAccount`.
 fn render(sample: &Path, bundle_service_account: Option<&str>) -> anyhow::Result<Value> {
-    let mut config = cli::load_config(
+    let mut config: OperatorConfig = load_config(
         Some(&repo().join("config/workflowexecution.yaml")),
         Some(&repo().join("templates/workflowexecution")),
     )?;

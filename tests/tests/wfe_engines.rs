@@ -20,7 +20,7 @@ use kube::{
         ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     },
 };
-use kubernaut_framework::template::ChildKind;
+use kubernaut_framework::{app::check_served, template::ChildKind};
 use kubernaut_test_harness::{
     ControlPlane,
     checkout::{OperatorProcess, operator_binary},
@@ -29,7 +29,6 @@ use kubernaut_test_harness::{
 };
 use serde_json::{Value, json};
 use support::WAIT;
-use workflowexecution_operator::operator::check_served;
 use workflowexecution_operator::types::{self, FailureReason, Phase, WorkflowExecution};
 
 /// The third engine's directory, beside the shipped `tekton/` and `job/`.

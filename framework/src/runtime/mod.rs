@@ -1187,7 +1187,8 @@ async fn serve(
     }
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT (only SIGINT where SIGTERM cannot be listened for).
+pub async fn shutdown_signal() {
     async fn ctrl_c() {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

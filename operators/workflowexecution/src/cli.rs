@@ -1,12 +1,13 @@
-//! The offline commands of the `workflowexecution-operator` binary, as library functions:
-//! `render` (the PipelineRun a WorkflowExecution would create), `crd` and `check-config`.
+//! What the offline commands of the `workflowexecution-operator` binary do that is the
+//! operator's own, as library functions: `render` (the PipelineRun a WorkflowExecution would
+//! create) and the template checks of `check-config`.
 //!
 //! Guarantees:
 //! 1. No cluster is contacted: everything is computed from files and the compiled defaults.
 //! 2. [`render`] validates the WorkflowExecution exactly as the operator's Pending step 1 does
 //!    and prints the object the operator would create, framework-owned identity included.
-//! 3. Errors say which file and, where known, which field or key is wrong; the binary turns any
-//!    error into exit code 1.
+//! 3. Errors say which file and, where known, which field or key is wrong; the binary (the
+//!    framework's `app` layer) turns any error into exit code 1.
 //!
 //! Assumptions:
 //! 1. A WorkflowExecution file holds one YAML (or JSON) document of kind
@@ -15,9 +16,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
-};
+use kubernaut_framework::crd::{check_schema_types, openapi_schema};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
@@ -27,16 +26,6 @@ use crate::templates::{
 };
 use crate::types::{GROUP, VERSION, WorkflowExecution};
 use crate::validate::{ValidationErrors, validate_spec};
-
-/// How `render` prints the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputFormat {
-    /// YAML (the default).
-    #[default]
-    Yaml,
-    /// Pretty-printed JSON.
-    Json,
-}
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +56,6 @@ pub enum CliError {
         /// The problems, each naming its field.
         errors: ValidationErrors,
     },
-    /// The configuration is invalid.
-    #[error("configuration: {0}")]
-    Config(#[from] kubernaut_framework::config::ConfigError),
     /// The templates failed to load or render.
     #[error("templates in {}: {message}", dir.display())]
     Templates {
@@ -78,6 +64,9 @@ pub enum CliError {
         /// The error.
         message: String,
     },
+    /// The CRD could not be printed.
+    #[error(transparent)]
+    Crd(#[from] crate::types::CrdError),
     /// The status mapping failed to load.
     #[error("{message}")]
     StatusMapping {
@@ -94,25 +83,6 @@ pub enum CliError {
         /// The error (it names the file).
         message: String,
     },
-    /// The output could not be serialised.
-    #[error("writing the output: {0}")]
-    Output(String),
-}
-
-/// Loads the configuration: `file` if given (it must exist), else [`OperatorConfig::default_file`]
-/// if it exists, else the compiled defaults; then the `WFE_…` environment. `templates` overrides
-/// `templates.dir`.
-pub fn load_config(
-    file: Option<&Path>,
-    templates: Option<&Path>,
-) -> Result<OperatorConfig, CliError> {
-    let default_file = OperatorConfig::default_file();
-    let file = file.or(default_file.as_deref());
-    let mut config = OperatorConfig::load(file)?;
-    if let Some(dir) = templates {
-        config.templates.dir = dir.to_path_buf();
-    }
-    Ok(config)
 }
 
 /// Reads a WorkflowExecution from a YAML or JSON file.
@@ -145,7 +115,7 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
     // The API server checks every value's type against the CRD's schema before anything else;
     // do the same, so that a type error names its field (`spec.parameters.REPLICAS`) instead of
     // surfacing as a bare deserialization message.
-    check_schema_types(&raw, &crd_schema()).map_err(not_wfe)?;
+    check_schema_types(&raw, &openapi_schema(crate::types::crd())).map_err(not_wfe)?;
     let mut wfe: WorkflowExecution =
         serde_json::from_value(raw).map_err(|e| not_wfe(e.to_string()))?;
     if wfe.metadata.name.as_deref().is_none_or(str::is_empty) {
@@ -155,85 +125,6 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
         wfe.metadata.namespace = Some("default".to_owned());
     }
     Ok(wfe)
-}
-
-/// The OpenAPI schema of the served version of the WorkflowExecution CRD.
-fn crd_schema() -> JSONSchemaProps {
-    crate::types::crd()
-        .spec
-        .versions
-        .into_iter()
-        .find_map(|v| v.schema.and_then(|s| s.open_api_v3_schema))
-        .unwrap_or_default()
-}
-
-/// Checks the type of every value in `value` against `schema` as the API server does at
-/// admission (`type`, `nullable`, `x-kubernetes-int-or-string`; nulls of non-nullable fields are
-/// dropped by the API server, so they pass). The error names the first offending field.
-pub fn check_schema_types(value: &Value, schema: &JSONSchemaProps) -> Result<(), String> {
-    check_types_at(value, schema, "")
-}
-
-fn check_types_at(value: &Value, schema: &JSONSchemaProps, path: &str) -> Result<(), String> {
-    let field = |key: &str| {
-        if path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{path}.{key}")
-        }
-    };
-    let type_ok = match (schema.type_.as_deref(), value) {
-        (_, Value::Null) => true,
-        _ if schema.x_kubernetes_int_or_string == Some(true) => {
-            value.is_string() || value.is_i64() || value.is_u64()
-        }
-        (None, _) => true,
-        (Some("string"), v) => v.is_string(),
-        (Some("integer"), v) => v.is_i64() || v.is_u64(),
-        (Some("number"), v) => v.is_number(),
-        (Some("boolean"), v) => v.is_boolean(),
-        (Some("object"), v) => v.is_object(),
-        (Some("array"), v) => v.is_array(),
-        (Some(_), _) => true,
-    };
-    if !type_ok {
-        let found = match value {
-            Value::Bool(b) => format!("boolean {b}"),
-            Value::Number(n) => format!("number {n}"),
-            Value::String(s) => format!("string {s:?}"),
-            Value::Array(_) => "a list".to_owned(),
-            Value::Object(_) => "a map".to_owned(),
-            Value::Null => "null".to_owned(),
-        };
-        let expected = schema.type_.as_deref().unwrap_or("?");
-        return Err(format!(
-            "`{path}` must be of type {expected}, not {found} (the API server refuses it; quote a value meant as a string)"
-        ));
-    }
-    match value {
-        Value::Object(map) => {
-            for (key, item) in map {
-                let sub = schema.properties.as_ref().and_then(|p| p.get(key)).or(
-                    match &schema.additional_properties {
-                        Some(JSONSchemaPropsOrBool::Schema(s)) => Some(&**s),
-                        _ => None,
-                    },
-                );
-                if let Some(sub) = sub {
-                    check_types_at(item, sub, &field(key))?;
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(JSONSchemaPropsOrArray::Schema(sub)) = &schema.items {
-                for (i, item) in items.iter().enumerate() {
-                    check_types_at(item, sub, &format!("{path}[{i}]"))?;
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Validates the WorkflowExecution in `wfe_file` and renders the PipelineRun the operator would
@@ -256,22 +147,9 @@ pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliErro
     })
 }
 
-/// Prints an object as YAML or pretty JSON (with a final newline).
-pub fn format_object(object: &Value, format: OutputFormat) -> Result<String, CliError> {
-    match format {
-        // Quoted for YAML 1.1 readers too: `kubectl create -f` must read what JSON says.
-        OutputFormat::Yaml => Ok(kubernaut_framework::yaml::to_string(object)),
-        OutputFormat::Json => serde_json::to_string_pretty(object)
-            .map(|s| s + "\n")
-            .map_err(|e| CliError::Output(e.to_string())),
-    }
-}
-
-/// What `check-config` verified.
+/// What `check-config` verified besides the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
-    /// The configuration file read, if any.
-    pub config_file: Option<PathBuf>,
     /// The template directory.
     pub templates_dir: PathBuf,
     /// The revision of the loaded template set.
@@ -282,12 +160,7 @@ impl fmt::Display for CheckReport {
     /// One `item: ok (…)` line per file, a YAML mapping that YAML 1.1 and 1.2 readers read alike
     /// (a path that needs it is quoted).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let configuration = match &self.config_file {
-            Some(file) => format!("ok ({})", file.display()),
-            None => "ok (compiled defaults and environment)".to_owned(),
-        };
         let lines = [
-            ("configuration", configuration),
             (
                 "templates",
                 format!(
@@ -313,16 +186,9 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Validates the configuration, loads (and test-renders) the templates and loads the status
-/// mapping and the cancel file, as the operator does at start-up.
-pub fn check_config(
-    file: Option<&Path>,
-    templates: Option<&Path>,
-) -> Result<CheckReport, CliError> {
-    let config_file = file
-        .map(Path::to_path_buf)
-        .or_else(OperatorConfig::default_file);
-    let config = load_config(config_file.as_deref(), templates)?;
+/// Loads (and test-renders) the templates and loads the status mapping and the cancel file of a
+/// validated `config`, as the operator does at start-up.
+pub fn check(config: &OperatorConfig) -> Result<CheckReport, CliError> {
     let dir = config.templates.dir.clone();
     let set = load_templates(&dir).map_err(|e| CliError::Templates {
         dir: dir.clone(),
@@ -337,34 +203,7 @@ pub fn check_config(
         message: e.to_string(),
     })?;
     Ok(CheckReport {
-        config_file,
         templates_dir: dir,
         template_revision: set.revision().to_owned(),
     })
-}
-
-/// One line for an error and its causes (`chain` as `anyhow::Error::chain` gives them): each
-/// cause is appended after `: ` unless the text so far already says it, so an error that prints
-/// its source itself (`configuration: <error>`, `reading <file>: <io error>`) is not followed by
-/// the same words again.
-pub fn error_report<'a>(
-    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
-) -> String {
-    let mut report = String::new();
-    for cause in chain {
-        let text = cause.to_string();
-        if text.is_empty() || report.contains(&text) {
-            continue;
-        }
-        if !report.is_empty() {
-            report.push_str(": ");
-        }
-        report.push_str(&text);
-    }
-    report
-}
-
-/// The program name and version, as `version` prints them.
-pub fn version() -> String {
-    format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
 }

@@ -1,6 +1,6 @@
 //! The operator's configuration: every key of the contract's Configuration section.
 //!
-//! Loaded by [`OperatorConfig::load`] through the framework's layering: compiled defaults
+//! Loaded by [`AppConfig::load`] through the framework's layering: compiled defaults
 //! ([`OperatorConfig::default`]) → the YAML file (the mounted ConfigMap, by default
 //! [`DEFAULT_CONFIG_FILE`]) → environment variables `WFE_…` with `__` nesting
 //! (`WFE_COOLDOWN__PERIOD=2m` sets `cooldown.period`).
@@ -9,7 +9,7 @@
 //! 1. Keys are camelCase in YAML; an unknown key is an error naming it (`deny_unknown_fields`).
 //! 2. [`Validate`] checks every value the operator relies on and names the offending key path
 //!    (`` `backoff.max`: must not be shorter than backoff.base (1m) ``); an invalid config is never
-//!    returned by [`OperatorConfig::load`].
+//!    returned by [`AppConfig::load`].
 //! 3. `config/workflowexecution.yaml` in the repository (the ConfigMap `deploy/` installs) is the
 //!    compiled defaults except `execution.allowedBundles`, which it restricts to an example
 //!    registry prefix where the compiled default allows every bundle (a test parses it and
@@ -26,16 +26,16 @@
 //!    are null by default, so the environment layer can reach them (`WFE_AUDIT__URL`,
 //!    `WFE_AUDIT__TOKENFILE`); they matter only when `audit.sink` is `http`. The `audit` section
 //!    is the framework's [`AuditSettings`], validated by its own [`AuditSettings::validate`].
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kubernaut_framework::app::{AppConfig, check_positive};
 use kubernaut_framework::backoff::Backoff;
 use kubernaut_framework::config::{self, ConfigError, Validate};
 use kubernaut_framework::glob::{Case, Glob};
 use kubernaut_framework::names::{DnsLabel, DnsSubdomain};
 use serde::{Deserialize, Serialize};
 
+pub use kubernaut_framework::app::{ControllerSettings, TemplateSettings};
 pub use kubernaut_framework::audit::{AuditSettings, AuditSink};
 
 /// Where the operator reads its configuration file when none is named on the command line.
@@ -44,7 +44,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/kubernaut/workflowexecution/config.y
 pub const ENV_PREFIX: &str = "WFE_";
 
 /// The whole operator configuration.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OperatorConfig {
     /// Where and how PipelineRuns run.
@@ -53,12 +53,48 @@ pub struct OperatorConfig {
     pub cooldown: CooldownSettings,
     /// Backoff after pre-execution failures on a target.
     pub backoff: BackoffSettings,
-    /// The template directory.
+    /// The template directory, holding `tekton/pipelinerun.yaml.j2`, `tekton/status.yaml` and
+    /// `tekton/cancel.yaml` (the framework's `templates.*` section).
     pub templates: TemplateSettings,
     /// Where audit records go: the framework's audit sink settings (`audit.*`).
     pub audit: AuditSettings,
-    /// The controller process.
+    /// The controller process (the framework's `controller.*` section).
     pub controller: ControllerSettings,
+}
+
+impl Default for OperatorConfig {
+    /// The compiled defaults: templates in `/etc/kubernaut/workflowexecution/templates`, the
+    /// Lease `workflowexecution-operator`.
+    fn default() -> Self {
+        OperatorConfig {
+            execution: ExecutionSettings::default(),
+            cooldown: CooldownSettings::default(),
+            backoff: BackoffSettings::default(),
+            templates: TemplateSettings::new("/etc/kubernaut/workflowexecution/templates"),
+            audit: AuditSettings::default(),
+            controller: ControllerSettings::new("workflowexecution-operator"),
+        }
+    }
+}
+
+impl AppConfig for OperatorConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const DEFAULT_FILE: &'static str = DEFAULT_CONFIG_FILE;
+    /// The watches, listeners, Lease, audit sink and template directory are set up once at
+    /// start-up.
+    const RESTART_ONLY: &'static [&'static str] =
+        &["execution.namespace", "templates", "audit", "controller"];
+
+    fn templates_mut(&mut self) -> &mut TemplateSettings {
+        &mut self.templates
+    }
+
+    fn keep_restart_only(&mut self, running: &Self) {
+        self.execution.namespace = running.execution.namespace.clone();
+        self.templates = running.templates.clone();
+        self.audit = running.audit.clone();
+        self.controller = running.controller.clone();
+    }
 }
 
 /// `execution.*`: where and how PipelineRuns run.
@@ -189,94 +225,7 @@ impl BackoffSettings {
     }
 }
 
-/// `templates.*`: the template directory and how often it is checked for edits.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TemplateSettings {
-    /// The directory holding `tekton/pipelinerun.yaml.j2`, `tekton/status.yaml` and
-    /// `tekton/cancel.yaml`.
-    pub dir: PathBuf,
-    /// How often the PipelineRun template is re-read (hot reload); an edit is used by the
-    /// PipelineRuns created after the next check.
-    #[serde(with = "kubernaut_framework::config::duration")]
-    pub poll_interval: Duration,
-}
-
-impl Default for TemplateSettings {
-    fn default() -> Self {
-        TemplateSettings {
-            dir: PathBuf::from("/etc/kubernaut/workflowexecution/templates"),
-            poll_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-/// `controller.*`: the controller process.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ControllerSettings {
-    /// Address of the Prometheus `/metrics` endpoint.
-    pub metrics_addr: SocketAddr,
-    /// Address of `/healthz` and `/readyz`.
-    pub health_addr: SocketAddr,
-    /// Whether to run only while holding the leader Lease.
-    pub leader_election: bool,
-    /// The Lease's name.
-    pub lease_name: String,
-    /// WorkflowExecutions reconciled at once at most.
-    pub concurrency: u16,
-}
-
-impl Default for ControllerSettings {
-    fn default() -> Self {
-        ControllerSettings {
-            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            health_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
-            leader_election: true,
-            lease_name: "workflowexecution-operator".to_owned(),
-            concurrency: 8,
-        }
-    }
-}
-
 impl OperatorConfig {
-    /// Loads the configuration: compiled defaults, then `file` (if given; it must exist), then
-    /// the `WFE_…` environment, and validates the result.
-    pub fn load(file: Option<&Path>) -> Result<OperatorConfig, ConfigError> {
-        config::load(&OperatorConfig::default(), file, ENV_PREFIX)
-    }
-
-    /// The keys a running operator cannot change: the watches, listeners, Lease, audit sink and
-    /// template directory are set up once at start-up.
-    pub const RESTART_ONLY: [&'static str; 4] =
-        ["execution.namespace", "templates", "audit", "controller"];
-
-    /// `self` as a live reload may apply it on top of `running`: the [restart-only
-    /// keys](Self::RESTART_ONLY) keep `running`'s values. Returns the config to apply and the
-    /// keys whose new values were held back (to be reported: they need a restart), each named
-    /// down to the changed setting (`controller.concurrency`, not `controller`).
-    pub fn for_live_reload(mut self, running: &OperatorConfig) -> (OperatorConfig, Vec<String>) {
-        let mut held_back = Vec::new();
-        changed_keys(
-            &serde_json::to_value(&self).unwrap_or_default(),
-            &serde_json::to_value(running).unwrap_or_default(),
-            "",
-            &mut |key| {
-                if Self::RESTART_ONLY
-                    .iter()
-                    .any(|r| key == *r || key.starts_with(&format!("{r}.")))
-                {
-                    held_back.push(key.to_owned());
-                }
-            },
-        );
-        self.execution.namespace = running.execution.namespace.clone();
-        self.templates = running.templates.clone();
-        self.audit = running.audit.clone();
-        self.controller = running.controller.clone();
-        (self, held_back)
-    }
-
     /// What is valid but unsafe in this configuration, one sentence per finding, for the operator
     /// to log as warnings at start-up.
     pub fn warnings(&self) -> Vec<String> {
@@ -288,53 +237,6 @@ impl OperatorConfig {
             );
         }
         warnings
-    }
-
-    /// The file to read when none is named: [`DEFAULT_CONFIG_FILE`] if it exists, else none.
-    pub fn default_file() -> Option<PathBuf> {
-        let path = PathBuf::from(DEFAULT_CONFIG_FILE);
-        path.exists().then_some(path)
-    }
-}
-
-/// Whether two listeners cannot both bind: the same port, and the same address or one of them
-/// the unspecified address (`0.0.0.0:9090` takes port 9090 on every address, `127.0.0.1:9090`
-/// included; `[::]` usually covers IPv4 too). Port 0 asks for a free port per listener, so two
-/// `:0` addresses never collide.
-fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
-        && a.port() != 0
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-/// Calls `found` with the dotted path of every leaf where `new` and `old` differ (a list counts
-/// as one leaf), in key order.
-fn changed_keys(
-    new: &serde_json::Value,
-    old: &serde_json::Value,
-    prefix: &str,
-    found: &mut dyn FnMut(&str),
-) {
-    match (new, old) {
-        (serde_json::Value::Object(n), serde_json::Value::Object(o)) => {
-            let keys: std::collections::BTreeSet<&String> = n.keys().chain(o.keys()).collect();
-            for key in keys {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                let null = serde_json::Value::Null;
-                changed_keys(
-                    n.get(key).unwrap_or(&null),
-                    o.get(key).unwrap_or(&null),
-                    &path,
-                    found,
-                );
-            }
-        }
-        (n, o) if n != o => found(prefix),
-        _ => {}
     }
 }
 
@@ -349,40 +251,42 @@ fn check_name(key: &str, value: &str, subdomain: bool) -> Result<(), ConfigError
     checked.map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
-fn check_positive(key: &str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(ConfigError::invalid(key, "must be longer than 0s"))
-    } else {
-        Ok(())
+impl Validate for OperatorConfig {
+    /// Every section in file order; the first problem found is reported.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.execution.validate()?;
+        self.backoff.validate()?;
+        self.templates.validate()?;
+        self.audit.validate()?;
+        self.controller.validate()
     }
 }
 
-impl Validate for OperatorConfig {
+impl Validate for ExecutionSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        let execution = &self.execution;
-        check_name("execution.namespace", &execution.namespace, false)?;
+        check_name("execution.namespace", &self.namespace, false)?;
         check_name(
             "execution.serviceAccountName",
-            &execution.service_account_name,
+            &self.service_account_name,
             true,
         )?;
-        for (i, account) in execution.allowed_service_accounts.iter().enumerate() {
+        for (i, account) in self.allowed_service_accounts.iter().enumerate() {
             check_name(
                 &format!("execution.allowedServiceAccounts[{i}]"),
                 account,
                 true,
             )?;
         }
-        if let Some(account) = &execution.bundle_service_account {
+        if let Some(account) = &self.bundle_service_account {
             check_name("execution.bundleServiceAccount", account, true)?;
         }
-        if execution.allowed_bundles.is_empty() {
+        if self.allowed_bundles.is_empty() {
             return Err(ConfigError::invalid(
                 "execution.allowedBundles",
                 "must list at least one pattern (\"*\" allows every bundle)",
             ));
         }
-        for (i, pattern) in execution.allowed_bundles.iter().enumerate() {
+        for (i, pattern) in self.allowed_bundles.iter().enumerate() {
             if let Err(e) = Glob::new(pattern, Case::Sensitive) {
                 return Err(ConfigError::invalid(
                     format!("execution.allowedBundles[{i}]"),
@@ -390,63 +294,42 @@ impl Validate for OperatorConfig {
                 ));
             }
         }
-        check_positive("execution.defaultTimeout", execution.default_timeout)?;
-        if execution.max_timeout < execution.default_timeout {
+        check_positive("execution.defaultTimeout", self.default_timeout)?;
+        if self.max_timeout < self.default_timeout {
             return Err(ConfigError::invalid(
                 "execution.maxTimeout",
                 format!(
                     "must not be shorter than execution.defaultTimeout ({})",
-                    config::duration::format(execution.default_timeout)
+                    config::duration::format(self.default_timeout)
                 ),
             ));
         }
+        Ok(())
+    }
+}
 
-        let backoff = &self.backoff;
-        check_positive("backoff.base", backoff.base)?;
-        if backoff.max < backoff.base {
+impl Validate for BackoffSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_positive("backoff.base", self.base)?;
+        if self.max < self.base {
             return Err(ConfigError::invalid(
                 "backoff.max",
                 format!(
                     "must not be shorter than backoff.base ({})",
-                    config::duration::format(backoff.base)
+                    config::duration::format(self.base)
                 ),
             ));
         }
-        if backoff.max_exponent > 31 {
+        if self.max_exponent > 31 {
             return Err(ConfigError::invalid(
                 "backoff.maxExponent",
-                format!("{} is too large (at most 31)", backoff.max_exponent),
+                format!("{} is too large (at most 31)", self.max_exponent),
             ));
         }
-        if backoff.max_consecutive_failures == 0 {
+        if self.max_consecutive_failures == 0 {
             return Err(ConfigError::invalid(
                 "backoff.maxConsecutiveFailures",
                 "must be at least 1",
-            ));
-        }
-
-        if self.templates.dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("templates.dir", "must not be empty"));
-        }
-        check_positive("templates.pollInterval", self.templates.poll_interval)?;
-
-        self.audit.validate()?;
-
-        let controller = &self.controller;
-        check_name("controller.leaseName", &controller.lease_name, true)?;
-        if controller.concurrency == 0 {
-            return Err(ConfigError::invalid(
-                "controller.concurrency",
-                "must be at least 1",
-            ));
-        }
-        if listeners_collide(controller.metrics_addr, controller.health_addr) {
-            return Err(ConfigError::invalid(
-                "controller.healthAddr",
-                format!(
-                    "{} binds the same port as controller.metricsAddr ({}): use another port",
-                    controller.health_addr, controller.metrics_addr
-                ),
             ));
         }
         Ok(())
@@ -457,6 +340,7 @@ impl Validate for OperatorConfig {
 mod tests {
     use super::*;
     use kubernaut_framework::config::load_with_env;
+    use std::path::{Path, PathBuf};
 
     fn shipped_file() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/workflowexecution.yaml")
@@ -752,29 +636,6 @@ mod tests {
             assert_eq!(err.key(), Some(*key), "{vars:?} gave {err}");
             assert!(err.to_string().contains(key), "{err}");
         }
-    }
-
-    #[test]
-    fn listeners_on_distinct_addresses_may_share_a_port() {
-        let config = load_env(&[
-            ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:9090"),
-            ("WFE_CONTROLLER__HEALTHADDR", "127.0.0.2:9090"),
-        ])
-        .unwrap();
-        assert_eq!(config.controller.health_addr.port(), 9090);
-    }
-
-    #[test]
-    fn ephemeral_ports_may_repeat() {
-        let config = load_env(&[
-            ("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:0"),
-            ("WFE_CONTROLLER__HEALTHADDR", "127.0.0.1:0"),
-        ])
-        .unwrap();
-        assert_eq!(
-            config.controller.metrics_addr,
-            config.controller.health_addr
-        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Kubernaut WorkflowExecution operator.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod audit;
 pub mod bundle;
 pub mod cli;

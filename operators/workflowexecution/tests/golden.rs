@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kubernaut_framework::app::{AppConfig, OutputFormat, format_object};
 use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use serde_json::{Value, json};
-use workflowexecution_operator::cli::{OutputFormat, format_object, read_workflow_execution};
+use workflowexecution_operator::cli::read_workflow_execution;
 use workflowexecution_operator::config::OperatorConfig;
 use workflowexecution_operator::failure::{FailureContext, failure_details, held_back};
 use workflowexecution_operator::pipelinerun::pipeline_run_identity;

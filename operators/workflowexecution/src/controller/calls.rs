@@ -12,6 +12,7 @@ use kube::{
     runtime::{reflector::store::Writer, watcher},
 };
 use kubernaut_framework::{
+    app::resource_of,
     config::ConfigStore,
     own_writes::OwnWrites,
     runtime::{Action, Context, prometheus::Registry},
@@ -24,7 +25,7 @@ use crate::{
     audit,
     config::OperatorConfig,
     metrics::Metrics,
-    operator::{resource_of, taskrun_resource},
+    operator::taskrun_resource,
     pipelinerun::{self, LABEL_WORKFLOW_EXECUTION_UID},
     templates::{self, sample_workflow_execution},
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},

@@ -1,0 +1,68 @@
+//! The WorkflowExecution operator as the framework's process layer runs it: its names and help
+//! texts, its CRD, `render` and `check-config`, and how `run` starts it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kube::Client;
+use kubernaut_framework::app::{App, Started};
+use kubernaut_framework::config::ConfigStore;
+use kubernaut_framework::runtime::ParentWatch;
+use serde_json::Value;
+
+use crate::cli::{self, CheckReport, CliError};
+use crate::config::OperatorConfig;
+use crate::operator::{self, StartError, runtime_settings};
+
+/// The `workflowexecution-operator` binary.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkflowExecutionApp;
+
+impl App for WorkflowExecutionApp {
+    type Config = OperatorConfig;
+    type Report = CheckReport;
+    type Error = CliError;
+    type StartError = StartError;
+
+    const NAME: &'static str = env!("CARGO_PKG_NAME");
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const ABOUT: &'static str =
+        "Runs Kubernaut remediation workflows (WorkflowExecutions) as Tekton PipelineRuns";
+    const CRD_ABOUT: &'static str = "Print the WorkflowExecution CustomResourceDefinition (YAML)";
+    const CHECK_ABOUT: &'static str = "Validate the configuration, the templates, the status mapping and the cancel file as the operator does at start-up (no cluster needed); exit code 0 if the operator would accept them, 1 (with the reason on stderr) if not";
+    const RENDER_ABOUT: &'static str = "Print the PipelineRun the operator would create for a WorkflowExecution (no cluster needed)";
+    const RENDER_INPUT: &'static str = "wfe";
+    const RENDER_INPUT_HELP: &'static str = "The WorkflowExecution (YAML or JSON)";
+    const TEMPLATES_IN_CHECKOUT: Option<&'static str> = Some("templates/workflowexecution");
+
+    fn crd_yaml() -> Result<String, CliError> {
+        Ok(crate::types::crd_yaml()?)
+    }
+
+    fn render(input: &Path, config: &OperatorConfig) -> Result<Value, CliError> {
+        cli::render(input, config)
+    }
+
+    fn check(config: &OperatorConfig) -> Result<CheckReport, CliError> {
+        cli::check(config)
+    }
+
+    /// [`operator::start`]; once stopped, the audit buffer is flushed.
+    async fn start(
+        client: Client,
+        config: Arc<ConfigStore<OperatorConfig>>,
+        parents: ParentWatch,
+    ) -> Result<Started<StartError>, StartError> {
+        let settings = runtime_settings(&config.current());
+        let (running, auditor) = operator::start(client, config, settings, parents).await?;
+        let runtime = Started::<StartError>::runtime(running);
+        Ok(Started {
+            shutdown: runtime.shutdown,
+            stopped: Box::pin(async move {
+                let result = runtime.stopped.await;
+                auditor.shutdown().await;
+                result
+            }),
+        })
+    }
+}
