@@ -66,6 +66,38 @@ use sha2::{Digest, Sha256};
 /// giving up with [`LockError::Contended`].
 const MAX_ATTEMPTS: u32 = 5;
 
+/// In-process guards, one per lock name: held while a lock is checked and taken in several
+/// places at once (children of several kinds sharing one name), so that two reconciles of this
+/// process never both find the name free. A guard no reconcile holds is dropped.
+#[derive(Debug, Default)]
+pub struct NameGuards {
+    guards: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
+    >,
+}
+
+impl NameGuards {
+    /// Waits for and takes the guard of `name`; it is released when the returned value drops.
+    pub async fn hold(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let guard = {
+            let mut guards = self
+                .guards
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guards.retain(|_, weak| weak.strong_count() > 0);
+            match guards.get(name).and_then(std::sync::Weak::upgrade) {
+                Some(guard) => guard,
+                None => {
+                    let guard = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+                    guards.insert(name.to_owned(), std::sync::Arc::downgrade(&guard));
+                    guard
+                }
+            }
+        };
+        guard.lock_owned().await
+    }
+}
+
 /// The lock name for `key`: `prefix` followed by the first 16 lowercase hex characters of the
 /// SHA-256 of `key`.
 ///
@@ -976,5 +1008,20 @@ mod tests {
             server.await.unwrap();
             assert_eq!(outcome, Release::Gone, "case {case}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_name_guard_is_held_by_one_holder_at_a_time_and_names_are_independent() {
+        let guards = NameGuards::default();
+        let first = guards.hold("wfe-a").await;
+        // Another name is free at once.
+        let _other = guards.hold("wfe-b").await;
+        // The same name waits until the first holder lets go.
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), guards.hold("wfe-a"));
+        assert!(waiting.await.is_err(), "the guard of wfe-a was taken twice");
+        drop(first);
+        let again = tokio::time::timeout(std::time::Duration::from_secs(5), guards.hold("wfe-a"));
+        assert!(again.await.is_ok(), "the guard of wfe-a was not released");
     }
 }

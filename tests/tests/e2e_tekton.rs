@@ -70,6 +70,7 @@ fn workflow_execution(ns: &str, name: &str, bundle: String) -> WorkflowExecution
             rationale: Some("end-to-end test".into()),
             remediation_request_ref: None,
             execution_config: None,
+            execution_engine: None,
         },
     );
     wfe.metadata.namespace = Some(ns.to_string());

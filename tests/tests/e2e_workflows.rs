@@ -121,6 +121,7 @@ fn workflow_execution(
                 timeout: Some(t.to_string()),
                 service_account_name: None,
             }),
+            execution_engine: None,
         },
     );
     wfe.metadata.namespace = Some(ns.to_string());

@@ -810,6 +810,242 @@ async fn a_grandchild_change_reconciles_its_parent_and_is_cached_pruned() -> any
     Ok(())
 }
 
+/// Children of two kinds (Secrets and Doohickeys, a custom kind whose CRD is installed late):
+/// the runtime is ready only once both kinds' caches synced, each is cached in its own kind's
+/// store, and a change to a child of either kind reconciles the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn children_of_two_kinds_are_cached_by_kind_and_each_reconciles_the_parent()
+-> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-two-kinds").await?;
+    let client = cp.client().await?;
+    let watch = |resource: ApiResource| ChildWatch {
+        resource,
+        namespace: Some(ns.clone()),
+        selector: PARENT_NAME.into(),
+        parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+        parent_name_annotation: None,
+    };
+    let (secrets_kind, doohickeys_kind) = (
+        ApiResource::erase::<Secret>(&()),
+        ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("runtime.kubernaut.test", "v1", "Doohickey"),
+            "doohickeys",
+        ),
+    );
+    let running = Operator::<ConfigMap>::new(client.clone(), settings("two-kinds-test"))
+        .parents(parents_in(&ns))
+        .children(watch(secrets_kind.clone()))
+        .children(watch(doohickeys_kind.clone()))
+        .start(record_configmap, Seen::default())
+        .await?;
+    let ctx = running.context().clone();
+    let kinds: Vec<_> = ctx.children.kinds().cloned().collect();
+    assert_eq!(kinds, [secrets_kind.clone(), doohickeys_kind.clone()]);
+    // Parents and Secrets list at once; Doohickeys cannot be listed before their CRD exists.
+    create_parent(&client, &ns, "p1").await?;
+    let seen = &ctx.data;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..10 {
+        assert_eq!(
+            http_get(running.health_addr(), "/readyz").await?.0,
+            503,
+            "not ready while one child kind's cache has not synced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!running.probes().is_synced());
+    assert_eq!(seen.count(), 0, "no reconcile before every cache synced");
+    cp.install_crds(&[permissive_crd("Doohickey", "doohickeys")])
+        .await?;
+    eventually("/readyz turns 200", Duration::from_secs(60), || async {
+        Ok(http_get(running.health_addr(), "/readyz").await?.0 == 200)
+    })
+    .await?;
+
+    eventually(
+        "the parent is reconciled",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") >= 1) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // One child of each kind, both named `p1-child`.
+    let labels = json!({PARENT_NAME: "p1", PARENT_NAMESPACE: ns});
+    let before = seen.count_of("p1");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "p1-child", "labels": labels},
+        "stringData": {"k": "v"},
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    eventually(
+        "the Secret reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") > before) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = seen.count_of("p1");
+    let doohickeys: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &doohickeys_kind);
+    let mut doohickey = DynamicObject::new("p1-child", &doohickeys_kind);
+    doohickey.metadata.labels = serde_json::from_value(labels)?;
+    doohickey.data = json!({"spec": {"shape": "round"}});
+    doohickeys
+        .create(&PostParams::default(), &doohickey)
+        .await?;
+    eventually(
+        "the Doohickey reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") > before) },
+    )
+    .await?;
+
+    let reference = |kind: &ApiResource| {
+        kube::runtime::reflector::ObjectRef::<DynamicObject>::new_with("p1-child", kind.clone())
+            .within(&ns)
+    };
+    let cached_kind = |kind: &ApiResource| {
+        ctx.children
+            .get(&reference(kind))
+            .and_then(|child| child.types.clone())
+            .map(|types| types.kind)
+    };
+    assert_eq!(cached_kind(&secrets_kind).as_deref(), Some("Secret"));
+    assert_eq!(cached_kind(&doohickeys_kind).as_deref(), Some("Doohickey"));
+    assert_eq!(ctx.children.of(&secrets_kind).map(|s| s.len()), Some(1));
+    assert_eq!(ctx.children.of(&doohickeys_kind).map(|s| s.len()), Some(1));
+    assert_eq!(ctx.children.state().len(), 2);
+
+    // A change to the Doohickey reconciles the parent again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = seen.count_of("p1");
+    doohickeys
+        .patch(
+            "p1-child",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"shape": "square"}})),
+        )
+        .await?;
+    eventually(
+        "the Doohickey's change reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") > before) },
+    )
+    .await?;
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// Grandchildren of two kinds (ServiceAccounts and Secrets), each with its own prune function:
+/// both are cached by kind, pruned by their own function, and each reconciles the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grandchildren_of_two_kinds_are_cached_by_kind_and_each_reconciles_the_parent()
+-> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-two-grandkinds").await?;
+    let client = cp.client().await?;
+    let watch = |resource: ApiResource| ChildWatch {
+        resource,
+        namespace: Some(ns.clone()),
+        selector: PARENT_NAME.into(),
+        parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
+        parent_name_annotation: None,
+    };
+    let (accounts_kind, secrets_kind) = (
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Secret>(&()),
+    );
+    let drop_annotations = |object: &mut DynamicObject| object.metadata.annotations = None;
+    let running = Operator::<ConfigMap>::new(client.clone(), settings("two-grandkinds-test"))
+        .parents(parents_in(&ns))
+        .grandchildren(watch(accounts_kind.clone()), drop_annotations)
+        .grandchildren(watch(secrets_kind.clone()), |secret| {
+            if let Some(fields) = secret.data.as_object_mut() {
+                fields.remove("data");
+            }
+        })
+        .start(record_configmap, Seen::default())
+        .await?;
+    let ctx = running.context().clone();
+    create_parent(&client, &ns, "p1").await?;
+    let seen = &ctx.data;
+    eventually(
+        "the parent is reconciled",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") >= 1) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let metadata = json!({
+        "name": "p1-grandchild",
+        "labels": {PARENT_NAME: "p1", PARENT_NAMESPACE: ns},
+        "annotations": {"kept": "by the Secret prune only"},
+    });
+    let before = seen.count_of("p1");
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": metadata}))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &account)
+        .await?;
+    eventually(
+        "the ServiceAccount reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") > before) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = seen.count_of("p1");
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": metadata, "stringData": {"token": "x"}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    eventually(
+        "the Secret reconciles its parent",
+        Duration::from_secs(20),
+        || async { Ok(seen.count_of("p1") > before) },
+    )
+    .await?;
+
+    let cached = |kind: &ApiResource| {
+        ctx.grandchildren.get(
+            &kube::runtime::reflector::ObjectRef::new_with("p1-grandchild", kind.clone())
+                .within(&ns),
+        )
+    };
+    let account = cached(&accounts_kind).ok_or_else(|| anyhow::anyhow!("no cached account"))?;
+    let secret = cached(&secrets_kind).ok_or_else(|| anyhow::anyhow!("no cached secret"))?;
+    assert!(
+        account.metadata.annotations.is_none(),
+        "pruned by its own function"
+    );
+    assert!(
+        secret.metadata.annotations.is_some(),
+        "not pruned by the other kind's function"
+    );
+    assert!(
+        secret.data.get("data").is_none(),
+        "pruned: {:?}",
+        secret.data
+    );
+    assert_eq!(ctx.grandchildren.state().len(), 2);
+    assert!(ctx.children.kinds().next().is_none(), "no child kind");
+    running.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_expose_the_framework_metrics_and_error_backoff() -> anyhow::Result<()> {
     init_tracing();

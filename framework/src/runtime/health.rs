@@ -2,8 +2,8 @@
 //! address (both on one listener when the two addresses are equal).
 //!
 //! # Guarantees
-//! 1. `/readyz` answers 200 only once the parent and child caches have completed their first
-//!    list (reflector `Store::wait_until_ready`), on the leader and on standby replicas alike,
+//! 1. `/readyz` answers 200 only once the parent cache and every child and grandchild kind's
+//!    cache have completed their first list (reflector `Store::wait_until_ready`), on the leader and on standby replicas alike,
 //!    and 503 again once shutdown has begun (so traffic drains before the process exits).
 //! 2. `/healthz` answers 200 while the runtime's tasks are alive and 503 after one of them died.
 //! 3. `/metrics` serves the operator's whole [`prometheus::Registry`] in the text format.

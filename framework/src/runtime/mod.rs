@@ -1,5 +1,5 @@
 //! The operator runtime: wires a [`kube::runtime::Controller`] for a parent kind `K` and its
-//! label-selected children, with leader election, metrics, health probes, Events, template hot
+//! label-selected children, of one or several kinds, with leader election, metrics, health probes, Events, template hot
 //! reload and graceful shutdown.
 //!
 //! An operator hands the runtime its settings, where its children live and one reconcile
@@ -38,7 +38,9 @@
 //! ```
 //!
 //! # What runs where
-//! * On **every** replica: the parent and child reflectors (so caches are warm on standby),
+//! * On **every** replica: the parent reflector and one reflector per child and grandchild kind
+//!   (so caches are warm on standby; each is named after its kind, as in
+//!   `child reflector (tekton.dev/v1 PipelineRun)`, when it is logged dying),
 //!   `/healthz`, `/readyz`, `/metrics`, the template watcher and, if configured, the Lease
 //!   elector.
 //! * On the **leader** only: the `Controller` and hence every reconcile. Each time this replica
@@ -48,11 +50,16 @@
 //!
 //! # Guarantees
 //! 1. Children are mapped to parents by two labels (parent name and namespace), never by
-//!    ownerReferences, so children may live in another namespace than their parent.
+//!    ownerReferences, so children may live in another namespace than their parent. Children may
+//!    be of several kinds ([`Operator::children`] once per kind, e.g. one per execution engine:
+//!    Tekton `PipelineRun`, `batch/v1` `Job`): each kind has its own reflector and store (a kube
+//!    store holds one kind, and each re-list swaps it whole), each with its own [`ChildWatch`]
+//!    labels, and a change of any kind reconciles its parent. Grandchildren likewise.
 //! 2. The reconcile [`Context`] carries the reflector stores: the operator makes decisions from
-//!    memory (`ctx.parents`, `ctx.children`, `ctx.grandchildren`) instead of API list calls.
-//!    Cached objects have their `managedFields` stripped, and cached children whatever
-//!    [`Operator::prune_children`] drops. Grandchildren ([`Operator::grandchildren`]: objects the
+//!    memory (`ctx.parents`, `ctx.children`, `ctx.grandchildren`) instead of API list calls; the
+//!    child and grandchild caches are [`KindStores`], one store per kind, looked up by the
+//!    reference's kind. Cached objects have their `managedFields` stripped, and cached children
+//!    (of every kind) whatever [`Operator::prune_children`] drops. Grandchildren ([`Operator::grandchildren`]: objects the
 //!    children create, carrying the same parent labels, e.g. a PipelineRun's TaskRuns) are watched
 //!    the same way: a change to one reconciles its parent.
 //! 3. Error boundary: a parent that fails to deserialize into `K` is logged, counted in
@@ -82,7 +89,7 @@
 //!    k8s-openapi type).
 //! 2. Children carry both parent labels ([`ChildWatch::parent_labels`]); the framework's
 //!    template identity (`template::apply_identity`) sets them.
-//! 3. RBAC: list/watch on the parent and child kinds, create/patch on `events.k8s.io` events,
+//! 3. RBAC: list/watch on the parent kind and every child and grandchild kind, create/patch on `events.k8s.io` events,
 //!    and get/create/update on the Lease when leader election is enabled.
 //!
 //! # Caveats
@@ -99,8 +106,9 @@
 //!    own Event, told apart by `reportingInstance`).
 //! 5. Error backoff counters live in memory: a new leader starts every object at attempt 1.
 //! 6. kube's `Store::wait_until_ready` wakes only the latest of several concurrent waiters; the
-//!    runtime waits once and reconciles only after both caches synced, so a reconciler never
-//!    needs to wait on the stores itself.
+//!    runtime waits once and reconciles (and turns ready) only after every cache — the parents'
+//!    and each child and grandchild kind's — synced, so a reconciler never needs to wait on the
+//!    stores itself.
 
 mod events;
 mod health;
@@ -108,6 +116,7 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 mod reflect;
+mod stores;
 mod surface;
 mod terms;
 
@@ -146,6 +155,7 @@ pub use self::{
     index::ParentIndex,
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
     metrics::{FrameworkMetrics, MetricLabel},
+    stores::KindStores,
 };
 use self::{
     events::{publish_event, report_invalid, watch_templates},
@@ -289,10 +299,11 @@ where
     pub client: Client,
     /// The parent cache (every watched, decodable parent).
     pub parents: Store<K>,
-    /// The child cache (empty when no [`ChildWatch`] is configured).
-    pub children: Store<DynamicObject>,
-    /// The grandchild cache (empty when [`Operator::grandchildren`] is not configured).
-    pub grandchildren: Store<DynamicObject>,
+    /// The child caches, one per kind given to [`Operator::children`] (no kind when none was).
+    pub children: KindStores,
+    /// The grandchild caches, one per kind given to [`Operator::grandchildren`] (no kind when
+    /// none was).
+    pub grandchildren: KindStores,
     /// Publishes Events as this controller and replica.
     pub recorder: Recorder,
     /// The registry behind `/metrics`; register operator metrics here.
@@ -376,8 +387,8 @@ where
         let (_, leading) = watch::channel(true);
         Ok(Self {
             parents: Writer::<K>::default().as_reader(),
-            children: cache_writer(None).as_reader(),
-            grandchildren: cache_writer(None).as_reader(),
+            children: KindStores::default(),
+            grandchildren: KindStores::default(),
             recorder,
             registry,
             metrics,
@@ -423,8 +434,8 @@ pub struct Operator<K> {
     client: Client,
     settings: RuntimeSettings,
     parents: ParentWatch,
-    children: Option<ChildWatch>,
-    grandchildren: Option<(ChildWatch, Arc<reflect::PruneFn>)>,
+    children: Vec<ChildWatch>,
+    grandchildren: Vec<(ChildWatch, Arc<reflect::PruneFn>)>,
     templates: Option<(Arc<TemplateStore>, Option<ObjectReference>)>,
     index: Option<Arc<index::IndexKeyFn<K>>>,
     prune: Option<Arc<reflect::PruneFn>>,
@@ -443,8 +454,8 @@ where
             client,
             settings,
             parents: ParentWatch::default(),
-            children: None,
-            grandchildren: None,
+            children: Vec::new(),
+            grandchildren: Vec::new(),
             templates: None,
             index: None,
             prune: None,
@@ -466,8 +477,8 @@ where
         self
     }
 
-    /// Drops what the operator never reads from every cached child (for example `spec` and
-    /// annotations) before it enters [`Context::children`]: with thousands of children the cache
+    /// Drops what the operator never reads from every cached child, of every child kind (for
+    /// example `spec` and annotations) before it enters [`Context::children`]: with thousands of children the cache
     /// is most of the process's memory. `prune` must keep `metadata.name`, `metadata.namespace`
     /// and the [parent labels](ChildWatch::parent_labels), and everything the reconciler (or a
     /// status mapping) reads from the cache; reconcilers that need a whole child read it from
@@ -488,10 +499,20 @@ where
         self
     }
 
-    /// Watches children of one kind and maps them to their parents by label.
+    /// Watches children of one kind and maps them to their parents by label. Called once per
+    /// child kind, it watches several kinds, each with its own reflector and store in
+    /// [`Context::children`]; a change to a child of any of them reconciles its parent. A kind
+    /// is watched once: a later watch of the same [`ChildWatch::resource`] replaces the earlier.
     #[must_use]
     pub fn children(mut self, watch: ChildWatch) -> Self {
-        self.children = Some(watch);
+        match self
+            .children
+            .iter_mut()
+            .find(|w| w.resource == watch.resource)
+        {
+            Some(existing) => *existing = watch,
+            None => self.children.push(watch),
+        }
         self
     }
 
@@ -499,13 +520,24 @@ where
     /// carry the same parent labels (or annotation), such as the TaskRuns of a PipelineRun. They
     /// are cached in [`Context::grandchildren`], pruned by `prune` (same rules as
     /// [`Self::prune_children`]), and each change reconciles the parent, as a child's does.
+    /// Like [`Self::children`], it may be called once per grandchild kind (each kind its own
+    /// reflector, store and prune function); a later watch of the same kind replaces the
+    /// earlier.
     #[must_use]
     pub fn grandchildren(
         mut self,
         watch: ChildWatch,
         prune: impl Fn(&mut DynamicObject) + Send + Sync + 'static,
     ) -> Self {
-        self.grandchildren = Some((watch, Arc::new(prune)));
+        let entry = (watch, Arc::new(prune) as Arc<reflect::PruneFn>);
+        match self
+            .grandchildren
+            .iter_mut()
+            .find(|(w, _)| w.resource == entry.0.resource)
+        {
+            Some(existing) => *existing = entry,
+            None => self.grandchildren.push(entry),
+        }
         self
     }
 
@@ -555,12 +587,12 @@ where
         let (metrics, error_backoff) = register_metrics(&self.registry, &self.settings)?;
         let endpoints = Endpoints::bind(&self.settings).await?;
         let (health_addr, metrics_addr) = (endpoints.health_addr, endpoints.metrics_addr);
-        let writers = Writers::new(self.children.as_ref(), self.grandchild_watch());
+        let writers = Writers::new(&self.children, self.grandchildren.iter().map(|(w, _)| w));
         let (leading_tx, leading_rx) = watch::channel(self.settings.leader_election.is_none());
         let context =
             Arc::new(self.context(&writers, metrics, error_backoff, leading_rx.clone(), data));
         let probes = Arc::new(Probes::default());
-        let triggers = Triggers::new();
+        let triggers = Triggers::new(self.children.len(), self.grandchildren.len());
         let synced = CancellationToken::new();
         let background = self.spawn_background(writers, &triggers, &context, &probes, &synced);
         // The Lease: stopped (and released) only after the last reconcile finished.
@@ -584,11 +616,6 @@ where
             shutdown,
             task: Some(task),
         })
-    }
-
-    /// The grandchild watch, when configured.
-    fn grandchild_watch(&self) -> Option<&ChildWatch> {
-        self.grandchildren.as_ref().map(|(watch, _)| watch)
     }
 
     /// The context every reconcile receives, reading the caches `writers` fill.
@@ -616,8 +643,8 @@ where
         Context {
             client: self.client.clone(),
             parents: writers.parents.as_reader(),
-            children: writers.children.as_reader(),
-            grandchildren: writers.grandchildren.as_reader(),
+            children: kind_stores(&writers.children),
+            grandchildren: kind_stores(&writers.grandchildren),
             recorder: Recorder::new(self.client.clone(), reporter),
             registry: self.registry.clone(),
             metrics,
@@ -655,32 +682,37 @@ where
             probes.clone(),
             parent_reflector(&self.parents, writers.parents, &triggers.parents, context),
         ));
+        let children = self
+            .children
+            .iter()
+            .map(|watch| (watch, self.prune.clone()));
+        let grandchildren =
+            (self.grandchildren.iter()).map(|(watch, prune)| (watch, Some(prune.clone())));
         let reflectors = [
             (
-                "child reflector",
-                self.children.as_ref(),
-                self.prune.clone(),
-                writers.children,
-                &triggers.children,
+                "child",
+                children
+                    .zip(writers.children)
+                    .zip(&triggers.children)
+                    .collect::<Vec<_>>(),
             ),
             (
-                "grandchild reflector",
-                self.grandchild_watch(),
-                self.grandchildren.as_ref().map(|(_, prune)| prune.clone()),
-                writers.grandchildren,
-                &triggers.grandchildren,
+                "grandchild",
+                grandchildren
+                    .zip(writers.grandchildren)
+                    .zip(&triggers.grandchildren)
+                    .collect(),
             ),
         ];
-        for (name, watch, prune, writer, sender) in reflectors {
-            background.spawn(child_reflector(
-                name,
-                &self.client,
-                watch,
-                prune,
-                writer,
-                sender,
-                probes.clone(),
-            ));
+        for (role, kinds) in reflectors {
+            for (((watch, prune), (_, writer)), sender) in kinds {
+                let name = format!("{role} reflector ({})", reflector_kind(&watch.resource));
+                background.spawn(critical(
+                    name,
+                    probes.clone(),
+                    child_reflector(&self.client, watch, prune, writer, sender),
+                ));
+            }
         }
         background.spawn(wait_for_sync(context, probes.clone(), synced.clone()));
         background.spawn(follow_leadership(
@@ -733,6 +765,23 @@ where
         F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
     {
+        let children = (self.children.into_iter().zip(triggers.children))
+            .map(|(watch, sender)| (watch, sender, &context.children));
+        let grandchildren = (self.grandchildren.into_iter().map(|(watch, _)| watch))
+            .zip(triggers.grandchildren)
+            .map(|(watch, sender)| (watch, sender, &context.grandchildren));
+        // Every kind has its store: the stores were made from the same watches.
+        let kinds = children
+            .chain(grandchildren)
+            .filter_map(|(watch, sender, stores)| {
+                let store = stores.of(&watch.resource)?.clone();
+                Some(terms::KindTrigger {
+                    watch,
+                    sender,
+                    store,
+                })
+            })
+            .collect();
         ControllerTerms {
             context,
             reconcile: Arc::new(reconcile),
@@ -740,10 +789,7 @@ where
             shutdown: self.shutdown,
             synced,
             parent_tx: triggers.parents,
-            child_tx: triggers.children,
-            child_watch: self.children,
-            grandchild_tx: triggers.grandchildren,
-            grandchild_watch: self.grandchildren.map(|(watch, _)| watch),
+            kinds,
             concurrency: self.settings.concurrency,
             _error: PhantomData,
         }
@@ -893,36 +939,59 @@ async fn supervise(
     Ok(())
 }
 
-/// The writers of the parent, child and grandchild caches, filled by the reflectors.
+/// The writers of the parent cache and of each child and grandchild kind's cache, filled by the
+/// reflectors (kinds in the order of the operator's watches).
 struct Writers<K: ParentResource> {
     parents: Writer<K>,
-    children: Writer<DynamicObject>,
-    grandchildren: Writer<DynamicObject>,
+    children: Vec<(ApiResource, Writer<DynamicObject>)>,
+    grandchildren: Vec<(ApiResource, Writer<DynamicObject>)>,
 }
 
 impl<K: ParentResource> Writers<K> {
-    fn new(children: Option<&ChildWatch>, grandchildren: Option<&ChildWatch>) -> Self {
+    fn new<'a>(
+        children: impl IntoIterator<Item = &'a ChildWatch>,
+        grandchildren: impl IntoIterator<Item = &'a ChildWatch>,
+    ) -> Self {
+        let writer = |watch: &ChildWatch| {
+            let resource = watch.resource.clone();
+            (resource.clone(), Writer::<DynamicObject>::new(resource))
+        };
         Writers {
             parents: Writer::default(),
-            children: cache_writer(children),
-            grandchildren: cache_writer(grandchildren),
+            children: children.into_iter().map(writer).collect(),
+            grandchildren: grandchildren.into_iter().map(writer).collect(),
         }
     }
 }
 
-/// The watch events the reflectors pass on to the controller terms, by cache.
+/// The readers of `writers`, by kind.
+fn kind_stores(writers: &[(ApiResource, Writer<DynamicObject>)]) -> KindStores {
+    KindStores::new(
+        writers
+            .iter()
+            .map(|(resource, writer)| (resource.clone(), writer.as_reader())),
+    )
+}
+
+/// The watch events the reflectors pass on to the controller terms: one channel for the parents
+/// and one per child and grandchild kind.
 struct Triggers<K> {
     parents: broadcast::Sender<Arc<K>>,
-    children: broadcast::Sender<Arc<DynamicObject>>,
-    grandchildren: broadcast::Sender<Arc<DynamicObject>>,
+    children: Vec<broadcast::Sender<Arc<DynamicObject>>>,
+    grandchildren: Vec<broadcast::Sender<Arc<DynamicObject>>>,
 }
 
 impl<K> Triggers<K> {
-    fn new() -> Self {
+    fn new(children: usize, grandchildren: usize) -> Self {
+        let channels = |n: usize| {
+            (0..n)
+                .map(|_| broadcast::channel(TRIGGER_BUFFER).0)
+                .collect()
+        };
         Triggers {
             parents: broadcast::channel(TRIGGER_BUFFER).0,
-            children: broadcast::channel(TRIGGER_BUFFER).0,
-            grandchildren: broadcast::channel(TRIGGER_BUFFER).0,
+            children: channels(children),
+            grandchildren: channels(grandchildren),
         }
     }
 }
@@ -986,18 +1055,9 @@ impl Endpoints {
     }
 }
 
-/// The writer of a child (or grandchild) cache; without a watch, an empty cache that is complete
-/// from the start (nothing to list).
-fn cache_writer(watch: Option<&ChildWatch>) -> Writer<DynamicObject> {
-    let resource = watch.map_or_else(
-        || ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
-        |watch| watch.resource.clone(),
-    );
-    let mut writer = Writer::<DynamicObject>::new(resource);
-    if watch.is_none() {
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-    }
-    writer
+/// How a reflector's name shows a kind: `tekton.dev/v1 PipelineRun`, `v1 Pod`.
+fn reflector_kind(resource: &ApiResource) -> String {
+    format!("{} {}", resource.api_version, resource.kind)
 }
 
 /// The parent reflector: fills `writer` and the parent index, triggers reconciles, reports
@@ -1034,43 +1094,33 @@ where
     )
 }
 
-/// The reflector of one child (or grandchild) kind, a critical task named `name`; without a
-/// watch, a task that keeps the writer (and so the ready, empty cache) alive with the runtime.
+/// The reflector of one child (or grandchild) kind.
 fn child_reflector(
-    name: &'static str,
     client: &Client,
-    watch: Option<&ChildWatch>,
+    watch: &ChildWatch,
     prune: Option<Arc<reflect::PruneFn>>,
     writer: Writer<DynamicObject>,
     sender: &broadcast::Sender<Arc<DynamicObject>>,
-    probes: Arc<Probes>,
 ) -> BoxFuture<'static, ()> {
-    let Some(watch) = watch else {
-        return async move {
-            let _writer = writer;
-            std::future::pending::<()>().await;
-        }
-        .boxed();
-    };
     let api: Api<DynamicObject> = match &watch.namespace {
         Some(namespace) => Api::namespaced_with(client.clone(), namespace, &watch.resource),
         None => Api::all_with(client.clone(), &watch.resource),
     };
     let config = watcher::Config::default().labels(&watch.selector);
-    let reflector = reflect::reflect_children(
+    reflect::reflect_children(
         api,
         config,
         watch.resource.clone(),
         writer,
         sender.clone(),
         prune,
-    );
-    critical(name, probes, reflector).boxed()
+    )
+    .boxed()
 }
 
 /// The one waiter on store readiness: kube's `Store::wait_until_ready` wakes only the most
 /// recent of several concurrent waiters, so everyone else waits on `synced`, cancelled once every
-/// cache completed its first list.
+/// cache (the parents' and every child and grandchild kind's) completed its first list.
 fn wait_for_sync<K, D>(
     context: &Arc<Context<K, D>>,
     probes: Arc<Probes>,
@@ -1143,9 +1193,10 @@ fn start_election(
 }
 
 /// Runs `task`; if it ever returns, the runtime is broken: log and fail `/healthz`.
-async fn critical(name: &'static str, probes: Arc<Probes>, task: impl Future<Output = ()>) {
+async fn critical(name: impl Into<String>, probes: Arc<Probes>, task: impl Future<Output = ()>) {
+    let name = name.into();
     task.await;
-    tracing::error!(task = name, "a runtime task ended unexpectedly");
+    tracing::error!(task = %name, "a runtime task ended unexpectedly");
     probes.mark_failed();
 }
 
@@ -1262,6 +1313,18 @@ mod tests {
             let want = want.map(|(n, ns)| ObjectRef::<ConfigMap>::new(n).within(ns));
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn each_kind_reflector_is_named_after_its_kind() {
+        let pipelinerun = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "tekton.dev",
+            "v1",
+            "PipelineRun",
+        ));
+        let pod = ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&());
+        assert_eq!(reflector_kind(&pipelinerun), "tekton.dev/v1 PipelineRun");
+        assert_eq!(reflector_kind(&pod), "v1 Pod");
     }
 
     #[test]

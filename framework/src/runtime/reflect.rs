@@ -1,4 +1,5 @@
-//! Reflectors that run on every replica: they fill the parent and child stores, isolate objects
+//! Reflectors that run on every replica: they fill the parent store and each child and grandchild
+//! kind's store, isolate objects
 //! that fail to deserialize, and fan watch events out to whichever controller term is running.
 //!
 //! # Guarantees
@@ -251,7 +252,7 @@ pub(crate) async fn reflect_children(
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                tracing::warn!(%error, "child watch failed; retrying with backoff");
+                tracing::warn!(%error, kind = %resource.kind, "child watch failed; retrying with backoff");
                 continue;
             }
         };

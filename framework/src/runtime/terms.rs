@@ -6,7 +6,7 @@
 //! kind label, panic isolation and the per-object error backoff.
 //!
 //! # Guarantees
-//! 1. A term starts only after both caches synced, and first reconciles every cached parent
+//! 1. A term starts only after every cache (parents, each child and grandchild kind) synced, and first reconciles every cached parent
 //!    (requeues of an earlier term are not carried over).
 //! 2. A term ends gracefully: no new reconcile starts, in-flight ones finish, then `run` returns.
 //! 3. A panicking reconcile is a failed reconcile (error kind `panic`), not a dead controller.
@@ -33,7 +33,7 @@ use kube::{
     runtime::{
         Controller,
         controller::{self, Action, Config},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
     },
 };
 use thiserror::Error;
@@ -64,6 +64,14 @@ impl<E: MetricLabel> ReconcileFailure<E> {
     }
 }
 
+/// One watched child (or grandchild) kind as a term follows it: how its objects map to parents,
+/// the events its reflector passes on, and its store (re-read when the term falls behind).
+pub(crate) struct KindTrigger {
+    pub(crate) watch: ChildWatch,
+    pub(crate) sender: broadcast::Sender<Arc<DynamicObject>>,
+    pub(crate) store: Store<DynamicObject>,
+}
+
 /// The leader-only part: one `Controller` per leadership term.
 pub(crate) struct ControllerTerms<K, D, E, F>
 where
@@ -73,13 +81,11 @@ where
     pub(crate) reconcile: Arc<F>,
     pub(crate) leading: watch::Receiver<bool>,
     pub(crate) shutdown: CancellationToken,
-    /// Cancelled once both caches completed their first list.
+    /// Cancelled once every cache completed their first list.
     pub(crate) synced: CancellationToken,
     pub(crate) parent_tx: broadcast::Sender<Arc<K>>,
-    pub(crate) child_tx: broadcast::Sender<Arc<DynamicObject>>,
-    pub(crate) child_watch: Option<ChildWatch>,
-    pub(crate) grandchild_tx: broadcast::Sender<Arc<DynamicObject>>,
-    pub(crate) grandchild_watch: Option<ChildWatch>,
+    /// Every watched child and grandchild kind.
+    pub(crate) kinds: Vec<KindTrigger>,
     pub(crate) concurrency: u16,
     pub(crate) _error: PhantomData<fn() -> E>,
 }
@@ -132,16 +138,12 @@ where
         // Everything cached is reconciled once per term: requeues of the previous term are gone.
         .reconcile_all_on(stream::once(std::future::ready(())))
         .graceful_shutdown_on(term.cancelled_owned());
-        let watches = [
-            (&self.child_watch, &self.child_tx, &context.children),
-            (
-                &self.grandchild_watch,
-                &self.grandchild_tx,
-                &context.grandchildren,
-            ),
-        ];
-        for (watch, sender, store) in watches {
-            let Some(watch) = watch else { continue };
+        for KindTrigger {
+            watch,
+            sender,
+            store,
+        } in &self.kinds
+        {
             let mapper = watch.clone();
             let changes = context.clone();
             controller = controller.watches_shared_stream_with(

@@ -20,12 +20,11 @@ use kubernaut_framework::crd::{check_schema_types, openapi_schema};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::pipelinerun::render_pipeline_run;
-use crate::templates::{
-    CANCEL_SPEC, STATUS_MAPPING, load_cancel_spec, load_status_mapping, load_templates,
-};
+use crate::engine::{CANCEL_FILE, EngineError, Engines, STATUS_FILE};
+use crate::pipelinerun::render_child;
 use crate::types::{GROUP, VERSION, WorkflowExecution};
 use crate::validate::{ValidationErrors, validate_spec};
+use kubernaut_framework::template::TemplateSet;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,22 +66,9 @@ pub enum CliError {
     /// The CRD could not be printed.
     #[error(transparent)]
     Crd(#[from] crate::types::CrdError),
-    /// The status mapping failed to load.
-    #[error("{message}")]
-    StatusMapping {
-        /// The mapping file.
-        path: PathBuf,
-        /// The error (it names the file).
-        message: String,
-    },
-    /// The cancel file failed to load.
-    #[error("{message}")]
-    Cancel {
-        /// The cancel file.
-        path: PathBuf,
-        /// The error (it names the file).
-        message: String,
-    },
+    /// An execution engine (its directory, status mapping or cancel file) failed to load.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// Reads a WorkflowExecution from a YAML or JSON file.
@@ -137,11 +123,20 @@ pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliErro
         errors,
     })?;
     let dir = &config.templates.dir;
-    let templates = load_templates(dir).map_err(|e| CliError::Templates {
-        dir: dir.clone(),
-        message: e.to_string(),
-    })?;
-    render_pipeline_run(&wfe, config, &templates).map_err(|e| CliError::Templates {
+    let engines = Engines::load(config)?;
+    let engine = engines
+        .of(&wfe)
+        .or_else(|| engines.default_engine())
+        .ok_or_else(|| CliError::Templates {
+            dir: dir.clone(),
+            message: "no execution engine is configured".to_owned(),
+        })?;
+    let templates =
+        TemplateSet::load(dir, &engines.template_decls()).map_err(|e| CliError::Templates {
+            dir: dir.clone(),
+            message: e.to_string(),
+        })?;
+    render_child(&wfe, config, &templates, &engine.template).map_err(|e| CliError::Templates {
         dir: dir.clone(),
         message: e.to_string(),
     })
@@ -154,30 +149,44 @@ pub struct CheckReport {
     pub templates_dir: PathBuf,
     /// The revision of the loaded template set.
     pub template_revision: String,
+    /// Each configured engine: its name, its child kind and its files.
+    pub engines: Vec<EngineReport>,
+}
+
+/// One engine as `check-config` loaded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineReport {
+    /// The engine's name.
+    pub name: String,
+    /// The kind it creates, as `apiVersion, Kind=…`.
+    pub child: String,
+    /// Its child template, relative to the template directory.
+    pub template: String,
 }
 
 impl fmt::Display for CheckReport {
-    /// One `item: ok (…)` line per file, a YAML mapping that YAML 1.1 and 1.2 readers read alike
+    /// One `item: ok (…)` line per item, a YAML mapping that YAML 1.1 and 1.2 readers read alike
     /// (a path that needs it is quoted).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines = [
-            (
-                "templates",
+        let mut lines = vec![(
+            "templates".to_owned(),
+            format!(
+                "ok ({}, revision {})",
+                self.templates_dir.display(),
+                self.template_revision
+            ),
+        )];
+        for engine in &self.engines {
+            lines.push((
+                format!("engine {}", engine.name),
                 format!(
-                    "ok ({}, revision {})",
-                    self.templates_dir.display(),
-                    self.template_revision
+                    "ok ({}: {}, {name}/{STATUS_FILE}, {name}/{CANCEL_FILE})",
+                    engine.child,
+                    engine.template,
+                    name = engine.name
                 ),
-            ),
-            (
-                "status mapping",
-                format!("ok ({})", self.templates_dir.join(STATUS_MAPPING).display()),
-            ),
-            (
-                "cancel file",
-                format!("ok ({})", self.templates_dir.join(CANCEL_SPEC).display()),
-            ),
-        ];
+            ));
+        }
         for (item, result) in lines {
             let line = serde_json::json!({ item: result });
             f.write_str(&kubernaut_framework::yaml::to_string(&line))?;
@@ -186,24 +195,27 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Loads (and test-renders) the templates and loads the status mapping and the cancel file of a
-/// validated `config`, as the operator does at start-up.
+/// Loads every configured engine (its status mapping and cancel file) and loads (and
+/// test-renders) their templates, as the operator does at start-up.
 pub fn check(config: &OperatorConfig) -> Result<CheckReport, CliError> {
     let dir = config.templates.dir.clone();
-    let set = load_templates(&dir).map_err(|e| CliError::Templates {
-        dir: dir.clone(),
-        message: e.to_string(),
-    })?;
-    load_status_mapping(&dir).map_err(|e| CliError::StatusMapping {
-        path: dir.join(STATUS_MAPPING),
-        message: e.to_string(),
-    })?;
-    load_cancel_spec(&dir).map_err(|e| CliError::Cancel {
-        path: dir.join(CANCEL_SPEC),
-        message: e.to_string(),
-    })?;
+    let engines = Engines::load(config)?;
+    let set =
+        TemplateSet::load(&dir, &engines.template_decls()).map_err(|e| CliError::Templates {
+            dir: dir.clone(),
+            message: e.to_string(),
+        })?;
+    let engines = engines
+        .iter()
+        .map(|engine| EngineReport {
+            name: engine.name.clone(),
+            child: engine.child().to_string(),
+            template: engine.template.clone(),
+        })
+        .collect();
     Ok(CheckReport {
         templates_dir: dir,
         template_revision: set.revision().to_owned(),
+        engines,
     })
 }

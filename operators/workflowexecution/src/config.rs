@@ -80,10 +80,17 @@ impl Default for OperatorConfig {
 impl AppConfig for OperatorConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULT_FILE: &'static str = DEFAULT_CONFIG_FILE;
-    /// The watches, listeners, Lease, audit sink and template directory are set up once at
-    /// start-up.
-    const RESTART_ONLY: &'static [&'static str] =
-        &["execution.namespace", "templates", "audit", "controller"];
+    /// The watches (execution namespace, engines), listeners, Lease, audit sink and template
+    /// directory are set up once at start-up; the default engine must stay one of the engines
+    /// watched.
+    const RESTART_ONLY: &'static [&'static str] = &[
+        "execution.namespace",
+        "execution.engines",
+        "execution.defaultEngine",
+        "templates",
+        "audit",
+        "controller",
+    ];
 
     fn templates_mut(&mut self) -> &mut TemplateSettings {
         &mut self.templates
@@ -91,6 +98,8 @@ impl AppConfig for OperatorConfig {
 
     fn keep_restart_only(&mut self, running: &Self) {
         self.execution.namespace = running.execution.namespace.clone();
+        self.execution.engines = running.execution.engines.clone();
+        self.execution.default_engine = running.execution.default_engine.clone();
         self.templates = running.templates.clone();
         self.audit = running.audit.clone();
         self.controller = running.controller.clone();
@@ -128,7 +137,17 @@ pub struct ExecutionSettings {
     // layer can reach it (`WFE_EXECUTION__BUNDLESERVICEACCOUNT`).
     #[serde(default)]
     pub bundle_service_account: Option<String>,
+    /// The execution engines a WorkflowExecution may run on: directory names under
+    /// `templates.dir`, each holding one child template (`*.yaml.j2`), its `status.yaml` and its
+    /// `cancel.yaml`. The operator watches the child kinds of these engines, so a change needs a
+    /// restart.
+    pub engines: Vec<String>,
+    /// The engine of a WorkflowExecution that sets no `spec.executionEngine`; one of `engines`.
+    pub default_engine: String,
 }
+
+/// The engine of the compiled defaults: Tekton Pipelines (`templates.dir/tekton/`).
+pub const DEFAULT_ENGINE: &str = "tekton";
 
 /// The `execution.allowedBundles` entry that allows every bundle.
 pub const ALLOW_ALL_BUNDLES: &str = "*";
@@ -148,6 +167,48 @@ impl ExecutionSettings {
         self.bundle_patterns().iter().any(|p| p.matches(bundle))
     }
 
+    /// The engine a WorkflowExecution asking for `requested` runs on: `requested` when the
+    /// configuration lists it, the default engine when it asks for none, `None` when it asks for
+    /// an engine that is not configured.
+    pub fn engine_of<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
+        match requested {
+            None => Some(self.default_engine.as_str()),
+            Some(name) => self.engines.iter().any(|e| e == name).then_some(name),
+        }
+    }
+
+    /// Checks `engines` and `defaultEngine`: at least one engine, each a DNS label (a directory
+    /// name a WorkflowExecution can ask for), none twice, and the default among them.
+    fn validate_engines(&self) -> Result<(), ConfigError> {
+        if self.engines.is_empty() {
+            return Err(ConfigError::invalid(
+                "execution.engines",
+                "must list at least one engine (a directory under templates.dir)",
+            ));
+        }
+        for (i, engine) in self.engines.iter().enumerate() {
+            let key = format!("execution.engines[{i}]");
+            check_name(&key, engine, false)?;
+            if self.engines[..i].contains(engine) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{engine:?} is listed twice"),
+                ));
+            }
+        }
+        if !self.engines.contains(&self.default_engine) {
+            return Err(ConfigError::invalid(
+                "execution.defaultEngine",
+                format!(
+                    "{:?} is not one of execution.engines ({})",
+                    self.default_engine,
+                    self.engines.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `allowedBundles` lets every bundle run (it lists `*`).
     pub fn allows_every_bundle(&self) -> bool {
         self.allowed_bundles.iter().any(|p| p == ALLOW_ALL_BUNDLES)
@@ -164,6 +225,8 @@ impl Default for ExecutionSettings {
             default_timeout: Duration::from_secs(3600),
             max_timeout: Duration::from_secs(24 * 3600),
             bundle_service_account: None,
+            engines: vec![DEFAULT_ENGINE.to_owned()],
+            default_engine: DEFAULT_ENGINE.to_owned(),
         }
     }
 }
@@ -294,6 +357,7 @@ impl Validate for ExecutionSettings {
                 ));
             }
         }
+        self.validate_engines()?;
         check_positive("execution.defaultTimeout", self.default_timeout)?;
         if self.max_timeout < self.default_timeout {
             return Err(ConfigError::invalid(
@@ -547,6 +611,19 @@ mod tests {
             (
                 &[("WFE_EXECUTION__ALLOWEDBUNDLES", "[]")],
                 "execution.allowedBundles",
+            ),
+            (&[("WFE_EXECUTION__ENGINES", "[]")], "execution.engines"),
+            (
+                &[("WFE_EXECUTION__ENGINES", "[tekton, Tekton_2]")],
+                "execution.engines[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__ENGINES", "[tekton, tekton]")],
+                "execution.engines[1]",
+            ),
+            (
+                &[("WFE_EXECUTION__DEFAULTENGINE", "job")],
+                "execution.defaultEngine",
             ),
             (
                 &[("WFE_EXECUTION__ALLOWEDBUNDLES", "[\"a/*\", \"\"]")],

@@ -406,6 +406,7 @@ mod tests {
                 rationale: None,
                 remediation_request_ref: None,
                 execution_config: None,
+                execution_engine: None,
             },
         );
         w.metadata.namespace = Some("kubernaut-system".to_owned());

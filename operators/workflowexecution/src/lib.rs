@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decide;
+pub mod engine;
 pub mod failure;
 pub mod metrics;
 pub mod operator;

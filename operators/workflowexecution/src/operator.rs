@@ -5,20 +5,16 @@
 //! layer, which adds signal handling and config hot reload) and what the integration tests call
 //! in-process.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::PathBuf, sync::Arc};
 
 use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     app::{NotServed, check_served, resource_of},
-    cancel::CancelSpec,
     config::ConfigStore,
+    lock::NameGuards,
     own_writes::OwnWrites,
     runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
-    status::StatusMapping,
-    template::TemplateStore,
+    template::{ChildKind, TemplateStore},
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -27,11 +23,11 @@ use crate::{
     audit::{self, AuditError},
     config::OperatorConfig,
     controller::{self, State},
+    engine::{EngineError, Engines},
     metrics::Metrics,
     pipelinerun::{
         self, ANNOTATION_WORKFLOW_EXECUTION, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION,
     },
-    templates,
     types::WorkflowExecution,
 };
 
@@ -60,22 +56,9 @@ pub enum StartError {
         /// The error.
         message: String,
     },
-    /// The status mapping failed to load.
-    #[error("loading the status mapping: {message}")]
-    StatusMapping {
-        /// The template directory.
-        dir: PathBuf,
-        /// The error (it names the file).
-        message: String,
-    },
-    /// The cancel file failed to load.
-    #[error("loading the cancel file from {dir}: {message}")]
-    Cancel {
-        /// The template directory.
-        dir: PathBuf,
-        /// The error.
-        message: String,
-    },
+    /// An execution engine (its status mapping or cancel file) failed to load.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// Metrics could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] kubernaut_framework::metrics::MetricError),
@@ -121,62 +104,42 @@ pub fn runtime_settings(config: &OperatorConfig) -> RuntimeSettings {
         .runtime_settings(CONTROLLER_NAME, &config.templates)
 }
 
-/// What the operator loads from its template directory at start-up.
-struct TemplateFiles {
-    store: TemplateStore,
-    mapping: StatusMapping,
-    cancel: CancelSpec,
+/// Every configured engine's files, and the one template store serving all their templates.
+fn load_engines(config: &OperatorConfig) -> Result<(Engines, TemplateStore), StartError> {
+    let engines = Engines::load(config)?;
+    let dir = &config.templates.dir;
+    let store =
+        TemplateStore::load(dir, &engines.template_decls()).map_err(|e| StartError::Templates {
+            dir: dir.clone(),
+            message: e.to_string(),
+        })?;
+    Ok((engines, store))
 }
 
-/// Loads the PipelineRun template, the status mapping and the cancel file from `dir`.
-fn load_template_files(dir: &Path) -> Result<TemplateFiles, StartError> {
-    let store = templates::load_template_store(dir).map_err(|e| StartError::Templates {
-        dir: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mapping = templates::load_status_mapping(dir).map_err(|e| StartError::StatusMapping {
-        dir: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let cancel = templates::load_cancel_spec(dir).map_err(|e| StartError::Cancel {
-        dir: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(TemplateFiles {
-        store,
-        mapping,
-        cancel,
-    })
-}
-
-/// The run and failure-fact kinds of the mapping (`child` and `grandchildren.child`), checked
-/// to be served by the cluster.
-async fn served_kinds(
-    client: &Client,
-    mapping: &StatusMapping,
-) -> Result<(ApiResource, ApiResource), StartError> {
-    check_served(client, mapping.child()).await?;
-    if let Some(kind) = mapping.grandchild_kind() {
+/// Fails unless the cluster serves every kind the engines create or read.
+async fn check_kinds(client: &Client, engines: &Engines) -> Result<(), StartError> {
+    for kind in engines
+        .child_kinds()
+        .iter()
+        .chain(&engines.grandchild_kinds())
+    {
         check_served(client, kind).await?;
     }
-    let taskrun = mapping
-        .grandchild_kind()
-        .map_or_else(taskrun_resource, resource_of);
-    Ok((resource_of(mapping.child()), taskrun))
+    Ok(())
 }
 
-/// The runtime for WorkflowExecutions: their runs in `namespace` and the runs' TaskRuns, both
-/// mapped to their WorkflowExecution by its labels.
+/// The framework runtime: WorkflowExecutions indexed by target, and a watch on every kind the
+/// engines create (their children) or read (what carries the failure facts) in `namespace`.
 fn runtime(
     client: Client,
     settings: RuntimeSettings,
     parents: ParentWatch,
     namespace: &str,
-    (pipelinerun, taskrun): (ApiResource, ApiResource),
+    engines: &Engines,
     store: TemplateStore,
 ) -> Operator<WorkflowExecution> {
-    let watch_of = |resource: ApiResource| ChildWatch {
-        resource,
+    let watch_of = |kind: &ChildKind| ChildWatch {
+        resource: resource_of(kind),
         namespace: Some(namespace.to_owned()),
         selector: LABEL_WORKFLOW_EXECUTION.to_string(),
         parent_labels: (
@@ -186,19 +149,24 @@ fn runtime(
         // Names may be 253 characters long; the label carries a shortened form.
         parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
     };
-    Operator::<WorkflowExecution>::new(client, settings)
+    let mut operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
         // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        .children(watch_of(pipelinerun))
         // The reconciler reads only identity, labels and status from cached runs.
         .prune_children(pipelinerun::prune_cached_run)
-        // Tekton copies the run's labels and annotations onto its TaskRuns, so they map to the
-        // same WorkflowExecution.
-        .grandchildren(watch_of(taskrun), crate::task_runs::prune_cached_task_run)
-        .templates(Arc::new(store), None)
+        .templates(Arc::new(store), None);
+    for kind in engines.child_kinds() {
+        operator = operator.children(watch_of(&kind));
+    }
+    // The engines copy the run's labels onto what carries its failure facts (Tekton onto its
+    // TaskRuns, the Job template onto its pods), so they map to the same WorkflowExecution.
+    for kind in engines.grandchild_kinds() {
+        operator = operator.grandchildren(watch_of(&kind), crate::task_runs::prune_cached_task_run);
+    }
+    operator
 }
 
 /// Start the operator in the background with `config`; returns once its endpoints listen.
@@ -214,25 +182,22 @@ pub async fn start(
 ) -> Result<(Running<WorkflowExecution, State>, audit::Auditor), StartError> {
     let current = config.current();
     let dir = &current.templates.dir;
-    let files = load_template_files(dir)?;
-    // The kinds are data: the run (the mapping's `child`) and the objects that carry its failure
-    // facts (`grandchildren.child`).
-    let (pipelinerun, taskrun) = served_kinds(&client, &files.mapping).await?;
+    let (engines, store) = load_engines(&current)?;
+    // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
+    // its failure facts (`grandchildren.child`).
+    check_kinds(&client, &engines).await?;
     let namespace = &current.execution.namespace;
-    let kinds = (pipelinerun.clone(), taskrun.clone());
-    let operator = runtime(client, settings, parents, namespace, kinds, files.store);
+    let operator = runtime(client, settings, parents, namespace, &engines, store);
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
     let auditor = audit::start(&current.audit, &registry)?;
     let state = State {
         config: config.clone(),
-        mapping: Arc::new(files.mapping),
-        cancel: Arc::new(files.cancel),
+        engines,
         auditor: auditor.clone(),
         metrics,
-        pipelinerun,
-        taskrun,
         own_writes: OwnWrites::new(),
+        lock_guards: NameGuards::default(),
     };
     info!(
         namespace = %namespace,

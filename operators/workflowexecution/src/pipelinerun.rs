@@ -201,14 +201,25 @@ pub fn pipeline_run_identity(
     }
 }
 
-/// Renders the PipelineRun for `wfe`: the template with [`template_context`], then the
-/// framework-owned identity. The result is the object the operator creates.
+/// Renders the PipelineRun for `wfe` with the Tekton engine's template ([`render_child`]).
 pub fn render_pipeline_run(
     wfe: &WorkflowExecution,
     config: &OperatorConfig,
     templates: &TemplateSet,
 ) -> Result<Value, TemplateError> {
-    let mut run = templates.render(PIPELINERUN_TEMPLATE, &template_context(wfe, config))?;
+    render_child(wfe, config, templates, PIPELINERUN_TEMPLATE)
+}
+
+/// Renders the child of `wfe` from `template` (an engine's child template, relative to the
+/// template directory): the template with [`template_context`], then the framework-owned
+/// identity. The result is the object the operator creates.
+pub fn render_child(
+    wfe: &WorkflowExecution,
+    config: &OperatorConfig,
+    templates: &TemplateSet,
+    template: &str,
+) -> Result<Value, TemplateError> {
+    let mut run = templates.render(template, &template_context(wfe, config))?;
     apply_identity(
         &mut run,
         &pipeline_run_identity(wfe, config, templates.revision()),

@@ -32,7 +32,10 @@ use kube::{
     api::{ApiResource, DynamicObject, ListParams},
     runtime::reflector::{ObjectRef, Store},
 };
-use kubernaut_framework::status::{GrandchildLookup, StatusMapping};
+use kubernaut_framework::{
+    runtime::KindStores,
+    status::{GrandchildLookup, StatusMapping},
+};
 use serde_json::Value;
 
 use crate::pipelinerun::ANNOTATION_WORKFLOW_EXECUTION;
@@ -91,12 +94,12 @@ async fn read_by(
 /// The TaskRuns `names` of a run in `namespace` as the grandchild cache holds them (pruned by
 /// [`prune_cached_task_run`]), by name; names not in the cache are left out.
 pub fn cached(
-    store: &Store<DynamicObject>,
+    stores: &KindStores,
     resource: &ApiResource,
     namespace: &str,
     names: impl IntoIterator<Item = String>,
 ) -> BTreeMap<String, Value> {
-    cached_by(store, resource, namespace, &named(names))
+    cached_by(stores, resource, namespace, &named(names))
 }
 
 /// The TaskRuns of `run` (a whole object) in `namespace` as the grandchild cache holds them, by
@@ -104,7 +107,7 @@ pub fn cached(
 /// lists, or the cached objects whose owner label carries the run's name. None without a
 /// `grandchildren` section.
 pub fn cached_of_run(
-    store: &Store<DynamicObject>,
+    stores: &KindStores,
     resource: &ApiResource,
     namespace: &str,
     mapping: &StatusMapping,
@@ -112,12 +115,12 @@ pub fn cached_of_run(
 ) -> BTreeMap<String, Value> {
     mapping
         .grandchild_lookup(run)
-        .map(|lookup| cached_by(store, resource, namespace, &lookup))
+        .map(|lookup| cached_by(stores, resource, namespace, &lookup))
         .unwrap_or_default()
 }
 
 fn cached_by(
-    store: &Store<DynamicObject>,
+    stores: &KindStores,
     resource: &ApiResource,
     namespace: &str,
     lookup: &GrandchildLookup,
@@ -127,12 +130,14 @@ fn cached_by(
             .iter()
             .filter_map(|(_, name)| {
                 let reference = ObjectRef::new_with(name, resource.clone()).within(namespace);
-                let task_run = store.get(&reference)?;
+                let task_run = stores.get(&reference)?;
                 Some((name.clone(), whole(&task_run)))
             })
             .collect(),
-        GrandchildLookup::Labelled { label, value } => store
-            .state()
+        GrandchildLookup::Labelled { label, value } => stores
+            .of(resource)
+            .map(Store::state)
+            .unwrap_or_default()
             .iter()
             .filter(|tr| {
                 tr.metadata.namespace.as_deref() == Some(namespace)
@@ -256,12 +261,12 @@ mod tests {
         .unwrap()
     }
 
-    fn store(resource: &ApiResource, objects: Vec<DynamicObject>) -> Store<DynamicObject> {
+    fn store(resource: &ApiResource, objects: Vec<DynamicObject>) -> KindStores {
         let mut writer = Writer::new(resource.clone());
         for object in objects {
             writer.apply_watcher_event(&watcher::Event::Apply(object));
         }
-        writer.as_reader()
+        KindStores::new([(resource.clone(), writer.as_reader())])
     }
 
     /// A mapping whose grandchildren have an owner label and no names finds the cached ones by

@@ -89,7 +89,7 @@ pub fn template_decl(file: &str, child: ChildKind) -> TemplateDecl {
 
 /// The configuration of the template's load-time render: the defaults, with the optional
 /// settings the template reads set, so that their branches are rendered and checked too.
-fn sample_config() -> OperatorConfig {
+pub fn sample_config() -> OperatorConfig {
     let mut config = OperatorConfig::default();
     config.execution.bundle_service_account = Some("kubernaut-bundle-puller".to_owned());
     config
@@ -229,6 +229,7 @@ pub fn sample_workflow_execution() -> WorkflowExecution {
                 timeout: Some("30m".to_owned()),
                 service_account_name: None,
             }),
+            execution_engine: None,
         },
     );
     wfe.metadata.namespace = Some("kubernaut-system".to_owned());

@@ -83,6 +83,7 @@ pub const PARAMETERS_SIZE_RULE: &str = "self.map(k, size(k) + size(self[k])).sum
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
     printcolumn = r#"{"name": "Workflow", "type": "string", "jsonPath": ".spec.workflowRef.workflowId"}"#,
     printcolumn = r#"{"name": "Target", "type": "string", "jsonPath": ".spec.targetResource"}"#,
+    printcolumn = r#"{"name": "Engine", "type": "string", "jsonPath": ".status.executionEngine"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Duration", "type": "string", "jsonPath": ".status.duration"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
@@ -133,6 +134,14 @@ pub struct WorkflowExecutionSpec {
     /// Per-execution overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_config: Option<ExecutionConfig>,
+    /// The execution engine to run on: one of the operator configuration's `execution.engines`
+    /// (`tekton`, `job` with the shipped configuration and templates); absent: the configured
+    /// `execution.defaultEngine`. An engine the operator does not run fails the execution with
+    /// `ConfigurationError` before anything runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub execution_engine: Option<String>,
 }
 
 /// The workflow a WorkflowExecution runs: a Tekton bundle.
@@ -191,6 +200,10 @@ pub struct WorkflowExecutionStatus {
     /// Go-style duration from start to completion, rounded to seconds (`2m30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+    /// The engine the execution runs on (set with `pipelineRunRef`): a later change of the
+    /// configured default engine does not move a started execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_engine: Option<String>,
     /// The PipelineRun this execution created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_run_ref: Option<PipelineRunRef>,
@@ -555,6 +568,7 @@ mod tests {
             ("Phase", ".status.phase"),
             ("Workflow", ".spec.workflowRef.workflowId"),
             ("Target", ".spec.targetResource"),
+            ("Engine", ".status.executionEngine"),
             ("Reason", ".status.conditions[?(@.type==\"Ready\")].reason"),
             ("Duration", ".status.duration"),
             ("Age", ".metadata.creationTimestamp"),
@@ -583,6 +597,11 @@ mod tests {
             ]
         );
         assert_eq!(props["parameters"]["maxProperties"], json!(MAX_PARAMETERS));
+        assert_eq!(
+            props["executionEngine"]["pattern"],
+            json!("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        );
+        assert_eq!(props["executionEngine"]["maxLength"], json!(63));
         assert_eq!(
             props["parameters"]["additionalProperties"],
             json!({"type": "string", "maxLength": MAX_PARAMETER_VALUE_LENGTH})

@@ -193,6 +193,16 @@ pub enum SpecError {
         /// The account requested.
         name: String,
     },
+    /// The execution engine is not one the operator runs.
+    #[error(
+        "spec.executionEngine: {name:?} is not a configured engine (the operator config's execution.engines lists {configured})"
+    )]
+    EngineNotConfigured {
+        /// The engine requested.
+        name: String,
+        /// The configured engines, comma-separated.
+        configured: String,
+    },
 }
 
 /// Why a timeout was refused.
@@ -238,6 +248,7 @@ impl SpecError {
             SpecError::ServiceAccountNotAllowed { .. } => {
                 "spec.executionConfig.serviceAccountName".to_owned()
             }
+            SpecError::EngineNotConfigured { .. } => "spec.executionEngine".to_owned(),
         }
     }
 }
@@ -448,6 +459,14 @@ pub fn validate_spec(
             });
         }
     }
+    if let Some(engine) = &spec.execution_engine
+        && execution.engine_of(Some(engine)).is_none()
+    {
+        errors.push(SpecError::EngineNotConfigured {
+            name: engine.clone(),
+            configured: execution.engines.join(", "),
+        });
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -475,7 +494,27 @@ mod tests {
             rationale: None,
             remediation_request_ref: None,
             execution_config: None,
+            execution_engine: None,
         }
+    }
+
+    #[test]
+    fn an_engine_the_operator_does_not_run_is_refused_naming_the_field_and_the_engines() {
+        let mut execution = ExecutionSettings::default();
+        execution.engines = vec!["tekton".to_owned(), "job".to_owned()];
+        let ask = |engine: Option<&str>| WorkflowExecutionSpec {
+            execution_engine: engine.map(str::to_owned),
+            ..spec()
+        };
+        assert_eq!(validate_spec(&ask(None), &execution), Ok(()));
+        assert_eq!(validate_spec(&ask(Some("job")), &execution), Ok(()));
+        let errors = validate_spec(&ask(Some("argo")), &execution).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].field(), "spec.executionEngine");
+        assert_eq!(
+            errors.to_string(),
+            "spec.executionEngine: \"argo\" is not a configured engine (the operator config's execution.engines lists tekton, job)"
+        );
     }
 
     fn with_target(target: &str) -> WorkflowExecutionSpec {

@@ -408,14 +408,10 @@ fn run_reads_the_templates_directory_given() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     let last = err.lines().last().unwrap_or_default();
+    // The engine directory of the default engine is looked for in the directory given.
     assert!(
-        last.starts_with("error: loading the PipelineRun template from ")
-            && last.contains(
-                &missing
-                    .join("tekton/pipelinerun.yaml.j2")
-                    .display()
-                    .to_string()
-            ),
+        last.starts_with("error: engine \"tekton\": reading ")
+            && last.contains(&missing.join("tekton").display().to_string()),
         "{err}"
     );
     // With the checkout's templates the files load and the next step is the cluster.

@@ -233,8 +233,13 @@ fn check_config_exit_code_says() {
     );
     let report = String::from_utf8_lossy(&ok.stdout);
     assert!(report.contains("templates: ok"), "{report}");
-    assert!(report.contains("status mapping: ok"), "{report}");
-    assert!(report.contains("cancel file: ok"), "{report}");
+    // Every configured engine is loaded: its template, status mapping and cancel file.
+    assert!(
+        report.contains(
+            "engine tekton: 'ok (tekton.dev/v1, Kind=PipelineRun: tekton/pipelinerun.yaml.j2, tekton/status.yaml, tekton/cancel.yaml)'"
+        ),
+        "{report}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad_config = dir.path().join("config.yaml");
@@ -246,11 +251,13 @@ fn check_config_exit_code_says() {
         "apiVersion: tekton.dev/v1\nkind: PipelineRun\nspec: {{ wfe.spec.nope }}\n",
     )
     .unwrap();
-    std::fs::copy(
-        repo().join("templates/workflowexecution/tekton/status.yaml"),
-        broken_templates.join("tekton/status.yaml"),
-    )
-    .unwrap();
+    for file in ["status.yaml", "cancel.yaml"] {
+        std::fs::copy(
+            repo().join("templates/workflowexecution/tekton").join(file),
+            broken_templates.join("tekton").join(file),
+        )
+        .unwrap();
+    }
     let broken_mapping = dir.path().join("mapping");
     std::fs::create_dir_all(broken_mapping.join("tekton")).unwrap();
     std::fs::copy(

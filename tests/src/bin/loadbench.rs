@@ -639,6 +639,7 @@ fn load_wfe(namespace: &str, name: &str, target: &str) -> WorkflowExecution {
             rationale: Some("Memory leak pattern; a rolling restart recovers the service.".into()),
             remediation_request_ref: None,
             execution_config: None,
+            execution_engine: None,
         },
     );
     wfe.metadata.namespace = Some(namespace.into());

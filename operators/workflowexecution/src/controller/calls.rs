@@ -12,10 +12,10 @@ use kube::{
     runtime::{reflector::store::Writer, watcher},
 };
 use kubernaut_framework::{
-    app::resource_of,
     config::ConfigStore,
+    lock::NameGuards,
     own_writes::OwnWrites,
-    runtime::{Action, Context, prometheus::Registry},
+    runtime::{Action, Context, KindStores, prometheus::Registry},
     testing::{Exchange, Scenario, Served, status_body},
 };
 use serde_json::{Value, json};
@@ -24,8 +24,8 @@ use super::{Ctx, FINALIZER, State, reconcile};
 use crate::{
     audit,
     config::OperatorConfig,
+    engine::Engines,
     metrics::Metrics,
-    operator::taskrun_resource,
     pipelinerun::{self, LABEL_WORKFLOW_EXECUTION_UID},
     templates::{self, sample_workflow_execution},
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
@@ -41,20 +41,17 @@ fn template_dir() -> std::path::PathBuf {
 /// The operator's state as `operator::start` builds it, with the shipped templates and the
 /// default configuration (cooldown 5m, runs in `kubernaut-workflows`).
 fn state() -> State {
-    let dir = template_dir();
-    let mapping = templates::load_status_mapping(&dir).unwrap();
-    let cancel = templates::load_cancel_spec(&dir).unwrap();
-    let config = OperatorConfig::default();
+    let mut config = OperatorConfig::default();
+    config.templates.dir = template_dir();
+    let engines = Engines::load(&config).unwrap();
     let registry = Registry::new();
     State {
-        pipelinerun: resource_of(mapping.child()),
-        taskrun: taskrun_resource(),
-        mapping: Arc::new(mapping),
-        cancel: Arc::new(cancel),
+        engines,
         auditor: audit::start(&config.audit, &registry).unwrap(),
         metrics: Metrics::register(&registry).unwrap(),
         config: Arc::new(ConfigStore::new(config)),
         own_writes: OwnWrites::new(),
+        lock_guards: NameGuards::default(),
     }
 }
 
@@ -64,11 +61,18 @@ fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
     ctx.templates = Some(Arc::new(
         templates::load_template_store(&template_dir()).unwrap(),
     ));
-    let mut writer = Writer::<DynamicObject>::new(ctx.data.pipelinerun.clone());
+    let runs = ctx
+        .data
+        .engines
+        .default_engine()
+        .unwrap()
+        .child_resource
+        .clone();
+    let mut writer = Writer::<DynamicObject>::new(runs.clone());
     for run in cached_runs {
         writer.apply_watcher_event(&watcher::Event::Apply(run.clone()));
     }
-    ctx.children = writer.as_reader();
+    ctx.children = KindStores::new([(runs, writer.as_reader())]);
     Arc::new(ctx)
 }
 

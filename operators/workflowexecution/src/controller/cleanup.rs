@@ -61,7 +61,7 @@ impl Pass<'_> {
                     &runs,
                     &name,
                     &owner,
-                    self.state().cancel.delete_propagation(),
+                    self.engine.cancel.delete_propagation(),
                 )
                 .await?;
             }
@@ -87,15 +87,14 @@ impl Pass<'_> {
         run: &DynamicObject,
         run_ref: &PipelineRunRef,
     ) -> Result<Option<Duration>, Error> {
-        let state = self.state();
         let name = &run_ref.name;
-        let finished = run_status::observe_run(&state.mapping, &run.data, None)
+        let finished = run_status::observe_run(&self.engine.mapping, &run.data, None)
             .phase
             .is_finished();
         if finished {
             return Ok(None);
         }
-        let cancel = &state.cancel;
+        let cancel = &self.engine.cancel;
         if !cancel.is_cancelled(&run.data) {
             let patch = cancel.patch(run.resource_version().as_deref());
             runs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -117,7 +117,7 @@ impl Pass<'_> {
                 .await?
                 .is_none()
         {
-            lock::break_stale_with_policy(&runs, &run, self.state().cancel.delete_propagation())
+            lock::break_stale_with_policy(&runs, &run, self.engine.cancel.delete_propagation())
                 .await?;
             return Ok(Cleared::Other(
                 "Execution block of a deleted WorkflowExecution",

@@ -48,23 +48,22 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    api::DynamicObject,
     runtime::{
         events::{Event, EventType},
         reflector::ObjectRef,
     },
 };
 use kubernaut_framework::{
-    cancel::CancelSpec,
     condition::{self, ConditionStatus, ConditionType, Conditions},
     config::ConfigStore,
     finalizer::FinalizerError,
     lifecycle::{self, Effects, Lifecycle, PhasedStatus, StatusError},
-    lock::LockError,
+    lock::{LockError, NameGuards},
     own_writes::OwnWrites,
     phase::{self, PhaseHandlers},
     runtime::{Action, Context, MetricLabel},
-    status::{Held, StatusMapping},
+    status::Held,
 };
 use tracing::{info, warn};
 
@@ -73,6 +72,7 @@ use crate::{
     audit::{AuditAction, AuditData, AuditEvent, Auditor},
     config::OperatorConfig,
     decide,
+    engine::{Engine, Engines},
     metrics::Metrics,
     types::{
         FailureReason, Phase, PipelineRunRef, SkipReason, WorkflowExecution,
@@ -127,21 +127,19 @@ fn conditions<'s>(
 pub struct State {
     /// The live configuration (reloadable, last known good).
     pub config: Arc<ConfigStore<OperatorConfig>>,
-    /// How PipelineRun status is read.
-    pub mapping: Arc<StatusMapping>,
-    /// How a running PipelineRun is cancelled on deletion (`tekton/cancel.yaml`).
-    pub cancel: Arc<CancelSpec>,
+    /// The configured execution engines: what each creates, how its status reads, how it is
+    /// cancelled.
+    pub engines: Engines,
     /// Where audit events go.
     pub auditor: Auditor,
     /// The contract's metrics.
     pub metrics: Metrics,
-    /// `tekton.dev/v1` PipelineRun.
-    pub pipelinerun: ApiResource,
-    /// `tekton.dev/v1` TaskRun.
-    pub taskrun: ApiResource,
     /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
     /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
     pub own_writes: OwnWrites<WorkflowExecution>,
+    /// One guard per lock name held while the lock is checked across engine kinds and taken, so
+    /// that two executions on one target never create children of two kinds at once.
+    pub lock_guards: NameGuards,
 }
 
 /// The reconcile context.
@@ -255,8 +253,29 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
             wfe.name_any()
         ))
     })?;
+    let engines = &ctx.data.engines;
+    let recorded = wfe
+        .status
+        .as_ref()
+        .and_then(|s| s.execution_engine.as_deref());
+    if let Some(recorded) = recorded
+        && engines.get(recorded).is_none()
+    {
+        // Its child is of that engine's kind: nothing here can read, cancel or release it.
+        // Retried (with backoff) until the engine is configured again; nothing is lost.
+        return Err(Error::Invalid(format!(
+            "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
+            describe(&wfe)
+        )));
+    }
+    let engine = engines
+        .of(&wfe)
+        .or_else(|| engines.default_engine())
+        .cloned()
+        .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?;
     let pass = Pass {
         api: Api::namespaced(ctx.client.clone(), &ns),
+        engine,
         config: ctx.data.config.current(),
         ctx: &ctx,
         now: Timestamp::now(),
@@ -268,6 +287,9 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
 /// decides with, and the time the pass started.
 struct Pass<'a> {
     ctx: &'a Arc<Ctx>,
+    /// The engine of the reconciled WFE ([`Engines::of`]; the default one for a WFE asking for
+    /// an engine that is not configured, which its validation then fails).
+    engine: Arc<Engine>,
     api: Api<WorkflowExecution>,
     config: Arc<OperatorConfig>,
     now: Timestamp,
@@ -362,7 +384,7 @@ impl Pass<'_> {
         Api::namespaced_with(
             self.ctx.client.clone(),
             namespace,
-            &self.state().pipelinerun,
+            &self.engine.child_resource,
         )
     }
 
@@ -373,7 +395,7 @@ impl Pass<'_> {
 
     fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
         self.ctx.children.get(
-            &ObjectRef::new_with(&run_ref.name, self.state().pipelinerun.clone())
+            &ObjectRef::new_with(&run_ref.name, self.engine.child_resource.clone())
                 .within(&run_ref.namespace),
         )
     }

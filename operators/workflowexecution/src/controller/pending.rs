@@ -26,6 +26,7 @@ use crate::{
     audit::AuditAction,
     config::OperatorConfig,
     decide::{self, Decision},
+    engine::Engine,
     pipelinerun::{self, LABEL_WORKFLOW_ID},
     run_status::{self, RunPhase},
     types::{
@@ -73,32 +74,36 @@ impl Pass<'_> {
                 "the runtime was started without templates".into(),
             ));
         };
-        let rendered = match pipelinerun::render_pipeline_run(&wfe, config, &templates) {
+        let engine = &self.engine;
+        let rendered = match pipelinerun::render_child(&wfe, config, &templates, &engine.template) {
             Ok(run) => run,
             Err(e) => {
-                let message = format!("rendering the PipelineRun template failed: {e}");
+                let message = format!("rendering the {} template failed: {e}", engine.child().kind);
                 return Ok(fail(FailureReason::ConfigurationError, message));
             }
         };
         let run: DynamicObject = match serde_json::from_value(rendered) {
             Ok(run) => run,
             Err(e) => {
-                let message = format!("the rendered PipelineRun is not a Kubernetes object: {e}");
+                let message = format!(
+                    "the rendered {} is not a Kubernetes object: {e}",
+                    engine.child().kind
+                );
                 return Ok(fail(FailureReason::ConfigurationError, message));
             }
         };
         let revision = templates.revision();
-        let mapping = &self.state().mapping;
+        let mapping = &self.engine.mapping;
         match self.acquire_run(&wfe, run).await {
             Ok(Acquired::Created(run)) => {
                 self.state().metrics.pipelinerun_creation.inc();
-                Ok(started(
-                    &wfe, &run, revision, true, mapping, config, self.now,
-                ))
+                let outcome = started(&wfe, &run, revision, true, mapping, config, self.now);
+                Ok(on_engine(outcome, &engine.name))
             }
-            Ok(Acquired::Adopted(run)) => Ok(started(
-                &wfe, &run, revision, false, mapping, config, self.now,
-            )),
+            Ok(Acquired::Adopted(run)) => {
+                let outcome = started(&wfe, &run, revision, false, mapping, config, self.now);
+                Ok(on_engine(outcome, &engine.name))
+            }
             Ok(Acquired::Waiting(message)) => Ok(waiting(&wfe, &message, self.now)),
             Ok(Acquired::Skip(details)) => Ok(skipped(&wfe, details, self.now)),
             Err(LockError::Create {
@@ -144,6 +149,35 @@ impl Pass<'_> {
             let holder = pipelinerun::run_owner(&cached);
             return Ok(Acquired::Waiting(waiting_message(&cached, &holder)));
         }
+        // With several engines the lock name is shared by several kinds: it is checked in the
+        // other kinds and taken under this process's guard of the name, so two executions on
+        // one target never hold children of two kinds.
+        let several_kinds = self.state().engines.child_kinds().len() > 1;
+        let _guard = match several_kinds {
+            true => Some(self.state().lock_guards.hold(&lock.name).await),
+            false => None,
+        };
+        if several_kinds && let Some((engine, existing)) = self.held_in_another_kind(&lock).await? {
+            if let Some(decided) = self.held_lock(wfe, &existing).await? {
+                return Ok(decided);
+            }
+            let other_runs = Api::namespaced_with(
+                self.ctx.client.clone(),
+                &lock.namespace,
+                &engine.child_resource,
+            );
+            lock::break_stale_with_policy(
+                &other_runs,
+                &existing,
+                engine.cancel.delete_propagation(),
+            )
+            .await?;
+            return Ok(Acquired::Waiting(format!(
+                "the lock {} {} of a finished execution was released; deciding again shortly",
+                engine.child().kind,
+                lock.name
+            )));
+        }
         // One stale lock broken per pass is the normal case; a second means the name is
         // contended, and the next reconcile decides again.
         for _ in 0..2 {
@@ -160,13 +194,45 @@ impl Pass<'_> {
             lock::break_stale_with_policy(
                 &runs,
                 &existing,
-                self.state().cancel.delete_propagation(),
+                self.engine.cancel.delete_propagation(),
             )
             .await?;
         }
         Ok(Acquired::Waiting(
             "the lock PipelineRun keeps changing; deciding again shortly".to_owned(),
         ))
+    }
+
+    /// The child named `lock` of another engine's kind, read from the API server (the cache may
+    /// not hold one created a moment ago), with its engine.
+    async fn held_in_another_kind(
+        &self,
+        lock: &PipelineRunRef,
+    ) -> Result<Option<(Arc<Engine>, DynamicObject)>, LockError> {
+        let mine = &self.engine.child_resource;
+        let mut seen = vec![mine.clone()];
+        for engine in self.state().engines.iter() {
+            if seen.contains(&engine.child_resource) {
+                continue;
+            }
+            seen.push(engine.child_resource.clone());
+            let api = Api::<DynamicObject>::namespaced_with(
+                self.ctx.client.clone(),
+                &lock.namespace,
+                &engine.child_resource,
+            );
+            let found = api
+                .get_opt(&lock.name)
+                .await
+                .map_err(|source| LockError::Read {
+                    object: format!("{} {}/{}", engine.child().kind, lock.namespace, lock.name),
+                    source,
+                })?;
+            if let Some(existing) = found {
+                return Ok(Some((engine.clone(), existing)));
+            }
+        }
+        Ok(None)
     }
 
     /// What a lock run held by someone else means for `wfe`; `None` when it is stale and may be
@@ -382,6 +448,14 @@ pub(super) fn waiting(wfe: &WorkflowExecution, message: &str, now: Timestamp) ->
 
 /// `Running` with the run created (or adopted): its reference, the template revision, and what
 /// the run's own watch event would otherwise write right after (one write, not two).
+/// `outcome` with the engine the execution runs on recorded in its status.
+fn on_engine(mut outcome: Outcome, engine: &str) -> Outcome {
+    if let Some(status) = outcome.status.as_mut() {
+        status.execution_engine = Some(engine.to_owned());
+    }
+    outcome
+}
+
 pub(super) fn started(
     wfe: &WorkflowExecution,
     run: &DynamicObject,

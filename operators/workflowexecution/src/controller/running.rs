@@ -1,6 +1,7 @@
 //! `Running`: read the run through the status mapping → `Completed` or `Failed`, or a refreshed
 //! `pipelineRunStatus` (and whether a TaskRun is held back) while it runs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -35,7 +36,7 @@ impl Pass<'_> {
         };
         let owner = pipelinerun::owner(&wfe);
         let cached = self.ctx.children.get(
-            &ObjectRef::new_with(&run_ref.name, self.state().pipelinerun.clone())
+            &ObjectRef::new_with(&run_ref.name, self.engine.child_resource.clone())
                 .within(&run_ref.namespace),
         );
         let run = match cached {
@@ -54,8 +55,8 @@ impl Pass<'_> {
         };
         let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
         // The mapping's fields, evaluated once for this pass.
-        let fields = RunFields::of_run(&self.state().mapping, &run.data);
-        let observation = run_status::observe(&self.state().mapping, &run.data, &fields, None);
+        let fields = RunFields::of_run(&self.engine.mapping, &run.data);
+        let observation = run_status::observe(&self.engine.mapping, &run.data, &fields, None);
         match observation.phase {
             RunPhase::Completed => Ok(completed(&wfe, &observation, &self.config, self.now)),
             RunPhase::Failed => {
@@ -78,16 +79,17 @@ impl Pass<'_> {
         namespace: &str,
         mut observation: RunObservation,
     ) -> Outcome {
-        let mapping = &self.state().mapping;
-        let task_runs = crate::task_runs::cached(
-            &self.ctx.grandchildren,
-            &self.state().taskrun,
-            namespace,
-            mapping
-                .grandchild_names(&run.data)
-                .into_iter()
-                .map(|(_, n)| n),
-        );
+        let mapping = &self.engine.mapping;
+        let task_runs = match &self.engine.grandchild_resource {
+            Some(resource) => crate::task_runs::cached_of_run(
+                &self.ctx.grandchildren,
+                resource,
+                namespace,
+                mapping,
+                &run.data,
+            ),
+            None => BTreeMap::new(),
+        };
         let status = wfe.status.as_ref();
         if crate::task_runs::learn_step_ran(
             mapping,
@@ -112,19 +114,23 @@ impl Pass<'_> {
             .map_or(self.config.execution.namespace.clone(), |r| {
                 r.namespace.clone()
             });
-        let mapping = &self.state().mapping;
+        let mapping = &self.engine.mapping;
         // The run's TaskRuns outlive it briefly (until garbage collection): a step that ran
         // since the last status change may still be visible in them.
-        let step_ran = seen_started(wfe) || {
-            let api =
-                Api::namespaced_with(self.ctx.client.clone(), &namespace, &self.state().taskrun);
-            let task_runs = crate::task_runs::of_deleted_run(&api, mapping, run_name)
-                .await
-                .map_err(kube_err(format!(
-                    "listing the TaskRuns of deleted PipelineRun {run_name}"
-                )))?;
-            run_status::steps_ran(mapping, &task_runs)
-        };
+        let step_ran = seen_started(wfe)
+            || match &self.engine.grandchild_resource {
+                Some(resource) => {
+                    let api = Api::namespaced_with(self.ctx.client.clone(), &namespace, resource);
+                    let task_runs = crate::task_runs::of_deleted_run(&api, mapping, run_name)
+                        .await
+                        .map_err(kube_err(format!(
+                            "listing what carried the failure facts of deleted {} {run_name}",
+                            self.engine.child().kind
+                        )))?;
+                    run_status::steps_ran(mapping, &task_runs)
+                }
+                None => false,
+            };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let context = FailureContext::new(wfe, &self.config.execution);
         let details = failure::run_deleted_failure(
@@ -152,18 +158,20 @@ impl Pass<'_> {
         fields: &RunFields,
         observation: &RunObservation,
     ) -> Result<Outcome, Error> {
-        let mapping = &self.state().mapping;
-        let api = Api::namespaced_with(self.ctx.client.clone(), namespace, &self.state().taskrun);
-        let names = mapping
-            .grandchild_names(&run.data)
-            .into_iter()
-            .map(|(_, name)| name);
-        let task_runs = crate::task_runs::read(&api, names)
-            .await
-            .map_err(kube_err(format!(
-                "reading the TaskRuns of PipelineRun {}",
-                run.name_any()
-            )))?;
+        let mapping = &self.engine.mapping;
+        let task_runs = match &self.engine.grandchild_resource {
+            Some(resource) => {
+                let api = Api::namespaced_with(self.ctx.client.clone(), namespace, resource);
+                crate::task_runs::read_of_run(&api, mapping, &run.data)
+                    .await
+                    .map_err(kube_err(format!(
+                        "reading what carries the failure facts of {} {}",
+                        self.engine.child().kind,
+                        run.name_any()
+                    )))?
+            }
+            None => BTreeMap::new(),
+        };
         let seen_started = seen_started(wfe);
         let mut summary = run_status::observe(mapping, &run.data, fields, Some(&task_runs)).summary;
         if seen_started {

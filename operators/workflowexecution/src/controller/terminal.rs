@@ -74,7 +74,7 @@ impl Pass<'_> {
                 self.now,
             )));
         }
-        let propagation = self.state().cancel.delete_propagation();
+        let propagation = self.engine.cancel.delete_propagation();
         if lock::release_with_policy(&runs, &run_ref.name, &owner, propagation).await?
             == Release::Released
         {
