@@ -342,7 +342,23 @@ async fn a_third_engine_written_as_files_runs_without_recompiling() -> anyhow::R
     // No grandchildren section: nothing says the work did not run, so the target is blocked.
     assert!(details.was_execution_failure);
 
-    // Neither ran on the default engine.
+    // Deleted before it finished: nothing says the work did not start either.
+    env.create("drain-db", "default/statefulset/db", ENGINE)
+        .await?;
+    let config_map = env.wait_config_map("drain-db").await?;
+    env.wait_phase("drain-db", Phase::Running).await?;
+    env.config_maps()
+        .delete(&config_map.name_any(), &Default::default())
+        .await?;
+    let vanished = env.wait_phase("drain-db", Phase::Failed).await?;
+    let details = vanished
+        .status
+        .and_then(|s| s.failure_details)
+        .ok_or_else(|| anyhow::anyhow!("drain-db failed without failureDetails"))?;
+    assert_eq!(details.reason, FailureReason::Unknown);
+    assert!(details.was_execution_failure);
+
+    // None ran on the default engine.
     let runs = env.pipeline_runs().list(&ListParams::default()).await?;
     assert!(runs.items.is_empty(), "no PipelineRun: {:?}", runs.items);
     Ok(())
