@@ -26,9 +26,7 @@ pub fn resource_of(kind: &ChildKind) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind.kind))
 }
 
-/// Fails unless the cluster serves `kind` (its API group version lists its plural). A kind of
-/// the core group (`apiVersion: v1`: a ConfigMap, a Pod) is looked up under `/api/v1`, every
-/// other under `/apis/<group>/<version>`.
+/// Fails unless the cluster serves `kind` (its API group version lists its plural).
 ///
 /// # Errors
 /// [`NotServed`] naming what was found instead.
@@ -38,10 +36,11 @@ pub async fn check_served(client: &Client, kind: &ChildKind) -> Result<(), NotSe
         kind: kind.to_string(),
         message,
     };
-    let listed = if resource.group.is_empty() {
-        client.list_core_api_resources(&resource.version).await
-    } else {
+    // The core group (`v1`) is served under /api, every other group under /apis.
+    let listed = if kind.api_version.contains('/') {
         client.list_api_group_resources(&kind.api_version).await
+    } else {
+        client.list_core_api_resources(&kind.api_version).await
     };
     match listed {
         Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => Ok(()),
