@@ -510,8 +510,15 @@ fn check_config_loads_and_reports_every_configured_engine() {
     assert!(report.get("engine job").is_none(), "{report}");
     assert!(report.get("engine configmap").is_none(), "{report}");
 
-    // A fault in any configured engine fails the check, naming its file.
-    let cases: [(&str, &str, fn(String) -> String, &[&str]); 3] = [
+    // A fault in any configured engine fails the check, naming its file: (engine, file, edit,
+    // what the error says).
+    type Fault = (
+        &'static str,
+        &'static str,
+        fn(String) -> String,
+        &'static [&'static str],
+    );
+    let cases: [Fault; 3] = [
         (
             "configmap",
             "status.yaml",
