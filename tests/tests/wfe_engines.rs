@@ -29,7 +29,9 @@ use kubernaut_test_harness::{
 };
 use serde_json::{Value, json};
 use support::WAIT;
-use workflowexecution_operator::types::{self, FailureReason, Phase, WorkflowExecution};
+use workflowexecution_operator::types::{
+    self, FailureDetails, FailureReason, Phase, WorkflowExecution,
+};
 
 /// The third engine's directory, beside the shipped `tekton/` and `job/`.
 const ENGINE: &str = "configmap";
@@ -258,6 +260,15 @@ impl Env {
         }
     }
 
+    /// Waits until WorkflowExecution `name` is `Failed`, returning why.
+    async fn wait_failed(&mut self, name: &str) -> anyhow::Result<FailureDetails> {
+        let failed = self.wait_phase(name, Phase::Failed).await?;
+        failed
+            .status
+            .and_then(|s| s.failure_details)
+            .ok_or_else(|| anyhow::anyhow!("{name} failed without failureDetails"))
+    }
+
     /// Waits for the ConfigMap the operator creates for WorkflowExecution `name`.
     async fn wait_config_map(&mut self, name: &str) -> anyhow::Result<ConfigMap> {
         let selector = format!("kubernaut.ai/workflow-execution={name}");
@@ -332,11 +343,7 @@ async fn a_third_engine_written_as_files_runs_without_recompiling() -> anyhow::R
         json!({"result": "failed", "reason": "ScriptFailed", "message": "exit status 3"}),
     )
     .await?;
-    let failed = env.wait_phase("scale-api", Phase::Failed).await?;
-    let details = failed
-        .status
-        .and_then(|s| s.failure_details)
-        .ok_or_else(|| anyhow::anyhow!("scale-api failed without failureDetails"))?;
+    let details = env.wait_failed("scale-api").await?;
     assert_eq!(details.reason, FailureReason::TaskFailed);
     assert_eq!(details.message, "exit status 3");
     // No grandchildren section: nothing says the work did not run, so the target is blocked.
@@ -350,11 +357,7 @@ async fn a_third_engine_written_as_files_runs_without_recompiling() -> anyhow::R
     env.config_maps()
         .delete(&config_map.name_any(), &Default::default())
         .await?;
-    let vanished = env.wait_phase("drain-db", Phase::Failed).await?;
-    let details = vanished
-        .status
-        .and_then(|s| s.failure_details)
-        .ok_or_else(|| anyhow::anyhow!("drain-db failed without failureDetails"))?;
+    let details = env.wait_failed("drain-db").await?;
     assert_eq!(details.reason, FailureReason::Unknown);
     assert!(details.was_execution_failure);
 
@@ -369,11 +372,7 @@ async fn an_engine_that_is_not_configured_fails_naming_the_field() -> anyhow::Re
     let mut env = Env::start("wfe-engines-unknown").await?;
     env.create("restart-nginx", "default/deployment/nginx", "argo")
         .await?;
-    let failed = env.wait_phase("restart-nginx", Phase::Failed).await?;
-    let details = failed
-        .status
-        .and_then(|s| s.failure_details)
-        .ok_or_else(|| anyhow::anyhow!("restart-nginx failed without failureDetails"))?;
+    let details = env.wait_failed("restart-nginx").await?;
     assert_eq!(details.reason, FailureReason::ConfigurationError);
     assert!(
         details.message.contains("spec.executionEngine"),
