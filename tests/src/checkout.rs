@@ -1,8 +1,11 @@
 //! A local control plane prepared for the operator run from a checkout, as `make
 //! controlplane-shell` (the `local-controlplane` binary) and the README's "Run the operator from a
 //! checkout" use it: the CRDs, the namespaces of `deploy/` the operator needs, and the Tekton
-//! simulator.
+//! simulator; and the operator binary of the build ([`operator_binary`]), run as a process
+//! ([`OperatorProcess`]).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -50,4 +53,72 @@ pub async fn prepare(cp: &ControlPlane, simulate: bool) -> anyhow::Result<Option
             },
         )
     }))
+}
+
+/// The `workflowexecution-operator` binary of this build: the one next to the running test binary
+/// (`cargo test --workspace` builds it there; `cargo build -p workflowexecution-operator` does
+/// too).
+///
+/// # Errors
+/// When the binary is missing, naming the command that builds it.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
+    let binary = profile_dir.join("workflowexecution-operator");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p workflowexecution-operator` (`make test` does)",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// An operator process a test started, writing stdout and stderr to a log file; it is killed
+/// when dropped, however the test ends.
+pub struct OperatorProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `command` (stdin closed), its output going to `log`.
+    ///
+    /// # Errors
+    /// When the log cannot be created or the process cannot be started.
+    pub fn spawn(mut command: Command, log: &Path) -> anyhow::Result<OperatorProcess> {
+        let file = std::fs::File::create(log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        Ok(OperatorProcess {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// What the process has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How the process ended, if it has: an operator that exits while a test waits on it has
+    /// failed the test.
+    ///
+    /// # Errors
+    /// When the process's state cannot be read.
+    pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -113,6 +113,26 @@ impl Manifest {
         Manifest::build(&repo_root().join("deploy"))
     }
 
+    /// The repository's `deploy/` with the components `deploy/<component>` enabled, as an admin
+    /// enables them: an overlay listing `deploy/` as its resource and each one under
+    /// `components:` (kustomize takes no absolute paths, so the overlay, in a temporary
+    /// directory, names the repository relative to itself).
+    pub fn deploy_with(components: &[&str]) -> anyhow::Result<Manifest> {
+        let overlay = tempfile::tempdir()?;
+        let up = "../".repeat(overlay.path().components().count().saturating_sub(1));
+        let root = std::fs::canonicalize(repo_root())?;
+        let root = root.strip_prefix("/")?.display();
+        let mut kustomization = format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {up}{root}/deploy\ncomponents:\n"
+        );
+        for component in components {
+            kustomization.push_str(&format!("  - {up}{root}/deploy/{component}\n"));
+        }
+        std::fs::write(overlay.path().join("kustomization.yaml"), kustomization)?;
+        Manifest::build(overlay.path())
+    }
+
     /// Parse a multi-document YAML stream; every document must have `apiVersion`, `kind` and
     /// `metadata.name`.
     pub fn parse(yaml: &str) -> anyhow::Result<Manifest> {

@@ -4,8 +4,9 @@
 //!
 //! What the manifest promises and how it is checked:
 //! 1. One source of truth: the generated ConfigMaps hold exactly the bytes of
-//!    `config/workflowexecution.yaml` and `templates/workflowexecution/tekton/*`, the CRD is the
-//!    file in `crds/`, and the mounted layout loads in the operator's own `check-config`.
+//!    `config/workflowexecution.yaml` and `templates/workflowexecution/{tekton,job}/*`, the CRD is
+//!    the file in `crds/`, and the mounted layout loads in the operator's own `check-config` (and,
+//!    with every shipped engine listed, as the engines `templates.dir/<engine>/`).
 //! 2. Highly available and locked down: 2 replicas with leader election, probes on the health
 //!    port, the metrics port behind a Service, a PodDisruptionBudget, the restricted Pod Security
 //!    Standard enforced by the API server itself, no service links.
@@ -15,6 +16,10 @@
 //! 5. Audit to Data Storage (the `deploy/data-storage` component, off by default): a projected
 //!    ServiceAccount token with its own audience, mounted read-only where `audit.tokenFile`
 //!    points, admitted by the API server under the restricted standard.
+//! 6. The Job engine (the `deploy/job-engine` component, off by default): the Job engine listed
+//!    in the configuration the pod runs with, a Role on Jobs and (read-only) Pods in the execution
+//!    namespace and nothing else; the pod is admitted as well. What the Role allows and refuses is
+//!    proven under real RBAC in `deploy_rbac.rs`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -28,7 +33,7 @@ use k8s_openapi::{
         apps::v1::Deployment,
         core::v1::{ConfigMap, Container, Pod, Service},
         policy::v1::PodDisruptionBudget,
-        rbac::v1::{ClusterRole, Role},
+        rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding, Subject},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -45,12 +50,22 @@ use kubernaut_test_harness::{
 };
 use workflowexecution_operator::{
     app::WorkflowExecutionApp,
-    config::{AuditSink, DEFAULT_CONFIG_FILE, ENV_PREFIX, OperatorConfig},
+    config::{AuditSink, DEFAULT_CONFIG_FILE, DEFAULT_ENGINE, ENV_PREFIX, OperatorConfig},
+    engine::Engines,
     templates::{self, CANCEL_SPEC, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
 };
 
 const SYSTEM: &str = "kubernaut-system";
+const WORKFLOWS: &str = "kubernaut-workflows";
 const OPERATOR: &str = "workflowexecution-operator";
+/// The Job engine's files in the template directory, and their keys in the templates ConfigMap.
+const JOB_ENGINE_FILES: [(&str, &str); 3] = [
+    ("job/job.yaml.j2", "job.yaml.j2"),
+    ("job/status.yaml", "job.status.yaml"),
+    ("job/cancel.yaml", "job.cancel.yaml"),
+];
+/// The Role and RoleBinding `deploy/job-engine` adds (both named so).
+const JOB_ENGINE_RBAC: &str = "workflowexecution-operator-job-engine";
 
 /// The tests that apply or delete `deploy/` on the shared control plane take turns.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -122,7 +137,7 @@ fn crd_and_configmaps_are_the_repository_files_byte_for_byte() -> anyhow::Result
     let templates: ConfigMap =
         manifest.get("ConfigMap", Some(SYSTEM), "workflowexecution-templates")?;
     let dir = root.join("templates/workflowexecution");
-    let want = BTreeMap::from([
+    let mut want = BTreeMap::from([
         (
             "pipelinerun.yaml.j2".to_owned(),
             std::fs::read_to_string(dir.join(PIPELINERUN_TEMPLATE))?,
@@ -136,6 +151,9 @@ fn crd_and_configmaps_are_the_repository_files_byte_for_byte() -> anyhow::Result
             std::fs::read_to_string(dir.join(CANCEL_SPEC))?,
         ),
     ]);
+    for (file, key) in JOB_ENGINE_FILES {
+        want.insert(key.to_owned(), std::fs::read_to_string(dir.join(file))?);
+    }
     assert_eq!(templates.data, Some(want));
 
     let mut deployed: CustomResourceDefinition = manifest.get(
@@ -157,6 +175,25 @@ fn crd_and_configmaps_are_the_repository_files_byte_for_byte() -> anyhow::Result
     );
     assert_eq!(deployed, file);
     Ok(())
+}
+
+/// The configuration `container` runs with: the shipped file (its ConfigMap) under the
+/// container's configuration environment variables.
+fn config_of(container: &Container) -> anyhow::Result<OperatorConfig> {
+    let env: Vec<(String, String)> = container
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.name.starts_with(ENV_PREFIX))
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    Ok(load_with_env(
+        &OperatorConfig::default(),
+        Some(&repo_root().join("config/workflowexecution.yaml")),
+        ENV_PREFIX,
+        env,
+    )?)
 }
 
 /// Write the Deployment's projected config volume into `root` the way the kubelet does:
@@ -252,6 +289,14 @@ fn mounted_config_and_templates_sit_where_the_operator_reads_them_and_load() -> 
     assert!(in_volume.join(PIPELINERUN_TEMPLATE).is_file());
     assert!(in_volume.join(STATUS_MAPPING).is_file());
     assert!(in_volume.join(CANCEL_SPEC).is_file());
+    // The Job engine's directory sits beside Tekton's, its files named as in the repository.
+    for (file, _) in JOB_ENGINE_FILES {
+        assert_eq!(
+            std::fs::read_to_string(in_volume.join(file))?,
+            std::fs::read_to_string(repo_root().join("templates/workflowexecution").join(file))?,
+            "{file}"
+        );
+    }
 
     // The operator's own check accepts the mounted files.
     let check = app::check_config::<WorkflowExecutionApp>;
@@ -443,9 +488,8 @@ fn deployment_is_highly_available_probed_and_locked_down() -> anyhow::Result<()>
     Ok(())
 }
 
-#[test]
-fn rbac_has_no_wildcards_and_no_secret_or_configmap_access() -> anyhow::Result<()> {
-    let manifest = Manifest::deploy()?;
+/// Every rule of every ClusterRole and Role of `manifest`.
+fn every_rule(manifest: &Manifest) -> anyhow::Result<Vec<PolicyRule>> {
     let mut rules = Vec::new();
     for role in manifest.all::<ClusterRole>("ClusterRole")? {
         assert!(role.aggregation_rule.is_none());
@@ -454,8 +498,27 @@ fn rbac_has_no_wildcards_and_no_secret_or_configmap_access() -> anyhow::Result<(
     for role in manifest.all::<Role>("Role")? {
         rules.extend(role.rules.unwrap_or_default());
     }
-    assert!(!rules.is_empty());
-    for rule in &rules {
+    Ok(rules)
+}
+
+/// `(apiGroup, resource, verb)` of every permission of `rules`.
+fn permissions(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// No rule of `rules` carries a wildcard.
+fn assert_no_wildcards(rules: &[PolicyRule]) {
+    for rule in rules {
         let fields = [
             rule.api_groups.clone().unwrap_or_default(),
             rule.resources.clone().unwrap_or_default(),
@@ -466,6 +529,16 @@ fn rbac_has_no_wildcards_and_no_secret_or_configmap_access() -> anyhow::Result<(
         for value in fields.iter().flatten() {
             assert!(!value.contains('*'), "wildcard {value:?} in {rule:?}");
         }
+    }
+}
+
+#[test]
+fn rbac_has_no_wildcards_and_no_secret_or_configmap_access() -> anyhow::Result<()> {
+    let manifest = Manifest::deploy()?;
+    let rules = every_rule(&manifest)?;
+    assert!(!rules.is_empty());
+    assert_no_wildcards(&rules);
+    for rule in &rules {
         let resources = rule.resources.clone().unwrap_or_default();
         for forbidden in ["secrets", "configmaps", "pods", "serviceaccounts"] {
             assert!(
@@ -605,35 +678,27 @@ async fn operator_pods_are_admitted_under_the_enforced_restricted_pod_security_s
         }
         other => panic!("a privilege-escalating pod was admitted: {other:?}"),
     }
-    // With Data Storage's projected token (deploy/data-storage), the pod is admitted as well.
-    pods.create(&dry_run, &operator_pod(&with_data_storage()?, |_| {})?)
-        .await?;
+    // With Data Storage's projected token (deploy/data-storage), the pod is admitted as well, and
+    // so is the pod with the Job engine listed (deploy/job-engine).
+    pods.create(
+        &dry_run,
+        &operator_pod(&Manifest::deploy_with(&["data-storage"])?, |_| {})?,
+    )
+    .await?;
+    pods.create(
+        &dry_run,
+        &operator_pod(&Manifest::deploy_with(&["job-engine"])?, |_| {})?,
+    )
+    .await?;
     // Leave the control plane as found: the apply-twice test starts from nothing.
     deploy::delete(&client, &manifest).await?;
     Ok(())
 }
 
-/// `deploy/` with the `data-storage` component enabled, as an admin enables it (kustomize takes
-/// no absolute paths, so the overlay names the repository relative to itself).
-fn with_data_storage() -> anyhow::Result<Manifest> {
-    let overlay = tempfile::tempdir()?;
-    let up = "../".repeat(overlay.path().components().count().saturating_sub(1));
-    let root = std::fs::canonicalize(repo_root())?;
-    let root = root.strip_prefix("/")?.display();
-    std::fs::write(
-        overlay.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources:\n  - {up}{root}/deploy\ncomponents:\n  - {up}{root}/deploy/data-storage\n"
-        ),
-    )?;
-    Manifest::build(overlay.path())
-}
-
 #[test]
 fn the_data_storage_component_mounts_a_projected_token_where_the_audit_config_reads_it()
 -> anyhow::Result<()> {
-    let manifest = with_data_storage()?;
+    let manifest = Manifest::deploy_with(&["data-storage"])?;
     assert_eq!(manifest.objects.len(), Manifest::deploy()?.objects.len());
     let deployment = deployment(&manifest)?;
     let original = serde_json::to_value(manifest.find("Deployment", Some(SYSTEM), OPERATOR))?;
@@ -644,21 +709,7 @@ fn the_data_storage_component_mounts_a_projected_token_where_the_audit_config_re
     );
     let container = operator_container(&deployment)?;
 
-    // The configuration the pod runs with: the shipped file (its ConfigMap) under its environment.
-    let env: Vec<(String, String)> = container
-        .env
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.name.starts_with(ENV_PREFIX))
-        .filter_map(|e| Some((e.name, e.value?)))
-        .collect();
-    let config = load_with_env(
-        &OperatorConfig::default(),
-        Some(&repo_root().join("config/workflowexecution.yaml")),
-        ENV_PREFIX,
-        env,
-    )?;
+    let config = config_of(&container)?;
     assert_eq!(config.audit.sink, AuditSink::Http);
     assert!(
         config.audit.url.starts_with("https://"),
@@ -748,6 +799,200 @@ fn manifest_objects_parse_as_their_kinds() -> anyhow::Result<()> {
             "{} has unknown fields",
             describe(object)
         );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_default_deploy_runs_tekton_only_and_grants_nothing_on_jobs_or_pods() -> anyhow::Result<()> {
+    let manifest = Manifest::deploy()?;
+    let config = config_of(&operator_container(&deployment(&manifest)?)?)?;
+    assert_eq!(config.execution.engines, [DEFAULT_ENGINE]);
+    assert_eq!(config.execution.default_engine, DEFAULT_ENGINE);
+    let granted = permissions(&every_rule(&manifest)?);
+    let on_jobs_or_pods: Vec<_> = granted
+        .iter()
+        .filter(|(group, resource, _)| {
+            group == "batch" || resource == "jobs" || resource.starts_with("pods")
+        })
+        .collect();
+    assert!(on_jobs_or_pods.is_empty(), "{on_jobs_or_pods:?}");
+    Ok(())
+}
+
+#[test]
+fn the_job_engine_component_lists_the_job_engine_and_adds_only_a_role_in_the_execution_namespace()
+-> anyhow::Result<()> {
+    let manifest = Manifest::deploy_with(&["job-engine"])?;
+    let default = Manifest::deploy()?;
+
+    // Two objects more, the Role and its RoleBinding; nothing cluster-wide.
+    let got: BTreeSet<String> = manifest.objects.iter().map(describe).collect();
+    let before: BTreeSet<String> = default.objects.iter().map(describe).collect();
+    let added: BTreeSet<String> = got.difference(&before).cloned().collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            format!("Role {WORKFLOWS}/{JOB_ENGINE_RBAC}"),
+            format!("RoleBinding {WORKFLOWS}/{JOB_ENGINE_RBAC}"),
+        ])
+    );
+    assert!(before.is_subset(&got));
+    assert_eq!(manifest.objects.len(), default.objects.len() + 2);
+    for name in &added {
+        let object = manifest
+            .objects
+            .iter()
+            .find(|o| &describe(o) == name)
+            .context("added object")?;
+        let labels = object.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("app.kubernetes.io/part-of").map(String::as_str),
+            Some("kubernaut"),
+            "{name}"
+        );
+        assert_eq!(
+            labels.get("app.kubernetes.io/name").map(String::as_str),
+            Some(OPERATOR),
+            "{name}"
+        );
+    }
+
+    // Every object of deploy/ but the Deployment is unchanged, and the Deployment only gains the
+    // engine list in its environment.
+    let mut deployment = deployment(&manifest)?;
+    for object in &default.objects {
+        if kind_of(object) == "Deployment" {
+            continue;
+        }
+        let same = manifest
+            .find(
+                kind_of(object),
+                object.metadata.namespace.as_deref(),
+                &object.name_any(),
+            )
+            .with_context(|| describe(object))?;
+        assert_eq!(
+            serde_json::to_value(same)?,
+            serde_json::to_value(object)?,
+            "{}",
+            describe(object)
+        );
+    }
+    let container = operator_container(&deployment)?;
+    let config = config_of(&container)?;
+    assert_eq!(config.execution.engines, [DEFAULT_ENGINE, "job"]);
+    assert_eq!(config.execution.default_engine, DEFAULT_ENGINE);
+    let configured: Vec<&str> = container
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with(ENV_PREFIX))
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(configured, ["WFE_EXECUTION__ENGINES"]);
+    if let Some(pod) = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+    {
+        for container in &mut pod.containers {
+            if let Some(env) = container.env.as_mut() {
+                env.retain(|e| !e.name.starts_with(ENV_PREFIX));
+            }
+        }
+    }
+    assert_eq!(
+        serde_json::to_value(&deployment)?,
+        serde_json::to_value(default.find("Deployment", Some(SYSTEM), OPERATOR))?
+    );
+
+    // The Role: Jobs (the Job engine's child) and, read-only, Pods (its grandchildren), in the
+    // namespace the configuration creates them in, bound to the operator's ServiceAccount only.
+    assert_eq!(config.execution.namespace, WORKFLOWS);
+    let role: Role = manifest.get("Role", Some(WORKFLOWS), JOB_ENGINE_RBAC)?;
+    let rules = role.rules.clone().unwrap_or_default();
+    assert_no_wildcards(&rules);
+    for rule in &rules {
+        assert_eq!(rule.resource_names, None, "{rule:?}");
+        assert_eq!(rule.non_resource_urls, None, "{rule:?}");
+    }
+    let grant = |group: &str, resource: &str, verbs: &[&str]| {
+        verbs
+            .iter()
+            .map(|verb| (group.to_owned(), resource.to_owned(), (*verb).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let want: BTreeSet<(String, String, String)> = [
+        grant(
+            "batch",
+            "jobs",
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        grant("", "pods", &["get", "list", "watch"]),
+    ]
+    .concat()
+    .into_iter()
+    .collect();
+    assert_eq!(permissions(&rules), want);
+    let binding: RoleBinding = manifest.get("RoleBinding", Some(WORKFLOWS), JOB_ENGINE_RBAC)?;
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, JOB_ENGINE_RBAC);
+    assert_eq!(
+        binding.subjects,
+        Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: OPERATOR.to_owned(),
+            namespace: Some(SYSTEM.to_owned()),
+            api_group: None,
+        }])
+    );
+
+    // The mounted template directory holds both engines, and they load with this configuration:
+    // the Job engine creates Jobs and reads their Pods, the kinds the Role is about.
+    let scratch = tempfile::tempdir()?;
+    materialize_volume(
+        &manifest,
+        scratch.path(),
+        "2025_01_01_00_00_00.1",
+        |_, text| text.to_owned(),
+    )?;
+    let mut config = config;
+    config.templates.dir = scratch.path().join("templates");
+    let engines = Engines::load(&config)?;
+    let job = engines.get("job").context("the job engine is not loaded")?;
+    assert_eq!(
+        (job.child().api_version.as_str(), job.child().kind.as_str()),
+        ("batch/v1", "Job")
+    );
+    let pods = job
+        .mapping
+        .grandchild_kind()
+        .context("the job engine reads no grandchildren")?;
+    assert_eq!(
+        (pods.api_version.as_str(), pods.kind.as_str()),
+        ("v1", "Pod")
+    );
+    assert!(engines.get(DEFAULT_ENGINE).is_some());
+    Ok(())
+}
+
+#[test]
+fn the_job_engine_component_has_no_wildcards_and_reads_pods_only() -> anyhow::Result<()> {
+    let manifest = Manifest::deploy_with(&["job-engine"])?;
+    let rules = every_rule(&manifest)?;
+    assert_no_wildcards(&rules);
+    for (group, resource, verb) in permissions(&rules) {
+        for forbidden in ["secrets", "configmaps", "serviceaccounts"] {
+            assert_ne!(resource, forbidden, "{group}/{resource} {verb}");
+        }
+        if resource.starts_with("pods") {
+            assert_eq!(resource, "pods", "a pod subresource: {verb}");
+            assert!(
+                ["get", "list", "watch"].contains(&verb.as_str()),
+                "pods {verb}"
+            );
+        }
     }
     Ok(())
 }

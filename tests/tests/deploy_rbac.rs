@@ -12,7 +12,15 @@
 //!    `pipelineruns`; the WorkflowExecution fails with reason `Forbidden`, a Warning Event says why,
 //!    and no PipelineRun exists.
 //!
-//! Both tests run the operator against the shared `kubernaut-workflows` namespace and take turns.
+//! 3. `the_job_engine_component_grants_jobs_and_read_only_pods_in_the_execution_namespace_only`:
+//!    `deploy/` alone grants the ServiceAccount nothing on Jobs or Pods anywhere; with the
+//!    `deploy/job-engine` component applied it may do exactly `get`, `list`, `watch`, `create`,
+//!    `patch`, `delete` on Jobs and `get`, `list`, `watch` on Pods (the kinds the shipped Job
+//!    engine creates and reads) in the execution namespace, and nothing on them elsewhere — asked
+//!    of the API server's authorizer for every verb, and shown by requests made with the
+//!    ServiceAccount's own token.
+//!
+//! The tests run against the shared `kubernaut-workflows` namespace and take turns.
 
 mod support;
 
@@ -22,19 +30,27 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use k8s_openapi::api::{
     admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     authentication::v1::SelfSubjectReview,
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    batch::v1::Job,
+    core::v1::Pod,
     events::v1::Event as EventV1,
     rbac::v1::{ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Api, Client, Config, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{
+        DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, PropagationPolicy,
+        WatchParams,
+    },
     config::{KubeConfigOptions, Kubeconfig},
+    core::GroupVersionKind,
 };
 use kubernaut_framework::runtime::ParentWatch;
+use kubernaut_framework::template::ChildKind;
 use kubernaut_test_harness::{
     ControlPlane,
     deploy::{self, GrantedRule, Manifest},
@@ -45,7 +61,9 @@ use kubernaut_test_harness::{
 use serde_json::json;
 use support::{Env, OperatorSetup, WAIT, eventually, status_of, wfe};
 use workflowexecution_operator::{
+    config::{DEFAULT_ENGINE, OperatorConfig},
     controller::FINALIZER,
+    engine::Engines,
     pipelinerun::pipeline_run_name,
     types::{FailureReason, Phase, SkipReason},
 };
@@ -686,5 +704,290 @@ async fn a_missing_verb_is_reported_not_swallowed() -> anyhow::Result<()> {
     env.wait_gone("denied").await?;
     env.stop_operator().await?;
     deploy::delete(&admin, &reduced_manifest).await?;
+    Ok(())
+}
+
+/// Every verb of the API server's authorizer on resources.
+const VERBS: [&str; 8] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// The verbs of [`VERBS`] the authorizer allows the ServiceAccount `sa` on `group/resource` in
+/// `namespace` (`None`: cluster-wide).
+async fn allowed_verbs(
+    admin: &Client,
+    sa: (&str, &str),
+    (group, resource): (&str, &str),
+    namespace: Option<&str>,
+) -> anyhow::Result<BTreeSet<&'static str>> {
+    let mut out = BTreeSet::new();
+    for verb in VERBS {
+        if allowed(admin, sa, (group, resource, verb), namespace).await? {
+            out.insert(verb);
+        }
+    }
+    Ok(out)
+}
+
+/// `(group, plural)` of `kind`, as the API server serves it.
+async fn resource_of(admin: &Client, kind: &ChildKind) -> anyhow::Result<(String, String)> {
+    let (group, version) = kind
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", kind.api_version.as_str()));
+    let gvk = GroupVersionKind::gvk(group, version, &kind.kind);
+    let (resource, _) = kube::discovery::pinned_kind(admin, &gvk)
+        .await
+        .with_context(|| format!("discovering {kind}"))?;
+    Ok((resource.group, resource.plural))
+}
+
+/// The HTTP status of a request's outcome: 200 when it succeeded, the API server's code when it
+/// refused.
+fn code<T>(result: Result<T, kube::Error>) -> anyhow::Result<u16> {
+    match result {
+        Ok(_) => Ok(200),
+        Err(kube::Error::Api(status)) => Ok(status.code),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A Job that never starts a pod (suspended), for the requests made as the ServiceAccount.
+fn probe_job(name: &str) -> anyhow::Result<Job> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "suspend": true,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "probe", "image": "registry.example.com/probe:1"}]
+            }}
+        }
+    }))?)
+}
+
+/// A Pod, for the creations refused to the ServiceAccount.
+fn probe_pod(name: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "probe", "image": "registry.example.com/probe:1"}]}
+    }))?)
+}
+
+#[tokio::test]
+async fn the_job_engine_component_grants_jobs_and_read_only_pods_in_the_execution_namespace_only()
+-> anyhow::Result<()> {
+    let _turn = TURN.lock().await;
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client().await?;
+    let sa = (SYSTEM, OPERATOR_SA);
+    let elsewhere = [Some(SYSTEM), Some("default"), None];
+
+    // The kinds the shipped Job engine creates (its child) and reads (its grandchildren), as
+    // resources.
+    let mut config = OperatorConfig::default();
+    config.templates.dir = support::templates_dir();
+    config.execution.engines = vec![DEFAULT_ENGINE.to_owned(), "job".to_owned()];
+    let engines = Engines::load(&config)?;
+    let job_engine = engines.get("job").context("the job engine")?;
+    let jobs = resource_of(&admin, job_engine.child()).await?;
+    let pods = resource_of(
+        &admin,
+        job_engine
+            .mapping
+            .grandchild_kind()
+            .context("the job engine reads no grandchildren")?,
+    )
+    .await?;
+    assert_eq!(jobs, ("batch".to_owned(), "jobs".to_owned()));
+    assert_eq!(pods, (String::new(), "pods".to_owned()));
+    let jobs = (jobs.0.as_str(), jobs.1.as_str());
+    let pods = (pods.0.as_str(), pods.1.as_str());
+
+    // deploy/ alone: nothing on Jobs or Pods, anywhere (asked once its own grants are in force).
+    let manifest = deployed(cp).await?;
+    wait_until_granted(&admin, sa, &manifest.rules_of(SYSTEM, OPERATOR_SA)?).await?;
+    for namespace in [Some(WORKFLOWS)].into_iter().chain(elsewhere) {
+        for resource in [jobs, pods] {
+            let verbs = allowed_verbs(&admin, sa, resource, namespace).await?;
+            assert!(
+                verbs.is_empty(),
+                "deploy/ alone allows {verbs:?} on {resource:?} in {namespace:?}"
+            );
+        }
+    }
+    let log = RequestLog::new();
+    let client = service_account_client(cp, SYSTEM, OPERATOR_SA, &log).await?;
+    let job_api: Api<Job> = Api::namespaced(client.clone(), WORKFLOWS);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), WORKFLOWS);
+    assert_eq!(code(job_api.list(&ListParams::default()).await)?, 403);
+    assert_eq!(code(pod_api.list(&ListParams::default()).await)?, 403);
+
+    // With deploy/job-engine: exactly the engine's verbs, in the execution namespace.
+    let with_jobs = Manifest::deploy_with(&["job-engine"])?;
+    deploy::apply(&admin, &with_jobs).await?;
+    wait_until_granted(&admin, sa, &with_jobs.rules_of(SYSTEM, OPERATOR_SA)?).await?;
+    assert_eq!(
+        allowed_verbs(&admin, sa, jobs, Some(WORKFLOWS)).await?,
+        BTreeSet::from(["get", "list", "watch", "create", "patch", "delete"])
+    );
+    assert_eq!(
+        allowed_verbs(&admin, sa, pods, Some(WORKFLOWS)).await?,
+        BTreeSet::from(["get", "list", "watch"])
+    );
+    // No subresource: not the Job's status, not the pods' logs, exec, eviction or status.
+    for resource in [
+        ("batch", "jobs/status"),
+        ("", "pods/log"),
+        ("", "pods/exec"),
+        ("", "pods/attach"),
+        ("", "pods/eviction"),
+        ("", "pods/status"),
+    ] {
+        let verbs = allowed_verbs(&admin, sa, resource, Some(WORKFLOWS)).await?;
+        assert!(verbs.is_empty(), "{verbs:?} on {resource:?}");
+    }
+    // Nothing on them in another namespace or cluster-wide.
+    for namespace in elsewhere {
+        for resource in [jobs, pods] {
+            let verbs = allowed_verbs(&admin, sa, resource, namespace).await?;
+            assert!(
+                verbs.is_empty(),
+                "the component allows {verbs:?} on {resource:?} in {namespace:?}"
+            );
+        }
+    }
+
+    // The same through requests made with the ServiceAccount's token: a Job's whole life in the
+    // execution namespace, as the engine lives it ...
+    let suffix: u32 = rand::random();
+    let name = format!("rbac-job-engine-{suffix:08x}");
+    assert_eq!(
+        code(
+            job_api
+                .create(&PostParams::default(), &probe_job(&name)?)
+                .await
+        )?,
+        200
+    );
+    assert_eq!(code(job_api.get(&name).await)?, 200);
+    assert_eq!(code(job_api.list(&ListParams::default()).await)?, 200);
+    assert_eq!(
+        code(job_api.watch(&WatchParams::default().timeout(1), "0").await)?,
+        200
+    );
+    assert_eq!(
+        code(
+            job_api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"suspend": true}})),
+                )
+                .await
+        )?,
+        200
+    );
+    // ... Pods read (a missing one is looked up, not refused), never created or deleted ...
+    assert_eq!(code(pod_api.get(&name).await)?, 404);
+    assert_eq!(code(pod_api.list(&ListParams::default()).await)?, 200);
+    assert_eq!(
+        code(pod_api.watch(&WatchParams::default().timeout(1), "0").await)?,
+        200
+    );
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    assert_eq!(
+        code(pod_api.create(&dry_run, &probe_pod(&name)?).await)?,
+        403
+    );
+    assert_eq!(
+        code(pod_api.delete(&name, &DeleteParams::default()).await)?,
+        403
+    );
+    // ... and nothing outside the execution namespace.
+    let system_jobs: Api<Job> = Api::namespaced(client.clone(), SYSTEM);
+    assert_eq!(code(system_jobs.list(&ListParams::default()).await)?, 403);
+    assert_eq!(
+        code(system_jobs.create(&dry_run, &probe_job(&name)?).await)?,
+        403
+    );
+    let system_pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    assert_eq!(code(system_pods.list(&ListParams::default()).await)?, 403);
+    assert_eq!(
+        code(
+            Api::<Job>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+        )?,
+        403
+    );
+    assert_eq!(
+        code(
+            Api::<Pod>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+        )?,
+        403
+    );
+    // Background: the local control plane runs no garbage collector to finish a Foreground one.
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    assert_eq!(code(job_api.delete(&name, &background).await)?, 200);
+
+    // Every request the ServiceAccount made was answered by the component's grants as asserted:
+    // each one allowed is permitted by a rule of deploy/ with the component.
+    let rules = with_jobs.rules_of(SYSTEM, OPERATOR_SA)?;
+    let outside: Vec<String> = log
+        .requests()
+        .iter()
+        .filter(|r| r.authorized() && r.resource.is_some())
+        .filter(|r| !rules.iter().any(|rule| rule.permits(r)))
+        .map(ApiRequest::describe)
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "allowed outside the rules: {outside:#?}"
+    );
+
+    // Leave deploy/ as the other tests expect it: without the component.
+    deploy::apply(&admin, &manifest).await?;
+    let added = Manifest {
+        objects: with_jobs
+            .objects
+            .iter()
+            .filter(|o| {
+                manifest
+                    .find(
+                        deploy::kind_of(o),
+                        o.metadata.namespace.as_deref(),
+                        &o.name_any(),
+                    )
+                    .is_none()
+            })
+            .cloned()
+            .collect(),
+    };
+    assert_eq!(
+        added.objects.len(),
+        2,
+        "the component's Role and RoleBinding"
+    );
+    deploy::delete(&admin, &added).await?;
     Ok(())
 }

@@ -121,6 +121,7 @@ fn workflow_execution(ns: &str, name: &str, image: &str, timeout: &str) -> Workf
                 timeout: Some(timeout.to_owned()),
                 service_account_name: None,
             }),
+            execution_engine: None,
         },
     );
     wfe.metadata.namespace = Some(ns.to_owned());

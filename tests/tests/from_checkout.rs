@@ -4,70 +4,40 @@
 //! WorkflowExecution completing.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::{Api, api::PostParams};
-use kubernaut_test_harness::{ControlPlane, checkout};
+use kubernaut_test_harness::{
+    ControlPlane,
+    checkout::{self, OperatorProcess, operator_binary},
+};
 use workflowexecution_operator::types::{Phase, WorkflowExecution};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `workflowexecution-operator` binary of this build (`cargo test --workspace` builds it next
-/// to the test binaries).
-fn operator_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
-    let binary = profile_dir.join("workflowexecution-operator");
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p workflowexecution-operator` (`make test` does)",
-        binary.display()
-    );
-    Ok(binary)
-}
-
-/// Ends the operator process when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_readme_walkthrough_completes_a_sample() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let _simulator = checkout::prepare(&cp, true).await?;
-    let log = cp.dir().join("operator.log");
-    let file = std::fs::File::create(&log)?;
-    let _operator = Running(
-        Command::new(operator_binary()?)
-            .args([
-                "run",
-                "--config",
-                "config/workflowexecution.yaml",
-                "--templates",
-                "templates/workflowexecution",
-            ])
-            .current_dir(repo())
-            .env_clear()
-            .env("KUBECONFIG", cp.kubeconfig_path())
-            // Free ports: the defaults (9090, 8081) may be taken on the machine running the test.
-            .env("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:0")
-            .env("WFE_CONTROLLER__HEALTHADDR", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()?,
-    );
+    let mut command = Command::new(operator_binary()?);
+    command
+        .args([
+            "run",
+            "--config",
+            "config/workflowexecution.yaml",
+            "--templates",
+            "templates/workflowexecution",
+        ])
+        .current_dir(repo())
+        .env_clear()
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        // Free ports: the defaults (9090, 8081) may be taken on the machine running the test.
+        .env("WFE_CONTROLLER__METRICSADDR", "127.0.0.1:0")
+        .env("WFE_CONTROLLER__HEALTHADDR", "127.0.0.1:0");
+    let operator = OperatorProcess::spawn(command, &cp.dir().join("operator.log"))?;
 
     // `kubectl apply -f config/samples/namespaced-deployment.yaml`
     let sample = std::fs::read_to_string(repo().join("config/samples/namespaced-deployment.yaml"))?;
@@ -94,7 +64,7 @@ async fn the_readme_walkthrough_completes_a_sample() -> anyhow::Result<()> {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "{namespace}/{name} is {phase:?}, not Completed; operator log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            operator.log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

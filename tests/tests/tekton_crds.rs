@@ -39,7 +39,7 @@ fn render(sample: &Path, bundle_service_account: Option<&str>) -> anyhow::Result
         Some(&repo().join("templates/workflowexecution")),
     )?;
     config.execution.bundle_service_account = bundle_service_account.map(str::to_string);
-    Ok(cli::render(sample, &config)?)
+    Ok(cli::render(sample, &config, None)?)
 }
 
 /// Creates `run` as `name` in `ns` and returns what the API server stored.

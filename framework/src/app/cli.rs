@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! NAME run [--config FILE] [--templates DIR]
-//! NAME render --INPUT FILE [--config FILE] [--templates DIR] [-o yaml|json]
+//! NAME render --INPUT FILE [--CHOICE NAME] [--config FILE] [--templates DIR] [-o yaml|json]
 //! NAME crd
 //! NAME check-config [--config FILE] [--templates DIR]
 //! NAME version
@@ -33,6 +33,18 @@ pub enum OutputFormat {
     Yaml,
     /// Pretty-printed JSON.
     Json,
+}
+
+/// An optional `render` flag choosing which of the operator's kinds of object to render for the
+/// input (the WorkflowExecution operator's `--engine NAME`): [`App::RENDER_CHOICE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderChoice {
+    /// The flag's long name (`engine` for `--engine NAME`).
+    pub long: &'static str,
+    /// The name of its value in the help (`NAME`).
+    pub value_name: &'static str,
+    /// Its help: what it chooses, and what is chosen without it.
+    pub help: &'static str,
 }
 
 /// Why a command failed.
@@ -184,33 +196,37 @@ pub fn command<A: App>() -> Command {
         )),
         None => templates.clone(),
     };
-    let render = Command::new("render")
-        .about(A::RENDER_ABOUT)
-        .arg(
-            Arg::new("input")
-                .long(A::RENDER_INPUT)
-                .value_name("FILE")
-                .value_parser(value_parser!(PathBuf))
-                .required(true)
-                .help(A::RENDER_INPUT_HELP),
-        )
-        .arg(config.clone())
-        .arg(templates.clone())
-        .arg(
-            Arg::new("output")
-                .short('o')
-                .long("output")
-                .value_name("OUTPUT")
-                .value_parser(PossibleValuesParser::new(["yaml", "json"]).map(|format| {
-                    if format == "json" {
-                        OutputFormat::Json
-                    } else {
-                        OutputFormat::Yaml
-                    }
-                }))
-                .default_value("yaml")
-                .help("Output format"),
+    let mut render = Command::new("render").about(A::RENDER_ABOUT).arg(
+        Arg::new("input")
+            .long(A::RENDER_INPUT)
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .required(true)
+            .help(A::RENDER_INPUT_HELP),
+    );
+    if let Some(choice) = A::RENDER_CHOICE {
+        render = render.arg(
+            Arg::new("choice")
+                .long(choice.long)
+                .value_name(choice.value_name)
+                .help(choice.help),
         );
+    }
+    let render = render.arg(config.clone()).arg(templates.clone()).arg(
+        Arg::new("output")
+            .short('o')
+            .long("output")
+            .value_name("OUTPUT")
+            .value_parser(PossibleValuesParser::new(["yaml", "json"]).map(|format| {
+                if format == "json" {
+                    OutputFormat::Json
+                } else {
+                    OutputFormat::Yaml
+                }
+            }))
+            .default_value("yaml")
+            .help("Output format"),
+    );
     Command::new(A::NAME)
         .version(A::VERSION)
         .about(A::ABOUT)
@@ -263,8 +279,11 @@ fn execute<A: App>(matches: &ArgMatches) -> Result<(), CommandError> {
                 .flatten()
                 .copied()
                 .unwrap_or_default();
+            // Absent unless the operator declares the flag (`App::RENDER_CHOICE`).
+            let choice = args.try_get_one::<String>("choice").ok().flatten();
             let config = load_config::<A::Config>(config.as_deref(), templates.as_deref())?;
-            let object = A::render(&input, &config).map_err(CommandError::app)?;
+            let object = A::render_choosing(&input, &config, choice.map(String::as_str))
+                .map_err(CommandError::app)?;
             print!("{}", format_object(&object, format)?);
             Ok(())
         }

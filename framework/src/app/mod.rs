@@ -15,8 +15,9 @@
 //!
 //! # Guarantees
 //!
-//! 1. The command line is the same for every operator (see [`cli`]): `run`, `render --INPUT FILE`,
-//!    `crd`, `check-config`, `version`; exit code 0 on success, 1 with `error: <causes>` on one
+//! 1. The command line is the same for every operator (see [`cli`]): `run`, `render --INPUT FILE`
+//!    (with `--CHOICE NAME` when the operator declares [`App::RENDER_CHOICE`]), `crd`,
+//!    `check-config`, `version`; exit code 0 on success, 1 with `error: <causes>` on one
 //!    stderr line when the command fails, 2 on bad usage.
 //! 2. Configuration is loaded in layers (compiled defaults, the file named by `--config` — which
 //!    must then exist — or else [`AppConfig::DEFAULT_FILE`] if present, the environment under
@@ -61,7 +62,7 @@ use crate::config::{self, ConfigError, ConfigStore, Validate};
 use crate::runtime::{ParentWatch, Running, RuntimeError};
 
 pub use cli::{
-    CheckReport, CommandError, OutputFormat, check_config, error_chain, error_report,
+    CheckReport, CommandError, OutputFormat, RenderChoice, check_config, error_chain, error_report,
     format_object, init_tracing, load_config, main, version,
 };
 pub use reload::{
@@ -167,12 +168,27 @@ pub trait App {
     const RENDER_INPUT_HELP: &'static str;
     /// The template directory in a source checkout, for `run --templates`'s help.
     const TEMPLATES_IN_CHECKOUT: Option<&'static str> = None;
+    /// A `render` flag choosing which of the operator's kinds of object to render (the
+    /// WorkflowExecution operator's `--engine NAME`); its value reaches
+    /// [`render_choosing`](Self::render_choosing). `None`: `render` has no such flag.
+    const RENDER_CHOICE: Option<RenderChoice> = None;
 
     /// What `crd` prints: the CustomResourceDefinition as YAML (see [`crate::yaml::to_string`]).
     fn crd_yaml() -> Result<String, Self::Error>;
 
     /// `render`: the object the operator would create for the parent in `input`, under `config`.
     fn render(input: &Path, config: &Self::Config) -> Result<serde_json::Value, Self::Error>;
+
+    /// `render` with the value of the [`RENDER_CHOICE`](Self::RENDER_CHOICE) flag, when given.
+    /// The default ignores `choice` and calls [`render`](Self::render).
+    fn render_choosing(
+        input: &Path,
+        config: &Self::Config,
+        choice: Option<&str>,
+    ) -> Result<serde_json::Value, Self::Error> {
+        let _ = choice;
+        Self::render(input, config)
+    }
 
     /// `check-config`: what the operator loads at start-up besides the configuration (templates,
     /// mappings…), loaded and checked as at start-up.
@@ -259,12 +275,26 @@ mod tests {
         const RENDER_ABOUT: &'static str = "Print the input";
         const RENDER_INPUT: &'static str = "thing";
         const RENDER_INPUT_HELP: &'static str = "The Thing (YAML or JSON)";
+        const RENDER_CHOICE: Option<RenderChoice> = Some(RenderChoice {
+            long: "flavour",
+            value_name: "NAME",
+            help: "The flavour of the Thing",
+        });
 
         fn crd_yaml() -> Result<String, TestError> {
             Ok(String::new())
         }
         fn render(input: &Path, _: &TestConfig) -> Result<serde_json::Value, TestError> {
             Ok(serde_json::json!({ "input": input }))
+        }
+        fn render_choosing(
+            input: &Path,
+            config: &TestConfig,
+            choice: Option<&str>,
+        ) -> Result<serde_json::Value, TestError> {
+            let mut object = Self::render(input, config)?;
+            object["flavour"] = serde_json::json!(choice);
+            Ok(object)
         }
         fn check(config: &TestConfig) -> Result<String, TestError> {
             Ok(format!("greeting: {}\n", config.greeting))
@@ -298,6 +328,46 @@ mod tests {
             args.get_one::<OutputFormat>("output"),
             Some(&OutputFormat::Json)
         );
+    }
+
+    /// The operator's `render` flag is on `render` only, optional, and its value reaches
+    /// `render_choosing`.
+    #[test]
+    fn render_takes_the_operators_choice_flag() {
+        let usage = cli::command::<TestApp>()
+            .try_get_matches_from(["test-operator", "render", "--thing", "x", "--flavour"])
+            .unwrap_err();
+        assert_eq!(usage.exit_code(), 2, "a value is required");
+        let help = cli::command::<TestApp>()
+            .find_subcommand_mut("render")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(help.contains("--flavour <NAME>"), "{help}");
+        assert!(help.contains("The flavour of the Thing"), "{help}");
+        let args = [
+            "test-operator",
+            "render",
+            "--thing",
+            "x",
+            "--flavour",
+            "mint",
+        ];
+        let matches = cli::command::<TestApp>()
+            .try_get_matches_from(args)
+            .unwrap();
+        let (_, render) = matches.subcommand().unwrap();
+        assert_eq!(
+            render.get_one::<String>("choice").map(String::as_str),
+            Some("mint")
+        );
+        let usage = cli::command::<TestApp>()
+            .try_get_matches_from(["test-operator", "check-config", "--flavour", "mint"])
+            .unwrap_err();
+        assert_eq!(usage.exit_code(), 2, "render's flag only");
+        let config = TestConfig::default();
+        let object = TestApp::render_choosing(Path::new("x"), &config, Some("mint")).unwrap();
+        assert_eq!(object, serde_json::json!({"input": "x", "flavour": "mint"}));
     }
 
     #[test]

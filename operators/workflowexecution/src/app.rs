@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kube::Client;
-use kubernaut_framework::app::{App, Started};
+use kubernaut_framework::app::{App, RenderChoice, Started};
 use kubernaut_framework::config::ConfigStore;
 use kubernaut_framework::runtime::ParentWatch;
 use serde_json::Value;
@@ -29,18 +29,32 @@ impl App for WorkflowExecutionApp {
     const ABOUT: &'static str =
         "Runs Kubernaut remediation workflows (WorkflowExecutions) as Tekton PipelineRuns";
     const CRD_ABOUT: &'static str = "Print the WorkflowExecution CustomResourceDefinition (YAML)";
-    const CHECK_ABOUT: &'static str = "Validate the configuration, the templates, the status mapping and the cancel file as the operator does at start-up (no cluster needed); exit code 0 if the operator would accept them, 1 (with the reason on stderr) if not";
-    const RENDER_ABOUT: &'static str = "Print the PipelineRun the operator would create for a WorkflowExecution (no cluster needed)";
+    const CHECK_ABOUT: &'static str = "Validate the configuration and every configured engine (its template, status mapping and cancel file) as the operator does at start-up (no cluster needed); exit code 0 if the operator would accept them, 1 (with the reason on stderr) if not";
+    const RENDER_ABOUT: &'static str = "Print the child (a PipelineRun, a Job …) the operator would create for a WorkflowExecution on its engine or the one --engine names (no cluster needed)";
     const RENDER_INPUT: &'static str = "wfe";
     const RENDER_INPUT_HELP: &'static str = "The WorkflowExecution (YAML or JSON)";
     const TEMPLATES_IN_CHECKOUT: Option<&'static str> = Some("templates/workflowexecution");
+    const RENDER_CHOICE: Option<RenderChoice> = Some(RenderChoice {
+        long: "engine",
+        value_name: "NAME",
+        help: "The engine to render with, one of execution.engines (default: the WorkflowExecution's spec.executionEngine, else execution.defaultEngine)",
+    });
 
     fn crd_yaml() -> Result<String, CliError> {
         Ok(crate::types::crd_yaml()?)
     }
 
     fn render(input: &Path, config: &OperatorConfig) -> Result<Value, CliError> {
-        cli::render(input, config)
+        cli::render(input, config, None)
+    }
+
+    /// `render --engine NAME`.
+    fn render_choosing(
+        input: &Path,
+        config: &OperatorConfig,
+        engine: Option<&str>,
+    ) -> Result<Value, CliError> {
+        cli::render(input, config, engine)
     }
 
     fn check(config: &OperatorConfig) -> Result<CheckReport, CliError> {

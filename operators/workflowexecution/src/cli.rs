@@ -69,6 +69,16 @@ pub enum CliError {
     /// An execution engine (its directory, status mapping or cancel file) failed to load.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// `render --engine` names an engine the configuration does not list.
+    #[error(
+        "engine {name:?} is not configured: execution.engines lists {configured} (add it there to render with it)"
+    )]
+    EngineNotConfigured {
+        /// The engine asked for.
+        name: String,
+        /// The configured engines, comma-separated.
+        configured: String,
+    },
 }
 
 /// Reads a WorkflowExecution from a YAML or JSON file.
@@ -113,9 +123,16 @@ pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliErro
     Ok(wfe)
 }
 
-/// Validates the WorkflowExecution in `wfe_file` and renders the PipelineRun the operator would
-/// create for it under `config` (templates from `config.templates.dir`).
-pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliError> {
+/// Validates the WorkflowExecution in `wfe_file` and renders the child the operator would create
+/// for it under `config` (templates from `config.templates.dir`): on `engine` when given (one of
+/// `execution.engines`: `render --engine NAME`), else on the engine the WorkflowExecution asks
+/// for (`spec.executionEngine`), else on the default engine. Every configured engine is loaded, as
+/// the operator loads them, so the template revision is the operator's.
+pub fn render(
+    wfe_file: &Path,
+    config: &OperatorConfig,
+    engine: Option<&str>,
+) -> Result<Value, CliError> {
     let wfe = read_workflow_execution(wfe_file)?;
     validate_spec(&wfe.spec, &config.execution).map_err(|errors| CliError::Invalid {
         path: wfe_file.to_path_buf(),
@@ -124,13 +141,21 @@ pub fn render(wfe_file: &Path, config: &OperatorConfig) -> Result<Value, CliErro
     })?;
     let dir = &config.templates.dir;
     let engines = Engines::load(config)?;
-    let engine = engines
-        .of(&wfe)
-        .or_else(|| engines.default_engine())
-        .ok_or_else(|| CliError::Templates {
-            dir: dir.clone(),
-            message: "no execution engine is configured".to_owned(),
-        })?;
+    let engine = match engine {
+        Some(name) => engines
+            .get(name)
+            .ok_or_else(|| CliError::EngineNotConfigured {
+                name: name.to_owned(),
+                configured: config.execution.engines.join(", "),
+            })?,
+        None => engines
+            .of(&wfe)
+            .or_else(|| engines.default_engine())
+            .ok_or_else(|| CliError::Templates {
+                dir: dir.clone(),
+                message: "no execution engine is configured".to_owned(),
+            })?,
+    };
     let templates =
         TemplateSet::load(dir, &engines.template_decls()).map_err(|e| CliError::Templates {
             dir: dir.clone(),

@@ -1099,4 +1099,60 @@ mod tests {
             assert_eq!(d.execution_time_before_failure.as_deref(), span);
         }
     }
+
+    /// Without a `grandchildren` section the mapping cannot say whether the work ran before the
+    /// child failed or went away: it counts as having run (an execution failure, which blocks the
+    /// target rather than re-running a workflow that may have changed it). While the child runs
+    /// nothing is claimed.
+    #[test]
+    fn a_failed_child_without_a_grandchildren_section_is_an_execution_failure() {
+        // The test engine whose child does the work itself: a ConfigMap whose `data.result`
+        // something else writes.
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/engines/configmap/status.yaml");
+        let mapping = StatusMapping::load(&file, &crate::templates::mapping_rules()).unwrap();
+        assert!(!mapping.reads_grandchildren());
+        let child = |data: Value| {
+            serde_json::json!({
+                "metadata": {"name": "wfe-1", "creationTimestamp": "2025-06-01T11:58:30Z"},
+                "data": data,
+            })
+        };
+        let failed = child(serde_json::json!({
+            "result": "failed", "reason": "ScriptFailed", "message": "exit status 3",
+            "completionTime": "2025-06-01T11:59:00Z",
+        }));
+        assert_eq!(mapping.phase(&failed), Some("Failed"));
+        let none = BTreeMap::new();
+        assert!(steps_ran(&mapping, &none));
+        let d = failure_details(&mapping, &context(), &failed, &none, now());
+        assert!(d.was_execution_failure);
+        assert_eq!(d.reason, FailureReason::TaskFailed);
+        assert_eq!(d.message, "exit status 3");
+        assert_eq!(d.failed_task_name, None);
+        assert_eq!(d.execution_time_before_failure.as_deref(), Some("30s"));
+        assert!(
+            d.natural_language_summary
+                .contains("the target may have been changed"),
+            "{}",
+            d.natural_language_summary
+        );
+        // Failed without a reason: still an execution failure, classified Unknown.
+        let bare = child(serde_json::json!({"result": "failed"}));
+        let d = failure_details(&mapping, &context(), &bare, &none, now());
+        assert!(d.was_execution_failure);
+        assert_eq!(d.reason, FailureReason::Unknown);
+        assert_eq!(d.message, "ConfigMap failed without a reason");
+        // Running: not claimed (unknown is not "started").
+        let running = child(serde_json::json!({"result": "started"}));
+        assert_eq!(mapping.phase(&running), Some("Running"));
+        assert_eq!(
+            observe_run(&mapping, &running, None)
+                .summary
+                .execution_started,
+            None
+        );
+        // A mapping with the section still decides by its `ran` rules: no TaskRun, no step.
+        assert!(!steps_ran(&self::mapping(), &none));
+    }
 }

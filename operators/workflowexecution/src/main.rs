@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! workflowexecution-operator run [--config FILE] [--templates DIR]
-//! workflowexecution-operator render --wfe FILE [--config FILE] [--templates DIR] [-o yaml|json]
+//! workflowexecution-operator render --wfe FILE [--engine NAME] [--config FILE] [--templates DIR]
+//!     [-o yaml|json]
 //! workflowexecution-operator crd
 //! workflowexecution-operator check-config [--config FILE] [--templates DIR]
 //! workflowexecution-operator version

@@ -175,8 +175,13 @@ pub fn observe(
 }
 
 /// Whether a step of any of `task_runs` ran, by the mapping's `grandchildren.ran` rules.
+///
+/// A mapping without a `grandchildren` section cannot tell whether the child's work ran before
+/// it failed or went away, so it counts as having run: the failure is an execution failure
+/// (`wasExecutionFailure: true`), which blocks the target until someone clears it rather than
+/// re-running a workflow that may have changed it.
 pub fn steps_ran(mapping: &StatusMapping, task_runs: &BTreeMap<String, Value>) -> bool {
-    task_runs.values().any(|tr| mapping.grandchild_ran(tr))
+    !mapping.reads_grandchildren() || task_runs.values().any(|tr| mapping.grandchild_ran(tr))
 }
 
 fn completed_task_count(

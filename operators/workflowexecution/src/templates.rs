@@ -103,8 +103,11 @@ pub fn mapping_rules() -> MappingRules {
             .iter()
             .map(|r| r.as_str().to_owned())
             .collect(),
-        // Whether a step of the run ran is read from its TaskRuns (`wasExecutionFailure`).
-        require_grandchildren: true,
+        // Optional: whether a step of the run ran is read from the grandchildren
+        // (`wasExecutionFailure`) when the mapping has the section; an engine whose child has no
+        // children of its own leaves it out, and a failed child of it is then an execution
+        // failure ([`crate::run_status::steps_ran`]).
+        require_grandchildren: false,
         required_fields: STATUS_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
     }
 }
@@ -308,6 +311,44 @@ mod tests {
             kube::api::PropagationPolicy::Foreground,
             "a Job holds the target's lock until its pods are gone"
         );
+    }
+
+    /// The test engine whose child does the work itself (a ConfigMap, no grandchildren) loads
+    /// with the operator's rules and renders the work into the ConfigMap's `data`.
+    #[test]
+    fn an_engine_without_grandchildren_loads_with_the_operators_rules() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engines");
+        let kind = ChildKind {
+            api_version: "v1".to_owned(),
+            kind: "ConfigMap".to_owned(),
+        };
+        let mapping =
+            StatusMapping::load(&dir.join("configmap/status.yaml"), &mapping_rules()).unwrap();
+        assert_eq!(mapping.child(), &kind);
+        assert!(!mapping.reads_grandchildren());
+        assert_eq!(mapping.grandchild_kind(), None);
+        CancelSpec::load(&dir.join("configmap/cancel.yaml"), &kind).unwrap();
+        let file = "configmap/configmap.yaml.j2";
+        let set = TemplateSet::load(&dir, &[template_decl(file, kind)]).unwrap();
+        let wfe = sample_workflow_execution();
+        let config_map = set
+            .render(file, &template_context(&wfe, &OperatorConfig::default()))
+            .unwrap();
+        assert_eq!(config_map["data"]["workflowId"], "restart-deployment");
+        assert_eq!(
+            config_map["data"]["param.REASON"],
+            wfe.spec.parameters["REASON"]
+        );
+        let phases = [
+            (json!({}), "Pending"),
+            (json!({"result": "started"}), "Running"),
+            (json!({"result": "succeeded"}), "Completed"),
+            (json!({"result": "failed"}), "Failed"),
+        ];
+        for (data, phase) in phases {
+            let child = json!({"metadata": {"name": "wfe-1"}, "data": data});
+            assert_eq!(mapping.phase(&child), Some(phase), "{data}");
+        }
     }
 
     /// A suspended (cancelled) Job reads as Failed once no pod of it is active or terminating,
@@ -696,6 +737,8 @@ mod tests {
                 "Unknown"
             ]
         );
+        // An engine without grandchildren loads: its failures count as execution failures.
+        assert!(!rules.require_grandchildren);
         // Run phases are WorkflowExecution phases too, except the operator-only Skipped.
         for phase in RUN_PHASES {
             assert!(Phase::ALL.iter().any(|p| p.as_str() == phase), "{phase}");

@@ -500,8 +500,10 @@ mod tests {
 
     #[test]
     fn an_engine_the_operator_does_not_run_is_refused_naming_the_field_and_the_engines() {
-        let mut execution = ExecutionSettings::default();
-        execution.engines = vec!["tekton".to_owned(), "job".to_owned()];
+        let execution = ExecutionSettings {
+            engines: vec!["tekton".to_owned(), "job".to_owned()],
+            ..ExecutionSettings::default()
+        };
         let ask = |engine: Option<&str>| WorkflowExecutionSpec {
             execution_engine: engine.map(str::to_owned),
             ..spec()

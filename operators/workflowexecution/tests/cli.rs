@@ -441,3 +441,194 @@ fn check_config_report_reads_back_in_yaml_1_1() {
         "ok (compiled defaults and environment)"
     );
 }
+
+/// A template directory with three engines: the shipped `tekton/` and `job/`, and the test
+/// engine `configmap/` (a ConfigMap child, no grandchildren); and a configuration listing them
+/// with `default` as the default engine.
+fn three_engines(default: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engines");
+    for (from, engine) in [
+        (self::templates(), "tekton"),
+        (self::templates(), "job"),
+        (fixture, "configmap"),
+    ] {
+        for entry in std::fs::read_dir(from.join(engine)).unwrap() {
+            let entry = entry.unwrap();
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            write(
+                &templates.join(engine),
+                entry.file_name().to_str().unwrap(),
+                &text,
+            );
+        }
+    }
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        &format!("execution:\n  engines: [tekton, job, configmap]\n  defaultEngine: {default}\n"),
+    );
+    (dir, templates, config)
+}
+
+/// `check-config` loads every configured engine (and only those) and reports each: its child
+/// kind, template, status mapping and cancel file; a fault in any engine's files fails it,
+/// naming the file.
+#[test]
+fn check_config_loads_and_reports_every_configured_engine() {
+    let (_dir, templates, config) = three_engines("job");
+    let t = templates.to_str().unwrap();
+    let c = config.to_str().unwrap();
+    let out = run(&["check-config", "--config", c, "--templates", t], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = yaml11::read(&String::from_utf8(out.stdout).unwrap());
+    for (engine, child, template) in [
+        (
+            "tekton",
+            "tekton.dev/v1, Kind=PipelineRun",
+            "pipelinerun.yaml.j2",
+        ),
+        ("job", "batch/v1, Kind=Job", "job.yaml.j2"),
+        ("configmap", "v1, Kind=ConfigMap", "configmap.yaml.j2"),
+    ] {
+        assert_eq!(
+            report[format!("engine {engine}").as_str()],
+            format!(
+                "ok ({child}: {engine}/{template}, {engine}/status.yaml, {engine}/cancel.yaml)"
+            )
+            .as_str(),
+            "{report}"
+        );
+    }
+
+    // Without the configuration only Tekton is configured: the other directories are not read.
+    let out = run(&["check-config", "--templates", t], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = yaml11::read(&String::from_utf8(out.stdout).unwrap());
+    assert!(report.get("engine tekton").is_some(), "{report}");
+    assert!(report.get("engine job").is_none(), "{report}");
+    assert!(report.get("engine configmap").is_none(), "{report}");
+
+    // A fault in any configured engine fails the check, naming its file: (engine, file, edit,
+    // what the error says).
+    type Fault = (
+        &'static str,
+        &'static str,
+        fn(String) -> String,
+        &'static [&'static str],
+    );
+    let cases: [Fault; 3] = [
+        (
+            "configmap",
+            "status.yaml",
+            |t| t.replacen("  startTime:", "  # startTime:", 1),
+            &["configmap/status.yaml", "missing `startTime`"],
+        ),
+        (
+            "job",
+            "cancel.yaml",
+            |t| t.replacen("finishGracePeriod: 1m", "finishGracePeriod: soon", 1),
+            &["job/cancel.yaml", "finishGracePeriod"],
+        ),
+        (
+            "configmap",
+            "configmap.yaml.j2",
+            |t| t.replacen("wfe.spec.targetResource", "wfe.spec.target", 1),
+            &["configmap/configmap.yaml.j2", "wfe.spec.target"],
+        ),
+    ];
+    for (engine, file, edit, fragments) in cases {
+        let (_dir, templates, config) = three_engines("tekton");
+        let path = templates.join(engine).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        let out = run(
+            &[
+                "check-config",
+                "--config",
+                config.to_str().unwrap(),
+                "--templates",
+                templates.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_fails_once(&out, fragments);
+    }
+
+    // A configured engine without a directory.
+    let out = run(
+        &["check-config", "--templates", t],
+        &[("WFE_EXECUTION__ENGINES", "[tekton, argo]")],
+    );
+    assert_fails_once(&out, &["engine \"argo\": reading ", "templates/argo:"]);
+}
+
+/// `render` renders with `--engine`, else the WorkflowExecution's `spec.executionEngine`, else
+/// the default engine; every child gets the operator's identity (the same lock name, whatever
+/// the engine) and the revision of the template set of every engine.
+#[test]
+fn render_uses_the_engine_asked_for_else_the_wfes_else_the_default() {
+    let (dir, templates, config) = three_engines("tekton");
+    let plain = write(dir.path(), "plain.yaml", &wfe("    A: a\n"));
+    let asks = write(
+        dir.path(),
+        "asks.yaml",
+        &(wfe("    A: a\n") + "  executionEngine: configmap\n"),
+    );
+    let render = |file: &Path, engine: Option<&str>| {
+        let mut args = vec![
+            "render",
+            "--wfe",
+            file.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+            "-o",
+            "json",
+        ];
+        args.extend(engine.iter().flat_map(|e| ["--engine", *e]));
+        run(&args, &[])
+    };
+    let cases = [
+        (&plain, None, "PipelineRun"),
+        (&plain, Some("job"), "Job"),
+        (&asks, None, "ConfigMap"),
+        (&asks, Some("job"), "Job"),
+        (&asks, Some("tekton"), "PipelineRun"),
+    ];
+    let mut revisions = Vec::new();
+    for (file, engine, kind) in cases {
+        let out = render(file, engine);
+        let child: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{engine:?}: {}", stderr(&out)));
+        assert_eq!(child["kind"], kind, "{file:?} {engine:?}");
+        assert_eq!(child["metadata"]["name"], "wfe-f3457dcc8fbcb6d9");
+        assert_eq!(child["metadata"]["namespace"], "kubernaut-workflows");
+        assert_eq!(
+            child["metadata"]["labels"]["kubernaut.ai/workflow-execution"],
+            "cli-test"
+        );
+        revisions.push(child["metadata"]["annotations"]["kubernaut.ai/template-revision"].clone());
+    }
+    revisions.dedup();
+    assert_eq!(revisions.len(), 1, "one template set: {revisions:?}");
+
+    assert_fails_once(
+        &render(&plain, Some("argo")),
+        &[
+            "engine \"argo\" is not configured",
+            "execution.engines lists tekton, job, configmap",
+        ],
+    );
+    let unknown = write(
+        dir.path(),
+        "unknown.yaml",
+        &(wfe("    A: a\n") + "  executionEngine: argo\n"),
+    );
+    assert_fails_once(
+        &render(&unknown, None),
+        &["spec.executionEngine", "\"argo\""],
+    );
+}

@@ -144,7 +144,8 @@ impl Pass<'_> {
                         )))?;
                     run_status::steps_ran(mapping, &task_runs)
                 }
-                None => false,
+                // Nothing can say the work did not start: it counts as started.
+                None => run_status::steps_ran(mapping, &BTreeMap::new()),
             };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let context = FailureContext::new(wfe, &self.config.execution);
