@@ -126,6 +126,11 @@ pub struct FailureContext {
     pub target: String,
     /// The service account the workflow ran as.
     pub service_account: String,
+    /// What the engine creates, as messages name it (`PipelineRun`; `run` when not known).
+    pub child_kind: String,
+    /// What carries the failure facts, as messages name it (`TaskRun`; `task` when not known or
+    /// when the engine has none).
+    pub grandchild_kind: String,
 }
 
 impl FailureContext {
@@ -143,7 +148,16 @@ impl FailureContext {
             version: wfe.spec.workflow_ref.version.clone(),
             target: wfe.spec.target_resource.clone(),
             service_account,
+            child_kind: "run".to_owned(),
+            grandchild_kind: "task".to_owned(),
         }
+    }
+
+    /// The context with the kind names of the engine whose status `mapping` reads.
+    pub fn reading(mut self, mapping: &StatusMapping) -> FailureContext {
+        self.child_kind = mapping.child().kind.clone();
+        self.grandchild_kind = grandchild_kind_name(mapping).to_owned();
+        self
     }
 }
 
@@ -151,7 +165,7 @@ impl FailureContext {
 fn grandchild_kind_name(mapping: &StatusMapping) -> &str {
     mapping
         .grandchild_kind()
-        .map_or("TaskRun", |kind| kind.kind.as_str())
+        .map_or("task", |kind| kind.kind.as_str())
 }
 
 /// The first TaskRun of the run (in its order, [`StatusMapping::grandchild_order`]: the run's
@@ -323,7 +337,8 @@ pub fn failure_details_remembered(
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0)
         .unwrap_or_else(|| mapping.grandchild_order(run, task_runs).len());
-    details.natural_language_summary = natural_language_summary(context, &details, total_tasks);
+    let context = context.clone().reading(mapping);
+    details.natural_language_summary = natural_language_summary(&context, &details, total_tasks);
     details
 }
 
@@ -400,7 +415,7 @@ pub fn natural_language_summary(
         format!("Error: {}", one_line(&details.message)),
     ];
     if let Some(task) = &details.failed_task_name {
-        let mut line = format!("Failed task: TaskRun {task:?}");
+        let mut line = format!("Failed task: {} {task:?}", context.grandchild_kind);
         if let Some(index) = details.failed_task_index {
             if total_tasks > 0 {
                 line.push_str(&format!(" (task {} of {total_tasks})", index + 1));
@@ -435,7 +450,7 @@ pub fn natural_language_summary(
     });
     lines.push(format!(
         "Recommendation: {}",
-        recommendation(details.reason, &context.service_account)
+        recommendation(details.reason, context)
     ));
     lines.join("\n")
 }
@@ -455,7 +470,8 @@ fn reason_explanation(reason: FailureReason) -> &'static str {
     }
 }
 
-fn recommendation(reason: FailureReason, service_account: &str) -> String {
+fn recommendation(reason: FailureReason, context: &FailureContext) -> String {
+    let service_account = &context.service_account;
     match reason {
         FailureReason::OomKilled => "raise the memory limit of the failing step (or reduce the data it processes) in the workflow bundle, then retry.".to_owned(),
         FailureReason::Forbidden => format!(
@@ -466,7 +482,10 @@ fn recommendation(reason: FailureReason, service_account: &str) -> String {
         FailureReason::ResourceExhausted => "free capacity or raise the ResourceQuota of the execution namespace, then retry.".to_owned(),
         FailureReason::ConfigurationError => "correct the WorkflowExecution spec (parameters, timeout, service account) or the workflow bundle reference; retrying unchanged will fail again.".to_owned(),
         FailureReason::TaskFailed => "read the failed step's logs to find out why it failed before retrying; the target may need manual inspection.".to_owned(),
-        FailureReason::Unknown => "inspect the PipelineRun and its TaskRuns for the cause before retrying.".to_owned(),
+        FailureReason::Unknown => format!(
+            "inspect the {} and its {}s for the cause before retrying.",
+            context.child_kind, context.grandchild_kind
+        ),
     }
 }
 

@@ -43,7 +43,8 @@ impl Pass<'_> {
     pub(super) fn fail(&self, wfe: &WorkflowExecution, cause: FailureCause) -> Outcome {
         let (details, completed_at, summary) = match cause {
             FailureCause::PreExecution(reason, message) => {
-                let context = FailureContext::new(wfe, &self.config.execution);
+                let context =
+                    FailureContext::new(wfe, &self.config.execution).reading(&self.engine.mapping);
                 let details = failure::pre_execution_failure(&context, reason, &message, self.now);
                 (details, None, None)
             }

@@ -480,7 +480,7 @@ pub(super) fn started(
         .get(pipelinerun::ANNOTATION_TEMPLATE_REVISION)
         .cloned()
         .or_else(|| Some(revision.to_string()));
-    let message = format!("PipelineRun {} created", run.name_any());
+    let message = format!("{} {} created", mapping.child().kind, run.name_any());
     let mut set = conditions(wfe, &mut status, now);
     set.set(
         ExecutionCondition::ExecutionCreated,
@@ -499,9 +499,13 @@ pub(super) fn started(
         running::observe_unfinished(wfe, &mut status, &observation, None, now);
     }
     let log = if created {
-        format!("PipelineRun {} created", run.name_any())
+        format!("{} {} created", mapping.child().kind, run.name_any())
     } else {
-        format!("adopted the existing PipelineRun {}", run.name_any())
+        format!(
+            "adopted the existing {} {}",
+            mapping.child().kind,
+            run.name_any()
+        )
     };
     Outcome::write(status, Action::requeue(SAFETY_RESYNC))
         .log(log)

@@ -148,7 +148,8 @@ impl Pass<'_> {
                 None => run_status::steps_ran(mapping, &BTreeMap::new()),
             };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
-        let context = FailureContext::new(wfe, &self.config.execution);
+        let context =
+            FailureContext::new(wfe, &self.config.execution).reading(&self.engine.mapping);
         let details = failure::run_deleted_failure(
             &context,
             &namespace,
@@ -194,7 +195,8 @@ impl Pass<'_> {
         if seen_started {
             summary.execution_started = Some(true);
         }
-        let context = FailureContext::new(wfe, &self.config.execution);
+        let context =
+            FailureContext::new(wfe, &self.config.execution).reading(&self.engine.mapping);
         let remembered = failure::Remembered {
             seen_started,
             held: wfe.status.as_ref().and_then(held_condition),
