@@ -104,24 +104,27 @@ impl Pass<'_> {
             }
             return Ok(Cleared::Other("Execution block"));
         }
-        // The failed WFE may be gone: its run still holds the block.
-        let runs = self.runs();
+        // The failed WFE may be gone: its run still holds the block, in the kind of whichever
+        // engine it ran on.
         let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
-        if let Some(run) = runs
-            .get_opt(&name)
-            .await
-            .map_err(kube_err(format!("reading PipelineRun {name}")))?
-            && pipelinerun::ExecutionBlock::of(&run).is_some()
-            && self
-                .current_owner(&pipelinerun::run_owner(&run))
-                .await?
-                .is_none()
-        {
-            lock::break_stale_with_policy(&runs, &run, self.engine.cancel.delete_propagation())
-                .await?;
-            return Ok(Cleared::Other(
-                "Execution block of a deleted WorkflowExecution",
-            ));
+        for engine in self.state().engines.iter() {
+            let runs = self.runs_of(engine);
+            if let Some(run) = runs
+                .get_opt(&name)
+                .await
+                .map_err(kube_err(format!("reading {} {name}", engine.child().kind)))?
+                && pipelinerun::ExecutionBlock::of(&run).is_some()
+                && self
+                    .current_owner(&pipelinerun::run_owner(&run))
+                    .await?
+                    .is_none()
+            {
+                lock::break_stale_with_policy(&runs, &run, engine.cancel.delete_propagation())
+                    .await?;
+                return Ok(Cleared::Other(
+                    "Execution block of a deleted WorkflowExecution",
+                ));
+            }
         }
         if let Some(carrier) = decide::most_recent_finished(&others)
             && decide::streak(carrier) > 0

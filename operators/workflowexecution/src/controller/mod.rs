@@ -388,6 +388,15 @@ impl Pass<'_> {
         )
     }
 
+    /// The children of `engine`'s kind in the configured `execution.namespace`.
+    fn runs_of(&self, engine: &Engine) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.ctx.client.clone(),
+            &self.config.execution.namespace,
+            &engine.child_resource,
+        )
+    }
+
     /// PipelineRuns in the configured `execution.namespace`.
     fn runs(&self) -> Api<DynamicObject> {
         self.runs_in(&self.config.execution.namespace)
