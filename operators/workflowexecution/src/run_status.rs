@@ -132,6 +132,11 @@ pub struct RunObservation {
     pub start_time: Option<Timestamp>,
     /// When the run finished.
     pub completion_time: Option<Timestamp>,
+    /// The run's kind, as messages name it (the mapping's `child`).
+    pub kind: String,
+    /// What carries its failure facts, as messages name it (the mapping's `grandchildren.child`;
+    /// `task` when it has none).
+    pub part: String,
 }
 
 /// Reads `run` through `mapping`; `task_runs` (by name), when given, supply `completedTasks`.
@@ -171,6 +176,10 @@ pub fn observe(
         summary,
         start_time: fields.start_time,
         completion_time: fields.completion_time,
+        kind: mapping.child().kind.clone(),
+        part: mapping
+            .grandchild_kind()
+            .map_or_else(|| "task".to_owned(), |k| k.kind.clone()),
     }
 }
 

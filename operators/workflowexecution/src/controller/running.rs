@@ -243,9 +243,12 @@ pub(super) fn unfinished(
             EventType::Warning,
             "ExecutionHeld",
             format!(
-                "{} ({}); the PipelineRun counts as running until it proceeds or times out",
-                held.message.as_deref().unwrap_or("a TaskRun is held back"),
-                held.result
+                "{} ({}); the {} counts as running until it proceeds or times out",
+                held.message
+                    .clone()
+                    .unwrap_or_else(|| format!("a {} is held back", observation.part)),
+                held.result,
+                observation.kind
             ),
         )
 }
@@ -277,14 +280,17 @@ pub(super) fn observe_unfinished(
             ExecutionCondition::ExecutionRunning,
             ConditionStatus::False,
             &held.result,
-            held.message.as_deref().unwrap_or("A TaskRun is held back"),
+            &held
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("A {} is held back", observation.part)),
         );
     } else if observation.phase == RunPhase::Running {
         set.set(
             ExecutionCondition::ExecutionRunning,
             ConditionStatus::True,
             "Running",
-            "The PipelineRun is running",
+            &format!("The {} is running", observation.kind),
         );
     }
 }

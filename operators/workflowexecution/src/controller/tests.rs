@@ -292,6 +292,8 @@ fn a_completed_run_resets_the_streak_and_holds_the_lock() {
         },
         start_time: Some(at(-59)),
         completion_time: Some(at(-30)),
+        kind: "PipelineRun".to_owned(),
+        part: "TaskRun".to_owned(),
     };
     let outcome = completed(&wfe(Phase::Running, true), &observation, &config, now());
     let written = status(&outcome);
@@ -324,6 +326,8 @@ fn a_held_task_run_is_reported_once() {
         summary: PipelineRunStatusSummary::default(),
         start_time: Some(at(-60)),
         completion_time: None,
+        kind: "PipelineRun".to_owned(),
+        part: "TaskRun".to_owned(),
     };
     let quota = Held {
         result: "ResourceExhausted".to_owned(),
