@@ -877,3 +877,28 @@ pub fn spawn_operator(
     end_with_test_binary(&child)?;
     Ok(child)
 }
+
+/// Polls `check` every 250 ms until it returns a value, for at most `within`; the error names
+/// `what` and the last error `check` returned. The end-to-end tests' one way of waiting.
+///
+/// # Errors
+/// `what` did not happen within `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::from("not checked yet");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not within {within:?} (last error: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

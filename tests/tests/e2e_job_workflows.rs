@@ -114,24 +114,12 @@ fn job_execution(
     wfe
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = String::from("none");
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what}: not within {WAIT:?} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    kubernaut_test_harness::e2e::eventually(what, WAIT, check).await
 }
 
 fn phase(wfe: &WorkflowExecution) -> Option<Phase> {

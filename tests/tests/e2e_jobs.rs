@@ -132,24 +132,12 @@ fn workflow_execution(ns: &str, name: &str, image: &str, timeout: &str) -> Workf
     wfe
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = String::from("not checked yet");
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what}: not within {WAIT:?} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    kubernaut_test_harness::e2e::eventually(what, WAIT, check).await
 }
 
 /// Renders the Job of `wfe` with the shipped template, as the operator renders a child: the

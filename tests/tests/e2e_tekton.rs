@@ -16,7 +16,7 @@
 
 use std::{path::PathBuf, process::Child, time::Duration};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, ResourceExt,
@@ -77,24 +77,12 @@ fn workflow_execution(ns: &str, name: &str, bundle: String) -> WorkflowExecution
     wfe
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last = String::from("not checked yet");
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what}: not within {WAIT:?} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    kubernaut_test_harness::e2e::eventually(what, WAIT, check).await
 }
 
 fn condition(object: &Value) -> (String, String) {
