@@ -28,6 +28,7 @@
 //! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
 //! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`] |
+//! | [`effect`] | a handler's Events, log lines, audit records and metric updates listed in its outcome and applied once, after its write, each through its sink (recorder, `tracing`, [`audit::Auditor`], the operator's metrics) | [`effect::Effect`], [`effect::Reporter`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | the [`condition`] module |
 //! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write stands aside | [`own_writes::OwnWrites`] |
 //! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
@@ -40,11 +41,13 @@
 //! | [`string_enum`](mod@string_enum) | closed sets of wire names declared once | [`string_enum!`](macro@string_enum) |
 //! | [`yaml`] | YAML that YAML 1.1 (kubectl) and 1.2 readers read back as the same value | [`yaml::to_string`] |
 //! | `testing` (feature `testing`) | call-sequence tests: a client over a scripted mock API server that checks each request's method and path and returns the bodies sent | `testing::Scenario` |
+//! | [`annotation`] | one annotation set or removed on exactly the object read, never on a replacement of the same name | [`annotation::annotate_exact`] |
 //! | [`glob`] | the one-wildcard patterns of classification rules and allowlists | [`glob::Glob`] |
 //!
 //! Every module's own documentation lists its guarantees, assumptions and caveats.
 #![deny(missing_docs)]
 
+pub mod annotation;
 pub mod app;
 pub mod audit;
 pub mod backoff;
@@ -53,6 +56,7 @@ pub mod condition;
 pub mod config;
 pub mod crd;
 pub mod duration;
+pub mod effect;
 pub mod finalizer;
 pub mod glob;
 pub mod lifecycle;

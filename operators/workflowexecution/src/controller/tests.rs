@@ -14,9 +14,9 @@ use kubernaut_framework::{
 };
 
 use super::{
-    Effect, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, SAFETY_RESYNC,
+    Effect, ExecutionCondition, MetricUpdate, Outcome, SAFETY_RESYNC,
     clearance::{Cleared, clearance},
-    failed::{Failure, failed},
+    failed::failed,
     pending::{refused_create, skipped, waiting},
     running::{completed, unfinished},
     terminal::hold_lock,
@@ -231,12 +231,15 @@ fn every_failure_ends_failed_through_one_path() {
             reason: Some("Failed".to_owned()),
             ..Default::default()
         });
-        let failure = Failure {
+        let outcome = failed(
+            &wfe,
             details,
             completed_at,
-            summary: summary.clone(),
-        };
-        let outcome = failed(&wfe, failure, &[], &config, now());
+            summary.clone(),
+            &[],
+            &config,
+            now(),
+        );
         let written = status(&outcome);
         assert_eq!(written.phase, Some(Phase::Failed), "{what}");
         assert_eq!(written.completion_time, Some(Time(completed_at)), "{what}");
