@@ -20,14 +20,14 @@
 //! | module | what it guarantees | entry point |
 //! |---|---|---|
 //! | [`app`] | one command line for every operator binary with fixed exit codes; configuration validated before anything runs and reloaded live, restart-only keys held back and named | [`app::main`], [`app::App`], [`app::AppConfig`] |
-//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] |
+//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] (its lookups: `child_api`, `cached_child`, `peers`) |
 //! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
 //! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load | [`status::StatusMapping`] |
 //! | [`lock`] | one child per key at a time: the child's deterministic name is the lock; release and stale-lock breaking delete exactly the child judged | [`lock::acquire`], [`lock::release`], [`lock::break_stale`] |
 //! | [`cancel`] | a running child cancelled on its parent's deletion by a declared merge patch, never twice; deletion waits a bounded grace period, then deletes with the declared propagation policy | [`cancel::CancelSpec`] |
 //! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
-//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`] |
+//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`], [`lifecycle::ReconcileError`] |
 //! | [`effect`] | a handler's Events, log lines, audit records and metric updates listed in its outcome and applied once, after its write, each through its sink (recorder, `tracing`, [`audit::Auditor`], the operator's metrics) | [`effect::Effect`], [`effect::Reporter`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | the [`condition`] module |
 //! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write stands aside | [`own_writes::OwnWrites`] |

@@ -300,34 +300,9 @@ pub async fn write_status<K: PhasedObject>(
     Ok(Some(written))
 }
 
-/// [`write_status`], then applies `effects` in order through `apply` — only when the write
-/// happened.
-///
-/// # Errors
-///
-/// As [`write_status`]; no effect is applied then.
-pub async fn write_with_effects<K, E>(
-    client: &Client,
-    own_writes: &OwnWrites<K>,
-    apply: &impl Effects<K, E>,
-    object: &K,
-    status: K::Status,
-    effects: Vec<E>,
-) -> Result<Option<K>, StatusError<PhaseOf<K>>>
-where
-    K: PhasedObject,
-{
-    let written = write_status(client, own_writes, object, status).await?;
-    if let Some(written) = &written {
-        for effect in effects {
-            apply.apply(written, effect);
-        }
-    }
-    Ok(written)
-}
-
-/// [`write_with_effects`] with `lifecycle`'s client, own writes and effects: for a write besides
-/// the handler's outcome, such as one to another object than the one reconciled.
+/// [`write_status`] with `lifecycle`'s client and own writes, then applies `effects` in order
+/// through `lifecycle` — only when the write happened. For a write besides a handler's outcome
+/// too, such as one to another object than the one reconciled.
 ///
 /// # Errors
 ///
@@ -343,24 +318,29 @@ where
     L: Lifecycle<K, E>,
 {
     let (client, own_writes) = (lifecycle.client(), lifecycle.own_writes());
-    write_with_effects(client, own_writes, lifecycle, object, status, effects).await
+    let written = write_status(client, own_writes, object, status).await?;
+    if let Some(written) = &written {
+        for effect in effects {
+            lifecycle.apply(written, effect);
+        }
+    }
+    Ok(written)
 }
 
-/// Commits a handler's `outcome` for `object`: writes its status (if any) and applies its
-/// effects when the write happened; returns its action.
+/// Commits a handler's `outcome` for `object`: [`write`]s its status (if any) with its effects;
+/// returns its action.
 ///
 /// # Errors
 ///
 /// As [`write_status`]; no effect is applied then.
-pub async fn commit<K, E>(
-    client: &Client,
-    own_writes: &OwnWrites<K>,
-    apply: &impl Effects<K, E>,
+pub async fn commit<K, E, L>(
+    lifecycle: &L,
     object: &K,
     outcome: Outcome<K::Status, E>,
 ) -> Result<Action, StatusError<PhaseOf<K>>>
 where
     K: PhasedObject,
+    L: Lifecycle<K, E>,
 {
     let Outcome {
         status,
@@ -368,7 +348,7 @@ where
         action,
     } = outcome;
     if let Some(status) = status {
-        write_with_effects(client, own_writes, apply, object, status, effects).await?;
+        write(lifecycle, object, status, effects).await?;
     }
     Ok(action)
 }
@@ -475,7 +455,7 @@ where
         }
     };
     let outcome = phase::dispatch(lifecycle, current, object.clone()).await?;
-    Ok(commit(client, own_writes, lifecycle, &*object, outcome).await?)
+    Ok(commit(lifecycle, &*object, outcome).await?)
 }
 
 #[cfg(test)]
@@ -602,17 +582,16 @@ mod tests {
     #[tokio::test]
     async fn an_unchanged_status_sends_no_request_and_applies_no_effect() {
         let (client, scenario) = Scenario::start(Vec::new());
+        let pass = pass(client);
         let current = job("7", Some(status(Stage::Running, "busy")));
-        let recorded = Recorded::default();
         let outcome =
             Outcome::write(status(Stage::Running, "busy"), Action::await_change()).with("announce");
-        let action = commit(&client, &OwnWrites::new(), &recorded, &current, outcome)
-            .await
-            .unwrap();
-        drop(client);
+        let action = commit(&pass, &current, outcome).await.unwrap();
+        let applied = pass.recorded.applied();
+        drop(pass);
         assert_eq!(action, Action::await_change());
         assert!(scenario.finish().await.bodies.is_empty());
-        assert!(recorded.applied().is_empty());
+        assert!(applied.is_empty());
     }
 
     #[tokio::test]
@@ -626,15 +605,16 @@ mod tests {
             200,
             to_json(&written),
         )]);
-        let own_writes = OwnWrites::new();
-        let recorded = Recorded::default();
+        let pass = pass(client);
         let outcome = Outcome::write(status(Stage::Running, "started"), Action::await_change())
             .with("first")
             .with("second");
-        commit(&client, &own_writes, &recorded, &current, outcome)
-            .await
-            .unwrap();
-        drop(client);
+        commit(&pass, &current, outcome).await.unwrap();
+        let (applied, recorded_as_replaced) = (
+            pass.recorded.applied(),
+            pass.own_writes.is_outdated(&current),
+        );
+        drop(pass);
         let served = scenario.finish().await;
         let sent = &served.bodies[0];
         assert_eq!(sent["metadata"]["resourceVersion"], "7");
@@ -647,12 +627,12 @@ mod tests {
             "managedFields are not sent back"
         );
         assert_eq!(
-            recorded.applied(),
+            applied,
             [("8".to_owned(), "first"), ("8".to_owned(), "second")],
             "effects follow the write, in order, about the object written"
         );
         assert!(
-            own_writes.is_outdated(&current),
+            recorded_as_replaced,
             "the version written from is recorded as replaced"
         );
     }
@@ -660,14 +640,13 @@ mod tests {
     #[tokio::test]
     async fn an_illegal_phase_change_is_refused_without_a_request() {
         let (client, scenario) = Scenario::start(Vec::new());
+        let pass = pass(client);
         let current = job("7", Some(status(Stage::Done, "")));
-        let recorded = Recorded::default();
         let outcome =
             Outcome::write(status(Stage::Running, ""), Action::await_change()).with("announce");
-        let error = commit(&client, &OwnWrites::new(), &recorded, &current, outcome)
-            .await
-            .unwrap_err();
-        drop(client);
+        let error = commit(&pass, &current, outcome).await.unwrap_err();
+        let applied = pass.recorded.applied();
+        drop(pass);
         assert!(
             matches!(
                 error,
@@ -679,7 +658,7 @@ mod tests {
             "{error}"
         );
         assert!(scenario.finish().await.bodies.is_empty());
-        assert!(recorded.applied().is_empty());
+        assert!(applied.is_empty());
     }
 
     #[tokio::test]
@@ -690,22 +669,23 @@ mod tests {
             409,
             status_body(409, "Conflict"),
         )]);
+        let pass = pass(client);
         let current = job("7", Some(status(Stage::Pending, "")));
-        let own_writes = OwnWrites::new();
-        let recorded = Recorded::default();
         let outcome =
             Outcome::write(status(Stage::Running, ""), Action::await_change()).with("announce");
-        let error = commit(&client, &own_writes, &recorded, &current, outcome)
-            .await
-            .unwrap_err();
-        drop(client);
+        let error = commit(&pass, &current, outcome).await.unwrap_err();
+        let (applied, recorded_as_replaced) = (
+            pass.recorded.applied(),
+            pass.own_writes.is_outdated(&current),
+        );
+        drop(pass);
         scenario.finish().await;
         assert!(
             matches!(&error, StatusError::Write { source: kube::Error::Api(s), .. } if s.code == 409),
             "{error}"
         );
-        assert!(recorded.applied().is_empty());
-        assert!(!own_writes.is_outdated(&current), "no write, no record");
+        assert!(applied.is_empty());
+        assert!(!recorded_as_replaced, "no write, no record");
     }
 
     #[derive(Debug, thiserror::Error)]

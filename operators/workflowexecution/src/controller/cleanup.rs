@@ -1,5 +1,5 @@
 //! Deletion: cancel a running run of ours and delete it once it has finished (or keep a failed
-//! one as the target's block), then drop the finalizer.
+//! one as the target's block); then `Cleanup::Done` has the framework drop the finalizer.
 
 use std::{sync::Arc, time::Duration};
 

@@ -11,7 +11,8 @@
 //! 4. `Completed`/`Failed` (`terminal`): hold the lock for the cooldown period, then release it
 //!    (delete the run only if its labels name this WFE); honour the block-clearing annotation
 //!    (`clearance`).
-//! 5. Deletion (`cleanup`): cancel a running run of ours, delete it, drop the finalizer.
+//! 5. Deletion (`cleanup`): cancel a running run of ours, delete it; then the framework drops
+//!    the finalizer.
 //!
 //! A phase handler returns an [`Outcome`]: the new status, the effects of reaching it (Events,
 //! audit records, metric updates, log lines) and when to look again. The status and the effects
@@ -168,21 +169,22 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
         .status
         .as_ref()
         .and_then(|s| s.execution_engine.as_deref());
-    if let Some(recorded) = recorded
-        && engines.get(recorded).is_none()
-    {
+    let engine = match (engines.of(&wfe), recorded) {
+        (Some(engine), _) => engine.clone(),
         // Its child is of that engine's kind: nothing here can read, cancel or release it.
         // Retried (with backoff) until the engine is configured again; nothing is lost.
-        return Err(Error::Invalid(format!(
-            "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
-            describe(&wfe)
-        )));
-    }
-    let engine = engines
-        .of(&wfe)
-        .or_else(|| engines.default_engine())
-        .cloned()
-        .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?;
+        (None, Some(recorded)) => {
+            return Err(Error::Invalid(format!(
+                "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
+                describe(&wfe)
+            )));
+        }
+        // The spec asks for an engine that is not configured: its validation fails it.
+        (None, None) => engines
+            .default_engine()
+            .cloned()
+            .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?,
+    };
     let pass = Pass {
         engine,
         config: ctx.data.config.current(),
