@@ -360,7 +360,6 @@ mod tests {
             .find(|f| f.name() == "test_audit_events_written_total")
             .map(|f| f.get_metric()[0].get_counter().value());
         assert_eq!(written, Some(1.0), "the log sink wrote the one record");
-        drop(reporter);
         drop(context);
         let served = scenario.finish().await;
         assert!(served.bodies.is_empty());
