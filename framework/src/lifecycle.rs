@@ -327,8 +327,8 @@ where
     Ok(written)
 }
 
-/// Commits a handler's `outcome` for `object`: [`write`]s its status (if any) with its effects;
-/// returns its action.
+/// Commits a handler's `outcome` for `object`: [`write`](fn@write)s its status (if any) with
+/// its effects; returns its action.
 ///
 /// # Errors
 ///
