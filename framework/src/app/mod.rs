@@ -70,8 +70,8 @@ pub use reload::{
 };
 pub use served::{NotServed, check_served, resource_of};
 pub use settings::{
-    ControllerSettings, DEFAULT_LEASE_NAMESPACE, TemplateSettings, check_positive,
-    listeners_collide, parent_watch_from_env,
+    ControllerSettings, DEFAULT_LEASE_NAMESPACE, TemplateSettings, check_at_least, check_each,
+    check_positive, listeners_collide, parent_watch_from_env,
 };
 
 /// An operator's configuration, as the process layer loads, overrides and reloads it.
@@ -134,6 +134,22 @@ impl<E: From<RuntimeError> + 'static> Started<E> {
         Started {
             shutdown: running.shutdown_token(),
             stopped: Box::pin(async move { running.wait().await.map_err(E::from) }),
+        }
+    }
+}
+
+impl<E: Send + 'static> Started<E> {
+    /// The same operator, `after` run once it has stopped and before [`stopped`](Self::stopped)
+    /// completes (flushing a buffer such as the audit sink's).
+    pub fn then(self, after: impl Future<Output = ()> + Send + 'static) -> Self {
+        let stopped = self.stopped;
+        Started {
+            shutdown: self.shutdown,
+            stopped: Box::pin(async move {
+                let result = stopped.await;
+                after.await;
+                result
+            }),
         }
     }
 }
