@@ -66,7 +66,8 @@ pub use cli::{
     format_object, init_tracing, load_config, main, version,
 };
 pub use reload::{
-    CONFIG_RELOAD_INTERVAL, ReloadReport, Reloader, changed_keys, load_file, restart_only_changes,
+    CONFIG_RELOAD_INTERVAL, ReloadReport, Reloader, changed_keys, keep_keys, load_file,
+    restart_only_changes,
 };
 pub use served::{NotServed, check_served, resource_of};
 pub use settings::{
@@ -88,8 +89,11 @@ pub trait AppConfig:
 
     /// The `templates` section, for the `--templates` override.
     fn templates_mut(&mut self) -> &mut TemplateSettings;
-    /// Sets every [restart-only key](Self::RESTART_ONLY) to `running`'s value.
-    fn keep_restart_only(&mut self, running: &Self);
+    /// Sets every [restart-only key](Self::RESTART_ONLY) to `running`'s value. The default
+    /// copies them through the serialized form ([`keep_keys`]).
+    fn keep_restart_only(&mut self, running: &Self) {
+        *self = keep_keys(self, running, Self::RESTART_ONLY);
+    }
 
     /// The compiled defaults, then `file` (if given; it must exist), then the environment,
     /// validated.
@@ -259,10 +263,6 @@ mod tests {
         const RESTART_ONLY: &'static [&'static str] = &["controller", "templates"];
         fn templates_mut(&mut self) -> &mut TemplateSettings {
             &mut self.templates
-        }
-        fn keep_restart_only(&mut self, running: &Self) {
-            self.controller = running.controller.clone();
-            self.templates = running.templates.clone();
         }
     }
 

@@ -96,15 +96,6 @@ impl AppConfig for OperatorConfig {
     fn templates_mut(&mut self) -> &mut TemplateSettings {
         &mut self.templates
     }
-
-    fn keep_restart_only(&mut self, running: &Self) {
-        self.execution.namespace = running.execution.namespace.clone();
-        self.execution.engines = running.execution.engines.clone();
-        self.execution.default_engine = running.execution.default_engine.clone();
-        self.templates = running.templates.clone();
-        self.audit = running.audit.clone();
-        self.controller = running.controller.clone();
-    }
 }
 
 /// `execution.*`: where and how PipelineRuns run.
