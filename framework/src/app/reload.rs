@@ -233,8 +233,10 @@ mod tests {
 
     #[test]
     fn kept_keys_take_the_running_values_and_nothing_else() {
-        let mut new = TestConfig::default();
-        new.greeting = "hello".to_owned();
+        let mut new = TestConfig {
+            greeting: "hello".to_owned(),
+            ..TestConfig::default()
+        };
         new.controller.concurrency = 2;
         new.templates.poll_interval = Duration::from_secs(1);
         let running = TestConfig::default();
