@@ -51,8 +51,9 @@ pub trait Action: Copy {
     fn outcome(self) -> AuditOutcome;
 }
 
-/// One audit record about one object, serialized as the envelope described in the [module
-/// documentation](self).
+/// One audit record about one object, serialized as Kubernaut's envelope: `event_type`,
+/// `event_timestamp`, `event_category`, `event_action`, `outcome`, `actor_type`, `actor_id`,
+/// `resource_type`, `resource_id`, `namespace`, `correlation_id`, `event_data`, in that order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord<A, D> {
     /// What happened: `event_type`, `event_action` and `outcome`.
