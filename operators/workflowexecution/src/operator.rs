@@ -11,7 +11,7 @@ use kube::{Client, api::ApiResource, core::GroupVersionKind};
 use kubernaut_framework::{
     app::{NotServed, check_served, resource_of},
     config::ConfigStore,
-    lock::NameGuards,
+    lock::Locks,
     own_writes::OwnWrites,
     runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
@@ -197,7 +197,7 @@ pub async fn start(
         auditor: auditor.clone(),
         metrics,
         own_writes: OwnWrites::new(),
-        lock_guards: NameGuards::default(),
+        locks: Locks::default(),
     };
     info!(
         namespace = %namespace,

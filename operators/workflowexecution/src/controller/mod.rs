@@ -36,6 +36,7 @@ mod calls;
 mod cleanup;
 mod clearance;
 mod failed;
+mod holder;
 mod outcome;
 mod pending;
 mod running;
@@ -59,7 +60,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     finalizer::FinalizerError,
     lifecycle::{self, Effects, Lifecycle, PhasedStatus, StatusError},
-    lock::{LockError, NameGuards},
+    lock::{LockError, Locks},
     own_writes::OwnWrites,
     phase::{self, PhaseHandlers},
     runtime::{Action, Context, MetricLabel},
@@ -137,9 +138,10 @@ pub struct State {
     /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
     /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
     pub own_writes: OwnWrites<WorkflowExecution>,
-    /// One guard per lock name held while the lock is checked across engine kinds and taken, so
-    /// that two executions on one target never create children of two kinds at once.
-    pub lock_guards: NameGuards,
+    /// The target locks this process takes (one guard per lock name while it is checked across
+    /// engine kinds and taken, so that two executions on one target never create children of
+    /// two kinds at once).
+    pub locks: Locks,
 }
 
 /// The reconcile context.
