@@ -399,11 +399,6 @@ impl Pass<'_> {
         )
     }
 
-    /// PipelineRuns in the configured `execution.namespace`.
-    fn runs(&self) -> Api<DynamicObject> {
-        self.runs_in(&self.config.execution.namespace)
-    }
-
     fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
         self.ctx.children.get(
             &ObjectRef::new_with(&run_ref.name, self.engine.child_resource.clone())
