@@ -68,24 +68,25 @@ const NAME: &str = "lock-0123456789abcdef";
 const RUNS: &str = "/apis/tekton.dev/v1/namespaces/work/pipelineruns";
 const JOBS: &str = "/apis/batch/v1/namespaces/work/jobs";
 
-fn run_kind() -> LockKind {
+fn lock_kind(group: &str, kind: &str, plural: &str, propagation: PropagationPolicy) -> LockKind {
+    let gvk = GroupVersionKind::gvk(group, "v1", kind);
     LockKind {
-        resource: ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
-            "pipelineruns",
-        ),
-        propagation: PropagationPolicy::Background,
+        resource: ApiResource::from_gvk_with_plural(&gvk, plural),
+        propagation,
     }
 }
 
+fn run_kind() -> LockKind {
+    lock_kind(
+        "tekton.dev",
+        "PipelineRun",
+        "pipelineruns",
+        PropagationPolicy::Background,
+    )
+}
+
 fn job_kind() -> LockKind {
-    LockKind {
-        resource: ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("batch", "v1", "Job"),
-            "jobs",
-        ),
-        propagation: PropagationPolicy::Foreground,
-    }
+    lock_kind("batch", "Job", "jobs", PropagationPolicy::Foreground)
 }
 
 fn item(collection: &str) -> String {

@@ -216,18 +216,22 @@ fn script<const N: usize>(parts: [Vec<Exchange>; N]) -> Vec<Exchange> {
     parts.into_iter().flatten().collect()
 }
 
+/// One reconcile of the sample WFE in `Pending` with `cached_runs` in the cache: `steps`, then
+/// its status write, answered as written in `phase`.
+async fn pending_pass(
+    cached_runs: &[DynamicObject],
+    steps: Vec<Exchange>,
+    phase: Phase,
+) -> (Result<Action, super::Error>, Served) {
+    let pending = wfe(Phase::Pending);
+    let write = status_write(&pending, phase);
+    run(pending, cached_runs, script([steps, vec![write]])).await
+}
+
 #[tokio::test]
 async fn acquire_creates_the_pipelinerun_labelled_for_this_execution_then_writes_running() {
-    let pending = wfe(Phase::Pending);
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        vec![
-            Exchange::new("POST", RUNS, 201, ours()),
-            status_write(&pending, Phase::Running),
-        ],
-    )
-    .await;
+    let created = vec![Exchange::new("POST", RUNS, 201, ours())];
+    let (result, served) = pending_pass(&[], created, Phase::Running).await;
     assert_eq!(result.unwrap(), Action::requeue(super::SAFETY_RESYNC));
     let created = &served.bodies[0];
     assert_eq!(created["metadata"]["name"], wfe_run_name().as_str());
@@ -239,7 +243,7 @@ async fn acquire_creates_the_pipelinerun_labelled_for_this_execution_then_writes
     assert_eq!(labels["kubernaut.ai/source-namespace"], "kubernaut-system");
     assert_eq!(
         labels[LABEL_WORKFLOW_EXECUTION_UID],
-        pending.uid().unwrap().as_str()
+        wfe(Phase::Pending).uid().unwrap().as_str()
     );
     let status = &served.bodies[1];
     assert_eq!(status["metadata"]["resourceVersion"], "10");
@@ -253,16 +257,7 @@ async fn acquire_creates_the_pipelinerun_labelled_for_this_execution_then_writes
 
 #[tokio::test]
 async fn acquire_adopts_an_existing_run_labelled_for_this_execution() {
-    let pending = wfe(Phase::Pending);
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        script([
-            create_conflict(ours()).into(),
-            vec![status_write(&pending, Phase::Running)],
-        ]),
-    )
-    .await;
+    let (result, served) = pending_pass(&[], create_conflict(ours()).into(), Phase::Running).await;
     result.unwrap();
     assert_eq!(served.bodies[2]["status"]["phase"], "Running");
     assert_eq!(
@@ -273,23 +268,20 @@ async fn acquire_adopts_an_existing_run_labelled_for_this_execution() {
 
 #[tokio::test]
 async fn acquire_reports_a_running_run_of_another_execution_as_busy() {
-    let pending = wfe(Phase::Pending);
     let mut holder = wfe(Phase::Running);
     holder.metadata.name = Some("other".into());
     holder.metadata.uid = Some("other-uid".into());
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        script([
-            create_conflict(lock_run("other", "other-uid", None)).into(),
-            // The holder is not in the cache: its existence is confirmed with the API server.
-            vec![
-                Exchange::new("GET", format!("{WFES}/other"), 200, to_value(&holder)),
-                status_write(&pending, Phase::Skipped),
-            ],
-        ]),
-    )
-    .await;
+    let steps = script([
+        create_conflict(lock_run("other", "other-uid", None)).into(),
+        // The holder is not in the cache: its existence is confirmed with the API server.
+        vec![Exchange::new(
+            "GET",
+            format!("{WFES}/other"),
+            200,
+            to_value(&holder),
+        )],
+    ]);
+    let (result, served) = pending_pass(&[], steps, Phase::Skipped).await;
     result.unwrap();
     let status = &served.bodies[3]["status"];
     assert_eq!(status["phase"], "Skipped");
@@ -400,27 +392,17 @@ async fn cancel_deletes_the_run_after_the_grace_period_then_drops_the_finalizer(
 
 #[tokio::test]
 async fn acquire_breaks_the_stale_lock_of_a_deleted_execution_then_creates_its_own() {
-    let pending = wfe(Phase::Pending);
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        script([
-            create_conflict(lock_run("gone", "gone-uid", None)).into(),
-            vec![
-                // Not in the cache, and not on the API server either: the holder is gone.
-                Exchange::new(
-                    "GET",
-                    format!("{WFES}/gone"),
-                    404,
-                    status_body(404, "NotFound"),
-                ),
-                delete_run(),
-                Exchange::new("POST", RUNS, 201, ours()),
-                status_write(&pending, Phase::Running),
-            ],
-        ]),
-    )
-    .await;
+    let gone = status_body(404, "NotFound");
+    let steps = script([
+        create_conflict(lock_run("gone", "gone-uid", None)).into(),
+        vec![
+            // Not in the cache, and not on the API server either: the holder is gone.
+            Exchange::new("GET", format!("{WFES}/gone"), 404, gone),
+            delete_run(),
+            Exchange::new("POST", RUNS, 201, ours()),
+        ],
+    ]);
+    let (result, served) = pending_pass(&[], steps, Phase::Running).await;
     result.unwrap();
     assert_eq!(
         served.bodies[3]["preconditions"]["uid"], "run-uid",
@@ -431,15 +413,9 @@ async fn acquire_breaks_the_stale_lock_of_a_deleted_execution_then_creates_its_o
 
 #[tokio::test]
 async fn acquire_waits_without_a_request_while_another_executions_run_is_being_deleted() {
-    let pending = wfe(Phase::Pending);
     let mut going = lock_run("other", "other-uid", None);
     going["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-    let (result, served) = run(
-        pending.clone(),
-        &[dynamic(going)],
-        vec![status_write(&pending, Phase::Pending)],
-    )
-    .await;
+    let (result, served) = pending_pass(&[dynamic(going)], Vec::new(), Phase::Pending).await;
     assert_eq!(
         result.unwrap(),
         Action::requeue(std::time::Duration::from_secs(2))
@@ -457,16 +433,13 @@ async fn acquire_waits_without_a_request_while_another_executions_run_is_being_d
 
 #[tokio::test]
 async fn acquire_fails_before_execution_when_the_create_is_forbidden() {
-    let pending = wfe(Phase::Pending);
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        vec![
-            Exchange::new("POST", RUNS, 403, status_body(403, "forbidden")),
-            status_write(&pending, Phase::Failed),
-        ],
-    )
-    .await;
+    let refused = vec![Exchange::new(
+        "POST",
+        RUNS,
+        403,
+        status_body(403, "forbidden"),
+    )];
+    let (result, served) = pending_pass(&[], refused, Phase::Failed).await;
     result.unwrap();
     let status = &served.bodies[1]["status"];
     assert_eq!(status["phase"], "Failed");

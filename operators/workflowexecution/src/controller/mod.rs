@@ -36,10 +36,10 @@ mod calls;
 mod cleanup;
 mod clearance;
 mod failed;
-mod holder;
 mod outcome;
 mod pending;
 mod running;
+mod target_lock;
 mod terminal;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! `Pending`: validate, decide from the store whether the target is free, render and create the
 //! PipelineRun (the lock) — or adopt it, wait for a previous one, skip, or fail before execution.
-//! The lock itself is the framework's ([`Locks::claim`]); what its holder means for a
-//! WorkflowExecution is `holder`'s.
+//! The lock itself is the framework's (`Locks::claim`); the WorkflowExecution's side of it is
+//! `target_lock`'s.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,21 +9,17 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
-    condition::ConditionStatus,
-    lock::{Claim, ClaimRequest, LockError, LockKind, Locks, Refusal},
-    runtime::Action,
-    status::StatusMapping,
+    condition::ConditionStatus, lock::Claim, runtime::Action, status::StatusMapping,
 };
 
 use super::{
     Error, ExecutionCondition, Outcome, OutcomeExt as _, Pass, SAFETY_RESYNC, conditions,
-    failed::FailureCause, holder, running,
+    failed::FailureCause, running, target_lock,
 };
 use crate::{
     audit::AuditAction,
     config::OperatorConfig,
     decide::{self, Decision},
-    engine::Engine,
     pipelinerun,
     run_status::{self, RunPhase},
     types::{FailureReason, Phase, PipelineRunRef, SkipDetails, WorkflowExecution},
@@ -64,14 +60,16 @@ impl Pass<'_> {
                 start(&run, true)
             }
             Claim::Adopted(run) => start(&run, false),
-            Claim::Releasing(run) => waiting(&wfe, &holder::waiting_message(&run), now),
+            Claim::Releasing(run) => waiting(&wfe, &target_lock::waiting_message(&run), now),
             Claim::Blocked { child, holder } => {
-                let details = holder::blocked_by_run(&wfe, &child, holder.as_deref(), now);
+                let details = target_lock::blocked_by_run(&wfe, &child, holder.as_deref(), now);
                 skipped(&wfe, details, now)
             }
-            Claim::Busy { child, holder } => {
-                skipped(&wfe, holder::busy_details(&wfe, &child, &holder, now), now)
-            }
+            Claim::Busy { child, holder } => skipped(
+                &wfe,
+                target_lock::busy_details(&wfe, &child, &holder, now),
+                now,
+            ),
             Claim::BrokeStale { kind, .. } => {
                 let message = format!(
                     "the lock {} {name} of a finished execution was released; deciding again shortly",
@@ -90,7 +88,7 @@ impl Pass<'_> {
                 ..
             } => {
                 let message = format!("creating PipelineRun {object} was refused: {message}");
-                fail(failure_reason(refusal), message)
+                fail(target_lock::failure_reason(refusal), message)
             }
         })
     }
@@ -116,59 +114,13 @@ impl Pass<'_> {
             });
         Ok(rendered.map(|run| (run, templates.revision().to_owned())))
     }
-
-    /// Claims the lock with `run`: in this engine's kind, checked in every engine's kind (they
-    /// share the lock name), with what a holder means for a WFE decided by `holder`.
-    async fn claim_run(
-        &self,
-        wfe: &WorkflowExecution,
-        run: DynamicObject,
-    ) -> Result<Claim<Arc<WorkflowExecution>>, LockError> {
-        let namespace = &self.config.execution.namespace;
-        let lock = PipelineRunRef {
-            name: run.name_any(),
-            namespace: namespace.clone(),
-        };
-        // While the previous run is still being deleted, the cache says so without an API call
-        // (this is re-checked every few seconds for as long as a foreign finalizer holds it).
-        let cached = self.cached_run(&lock);
-        let request = ClaimRequest {
-            client: &self.ctx.client,
-            namespace,
-            kind: lock_kind(&self.engine),
-            others: self.state().engines.iter().map(|e| lock_kind(e)).collect(),
-            child: run,
-            owner: &pipelinerun::owner(wfe),
-            cached: cached.as_deref(),
-        };
-        let locks: &Locks = &self.state().locks;
-        locks.claim(request, self).await
-    }
-}
-
-/// The kind of `engine`'s children as a lock kind: a stale one is deleted as its cancel file
-/// says.
-fn lock_kind(engine: &Engine) -> LockKind {
-    LockKind {
-        resource: engine.child_resource.clone(),
-        propagation: engine.cancel.delete_propagation(),
-    }
-}
-
-/// The failure reason of a create refused for good.
-fn failure_reason(refusal: Refusal) -> FailureReason {
-    match refusal {
-        Refusal::Quota => FailureReason::ResourceExhausted,
-        Refusal::Forbidden => FailureReason::Forbidden,
-        Refusal::Invalid => FailureReason::ConfigurationError,
-    }
 }
 
 /// The failure reason of a create the API server refused for good (a quota, RBAC, an invalid or
 /// too large object); `None` when retrying may help.
 #[cfg(test)]
 pub(super) fn refused_create(code: u16, message: &str) -> Option<FailureReason> {
-    Refusal::of(code, message).map(failure_reason)
+    kubernaut_framework::lock::Refusal::of(code, message).map(target_lock::failure_reason)
 }
 
 /// Stay `Pending` until the previous run is gone: a condition says why, written once.

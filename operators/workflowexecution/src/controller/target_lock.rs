@@ -1,21 +1,27 @@
-//! What the holder of a target's lock means for a WorkflowExecution: the WorkflowExecution's
-//! side of the framework's [`Tenancy`] (who holds a run, whether it blocks the target, when its
-//! holder is done with it) and the skip details and waiting message a held lock gives.
+//! The target's lock, the WorkflowExecution's side of it: how a Pending WorkflowExecution claims
+//! it with the framework's `Locks::claim` (its run, in its engine's kind, checked in every
+//! engine's kind), what the holder of a run means ([`Tenancy`]: who holds it, whether it blocks
+//! the target, when its holder is done with it), and the skip details, waiting message and
+//! failure reason a claim gives.
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt, api::DynamicObject, runtime::reflector::ObjectRef};
-use kubernaut_framework::lock::{LockError, Tenancy, hold_over};
+use kubernaut_framework::lock::{
+    Claim, ClaimRequest, LockError, LockKind, Refusal, Tenancy, hold_over,
+};
 
 use super::{CLEAR_BLOCK_ANNOTATION, Pass, describe};
 use crate::{
     config::OperatorConfig,
     decide,
+    engine::Engine,
     pipelinerun::{self, ExecutionBlock},
     types::{
-        ConflictingWorkflow, Phase, RecentRemediation, SkipDetails, SkipReason, WorkflowExecution,
+        ConflictingWorkflow, FailureReason, Phase, PipelineRunRef, RecentRemediation, SkipDetails,
+        SkipReason, WorkflowExecution,
     },
 };
 
@@ -44,6 +50,34 @@ impl Tenancy for Pass<'_> {
 }
 
 impl Pass<'_> {
+    /// Claims the target's lock for `wfe` with `run`: created in this engine's kind, checked in
+    /// every engine's kind (they share the lock name), a holder judged by this pass's
+    /// [`Tenancy`].
+    pub(super) async fn claim_run(
+        &self,
+        wfe: &WorkflowExecution,
+        run: DynamicObject,
+    ) -> Result<Claim<Arc<WorkflowExecution>>, LockError> {
+        let namespace = &self.config.execution.namespace;
+        let lock = PipelineRunRef {
+            name: run.name_any(),
+            namespace: namespace.clone(),
+        };
+        // While the previous run is still being deleted, the cache says so without an API call
+        // (this is re-checked every few seconds for as long as a foreign finalizer holds it).
+        let cached = self.cached_run(&lock);
+        let request = ClaimRequest {
+            client: &self.ctx.client,
+            namespace,
+            kind: lock_kind(&self.engine),
+            others: self.state().engines.iter().map(|e| lock_kind(e)).collect(),
+            child: run,
+            owner: &pipelinerun::owner(wfe),
+            cached: cached.as_deref(),
+        };
+        self.state().locks.claim(request, self).await
+    }
+
     /// The WorkflowExecution a run names, if it still exists *as that instance* (same uid). The
     /// store answers; a miss is confirmed with the API server, since the store can lag.
     pub(super) async fn current_owner(
@@ -70,6 +104,24 @@ impl Pass<'_> {
                 source,
             })?;
         Ok(live.filter(|w| same_instance(w)).map(Arc::new))
+    }
+}
+
+/// The kind of `engine`'s children as a lock kind: a stale one is deleted as its cancel file
+/// says.
+fn lock_kind(engine: &Engine) -> LockKind {
+    LockKind {
+        resource: engine.child_resource.clone(),
+        propagation: engine.cancel.delete_propagation(),
+    }
+}
+
+/// The failure reason of a create refused for good.
+pub(super) fn failure_reason(refusal: Refusal) -> FailureReason {
+    match refusal {
+        Refusal::Quota => FailureReason::ResourceExhausted,
+        Refusal::Forbidden => FailureReason::Forbidden,
+        Refusal::Invalid => FailureReason::ConfigurationError,
     }
 }
 
