@@ -11,7 +11,7 @@ use kube::Client;
 use kubernaut_framework::{
     app::{NotServed, resource_of},
     config::ConfigStore,
-    lock::NameGuards,
+    lock::Locks,
     own_writes::OwnWrites,
     runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
@@ -169,7 +169,7 @@ pub async fn start(
         auditor: auditor.clone(),
         metrics,
         own_writes: OwnWrites::new(),
-        lock_guards: NameGuards::default(),
+        locks: Locks::default(),
     };
     info!(
         namespace = %namespace,
