@@ -29,7 +29,7 @@
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
 //! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | the [`condition`] module |
-//! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write stands aside | [`own_writes::OwnWrites`] |
+//! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write waits for the newer one (in the runtime) or stands aside | [`own_writes::OwnWrites`] |
 //! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
 //! | [`config`] | layered configuration (defaults, file, environment) with errors naming key and layer; live reload keeping the last good value | [`config::load`], [`config::ConfigStore`] |
 //! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |

@@ -187,7 +187,10 @@ pub async fn start(
     // its failure facts (`grandchildren.child`).
     check_kinds(&client, &engines).await?;
     let namespace = &current.execution.namespace;
-    let operator = runtime(client, settings, parents, namespace, &engines, store);
+    // The reconciler records its writes here; the runtime waits for their watch events.
+    let own_writes = OwnWrites::new();
+    let operator = runtime(client, settings, parents, namespace, &engines, store)
+        .own_writes(own_writes.clone());
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
     let auditor = audit::start(&current.audit, &registry)?;
@@ -196,7 +199,7 @@ pub async fn start(
         engines,
         auditor: auditor.clone(),
         metrics,
-        own_writes: OwnWrites::new(),
+        own_writes,
         lock_guards: NameGuards::default(),
     };
     info!(
