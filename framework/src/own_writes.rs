@@ -290,7 +290,10 @@ mod tests {
         own.record(&cm("a", Some("1")), &cm("a", Some("2")));
         assert!(runtime_copy.is_outdated(&cm("a", Some("1"))));
         assert!(!runtime_copy.is_outdated(&cm("a", Some("2"))));
-        assert!(own.is_empty(), "a current copy seen through one clone clears both");
+        assert!(
+            own.is_empty(),
+            "a current copy seen through one clone clears both"
+        );
     }
 
     #[test]

@@ -68,7 +68,10 @@ fn step_of(cm: &ConfigMap) -> usize {
 
 /// One step: stand aside on a copy our own write replaced (as `lifecycle::reconcile` does);
 /// else touch the child, then write the next step with the resourceVersion read.
-async fn advance(cm: Arc<ConfigMap>, ctx: Arc<Context<ConfigMap, Steps>>) -> Result<Action, StepError> {
+async fn advance(
+    cm: Arc<ConfigMap>,
+    ctx: Arc<Context<ConfigMap, Steps>>,
+) -> Result<Action, StepError> {
     let steps = &ctx.data;
     if steps.own_writes.is_outdated(&cm) {
         steps.handed_outdated.fetch_add(1, Ordering::SeqCst);
@@ -119,7 +122,10 @@ async fn create_pair(client: &Client, ns: &str, name: &str) -> anyhow::Result<()
     let parent = ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(BTreeMap::from([(PARENT_LABEL.to_string(), "true".to_string())])),
+            labels: Some(BTreeMap::from([(
+                PARENT_LABEL.to_string(),
+                "true".to_string(),
+            )])),
             ..ObjectMeta::default()
         },
         data: Some(BTreeMap::from([("step".to_string(), "0".to_string())])),
@@ -205,9 +211,16 @@ async fn a_reconcile_behind_its_own_write_runs_on_the_newer_copy_without_standin
         0,
         "a reconcile was handed a copy its own write had replaced ({caught_up} others waited for the newer one)"
     );
-    assert_eq!(waits("timed_out"), 0, "every wait ended with the newer copy");
+    assert_eq!(
+        waits("timed_out"),
+        0,
+        "every wait ended with the newer copy"
+    );
     let failed = ctx.metrics.reconciles.with_label_values(&["error"]).get();
-    assert_eq!(failed, 0, "no reconcile failed (a stale write would conflict)");
+    assert_eq!(
+        failed, 0,
+        "no reconcile failed (a stale write would conflict)"
+    );
     running.shutdown().await?;
     Ok(())
 }

@@ -49,7 +49,9 @@ impl<K> Latest<K> {
     /// The copy to reconcile.
     pub(crate) fn object(self) -> Arc<K> {
         match self {
-            Latest::Current(object) | Latest::CaughtUp(object, _) | Latest::Outdated(object) => object,
+            Latest::Current(object) | Latest::CaughtUp(object, _) | Latest::Outdated(object) => {
+                object
+            }
         }
     }
 }
@@ -167,7 +169,10 @@ mod tests {
             Latest::CaughtUp(o, _) => ("caught up", o),
             Latest::Outdated(o) => ("outdated", o),
         };
-        (kind, object.metadata.resource_version.clone().unwrap_or_default())
+        (
+            kind,
+            object.metadata.resource_version.clone().unwrap_or_default(),
+        )
     }
 
     #[tokio::test]
@@ -185,7 +190,10 @@ mod tests {
         tokio::task::yield_now().await;
         deliver(&mut fixture, cm("other", "9"));
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "an event about another object ends no wait");
+        assert!(
+            !waiting.is_finished(),
+            "an event about another object ends no wait"
+        );
         deliver(&mut fixture, cm("a", "2"));
         let copy = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await

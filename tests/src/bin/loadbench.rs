@@ -575,9 +575,8 @@ impl OperatorProcess {
     /// `framework_own_write_waits_total` by outcome: (caught up, timed out); (0, 0) from an
     /// operator built before the metric existed.
     async fn own_write_waits(&self) -> anyhow::Result<(u64, u64)> {
-        let waits = |outcome: &str| {
-            format!("framework_own_write_waits_total{{outcome=\"{outcome}\"}}")
-        };
+        let waits =
+            |outcome: &str| format!("framework_own_write_waits_total{{outcome=\"{outcome}\"}}");
         let caught_up = self.metric(&waits("caught_up")).await?;
         let timed_out = self.metric(&waits("timed_out")).await?;
         Ok((caught_up.round() as u64, timed_out.round() as u64))
@@ -1589,20 +1588,24 @@ fn cpu_ms_per_write(cpu_seconds: f64, writes: u64) -> f64 {
     }
 }
 
-/// The operator's writes per WFE of each phase, by request (verb, resource, subresource; and
-/// the code when not 2xx): the happy path's write budget, request by request.
-fn writes_per_wfe(phases: &[(String, &LoadResult)]) -> String {
-    let mut md = String::new();
-    let _ = writeln!(md, "\nOperator writes per WFE, by request:\n");
-    let _ = writeln!(
-        md,
-        "| request |{}\n|---|{}",
+/// The head of a table with one column per load phase, after a first column titled `first`.
+fn phase_table_header(first: &str, phases: &[(String, &LoadResult)]) -> String {
+    format!(
+        "| {first} |{}\n|---|{}\n",
         phases
             .iter()
             .map(|(name, _)| format!(" {name} |"))
             .collect::<String>(),
         "---|".repeat(phases.len())
-    );
+    )
+}
+
+/// The operator's writes per WFE of each phase, by request (verb, resource, subresource; and
+/// the code when not 2xx): the happy path's write budget, request by request.
+fn writes_per_wfe(phases: &[(String, &LoadResult)]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "\nOperator writes per WFE, by request:\n");
+    md.push_str(&phase_table_header("request", phases));
     let mut names: Vec<&String> = phases
         .iter()
         .flat_map(|(_, p)| p.writes.keys())
@@ -1830,15 +1833,7 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
             low,
         ));
     }
-    let _ = writeln!(
-        md,
-        "| |{}\n|---|{}",
-        phases
-            .iter()
-            .map(|(name, _)| format!(" {name} |"))
-            .collect::<String>(),
-        "---|".repeat(phases.len())
-    );
+    md.push_str(&phase_table_header("", &phases));
     type Cell = fn(&LoadResult) -> String;
     let rows: [(&str, Cell); 21] = [
         ("creation rate achieved (WFE/s)", |p| {
