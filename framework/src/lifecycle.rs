@@ -402,7 +402,8 @@ where
 {
     let own_writes = lifecycle.own_writes();
     if own_writes.is_outdated(&object) {
-        // The watch event of our own newer write is on its way and reconciles that version.
+        // The runtime waits for the newer copy before handing one over (`Operator::own_writes`);
+        // past its bound, the watch event of our own newer write reconciles that version.
         debug!(object = %namespaced_name(&*object), "cached copy predates our own write; waiting for the newer one");
         return Ok(Action::await_change());
     }

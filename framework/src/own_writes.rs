@@ -34,7 +34,9 @@
 //!    outdated; any other version (the latest write, a newer one by someone else, an object never
 //!    written) is not. Versions are compared for equality only, never ordered.
 //! 2. Skipping an outdated copy loses nothing: the write that replaced it produces a watch event,
-//!    and the reconcile that event triggers sees the newer version.
+//!    and the reconcile that event triggers sees the newer version. Given to the runtime
+//!    ([`crate::runtime::Operator::own_writes`]), an outdated copy is not even skipped: the
+//!    reconcile handed it waits in its slot for that watch event and runs on the newer version.
 //! 3. Memory stays bounded by the objects written since their last reconcile: the first check
 //!    that finds a copy that is not outdated forgets the object, and at most
 //!    [`MAX_VERSIONS_PER_OBJECT`] versions are kept per object.
@@ -52,7 +54,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
@@ -61,14 +63,25 @@ use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 pub const MAX_VERSIONS_PER_OBJECT: usize = 16;
 
 /// The versions of objects of kind `K` that this process replaced by its own writes.
+///
+/// Clones share the records: the operator that records its writes and the runtime that waits
+/// for them ([`crate::runtime::Operator::own_writes`]) hold the same set.
 pub struct OwnWrites<K: Resource<DynamicType = ()> + 'static> {
-    replaced: Mutex<HashMap<ObjectRef<K>, Vec<String>>>,
+    replaced: Arc<Mutex<HashMap<ObjectRef<K>, Vec<String>>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Default for OwnWrites<K> {
     fn default() -> Self {
         Self {
-            replaced: Mutex::new(HashMap::new()),
+            replaced: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Clone for OwnWrites<K> {
+    fn clone(&self) -> Self {
+        Self {
+            replaced: Arc::clone(&self.replaced),
         }
     }
 }
@@ -268,6 +281,19 @@ mod tests {
         // The two oldest were dropped; asking for one of them finds it current and clears all.
         assert!(!own.is_outdated(&cm("a", Some("0"))));
         assert!(own.is_empty());
+    }
+
+    #[test]
+    fn clones_share_the_records() {
+        let own = OwnWrites::<ConfigMap>::new();
+        let runtime_copy = own.clone();
+        own.record(&cm("a", Some("1")), &cm("a", Some("2")));
+        assert!(runtime_copy.is_outdated(&cm("a", Some("1"))));
+        assert!(!runtime_copy.is_outdated(&cm("a", Some("2"))));
+        assert!(
+            own.is_empty(),
+            "a current copy seen through one clone clears both"
+        );
     }
 
     #[test]

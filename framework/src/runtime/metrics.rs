@@ -11,6 +11,8 @@
 //! | `framework_reconcile_errors_total` | counter | `kind` = [`MetricLabel::metric_label`] of the error |
 //! | `reconcile_error_backoff_objects` | gauge | – (objects in error backoff; owned by [`crate::backoff::ErrorBackoff`]) |
 //! | `framework_reconciles_held_total` | counter | – (reconciles of objects in error backoff held back until their attempt is due) |
+//! | `framework_own_write_waits_total` | counter | `outcome` = `caught_up` \| `timed_out` (reconciles handed a cached copy older than this process's own write, which waited for the newer one) |
+//! | `framework_own_write_wait_seconds` | histogram | – (how long those that caught up waited) |
 //! | `framework_decode_errors_total` | counter | – (watched objects that failed to deserialize) |
 //! | `framework_template_reloads_total` | counter | `outcome` = `loaded` \| `rejected` |
 //! | `framework_leader` | gauge | – (1 while this replica holds the Lease) |
@@ -60,6 +62,10 @@ pub const RESULT_SUCCESS: &str = "success";
 pub const RESULT_ERROR: &str = "error";
 /// The `kind` label value of a reconcile that panicked.
 pub const KIND_PANIC: &str = "panic";
+/// The `outcome` label value of a reconcile whose outdated copy was replaced by the newer one.
+pub const OUTCOME_CAUGHT_UP: &str = "caught_up";
+/// The `outcome` label value of a reconcile whose copy was still outdated when the wait ended.
+pub const OUTCOME_TIMED_OUT: &str = "timed_out";
 /// The `outcome` label value of a template set that was loaded by a hot reload.
 pub const OUTCOME_LOADED: &str = "loaded";
 /// The `outcome` label value of a template set that a hot reload rejected.
@@ -78,6 +84,10 @@ pub struct FrameworkMetrics {
     pub reconcile_errors: IntCounterVec,
     /// `framework_reconciles_held_total`.
     pub reconciles_held: IntCounter,
+    /// `framework_own_write_waits_total{outcome}`.
+    pub own_write_waits: IntCounterVec,
+    /// `framework_own_write_wait_seconds`.
+    pub own_write_wait: Histogram,
     /// `framework_decode_errors_total`.
     pub decode_errors: IntCounter,
     /// `framework_template_reloads_total{outcome}`.
@@ -110,6 +120,16 @@ impl FrameworkMetrics {
                 "reconciles_held_total",
                 "Reconciles of objects in error backoff held back until the next attempt is due, because nothing a reconcile reads had changed.",
             )?,
+            own_write_waits: framework.counter_vec(
+                "own_write_waits_total",
+                "Reconciles handed a cached copy older than this process's own write, by how the wait for the newer copy ended.",
+                &["outcome"],
+            )?,
+            own_write_wait: framework.histogram(
+                "own_write_wait_seconds",
+                "How long a reconcile handed an outdated copy waited for the watch event of this process's own write.",
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            )?,
             decode_errors: framework.counter(
                 "decode_errors_total",
                 "Watched objects that could not be deserialized and were skipped.",
@@ -136,6 +156,9 @@ impl FrameworkMetrics {
         }
         for outcome in [OUTCOME_LOADED, OUTCOME_REJECTED] {
             metrics.template_reloads.with_label_values(&[outcome]);
+        }
+        for outcome in [OUTCOME_CAUGHT_UP, OUTCOME_TIMED_OUT] {
+            metrics.own_write_waits.with_label_values(&[outcome]);
         }
         Ok(metrics)
     }
@@ -189,6 +212,9 @@ mod tests {
             "framework_template_reloads_total{outcome=\"loaded\"} 0",
             "framework_template_reloads_total{outcome=\"rejected\"} 0",
             "framework_leader 1",
+            "framework_own_write_waits_total{outcome=\"caught_up\"} 0",
+            "framework_own_write_waits_total{outcome=\"timed_out\"} 0",
+            "framework_own_write_wait_seconds_count 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -18,7 +18,13 @@
 //!    otherwise the reconcile function is not called, nothing is written, and the object is
 //!    requeued for when the attempt is due. The object's own status writes (the failure report
 //!    among them) therefore never cut a backoff short, whatever order their watch events arrive in.
+//! 6. A reconcile handed a cached copy that this process's own write replaced (the
+//!    [`OwnWrites`](crate::own_writes::OwnWrites) given to `Operator::own_writes`) waits in its
+//!    slot for the watch event of that write and reconciles the newer version ([`catch_up`]):
+//!    it is never left to a later trigger queued behind other objects. The wait is bounded;
+//!    after it the outdated copy is reconciled (and stands aside) as before.
 //!
+//! [`catch_up`]: super::catch_up
 //! [`ErrorBackoff::hold_at`]: crate::backoff::ErrorBackoff::hold_at
 
 use std::{
@@ -43,7 +49,11 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ChildWatch, Context, MetricLabel, ParentResource, metrics, reflect, surface};
+use super::{
+    ChildWatch, Context, MetricLabel, ParentResource,
+    catch_up::{CatchUp, Latest},
+    metrics, reflect, surface,
+};
 use crate::backoff::{self, AttemptBasis, Hold};
 
 /// A failed reconcile as the controller sees it: the operator's error or a caught panic.
@@ -87,6 +97,8 @@ where
     /// Every watched child and grandchild kind.
     pub(crate) kinds: Vec<KindTrigger>,
     pub(crate) concurrency: u16,
+    /// Waits for the parent cache to catch up with this process's own writes.
+    pub(crate) catch_up: Arc<CatchUp<K>>,
     pub(crate) _error: PhantomData<fn() -> E>,
 }
 
@@ -158,10 +170,12 @@ where
                 watch.resource.clone(),
             );
         }
-        let reconcile = self.reconcile.clone();
+        let (reconcile, catch_up) = (self.reconcile.clone(), self.catch_up.clone());
         controller
             .run(
-                move |object, context| wrap_reconcile(reconcile.clone(), object, context),
+                move |object, context| {
+                    wrap_reconcile(reconcile.clone(), catch_up.clone(), object, context)
+                },
                 error_policy::<K, D, E>,
                 context.clone(),
             )
@@ -190,17 +204,19 @@ impl Drop for AbortOnDrop {
 
 fn wrap_reconcile<K, D, E, F, Fut>(
     reconcile: Arc<F>,
+    catch_up: Arc<CatchUp<K>>,
     object: Arc<K>,
     context: Arc<Context<K, D>>,
 ) -> BoxFuture<'static, Result<Action, ReconcileFailure<E>>>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::Serialize + Send + Sync + 'static,
+    K: ParentResource,
     D: Send + Sync + 'static,
     E: std::error::Error + MetricLabel + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context<K, D>>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
     async move {
+        let object = latest(&catch_up, &context.metrics, object).await;
         let key = ObjectRef::from_obj(&*object);
         let basis = match context.error_backoff.hold_at(
             &key,
@@ -251,6 +267,36 @@ where
         result
     }
     .boxed()
+}
+
+/// The copy to reconcile: a cached copy this process's own write replaced is exchanged for the
+/// newer version once the watch event of that write stored it (guarantee 6), counted in the
+/// metrics.
+async fn latest<K: ParentResource>(
+    catch_up: &CatchUp<K>,
+    metrics: &metrics::FrameworkMetrics,
+    object: Arc<K>,
+) -> Arc<K> {
+    let latest = catch_up.latest(object).await;
+    match &latest {
+        Latest::Current(_) => {}
+        Latest::CaughtUp(object, waited) => {
+            metrics
+                .own_write_waits
+                .with_label_values(&[metrics::OUTCOME_CAUGHT_UP])
+                .inc();
+            metrics.own_write_wait.observe(waited.as_secs_f64());
+            tracing::debug!(object = %ObjectRef::from_obj(&**object), ?waited, "cached copy caught up with our own write");
+        }
+        Latest::Outdated(object) => {
+            metrics
+                .own_write_waits
+                .with_label_values(&[metrics::OUTCOME_TIMED_OUT])
+                .inc();
+            tracing::debug!(object = %ObjectRef::from_obj(&**object), "cached copy still predates our own write");
+        }
+    }
+    latest.object()
 }
 
 fn error_policy<K, D, E>(

@@ -159,7 +159,10 @@ pub async fn start(
     // its failure facts (`grandchildren.child`).
     engines.check_served(&client).await?;
     let namespace = &current.execution.namespace;
-    let operator = runtime(client, settings, parents, namespace, &engines, store);
+    // The reconciler records its writes here; the runtime waits for their watch events.
+    let own_writes = OwnWrites::new();
+    let operator = runtime(client, settings, parents, namespace, &engines, store)
+        .own_writes(own_writes.clone());
     let registry = operator.registry().clone();
     let metrics = Metrics::register(&registry)?;
     let auditor = audit::start(&current.audit, &registry)?;
@@ -168,7 +171,7 @@ pub async fn start(
         engines,
         auditor: auditor.clone(),
         metrics,
-        own_writes: OwnWrites::new(),
+        own_writes,
         locks: Locks::default(),
     };
     info!(
