@@ -78,8 +78,8 @@ pub fn without_webhook(crd: &mut CustomResourceDefinition) {
     }
 }
 
-// The operator's own definitions: the CRDs must serve exactly what the operator talks to.
-pub use workflowexecution_operator::operator::{pipelinerun_resource, taskrun_resource};
+// The operator's own definitions of the Tekton kinds: the CRDs must serve exactly what it talks to.
+pub use workflowexecution_operator::testing::{pipelinerun_resource, taskrun_resource};
 
 #[cfg(test)]
 mod tests {

@@ -115,6 +115,7 @@ mod health;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod prune;
 mod reflect;
 mod stores;
 mod surface;

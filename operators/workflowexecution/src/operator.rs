@@ -79,22 +79,6 @@ impl From<NotServed> for StartError {
     }
 }
 
-/// `tekton.dev/v1` PipelineRun.
-pub fn pipelinerun_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
-        "pipelineruns",
-    )
-}
-
-/// `tekton.dev/v1` TaskRun.
-pub fn taskrun_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tekton.dev", "v1", "TaskRun"),
-        "taskruns",
-    )
-}
-
 /// Runtime settings derived from the operator config (the framework's
 /// [`ControllerSettings::runtime_settings`](kubernaut_framework::app::ControllerSettings::runtime_settings)
 /// under [`CONTROLLER_NAME`]).

@@ -38,11 +38,12 @@ use std::collections::BTreeMap;
 use kube::{ResourceExt, api::DynamicObject};
 use kubernaut_framework::lock::{Owner, lock_name};
 use kubernaut_framework::names::LabelValue;
+use kubernaut_framework::runtime::prune::prune;
 use kubernaut_framework::template::{ChildIdentity, TemplateError, TemplateSet, apply_identity};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::templates::{PIPELINERUN_TEMPLATE, template_context};
+use crate::templates::template_context;
 use crate::types::WorkflowExecution;
 
 /// The prefix of every PipelineRun name.
@@ -201,15 +202,6 @@ pub fn pipeline_run_identity(
     }
 }
 
-/// Renders the PipelineRun for `wfe` with the Tekton engine's template ([`render_child`]).
-pub fn render_pipeline_run(
-    wfe: &WorkflowExecution,
-    config: &OperatorConfig,
-    templates: &TemplateSet,
-) -> Result<Value, TemplateError> {
-    render_child(wfe, config, templates, PIPELINERUN_TEMPLATE)
-}
-
 /// Renders the child of `wfe` from `template` (an engine's child template, relative to the
 /// template directory): the template with [`template_context`], then the framework-owned
 /// identity. The result is the object the operator creates.
@@ -233,17 +225,9 @@ pub fn render_child(
 /// labels (ownership) and `status` (what the status mapping reads) stay. With 10 000 runs
 /// cached this more than halves the operator's memory.
 pub fn prune_cached_run(run: &mut DynamicObject) {
-    if let Some(fields) = run.data.as_object_mut() {
-        fields.remove("spec");
-    }
-    if let Some(annotations) = run.metadata.annotations.as_mut() {
-        annotations.retain(|key, _| {
-            key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
-        });
-        if annotations.is_empty() {
-            run.metadata.annotations = None;
-        }
-    }
+    prune(run, &[], |key| {
+        key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
+    });
 }
 
 #[cfg(test)]
@@ -261,7 +245,7 @@ mod tests {
             config::OperatorConfig,
             failure::{FailureContext, failure_details},
             run_status::observe_run,
-            templates::load_status_mapping,
+            testing::load_status_mapping,
         };
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mapping = load_status_mapping(&root.join("../../templates/workflowexecution")).unwrap();
@@ -441,7 +425,7 @@ mod tests {
         wfe.metadata.name = Some(long.clone());
         let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
         assert!(LabelValue::check(&identity.labels[LABEL_WORKFLOW_EXECUTION]).is_ok());
-        let mut run = DynamicObject::new(&identity.name, &crate::operator::pipelinerun_resource());
+        let mut run = DynamicObject::new(&identity.name, &crate::testing::pipelinerun_resource());
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());
         prune_cached_run(&mut run);
@@ -459,7 +443,7 @@ mod tests {
             reason: "TaskFailed".into(),
             failed_at: "2026-01-01T00:00:00Z".into(),
         };
-        let mut run = DynamicObject::new("wfe-x", &crate::operator::pipelinerun_resource());
+        let mut run = DynamicObject::new("wfe-x", &crate::testing::pipelinerun_resource());
         run.metadata.annotations = Some(BTreeMap::from([(
             ANNOTATION_EXECUTION_BLOCK.to_owned(),
             block.to_annotation(),

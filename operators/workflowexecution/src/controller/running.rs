@@ -11,7 +11,11 @@ use kube::{
     api::DynamicObject,
     runtime::{events::EventType, reflector::ObjectRef},
 };
-use kubernaut_framework::{condition::ConditionStatus, runtime::Action, status::Held};
+use kubernaut_framework::{
+    condition::ConditionStatus,
+    runtime::Action,
+    status::{Held, Reading, grandchildren},
+};
 
 use super::{
     Error, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, Pass, SAFETY_RESYNC,
@@ -22,17 +26,10 @@ use crate::{
     config::OperatorConfig,
     failure::{self, FailureContext},
     pipelinerun,
-    run_status::{self, RunFields, RunObservation, RunPhase},
+    run_status::{self, RunObservation, RunPhase},
     types::{Phase, WorkflowExecution, WorkflowExecutionStatus},
 };
 use kubernaut_framework::duration::{duration_between, format_go_duration};
-
-/// The run as one JSON document, `metadata` included (`DynamicObject::data` holds everything but
-/// `metadata`): a mapping that finds the grandchildren by an owner label reads the run's name
-/// from it.
-fn whole_run(run: &DynamicObject) -> serde_json::Value {
-    serde_json::to_value(run).unwrap_or_else(|_| run.data.clone())
-}
 
 impl Pass<'_> {
     pub(super) async fn running(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
@@ -61,13 +58,13 @@ impl Pass<'_> {
             },
         };
         let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
-        // The mapping's fields, evaluated once for this pass.
-        let fields = RunFields::of_run(&self.engine.mapping, &run.data);
-        let observation = run_status::observe(&self.engine.mapping, &run.data, &fields, None);
+        // The mapping, evaluated once for this pass.
+        let reading = self.engine.mapping.read(&run.data);
+        let observation = run_status::observe(&self.engine.mapping, &reading);
         match observation.phase {
             RunPhase::Completed => Ok(completed(&wfe, &observation, &self.config, self.now)),
             RunPhase::Failed => {
-                self.run_failed(&wfe, &run, &namespace, &fields, &observation)
+                self.run_failed(&wfe, &run, &namespace, reading, &observation)
                     .await
             }
             RunPhase::Pending | RunPhase::Running => {
@@ -87,15 +84,12 @@ impl Pass<'_> {
         mut observation: RunObservation,
     ) -> Outcome {
         let mapping = &self.engine.mapping;
-        let whole = whole_run(run);
+        // The whole run: a mapping that finds the grandchildren by an owner label reads its name.
+        let whole = grandchildren::whole(run);
         let task_runs = match &self.engine.grandchild_resource {
-            Some(resource) => crate::task_runs::cached_of_run(
-                &self.ctx.grandchildren,
-                resource,
-                namespace,
-                mapping,
-                &whole,
-            ),
+            Some(resource) => {
+                grandchildren::cached(&self.ctx.grandchildren, resource, namespace, mapping, &whole)
+            }
             None => BTreeMap::new(),
         };
         let status = wfe.status.as_ref();
@@ -108,7 +102,7 @@ impl Pass<'_> {
         }
         // A hold outlives what showed it: a Job's deadline deletes the held pod before the Job
         // is marked failed, and the failure is then told from the remembered hold.
-        let held = failure::held_back(mapping, &whole, &task_runs).or_else(|| {
+        let held = mapping.first_held(&whole, &task_runs).or_else(|| {
             task_runs
                 .is_empty()
                 .then(|| status.and_then(held_condition))
@@ -136,16 +130,16 @@ impl Pass<'_> {
             || match &self.engine.grandchild_resource {
                 Some(resource) => {
                     let api = Api::namespaced_with(self.ctx.client.clone(), &namespace, resource);
-                    let task_runs = crate::task_runs::of_deleted_run(&api, mapping, run_name)
+                    let task_runs = grandchildren::read_of_deleted(&api, mapping, run_name)
                         .await
                         .map_err(kube_err(format!(
                             "listing what carried the failure facts of deleted {} {run_name}",
                             self.engine.child().kind
                         )))?;
-                    run_status::steps_ran(mapping, &task_runs)
+                    mapping.work_ran(&task_runs)
                 }
                 // Nothing can say the work did not start: it counts as started.
-                None => run_status::steps_ran(mapping, &BTreeMap::new()),
+                None => mapping.work_ran(&BTreeMap::new()),
             };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let context =
@@ -172,15 +166,15 @@ impl Pass<'_> {
         wfe: &WorkflowExecution,
         run: &DynamicObject,
         namespace: &str,
-        fields: &RunFields,
+        mut reading: Reading,
         observation: &RunObservation,
     ) -> Result<Outcome, Error> {
         let mapping = &self.engine.mapping;
-        let whole = whole_run(run);
+        let whole = grandchildren::whole(run);
         let task_runs = match &self.engine.grandchild_resource {
             Some(resource) => {
                 let api = Api::namespaced_with(self.ctx.client.clone(), namespace, resource);
-                crate::task_runs::read_of_run(&api, mapping, &whole)
+                grandchildren::read(&api, mapping, &whole)
                     .await
                     .map_err(kube_err(format!(
                         "reading what carries the failure facts of {} {}",
@@ -190,8 +184,9 @@ impl Pass<'_> {
             }
             None => BTreeMap::new(),
         };
+        reading.grandchildren = Some(mapping.read_grandchildren(&whole, &task_runs));
         let seen_started = seen_started(wfe);
-        let mut summary = run_status::observe(mapping, &whole, fields, Some(&task_runs)).summary;
+        let mut summary = run_status::observe(mapping, &reading).summary;
         if seen_started {
             summary.execution_started = Some(true);
         }
@@ -201,15 +196,8 @@ impl Pass<'_> {
             seen_started,
             held: wfe.status.as_ref().and_then(held_condition),
         };
-        let details = failure::failure_details_remembered(
-            mapping,
-            &context,
-            &whole,
-            fields,
-            &task_runs,
-            &remembered,
-            self.now,
-        );
+        let details =
+            failure::failure_details_remembered(mapping, &context, &reading, &remembered, self.now);
         let cause = FailureCause::Run {
             details,
             completed_at: observation.completion_time,
@@ -255,7 +243,7 @@ pub(super) fn unfinished(
 
 /// The status of a WFE whose run has not finished: the run's summary, and `ExecutionRunning`
 /// once the run is running — `False` with the held result as its reason while one of its
-/// TaskRuns is held back ([`failure::held_back`]).
+/// TaskRuns is held back ([`StatusMapping::first_held`](kubernaut_framework::status::StatusMapping::first_held)).
 pub(super) fn observe_unfinished(
     wfe: &WorkflowExecution,
     status: &mut WorkflowExecutionStatus,
