@@ -234,13 +234,16 @@ grandchildren:
     exitCode: "$.status.codes[*]"
 "#;
 
-    fn mapping() -> StatusMapping {
-        let rules = MappingRules {
+    fn rules() -> MappingRules {
+        MappingRules {
             phases: vec!["Running".to_owned(), "Failed".to_owned()],
             results: vec!["Broken".to_owned(), "Quota".to_owned()],
             ..MappingRules::default()
-        };
-        StatusMapping::from_yaml(MAPPING, &rules).unwrap()
+        }
+    }
+
+    fn mapping() -> StatusMapping {
+        StatusMapping::from_yaml(MAPPING, &rules()).unwrap()
     }
 
     fn part(name: &str, status: Value) -> (String, Value) {
@@ -308,7 +311,7 @@ grandchildren:
         assert_eq!(facts.len(), 2);
 
         let head = MAPPING.split("\ngrandchildren:").next().unwrap();
-        let without = StatusMapping::from_yaml(head, &MappingRules::default()).unwrap();
+        let without = StatusMapping::from_yaml(head, &rules()).unwrap();
         assert!(without.work_ran(&BTreeMap::new()));
         assert_eq!(without.first_held(&run, &idle), None);
     }

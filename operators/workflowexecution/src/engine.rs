@@ -23,7 +23,7 @@ use kubernaut_framework::status::StatusMapping;
 use kubernaut_framework::template::{ChildKind, TemplateDecl};
 
 use crate::config::OperatorConfig;
-use crate::templates::{mapping_rules, sample_config, template_context};
+use crate::templates::{mapping_rules, template_decl};
 use crate::types::WorkflowExecution;
 use kubernaut_framework::app::resource_of;
 use kubernaut_framework::cancel::CancelSpec;
@@ -125,14 +125,7 @@ impl Engine {
     /// The template declaration of the engine: its file, the kind it must render, the sample
     /// context of the load-time render.
     pub fn template_decl(&self) -> TemplateDecl {
-        TemplateDecl {
-            file: self.template.clone(),
-            child: self.child().clone(),
-            sample: template_context(
-                &crate::templates::sample_workflow_execution(),
-                &sample_config(),
-            ),
-        }
+        template_decl(&self.template, self.child().clone())
     }
 }
 

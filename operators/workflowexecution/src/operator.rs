@@ -7,7 +7,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use kube::{Client, api::ApiResource, core::GroupVersionKind};
+use kube::Client;
 use kubernaut_framework::{
     app::{NotServed, check_served, resource_of},
     config::ConfigStore,

@@ -193,6 +193,12 @@ pub fn sample_workflow_execution() -> WorkflowExecution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use kubernaut_framework::cancel::CancelSpec;
+    use kubernaut_framework::status::StatusMapping;
+    use kubernaut_framework::template::TemplateSet;
+
     use crate::testing::{
         load_cancel_spec, load_status_mapping, load_templates, pipeline_run_kind,
         render_pipeline_run,

@@ -27,7 +27,7 @@ use crate::{
     engine::Engines,
     metrics::Metrics,
     pipelinerun::{self, LABEL_WORKFLOW_EXECUTION_UID},
-    templates::{self, sample_workflow_execution},
+    templates::sample_workflow_execution,
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
 };
 
