@@ -593,7 +593,10 @@ async fn held_job(
         .await?;
     run.record(&job, &pods, &format!("{scenario}-running"), note)?;
     assert_eq!(phase(&run.mapping, &job), RunPhase::Running);
-    let held = run.mapping.first_held(&job, &pods).ok_or_else(|| anyhow!("not held"))?;
+    let held = run
+        .mapping
+        .first_held(&job, &pods)
+        .ok_or_else(|| anyhow!("not held"))?;
     assert_eq!(held.result, held_result.as_str());
     assert!(
         held.message

@@ -52,7 +52,9 @@ mod tests {
             .unwrap()
         };
         let mut pod = object(json!({"keep": "1", "drop": "2"}));
-        prune(&mut pod, &["results", "heavy", "absent"], |key| key == "keep");
+        prune(&mut pod, &["results", "heavy", "absent"], |key| {
+            key == "keep"
+        });
         assert_eq!(pod.data, json!({"status": {"conditions": []}}));
         assert_eq!(pod.metadata.labels.as_ref().unwrap()["a"], "b");
         assert!(pod.metadata.creation_timestamp.is_some());

@@ -101,7 +101,11 @@ pub async fn read_of_deleted(
     let list = api
         .list(&ListParams::default().labels(&format!("{label}={child_name}")))
         .await?;
-    Ok(list.items.iter().map(|g| (g.name_any(), whole(g))).collect())
+    Ok(list
+        .items
+        .iter()
+        .map(|g| (g.name_any(), whole(g)))
+        .collect())
 }
 
 /// An object as one JSON document, `metadata` included (`DynamicObject::data` holds everything
@@ -152,10 +156,30 @@ mod tests {
         let store = store(
             &resource,
             vec![
-                object("exec", "job-1-b", json!({label: "job-1"}), "2025-06-01T11:50:02Z"),
-                object("exec", "job-1-a", json!({label: "job-1"}), "2025-06-01T11:50:03Z"),
-                object("exec", "job-2-a", json!({label: "job-2"}), "2025-06-01T11:50:01Z"),
-                object("other", "job-1-c", json!({label: "job-1"}), "2025-06-01T11:50:01Z"),
+                object(
+                    "exec",
+                    "job-1-b",
+                    json!({label: "job-1"}),
+                    "2025-06-01T11:50:02Z",
+                ),
+                object(
+                    "exec",
+                    "job-1-a",
+                    json!({label: "job-1"}),
+                    "2025-06-01T11:50:03Z",
+                ),
+                object(
+                    "exec",
+                    "job-2-a",
+                    json!({label: "job-2"}),
+                    "2025-06-01T11:50:01Z",
+                ),
+                object(
+                    "other",
+                    "job-1-c",
+                    json!({label: "job-1"}),
+                    "2025-06-01T11:50:01Z",
+                ),
                 object("exec", "tr-1", json!({}), "2025-06-01T11:50:01Z"),
             ],
         );

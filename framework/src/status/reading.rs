@@ -262,8 +262,14 @@ grandchildren:
         let run = json!({"status": {"failed": true, "reason": "PartFailed",
                                     "parts": ["c", "gone", "b", "a"]}});
         let found = BTreeMap::from([
-            part("a", json!({"done": 1, "failed": 1, "reason": "Late", "started": 1})),
-            part("b", json!({"done": 1, "failed": 1, "reason": "Early", "codes": [3, 4]})),
+            part(
+                "a",
+                json!({"done": 1, "failed": 1, "reason": "Late", "started": 1}),
+            ),
+            part(
+                "b",
+                json!({"done": 1, "failed": 1, "reason": "Early", "codes": [3, 4]}),
+            ),
             part("c", json!({"quota": 1, "message": "exceeded"})),
         ]);
         let mut reading = mapping.read(&run);
@@ -325,7 +331,9 @@ grandchildren:
             reason: Option<String>,
             total: Option<u32>,
         }
-        let fields = mapping().read(&json!({"status": {"reason": "R", "parts": [1, 2]}})).fields;
+        let fields = mapping()
+            .read(&json!({"status": {"reason": "R", "parts": [1, 2]}}))
+            .fields;
         assert_eq!(
             fields_as::<Fields>(&fields),
             Fields {

@@ -174,7 +174,8 @@ pub fn failure_details_remembered(
         .completion_time
         .or(fields.completion_time)
         .unwrap_or(now);
-    let work_ran = grandchildren.map_or_else(|| mapping.work_ran(&BTreeMap::new()), |g| g.work_ran);
+    let work_ran = remembered.seen_started
+        || grandchildren.map_or_else(|| mapping.work_ran(&BTreeMap::new()), |g| g.work_ran);
     let mut message = failure_message(mapping, &fields, failed.zip(failed_fields.message));
     // What held the run back is the cause the final message (a timeout) no longer names.
     if let Some(held) = &held
@@ -189,7 +190,7 @@ pub fn failure_details_remembered(
         failed_step_name: failed.and_then(|t| t.first_fact(FACT_FAILED_STEP).map(str::to_owned)),
         exit_code: failed.and_then(|t| t.first_fact(FACT_EXIT_CODE)?.parse().ok()),
         execution_time_before_failure: fields.start_time.map(|s| format_span(s, failed_at)),
-        ..without_task(reason, message, failed_at, remembered.seen_started || work_ran)
+        ..without_task(reason, message, failed_at, work_ran)
     };
     let total_tasks = fields
         .total_tasks
@@ -479,7 +480,8 @@ mod tests {
     fn failed_task_is_the_first_failed_child_that_exists() {
         let mapping = mapping();
         let fixtures = fixtures();
-        let details = |f: &Fixture| failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
+        let details =
+            |f: &Fixture| failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
         let facts = |f: &Fixture| {
             let reading = read(&mapping, &f.run, &f.task_runs);
             reading.first_failed().unwrap().facts.clone()

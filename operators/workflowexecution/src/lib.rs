@@ -16,10 +16,10 @@ pub mod pipelinerun;
 pub mod run_status;
 pub mod task_runs;
 pub mod templates;
-#[cfg(any(test, feature = "test-support"))]
-pub mod testing;
 #[cfg(test)]
 #[path = "../tests/support/runs.rs"]
 mod test_runs;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod types;
 pub mod validate;

@@ -135,7 +135,9 @@ pub fn observe(mapping: &StatusMapping, reading: &Reading) -> RunObservation {
 
 /// The kind of the mapping's grandchildren (`task` when it has none), as messages name them.
 pub fn part_kind(mapping: &StatusMapping) -> &str {
-    mapping.grandchild_kind().map_or("task", |k| k.kind.as_str())
+    mapping
+        .grandchild_kind()
+        .map_or("task", |k| k.kind.as_str())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! What the operator keeps of a run's grandchildren (the objects that carry its failure facts:
-//! Tekton's TaskRuns, a Job's pods).
+//! What the operator keeps of a run's grandchildren (the objects that carry its failure facts,
+//! as the engine's status mapping names them: `grandchildren.child`).
 //!
 //! The framework finds and reads them as the engine's status mapping says
 //! ([`kubernaut_framework::status::grandchildren`], [`StatusMapping::read_grandchildren`]); while
@@ -32,9 +32,9 @@ pub const PRUNED_STATUS_FIELDS: [&str; 6] = [
 /// grandchildren).
 ///
 /// Recorded as soon as it is seen, at the cost of one status write when nothing else changed:
-/// an engine may rewrite what it stopped (Tekton rewrites the steps of a TaskRun it stops, and a
-/// step that started in the same second as its TaskRun's creation then looks like one that
-/// never started); what was seen while it ran is the only sure evidence.
+/// an engine may rewrite what it stopped (a step that started in the same second as its
+/// grandchild's creation then looks like one that never started, and the mapping's `ran` rules
+/// cannot tell them apart); what was seen while it ran is the only sure evidence.
 pub fn learn_step_ran(
     mapping: &StatusMapping,
     task_runs: &BTreeMap<String, Value>,

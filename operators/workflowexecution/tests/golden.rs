@@ -405,7 +405,10 @@ fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
     let engines = [
         StatusGoldens {
             engine: "tekton",
-            sources: runs::recorded().into_iter().chain(runs::hand_written()).collect(),
+            sources: runs::recorded()
+                .into_iter()
+                .chain(runs::hand_written())
+                .collect(),
             at_least: 12,
             golden_dir: "tests/golden/status",
             held: false,
@@ -424,7 +427,10 @@ fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
 }
 
 fn check_status_goldens(engine: &StatusGoldens) {
-    let file = repo().join(format!("templates/workflowexecution/{}/status.yaml", engine.engine));
+    let file = repo().join(format!(
+        "templates/workflowexecution/{}/status.yaml",
+        engine.engine
+    ));
     let mapping = StatusMapping::load(&file, &mapping_rules()).unwrap();
     let context = FailureContext::new(
         &sample_workflow_execution(),

@@ -87,9 +87,13 @@ impl Pass<'_> {
         // The whole run: a mapping that finds the grandchildren by an owner label reads its name.
         let whole = grandchildren::whole(run);
         let task_runs = match &self.engine.grandchild_resource {
-            Some(resource) => {
-                grandchildren::cached(&self.ctx.grandchildren, resource, namespace, mapping, &whole)
-            }
+            Some(resource) => grandchildren::cached(
+                &self.ctx.grandchildren,
+                resource,
+                namespace,
+                mapping,
+                &whole,
+            ),
             None => BTreeMap::new(),
         };
         let status = wfe.status.as_ref();
