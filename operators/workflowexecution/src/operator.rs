@@ -9,9 +9,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use kube::Client;
 use kubernaut_framework::{
-    app::{NotServed, check_served, resource_of},
+    app::{NotServed, resource_of},
     config::ConfigStore,
-    lock::NameGuards,
+    lock::Locks,
     own_writes::OwnWrites,
     runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
@@ -100,18 +100,6 @@ fn load_engines(config: &OperatorConfig) -> Result<(Engines, TemplateStore), Sta
     Ok((engines, store))
 }
 
-/// Fails unless the cluster serves every kind the engines create or read.
-async fn check_kinds(client: &Client, engines: &Engines) -> Result<(), StartError> {
-    for kind in engines
-        .child_kinds()
-        .iter()
-        .chain(&engines.grandchild_kinds())
-    {
-        check_served(client, kind).await?;
-    }
-    Ok(())
-}
-
 /// The framework runtime: WorkflowExecutions indexed by target, and a watch on every kind the
 /// engines create (their children) or read (what carries the failure facts) in `namespace`.
 fn runtime(
@@ -169,7 +157,7 @@ pub async fn start(
     let (engines, store) = load_engines(&current)?;
     // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
     // its failure facts (`grandchildren.child`).
-    check_kinds(&client, &engines).await?;
+    engines.check_served(&client).await?;
     let namespace = &current.execution.namespace;
     let operator = runtime(client, settings, parents, namespace, &engines, store);
     let registry = operator.registry().clone();
@@ -181,7 +169,7 @@ pub async fn start(
         auditor: auditor.clone(),
         metrics,
         own_writes: OwnWrites::new(),
-        lock_guards: NameGuards::default(),
+        locks: Locks::default(),
     };
     info!(
         namespace = %namespace,
