@@ -50,7 +50,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use jsonpath_rust::parser::model::JpQuery;
-use kube::api::PropagationPolicy;
+use kube::{
+    Api, ResourceExt,
+    api::{DynamicObject, Patch, PatchParams, PropagationPolicy},
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -76,6 +79,16 @@ const PROPAGATION_POLICIES: [(&str, PropagationPolicy); 3] = [
     ("Background", PropagationPolicy::Background),
     ("Orphan", PropagationPolicy::Orphan),
 ];
+
+/// Where the cancellation of an unfinished child stands ([`CancelSpec::cancel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelling {
+    /// This call sent the cancel patch (the child was not cancelled yet).
+    pub patched: bool,
+    /// How much longer deletion waits for the child to finish; `None` once the grace period is
+    /// over and the child is deleted unfinished.
+    pub wait: Option<Duration>,
+}
 
 /// Why the cancel file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +242,31 @@ impl CancelSpec {
         self.finish_grace_period
             .checked_sub(elapsed)
             .filter(|left| !left.is_zero())
+    }
+
+    /// Cancels the unfinished `child` through `api` unless it is cancelled already (one merge
+    /// patch, with the resourceVersion read as precondition), and says how much longer its
+    /// deletion waits for it to finish, its parent deleted at `deleted_at`.
+    ///
+    /// # Errors
+    ///
+    /// The API error of the patch (a `409 Conflict` when the child changed since it was read).
+    pub async fn cancel(
+        &self,
+        api: &Api<DynamicObject>,
+        child: &DynamicObject,
+        deleted_at: Timestamp,
+        now: Timestamp,
+    ) -> kube::Result<Cancelling> {
+        let patched = !self.is_cancelled(&child.data);
+        if patched {
+            let patch = self.patch(child.resource_version().as_deref());
+            let params = PatchParams::default();
+            api.patch(&child.name_any(), &params, &Patch::Merge(&patch))
+                .await?;
+        }
+        let wait = self.remaining_wait(deleted_at, now);
+        Ok(Cancelling { patched, wait })
     }
 
     /// How a child is deleted (`deletePropagation`, `Background` by default): the
@@ -392,6 +430,73 @@ patch: {spec: {status: CancelledRunFinally}}
 alreadyCancelled: {path: "$.spec.status", values: [Cancelled, CancelledRunFinally]}
 finishGracePeriod: 5m
 "#;
+
+    #[tokio::test]
+    async fn cancel_patches_only_a_child_not_cancelled_yet_and_counts_the_grace_period_down() {
+        use crate::testing::{Exchange, Scenario};
+        let spec = parse(VALID).unwrap();
+        let resource = kube::api::ApiResource {
+            group: "tekton.dev".into(),
+            version: "v1".into(),
+            api_version: "tekton.dev/v1".into(),
+            kind: "PipelineRun".into(),
+            plural: "pipelineruns".into(),
+        };
+        let mut running = DynamicObject::new("run", &resource).within("ns");
+        running.metadata.resource_version = Some("7".into());
+        let mut cancelled = running.clone();
+        cancelled.data = json!({"spec": {"status": "Cancelled"}});
+        let path = "/apis/tekton.dev/v1/namespaces/ns/pipelineruns/run";
+        let (client, scenario) = Scenario::start(vec![Exchange::new(
+            "PATCH",
+            path,
+            200,
+            serde_json::to_value(&cancelled).unwrap(),
+        )]);
+        let api = Api::namespaced_with(client, "ns", &resource);
+        let deleted_at: Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
+        let minute_later = deleted_at + jiff::SignedDuration::from_mins(1);
+        let first = spec.cancel(&api, &running, deleted_at, minute_later);
+        let first = first.await.unwrap();
+        let again = spec.cancel(&api, &cancelled, deleted_at, minute_later);
+        let again = again.await.unwrap();
+        let late = deleted_at + jiff::SignedDuration::from_mins(5);
+        let over = spec
+            .cancel(&api, &cancelled, deleted_at, late)
+            .await
+            .unwrap();
+        drop(api);
+        let served = scenario.finish().await;
+        assert_eq!(
+            served.bodies,
+            [
+                json!({"spec": {"status": "CancelledRunFinally"}, "metadata": {"resourceVersion": "7"}})
+            ],
+            "one patch, with the version read"
+        );
+        let four_minutes = Some(Duration::from_secs(240));
+        assert_eq!(
+            first,
+            Cancelling {
+                patched: true,
+                wait: four_minutes
+            }
+        );
+        assert_eq!(
+            again,
+            Cancelling {
+                patched: false,
+                wait: four_minutes
+            }
+        );
+        assert_eq!(
+            over,
+            Cancelling {
+                patched: false,
+                wait: None
+            }
+        );
+    }
 
     #[test]
     fn the_patch_carries_a_resource_version_precondition_when_given() {

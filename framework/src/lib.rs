@@ -20,7 +20,7 @@
 //! | module | what it guarantees | entry point |
 //! |---|---|---|
 //! | [`app`] | one command line for every operator binary with fixed exit codes; configuration validated before anything runs and reloaded live, restart-only keys held back and named | [`app::main`], [`app::App`], [`app::AppConfig`] |
-//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] |
+//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] (its lookups: `child_api`, `cached_child`, `peers`) |
 //! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
 //! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load; evaluated once per reconcile into a reading that names the first failed and the first held grandchild, deserialized into the operator's types | [`status::StatusMapping`], [`status::Reading`], [`status::grandchildren`] |
 //! | [`engine`] | pluggable child kinds as directories (a template, its status mapping, its cancel file), each loaded whole or refused naming engine and file; a started parent keeps its engine | [`engine::Engines`] |
@@ -28,7 +28,8 @@
 //! | [`cancel`] | a running child cancelled on its parent's deletion by a declared merge patch, never twice; deletion waits a bounded grace period, then deletes with the declared propagation policy | [`cancel::CancelSpec`] |
 //! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
-//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`] |
+//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`], [`lifecycle::ReconcileError`] |
+//! | [`effect`] | a handler's Events, log lines, audit records and metric updates listed in its outcome and applied once, after its write, each through its sink (recorder, `tracing`, [`audit::Auditor`], the operator's metrics) | [`effect::Effect`], [`effect::Reporter`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | the [`condition`] module |
 //! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write stands aside | [`own_writes::OwnWrites`] |
 //! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
@@ -42,12 +43,14 @@
 //! | [`validate`] | a spec checked at run time with every problem named by its field, hostile text quoted and shortened; bounded maps, stored sizes, bounded Go durations | [`validate::FieldErrors`], [`validate::MapBounds`] |
 //! | [`yaml`] | YAML that YAML 1.1 (kubectl) and 1.2 readers read back as the same value | [`yaml::to_string`] |
 //! | `testing` (feature `testing`) | call-sequence tests: a client over a scripted mock API server that checks each request's method and path and returns the bodies sent | `testing::Scenario` |
+//! | [`annotation`] | one annotation set or removed on exactly the object read, never on a replacement of the same name | [`annotation::annotate_exact`] |
 //! | [`image`] | OCI references pulled by digest: the tag (never a registry port) replaced, malformed digests refused | [`image::pulled_reference`] |
 //! | [`glob`] | the one-wildcard patterns of classification rules and allowlists | [`glob::Glob`] |
 //!
 //! Every module's own documentation lists its guarantees, assumptions and caveats.
 #![deny(missing_docs)]
 
+pub mod annotation;
 pub mod app;
 pub mod audit;
 pub mod backoff;
@@ -56,6 +59,7 @@ pub mod condition;
 pub mod config;
 pub mod crd;
 pub mod duration;
+pub mod effect;
 pub mod engine;
 pub mod finalizer;
 pub mod glob;

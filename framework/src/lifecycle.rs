@@ -4,7 +4,8 @@
 //!
 //! A phase handler is a pure decision: from the object, what was observed and the time, it
 //! returns the status to write, the effects of reaching it (Events, audit records, metric
-//! updates, log lines: whatever the operator's effect type `E` says) and when to look again. This
+//! updates, log lines: whatever the operator's effect type `E` says; [`crate::effect`] has the
+//! framework's vocabulary and its [`Reporter`](crate::effect::Reporter)) and when to look again. This
 //! module writes the status and applies the effects, so an operator declares only its handlers,
 //! its initial status and how to apply one effect.
 //!
@@ -18,7 +19,8 @@
 //! 1. A copy the cache handed over that this process already replaced by its own write
 //!    ([`OwnWrites::is_outdated`]) is left alone: the watch event of the newer version follows.
 //! 2. [`finalizer::event`]: the finalizer is added on first sight (the patch is recorded as an own
-//!    write), a deleting object goes to [`Lifecycle::cleanup`], a finished deletion ends here.
+//!    write), a deleting object goes to [`Lifecycle::cleanup`] and loses the finalizer once that
+//!    says [`Cleanup::Done`], a finished deletion ends here.
 //! 3. An object without a phase gets [`Lifecycle::initial_status`] written first.
 //! 4. [`phase::dispatch`] runs the handler of the object's phase and checks the phase it chose.
 //! 5. [`commit`] writes the handler's status and applies its effects.
@@ -59,10 +61,11 @@ use tracing::debug;
 
 use crate::{
     finalizer::{self, FinalizerError},
+    lock::LockError,
     names::namespaced_name,
     own_writes::OwnWrites,
     phase::{self, IllegalTransition, Phase, PhaseHandlers},
-    runtime::Action,
+    runtime::{Action, MetricLabel},
 };
 
 /// What a phase handler decided for one object: the status to write, the effects of reaching
@@ -184,6 +187,74 @@ pub enum StatusError<P: Phase> {
     },
 }
 
+/// What can fail the reconcile of a phased object with phases `P`, for an operator whose
+/// reconcile fails only in the framework's ways; every such failure is retried with per-object
+/// backoff. Its [`MetricLabel`]s are `kube`, `finalizer`, `lock`, `illegal_transition` and
+/// `invalid`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError<P: Phase> {
+    /// An API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error(transparent)]
+    Finalizer(#[from] FinalizerError),
+    /// Acquiring or releasing a lock failed transiently.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A status write did not happen: a phase change the lifecycle does not allow, or the API
+    /// call failed.
+    #[error(transparent)]
+    Status(#[from] StatusError<P>),
+    /// The object is missing data the API server always sets, or asks for what is not
+    /// configured.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl<P: Phase> ReconcileError<P> {
+    /// For `map_err`: an API error met while doing `action` (`reading PipelineRun x`).
+    pub fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let action = action.into();
+        move |source| ReconcileError::Kube { action, source }
+    }
+}
+
+impl<P: Phase> From<IllegalTransition<P>> for ReconcileError<P> {
+    fn from(e: IllegalTransition<P>) -> Self {
+        ReconcileError::Status(e.into())
+    }
+}
+
+impl<P: Phase> MetricLabel for ReconcileError<P> {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube { .. } => "kube",
+            ReconcileError::Finalizer(_) => "finalizer",
+            ReconcileError::Lock(_) => "lock",
+            ReconcileError::Status(e) => e.metric_label(),
+            ReconcileError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl<P: Phase> MetricLabel for StatusError<P> {
+    /// `illegal_transition`, `invalid` (unaddressable) or `kube` (the write failed).
+    fn metric_label(&self) -> &'static str {
+        match self {
+            StatusError::IllegalTransition(_) => "illegal_transition",
+            StatusError::Unaddressable { .. } => "invalid",
+            StatusError::Write { .. } => "kube",
+        }
+    }
+}
+
 /// Writes `status` to `object` if it differs from the object's own, after checking the phase
 /// transition, with the resourceVersion of `object` and without `managedFields`; records the
 /// write in `own_writes`. Returns the written object, or `None` when the status was unchanged
@@ -229,47 +300,47 @@ pub async fn write_status<K: PhasedObject>(
     Ok(Some(written))
 }
 
-/// [`write_status`], then applies `effects` in order through `apply` — only when the write
-/// happened.
+/// [`write_status`] with `lifecycle`'s client and own writes, then applies `effects` in order
+/// through `lifecycle` — only when the write happened. For a write besides a handler's outcome
+/// too, such as one to another object than the one reconciled.
 ///
 /// # Errors
 ///
 /// As [`write_status`]; no effect is applied then.
-pub async fn write_with_effects<K, E>(
-    client: &Client,
-    own_writes: &OwnWrites<K>,
-    apply: &impl Effects<K, E>,
+pub async fn write<K, E, L>(
+    lifecycle: &L,
     object: &K,
     status: K::Status,
     effects: Vec<E>,
 ) -> Result<Option<K>, StatusError<PhaseOf<K>>>
 where
     K: PhasedObject,
+    L: Lifecycle<K, E>,
 {
+    let (client, own_writes) = (lifecycle.client(), lifecycle.own_writes());
     let written = write_status(client, own_writes, object, status).await?;
     if let Some(written) = &written {
         for effect in effects {
-            apply.apply(written, effect);
+            lifecycle.apply(written, effect);
         }
     }
     Ok(written)
 }
 
-/// Commits a handler's `outcome` for `object`: writes its status (if any) and applies its
-/// effects when the write happened; returns its action.
+/// Commits a handler's `outcome` for `object`: [`write`](fn@write)s its status (if any) with
+/// its effects; returns its action.
 ///
 /// # Errors
 ///
 /// As [`write_status`]; no effect is applied then.
-pub async fn commit<K, E>(
-    client: &Client,
-    own_writes: &OwnWrites<K>,
-    apply: &impl Effects<K, E>,
+pub async fn commit<K, E, L>(
+    lifecycle: &L,
     object: &K,
     outcome: Outcome<K::Status, E>,
 ) -> Result<Action, StatusError<PhaseOf<K>>>
 where
     K: PhasedObject,
+    L: Lifecycle<K, E>,
 {
     let Outcome {
         status,
@@ -277,7 +348,7 @@ where
         action,
     } = outcome;
     if let Some(status) = status {
-        write_with_effects(client, own_writes, apply, object, status, effects).await?;
+        write(lifecycle, object, status, effects).await?;
     }
     Ok(action)
 }
@@ -302,9 +373,18 @@ where
     /// ([`Phase::is_initial`]). A status without a phase is written, and nothing is dispatched.
     fn initial_status(&self, object: &K) -> K::Status;
 
-    /// Cleans up after a deleted object and removes the finalizer when done (or asks to be
-    /// called again).
-    fn cleanup(&self, object: Arc<K>) -> impl Future<Output = Result<Action, Self::Error>> + Send;
+    /// Cleans up after a deleted object: [`Cleanup::Done`] has the framework remove the
+    /// finalizer, [`Cleanup::Again`] keeps it and looks again.
+    fn cleanup(&self, object: Arc<K>) -> impl Future<Output = Result<Cleanup, Self::Error>> + Send;
+}
+
+/// What [`Lifecycle::cleanup`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cleanup {
+    /// Done: the framework removes the finalizer, and Kubernetes completes the deletion.
+    Done,
+    /// Not yet: the finalizer stays, and the object is reconciled again as the action says.
+    Again(Action),
 }
 
 /// Reconciles `object`: own-write check, finalizer event, initial status, phase dispatch,
@@ -340,7 +420,13 @@ where
             apply(lifecycle, patched).await
         }
         finalizer::Event::Apply(object) => apply(lifecycle, object).await,
-        finalizer::Event::Cleanup(object) => lifecycle.cleanup(object).await,
+        finalizer::Event::Cleanup(object) => match lifecycle.cleanup(object.clone()).await? {
+            Cleanup::Done => {
+                finalizer::remove_finalizer(&api, &*object, lifecycle.finalizer()).await?;
+                Ok(Action::await_change())
+            }
+            Cleanup::Again(action) => Ok(action),
+        },
         finalizer::Event::Done => Ok(Action::await_change()),
     }
 }
@@ -369,7 +455,7 @@ where
         }
     };
     let outcome = phase::dispatch(lifecycle, current, object.clone()).await?;
-    Ok(commit(client, own_writes, lifecycle, &*object, outcome).await?)
+    Ok(commit(lifecycle, &*object, outcome).await?)
 }
 
 #[cfg(test)]
@@ -496,17 +582,16 @@ mod tests {
     #[tokio::test]
     async fn an_unchanged_status_sends_no_request_and_applies_no_effect() {
         let (client, scenario) = Scenario::start(Vec::new());
+        let pass = pass(client);
         let current = job("7", Some(status(Stage::Running, "busy")));
-        let recorded = Recorded::default();
         let outcome =
             Outcome::write(status(Stage::Running, "busy"), Action::await_change()).with("announce");
-        let action = commit(&client, &OwnWrites::new(), &recorded, &current, outcome)
-            .await
-            .unwrap();
-        drop(client);
+        let action = commit(&pass, &current, outcome).await.unwrap();
+        let applied = pass.recorded.applied();
+        drop(pass);
         assert_eq!(action, Action::await_change());
         assert!(scenario.finish().await.bodies.is_empty());
-        assert!(recorded.applied().is_empty());
+        assert!(applied.is_empty());
     }
 
     #[tokio::test]
@@ -520,15 +605,16 @@ mod tests {
             200,
             to_json(&written),
         )]);
-        let own_writes = OwnWrites::new();
-        let recorded = Recorded::default();
+        let pass = pass(client);
         let outcome = Outcome::write(status(Stage::Running, "started"), Action::await_change())
             .with("first")
             .with("second");
-        commit(&client, &own_writes, &recorded, &current, outcome)
-            .await
-            .unwrap();
-        drop(client);
+        commit(&pass, &current, outcome).await.unwrap();
+        let (applied, recorded_as_replaced) = (
+            pass.recorded.applied(),
+            pass.own_writes.is_outdated(&current),
+        );
+        drop(pass);
         let served = scenario.finish().await;
         let sent = &served.bodies[0];
         assert_eq!(sent["metadata"]["resourceVersion"], "7");
@@ -541,12 +627,12 @@ mod tests {
             "managedFields are not sent back"
         );
         assert_eq!(
-            recorded.applied(),
+            applied,
             [("8".to_owned(), "first"), ("8".to_owned(), "second")],
             "effects follow the write, in order, about the object written"
         );
         assert!(
-            own_writes.is_outdated(&current),
+            recorded_as_replaced,
             "the version written from is recorded as replaced"
         );
     }
@@ -554,14 +640,13 @@ mod tests {
     #[tokio::test]
     async fn an_illegal_phase_change_is_refused_without_a_request() {
         let (client, scenario) = Scenario::start(Vec::new());
+        let pass = pass(client);
         let current = job("7", Some(status(Stage::Done, "")));
-        let recorded = Recorded::default();
         let outcome =
             Outcome::write(status(Stage::Running, ""), Action::await_change()).with("announce");
-        let error = commit(&client, &OwnWrites::new(), &recorded, &current, outcome)
-            .await
-            .unwrap_err();
-        drop(client);
+        let error = commit(&pass, &current, outcome).await.unwrap_err();
+        let applied = pass.recorded.applied();
+        drop(pass);
         assert!(
             matches!(
                 error,
@@ -573,7 +658,7 @@ mod tests {
             "{error}"
         );
         assert!(scenario.finish().await.bodies.is_empty());
-        assert!(recorded.applied().is_empty());
+        assert!(applied.is_empty());
     }
 
     #[tokio::test]
@@ -584,22 +669,23 @@ mod tests {
             409,
             status_body(409, "Conflict"),
         )]);
+        let pass = pass(client);
         let current = job("7", Some(status(Stage::Pending, "")));
-        let own_writes = OwnWrites::new();
-        let recorded = Recorded::default();
         let outcome =
             Outcome::write(status(Stage::Running, ""), Action::await_change()).with("announce");
-        let error = commit(&client, &own_writes, &recorded, &current, outcome)
-            .await
-            .unwrap_err();
-        drop(client);
+        let error = commit(&pass, &current, outcome).await.unwrap_err();
+        let (applied, recorded_as_replaced) = (
+            pass.recorded.applied(),
+            pass.own_writes.is_outdated(&current),
+        );
+        drop(pass);
         scenario.finish().await;
         assert!(
             matches!(&error, StatusError::Write { source: kube::Error::Api(s), .. } if s.code == 409),
             "{error}"
         );
-        assert!(recorded.applied().is_empty());
-        assert!(!own_writes.is_outdated(&current), "no write, no record");
+        assert!(applied.is_empty());
+        assert!(!recorded_as_replaced, "no write, no record");
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -658,8 +744,14 @@ mod tests {
             status(Stage::Pending, "")
         }
 
-        async fn cleanup(&self, _job: Arc<Job>) -> Result<Action, TestError> {
-            Ok(Action::requeue(std::time::Duration::from_secs(5)))
+        async fn cleanup(&self, job: Arc<Job>) -> Result<Cleanup, TestError> {
+            // A job whose message says so is done; any other waits.
+            Ok(
+                match job.status.as_ref().is_some_and(|s| s.message == "done") {
+                    true => Cleanup::Done,
+                    false => Cleanup::Again(Action::requeue(std::time::Duration::from_secs(5))),
+                },
+            )
         }
     }
 
@@ -721,5 +813,29 @@ mod tests {
         drop(pass);
         assert_eq!(action, Action::requeue(std::time::Duration::from_secs(5)));
         assert!(scenario.finish().await.bodies.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_finished_cleanup_has_the_finalizer_removed() {
+        let mut deleting = with_finalizer(job("5", Some(status(Stage::Done, "done"))));
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let mut released = deleting.clone();
+        released.metadata.finalizers = None;
+        let (client, scenario) =
+            Scenario::start(vec![Exchange::new("PATCH", ITEM, 200, to_json(&released))]);
+        let pass = pass(client);
+        let action = reconcile(&pass, Arc::new(deleting)).await.unwrap();
+        drop(pass);
+        assert_eq!(action, Action::await_change());
+        let served = scenario.finish().await;
+        assert_eq!(
+            served.bodies[0],
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ])
+        );
     }
 }

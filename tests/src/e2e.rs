@@ -66,6 +66,8 @@ use crate::controlplane::{
     unregister_cleanup,
 };
 
+pub mod workflows;
+
 /// The command that builds the end-to-end components; named in every "binaries missing" error.
 pub const INSTALL_COMMAND: &str = "make e2e-deps   (or: tests/e2e/install.sh)";
 

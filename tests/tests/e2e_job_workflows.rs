@@ -12,20 +12,17 @@
 //! Needs `make e2e-deps` and the operator's build (`make e2e` builds both); without them the tests
 //! fail naming the command.
 
-use std::{future::Future, path::PathBuf, process::Child, sync::Mutex, time::Duration};
-
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
 };
-use kubernaut_test_harness::e2e::{self, E2eCluster};
-use tokio::sync::OnceCell;
-use workflowexecution_operator::types::{
-    self, ExecutionConfig, FailureDetails, FailureReason, Phase, SkipReason, WorkflowExecution,
-    WorkflowExecutionSpec, WorkflowRef,
+use kubernaut_test_harness::e2e::workflows::{
+    ENDED, OperatorEnv, child_name, eventually, execution, failure, phase, wait_phase,
 };
+use tokio::sync::OnceCell;
+use workflowexecution_operator::types::{FailureReason, Phase, SkipReason, WorkflowExecution};
 
 /// The service account the Jobs' pods run as (the operator's `execution.serviceAccountName`).
 const RUNNER: &str = "kubernaut-workflow-runner";
@@ -33,49 +30,12 @@ const RUNNER: &str = "kubernaut-workflow-runner";
 /// The name of the Job engine (its directory under `templates/workflowexecution/`).
 const JOB_ENGINE: &str = "job";
 
-/// Generous: a run has several seconds of kwok stage delays and controller requeues on a shared,
-/// busy machine.
-const WAIT: Duration = Duration::from_secs(240);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The cluster, the operator serving it, and the namespace the workflows run in.
-struct Env {
-    cluster: &'static E2eCluster,
-    exec_ns: String,
-    /// Kept so that the process is not reaped behind the exit hook's back.
-    _operator: Mutex<Child>,
-}
-
 /// The shared cluster with one operator process (started on first use).
-async fn env() -> anyhow::Result<&'static Env> {
-    static ENV: OnceCell<Env> = OnceCell::const_new();
+async fn env() -> anyhow::Result<&'static OperatorEnv> {
+    static ENV: OnceCell<OperatorEnv> = OnceCell::const_new();
     ENV.get_or_try_init(|| async {
-        let cluster = E2eCluster::shared().await?;
-        cluster
-            .control_plane()
-            .install_crds(&[types::crd()])
-            .await?;
-        let exec_ns = cluster.create_run_namespace("e2e-job-runs", RUNNER).await?;
-        let operator = e2e::spawn_operator(
-            cluster,
-            "operator-job-workflows",
-            &format!(
-                "execution:\n  namespace: {exec_ns}\n  serviceAccountName: {RUNNER}\n\
-                 \x20 engines: [tekton, {JOB_ENGINE}]\n\
-                 cooldown:\n  period: 5s\n\
-                 templates:\n  dir: {}\naudit:\n  sink: log\n\
-                 controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
-                repo().join("templates/workflowexecution").display()
-            ),
-        )?;
-        Ok(Env {
-            cluster,
-            exec_ns,
-            _operator: Mutex::new(operator),
-        })
+        let extra = format!("  engines: [tekton, {JOB_ENGINE}]\n");
+        OperatorEnv::start("operator-job-workflows", "e2e-job-runs", RUNNER, &extra).await
     })
     .await
 }
@@ -89,88 +49,14 @@ fn job_execution(
     target: &str,
     timeout: &str,
 ) -> WorkflowExecution {
-    let mut wfe = WorkflowExecution::new(
+    execution(
+        ns,
         name,
-        WorkflowExecutionSpec {
-            workflow_ref: WorkflowRef {
-                workflow_id: "scale-deployment".into(),
-                version: "1.0.0".into(),
-                container_image: format!("registry.invalid/kubernaut/{image}:1"),
-                container_digest: None,
-            },
-            target_resource: format!("{ns}/deployment/{target}"),
-            parameters: [("REPLICAS".to_string(), "3".to_string())].into(),
-            confidence: Some(0.9),
-            rationale: Some("end-to-end test".into()),
-            remediation_request_ref: None,
-            execution_config: Some(ExecutionConfig {
-                timeout: Some(timeout.to_string()),
-                service_account_name: None,
-            }),
-            execution_engine: Some(JOB_ENGINE.into()),
-        },
-    );
-    wfe.metadata.namespace = Some(ns.to_string());
-    wfe
-}
-
-async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    kubernaut_test_harness::e2e::eventually(what, WAIT, check).await
-}
-
-fn phase(wfe: &WorkflowExecution) -> Option<Phase> {
-    wfe.status.as_ref().and_then(|s| s.phase)
-}
-
-/// Waits until the WorkflowExecution `name` reaches one of `phases`, and returns it.
-async fn wait_phase(
-    wfes: &Api<WorkflowExecution>,
-    name: &str,
-    phases: &[Phase],
-) -> anyhow::Result<WorkflowExecution> {
-    eventually(
-        &format!("WorkflowExecution {name} in one of {phases:?}"),
-        || async {
-            let current = wfes.get(name).await?;
-            Ok(phase(&current)
-                .is_some_and(|p| phases.contains(&p))
-                .then_some(current))
-        },
+        format!("registry.invalid/kubernaut/{image}:1"),
+        target,
+        Some(timeout),
+        Some(JOB_ENGINE),
     )
-    .await
-}
-
-const ENDED: &[Phase] = &[Phase::Completed, Phase::Failed, Phase::Skipped];
-
-fn failure(wfe: &WorkflowExecution) -> anyhow::Result<FailureDetails> {
-    let status = wfe
-        .status
-        .as_ref()
-        .ok_or_else(|| anyhow!("{} has no status", wfe.name_any()))?;
-    if status.phase != Some(Phase::Failed) {
-        bail!(
-            "{} is not Failed: {}",
-            wfe.name_any(),
-            serde_json::to_string(status)?
-        );
-    }
-    status
-        .failure_details
-        .clone()
-        .ok_or_else(|| anyhow!("a Failed execution without failureDetails"))
-}
-
-/// The name of the child (the Job) the operator recorded for `wfe`.
-fn child_name(wfe: &WorkflowExecution) -> anyhow::Result<String> {
-    wfe.status
-        .as_ref()
-        .and_then(|s| s.pipeline_run_ref.as_ref())
-        .map(|r| r.name.clone())
-        .ok_or_else(|| anyhow!("{} names no child", wfe.name_any()))
 }
 
 /// The pods of the Job `job`.
@@ -178,29 +64,9 @@ fn job_pods(job: &str) -> ListParams {
     ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))
 }
 
-/// Runs a test body; when it fails, prints the cluster's and the operator's logs before returning
-/// the error.
-async fn logged<F>(cluster: &E2eCluster, body: F) -> anyhow::Result<()>
-where
-    F: Future<Output = anyhow::Result<()>>,
-{
-    let result = body.await;
-    if result.is_err() {
-        cluster.print_logs();
-        if let Ok(log) = std::fs::read_to_string(cluster.dir().join("operator-job-workflows.log")) {
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!("----- operator-job-workflows.log (last 60 lines) -----");
-            for line in &lines[lines.len().saturating_sub(60)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-    result
-}
-
 /// A scenario: one Job execution of `image` in a namespace of its own, run to its end.
 async fn scenario(
-    env: &Env,
+    env: &OperatorEnv,
     client: &Client,
     name: &str,
     image: &str,
@@ -232,7 +98,7 @@ async fn scenario(
 async fn a_job_execution_whose_container_exits_0_completes_as_a_job_run_by_the_runner()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(env, &client, "succeed", "e2e-succeed", "5m").await?;
         assert_eq!(
@@ -263,7 +129,7 @@ async fn a_job_execution_whose_container_exits_0_completes_as_a_job_run_by_the_r
 async fn a_job_container_exiting_1_fails_the_execution_as_task_failed_naming_the_container()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(env, &client, "exit-1", "e2e-exit-1", "5m").await?;
         let details = failure(&done)?;
@@ -283,7 +149,7 @@ async fn a_job_container_exiting_1_fails_the_execution_as_task_failed_naming_the
 #[tokio::test]
 async fn an_oom_killed_job_container_fails_the_execution_as_oom_killed() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(env, &client, "oom", "e2e-oom", "5m").await?;
         let details = failure(&done)?;
@@ -303,7 +169,7 @@ async fn an_oom_killed_job_container_fails_the_execution_as_oom_killed() -> anyh
 async fn an_image_that_cannot_be_pulled_is_reported_held_then_fails_the_execution_pre_execution()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster
@@ -346,7 +212,7 @@ async fn an_image_that_cannot_be_pulled_is_reported_held_then_fails_the_executio
 async fn a_job_container_running_past_the_timeout_fails_the_execution_as_deadline_exceeded()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(env, &client, "deadline", "e2e-sleep", "8s").await?;
         let details = failure(&done)?;
@@ -366,7 +232,7 @@ async fn a_job_container_running_past_the_timeout_fails_the_execution_as_deadlin
 #[tokio::test]
 async fn deleting_a_running_job_execution_removes_it_with_its_job_and_pods() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster
@@ -421,7 +287,7 @@ async fn deleting_a_running_job_execution_removes_it_with_its_job_and_pods() -> 
 #[tokio::test]
 async fn a_tekton_and_a_job_execution_on_one_target_never_run_at_once() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster

@@ -13,9 +13,9 @@
 //! Needs `make e2e-deps` and the operator's build (`make e2e` builds both); without
 //! them the tests fail naming the command.
 
-use std::{collections::BTreeSet, path::PathBuf, process::Child, sync::Mutex, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
 
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -25,12 +25,16 @@ use kube::{
         WatchEvent, WatchParams,
     },
 };
-use kubernaut_test_harness::e2e::{self, E2eCluster};
+use kubernaut_test_harness::e2e::{
+    E2eCluster,
+    workflows::{
+        ENDED, OperatorEnv, child_name, eventually, execution, failure, phase, wait_phase,
+    },
+};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use workflowexecution_operator::types::{
-    self, ExecutionConfig, FailureDetails, FailureReason, Phase, SkipReason, WorkflowExecution,
-    WorkflowExecutionSpec, WorkflowRef,
+    ExecutionConfig, FailureReason, Phase, SkipReason, WorkflowExecution,
 };
 
 /// The service account the workflows' tasks run as (the operator's `execution.serviceAccountName`).
@@ -38,10 +42,6 @@ const RUNNER: &str = "kubernaut-workflow-runner";
 
 /// A service account the operator allows but that does not exist in the execution namespace.
 const MISSING_RUNNER: &str = "kubernaut-missing-runner";
-
-/// Generous: a run has several seconds of kwok stage delays and Tekton requeues on a shared,
-/// busy machine.
-const WAIT: Duration = Duration::from_secs(240);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -51,49 +51,14 @@ fn tekton_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("tekton.dev", "v1", kind))
 }
 
-/// The cluster, the operator serving it, and the namespace the workflows run in.
-struct Env {
-    cluster: &'static E2eCluster,
-    exec_ns: String,
-    /// Kept so that the process is not reaped behind the exit hook's back.
-    _operator: Mutex<Child>,
-}
-
 /// The shared cluster with one operator process (started on first use).
-async fn env() -> anyhow::Result<&'static Env> {
-    static ENV: OnceCell<Env> = OnceCell::const_new();
+async fn env() -> anyhow::Result<&'static OperatorEnv> {
+    static ENV: OnceCell<OperatorEnv> = OnceCell::const_new();
     ENV.get_or_try_init(|| async {
-        let cluster = E2eCluster::shared().await?;
-        cluster
-            .control_plane()
-            .install_crds(&[types::crd()])
-            .await?;
-        let exec_ns = cluster.create_run_namespace("e2e-runs", RUNNER).await?;
-        let operator = spawn_operator(cluster, &exec_ns)?;
-        Ok(Env {
-            cluster,
-            exec_ns,
-            _operator: Mutex::new(operator),
-        })
+        let extra = format!("  allowedServiceAccounts: [{RUNNER}, {MISSING_RUNNER}]\n");
+        OperatorEnv::start("operator-workflows", "e2e-runs", RUNNER, &extra).await
     })
     .await
-}
-
-/// Starts the operator, logging to the cluster's directory.
-fn spawn_operator(cluster: &E2eCluster, exec_ns: &str) -> anyhow::Result<Child> {
-    // A short cooldown: no scenario here waits for one, and a long one would only slow retries.
-    e2e::spawn_operator(
-        cluster,
-        "operator-workflows",
-        &format!(
-            "execution:\n  namespace: {exec_ns}\n  serviceAccountName: {RUNNER}\n\
-             \x20 allowedServiceAccounts: [{RUNNER}, {MISSING_RUNNER}]\n\
-             cooldown:\n  period: 5s\n\
-             templates:\n  dir: {}\naudit:\n  sink: log\n\
-             controller:\n  leaderElection: false\n  metricsAddr: 127.0.0.1:0\n  healthAddr: 127.0.0.1:0\n",
-            repo().join("templates/workflowexecution").display()
-        ),
-    )
 }
 
 fn workflow_execution(
@@ -103,59 +68,7 @@ fn workflow_execution(
     target: &str,
     timeout: Option<&str>,
 ) -> WorkflowExecution {
-    let mut wfe = WorkflowExecution::new(
-        name,
-        WorkflowExecutionSpec {
-            workflow_ref: WorkflowRef {
-                workflow_id: "scale-deployment".into(),
-                version: "1.0.0".into(),
-                container_image: bundle,
-                container_digest: None,
-            },
-            target_resource: format!("{ns}/deployment/{target}"),
-            parameters: [("REPLICAS".to_string(), "3".to_string())].into(),
-            confidence: Some(0.9),
-            rationale: Some("end-to-end test".into()),
-            remediation_request_ref: None,
-            execution_config: timeout.map(|t| ExecutionConfig {
-                timeout: Some(t.to_string()),
-                service_account_name: None,
-            }),
-            execution_engine: None,
-        },
-    );
-    wfe.metadata.namespace = Some(ns.to_string());
-    wfe
-}
-
-async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    kubernaut_test_harness::e2e::eventually(what, WAIT, check).await
-}
-
-fn phase(wfe: &WorkflowExecution) -> Option<Phase> {
-    wfe.status.as_ref().and_then(|s| s.phase)
-}
-
-/// Waits until the WorkflowExecution `ns/name` reaches one of `phases`, and returns it.
-async fn wait_phase(
-    wfes: &Api<WorkflowExecution>,
-    name: &str,
-    phases: &[Phase],
-) -> anyhow::Result<WorkflowExecution> {
-    eventually(
-        &format!("WorkflowExecution {name} in one of {phases:?}"),
-        || async {
-            let current = wfes.get(name).await?;
-            Ok(phase(&current)
-                .is_some_and(|p| phases.contains(&p))
-                .then_some(current))
-        },
-    )
-    .await
+    execution(ns, name, bundle, target, timeout, None)
 }
 
 /// Creates `wfe` and waits for it to end (Completed, Failed or Skipped).
@@ -163,38 +76,7 @@ async fn run_to_end(client: &Client, wfe: &WorkflowExecution) -> anyhow::Result<
     let ns = wfe.namespace().unwrap_or_default();
     let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
     wfes.create(&PostParams::default(), wfe).await?;
-    wait_phase(
-        &wfes,
-        &wfe.name_any(),
-        &[Phase::Completed, Phase::Failed, Phase::Skipped],
-    )
-    .await
-}
-
-fn failure(wfe: &WorkflowExecution) -> anyhow::Result<FailureDetails> {
-    let status = wfe
-        .status
-        .as_ref()
-        .ok_or_else(|| anyhow!("{} has no status", wfe.name_any()))?;
-    if status.phase != Some(Phase::Failed) {
-        bail!(
-            "{} is not Failed: {}",
-            wfe.name_any(),
-            serde_json::to_string(status)?
-        );
-    }
-    status
-        .failure_details
-        .clone()
-        .ok_or_else(|| anyhow!("a Failed execution without failureDetails"))
-}
-
-fn run_name(wfe: &WorkflowExecution) -> anyhow::Result<String> {
-    wfe.status
-        .as_ref()
-        .and_then(|s| s.pipeline_run_ref.as_ref())
-        .map(|r| r.name.clone())
-        .ok_or_else(|| anyhow!("{} names no PipelineRun", wfe.name_any()))
+    wait_phase(&wfes, &wfe.name_any(), ENDED).await
 }
 
 fn condition(object: &Value) -> (String, String) {
@@ -261,29 +143,10 @@ fn record(
     Ok(())
 }
 
-/// Runs a test body; when it fails, prints the cluster's logs before returning the error.
-async fn logged<F>(cluster: &E2eCluster, body: F) -> anyhow::Result<()>
-where
-    F: Future<Output = anyhow::Result<()>>,
-{
-    let result = body.await;
-    if result.is_err() {
-        cluster.print_logs();
-        if let Ok(log) = std::fs::read_to_string(cluster.dir().join("operator-workflows.log")) {
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!("----- operator-workflows.log (last 40 lines) -----");
-            for line in &lines[lines.len().saturating_sub(40)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-    result
-}
-
 /// A scenario: one WorkflowExecution running `bundle` in a namespace of its own; returns the ended
 /// execution after recording its run.
 async fn scenario(
-    env: &Env,
+    env: &OperatorEnv,
     client: &Client,
     name: &str,
     bundle: &str,
@@ -305,7 +168,7 @@ async fn scenario(
         &workflow_execution(&ns, name, bundle, name, timeout),
     )
     .await?;
-    if let Ok(run) = run_name(&done) {
+    if let Ok(run) = child_name(&done) {
         // A run the operator never created (pre-execution failures) has nothing to record.
         let runs: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
@@ -326,7 +189,7 @@ async fn scenario(
 async fn a_successful_workflow_runs_its_tasks_as_the_runner_with_the_target_as_parameter()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(
             env,
@@ -343,7 +206,7 @@ async fn a_successful_workflow_runs_its_tasks_as_the_runner_with_the_target_as_p
             "status: {:?}",
             done.status
         );
-        let run = run_name(&done)?;
+        let run = child_name(&done)?;
         let selector = run_selector(&run);
         let taskruns: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &env.exec_ns, &tekton_resource("TaskRun"));
@@ -383,7 +246,7 @@ async fn a_successful_workflow_runs_its_tasks_as_the_runner_with_the_target_as_p
 async fn a_step_exiting_1_fails_the_execution_as_task_failed_naming_task_step_and_exit_code()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(
             env,
@@ -416,7 +279,7 @@ async fn a_step_exiting_1_fails_the_execution_as_task_failed_naming_task_step_an
 async fn an_oom_killed_step_fails_the_execution_as_oom_killed_with_exit_code_137()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(
             env,
@@ -444,7 +307,7 @@ async fn an_oom_killed_step_fails_the_execution_as_oom_killed_with_exit_code_137
 async fn an_unpullable_first_image_fails_before_execution_without_an_exit_code()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(
             env,
@@ -475,7 +338,7 @@ async fn an_unpullable_first_image_fails_before_execution_without_an_exit_code()
 async fn an_unpullable_second_image_is_an_execution_failure_because_the_first_task_ran()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(
             env,
@@ -510,7 +373,7 @@ async fn an_unpullable_second_image_is_an_execution_failure_because_the_first_ta
 #[tokio::test]
 async fn a_run_exceeding_the_execution_timeout_fails_as_deadline_exceeded() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let done = scenario(
             env,
@@ -536,7 +399,7 @@ async fn a_run_exceeding_the_execution_timeout_fails_as_deadline_exceeded() -> a
 #[tokio::test]
 async fn a_missing_bundle_fails_before_execution_as_configuration_error() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let bundle = format!(
             "{}/kubernaut/workflows/no-such-workflow:v1",
@@ -626,7 +489,7 @@ async fn watch_run(
 async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_collects_taskruns_and_pods()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster
@@ -643,7 +506,7 @@ async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_c
         );
         wfes.create(&PostParams::default(), &wfe).await?;
         let running = wait_phase(&wfes, "delete-running", &[Phase::Running]).await?;
-        let run = run_name(&running)?;
+        let run = child_name(&running)?;
 
         // The first task's pod runs (for an hour) before the execution is deleted.
         let pods: Api<Pod> = Api::namespaced(client.clone(), &env.exec_ns);
@@ -781,7 +644,7 @@ async fn deleting_a_running_execution_cancels_its_run_runs_finally_and_garbage_c
 #[tokio::test]
 async fn twenty_executions_on_distinct_targets_all_complete() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster
@@ -830,7 +693,7 @@ async fn twenty_executions_on_distinct_targets_all_complete() -> anyhow::Result<
 async fn five_executions_on_one_target_run_once_and_the_others_are_skipped_as_busy()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster
@@ -889,7 +752,7 @@ async fn five_executions_on_one_target_run_once_and_the_others_are_skipped_as_bu
             &env.exec_ns,
             &tekton_resource("PipelineRun"),
         );
-        let run = run_name(running[0])?;
+        let run = child_name(running[0])?;
         assert!(runs.get_opt(&run).await?.is_some());
         // Ends the hour-long run.
         wfes.delete(&runner, &DeleteParams::default()).await?;
@@ -908,7 +771,7 @@ async fn five_executions_on_one_target_run_once_and_the_others_are_skipped_as_bu
 async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_error()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, async {
+    env.logged(async {
         let client = env.cluster.client().await?;
         let ns = env
             .cluster
@@ -927,7 +790,7 @@ async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_err
             service_account_name: Some(MISSING_RUNNER.to_string()),
         });
         let done = run_to_end(&client, &wfe).await?;
-        if let Ok(run) = run_name(&done) {
+        if let Ok(run) = child_name(&done) {
             let runs: Api<DynamicObject> = Api::namespaced_with(
                 client.clone(),
                 &env.exec_ns,
@@ -967,10 +830,10 @@ async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_err
 async fn an_exhausted_quota_is_reported_while_running_and_fails_the_execution_as_resource_exhausted()
 -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, quota_scenario(env)).await
+    env.logged(quota_scenario(env)).await
 }
 
-async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
+async fn quota_scenario(env: &OperatorEnv) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::{Event, ResourceQuota};
 
     let client = env.cluster.client().await?;
@@ -1017,7 +880,7 @@ async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(phase(&held), Some(Phase::Running));
-    let run = run_name(&held)?;
+    let run = child_name(&held)?;
     let running = run_objects(&client, &env.exec_ns, &run).await?;
     record(
         env.cluster,
@@ -1083,10 +946,10 @@ async fn quota_scenario(env: &Env) -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_run_held_pending_is_not_started_and_maps_to_pending() -> anyhow::Result<()> {
     let env = env().await?;
-    logged(env.cluster, pending_scenario(env)).await
+    env.logged(pending_scenario(env)).await
 }
 
-async fn pending_scenario(env: &Env) -> anyhow::Result<()> {
+async fn pending_scenario(env: &OperatorEnv) -> anyhow::Result<()> {
     use workflowexecution_operator::{
         config::OperatorConfig,
         testing::{load_status_mapping, load_templates, render_pipeline_run},

@@ -167,6 +167,25 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
             .collect()
     }
 
+    /// The cached objects indexed under `object`'s key, `object` itself (as cached) included;
+    /// each is checked to still have that key, as the store may hold a newer version than the
+    /// index saw. Empty when `object` has no key or no key function is configured.
+    pub fn same_key(&self, object: &K, store: &Store<K>) -> Vec<Arc<K>>
+    where
+        K: Clone,
+    {
+        let Some(key_of) = &self.key_of else {
+            return Vec::new();
+        };
+        let Some(key) = key_of(object) else {
+            return Vec::new();
+        };
+        self.get(&key, store)
+            .into_iter()
+            .filter(|other| key_of(other).as_ref() == Some(&key))
+            .collect()
+    }
+
     /// How many keys are indexed.
     pub fn len(&self) -> usize {
         match self.state.read() {
@@ -234,6 +253,29 @@ mod tests {
         assert_eq!(names(&index, "t1"), ["old"]);
         index.apply(&Event::InitDone);
         assert_eq!(names(&index, "t1"), ["new"]);
+    }
+
+    #[test]
+    fn same_key_reads_the_store_and_skips_objects_whose_key_moved_on() {
+        let index = index();
+        let mut writer = kube::runtime::reflector::store::Writer::<ConfigMap>::default();
+        for object in [cm("a", "t1"), cm("b", "t1"), cm("c", "t2")] {
+            writer.apply_watcher_event(&Event::Apply(object.clone()));
+            index.apply(&Event::Apply(object));
+        }
+        // The store holds a newer `b` than the index saw.
+        writer.apply_watcher_event(&Event::Apply(cm("b", "t2")));
+        let store = writer.as_reader();
+        let mut same: Vec<String> = index
+            .same_key(&cm("a", "t1"), &store)
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap_or_default())
+            .collect();
+        same.sort();
+        assert_eq!(same, ["a"]);
+        assert!(index.same_key(&cm("x", "none"), &store).is_empty());
+        let disabled = ParentIndex::<ConfigMap>::disabled();
+        assert!(disabled.same_key(&cm("a", "t1"), &store).is_empty());
     }
 
     #[test]

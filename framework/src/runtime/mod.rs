@@ -114,6 +114,7 @@ mod events;
 mod health;
 pub mod index;
 pub mod leader;
+mod lookup;
 pub mod metrics;
 pub mod prune;
 mod reflect;

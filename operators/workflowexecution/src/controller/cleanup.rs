@@ -1,18 +1,18 @@
 //! Deletion: cancel a running run of ours and delete it once it has finished (or keep a failed
-//! one as the target's block), then drop the finalizer.
+//! one as the target's block); then `Cleanup::Done` has the framework drop the finalizer.
 
 use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{DynamicObject, Patch, PatchParams},
-    runtime::events::EventType,
+use kube::{Api, ResourceExt, api::DynamicObject, runtime::events::EventType};
+use kubernaut_framework::{
+    lifecycle::{Cleanup, Effects},
+    lock,
+    runtime::Action,
 };
-use kubernaut_framework::{finalizer, lock, runtime::Action};
 use tracing::{debug, info, warn};
 
-use super::{Error, FINALIZER, Pass, describe, kube_err};
+use super::{Effect, Error, Pass, describe};
 use crate::{
     decide, pipelinerun, run_status,
     types::{PipelineRunRef, WorkflowExecution},
@@ -23,17 +23,8 @@ use kubernaut_framework::duration::format_go_duration;
 const FINISH_POLL: Duration = Duration::from_secs(5);
 
 impl Pass<'_> {
-    pub(super) async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
-        // The run is where this WFE recorded it; before that (a create whose status write was
-        // lost) at the lock name in the configured namespace.
-        let run_ref = wfe
-            .status
-            .as_ref()
-            .and_then(|s| s.pipeline_run_ref.clone())
-            .unwrap_or_else(|| PipelineRunRef {
-                name: pipelinerun::pipeline_run_name(&wfe.spec.target_resource),
-                namespace: self.config.execution.namespace.clone(),
-            });
+    pub(super) async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Cleanup, Error> {
+        let run_ref = self.run_ref(&wfe);
         let runs = self.runs_in(&run_ref.namespace);
         let name = run_ref.name.clone();
         let owner = pipelinerun::owner(&wfe);
@@ -43,7 +34,7 @@ impl Pass<'_> {
         if let Some(run) = runs
             .get_opt(&name)
             .await
-            .map_err(kube_err(format!("reading PipelineRun {name}")))?
+            .map_err(Error::api(format!("reading PipelineRun {name}")))?
             && owner.owns(run.labels())
         {
             if decide::holds_block(&wfe) {
@@ -55,7 +46,7 @@ impl Pass<'_> {
                 );
             } else {
                 if let Some(wait) = self.cancel(&wfe, &runs, &run, &run_ref).await? {
-                    return Ok(Action::requeue(wait));
+                    return Ok(Cleanup::Again(Action::requeue(wait)));
                 }
                 lock::release_with_policy(
                     &runs,
@@ -66,11 +57,10 @@ impl Pass<'_> {
                 .await?;
             }
         }
-        let uid = wfe.uid();
-        self.refresh_failure_gauge(&wfe.spec.target_resource, uid.as_deref());
-        self.publish(&wfe, EventType::Normal, "WorkflowExecutionDeleted", note);
-        finalizer::remove_finalizer(&self.api, &*wfe, FINALIZER).await?;
-        Ok(Action::await_change())
+        self.refresh_failure_gauge(&wfe, &self.ctx.peers(&wfe));
+        let deleted = Effect::event(EventType::Normal, "WorkflowExecutionDeleted", note);
+        self.apply(&wfe, deleted);
+        Ok(Cleanup::Done)
     }
 
     /// Cancels `run` if it has not finished; returns how long to wait before looking again, or
@@ -87,7 +77,7 @@ impl Pass<'_> {
         run: &DynamicObject,
         run_ref: &PipelineRunRef,
     ) -> Result<Option<Duration>, Error> {
-        let name = &run_ref.name;
+        let (name, kind) = (&run_ref.name, &self.engine.child().kind);
         let finished = run_status::observe_run(&self.engine.mapping, &run.data, None)
             .phase
             .is_finished();
@@ -95,29 +85,25 @@ impl Pass<'_> {
             return Ok(None);
         }
         let cancel = &self.engine.cancel;
-        if !cancel.is_cancelled(&run.data) {
-            let patch = cancel.patch(run.resource_version().as_deref());
-            runs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(kube_err(format!("cancelling PipelineRun {name}")))?;
+        let deleted_at = wfe.metadata.deletion_timestamp.as_ref();
+        let deleted_at = deleted_at.map_or_else(Timestamp::now, |t| t.0);
+        let cancelling = cancel
+            .cancel(runs, run, deleted_at, Timestamp::now())
+            .await
+            .map_err(Error::api(format!("cancelling {kind} {name}")))?;
+        if cancelling.patched {
             info!(wfe = %describe(wfe), pipelinerun = %name, "PipelineRun cancelled");
-            self.publish(
+            let note = format!(
+                "{kind} {}/{name} cancelled; it is deleted once it has finished, at the latest after {}",
+                run_ref.namespace,
+                format_go_duration(cancel.finish_grace_period())
+            );
+            self.apply(
                 wfe,
-                EventType::Normal,
-                "PipelineRunCancelled",
-                format!(
-                    "PipelineRun {}/{name} cancelled; it is deleted once it has finished, at the latest after {}",
-                    run_ref.namespace,
-                    format_go_duration(cancel.finish_grace_period())
-                ),
+                Effect::event(EventType::Normal, "PipelineRunCancelled", note),
             );
         }
-        let deleted_at = wfe
-            .metadata
-            .deletion_timestamp
-            .as_ref()
-            .map_or_else(Timestamp::now, |t| t.0);
-        if let Some(wait) = cancel.remaining_wait(deleted_at, Timestamp::now()) {
+        if let Some(wait) = cancelling.wait {
             // The run's status events reconcile this WFE as soon as it finishes, but only while
             // the run is in the watched namespace: a run recorded in an earlier
             // `execution.namespace` sends none. So look again every few seconds, for this

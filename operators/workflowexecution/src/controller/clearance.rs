@@ -8,12 +8,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::events::EventType};
 use kubernaut_framework::{
     condition::{self, ConditionStatus},
-    lock,
+    lifecycle, lock,
+    runtime::Action,
 };
 
 use super::{
-    CLEAR_BLOCK_ANNOTATION, Error, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _,
-    Pass, conditions, describe, kube_err,
+    CLEAR_BLOCK_ANNOTATION, Effect, Error, ExecutionCondition, MetricUpdate, Outcome, Pass,
+    conditions, describe,
 };
 use crate::{
     audit::AuditAction,
@@ -49,39 +50,23 @@ impl Pass<'_> {
         if status.block_clearance.is_some() || refused_already(status, &reason) {
             return Ok(wfe);
         }
+        let peers = self.ctx.peers(&wfe);
+        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
         let cleared = match status.phase {
-            Some(Phase::Failed) => self.clear_own(&wfe),
-            Some(Phase::Skipped) => self.clear_for_skipped(&wfe, &reason).await?,
+            Some(Phase::Failed) => clear_own(&wfe, &others),
+            Some(Phase::Skipped) => self.clear_for_skipped(&wfe, &others, &reason).await?,
             _ => Cleared::Nothing,
         };
-        let outcome = clearance(&wfe, &cleared, &reason, self.now);
         let Outcome {
-            status, effects, ..
-        } = outcome;
-        let Some(status) = status else {
+            status: Some(status),
+            effects,
+            ..
+        } = clearance(&wfe, &cleared, &reason, self.now)
+        else {
             return Ok(wfe);
         };
-        Ok(match self.write(&wfe, status, effects).await? {
-            Some(written) => Arc::new(written),
-            None => wfe,
-        })
-    }
-
-    /// A `Failed` WFE cleared on itself: it must hold a block, or carry the target's failure
-    /// streak (it is the most recent finished WFE of the target).
-    fn clear_own(&self, wfe: &WorkflowExecution) -> Cleared {
-        if decide::holds_block(wfe) {
-            return Cleared::Own;
-        }
-        let peers = self.peers_on_target(wfe);
-        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
-        let newer = decide::most_recent_finished(&others)
-            .is_some_and(|p| p.completion_time() > wfe.completion_time());
-        if decide::streak(wfe) > 0 && !newer {
-            Cleared::Own
-        } else {
-            Cleared::Nothing
-        }
+        let written = lifecycle::write(self, &wfe, status, effects).await?;
+        Ok(written.map_or(wfe, Arc::new))
     }
 
     /// A `Skipped` WFE asks to clear what skipped it: the block (a blocking WFE, or a block run
@@ -89,10 +74,9 @@ impl Pass<'_> {
     async fn clear_for_skipped(
         &self,
         wfe: &WorkflowExecution,
+        others: &[&WorkflowExecution],
         reason: &str,
     ) -> Result<Cleared, Error> {
-        let peers = self.peers_on_target(wfe);
-        let others: Vec<&WorkflowExecution> = peers.iter().map(Arc::as_ref).collect();
         let blockers: Vec<&WorkflowExecution> = others
             .iter()
             .copied()
@@ -107,12 +91,15 @@ impl Pass<'_> {
         // The failed WFE may be gone: its run still holds the block, in the kind of whichever
         // engine it ran on.
         let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
+        let namespace = &self.config.execution.namespace;
         for engine in self.state().engines.iter() {
-            let runs = self.runs_of(engine);
-            if let Some(run) = runs
-                .get_opt(&name)
-                .await
-                .map_err(kube_err(format!("reading {} {name}", engine.child().kind)))?
+            let runs = self.ctx.child_api(&engine.child_resource, namespace);
+            let read = runs.get_opt(&name).await;
+            let run = read.map_err(Error::api(format!(
+                "reading {} {name}",
+                engine.child().kind
+            )))?;
+            if let Some(run) = run
                 && pipelinerun::ExecutionBlock::of(&run).is_some()
                 && self
                     .current_owner(&pipelinerun::run_owner(&run))
@@ -126,7 +113,7 @@ impl Pass<'_> {
                 ));
             }
         }
-        if let Some(carrier) = decide::most_recent_finished(&others)
+        if let Some(carrier) = decide::most_recent_finished(others)
             && decide::streak(carrier) > 0
         {
             self.record_clearance_on(carrier, reason).await?;
@@ -143,14 +130,9 @@ impl Pass<'_> {
         reason: &str,
     ) -> Result<(), Error> {
         let mut status = other.status.clone().unwrap_or_default();
-        status.block_clearance = Some(BlockClearance {
-            cleared_at: Time(self.now),
-            clear_reason: reason.to_owned(),
-        });
-        let effects = Outcome::unchanged(kubernaut_framework::runtime::Action::await_change())
-            .audit(AuditAction::BlockCleared)
-            .effects;
-        self.write(other, status, effects).await?;
+        status.block_clearance = Some(block_clearance(reason, self.now));
+        let audited = vec![Effect::Audit(AuditAction::BlockCleared)];
+        lifecycle::write(self, other, status, audited).await?;
         Ok(())
     }
 }
@@ -165,7 +147,7 @@ pub(super) fn clearance(
     now: Timestamp,
 ) -> Outcome {
     let mut status = wfe.status.clone().unwrap_or_default();
-    let action = kubernaut_framework::runtime::Action::await_change();
+    let action = Action::await_change();
     let message = match cleared {
         Cleared::Nothing => {
             let message = format!(
@@ -194,10 +176,7 @@ pub(super) fn clearance(
             describe(wfe)
         ),
     };
-    status.block_clearance = Some(BlockClearance {
-        cleared_at: Time(now),
-        clear_reason: reason.to_owned(),
-    });
+    status.block_clearance = Some(block_clearance(reason, now));
     conditions(wfe, &mut status, now).set(
         ExecutionCondition::BlockCleared,
         ConditionStatus::True,
@@ -210,6 +189,26 @@ pub(super) fn clearance(
         .audit(AuditAction::BlockCleared)
         // A cleared streak starts again from zero.
         .metric(MetricUpdate::ConsecutiveFailures(0))
+}
+
+/// A `Failed` WFE cleared on itself: it must hold a block, or carry the target's failure streak
+/// (it is the most recent finished WFE of the target, of it and its `others`).
+fn clear_own(wfe: &WorkflowExecution, others: &[&WorkflowExecution]) -> Cleared {
+    let newer = decide::most_recent_finished(others)
+        .is_some_and(|p| p.completion_time() > wfe.completion_time());
+    if decide::holds_block(wfe) || (decide::streak(wfe) > 0 && !newer) {
+        Cleared::Own
+    } else {
+        Cleared::Nothing
+    }
+}
+
+/// The record of a clearance for `reason` at `now`.
+fn block_clearance(reason: &str, now: Timestamp) -> BlockClearance {
+    BlockClearance {
+        cleared_at: Time(now),
+        clear_reason: reason.to_owned(),
+    }
 }
 
 /// Whether the refusal of this very clearance reason is already recorded (no second Event).

@@ -11,13 +11,15 @@
 //! 4. `Completed`/`Failed` (`terminal`): hold the lock for the cooldown period, then release it
 //!    (delete the run only if its labels name this WFE); honour the block-clearing annotation
 //!    (`clearance`).
-//! 5. Deletion (`cleanup`): cancel a running run of ours, delete it, drop the finalizer.
+//! 5. Deletion (`cleanup`): cancel a running run of ours, delete it; then the framework drops
+//!    the finalizer.
 //!
 //! A phase handler returns an [`Outcome`]: the new status, the effects of reaching it (Events,
 //! audit records, metric updates, log lines) and when to look again. The status and the effects
 //! are built by pure functions of the object, what was observed and the time; the framework's
-//! [`lifecycle::reconcile`] writes the status and applies the effects (through `Pass`'s
-//! [`Effects`]) only when the write happened. Every failure goes through one path,
+//! [`lifecycle::reconcile`] writes the status and applies the effects (through the framework's
+//! [`Reporter`]) only when the write happened. The operator declares only its own effects
+//! (`outcome`: its metric updates and audit records). Every failure goes through one path,
 //! `failed::failed`.
 //!
 //! Guarantees:
@@ -47,38 +49,29 @@ mod tests;
 use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::DynamicObject,
-    runtime::{
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
-};
+use kube::{Api, Client, Resource, ResourceExt, api::DynamicObject};
 use kubernaut_framework::{
     condition::{self, ConditionStatus, ConditionType, Conditions},
     config::ConfigStore,
-    finalizer::FinalizerError,
-    lifecycle::{self, Effects, Lifecycle, PhasedStatus, StatusError},
-    lock::{LockError, Locks},
+    effect::Reporter,
+    lifecycle::{self, Cleanup, Effects, Lifecycle, PhasedStatus, ReconcileError},
+    lock::Locks,
     own_writes::OwnWrites,
     phase::{self, PhaseHandlers},
-    runtime::{Action, Context, MetricLabel},
+    runtime::{Action, Context},
     status::Held,
 };
-use tracing::{info, warn};
 
-pub use self::outcome::{Effect, MetricUpdate, Outcome, OutcomeExt};
+pub use self::outcome::{Effect, MetricUpdate, Outcome};
 use crate::{
-    audit::{AuditAction, AuditData, AuditEvent, Auditor},
+    audit::Auditor,
     config::OperatorConfig,
     decide,
     engine::{Engine, Engines},
+    failure::FailureContext,
     metrics::Metrics,
-    types::{
-        FailureReason, Phase, PipelineRunRef, SkipReason, WorkflowExecution,
-        WorkflowExecutionStatus,
-    },
+    pipelinerun,
+    types::{FailureReason, Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
 };
 
 /// The finalizer that links a WFE to its PipelineRun in another namespace.
@@ -87,31 +80,27 @@ pub use crate::decide::CLEAR_BLOCK_ANNOTATION;
 /// How often a Running WFE is re-checked when no watch event arrives (a safety net, not a poll).
 pub const SAFETY_RESYNC: Duration = Duration::from_secs(600);
 
-/// The condition types of a WorkflowExecution's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecutionCondition {
-    /// The execution's outcome: `Unknown` while pending or running, `True` completed, `False`
-    /// failed or skipped (the reason says why).
-    Ready,
-    /// The PipelineRun exists (`False` while waiting for a previous run to be deleted).
-    ExecutionCreated,
-    /// The PipelineRun runs (`False` with a failure reason while a TaskRun is held back).
-    ExecutionRunning,
-    /// The PipelineRun has finished.
-    ExecutionComplete,
-    /// The clearance annotation was acted on: `True` cleared, `False` refused.
-    BlockCleared,
+kubernaut_framework::string_enum! {
+    /// The condition types of a WorkflowExecution's status.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ExecutionCondition {
+        /// The execution's outcome: `Unknown` while pending or running, `True` completed,
+        /// `False` failed or skipped (the reason says why).
+        Ready = "Ready",
+        /// The PipelineRun exists (`False` while waiting for a previous run to be deleted).
+        ExecutionCreated = "ExecutionCreated",
+        /// The PipelineRun runs (`False` with a failure reason while a TaskRun is held back).
+        ExecutionRunning = "ExecutionRunning",
+        /// The PipelineRun has finished.
+        ExecutionComplete = "ExecutionComplete",
+        /// The clearance annotation was acted on: `True` cleared, `False` refused.
+        BlockCleared = "BlockCleared",
+    }
 }
 
 impl ConditionType for ExecutionCondition {
     fn as_str(self) -> &'static str {
-        match self {
-            ExecutionCondition::Ready => "Ready",
-            ExecutionCondition::ExecutionCreated => "ExecutionCreated",
-            ExecutionCondition::ExecutionRunning => "ExecutionRunning",
-            ExecutionCondition::ExecutionComplete => "ExecutionComplete",
-            ExecutionCondition::BlockCleared => "BlockCleared",
-        }
+        ExecutionCondition::as_str(self)
     }
 }
 
@@ -148,59 +137,7 @@ pub struct State {
 pub type Ctx = Context<WorkflowExecution, State>;
 
 /// What can fail a reconcile; every such failure is retried with per-object backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What was being done.
-        action: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Adding or removing the finalizer failed.
-    #[error(transparent)]
-    Finalizer(#[from] FinalizerError),
-    /// Acquiring or releasing the lock failed transiently.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// A handler chose a phase change the lifecycle does not allow.
-    #[error("illegal phase transition {from} -> {to}")]
-    IllegalTransition {
-        /// From.
-        from: String,
-        /// To.
-        to: String,
-    },
-    /// The object is missing data the API server always sets.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl MetricLabel for Error {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube { .. } => "kube",
-            Error::Finalizer(_) => "finalizer",
-            Error::Lock(_) => "lock",
-            Error::IllegalTransition { .. } => "illegal_transition",
-            Error::Invalid(_) => "invalid",
-        }
-    }
-}
-
-impl<P: phase::Phase> From<phase::IllegalTransition<P>> for Error {
-    fn from(e: phase::IllegalTransition<P>) -> Self {
-        Error::IllegalTransition {
-            from: e
-                .from
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "none".into()),
-            to: e.to.to_string(),
-        }
-    }
-}
+pub type Error = ReconcileError<Phase>;
 
 impl phase::Phase for Phase {
     fn allowed_transitions(self) -> &'static [Self] {
@@ -224,59 +161,33 @@ impl PhasedStatus for WorkflowExecutionStatus {
     }
 }
 
-impl<P: phase::Phase> From<StatusError<P>> for Error {
-    fn from(e: StatusError<P>) -> Self {
-        match e {
-            StatusError::IllegalTransition(e) => e.into(),
-            StatusError::Unaddressable { object } => Error::Invalid(format!(
-                "WorkflowExecution {object} has no namespace or name"
-            )),
-            StatusError::Write { object, source } => Error::Kube {
-                action: format!("writing the status of {object}"),
-                source,
-            },
-        }
-    }
-}
-
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
-}
-
 /// Reconcile one WorkflowExecution.
 ///
 /// # Errors
 /// Transient API failures; the runtime retries them with per-object backoff.
 pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let ns = wfe.namespace().ok_or_else(|| {
-        Error::Invalid(format!(
-            "WorkflowExecution {} has no namespace",
-            wfe.name_any()
-        ))
-    })?;
     let engines = &ctx.data.engines;
     let recorded = wfe
         .status
         .as_ref()
         .and_then(|s| s.execution_engine.as_deref());
-    if let Some(recorded) = recorded
-        && engines.get(recorded).is_none()
-    {
+    let engine = match (engines.of(&wfe), recorded) {
+        (Some(engine), _) => engine.clone(),
         // Its child is of that engine's kind: nothing here can read, cancel or release it.
         // Retried (with backoff) until the engine is configured again; nothing is lost.
-        return Err(Error::Invalid(format!(
-            "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
-            describe(&wfe)
-        )));
-    }
-    let engine = engines
-        .of(&wfe)
-        .or_else(|| engines.default_engine())
-        .cloned()
-        .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?;
+        (None, Some(recorded)) => {
+            return Err(Error::Invalid(format!(
+                "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
+                describe(&wfe)
+            )));
+        }
+        // The spec asks for an engine that is not configured: its validation fails it.
+        (None, None) => engines
+            .default_engine()
+            .cloned()
+            .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?,
+    };
     let pass = Pass {
-        api: Api::namespaced(ctx.client.clone(), &ns),
         engine,
         config: ctx.data.config.current(),
         ctx: &ctx,
@@ -285,14 +196,13 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
     lifecycle::reconcile(&pass, wfe).await
 }
 
-/// One reconcile pass: the context, the WFE's API, the configuration snapshot the whole pass
+/// One reconcile pass: the context, the engine, the configuration snapshot the whole pass
 /// decides with, and the time the pass started.
 struct Pass<'a> {
     ctx: &'a Arc<Ctx>,
     /// The engine of the reconciled WFE ([`Engines::of`]; the default one for a WFE asking for
     /// an engine that is not configured, which its validation then fails).
     engine: Arc<Engine>,
-    api: Api<WorkflowExecution>,
     config: Arc<OperatorConfig>,
     now: Timestamp,
 }
@@ -343,35 +253,16 @@ impl Lifecycle<WorkflowExecution, Effect> for Pass<'_> {
         status
     }
 
-    async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Action, Error> {
+    async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Cleanup, Error> {
         Pass::cleanup(self, wfe).await
     }
 }
 
 impl Effects<WorkflowExecution, Effect> for Pass<'_> {
-    /// Applies one effect about `wfe` (as written).
+    /// Applies one effect about `wfe` (as written) through the framework's reporter.
     fn apply(&self, wfe: &WorkflowExecution, effect: Effect) {
-        match effect {
-            Effect::Event {
-                type_,
-                reason,
-                note,
-            } => self.publish(wfe, type_, reason, note),
-            Effect::Audit(action) => {
-                let status = wfe.status.clone().unwrap_or_default();
-                self.state()
-                    .auditor
-                    .record(audit_event(wfe, action, &status));
-            }
-            Effect::Metric(update) => self.update_metric(wfe, update),
-            Effect::Log { warning, message } => {
-                if warning {
-                    warn!(wfe = %describe(wfe), "{message}");
-                } else {
-                    info!(wfe = %describe(wfe), "{message}");
-                }
-            }
-        }
+        let state = self.state();
+        Reporter::new(self.ctx, &state.auditor, &state.metrics).apply(wfe, effect);
     }
 }
 
@@ -380,160 +271,77 @@ impl Pass<'_> {
         &self.ctx.data
     }
 
-    /// PipelineRuns in `namespace`: a run is always addressed in the namespace recorded in
-    /// `status.pipelineRunRef`, which outlives a change of `execution.namespace`.
+    /// The children of this engine's kind in `namespace`: a run is always addressed in the
+    /// namespace recorded in `status.pipelineRunRef`, which outlives a change of
+    /// `execution.namespace`.
     fn runs_in(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(
-            self.ctx.client.clone(),
-            namespace,
-            &self.engine.child_resource,
-        )
-    }
-
-    /// The children of `engine`'s kind in the configured `execution.namespace`.
-    fn runs_of(&self, engine: &Engine) -> Api<DynamicObject> {
-        Api::namespaced_with(
-            self.ctx.client.clone(),
-            &self.config.execution.namespace,
-            &engine.child_resource,
-        )
+        self.ctx.child_api(&self.engine.child_resource, namespace)
     }
 
     fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
-        self.ctx.children.get(
-            &ObjectRef::new_with(&run_ref.name, self.engine.child_resource.clone())
-                .within(&run_ref.namespace),
-        )
+        let resource = &self.engine.child_resource;
+        self.ctx
+            .cached_child(resource, &run_ref.namespace, &run_ref.name)
     }
 
-    /// Writes `status` to `wfe` (see `lifecycle::write_status`) and applies `effects` about it
-    /// when the write happened. Returns the written object, or `None` when nothing changed.
-    async fn write(
+    /// Where `wfe`'s run is: where it recorded it, or before that (a create whose status write
+    /// was lost) at the lock name in the configured namespace.
+    fn run_ref(&self, wfe: &WorkflowExecution) -> PipelineRunRef {
+        let recorded = wfe.status.as_ref().and_then(|s| s.pipeline_run_ref.clone());
+        recorded.unwrap_or_else(|| PipelineRunRef {
+            name: pipelinerun::pipeline_run_name(&wfe.spec.target_resource),
+            namespace: self.config.execution.namespace.clone(),
+        })
+    }
+
+    /// The run `run_ref` names if it is `wfe`'s (its labels name it): from the cache, and on a
+    /// miss from the API server — unless `cache_is_enough` (the cache, synced before any
+    /// reconcile, covers the run's namespace and a miss needs no request).
+    async fn our_run(
         &self,
         wfe: &WorkflowExecution,
-        status: WorkflowExecutionStatus,
-        effects: Vec<Effect>,
-    ) -> Result<Option<WorkflowExecution>, Error> {
-        let (client, own_writes) = (&self.ctx.client, &self.state().own_writes);
-        Ok(lifecycle::write_with_effects(client, own_writes, self, wfe, status, effects).await?)
-    }
-
-    fn update_metric(&self, wfe: &WorkflowExecution, update: MetricUpdate) {
-        let metrics = &self.state().metrics;
-        match update {
-            MetricUpdate::Finished { phase, duration } => {
-                metrics.total.with_label_values(&[phase.as_str()]).inc();
-                if let Some(duration) = duration {
-                    metrics
-                        .duration_of(phase.as_str())
-                        .observe(duration.as_secs_f64());
-                }
-            }
-            MetricUpdate::Skipped(reason) => {
-                metrics.total.with_label_values(&["Skipped"]).inc();
-                metrics.skip.with_label_values(&[reason.as_str()]).inc();
-                if matches!(
-                    reason,
-                    SkipReason::ExhaustedRetries | SkipReason::PreviousExecutionFailed
-                ) {
-                    metrics
-                        .backoff_skip
-                        .with_label_values(&[reason.as_str()])
-                        .inc();
-                }
-            }
-            MetricUpdate::ConsecutiveFailures(count) => {
-                metrics.set_consecutive_failures(&wfe.spec.target_resource, count);
-            }
+        run_ref: &PipelineRunRef,
+        cache_is_enough: bool,
+    ) -> Result<Option<Arc<DynamicObject>>, Error> {
+        let owner = pipelinerun::owner(wfe);
+        let cached = self.cached_run(run_ref).filter(|r| owner.owns(r.labels()));
+        if cached.is_some() || cache_is_enough {
+            return Ok(cached);
         }
+        let kind = &self.engine.child().kind;
+        let read = self
+            .runs_in(&run_ref.namespace)
+            .get_opt(&run_ref.name)
+            .await;
+        let run = read.map_err(Error::api(format!("reading {kind} {}", run_ref.name)))?;
+        Ok(run.filter(|r| owner.owns(r.labels())).map(Arc::new))
     }
 
-    /// Publishes an Event about `wfe` beside the reconcile (best-effort, not awaited).
-    fn publish(&self, wfe: &WorkflowExecution, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        self.ctx.publish_detached(wfe, event);
+    /// The API of the engine's grandchildren (what carries the failure facts) in `namespace`;
+    /// `None` for an engine without them.
+    fn grandchildren_in(&self, namespace: &str) -> Option<Api<DynamicObject>> {
+        let resource = self.engine.grandchild_resource.as_ref()?;
+        Some(self.ctx.child_api(resource, namespace))
     }
 
-    /// Every other WFE on the same target, from the reflector store's target index.
-    fn peers_on_target(&self, wfe: &WorkflowExecution) -> Vec<Arc<WorkflowExecution>> {
-        let target = crate::types::target_key(&wfe.spec.target_resource);
-        let uid = wfe.uid();
-        self.ctx
-            .parent_index
-            .get(&target, &self.ctx.parents)
-            .into_iter()
-            .filter(|other| {
-                crate::types::target_key(&other.spec.target_resource) == target
-                    && other.uid() != uid
-            })
-            .collect()
+    /// What a failure of `wfe` is classified with: its execution settings, the engine's mapping.
+    fn failure_context(&self, wfe: &WorkflowExecution) -> FailureContext {
+        FailureContext::new(wfe, &self.config.execution).reading(&self.engine.mapping)
     }
 
-    /// Sets `workflowexecution_consecutive_failures` of `target` from the store: the streak the
-    /// most recent finished WFE on it carries (`excluding` one being deleted); no series when
-    /// none carries failures.
-    fn refresh_failure_gauge(&self, target: &str, excluding: Option<&str>) {
-        let key = crate::types::target_key(target);
-        let on_target = self.ctx.parent_index.get(&key, &self.ctx.parents);
-        let finished: Vec<&WorkflowExecution> = on_target
-            .iter()
-            .map(Arc::as_ref)
-            .filter(|w| crate::types::target_key(&w.spec.target_resource) == key)
-            .filter(|w| excluding.is_none_or(|uid| w.uid().as_deref() != Some(uid)))
-            .collect();
+    /// Sets `workflowexecution_consecutive_failures` of `wfe`'s target from `on_target` (the
+    /// cached WFEs on it): the streak the most recent finished one carries; no series when none
+    /// carries failures.
+    fn refresh_failure_gauge(&self, wfe: &WorkflowExecution, on_target: &[Arc<WorkflowExecution>]) {
+        let finished: Vec<&WorkflowExecution> = on_target.iter().map(Arc::as_ref).collect();
         let streak = decide::most_recent_finished(&finished).map_or(0, decide::streak);
-        self.state()
-            .metrics
-            .set_consecutive_failures(target, streak);
+        let metrics = &self.state().metrics;
+        metrics.set_consecutive_failures(&wfe.spec.target_resource, streak);
     }
 }
 
 fn describe(wfe: &WorkflowExecution) -> String {
     kubernaut_framework::names::namespaced_name(wfe)
-}
-
-/// The audit record of `wfe` in `status` for `action`.
-pub fn audit_event(
-    wfe: &WorkflowExecution,
-    action: AuditAction,
-    status: &WorkflowExecutionStatus,
-) -> AuditEvent {
-    let failure = status.failure_details.as_ref();
-    let skip = status.skip_details.as_ref();
-    let data = AuditData {
-        workflow_id: Some(wfe.spec.workflow_ref.workflow_id.clone()),
-        target_resource: Some(wfe.spec.target_resource.clone()),
-        phase: status.phase.map(|p| p.as_str().to_string()),
-        container_image: Some(wfe.spec.workflow_ref.container_image.clone()),
-        execution_name: Some(wfe.name_any()),
-        pipelinerun_name: status.pipeline_run_ref.as_ref().map(|r| r.name.clone()),
-        started_at: status.start_time.as_ref().map(|t| t.0.to_string()),
-        completed_at: status.completion_time.as_ref().map(|t| t.0.to_string()),
-        duration: status.duration.clone(),
-        failure_reason: failure.map(|f| f.reason.as_str().to_string()),
-        failure_message: failure.map(|f| f.message.clone()),
-        failed_task_name: failure.and_then(|f| f.failed_task_name.clone()),
-        skip_reason: skip.map(|s| s.reason.as_str().to_string()),
-        skip_message: skip.map(|s| s.message.clone()),
-    };
-    let remediation_request = wfe
-        .spec
-        .remediation_request_ref
-        .as_ref()
-        .and_then(|r| r.name.clone());
-    AuditEvent::new(
-        action,
-        wfe.namespace().unwrap_or_default(),
-        wfe.name_any(),
-        remediation_request.as_deref(),
-        data,
-    )
 }
 
 /// What the `ExecutionRunning` condition says held the run back, if it does: `False` with a
@@ -550,9 +358,8 @@ fn held_condition(status: &WorkflowExecutionStatus) -> Option<Held> {
 
 /// Whether a step of the run was seen running in an earlier pass (`executionStarted`): the
 /// TaskRuns that showed it may be gone later.
-fn seen_started(wfe: &WorkflowExecution) -> bool {
-    wfe.status
-        .as_ref()
+fn seen_started(status: Option<&WorkflowExecutionStatus>) -> bool {
+    status
         .and_then(|s| s.pipeline_run_status.as_ref())
         .and_then(|s| s.execution_started)
         == Some(true)

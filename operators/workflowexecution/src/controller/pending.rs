@@ -13,8 +13,7 @@ use kubernaut_framework::{
 };
 
 use super::{
-    Error, ExecutionCondition, Outcome, OutcomeExt as _, Pass, SAFETY_RESYNC, conditions,
-    failed::FailureCause, running, target_lock,
+    Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, running, target_lock,
 };
 use crate::{
     audit::AuditAction,
@@ -32,14 +31,14 @@ const PREVIOUS_RUN_POLL: Duration = Duration::from_secs(2);
 impl Pass<'_> {
     pub(super) async fn pending(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
         let config = &self.config;
-        let fail = |reason, message| self.fail(&wfe, FailureCause::PreExecution(reason, message));
+        let fail = |reason, message| self.fail_before_execution(&wfe, reason, message);
         // 1. Validate (runtime copy of the admission rules + the service-account allowlist).
         if let Err(errors) = validate::validate_spec(&wfe.spec, &config.execution) {
             let message = format!("invalid WorkflowExecution spec: {errors}");
             return Ok(fail(FailureReason::ConfigurationError, message));
         }
         // 2–3. Lock and cooldown decisions from the in-memory store.
-        let peers = self.peers_on_target(&wfe);
+        let peers = self.ctx.peers(&wfe);
         if let Decision::Skip(details) = decide::decide(&wfe, &peers, self.now, config) {
             return Ok(skipped(&wfe, details, self.now));
         }

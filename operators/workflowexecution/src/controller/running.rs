@@ -5,12 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Api, ResourceExt,
-    api::DynamicObject,
-    runtime::{events::EventType, reflector::ObjectRef},
-};
+use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
     condition::ConditionStatus,
     runtime::Action,
@@ -18,18 +13,16 @@ use kubernaut_framework::{
 };
 
 use super::{
-    Error, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, Pass, SAFETY_RESYNC,
-    conditions, failed::FailureCause, held_condition, kube_err, seen_started, terminal,
+    Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, held_condition,
+    seen_started, terminal,
 };
 use crate::{
     audit::AuditAction,
     config::OperatorConfig,
-    failure::{self, FailureContext},
-    pipelinerun,
+    failure,
     run_status::{self, RunObservation, RunPhase},
     types::{Phase, WorkflowExecution, WorkflowExecutionStatus},
 };
-use kubernaut_framework::duration::{duration_between, format_go_duration};
 
 impl Pass<'_> {
     pub(super) async fn running(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
@@ -38,24 +31,10 @@ impl Pass<'_> {
             // vanished run.
             return self.run_vanished(&wfe, "(unknown)").await;
         };
-        let owner = pipelinerun::owner(&wfe);
-        let cached = self.ctx.children.get(
-            &ObjectRef::new_with(&run_ref.name, self.engine.child_resource.clone())
-                .within(&run_ref.namespace),
-        );
-        let run = match cached {
-            Some(run) if owner.owns(run.labels()) => (*run).clone(),
-            // Not (yet) in the cache, or the cache holds an older object: ask the API server
-            // before concluding anything.
-            _ => match self
-                .runs_in(&run_ref.namespace)
-                .get_opt(&run_ref.name)
-                .await
-                .map_err(kube_err(format!("reading PipelineRun {}", run_ref.name)))?
-            {
-                Some(run) if owner.owns(run.labels()) => run,
-                _ => return self.run_vanished(&wfe, &run_ref.name).await,
-            },
+        // Not (yet) in the cache, or the cache holds an older object: ask the API server before
+        // concluding anything.
+        let Some(run) = self.our_run(&wfe, &run_ref, false).await? else {
+            return self.run_vanished(&wfe, &run_ref.name).await;
         };
         let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
         // The mapping, evaluated once for this pass.
@@ -122,46 +101,33 @@ impl Pass<'_> {
         run_name: &str,
     ) -> Result<Outcome, Error> {
         let status = wfe.status.as_ref();
-        let namespace = status
-            .and_then(|s| s.pipeline_run_ref.as_ref())
-            .map_or(self.config.execution.namespace.clone(), |r| {
-                r.namespace.clone()
-            });
+        let namespace = self.run_ref(wfe).namespace;
         let mapping = &self.engine.mapping;
         // The run's TaskRuns outlive it briefly (until garbage collection): a step that ran
-        // since the last status change may still be visible in them.
-        let step_ran = seen_started(wfe)
-            || match &self.engine.grandchild_resource {
-                Some(resource) => {
-                    let api = Api::namespaced_with(self.ctx.client.clone(), &namespace, resource);
-                    let task_runs = grandchildren::read_of_deleted(&api, mapping, run_name)
-                        .await
-                        .map_err(kube_err(format!(
-                            "listing what carried the failure facts of deleted {} {run_name}",
-                            self.engine.child().kind
-                        )))?;
-                    mapping.work_ran(&task_runs)
-                }
-                // Nothing can say the work did not start: it counts as started.
-                None => mapping.work_ran(&BTreeMap::new()),
+        // since the last status change may still be visible in them. Without them nothing can
+        // say the work did not start: it counts as started.
+        let step_ran = seen_started(status) || {
+            let task_runs = match self.grandchildren_in(&namespace) {
+                Some(api) => grandchildren::read_of_deleted(&api, mapping, run_name)
+                    .await
+                    .map_err(Error::api(format!(
+                        "listing what carried the failure facts of deleted {} {run_name}",
+                        self.engine.child().kind
+                    )))?,
+                None => BTreeMap::new(),
             };
+            mapping.work_ran(&task_runs)
+        };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
-        let context =
-            FailureContext::new(wfe, &self.config.execution).reading(&self.engine.mapping);
         let details = failure::run_deleted_failure(
-            &context,
+            &self.failure_context(wfe),
             &namespace,
             run_name,
             started_at.filter(|_| step_ran),
             step_ran,
             self.now,
         );
-        let cause = FailureCause::Run {
-            details,
-            completed_at: None,
-            summary: None,
-        };
-        Ok(self.fail(wfe, cause))
+        Ok(self.fail(wfe, details, self.now, None))
     }
 
     /// The run failed: its TaskRuns are read from the API server (the failed one says why).
@@ -175,39 +141,35 @@ impl Pass<'_> {
     ) -> Result<Outcome, Error> {
         let mapping = &self.engine.mapping;
         let whole = grandchildren::whole(run);
-        let task_runs = match &self.engine.grandchild_resource {
-            Some(resource) => {
-                let api = Api::namespaced_with(self.ctx.client.clone(), namespace, resource);
-                grandchildren::read(&api, mapping, &whole)
-                    .await
-                    .map_err(kube_err(format!(
-                        "reading what carries the failure facts of {} {}",
-                        self.engine.child().kind,
-                        run.name_any()
-                    )))?
-            }
+        let task_runs = match self.grandchildren_in(namespace) {
+            Some(api) => grandchildren::read(&api, mapping, &whole)
+                .await
+                .map_err(Error::api(format!(
+                    "reading what carries the failure facts of {} {}",
+                    self.engine.child().kind,
+                    run.name_any()
+                )))?,
             None => BTreeMap::new(),
         };
         reading.grandchildren = Some(mapping.read_grandchildren(&whole, &task_runs));
-        let seen_started = seen_started(wfe);
+        let seen_started = seen_started(wfe.status.as_ref());
         let mut summary = run_status::observe(mapping, &reading).summary;
         if seen_started {
             summary.execution_started = Some(true);
         }
-        let context =
-            FailureContext::new(wfe, &self.config.execution).reading(&self.engine.mapping);
         let remembered = failure::Remembered {
             seen_started,
             held: wfe.status.as_ref().and_then(held_condition),
         };
-        let details =
-            failure::failure_details_remembered(mapping, &context, &reading, &remembered, self.now);
-        let cause = FailureCause::Run {
-            details,
-            completed_at: observation.completion_time,
-            summary: Some(summary),
-        };
-        Ok(self.fail(wfe, cause))
+        let details = failure::failure_details_remembered(
+            mapping,
+            &self.failure_context(wfe),
+            &reading,
+            &remembered,
+            self.now,
+        );
+        let completed_at = observation.completion_time.unwrap_or(self.now);
+        Ok(self.fail(wfe, details, completed_at, Some(summary)))
     }
 }
 
@@ -256,13 +218,8 @@ pub(super) fn observe_unfinished(
     now: Timestamp,
 ) {
     // A step once seen running stays seen: the TaskRuns that showed it may be gone later.
-    let seen_started = status
-        .pipeline_run_status
-        .as_ref()
-        .and_then(|s| s.execution_started)
-        == Some(true);
     let mut summary = observation.summary.clone();
-    if seen_started {
+    if seen_started(Some(status)) {
         summary.execution_started = Some(true);
     }
     status.pipeline_run_status = Some(summary);
@@ -294,20 +251,10 @@ pub(super) fn completed(
     config: &OperatorConfig,
     now: Timestamp,
 ) -> Outcome {
-    let mut status = wfe.status.clone().unwrap_or_default();
     let completed_at = observation.completion_time.unwrap_or(now);
-    status.phase = Some(Phase::Completed);
-    status.completion_time = Some(Time(completed_at));
+    let (mut status, ran_for) =
+        terminal::finish(wfe, Phase::Completed, completed_at, observation.start_time);
     status.pipeline_run_status = Some(observation.summary.clone());
-    let start = status
-        .start_time
-        .as_ref()
-        .map(|t| t.0)
-        .or(observation.start_time);
-    let ran_for = start.map(|start| duration_between(start, completed_at));
-    if let Some(ran_for) = ran_for {
-        status.duration = Some(format_go_duration(ran_for));
-    }
     status.consecutive_failures = Some(0);
     status.next_allowed_execution = None;
     let mut set = conditions(wfe, &mut status, now);
@@ -317,37 +264,21 @@ pub(super) fn completed(
         "Completed",
         "The workflow completed successfully",
     );
-    set.set(
-        ExecutionCondition::ExecutionRunning,
-        ConditionStatus::False,
-        "Completed",
-        "The PipelineRun has finished",
-    );
-    set.set(
-        ExecutionCondition::ExecutionComplete,
-        ConditionStatus::True,
-        "Succeeded",
-        observation
-            .summary
-            .message
-            .as_deref()
-            .unwrap_or("The PipelineRun succeeded"),
-    );
-    let duration = status.duration.clone().unwrap_or_default();
+    let summary = observation.summary.message.as_deref();
+    let message = summary.unwrap_or("The PipelineRun succeeded");
+    terminal::run_finished(&mut set, "Completed", "Succeeded", message);
+    let duration = status.duration.clone();
     let note = format!(
         "Workflow {} completed on {} in {}",
         wfe.spec.workflow_ref.workflow_id,
         wfe.spec.target_resource,
-        status.duration.as_deref().unwrap_or("?")
+        duration.as_deref().unwrap_or("?")
     );
-    let action = terminal::hold_lock(&status, config, now);
-    Outcome::write(status, action)
-        .metric(MetricUpdate::Finished {
-            phase: Phase::Completed,
-            duration: ran_for,
-        })
-        .metric(MetricUpdate::ConsecutiveFailures(0))
-        .log(format!("workflow completed in {duration}"))
+    terminal::finished(status, Phase::Completed, ran_for, config, now)
+        .log(format!(
+            "workflow completed in {}",
+            duration.unwrap_or_default()
+        ))
         .event(EventType::Normal, "WorkflowCompleted", note)
         .audit(AuditAction::Completed)
 }

@@ -4,25 +4,24 @@
 use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{DynamicObject, Patch, PatchParams},
-    runtime::events::EventType,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
+    annotation::annotate_exact,
+    condition::{ConditionStatus, Conditions},
+    lifecycle::Effects,
     lock::{self, Release},
     runtime::Action,
 };
-use serde_json::json;
 use tracing::{debug, info};
 
-use super::{Error, Outcome, Pass, describe, kube_err};
+use super::{Effect, Error, ExecutionCondition, MetricUpdate, Outcome, Pass, describe};
 use crate::{
     config::OperatorConfig,
     decide, pipelinerun,
-    types::{WorkflowExecution, WorkflowExecutionStatus},
+    types::{Phase, WorkflowExecution, WorkflowExecutionStatus},
 };
-use kubernaut_framework::duration::duration_between;
+use kubernaut_framework::duration::{duration_between, format_go_duration};
 
 impl Pass<'_> {
     pub(super) async fn terminal(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
@@ -30,7 +29,7 @@ impl Pass<'_> {
         let wfe = self.clear_block_if_asked(wfe).await?;
         // Every term reconciles every WFE once, so this rebuilds the gauge from the store after a
         // restart or a leader change.
-        self.refresh_failure_gauge(&wfe.spec.target_resource, None);
+        self.refresh_failure_gauge(&wfe, &self.ctx.same_key(&wfe));
         let Some(status) = wfe.status.clone() else {
             return Ok(done);
         };
@@ -38,23 +37,15 @@ impl Pass<'_> {
             // This WFE never created a run: there is no lock of its own to release.
             return Ok(done);
         };
-        let runs = self.runs_in(&run_ref.namespace);
-        let owner = pipelinerun::owner(&wfe);
         // The cache (the watched namespace) is synced before any reconcile and keeps our
         // annotations: a run that is not there (or not ours) needs no API call, which keeps
         // restarts over many finished WFEs free of requests. A run recorded in another namespace
         // (`execution.namespace` changed since) is read from the API server.
-        let run = if run_ref.namespace == self.config.execution.namespace {
-            self.cached_run(&run_ref)
-        } else {
-            runs.get_opt(&run_ref.name)
-                .await
-                .map_err(kube_err(format!("reading PipelineRun {}", run_ref.name)))?
-                .map(Arc::new)
-        };
-        let Some(run) = run.filter(|run| owner.owns(run.labels())) else {
+        let watched = run_ref.namespace == self.config.execution.namespace;
+        let Some(run) = self.our_run(&wfe, &run_ref, watched).await? else {
             return Ok(done);
         };
+        let runs = self.runs_in(&run_ref.namespace);
         if decide::holds_block(&wfe) {
             // The run stays as the target's lock until the block is cleared: mark it, so the
             // block outlives this WFE (and keeps the TaskRuns and logs for the investigation).
@@ -68,26 +59,25 @@ impl Pass<'_> {
         let completed = status.completion_time.as_ref().map_or(self.now, |t| t.0);
         if duration_between(completed, self.now) < self.config.cooldown.period {
             debug!(wfe = %describe(&wfe), "holding the lock for the cooldown");
-            return Ok(Outcome::unchanged(hold_lock(
-                &status,
-                &self.config,
-                self.now,
-            )));
+            let action = hold_lock(&status, &self.config, self.now);
+            return Ok(Outcome::unchanged(action));
         }
-        let propagation = self.engine.cancel.delete_propagation();
+        let (owner, propagation) = (
+            pipelinerun::owner(&wfe),
+            self.engine.cancel.delete_propagation(),
+        );
         if lock::release_with_policy(&runs, &run_ref.name, &owner, propagation).await?
             == Release::Released
         {
             info!(wfe = %describe(&wfe), pipelinerun = %run_ref.name, "lock released");
-            self.publish(
-                &wfe,
-                EventType::Normal,
-                "LockReleased",
-                format!(
-                    "Cooldown over: PipelineRun {}/{} deleted, target {} is free",
-                    run_ref.namespace, run_ref.name, wfe.spec.target_resource
-                ),
+            let note = format!(
+                "Cooldown over: {} {}/{} deleted, target {} is free",
+                self.engine.child().kind,
+                run_ref.namespace,
+                run_ref.name,
+                wfe.spec.target_resource
             );
+            self.apply(&wfe, Effect::event(EventType::Normal, "LockReleased", note));
         }
         Ok(done)
     }
@@ -102,19 +92,14 @@ impl Pass<'_> {
         if pipelinerun::ExecutionBlock::of(run).is_some() {
             return Ok(());
         }
-        let status = wfe.status.clone().unwrap_or_default();
+        let status = wfe.status.as_ref();
+        let failure = status.and_then(|s| s.failure_details.as_ref());
+        let failed_at = status.and_then(|s| s.completion_time.as_ref());
         let block = pipelinerun::ExecutionBlock {
             workflow_execution: describe(wfe),
             workflow_id: wfe.spec.workflow_ref.workflow_id.clone(),
-            reason: status
-                .failure_details
-                .as_ref()
-                .map(|d| d.reason.to_string())
-                .unwrap_or_default(),
-            failed_at: status
-                .completion_time
-                .map(|t| t.0.to_string())
-                .unwrap_or_default(),
+            reason: failure.map(|d| d.reason.to_string()).unwrap_or_default(),
+            failed_at: failed_at.map(|t| t.0.to_string()).unwrap_or_default(),
         };
         self.annotate_run(runs, run, Some(block.to_annotation()))
             .await?;
@@ -123,33 +108,22 @@ impl Pass<'_> {
     }
 
     /// Sets (or with `None` removes) the block annotation of `run`, only on that very object
-    /// (uid in the patch: a replacement of the same name is refused).
+    /// (gone, or replaced by another object: nothing of ours to mark any more).
     async fn annotate_run(
         &self,
         runs: &Api<DynamicObject>,
         run: &DynamicObject,
         block: Option<String>,
     ) -> Result<(), Error> {
-        let patch = json!({"metadata": {
-            "uid": run.uid(),
-            "annotations": {pipelinerun::ANNOTATION_EXECUTION_BLOCK: block},
-        }});
-        match runs
-            .patch(
-                &run.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+        let key = pipelinerun::ANNOTATION_EXECUTION_BLOCK;
+        annotate_exact(runs, run, key, block.as_deref())
             .await
-        {
-            Ok(_) => Ok(()),
-            // Gone, or replaced by another object: nothing of ours to mark any more.
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(source) => Err(Error::Kube {
-                action: format!("annotating PipelineRun {}", run.name_any()),
-                source,
-            }),
-        }
+            .map_err(Error::api(format!(
+                "annotating {} {}",
+                self.engine.child().kind,
+                run.name_any()
+            )))?;
+        Ok(())
     }
 }
 
@@ -169,4 +143,66 @@ pub(super) fn hold_lock(
         .period
         .saturating_sub(duration_between(completed, now));
     Action::requeue(remaining.max(Duration::from_millis(100)))
+}
+
+/// `wfe`'s status in the terminal `phase`, finished at `completed_at`, with how long it ran: from
+/// its recorded start, or else from `started_at` (`status.duration` only when either is known).
+pub(super) fn finish(
+    wfe: &WorkflowExecution,
+    phase: Phase,
+    completed_at: Timestamp,
+    started_at: Option<Timestamp>,
+) -> (WorkflowExecutionStatus, Option<Duration>) {
+    let mut status = wfe.status.clone().unwrap_or_default();
+    status.phase = Some(phase);
+    status.completion_time = Some(Time(completed_at));
+    let start = status.start_time.as_ref().map(|t| t.0).or(started_at);
+    let ran_for = start.map(|start| duration_between(start, completed_at));
+    if let Some(ran_for) = ran_for {
+        status.duration = Some(format_go_duration(ran_for));
+    }
+    (status, ran_for)
+}
+
+/// The conditions of a run that has finished: no longer `ExecutionRunning` (`running`, a
+/// terminal phase), `ExecutionComplete` as `complete` says, with `message`.
+pub(super) fn run_finished(
+    set: &mut Conditions<'_, ExecutionCondition>,
+    running: &str,
+    complete: &str,
+    message: &str,
+) {
+    let finished = "The PipelineRun has finished";
+    set.set(
+        ExecutionCondition::ExecutionRunning,
+        ConditionStatus::False,
+        running,
+        finished,
+    );
+    set.set(
+        ExecutionCondition::ExecutionComplete,
+        ConditionStatus::True,
+        complete,
+        message,
+    );
+}
+
+/// The outcome of the terminal `status` in `phase` after `ran_for`: written, holding the lock
+/// for the cooldown, counted, and the target's failure streak (when the status carries one)
+/// published.
+pub(super) fn finished(
+    status: WorkflowExecutionStatus,
+    phase: Phase,
+    ran_for: Option<Duration>,
+    config: &OperatorConfig,
+    now: Timestamp,
+) -> Outcome {
+    let streak = status.consecutive_failures;
+    let action = hold_lock(&status, config, now);
+    let duration = ran_for;
+    let outcome = Outcome::write(status, action).metric(MetricUpdate::Finished { phase, duration });
+    match streak {
+        Some(count) => outcome.metric(MetricUpdate::ConsecutiveFailures(count)),
+        None => outcome,
+    }
 }

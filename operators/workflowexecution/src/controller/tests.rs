@@ -14,9 +14,9 @@ use kubernaut_framework::{
 };
 
 use super::{
-    Effect, ExecutionCondition, MetricUpdate, Outcome, OutcomeExt as _, SAFETY_RESYNC,
+    Effect, ExecutionCondition, MetricUpdate, Outcome, SAFETY_RESYNC,
     clearance::{Cleared, clearance},
-    failed::{Failure, failed},
+    failed::failed,
     pending::{refused_create, skipped, waiting},
     running::{completed, unfinished},
     terminal::hold_lock,
@@ -70,28 +70,6 @@ fn status(outcome: &Outcome) -> &WorkflowExecutionStatus {
 fn condition_of(outcome: &Outcome, type_: ExecutionCondition) -> Option<(String, String)> {
     condition::find(&status(outcome).conditions, type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-fn audits(outcome: &Outcome) -> Vec<AuditAction> {
-    outcome
-        .effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Audit(action) => Some(*action),
-            _ => None,
-        })
-        .collect()
-}
-
-fn metrics(outcome: &Outcome) -> Vec<MetricUpdate> {
-    outcome
-        .effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Metric(update) => Some(*update),
-            _ => None,
-        })
-        .collect()
 }
 
 fn pair(status: ConditionStatus, reason: &str) -> Option<(String, String)> {
@@ -168,11 +146,11 @@ fn a_skip_records_its_reason_and_reports_once() {
             "{reason}"
         );
         assert_eq!(
-            metrics(&outcome),
-            [MetricUpdate::Skipped(reason)],
+            outcome.metric_updates(),
+            [&MetricUpdate::Skipped(reason)],
             "{reason}"
         );
-        assert_eq!(audits(&outcome), [AuditAction::Skipped], "{reason}");
+        assert_eq!(outcome.audits(), [&AuditAction::Skipped], "{reason}");
         assert_eq!(outcome.event_reasons(), ["Skipped"], "{reason}");
         assert_eq!(outcome.action, Action::await_change(), "{reason}");
     }
@@ -191,7 +169,7 @@ fn waiting_for_a_previous_run_stays_pending_and_looks_again_shortly() {
         pair(ConditionStatus::False, "WaitingForPreviousRun")
     );
     assert!(outcome.event_reasons().is_empty());
-    assert!(audits(&outcome).is_empty());
+    assert!(outcome.audits().is_empty());
     assert_eq!(outcome.action, Action::requeue(Duration::from_secs(2)));
 }
 
@@ -231,12 +209,15 @@ fn every_failure_ends_failed_through_one_path() {
             reason: Some("Failed".to_owned()),
             ..Default::default()
         });
-        let failure = Failure {
+        let outcome = failed(
+            &wfe,
             details,
             completed_at,
-            summary: summary.clone(),
-        };
-        let outcome = failed(&wfe, failure, &[], &config, now());
+            summary.clone(),
+            &[],
+            &config,
+            now(),
+        );
         let written = status(&outcome);
         assert_eq!(written.phase, Some(Phase::Failed), "{what}");
         assert_eq!(written.completion_time, Some(Time(completed_at)), "{what}");
@@ -259,9 +240,9 @@ fn every_failure_ends_failed_through_one_path() {
             "{what}"
         );
         assert_eq!(outcome.event_reasons(), ["WorkflowFailed"], "{what}");
-        assert_eq!(audits(&outcome), [AuditAction::Failed], "{what}");
+        assert_eq!(outcome.audits(), [&AuditAction::Failed], "{what}");
         assert!(
-            metrics(&outcome).contains(&MetricUpdate::Finished {
+            outcome.metric_updates().contains(&&MetricUpdate::Finished {
                 phase: Phase::Failed,
                 duration: Some(
                     jiff::SignedDuration::from_secs(60 + completed_offset.unwrap_or(0))
@@ -269,7 +250,7 @@ fn every_failure_ends_failed_through_one_path() {
                 ),
             }),
             "{what}: {:?}",
-            metrics(&outcome)
+            outcome.metric_updates()
         );
         let expected_action = if with_run {
             let held = Duration::from_secs(completed_offset.unwrap_or(0).unsigned_abs());
@@ -308,8 +289,12 @@ fn a_completed_run_resets_the_streak_and_holds_the_lock() {
         condition_of(&outcome, ExecutionCondition::ExecutionComplete),
         pair(ConditionStatus::True, "Succeeded")
     );
-    assert!(metrics(&outcome).contains(&MetricUpdate::ConsecutiveFailures(0)));
-    assert_eq!(audits(&outcome), [AuditAction::Completed]);
+    assert!(
+        outcome
+            .metric_updates()
+            .contains(&&MetricUpdate::ConsecutiveFailures(0))
+    );
+    assert_eq!(outcome.audits(), [&AuditAction::Completed]);
     assert_eq!(outcome.event_reasons(), ["WorkflowCompleted"]);
     assert_eq!(
         outcome.action,
@@ -393,7 +378,7 @@ fn a_clearance_is_audited_only_when_it_clears_something() {
             audited,
             "{what}"
         );
-        assert_eq!(!audits(&outcome).is_empty(), audited, "{what}");
+        assert_eq!(!outcome.audits().is_empty(), audited, "{what}");
         assert_eq!(outcome.event_reasons(), [event], "{what}");
         let warned = outcome
             .effects
