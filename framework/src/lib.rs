@@ -22,7 +22,7 @@
 //! | [`app`] | one command line for every operator binary with fixed exit codes; configuration validated before anything runs and reloaded live, restart-only keys held back and named | [`app::main`], [`app::App`], [`app::AppConfig`] |
 //! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] (its lookups: `child_api`, `cached_child`, `peers`) |
 //! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
-//! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load | [`status::StatusMapping`] |
+//! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load; evaluated once per reconcile into a reading that names the first failed and the first held grandchild, deserialized into the operator's types | [`status::StatusMapping`], [`status::Reading`], [`status::grandchildren`] |
 //! | [`engine`] | pluggable child kinds as directories (a template, its status mapping, its cancel file), each loaded whole or refused naming engine and file; a started parent keeps its engine | [`engine::Engines`] |
 //! | [`lock`] | one child per key at a time: the child's deterministic name is the lock; release and stale-lock breaking delete exactly the child judged | [`lock::Locks::claim`] (the whole acquire decision, across child kinds), [`lock::acquire`], [`lock::release`], [`lock::break_stale`] |
 //! | [`cancel`] | a running child cancelled on its parent's deletion by a declared merge patch, never twice; deletion waits a bounded grace period, then deletes with the declared propagation policy | [`cancel::CancelSpec`] |
@@ -44,6 +44,7 @@
 //! | [`yaml`] | YAML that YAML 1.1 (kubectl) and 1.2 readers read back as the same value | [`yaml::to_string`] |
 //! | `testing` (feature `testing`) | call-sequence tests: a client over a scripted mock API server that checks each request's method and path and returns the bodies sent | `testing::Scenario` |
 //! | [`annotation`] | one annotation set or removed on exactly the object read, never on a replacement of the same name | [`annotation::annotate_exact`] |
+//! | [`image`] | OCI references pulled by digest: the tag (never a registry port) replaced, malformed digests refused | [`image::pulled_reference`] |
 //! | [`glob`] | the one-wildcard patterns of classification rules and allowlists | [`glob::Glob`] |
 //!
 //! Every module's own documentation lists its guarantees, assumptions and caveats.
@@ -62,6 +63,7 @@ pub mod effect;
 pub mod engine;
 pub mod finalizer;
 pub mod glob;
+pub mod image;
 pub mod lifecycle;
 pub mod lock;
 pub mod metrics;

@@ -65,6 +65,11 @@
 //!   something that already names the outcome (a quota that refuses its pod), so the operator can
 //!   report it while the child still counts as running.
 //!
+//! Evaluated once per reconcile, the mapping gives a [`Reading`] ([`StatusMapping::read`],
+//! [`StatusMapping::read_grandchildren`]: the phase, the fields, the first failed and the first
+//! held grandchild, module [`reading`]); [`grandchildren`] finds the grandchildren to read, and
+//! [`lenient`] deserializes fields into an operator's own types.
+//!
 //! JSONPath is RFC 9535 (jsonpath-rust); kubectl's `{.a.b}` form is rewritten to `$.a.b`.
 //!
 //! # Guarantees
@@ -100,6 +105,12 @@ use serde_json::Value;
 
 use crate::glob::{Case, Glob, GlobError};
 use crate::template::ChildKind;
+
+pub mod grandchildren;
+pub mod lenient;
+pub mod reading;
+
+pub use reading::{FailedGrandchild, GrandchildrenReading, Reading, fields_as};
 
 /// The values a mapping may produce, supplied by the operator and checked at load.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -52,7 +52,7 @@ use workflowexecution_operator::{
     app::WorkflowExecutionApp,
     config::{AuditSink, DEFAULT_CONFIG_FILE, DEFAULT_ENGINE, ENV_PREFIX, OperatorConfig},
     engine::Engines,
-    templates::{self, CANCEL_SPEC, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
+    testing::{self, CANCEL_SPEC, PIPELINERUN_TEMPLATE, STATUS_MAPPING},
 };
 
 const SYSTEM: &str = "kubernaut-system";
@@ -321,7 +321,7 @@ fn template_and_config_edits_reach_the_operator_through_a_configmap_volume_swap(
     materialize_volume(&manifest, root, "2025_01_01_00_00_00.1", |_, text| {
         text.to_owned()
     })?;
-    let store = templates::load_template_store(&root.join("templates"))?;
+    let store = testing::load_template_store(&root.join("templates"))?;
     let before = store.current().revision().to_owned();
     assert!(matches!(store.reload(), ReloadOutcome::Unchanged));
 

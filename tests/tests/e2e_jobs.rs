@@ -45,16 +45,15 @@ use kube::{
     },
 };
 use kubernaut_framework::cancel::CancelSpec;
-use kubernaut_framework::status::StatusMapping;
+use kubernaut_framework::status::{StatusMapping, grandchildren};
 use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use kubernaut_test_harness::e2e::E2eCluster;
 use serde_json::Value;
 use workflowexecution_operator::{
     config::OperatorConfig,
-    failure::{FailureContext, Remembered, failure_details_remembered, held_back},
+    failure::{FailureContext, Remembered, failure_details_remembered},
     pipelinerun::pipeline_run_identity,
-    run_status::{RunFields, RunPhase, observe_run},
-    task_runs::read_of_run,
+    run_status::{RunPhase, observe_run},
     templates::{mapping_rules, template_context, template_decl},
     types::{FailureDetails, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef},
 };
@@ -222,7 +221,7 @@ impl<'a> JobRun<'a> {
         let job = serde_json::to_value(self.jobs().get(&self.name).await?)?;
         let pods: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.ns, &pod_resource());
-        let pods = read_of_run(&pods, &self.mapping, &job).await?;
+        let pods = grandchildren::read(&pods, &self.mapping, &job).await?;
         Ok((job, pods))
     }
 
@@ -268,12 +267,12 @@ impl<'a> JobRun<'a> {
         remembered: &Remembered,
     ) -> FailureDetails {
         let context = FailureContext::new(&self.wfe, &self.config.execution);
+        let mut reading = self.mapping.read(job);
+        reading.grandchildren = Some(self.mapping.read_grandchildren(job, pods));
         failure_details_remembered(
             &self.mapping,
             &context,
-            job,
-            &RunFields::of_run(&self.mapping, job),
-            pods,
+            &reading,
             remembered,
             jiff::Timestamp::now(),
         )
@@ -589,12 +588,15 @@ async fn held_job(
     // The pod may be held before the Job controller has written the Job's startTime.
     let (job, pods) = run
         .wait_for("running, held back", |mapping, job, pods| {
-            phase(mapping, job) == RunPhase::Running && held_back(mapping, job, pods).is_some()
+            phase(mapping, job) == RunPhase::Running && mapping.first_held(job, pods).is_some()
         })
         .await?;
     run.record(&job, &pods, &format!("{scenario}-running"), note)?;
     assert_eq!(phase(&run.mapping, &job), RunPhase::Running);
-    let held = held_back(&run.mapping, &job, &pods).ok_or_else(|| anyhow!("not held"))?;
+    let held = run
+        .mapping
+        .first_held(&job, &pods)
+        .ok_or_else(|| anyhow!("not held"))?;
     assert_eq!(held.result, held_result.as_str());
     assert!(
         held.message

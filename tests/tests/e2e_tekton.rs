@@ -26,8 +26,7 @@ use kubernaut_test_harness::e2e::{E2eCluster, spawn_operator};
 use serde_json::Value;
 use workflowexecution_operator::{
     config::OperatorConfig,
-    pipelinerun::render_pipeline_run,
-    templates::load_templates,
+    testing::{load_templates, render_pipeline_run},
     types::{self, Phase, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef},
 };
 

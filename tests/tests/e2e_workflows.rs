@@ -952,8 +952,7 @@ async fn a_run_held_pending_is_not_started_and_maps_to_pending() -> anyhow::Resu
 async fn pending_scenario(env: &OperatorEnv) -> anyhow::Result<()> {
     use workflowexecution_operator::{
         config::OperatorConfig,
-        pipelinerun::render_pipeline_run,
-        templates::{load_status_mapping, load_templates},
+        testing::{load_status_mapping, load_templates, render_pipeline_run},
     };
 
     let client = env.cluster.client().await?;

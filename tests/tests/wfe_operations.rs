@@ -23,7 +23,7 @@ use workflowexecution_operator::{
     config::AuditSink,
     metrics::DURATION_BUCKETS,
     pipelinerun::{ANNOTATION_TEMPLATE_REVISION, LABEL_WORKFLOW_EXECUTION, pipeline_run_name},
-    templates,
+    testing,
     types::{ExecutionConfig, FailureReason, Phase, SkipReason, WorkflowExecution},
 };
 
@@ -97,9 +97,8 @@ async fn deleting_a_running_wfe_cancels_then_deletes_its_run() -> anyhow::Result
         .await?;
 
     // The value the shipped cancel file (tekton/cancel.yaml) sets.
-    let cancel_value = templates::load_cancel_spec(&support::templates_dir())?.patch(None)["spec"]
-        ["status"]
-        .clone();
+    let cancel_value =
+        testing::load_cancel_spec(&support::templates_dir())?.patch(None)["spec"]["status"].clone();
     let mut cancelled_first = false;
     let seen = tokio::time::timeout(support::WAIT, async {
         while let Some(event) = watch.try_next().await? {

@@ -124,6 +124,7 @@ pub mod index;
 pub mod leader;
 mod lookup;
 pub mod metrics;
+pub mod prune;
 mod reflect;
 mod stores;
 mod surface;

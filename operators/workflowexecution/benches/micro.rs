@@ -28,12 +28,10 @@ use workflowexecution_operator::{
     config::OperatorConfig,
     decide,
     failure::{FailureContext, failure_details},
-    pipelinerun::{pipeline_run_identity, render_pipeline_run},
+    pipelinerun::pipeline_run_identity,
     run_status::observe_run,
-    templates::{
-        PIPELINERUN_TEMPLATE, load_status_mapping, load_templates, sample_workflow_execution,
-        template_context,
-    },
+    templates::{sample_workflow_execution, template_context},
+    testing::{PIPELINERUN_TEMPLATE, load_status_mapping, load_templates, render_pipeline_run},
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
 };
 

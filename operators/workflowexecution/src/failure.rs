@@ -1,54 +1,50 @@
 //! Failure details: why a WorkflowExecution failed, in enough detail for an analysis step (or a
 //! person) to decide what to do next.
 //!
-//! For a failed PipelineRun, [`failure_details`] finds the first TaskRun the run lists whose
-//! mapping says it failed (`grandchildren.names` and `grandchildren.failed`; a TaskRun that no
-//! longer exists is skipped), builds the classification facts ([`classification_facts`]), classifies them with
-//! the rules of the status mapping file, and writes the contract's `failureDetails`, including a
+//! For a failed run, the framework's reading of it ([`Reading`]: the first grandchild the
+//! mapping says failed, in the run's order, its fields and facts, and what was held back) gives
+//! the classification facts ([`classification_facts`]); [`failure_details`] classifies them with
+//! the rules of the status mapping file and writes the contract's `failureDetails`, including a
 //! multi-line natural-language summary. [`pre_execution_failure`] and [`run_deleted_failure`]
 //! cover failures without a finished run.
 //!
-//! What a TaskRun's steps say is data, not code: the mapping's `grandchildren` section says
-//! whether a step of a TaskRun ran (`ran`) and which step facts it gives (`facts`, among them
-//! `failedStep` and `exitCode`, see [`FACT_FAILED_STEP`] and [`FACT_EXIT_CODE`]).
+//! What a grandchild's steps say is data, not code: the mapping's `grandchildren` section says
+//! whether work ran in it (`ran`) and which facts it gives (`facts`, among them `failedStep`
+//! and `exitCode`, see [`FACT_FAILED_STEP`] and [`FACT_EXIT_CODE`]).
 //!
 //! Guarantees:
 //! 1. Pure: no I/O; the same inputs give the same details (`now` is an argument).
 //! 2. The reason is always one of the contract's [`FailureReason`]s: no classification match, or
 //!    a result that is not a reason, gives [`FailureReason::Unknown`].
-//! 3. `exitCode` and `failedStepName` are the first values of the failed TaskRun's `exitCode`
-//!    and `failedStep` facts; the shipped mapping takes exit codes only from steps the container
-//!    runtime terminated, never the `1` Tekton writes into the steps of a TaskRun it stops.
-//! 4. `wasExecutionFailure` is true exactly when a step of the run ran: some TaskRun matches the
-//!    mapping's `grandchildren.ran` rules, or one was seen doing so while the run was running
-//!    (`pipelineRunStatus.executionStarted`) — whatever the final reason. A run that failed in
-//!    bundle resolution, in its first task's image pull or pod creation, on quota, or was deleted
-//!    before any step ran, is a pre-execution failure.
+//! 3. `exitCode` and `failedStepName` are the first values of the failed grandchild's `exitCode`
+//!    and `failedStep` facts.
+//! 4. `wasExecutionFailure` is true exactly when work of the run ran: some grandchild matches
+//!    the mapping's `grandchildren.ran` rules, or one was seen doing so while the run was running
+//!    (`pipelineRunStatus.executionStarted`) — whatever the final reason; a mapping without a
+//!    `grandchildren` section cannot tell, and its failed runs count as having run. A run that
+//!    failed before any of its work ran (resolving what it runs, pulling an image, creating a
+//!    pod, on quota), or was deleted before, is a pre-execution failure.
 //! 5. The summary never says the target was unchanged when a step ran.
 //! 6. Text from the cluster or the user is quoted or folded onto one line in the summary, so it
 //!    cannot forge lines of its own.
-//!
-//! Assumptions:
-//! 1. TaskRuns are passed by name as JSON (`tekton.dev/v1`), as read from the API server.
+
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kubernaut_framework::status::StatusMapping;
+use kubernaut_framework::duration::format_span;
+use kubernaut_framework::status::{FailedGrandchild, Held, Reading, StatusMapping, fields_as};
 use serde_json::Value;
 
 use crate::config::ExecutionSettings;
-use kubernaut_framework::duration::format_span;
-use kubernaut_framework::status::Held;
-
-use crate::run_status::{RunFields, steps_ran};
+use crate::run_status::{RunFields, part_kind};
 use crate::types::{FailureDetails, FailureReason, WorkflowExecution};
 
-/// Fact: the run's and the failed TaskRun's `Succeeded` reasons.
+/// Fact: the run's and the failed grandchild's `reason` fields.
 pub const FACT_REASON: &str = "reason";
-/// Fact: the run's and the failed TaskRun's `Succeeded` messages.
+/// Fact: the run's and the failed grandchild's `message` fields.
 pub const FACT_MESSAGE: &str = "message";
-/// Fact: the failed TaskRun's name.
+/// Fact: the failed grandchild's name.
 pub const FACT_FAILED_TASK_NAME: &str = "failedTaskName";
 /// Grandchild fact whose first value is `failureDetails.failedStepName`.
 pub const FACT_FAILED_STEP: &str = "failedStep";
@@ -58,59 +54,13 @@ pub const FACT_EXIT_CODE: &str = "exitCode";
 pub const FACT_HELD_REASON: &str = "heldReason";
 
 /// What the Running phase remembered of a run in the WorkflowExecution's status: facts its
-/// TaskRuns may no longer show when the run has finished (or is gone).
+/// grandchildren may no longer show when the run has finished (or is gone).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Remembered {
-    /// A step of the run was seen running (`pipelineRunStatus.executionStarted`).
+    /// Work of the run was seen running (`pipelineRunStatus.executionStarted`).
     pub seen_started: bool,
-    /// The run was last seen held back ([`held_back`]), as the `ExecutionRunning` condition says.
+    /// The run was last seen held back, as the `ExecutionRunning` condition says.
     pub held: Option<Held>,
-}
-
-/// The first of the run's TaskRuns (in the run's order, [`StatusMapping::grandchild_order`]) that
-/// the mapping's `grandchildren.held` says is held back; its message names it by its kind
-/// (`grandchildren.child`) and name.
-pub fn held_back(
-    mapping: &StatusMapping,
-    run: &Value,
-    task_runs: &BTreeMap<String, Value>,
-) -> Option<Held> {
-    let kind = grandchild_kind_name(mapping);
-    mapping
-        .grandchild_order(run, task_runs)
-        .into_iter()
-        .find_map(|(_, name)| {
-            let held = mapping.grandchild_held(task_runs.get(&name)?)?;
-            let message = match held.message {
-                Some(message) => format!("{kind} {name}: {message}"),
-                None => format!("{kind} {name} is held back"),
-            };
-            Some(Held {
-                result: held.result,
-                message: Some(message),
-            })
-        })
-}
-
-/// The first failed TaskRun of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedTask {
-    /// The TaskRun's name.
-    pub name: String,
-    /// Its index in the run's `childReferences`.
-    pub index: u32,
-    /// The failed step (the first value of the [`FACT_FAILED_STEP`] fact).
-    pub step_name: Option<String>,
-    /// The step's exit code (the first value of the [`FACT_EXIT_CODE`] fact).
-    pub exit_code: Option<i32>,
-    /// Its `Succeeded` reason.
-    pub reason: Option<String>,
-    /// Its `Succeeded` message.
-    pub message: Option<String>,
-    /// Its facts as the mapping's `grandchildren.facts` read them.
-    pub facts: BTreeMap<String, Vec<String>>,
-    /// When it finished.
-    pub completion_time: Option<Timestamp>,
 }
 
 /// Who and what failed, for the summary.
@@ -126,10 +76,11 @@ pub struct FailureContext {
     pub target: String,
     /// The service account the workflow ran as.
     pub service_account: String,
-    /// What the engine creates, as messages name it (`PipelineRun`; `run` when not known).
+    /// What the engine creates, as messages name it (the mapping's `child`; `run` when not
+    /// known).
     pub child_kind: String,
-    /// What carries the failure facts, as messages name it (`TaskRun`; `task` when not known or
-    /// when the engine has none).
+    /// What carries the failure facts, as messages name it (the mapping's `grandchildren.child`;
+    /// `task` when not known or when the engine has none).
     pub grandchild_kind: String,
 }
 
@@ -156,81 +107,23 @@ impl FailureContext {
     /// The context with the kind names of the engine whose status `mapping` reads.
     pub fn reading(mut self, mapping: &StatusMapping) -> FailureContext {
         self.child_kind = mapping.child().kind.clone();
-        self.grandchild_kind = grandchild_kind_name(mapping).to_owned();
+        self.grandchild_kind = part_kind(mapping).to_owned();
         self
     }
 }
 
-/// The kind of the mapping's grandchildren (`TaskRun` for Tekton), as messages name them.
-fn grandchild_kind_name(mapping: &StatusMapping) -> &str {
-    mapping
-        .grandchild_kind()
-        .map_or("task", |kind| kind.kind.as_str())
-}
-
-/// The first TaskRun of the run (in its order, [`StatusMapping::grandchild_order`]: the run's
-/// `grandchildren.names`, or by `ownerLabel` and creation) that the mapping says failed
-/// (`grandchildren.failed`), its fields and step facts read through `mapping`; TaskRuns missing
-/// from `task_runs` are skipped.
-pub fn first_failed_task(
-    mapping: &StatusMapping,
-    run: &Value,
-    task_runs: &BTreeMap<String, Value>,
-) -> Option<FailedTask> {
-    mapping
-        .grandchild_order(run, task_runs)
-        .into_iter()
-        .find_map(|(index, name)| {
-            let task_run = task_runs.get(&name)?;
-            if !mapping.grandchild_failed(task_run) {
-                return None;
-            }
-            let fields = RunFields::of_task_run(mapping, task_run);
-            let facts = mapping.grandchild_facts(task_run);
-            let first = |fact: &str| facts.get(fact).and_then(|values| values.first()).cloned();
-            Some(FailedTask {
-                name,
-                index,
-                step_name: first(FACT_FAILED_STEP),
-                exit_code: first(FACT_EXIT_CODE).and_then(|code| code.parse().ok()),
-                reason: fields.reason,
-                message: fields.message,
-                completion_time: fields.completion_time,
-                facts,
-            })
-        })
-}
-
-/// The facts the classification rules see (see `status.yaml`): the run's reason and message
-/// (from the mapping's `reason`/`message` fields), those of the failed TaskRun and its name, and
-/// every grandchild fact the mapping reads from the failed TaskRun (declared facts are present
-/// even when empty, so `all` rules see them).
+/// The facts the classification rules see (see `status.yaml`): the `reason` and `message`
+/// fields of the run and of its first failed grandchild, that grandchild's name
+/// ([`FACT_FAILED_TASK_NAME`]) and every fact the mapping declares for it, and the result of
+/// what held the run back ([`FACT_HELD_REASON`]). Declared facts are present even when empty, so
+/// `all` rules see them.
 pub fn classification_facts(
-    run_fields: &RunFields,
-    failed: Option<&FailedTask>,
+    reading: &Reading,
     held: Option<&Held>,
 ) -> BTreeMap<String, Vec<String>> {
-    let mut facts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut push = |fact: &str, value: Option<String>| {
-        let values = facts.entry(fact.to_owned()).or_default();
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            values.push(value);
-        }
-    };
-    push(FACT_REASON, run_fields.reason.clone());
-    push(FACT_MESSAGE, run_fields.message.clone());
-    push(FACT_FAILED_TASK_NAME, failed.map(|t| t.name.clone()));
-    push(FACT_HELD_REASON, held.map(|h| h.result.clone()));
-    if let Some(task) = failed {
-        push(FACT_REASON, task.reason.clone());
-        push(FACT_MESSAGE, task.message.clone());
-        for (fact, values) in &task.facts {
-            push(fact, None);
-            for value in values {
-                push(fact, Some(value.clone()));
-            }
-        }
-    }
+    let mut facts = reading.failure_facts(&[FACT_REASON, FACT_MESSAGE], FACT_FAILED_TASK_NAME);
+    let held = held.map(|h| h.result.clone()).filter(|r| !r.is_empty());
+    facts.insert(FACT_HELD_REASON.to_owned(), held.into_iter().collect());
     facts
 }
 
@@ -245,74 +138,45 @@ pub fn classify_failure(
         .unwrap_or(FailureReason::Unknown)
 }
 
-/// The `failureDetails` of a run that ended `Succeeded=False`, from the run and its TaskRuns
-/// alone.
+/// The `failureDetails` of a run that ended failed, from the run and its grandchildren alone.
 pub fn failure_details(
     mapping: &StatusMapping,
     context: &FailureContext,
     run: &Value,
-    task_runs: &BTreeMap<String, Value>,
+    grandchildren: &BTreeMap<String, Value>,
     now: Timestamp,
 ) -> FailureDetails {
-    failure_details_remembered(
-        mapping,
-        context,
-        run,
-        &RunFields::of_run(mapping, run),
-        task_runs,
-        &Remembered::default(),
-        now,
-    )
+    let mut reading = mapping.read(run);
+    reading.grandchildren = Some(mapping.read_grandchildren(run, grandchildren));
+    failure_details_remembered(mapping, context, &reading, &Remembered::default(), now)
 }
 
-/// [`failure_details`], with what the Running phase remembered: a step of the run was seen
-/// running, or a TaskRun was held back, whatever its TaskRuns say now (they may have been
-/// deleted since). A run held back then and now (its TaskRuns still say so) reports the hold.
-///
-/// `fields` are the run's, as [`RunFields::of_run`] projects them (once per reconcile).
+/// [`failure_details`] of the run `reading` (evaluated once per reconcile, its grandchildren
+/// read; without them, as if none were found), with what the Running phase remembered: work of
+/// the run was seen running, or a grandchild was held back, whatever the grandchildren say now
+/// (they may have been deleted since). A run held back then and now reports the hold.
 pub fn failure_details_remembered(
     mapping: &StatusMapping,
     context: &FailureContext,
-    run: &Value,
-    fields: &RunFields,
-    task_runs: &BTreeMap<String, Value>,
+    reading: &Reading,
     remembered: &Remembered,
     now: Timestamp,
 ) -> FailureDetails {
-    let failed = first_failed_task(mapping, run, task_runs);
-    let held = held_back(mapping, run, task_runs).or_else(|| remembered.held.clone());
-    let reason = classify_failure(
-        mapping,
-        &classification_facts(fields, failed.as_ref(), held.as_ref()),
-    );
-    let start = fields.start_time;
-    let failed_at = failed
-        .as_ref()
-        .and_then(|t| t.completion_time)
+    let grandchildren = reading.grandchildren.as_ref();
+    let failed = reading.first_failed();
+    let held = grandchildren
+        .and_then(|g| g.held.clone())
+        .or_else(|| remembered.held.clone());
+    let reason = classify_failure(mapping, &classification_facts(reading, held.as_ref()));
+    let fields: RunFields = fields_as(&reading.fields);
+    let failed_fields: RunFields = failed.map(|f| fields_as(&f.fields)).unwrap_or_default();
+    let failed_at = failed_fields
+        .completion_time
         .or(fields.completion_time)
         .unwrap_or(now);
-    let step_ran = remembered.seen_started || steps_ran(mapping, task_runs);
-    let run_message = fields.message.clone().filter(|m| !m.is_empty());
-    let task_message = failed
-        .as_ref()
-        .and_then(|t| t.message.clone())
-        .filter(|m| !m.is_empty());
-    let mut message = match (run_message, task_message, failed.as_ref()) {
-        (Some(run), Some(task), Some(t)) if run != task => {
-            format!(
-                "{run}; {} {}: {task}",
-                grandchild_kind_name(mapping),
-                t.name
-            )
-        }
-        (Some(run), _, _) => run,
-        (None, Some(task), _) => task,
-        (None, None, _) => fields
-            .reason
-            .as_ref()
-            .map(|r| format!("{} failed with reason {r}", mapping.child().kind))
-            .unwrap_or_else(|| format!("{} failed without a reason", mapping.child().kind)),
-    };
+    let work_ran = remembered.seen_started
+        || grandchildren.map_or_else(|| mapping.work_ran(&BTreeMap::new()), |g| g.work_ran);
+    let mut message = failure_message(mapping, &fields, failed.zip(failed_fields.message));
     // What held the run back is the cause the final message (a timeout) no longer names.
     if let Some(held) = &held
         && reason.as_str() == held.result
@@ -320,26 +184,43 @@ pub fn failure_details_remembered(
     {
         message = format!("{message}; held back before: {text}");
     }
-    let mut details = FailureDetails {
-        reason,
-        message,
-        failed_task_name: failed.as_ref().map(|t| t.name.clone()),
-        failed_task_index: failed.as_ref().map(|t| t.index),
-        failed_step_name: failed.as_ref().and_then(|t| t.step_name.clone()),
-        exit_code: failed.as_ref().and_then(|t| t.exit_code),
-        failed_at: Some(Time(failed_at)),
-        execution_time_before_failure: start.map(|s| format_span(s, failed_at)),
-        was_execution_failure: step_ran,
-        natural_language_summary: String::new(),
+    let details = FailureDetails {
+        failed_task_name: failed.map(|t| t.name.clone()),
+        failed_task_index: failed.map(|t| t.index),
+        failed_step_name: failed.and_then(|t| t.first_fact(FACT_FAILED_STEP).map(str::to_owned)),
+        exit_code: failed.and_then(|t| t.first_fact(FACT_EXIT_CODE)?.parse().ok()),
+        execution_time_before_failure: fields.start_time.map(|s| format_span(s, failed_at)),
+        ..without_task(reason, message, failed_at, work_ran)
     };
     let total_tasks = fields
         .total_tasks
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| mapping.grandchild_order(run, task_runs).len());
-    let context = context.clone().reading(mapping);
-    details.natural_language_summary = natural_language_summary(&context, &details, total_tasks);
-    details
+        .unwrap_or_else(|| grandchildren.map_or(0, |g| g.count));
+    summarised(&context.clone().reading(mapping), details, total_tasks)
+}
+
+/// The error message of a failed run: the run's message, with the failed grandchild's
+/// (`failed`, with its message) when it says something else; without either, the run's reason.
+fn failure_message(
+    mapping: &StatusMapping,
+    run: &RunFields,
+    failed: Option<(&FailedGrandchild, String)>,
+) -> String {
+    let run_message = run.message.clone().filter(|m| !m.is_empty());
+    let failed = failed.filter(|(_, m)| !m.is_empty());
+    let kind = &mapping.child().kind;
+    match (run_message, failed) {
+        (Some(run), Some((task, message))) if run != message => {
+            format!("{run}; {} {}: {message}", part_kind(mapping), task.name)
+        }
+        (Some(run), _) => run,
+        (None, Some((_, message))) => message,
+        (None, None) => match &run.reason {
+            Some(reason) => format!("{kind} failed with reason {reason}"),
+            None => format!("{kind} failed without a reason"),
+        },
+    }
 }
 
 /// The `failureDetails` of a failure before any run executed (validation, a refused create):
@@ -350,25 +231,13 @@ pub fn pre_execution_failure(
     message: &str,
     now: Timestamp,
 ) -> FailureDetails {
-    let mut details = FailureDetails {
-        reason,
-        message: message.to_owned(),
-        failed_task_name: None,
-        failed_task_index: None,
-        failed_step_name: None,
-        exit_code: None,
-        failed_at: Some(Time(now)),
-        execution_time_before_failure: None,
-        was_execution_failure: false,
-        natural_language_summary: String::new(),
-    };
-    details.natural_language_summary = natural_language_summary(context, &details, 0);
-    details
+    let details = without_task(reason, message.to_owned(), now, false);
+    summarised(context, details, 0)
 }
 
-/// The `failureDetails` when the PipelineRun disappeared before it finished: reason `Unknown`;
-/// an execution failure when a step of it ran (`step_ran`: seen running earlier, or read from
-/// TaskRuns still present). `started_at`: when the run started, if known.
+/// The `failureDetails` when the run disappeared before it finished: reason `Unknown`; an
+/// execution failure when work of it ran (`step_ran`: seen running earlier, or read from
+/// grandchildren still present). `started_at`: when the run started, if known.
 pub fn run_deleted_failure(
     context: &FailureContext,
     run_namespace: &str,
@@ -377,21 +246,45 @@ pub fn run_deleted_failure(
     step_ran: bool,
     now: Timestamp,
 ) -> FailureDetails {
-    let message =
-        format!("PipelineRun {run_namespace}/{run_name} was deleted externally before it finished");
-    let mut details = FailureDetails {
-        reason: FailureReason::Unknown,
+    let message = format!(
+        "{} {run_namespace}/{run_name} was deleted externally before it finished",
+        context.child_kind
+    );
+    let details = FailureDetails {
+        execution_time_before_failure: started_at.map(|s| format_span(s, now)),
+        ..without_task(FailureReason::Unknown, message, now, step_ran)
+    };
+    summarised(context, details, 0)
+}
+
+/// Details naming no failed task, without a summary yet.
+fn without_task(
+    reason: FailureReason,
+    message: String,
+    failed_at: Timestamp,
+    was_execution_failure: bool,
+) -> FailureDetails {
+    FailureDetails {
+        reason,
         message,
         failed_task_name: None,
         failed_task_index: None,
         failed_step_name: None,
         exit_code: None,
-        failed_at: Some(Time(now)),
-        execution_time_before_failure: started_at.map(|s| format_span(s, now)),
-        was_execution_failure: step_ran,
+        failed_at: Some(Time(failed_at)),
+        execution_time_before_failure: None,
+        was_execution_failure,
         natural_language_summary: String::new(),
-    };
-    details.natural_language_summary = natural_language_summary(context, &details, 0);
+    }
+}
+
+/// `details` with their natural-language summary.
+fn summarised(
+    context: &FailureContext,
+    mut details: FailureDetails,
+    total_tasks: usize,
+) -> FailureDetails {
+    details.natural_language_summary = natural_language_summary(context, &details, total_tasks);
     details
 }
 
@@ -501,8 +394,9 @@ mod tests {
     use super::*;
     use crate::config::OperatorConfig;
     use crate::run_status::{RunPhase, observe_run};
-    use crate::templates::{load_status_mapping, sample_workflow_execution};
-    use crate::test_runs::fixtures;
+    use crate::templates::sample_workflow_execution;
+    use crate::test_runs::{Fixture, fixtures};
+    use crate::testing::load_status_mapping;
     use std::path::Path;
 
     fn mapping() -> StatusMapping {
@@ -521,6 +415,13 @@ mod tests {
 
     fn now() -> Timestamp {
         "2025-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    /// The run read with its grandchildren, as the reconciler reads a failed run.
+    fn read(mapping: &StatusMapping, run: &Value, found: &BTreeMap<String, Value>) -> Reading {
+        let mut reading = mapping.read(run);
+        reading.grandchildren = Some(mapping.read_grandchildren(run, found));
+        reading
     }
 
     #[test]
@@ -579,20 +480,28 @@ mod tests {
     fn failed_task_is_the_first_failed_child_that_exists() {
         let mapping = mapping();
         let fixtures = fixtures();
+        let details =
+            |f: &Fixture| failure_details(&mapping, &context(), &f.run, &f.task_runs, now());
+        let facts = |f: &Fixture| {
+            let reading = read(&mapping, &f.run, &f.task_runs);
+            reading.first_failed().unwrap().facts.clone()
+        };
         let gone = fixtures.iter().find(|f| f.name == "taskrun-gone").unwrap();
-        let task = first_failed_task(&mapping, &gone.run, &gone.task_runs).unwrap();
-        assert_eq!(task.name, "wfe-f3457dcc8fbcb6d9-apply");
-        assert_eq!(task.index, 1);
-        assert_eq!(task.step_name.as_deref(), Some("verify"));
+        let task = details(gone);
+        assert_eq!(
+            task.failed_task_name.as_deref(),
+            Some("wfe-f3457dcc8fbcb6d9-apply")
+        );
+        assert_eq!(task.failed_task_index, Some(1));
+        assert_eq!(task.failed_step_name.as_deref(), Some("verify"));
         assert_eq!(task.exit_code, Some(3));
 
         let oom = fixtures.iter().find(|f| f.name == "oom").unwrap();
-        let task = first_failed_task(&mapping, &oom.run, &oom.task_runs).unwrap();
         // The step after the OOMKilled one is terminated too, as Tekton skips it.
-        assert_eq!(task.facts["stepTerminationReason"], ["OOMKilled", "Error"]);
+        assert_eq!(facts(oom)["stepTerminationReason"], ["OOMKilled", "Error"]);
         assert_eq!(
-            task.completion_time,
-            Some("2026-12-02T08:00:12Z".parse().unwrap())
+            details(oom).failed_at,
+            Some(Time("2026-12-02T08:00:12Z".parse().unwrap()))
         );
 
         // Tekton's rewritten image-pull state: the step is named, its exit code 1 is Tekton's.
@@ -600,20 +509,18 @@ mod tests {
             .iter()
             .find(|f| f.name == "image-pull-first")
             .unwrap();
-        let task = first_failed_task(&mapping, &pull.run, &pull.task_runs).unwrap();
-        assert_eq!(task.step_name.as_deref(), Some("scale"));
+        let task = details(pull);
+        assert_eq!(task.failed_step_name.as_deref(), Some("scale"));
         assert_eq!(task.exit_code, None);
         // Both steps waited for the image; Tekton rewrote both.
         assert_eq!(
-            task.facts["stepTerminationReason"],
+            facts(pull)["stepTerminationReason"],
             ["TaskRunImagePullFailed", "TaskRunImagePullFailed"]
         );
-        assert!(task.facts["stepWaitingReason"].is_empty());
+        assert!(facts(pull)["stepWaitingReason"].is_empty());
 
-        assert_eq!(
-            first_failed_task(&mapping, &pull.run, &BTreeMap::new()),
-            None
-        );
+        let none = read(&mapping, &pull.run, &BTreeMap::new());
+        assert_eq!(none.first_failed(), None);
     }
 
     /// Every failure reason Tekton v1.12 writes on a TaskRun or PipelineRun, as the failed
@@ -789,15 +696,8 @@ mod tests {
                 message: Some(format!("TaskRun wfe-1-a: {quota}")),
             }),
         };
-        let d = failure_details_remembered(
-            &mapping,
-            &context(),
-            &run,
-            &RunFields::of_run(&mapping, &run),
-            &BTreeMap::new(),
-            &remembered,
-            now(),
-        );
+        let reading = read(&mapping, &run, &BTreeMap::new());
+        let d = failure_details_remembered(&mapping, &context(), &reading, &remembered, now());
         assert_eq!(d.reason, FailureReason::ResourceExhausted);
         assert!(
             d.message.contains("exceeded quota: no-pods"),
@@ -819,9 +719,7 @@ mod tests {
             .iter()
             .find(|f| f.name == "image-pull-first")
             .unwrap();
-        let task = first_failed_task(&mapping, &pull.run, &pull.task_runs);
-        let facts =
-            classification_facts(&RunFields::of_run(&mapping, &pull.run), task.as_ref(), None);
+        let facts = classification_facts(&read(&mapping, &pull.run, &pull.task_runs), None);
         assert_eq!(facts[FACT_REASON], ["Failed", "TaskRunImagePullFailed"]);
         assert_eq!(facts[FACT_MESSAGE].len(), 2);
         assert_eq!(
@@ -1005,7 +903,7 @@ mod tests {
             let tr = task_run(succeeded, steps);
             assert_eq!(mapping.grandchild_ran(&tr), ran, "{what}");
             let task_runs = BTreeMap::from([("tr".to_owned(), tr)]);
-            assert_eq!(steps_ran(&mapping, &task_runs), ran, "{what}");
+            assert_eq!(mapping.work_ran(&task_runs), ran, "{what}");
             // Remembered from earlier wins when the TaskRuns no longer show it.
             let run = serde_json::json!({"status": {"childReferences": [
                 {"kind": "TaskRun", "name": "tr"}]}});
@@ -1014,15 +912,9 @@ mod tests {
                     seen_started: seen,
                     held: None,
                 };
-                let d = failure_details_remembered(
-                    &mapping,
-                    &context(),
-                    &run,
-                    &RunFields::of_run(&mapping, &run),
-                    &task_runs,
-                    &remembered,
-                    now(),
-                );
+                let reading = read(&mapping, &run, &task_runs);
+                let d =
+                    failure_details_remembered(&mapping, &context(), &reading, &remembered, now());
                 assert_eq!(d.was_execution_failure, ran || seen, "{what}, seen {seen}");
             }
         }
@@ -1031,7 +923,7 @@ mod tests {
             let run = serde_json::json!({"status": {"childReferences": [
                 {"kind": "TaskRun", "name": "tr"}]}});
             let task_runs = BTreeMap::from([("tr".to_owned(), task_run("False", steps))]);
-            first_failed_task(&mapping, &run, &task_runs).and_then(|t| t.exit_code)
+            failure_details(&mapping, &context(), &run, &task_runs, now()).exit_code
         };
         assert_eq!(exit_code_of(by_runtime("Error", 3)), Some(3));
         assert_eq!(exit_code_of(by_runtime("Completed", 0)), None);
@@ -1143,7 +1035,7 @@ mod tests {
         }));
         assert_eq!(mapping.phase(&failed), Some("Failed"));
         let none = BTreeMap::new();
-        assert!(steps_ran(&mapping, &none));
+        assert!(mapping.work_ran(&none));
         let d = failure_details(&mapping, &context(), &failed, &none, now());
         assert!(d.was_execution_failure);
         assert_eq!(d.reason, FailureReason::TaskFailed);
@@ -1172,6 +1064,6 @@ mod tests {
             None
         );
         // A mapping with the section still decides by its `ran` rules: no TaskRun, no step.
-        assert!(!steps_ran(&self::mapping(), &none));
+        assert!(!self::mapping().work_ran(&none));
     }
 }

@@ -19,5 +19,7 @@ pub mod templates;
 #[cfg(test)]
 #[path = "../tests/support/runs.rs"]
 mod test_runs;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod types;
 pub mod validate;

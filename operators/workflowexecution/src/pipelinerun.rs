@@ -1,10 +1,11 @@
-//! The PipelineRun of a WorkflowExecution: its identity (name, namespace, labels, annotations) and
-//! the rendering of the template into the object the operator creates.
+//! The run of a WorkflowExecution (the child its engine creates: a PipelineRun for Tekton, a Job
+//! for the Job engine): its identity (name, namespace, labels, annotations) and the rendering of
+//! the engine's template into the object the operator creates.
 //!
 //! Guarantees:
 //! 1. The name is the lock: `wfe-` + the first 16 lowercase hex characters of
 //!    SHA-256(`targetResource`) ([`pipeline_run_name`]), so two WorkflowExecutions on one target
-//!    can never both own a PipelineRun.
+//!    can never both own a run.
 //! 2. The namespace is config `execution.namespace`, never the WorkflowExecution's.
 //! 3. The labels `kubernaut.ai/workflow-execution`, `kubernaut.ai/source-namespace`,
 //!    `kubernaut.ai/workflow-id` and `kubernaut.ai/target-resource` and the annotations
@@ -15,7 +16,7 @@
 //!    a value that needs more changes than that (or is longer than 63 characters) ends in a hash of
 //!    the original, so distinct inputs stay distinct.
 //!
-//! 5. The operator's cache of PipelineRuns holds only what the reconciler reads
+//! 5. The operator's cache of runs holds only what the reconciler reads
 //!    ([`prune_cached_run`]): identity, labels, the `kubernaut.ai/*` annotations and `status`.
 //! 6. A run is owned by one WorkflowExecution *instance*: the label
 //!    `kubernaut.ai/workflow-execution-uid` carries its uid and every ownership decision compares
@@ -38,14 +39,15 @@ use std::collections::BTreeMap;
 use kube::{ResourceExt, api::DynamicObject};
 use kubernaut_framework::lock::{Owner, lock_name};
 use kubernaut_framework::names::LabelValue;
+use kubernaut_framework::runtime::prune::prune;
 use kubernaut_framework::template::{ChildIdentity, TemplateError, TemplateSet, apply_identity};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::templates::{PIPELINERUN_TEMPLATE, template_context};
+use crate::templates::template_context;
 use crate::types::WorkflowExecution;
 
-/// The prefix of every PipelineRun name.
+/// The prefix of every run name.
 pub const NAME_PREFIX: &str = "wfe-";
 /// Label: the owning WorkflowExecution's name (shortened and hashed past 63 characters). The
 /// annotation of the same key carries the full name.
@@ -66,7 +68,7 @@ pub const TARGET_RESOURCE_KEY: &str = "kubernaut.ai/target-resource";
 /// Annotation: the revision of the template set the run was rendered from.
 pub const ANNOTATION_TEMPLATE_REVISION: &str = "kubernaut.ai/template-revision";
 
-/// The PipelineRun name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256 of its
+/// The run name (the lock) for a target: `wfe-` + 16 hex chars of SHA-256 of its
 /// [`crate::types::target_key`] (the kind lower-cased, so `Deployment` and `deployment` share one lock).
 pub fn pipeline_run_name(target_resource: &str) -> String {
     lock_name(NAME_PREFIX, &crate::types::target_key(target_resource))
@@ -81,7 +83,7 @@ pub fn label_value(raw: &str) -> String {
     LabelValue::fitting(&raw.replace('/', "__"), raw).into_string()
 }
 
-/// The ownership labels that name `wfe` on its PipelineRun (name and namespace).
+/// The ownership labels that name `wfe` on its run (name and namespace).
 pub fn owner_labels(wfe: &WorkflowExecution) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
@@ -171,7 +173,7 @@ impl ExecutionBlock {
     }
 }
 
-/// The identity the framework stamps on the PipelineRun of `wfe`.
+/// The identity the framework stamps on the run of `wfe`.
 pub fn pipeline_run_identity(
     wfe: &WorkflowExecution,
     config: &OperatorConfig,
@@ -201,15 +203,6 @@ pub fn pipeline_run_identity(
     }
 }
 
-/// Renders the PipelineRun for `wfe` with the Tekton engine's template ([`render_child`]).
-pub fn render_pipeline_run(
-    wfe: &WorkflowExecution,
-    config: &OperatorConfig,
-    templates: &TemplateSet,
-) -> Result<Value, TemplateError> {
-    render_child(wfe, config, templates, PIPELINERUN_TEMPLATE)
-}
-
 /// Renders the child of `wfe` from `template` (an engine's child template, relative to the
 /// template directory): the template with [`template_context`], then the framework-owned
 /// identity. The result is the object the operator creates.
@@ -227,23 +220,15 @@ pub fn render_child(
     Ok(run)
 }
 
-/// Drops from a cached PipelineRun what the reconciler never reads from the cache: `spec` (the
+/// Drops from a cached run what the reconciler never reads from the cache: `spec` (the
 /// run is created from the template, and cancelled from a fresh read) and the annotations other
 /// than the operator's own (`kubernaut.ai/*`: the owner's full name, the block). Identity,
 /// labels (ownership) and `status` (what the status mapping reads) stay. With 10 000 runs
 /// cached this more than halves the operator's memory.
 pub fn prune_cached_run(run: &mut DynamicObject) {
-    if let Some(fields) = run.data.as_object_mut() {
-        fields.remove("spec");
-    }
-    if let Some(annotations) = run.metadata.annotations.as_mut() {
-        annotations.retain(|key, _| {
-            key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
-        });
-        if annotations.is_empty() {
-            run.metadata.annotations = None;
-        }
-    }
+    prune(run, &[], |key| {
+        key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
+    });
 }
 
 #[cfg(test)]
@@ -261,7 +246,7 @@ mod tests {
             config::OperatorConfig,
             failure::{FailureContext, failure_details},
             run_status::observe_run,
-            templates::load_status_mapping,
+            testing::load_status_mapping,
         };
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mapping = load_status_mapping(&root.join("../../templates/workflowexecution")).unwrap();
@@ -441,10 +426,7 @@ mod tests {
         wfe.metadata.name = Some(long.clone());
         let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
         assert!(LabelValue::check(&identity.labels[LABEL_WORKFLOW_EXECUTION]).is_ok());
-        let mut run = DynamicObject::new(
-            &identity.name,
-            &kubernaut_framework::app::resource_of(&crate::templates::pipeline_run_kind()),
-        );
+        let mut run = DynamicObject::new(&identity.name, &crate::testing::pipelinerun_resource());
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());
         prune_cached_run(&mut run);
@@ -462,10 +444,7 @@ mod tests {
             reason: "TaskFailed".into(),
             failed_at: "2026-01-01T00:00:00Z".into(),
         };
-        let mut run = DynamicObject::new(
-            "wfe-x",
-            &kubernaut_framework::app::resource_of(&crate::templates::pipeline_run_kind()),
-        );
+        let mut run = DynamicObject::new("wfe-x", &crate::testing::pipelinerun_resource());
         run.metadata.annotations = Some(BTreeMap::from([(
             ANNOTATION_EXECUTION_BLOCK.to_owned(),
             block.to_annotation(),

@@ -1,43 +1,44 @@
-//! What a PipelineRun's status says, read through the status mapping file.
+//! What a run's status says, read through its engine's status mapping.
 //!
-//! The phase rules and field paths live in `templates/workflowexecution/tekton/status.yaml`
-//! ([`crate::templates::STATUS_MAPPING`]); this module deserializes their answers into the
-//! operator's own types: a [`RunPhase`], the projected [`RunFields`] and the
-//! `status.pipelineRunStatus` summary. No field of Tekton's is named here.
+//! The mapping's phase rules and field paths live in each engine's `status.yaml`; the framework
+//! evaluates them once per reconcile ([`StatusMapping::read`], a [`Reading`]) and this module
+//! deserializes the answers into the operator's own types: a [`RunPhase`], the projected
+//! [`RunFields`] and the `status.pipelineRunStatus` summary ([`observe`]). No field of any
+//! engine's is named here.
 //!
 //! Guarantees:
-//! 1. Pure: the same run (and TaskRuns) always give the same observation.
+//! 1. Pure: the same reading always gives the same observation.
 //! 2. A mapping that selects no phase, or a value that is not a [`RunPhase`], reads as
 //!    [`RunPhase::Running`]: the WorkflowExecution keeps waiting rather than guessing an outcome.
 //! 3. Timestamps that do not parse are treated as absent, never as an error.
 //!
 //! Caveats:
-//! 1. `completedTasks` is counted from the TaskRuns when they are given (those the mapping's
-//!    `grandchildren.finished` says ended); Tekton's PipelineRun status does not carry the number
-//!    itself.
-//! 2. `executionStarted` is likewise only known from TaskRuns: whether a step of one ran is the
-//!    mapping's `grandchildren.ran` ([`steps_ran`]). Without TaskRuns it is left out, which means
-//!    "not seen", not "did not run".
+//! 1. `completedTasks` is counted from the grandchildren when they were read (those the
+//!    mapping's `grandchildren.finished` says ended); a run's own status need not carry the
+//!    number.
+//! 2. `executionStarted` is likewise only known from the grandchildren: whether work ran in one
+//!    is the mapping's `grandchildren.ran` ([`StatusMapping::work_ran`]). Without them it is left
+//!    out, which means "not seen", not "did not run".
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use kubernaut_framework::status::StatusMapping;
-use serde::{Deserialize, Deserializer};
+use kubernaut_framework::status::{Reading, StatusMapping, fields_as, lenient};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::types::PipelineRunStatusSummary;
 
 kubernaut_framework::string_enum! {
-    /// Where a PipelineRun is in its life, as the status mapping reads it.
+    /// Where a run is in its life, as the status mapping reads it.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum RunPhase {
-        /// Not started by Tekton yet.
+        /// Not started by its engine yet.
         Pending = "Pending",
         /// Started, not finished.
         Running = "Running",
-        /// Finished successfully (`Succeeded=True`).
+        /// Finished successfully.
         Completed = "Completed",
-        /// Finished unsuccessfully (`Succeeded=False`).
+        /// Finished unsuccessfully.
         Failed = "Failed",
     }
 }
@@ -49,86 +50,40 @@ impl RunPhase {
     }
 }
 
-/// The fields the status mapping projects out of a run or one of its TaskRuns (its `fields`
+/// The fields the status mapping projects out of a run or its failed grandchild (its `fields`
 /// and `grandchildren.fields`), typed. A value of another shape reads as absent — numbers and
 /// booleans as text — never as an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunFields {
     /// The outcome condition's status (`True`, `False`, `Unknown`).
-    #[serde(default, deserialize_with = "text")]
+    #[serde(default, deserialize_with = "lenient::text")]
     pub status: Option<String>,
     /// The outcome condition's reason.
-    #[serde(default, deserialize_with = "text")]
+    #[serde(default, deserialize_with = "lenient::text")]
     pub reason: Option<String>,
     /// The outcome condition's message.
-    #[serde(default, deserialize_with = "text")]
+    #[serde(default, deserialize_with = "lenient::text")]
     pub message: Option<String>,
     /// When it started.
-    #[serde(default, deserialize_with = "timestamp")]
+    #[serde(default, deserialize_with = "lenient::timestamp")]
     pub start_time: Option<Timestamp>,
     /// When it finished.
-    #[serde(default, deserialize_with = "timestamp")]
+    #[serde(default, deserialize_with = "lenient::timestamp")]
     pub completion_time: Option<Timestamp>,
     /// How many tasks the resolved pipeline has.
-    #[serde(default, deserialize_with = "count")]
+    #[serde(default, deserialize_with = "lenient::count")]
     pub total_tasks: Option<u32>,
 }
 
-impl RunFields {
-    /// The mapping's fields of `run`.
-    pub fn of_run(mapping: &StatusMapping, run: &Value) -> RunFields {
-        RunFields::from_map(mapping.fields(run))
-    }
-
-    /// The mapping's grandchild fields of `task_run`.
-    pub fn of_task_run(mapping: &StatusMapping, task_run: &Value) -> RunFields {
-        RunFields::from_map(mapping.grandchild_fields(task_run))
-    }
-
-    fn from_map(fields: BTreeMap<String, Value>) -> RunFields {
-        // Every field deserializes leniently and unknown ones are ignored, so a map always
-        // deserializes; the default is only the type system's due.
-        serde_json::from_value(Value::Object(fields.into_iter().collect())).unwrap_or_default()
-    }
-}
-
-/// Text: a string, or a number or boolean written as text.
-fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Value>::deserialize(deserializer)? {
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::Bool(b)) => Some(b.to_string()),
-        _ => None,
-    })
-}
-
-/// An RFC 3339 timestamp; anything else is absent.
-fn timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    Ok(value
-        .as_ref()
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok()))
-}
-
-/// A count that fits a `u32`; anything else is absent.
-fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    Ok(value
-        .as_ref()
-        .and_then(Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok()))
-}
-
-/// Everything the reconciler needs from one look at a PipelineRun.
+/// Everything the reconciler needs from one reading of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunObservation {
     /// The run's phase.
     pub phase: RunPhase,
     /// The summary for `status.pipelineRunStatus`.
     pub summary: PipelineRunStatusSummary,
-    /// When Tekton started the run.
+    /// When the engine started the run.
     pub start_time: Option<Timestamp>,
     /// When the run finished.
     pub completion_time: Option<Timestamp>,
@@ -139,75 +94,50 @@ pub struct RunObservation {
     pub part: String,
 }
 
-/// Reads `run` through `mapping`; `task_runs` (by name), when given, supply `completedTasks`.
+/// Reads `run` through `mapping`; `grandchildren` (by name), when given, supply
+/// `completedTasks` and `executionStarted`.
 pub fn observe_run(
     mapping: &StatusMapping,
     run: &Value,
-    task_runs: Option<&BTreeMap<String, Value>>,
+    grandchildren: Option<&BTreeMap<String, Value>>,
 ) -> RunObservation {
-    observe(mapping, run, &RunFields::of_run(mapping, run), task_runs)
+    let mut reading = mapping.read(run);
+    reading.grandchildren = grandchildren.map(|found| mapping.read_grandchildren(run, found));
+    observe(mapping, &reading)
 }
 
-/// [`observe_run`] with the run's fields already projected, so that one reconcile evaluates
-/// the mapping's fields once.
-pub fn observe(
-    mapping: &StatusMapping,
-    run: &Value,
-    fields: &RunFields,
-    task_runs: Option<&BTreeMap<String, Value>>,
-) -> RunObservation {
-    let phase = mapping
-        .phase(run)
-        .and_then(RunPhase::from_name)
-        .unwrap_or(RunPhase::Running);
+/// The observation of a run `reading` (evaluated once per reconcile) made with `mapping`.
+pub fn observe(mapping: &StatusMapping, reading: &Reading) -> RunObservation {
+    let fields: RunFields = fields_as(&reading.fields);
+    let grandchildren = reading.grandchildren.as_ref();
     let summary = PipelineRunStatusSummary {
-        status: fields.status.clone(),
-        reason: fields.reason.clone(),
-        message: fields.message.clone(),
-        completed_tasks: task_runs.map(|trs| completed_task_count(mapping, run, trs)),
+        completed_tasks: grandchildren.map(|g| u32::try_from(g.finished).unwrap_or(u32::MAX)),
         // A pipeline has at least one task: 0 means it is not resolved yet, not "no tasks".
         total_tasks: fields.total_tasks.filter(|n| *n > 0),
-        execution_started: task_runs
-            .is_some_and(|trs| steps_ran(mapping, trs))
-            .then_some(true),
+        execution_started: grandchildren.is_some_and(|g| g.work_ran).then_some(true),
+        status: fields.status,
+        reason: fields.reason,
+        message: fields.message,
     };
     RunObservation {
-        phase,
+        phase: reading
+            .phase
+            .as_deref()
+            .and_then(RunPhase::from_name)
+            .unwrap_or(RunPhase::Running),
         summary,
         start_time: fields.start_time,
         completion_time: fields.completion_time,
         kind: mapping.child().kind.clone(),
-        part: mapping
-            .grandchild_kind()
-            .map_or_else(|| "task".to_owned(), |k| k.kind.clone()),
+        part: part_kind(mapping).to_owned(),
     }
 }
 
-/// Whether a step of any of `task_runs` ran, by the mapping's `grandchildren.ran` rules.
-///
-/// A mapping without a `grandchildren` section cannot tell whether the child's work ran before
-/// it failed or went away, so it counts as having run: the failure is an execution failure
-/// (`wasExecutionFailure: true`), which blocks the target until someone clears it rather than
-/// re-running a workflow that may have changed it.
-pub fn steps_ran(mapping: &StatusMapping, task_runs: &BTreeMap<String, Value>) -> bool {
-    !mapping.reads_grandchildren() || task_runs.values().any(|tr| mapping.grandchild_ran(tr))
-}
-
-fn completed_task_count(
-    mapping: &StatusMapping,
-    run: &Value,
-    task_runs: &BTreeMap<String, Value>,
-) -> u32 {
-    let finished = mapping
-        .grandchild_order(run, task_runs)
-        .into_iter()
-        .filter(|(_, name)| {
-            task_runs
-                .get(name)
-                .is_some_and(|tr| mapping.grandchild_finished(tr))
-        })
-        .count();
-    u32::try_from(finished).unwrap_or(u32::MAX)
+/// The kind of the mapping's grandchildren (`task` when it has none), as messages name them.
+pub fn part_kind(mapping: &StatusMapping) -> &str {
+    mapping
+        .grandchild_kind()
+        .map_or("task", |k| k.kind.as_str())
 }
 
 #[cfg(test)]
@@ -215,7 +145,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::templates::load_status_mapping;
+    use crate::testing::load_status_mapping;
 
     fn mapping() -> StatusMapping {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -261,7 +191,7 @@ mod tests {
         ];
         for (what, fields, expected) in cases {
             let map = fields.as_object().unwrap().clone().into_iter().collect();
-            assert_eq!(RunFields::from_map(map), expected, "{what}");
+            assert_eq!(fields_as::<RunFields>(&map), expected, "{what}");
         }
         for phase in [
             RunPhase::Pending,

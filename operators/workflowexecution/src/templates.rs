@@ -1,21 +1,19 @@
-//! The operator's declarative Tekton knowledge: which files it loads from the template directory,
-//! what context the PipelineRun template sees, and which values the status mapping may produce.
+//! What every engine's files may rely on: the context a child template sees, and which values a
+//! status mapping may produce.
 //!
-//! The files themselves live in `templates/workflowexecution/` (mounted from a ConfigMap in a
-//! cluster):
-//! 1. [`PIPELINERUN_TEMPLATE`] (`tekton/pipelinerun.yaml.j2`): the PipelineRun a WorkflowExecution
-//!    runs as. It sees `wfe` (the WorkflowExecution: `apiVersion`, `kind`, `metadata`, `spec`),
-//!    `config` (the `execution` settings, `defaultTimeout` as a Go duration) and `bundle` (the
-//!    reference the bundles resolver pulls, [`crate::bundle`]) and nothing else.
-//! 2. [`STATUS_MAPPING`] (`tekton/status.yaml`): JSONPath rules from a PipelineRun to a run phase
-//!    ([`RUN_PHASES`]), the fields the operator copies into `status.pipelineRunStatus`, and the
-//!    ordered failure classification whose results are [`FailureReason`] names.
-//! 3. [`CANCEL_SPEC`] (`tekton/cancel.yaml`): the merge patch that cancels a running PipelineRun
-//!    when its WorkflowExecution is deleted, how to tell a run is cancelled already, and how long
-//!    deletion waits for a cancelled run to finish ([`kubernaut_framework::cancel`]).
+//! The files themselves live in one directory per engine under `templates/workflowexecution/`
+//! (mounted from a ConfigMap in a cluster, see [`crate::engine`]):
+//! 1. the child template (`*.yaml.j2`): what a WorkflowExecution runs as. It sees `wfe` (the
+//!    WorkflowExecution: `apiVersion`, `kind`, `metadata`, `spec`), `config` (the `execution`
+//!    settings, `defaultTimeout` as a Go duration) and `bundle` (the reference the bundles
+//!    resolver pulls, [`crate::bundle`]) and nothing else ([`template_context`]).
+//! 2. `status.yaml`: JSONPath rules from the child to a run phase ([`RUN_PHASES`]), the fields
+//!    the operator copies into `status.pipelineRunStatus` ([`STATUS_FIELDS`]), and the ordered
+//!    failure classification whose results are [`FailureReason`] names ([`mapping_rules`]).
+//! 3. `cancel.yaml`: how a running child is cancelled ([`kubernaut_framework::cancel`]).
 //!
 //! Guarantees:
-//! 1. [`template_decls`] declares the template with a realistic sample context (built by
+//! 1. [`template_decl`] declares a template with a realistic sample context (built by
 //!    [`template_context`] from a sample WorkflowExecution), so the framework's load-time test
 //!    render exercises the same paths a real render does.
 //! 2. [`mapping_rules`] accepts exactly the run phases the reconciler handles and exactly the
@@ -24,13 +22,9 @@
 //!
 //! Caveats:
 //! 1. The template context deliberately omits `status` and `metadata.managedFields`: the rendered
-//!    PipelineRun depends on the spec and identity of the WorkflowExecution only.
-use std::path::Path;
-
-use kubernaut_framework::status::{MappingError, MappingRules, StatusMapping};
-use kubernaut_framework::template::{
-    ChildKind, TemplateDecl, TemplateError, TemplateSet, TemplateStore,
-};
+//!    child depends on the spec and identity of the WorkflowExecution only.
+use kubernaut_framework::status::MappingRules;
+use kubernaut_framework::template::{ChildKind, TemplateDecl};
 use serde_json::{Value, json};
 
 use crate::bundle::pulled_reference;
@@ -39,15 +33,8 @@ use crate::types::{
     ExecutionConfig, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef,
 };
 use k8s_openapi::api::core::v1::ObjectReference;
-use kubernaut_framework::cancel::{CancelSpec, CancelSpecError};
 use kubernaut_framework::duration::format_go_duration;
 
-/// The PipelineRun template, relative to the template directory.
-pub const PIPELINERUN_TEMPLATE: &str = "tekton/pipelinerun.yaml.j2";
-/// The PipelineRun status mapping, relative to the template directory.
-pub const STATUS_MAPPING: &str = "tekton/status.yaml";
-/// How a running PipelineRun is cancelled, relative to the template directory.
-pub const CANCEL_SPEC: &str = "tekton/cancel.yaml";
 /// The `fields` of the status mapping the operator reads (`status.pipelineRunStatus`, the
 /// failure details, the completion time): a mapping without one of them is refused at load.
 pub const STATUS_FIELDS: [&str; 6] = [
@@ -58,26 +45,12 @@ pub const STATUS_FIELDS: [&str; 6] = [
     "completionTime",
     "totalTasks",
 ];
-/// The phases the status mapping may map a PipelineRun to.
+/// The phases the status mapping may map a run to.
 pub const RUN_PHASES: [&str; 4] = ["Pending", "Running", "Completed", "Failed"];
-
-/// The child kind the template renders: `tekton.dev/v1` `PipelineRun`.
-pub fn pipeline_run_kind() -> ChildKind {
-    ChildKind {
-        api_version: "tekton.dev/v1".to_owned(),
-        kind: "PipelineRun".to_owned(),
-    }
-}
-
-/// The templates the operator loads, each with the sample context its load-time render uses.
-pub fn template_decls() -> Vec<TemplateDecl> {
-    vec![template_decl(PIPELINERUN_TEMPLATE, pipeline_run_kind())]
-}
 
 /// The declaration of a child template `file` (relative to the template directory) rendering a
 /// `child`, checked at load with the sample context every template of the operator gets
-/// ([`template_context`] of [`sample_workflow_execution`]). An engine's template other than
-/// Tekton's (say `job/job.yaml.j2`, a `batch/v1` Job) is declared with it: every engine's
+/// ([`template_context`] of [`sample_workflow_execution`] and [`sample_config`]): every engine's
 /// template renders from the same context.
 pub fn template_decl(file: &str, child: ChildKind) -> TemplateDecl {
     TemplateDecl {
@@ -106,34 +79,13 @@ pub fn mapping_rules() -> MappingRules {
         // Optional: whether a step of the run ran is read from the grandchildren
         // (`wasExecutionFailure`) when the mapping has the section; an engine whose child has no
         // children of its own leaves it out, and a failed child of it is then an execution
-        // failure ([`crate::run_status::steps_ran`]).
+        // failure ([`StatusMapping::work_ran`](kubernaut_framework::status::StatusMapping::work_ran)).
         require_grandchildren: false,
         required_fields: STATUS_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
     }
 }
 
-/// Loads the template set from `dir` (the `templates.dir` setting), checking every declared
-/// template with its sample.
-pub fn load_templates(dir: &Path) -> Result<TemplateSet, TemplateError> {
-    TemplateSet::load(dir, &template_decls())
-}
-
-/// Loads the hot-reloadable template store from `dir`.
-pub fn load_template_store(dir: &Path) -> Result<TemplateStore, TemplateError> {
-    TemplateStore::load(dir, &template_decls())
-}
-
-/// Loads the PipelineRun status mapping from `dir` (the `templates.dir` setting).
-pub fn load_status_mapping(dir: &Path) -> Result<StatusMapping, MappingError> {
-    StatusMapping::load(&dir.join(STATUS_MAPPING), &mapping_rules())
-}
-
-/// Loads the cancel file from `dir` (the `templates.dir` setting).
-pub fn load_cancel_spec(dir: &Path) -> Result<CancelSpec, CancelSpecError> {
-    CancelSpec::load(&dir.join(CANCEL_SPEC), &pipeline_run_kind())
-}
-
-/// The context the PipelineRun template renders with: `{wfe, config, bundle}`.
+/// The context every child template renders with: `{wfe, config, bundle}`.
 ///
 /// `wfe` is the WorkflowExecution's `apiVersion`, `kind`, `metadata` (without `managedFields`)
 /// and `spec`; `config` is [`template_config`] of the `execution` settings; `bundle` is
@@ -175,7 +127,7 @@ pub fn template_bundle(wfe: &WorkflowExecution) -> Value {
 }
 
 /// The `config` the template sees: the `execution` settings in the spelling of the config file,
-/// with `defaultTimeout` written as a Go duration (`1h0m0s`) because it goes into the PipelineRun
+/// with `defaultTimeout` written as a Go duration (`1h0m0s`) because it goes into the child
 /// unchanged.
 pub fn template_config(execution: &ExecutionSettings) -> Value {
     json!({
@@ -241,7 +193,16 @@ pub fn sample_workflow_execution() -> WorkflowExecution {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipelinerun::render_pipeline_run;
+    use std::path::Path;
+
+    use kubernaut_framework::cancel::CancelSpec;
+    use kubernaut_framework::status::StatusMapping;
+    use kubernaut_framework::template::TemplateSet;
+
+    use crate::testing::{
+        load_cancel_spec, load_status_mapping, load_templates, pipeline_run_kind,
+        render_pipeline_run,
+    };
     use crate::types::Phase;
 
     fn template_dir() -> std::path::PathBuf {

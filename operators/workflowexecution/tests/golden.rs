@@ -25,11 +25,11 @@ use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use serde_json::{Value, json};
 use workflowexecution_operator::cli::read_workflow_execution;
 use workflowexecution_operator::config::OperatorConfig;
-use workflowexecution_operator::failure::{FailureContext, failure_details, held_back};
+use workflowexecution_operator::failure::{FailureContext, failure_details};
 use workflowexecution_operator::pipelinerun::pipeline_run_identity;
 use workflowexecution_operator::run_status::{RunPhase, observe_run};
 use workflowexecution_operator::templates::{
-    load_status_mapping, mapping_rules, sample_workflow_execution, template_context, template_decl,
+    mapping_rules, sample_workflow_execution, template_context, template_decl,
 };
 use workflowexecution_operator::types::{CRD_FILE, crd_yaml};
 use workflowexecution_operator::validate::validate_spec;
@@ -379,22 +379,74 @@ fn version_names_the_program() {
     );
 }
 
-/// The recordings of real Tekton the end-to-end tier made (`make record-tekton`).
-/// What the status mapping makes of every recording of real Tekton, and of every hand-written
-/// fixture, matches `tests/golden/status/<name>.yaml`; no golden file is left without its source.
+/// One engine's status goldens: the runs its mapping is checked against and where their
+/// goldens are.
+struct StatusGoldens {
+    /// The engine (its directory under `templates/workflowexecution/`).
+    engine: &'static str,
+    /// The runs (each with its grandchildren) read through the mapping.
+    sources: Vec<runs::Source>,
+    /// How many sources there are at least.
+    at_least: usize,
+    /// Where the goldens are, relative to the crate.
+    golden_dir: &'static str,
+    /// Whether the output says what holds the run back while it runs.
+    held: bool,
+}
+
+/// What each engine's status mapping (loaded with the operator's rules) makes of every run
+/// recorded from the real controller in the end-to-end tier (`make record-tekton`, the Job
+/// recordings) and of every hand-written fixture matches its golden file: the phase, the
+/// summary, for the Job engine what holds the run back while it runs, and the failure details
+/// of a failed run (from the run and its grandchildren alone: nothing remembered). No golden
+/// file is left without its source.
 #[test]
 fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
-    let mapping = load_status_mapping(&repo().join("templates/workflowexecution")).unwrap();
+    let engines = [
+        StatusGoldens {
+            engine: "tekton",
+            sources: runs::recorded()
+                .into_iter()
+                .chain(runs::hand_written())
+                .collect(),
+            at_least: 12,
+            golden_dir: "tests/golden/status",
+            held: false,
+        },
+        StatusGoldens {
+            engine: "job",
+            sources: runs::recorded_jobs(),
+            at_least: 6,
+            golden_dir: "tests/golden/job/status",
+            held: true,
+        },
+    ];
+    for engine in engines {
+        check_status_goldens(&engine);
+    }
+}
+
+fn check_status_goldens(engine: &StatusGoldens) {
+    let file = repo().join(format!(
+        "templates/workflowexecution/{}/status.yaml",
+        engine.engine
+    ));
+    let mapping = StatusMapping::load(&file, &mapping_rules()).unwrap();
     let context = FailureContext::new(
         &sample_workflow_execution(),
         &OperatorConfig::default().execution,
     );
     let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
-    let recorded = runs::recorded();
-    assert!(recorded.len() >= 12, "{} recordings", recorded.len());
-    let sources: Vec<runs::Source> = recorded.into_iter().chain(runs::hand_written()).collect();
+    let sources = &engine.sources;
+    assert!(
+        sources.len() >= engine.at_least,
+        "{}: {} sources",
+        engine.engine,
+        sources.len()
+    );
+    let golden_dir = crate_dir().join(engine.golden_dir);
     let mut names = std::collections::BTreeSet::new();
-    for source in &sources {
+    for source in sources {
         assert!(
             names.insert(source.name.clone()),
             "two sources named {}",
@@ -407,15 +459,14 @@ fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
             "startTime": observed.start_time.map(|t| t.to_string()),
             "completionTime": observed.completion_time.map(|t| t.to_string()),
         });
+        if engine.held
+            && let Some(held) = mapping.first_held(&source.run, &source.task_runs)
+        {
+            out["held"] = json!({"result": held.result, "message": held.message});
+        }
         if observed.phase == RunPhase::Failed {
-            out["failureDetails"] = serde_json::to_value(failure_details(
-                &mapping,
-                &context,
-                &source.run,
-                &source.task_runs,
-                now,
-            ))
-            .unwrap();
+            let details = failure_details(&mapping, &context, &source.run, &source.task_runs, now);
+            out["failureDetails"] = serde_json::to_value(details).unwrap();
         }
         let text = format!(
             "# Generated from {} ({}); regenerate with {REGENERATE}\n{}",
@@ -423,15 +474,10 @@ fn status_mapping_of_recorded_and_hand_written_runs_matches_golden() {
             source.provenance,
             serde_yaml::to_string(&out).unwrap()
         );
-        check_golden(
-            &crate_dir().join(format!("tests/golden/status/{}.yaml", source.name)),
-            &text,
-        );
+        check_golden(&golden_dir.join(format!("{}.yaml", source.name)), &text);
     }
-    let golden_dir = crate_dir().join("tests/golden/status");
     for golden in yaml_files(&golden_dir) {
-        let name = stem(&golden);
-        if names.contains(&name) {
+        if names.contains(&stem(&golden)) {
             continue;
         }
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -487,70 +533,4 @@ fn job_engine_render_of_samples_matches_golden() {
         rendered += 1;
     }
     assert!(rendered >= 4, "{rendered} samples");
-}
-
-/// What the Job engine's status mapping (loaded with the operator's rules) makes of every
-/// recording of the real Job controller matches `tests/golden/job/status/<name>.yaml`: the phase,
-/// the summary, what holds the Job back while it runs, and the failure details of a failed one
-/// (from the Job and its pods alone: nothing remembered). No golden file is left without its
-/// recording.
-#[test]
-fn job_engine_status_mapping_of_recorded_jobs_matches_golden() {
-    let mapping = StatusMapping::load(
-        &repo().join("templates/workflowexecution/job/status.yaml"),
-        &mapping_rules(),
-    )
-    .unwrap();
-    let context = FailureContext::new(
-        &sample_workflow_execution(),
-        &OperatorConfig::default().execution,
-    );
-    let now: jiff::Timestamp = "2025-06-01T12:00:00Z".parse().unwrap();
-    let sources = runs::recorded_jobs();
-    assert!(sources.len() >= 6, "{} recordings", sources.len());
-    let golden_dir = crate_dir().join("tests/golden/job/status");
-    let mut names = std::collections::BTreeSet::new();
-    for source in &sources {
-        names.insert(source.name.clone());
-        let observed = observe_run(&mapping, &source.run, Some(&source.task_runs));
-        let mut out = json!({
-            "phase": observed.phase.as_str(),
-            "pipelineRunStatus": observed.summary,
-            "startTime": observed.start_time.map(|t| t.to_string()),
-            "completionTime": observed.completion_time.map(|t| t.to_string()),
-        });
-        if let Some(held) = held_back(&mapping, &source.run, &source.task_runs) {
-            out["held"] = json!({"result": held.result, "message": held.message});
-        }
-        if observed.phase == RunPhase::Failed {
-            out["failureDetails"] = serde_json::to_value(failure_details(
-                &mapping,
-                &context,
-                &source.run,
-                &source.task_runs,
-                now,
-            ))
-            .unwrap();
-        }
-        let text = format!(
-            "# Generated from {} ({}); regenerate with {REGENERATE}\n{}",
-            source.path,
-            source.provenance,
-            serde_yaml::to_string(&out).unwrap()
-        );
-        check_golden(&golden_dir.join(format!("{}.yaml", source.name)), &text);
-    }
-    for golden in yaml_files(&golden_dir) {
-        if names.contains(&stem(&golden)) {
-            continue;
-        }
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::remove_file(&golden).unwrap();
-        } else {
-            panic!(
-                "{} has no recording any more; regenerate with\n  {REGENERATE}",
-                golden.display()
-            );
-        }
-    }
 }

@@ -59,8 +59,8 @@ use tokio::{
 use workflowexecution_operator::{
     config::OperatorConfig,
     controller::FINALIZER,
-    pipelinerun::{self, render_pipeline_run},
-    templates::load_templates,
+    pipelinerun,
+    testing::{load_templates, render_pipeline_run},
     types::{
         self, Phase, PipelineRunRef, PipelineRunStatusSummary, WorkflowExecution,
         WorkflowExecutionSpec, WorkflowExecutionStatus, WorkflowRef,

@@ -27,7 +27,7 @@ use crate::{
     engine::Engines,
     metrics::Metrics,
     pipelinerun::{self, LABEL_WORKFLOW_EXECUTION_UID},
-    templates::{self, sample_workflow_execution},
+    templates::sample_workflow_execution,
     types::{Phase, PipelineRunRef, WorkflowExecution, WorkflowExecutionStatus},
 };
 
@@ -59,7 +59,7 @@ fn state() -> State {
 fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
     let mut ctx = Context::for_tests(client, state()).unwrap();
     ctx.templates = Some(Arc::new(
-        templates::load_template_store(&template_dir()).unwrap(),
+        crate::testing::load_template_store(&template_dir()).unwrap(),
     ));
     let runs = ctx
         .data

@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
-use kubernaut_framework::{condition::ConditionStatus, runtime::Action, status::Held};
+use kubernaut_framework::{
+    condition::ConditionStatus,
+    runtime::Action,
+    status::{Held, Reading, grandchildren},
+};
 
 use super::{
     Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, held_condition,
@@ -16,16 +20,9 @@ use crate::{
     audit::AuditAction,
     config::OperatorConfig,
     failure,
-    run_status::{self, RunFields, RunObservation, RunPhase},
+    run_status::{self, RunObservation, RunPhase},
     types::{Phase, WorkflowExecution, WorkflowExecutionStatus},
 };
-
-/// The run as one JSON document, `metadata` included (`DynamicObject::data` holds everything but
-/// `metadata`): a mapping that finds the grandchildren by an owner label reads the run's name
-/// from it.
-fn whole_run(run: &DynamicObject) -> serde_json::Value {
-    serde_json::to_value(run).unwrap_or_else(|_| run.data.clone())
-}
 
 impl Pass<'_> {
     pub(super) async fn running(&self, wfe: Arc<WorkflowExecution>) -> Result<Outcome, Error> {
@@ -40,13 +37,13 @@ impl Pass<'_> {
             return self.run_vanished(&wfe, &run_ref.name).await;
         };
         let namespace = run.namespace().unwrap_or(run_ref.namespace.clone());
-        // The mapping's fields, evaluated once for this pass.
-        let fields = RunFields::of_run(&self.engine.mapping, &run.data);
-        let observation = run_status::observe(&self.engine.mapping, &run.data, &fields, None);
+        // The mapping, evaluated once for this pass.
+        let reading = self.engine.mapping.read(&run.data);
+        let observation = run_status::observe(&self.engine.mapping, &reading);
         match observation.phase {
             RunPhase::Completed => Ok(completed(&wfe, &observation, &self.config, self.now)),
             RunPhase::Failed => {
-                self.run_failed(&wfe, &run, &namespace, &fields, &observation)
+                self.run_failed(&wfe, &run, &namespace, reading, &observation)
                     .await
             }
             RunPhase::Pending | RunPhase::Running => {
@@ -66,9 +63,10 @@ impl Pass<'_> {
         mut observation: RunObservation,
     ) -> Outcome {
         let mapping = &self.engine.mapping;
-        let whole = whole_run(run);
+        // The whole run: a mapping that finds the grandchildren by an owner label reads its name.
+        let whole = grandchildren::whole(run);
         let task_runs = match &self.engine.grandchild_resource {
-            Some(resource) => crate::task_runs::cached_of_run(
+            Some(resource) => grandchildren::cached(
                 &self.ctx.grandchildren,
                 resource,
                 namespace,
@@ -87,7 +85,7 @@ impl Pass<'_> {
         }
         // A hold outlives what showed it: a Job's deadline deletes the held pod before the Job
         // is marked failed, and the failure is then told from the remembered hold.
-        let held = failure::held_back(mapping, &whole, &task_runs).or_else(|| {
+        let held = mapping.first_held(&whole, &task_runs).or_else(|| {
             task_runs
                 .is_empty()
                 .then(|| status.and_then(held_condition))
@@ -110,7 +108,7 @@ impl Pass<'_> {
         // say the work did not start: it counts as started.
         let step_ran = seen_started(status) || {
             let task_runs = match self.grandchildren_in(&namespace) {
-                Some(api) => crate::task_runs::of_deleted_run(&api, mapping, run_name)
+                Some(api) => grandchildren::read_of_deleted(&api, mapping, run_name)
                     .await
                     .map_err(Error::api(format!(
                         "listing what carried the failure facts of deleted {} {run_name}",
@@ -118,7 +116,7 @@ impl Pass<'_> {
                     )))?,
                 None => BTreeMap::new(),
             };
-            run_status::steps_ran(mapping, &task_runs)
+            mapping.work_ran(&task_runs)
         };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let details = failure::run_deleted_failure(
@@ -138,13 +136,13 @@ impl Pass<'_> {
         wfe: &WorkflowExecution,
         run: &DynamicObject,
         namespace: &str,
-        fields: &RunFields,
+        mut reading: Reading,
         observation: &RunObservation,
     ) -> Result<Outcome, Error> {
         let mapping = &self.engine.mapping;
-        let whole = whole_run(run);
+        let whole = grandchildren::whole(run);
         let task_runs = match self.grandchildren_in(namespace) {
-            Some(api) => crate::task_runs::read_of_run(&api, mapping, &whole)
+            Some(api) => grandchildren::read(&api, mapping, &whole)
                 .await
                 .map_err(Error::api(format!(
                     "reading what carries the failure facts of {} {}",
@@ -153,8 +151,9 @@ impl Pass<'_> {
                 )))?,
             None => BTreeMap::new(),
         };
+        reading.grandchildren = Some(mapping.read_grandchildren(&whole, &task_runs));
         let seen_started = seen_started(wfe.status.as_ref());
-        let mut summary = run_status::observe(mapping, &whole, fields, Some(&task_runs)).summary;
+        let mut summary = run_status::observe(mapping, &reading).summary;
         if seen_started {
             summary.execution_started = Some(true);
         }
@@ -165,9 +164,7 @@ impl Pass<'_> {
         let details = failure::failure_details_remembered(
             mapping,
             &self.failure_context(wfe),
-            &whole,
-            fields,
-            &task_runs,
+            &reading,
             &remembered,
             self.now,
         );
@@ -212,7 +209,7 @@ pub(super) fn unfinished(
 
 /// The status of a WFE whose run has not finished: the run's summary, and `ExecutionRunning`
 /// once the run is running — `False` with the held result as its reason while one of its
-/// TaskRuns is held back ([`failure::held_back`]).
+/// TaskRuns is held back ([`StatusMapping::first_held`](kubernaut_framework::status::StatusMapping::first_held)).
 pub(super) fn observe_unfinished(
     wfe: &WorkflowExecution,
     status: &mut WorkflowExecutionStatus,
