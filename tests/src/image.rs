@@ -238,7 +238,8 @@ pub fn build(spec: &ImageSpec, output: &ImageOutput) -> anyhow::Result<BuiltImag
     let mut blobs = [&config, &layer, &manifest];
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     let blob_paths: Vec<String> = blobs.iter().map(|b| b.path()).collect();
-    let mut files: Vec<(&str, u32, &[u8])> = vec![("blobs/", 0o755, &[]), ("blobs/sha256/", 0o755, &[])];
+    let mut files: Vec<(&str, u32, &[u8])> =
+        vec![("blobs/", 0o755, &[]), ("blobs/sha256/", 0o755, &[])];
     files.extend(
         blob_paths
             .iter()

@@ -50,12 +50,18 @@ fn build_into(dir: &Path) -> anyhow::Result<(BuiltImage, ImageOutput)> {
 
 /// A blob of the layout, checked against its digest and size.
 fn blob(layout: &Path, descriptor: &Value) -> anyhow::Result<Vec<u8>> {
-    let digest = descriptor["digest"].as_str().context("descriptor without digest")?;
+    let digest = descriptor["digest"]
+        .as_str()
+        .context("descriptor without digest")?;
     let hex = digest
         .strip_prefix("sha256:")
         .with_context(|| format!("{digest} is not a sha256 digest"))?;
     let bytes = std::fs::read(layout.join("blobs/sha256").join(hex))?;
-    assert_eq!(image::sha256_digest(&bytes), digest, "blob content vs digest");
+    assert_eq!(
+        image::sha256_digest(&bytes),
+        digest,
+        "blob content vs digest"
+    );
     assert_eq!(
         Some(bytes.len() as u64),
         descriptor["size"].as_u64(),
@@ -96,7 +102,10 @@ fn has_interpreter(elf: &[u8]) -> anyhow::Result<bool> {
         elf.starts_with(b"\x7fELF\x02\x01"),
         "not a little-endian 64-bit ELF file"
     );
-    let u16_at = |at: usize| elf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let phoff = elf
         .get(0x20..0x28)
         .and_then(|b| b.try_into().ok())
@@ -174,12 +183,17 @@ fn the_image_runs_the_static_operator_as_65532_on_an_empty_base() -> anyhow::Res
     let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
     assert_eq!(index["schemaVersion"], 2);
     assert_eq!(index["mediaType"], image::INDEX_MEDIA_TYPE);
-    let manifests = index["manifests"].as_array().context("index without manifests")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("index without manifests")?;
     assert_eq!(manifests.len(), 1, "one manifest: {index}");
     let descriptor = &manifests[0];
     assert_eq!(descriptor["mediaType"], image::MANIFEST_MEDIA_TYPE);
     assert_eq!(descriptor["digest"], built.digest.as_str());
-    assert_eq!(descriptor["annotations"][image::REF_NAME_ANNOTATION], VERSION);
+    assert_eq!(
+        descriptor["annotations"][image::REF_NAME_ANNOTATION],
+        VERSION
+    );
     assert_eq!(
         descriptor["platform"],
         json!({"architecture": "amd64", "os": "linux"})
@@ -189,7 +203,9 @@ fn the_image_runs_the_static_operator_as_65532_on_an_empty_base() -> anyhow::Res
     assert_eq!(manifest["schemaVersion"], 2);
     assert_eq!(manifest["mediaType"], image::MANIFEST_MEDIA_TYPE);
     assert_eq!(manifest["config"]["mediaType"], image::CONFIG_MEDIA_TYPE);
-    let layers = manifest["layers"].as_array().context("manifest without layers")?;
+    let layers = manifest["layers"]
+        .as_array()
+        .context("manifest without layers")?;
     assert_eq!(layers.len(), 1, "one layer on an empty base: {manifest}");
     assert_eq!(layers[0]["mediaType"], image::LAYER_MEDIA_TYPE);
 
@@ -283,11 +299,18 @@ fn the_image_and_its_archive_are_reproducible() -> anyhow::Result<()> {
     let (order, entries) = tar_entries(archive.as_slice())?;
     let mut expected = vec!["blobs/".to_owned(), "blobs/sha256/".to_owned()];
     for entry in std::fs::read_dir(first_output.layout.join("blobs/sha256"))? {
-        expected.push(format!("blobs/sha256/{}", entry?.file_name().to_string_lossy()));
+        expected.push(format!(
+            "blobs/sha256/{}",
+            entry?.file_name().to_string_lossy()
+        ));
     }
     expected.extend(["index.json".to_owned(), "oci-layout".to_owned()]);
     expected.sort();
-    assert_eq!(expected.len(), 7, "manifest, config and layer: {expected:?}");
+    assert_eq!(
+        expected.len(),
+        7,
+        "manifest, config and layer: {expected:?}"
+    );
     assert_eq!(order, expected, "the layout's files, sorted");
     for (path, (_, uid, gid, content)) in &entries {
         assert_eq!((*uid, *gid), (0, 0), "{path}: owner");

@@ -34,7 +34,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

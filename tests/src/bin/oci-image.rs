@@ -23,7 +23,8 @@ fn mib(bytes: u64) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (mut binary, mut version, mut layout, mut archive, mut tag) = (None, None, None, None, None);
+    let (mut binary, mut version, mut layout, mut archive, mut tag) =
+        (None, None, None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let slot = match flag.as_str() {
@@ -38,7 +39,10 @@ fn main() -> anyhow::Result<()> {
             }
             other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
         };
-        *slot = Some(args.next().with_context(|| format!("{flag} needs a value"))?);
+        *slot = Some(
+            args.next()
+                .with_context(|| format!("{flag} needs a value"))?,
+        );
     }
     let missing = |name: &str| anyhow::anyhow!("{name} is required\n{USAGE}");
     let version = version.ok_or_else(|| missing("--version"))?;
@@ -52,7 +56,11 @@ fn main() -> anyhow::Result<()> {
         archive: PathBuf::from(archive.ok_or_else(|| missing("--archive"))?),
     };
     let built = image::build(&spec, &output)?;
-    println!("image layout  {} (tag {})", output.layout.display(), spec.tag);
+    println!(
+        "image layout  {} (tag {})",
+        output.layout.display(),
+        spec.tag
+    );
     println!("oci-archive   {}", output.archive.display());
     println!("digest        {}", built.digest);
     println!(
