@@ -84,12 +84,14 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
 # The operator linked statically (glibc, crt-static), release profile, into the cache's target
 # directory. The explicit --target keeps crt-static off the build scripts and proc-macros (they
 # run on this machine and stay dynamic) and puts the binary in its own directory,
-# $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release, beside the other builds' caches. (RUSTFLAGS are
-# part of every crate's fingerprint: they must not vary between runs, or nothing is reused.)
+# $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release, beside the other builds' caches. getrandom's
+# linux_raw backend asks the kernel for random bytes directly: its default looks glibc's wrapper up
+# at run time, which a static binary cannot, and would fall back to reading /dev/urandom. (RUSTFLAGS
+# are part of every crate's fingerprint: they must not vary between runs, or nothing is reused.)
 STATIC_TARGET := x86_64-unknown-linux-gnu
 STATIC_BINARY := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/workflowexecution-operator
 static-operator:
-	RUSTFLAGS="-C target-feature=+crt-static" \
+	RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_raw"' \
 	  $(CARGO) build --locked --release --target $(STATIC_TARGET) -p workflowexecution-operator \
 	  --bin workflowexecution-operator
 
