@@ -65,6 +65,7 @@ use prometheus::{IntGauge, Registry};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::add_saturating;
 use crate::metrics::{MetricError, Registrar};
 
 /// The name of the gauge of objects in error backoff.
@@ -455,13 +456,6 @@ fn objects_gauge() -> IntGauge {
 
 fn gauge_value(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
-}
-
-fn add_saturating(at: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
-    jiff::SignedDuration::try_from(delay)
-        .ok()
-        .and_then(|d| at.checked_add(d).ok())
-        .unwrap_or(jiff::Timestamp::MAX)
 }
 
 #[cfg(test)]

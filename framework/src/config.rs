@@ -99,6 +99,13 @@ impl ConfigError {
         }
     }
 
+    /// A function turning an error into a [`ConfigError::Invalid`] for `key`, its message the
+    /// error's (`DnsLabel::check(&namespace).map_err(ConfigError::at("execution.namespace"))`).
+    pub fn at<E: std::fmt::Display>(key: impl Into<String>) -> impl FnOnce(E) -> ConfigError {
+        let key = key.into();
+        move |e| ConfigError::invalid(key, e.to_string())
+    }
+
     /// The key path this error is about, if it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {

@@ -3,11 +3,19 @@
 //! `render` input) fails naming its field (`spec.parameters.REPLICAS`) instead of with a bare
 //! deserialization message.
 //!
+//! [`read_object`] reads a custom object from a YAML or JSON file as `kubectl apply` would take
+//! it, checked this way; [`crd_yaml`] prints a CRD as the YAML document an operator checks in.
+//!
 //! # Guarantees
 //!
 //! 1. [`check_schema_types`] accepts what the API server's type check accepts for `type`,
 //!    `nullable` and `x-kubernetes-int-or-string`; the error names the first offending field and
 //!    what was found there.
+//!
+//! 2. [`read_object`] refuses a file that is not one object of the kind asked for (its
+//!    `apiVersion`/`kind`, a value of the wrong type, no `metadata.name`), saying which; a
+//!    namespaced object without `metadata.namespace` is read as in `default`, as `kubectl apply`
+//!    would create it.
 //!
 //! # Caveats
 //!
@@ -18,7 +26,10 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
+use kube::{CustomResourceExt, Resource};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// The OpenAPI schema of the first version of `crd` that has one (an empty schema, which
 /// accepts everything, if none has).
@@ -35,6 +46,109 @@ pub fn openapi_schema(crd: CustomResourceDefinition) -> JSONSchemaProps {
 /// dropped by the API server, so they pass). The error names the first offending field.
 pub fn check_schema_types(value: &Value, schema: &JSONSchemaProps) -> Result<(), String> {
     check_types_at(value, schema, "")
+}
+
+/// Why a file does not hold an object of the kind asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadObjectError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file does not hold an object of the kind.
+    #[error("{}: not a {kind}: {message}", path.display())]
+    NotTheKind {
+        /// The file.
+        path: PathBuf,
+        /// The kind asked for.
+        kind: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads one object of kind `K` from a YAML or JSON file: its `apiVersion` and `kind` must be
+/// `K`'s, every value's type must match `K`'s CRD ([`check_schema_types`]), and it must have a
+/// name; a namespaced object without a namespace is read as in `default`.
+///
+/// # Errors
+/// [`ReadObjectError`] naming the file and what is wrong.
+pub fn read_object<K>(path: &Path) -> Result<K, ReadObjectError>
+where
+    K: CustomResourceExt + Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let text = std::fs::read_to_string(path).map_err(|source| ReadObjectError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (want_version, want_kind) = (K::api_version(&()), K::kind(&()));
+    let wrong = |message: String| ReadObjectError::NotTheKind {
+        path: path.to_path_buf(),
+        kind: want_kind.to_string(),
+        message,
+    };
+    // JSON is read as JSON: a YAML reader takes characters such as NEL (U+0085) in a string
+    // for line breaks and folds them.
+    let raw: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).map_err(|e| wrong(e.to_string()))?
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| wrong(e.to_string()))?
+    };
+    let api_version = raw.get("apiVersion").and_then(Value::as_str);
+    let kind = raw.get("kind").and_then(Value::as_str);
+    if api_version != Some(&*want_version) || kind != Some(&*want_kind) {
+        return Err(wrong(format!(
+            "apiVersion/kind is {}/{}, expected {want_version}/{want_kind}",
+            api_version.unwrap_or("<none>"),
+            kind.unwrap_or("<none>")
+        )));
+    }
+    let crd = K::crd();
+    let namespaced = crd.spec.scope == "Namespaced";
+    // The API server checks every value's type against the CRD's schema before anything else;
+    // do the same, so that a type error names its field (`spec.parameters.REPLICAS`) instead of
+    // surfacing as a bare deserialization message.
+    check_schema_types(&raw, &openapi_schema(crd)).map_err(&wrong)?;
+    let mut object: K = serde_json::from_value(raw).map_err(|e| wrong(e.to_string()))?;
+    let meta = object.meta_mut();
+    if meta.name.as_deref().is_none_or(str::is_empty) {
+        return Err(wrong("metadata.name is missing".to_owned()));
+    }
+    if namespaced && meta.namespace.is_none() {
+        meta.namespace = Some("default".to_owned());
+    }
+    Ok(object)
+}
+
+/// Why a CRD could not be printed.
+#[derive(Debug, thiserror::Error)]
+#[error("serialising the {kind} CRD: {source}")]
+pub struct CrdYamlError {
+    /// The CRD's kind.
+    pub kind: String,
+    /// The serializer's error.
+    pub source: serde_json::Error,
+}
+
+/// `crd` as the YAML document an operator checks in, headed by a comment naming `generator`
+/// (the command that prints it); every string reads back the same in YAML 1.1 (kubectl) and
+/// 1.2 readers ([`crate::yaml`]).
+///
+/// # Errors
+/// [`CrdYamlError`] when the CRD cannot be turned into JSON.
+pub fn crd_yaml(crd: &CustomResourceDefinition, generator: &str) -> Result<String, CrdYamlError> {
+    let value = serde_json::to_value(crd).map_err(|source| CrdYamlError {
+        kind: crd.spec.names.kind.clone(),
+        source,
+    })?;
+    let body = crate::yaml::to_string(&value);
+    Ok(format!(
+        "# Generated by `{generator}`; do not edit.\n---\n{body}"
+    ))
 }
 
 fn check_types_at(value: &Value, schema: &JSONSchemaProps, path: &str) -> Result<(), String> {

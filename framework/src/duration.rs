@@ -210,6 +210,14 @@ pub fn duration_between(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration 
         .unwrap_or(Duration::MAX)
 }
 
+/// `at + delay`, saturating at the largest timestamp.
+pub fn add_saturating(at: jiff::Timestamp, delay: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(delay)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
 /// Parses a duration in the human notation (`"90s"`, `"5m"`, `"1h30m"`, `"1h 30m"`); surrounding
 /// whitespace is ignored. The error text names the value and says what was expected.
 pub fn parse_humane(text: &str) -> Result<Duration, String> {

@@ -23,7 +23,8 @@
 //! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] |
 //! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
 //! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load | [`status::StatusMapping`] |
-//! | [`lock`] | one child per key at a time: the child's deterministic name is the lock; release and stale-lock breaking delete exactly the child judged | [`lock::acquire`], [`lock::release`], [`lock::break_stale`] |
+//! | [`engine`] | pluggable child kinds as directories (a template, its status mapping, its cancel file), each loaded whole or refused naming engine and file; a started parent keeps its engine | [`engine::Engines`] |
+//! | [`lock`] | one child per key at a time: the child's deterministic name is the lock; release and stale-lock breaking delete exactly the child judged | [`lock::Locks::claim`] (the whole acquire decision, across child kinds), [`lock::acquire`], [`lock::release`], [`lock::break_stale`] |
 //! | [`cancel`] | a running child cancelled on its parent's deletion by a declared merge patch, never twice; deletion waits a bounded grace period, then deletes with the declared propagation policy | [`cancel::CancelSpec`] |
 //! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
@@ -34,10 +35,11 @@
 //! | [`config`] | layered configuration (defaults, file, environment) with errors naming key and layer; live reload keeping the last good value | [`config::load`], [`config::ConfigStore`] |
 //! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |
 //! | [`metrics`] | one call per metric, prefixed, with typed errors | [`metrics::Registrar`] |
-//! | [`crd`] | an object's value types checked against its CRD's schema, the error naming the field | [`crd::check_schema_types`] |
+//! | [`crd`] | an object's value types checked against its CRD's schema, the error naming the field; a custom object read from a file as `kubectl apply` takes it; the CRD printed as checked in | [`crd::read_object`], [`crd::crd_yaml`] |
 //! | [`names`] | Kubernetes names and label values valid by construction, refused in the API server's words | [`names::DnsSubdomain`], [`names::LabelValue`] |
 //! | [`duration`] | Go durations as Kubernetes writes them, and the configuration's human notation | [`duration::parse_go_duration`], [`duration::format_go_duration`] |
 //! | [`string_enum`](mod@string_enum) | closed sets of wire names declared once | [`string_enum!`](macro@string_enum) |
+//! | [`validate`] | a spec checked at run time with every problem named by its field, hostile text quoted and shortened; bounded maps, stored sizes, bounded Go durations | [`validate::FieldErrors`], [`validate::MapBounds`] |
 //! | [`yaml`] | YAML that YAML 1.1 (kubectl) and 1.2 readers read back as the same value | [`yaml::to_string`] |
 //! | `testing` (feature `testing`) | call-sequence tests: a client over a scripted mock API server that checks each request's method and path and returns the bodies sent | `testing::Scenario` |
 //! | [`glob`] | the one-wildcard patterns of classification rules and allowlists | [`glob::Glob`] |
@@ -53,6 +55,7 @@ pub mod condition;
 pub mod config;
 pub mod crd;
 pub mod duration;
+pub mod engine;
 pub mod finalizer;
 pub mod glob;
 pub mod lifecycle;
@@ -67,4 +70,5 @@ pub mod string_enum;
 pub mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod validate;
 pub mod yaml;

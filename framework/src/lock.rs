@@ -22,6 +22,16 @@
 //! 4. A caller that has established that a held lock is stale (its owner is gone or done with it)
 //!    calls [`break_stale`], which deletes exactly the child it judged, never a replacement.
 //!
+//! # One call for a controller: [`Locks::claim`]
+//!
+//! A controller whose children may be of several kinds under one name (a Tekton `PipelineRun`
+//! or a `Job`, say) calls [`Locks::claim`] with every kind ([`ClaimRequest`]) and its own
+//! [`Tenancy`] (who holds a child, whether a child blocks the key, when a holder is done). It
+//! returns a typed [`Claim`]: created, adopted, being released, blocked, busy (with the holder),
+//! a stale child of another kind broken, contended, or refused for good ([`Refusal`]). The
+//! decision about a held child is [`verdict`], a pure function of [`HeldFacts`]; the controller
+//! only turns the claim into its status.
+//!
 //! # Guarantees
 //!
 //! 1. At most one child exists per name, so at most one owner holds a key at any time; of any
@@ -35,6 +45,9 @@
 //! 4. With [`Owner::uid_label`] set, ownership is by parent *instance*: a parent deleted and
 //!    re-created under the same name and namespace has another uid and does not adopt (or
 //!    release) its predecessor's child.
+//! 5. [`Locks::claim`] with several kinds checks and takes a name under one in-process guard per
+//!    name, so two reconciles of one process never create children of two kinds under one name;
+//!    it breaks only a child [`verdict`] judged stale, and never one that blocks its key.
 //!
 //! # Assumptions
 //!
@@ -54,6 +67,8 @@
 //!    garbage collector afterwards. [`release_with_policy`] and [`break_stale_with_policy`] take
 //!    another policy (`Foreground` keeps the child until its dependents are gone; `Orphan` leaves
 //!    them behind).
+//! 4. The guard of [`Locks::claim`] is per process: two processes that claim one name in two
+//!    different kinds at once may both create. Run one active replica (leader election).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +76,13 @@ use kube::api::{DeleteParams, PostParams, Preconditions, PropagationPolicy};
 use kube::core::DynamicObject;
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
+
+mod claim;
+
+pub use claim::{
+    Claim, ClaimRequest, HeldFacts, HolderState, LockKind, Locks, Refusal, Tenancy, Verdict,
+    hold_over, verdict,
+};
 
 /// How many times [`acquire`] and [`release`] re-read an object that changed under them before
 /// giving up with [`LockError::Contended`].

@@ -20,6 +20,9 @@
 //! 2. A metric is returned only once it is registered; a [`MetricError`] names the full metric
 //!    name and carries `prometheus`' reason (an invalid name, a name already registered).
 //!
+//! 3. [`set_or_remove`] keeps a gauge's series to the non-zero ones, so a label with unbounded
+//!    values (a target) holds only the series that matter now.
+//!
 //! Caveats:
 //! 1. A name can be registered once per registry: registering the same metric twice (two
 //!    operators in one registry with one prefix) is an error, not a shared series.
@@ -187,9 +190,33 @@ impl<'a> Registrar<'a> {
     }
 }
 
+/// Sets the series of `gauges` at `labels` to `value`, or removes it when `value` is 0, so a
+/// gauge labelled by something unbounded (a target, an object) holds only its non-zero series.
+pub fn set_or_remove(gauges: &IntGaugeVec, labels: &[&str], value: i64) {
+    if value == 0 {
+        // Absent already is what 0 means.
+        let _ = gauges.remove_label_values(labels);
+    } else {
+        gauges.with_label_values(labels).set(value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_gauge_series_is_removed() {
+        let registry = Registry::new();
+        let gauges = Registrar::new(&registry, "")
+            .gauge_vec("failures", "Failures per target", &["target"])
+            .unwrap();
+        set_or_remove(&gauges, &["a"], 2);
+        assert_eq!(gauges.with_label_values(&["a"]).get(), 2);
+        set_or_remove(&gauges, &["a"], 0);
+        set_or_remove(&gauges, &["b"], 0);
+        assert!(registry.gather().iter().all(|f| f.get_metric().is_empty()));
+    }
 
     fn names(registry: &Registry) -> Vec<String> {
         registry

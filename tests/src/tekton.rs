@@ -20,6 +20,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceConversion, CustomResourceDefinition,
 };
+use kube::api::ApiResource;
 
 const PIPELINERUN_CRD: &str = include_str!("../crds/tekton.dev_pipelineruns.yaml");
 const TASKRUN_CRD: &str = include_str!("../crds/tekton.dev_taskruns.yaml");
@@ -78,8 +79,26 @@ pub fn without_webhook(crd: &mut CustomResourceDefinition) {
     }
 }
 
-// The operator's own definitions: the CRDs must serve exactly what the operator talks to.
-pub use workflowexecution_operator::operator::{pipelinerun_resource, taskrun_resource};
+/// The shipped Tekton engine as the operator loads it: the CRDs must serve exactly the kinds its
+/// status mapping names (its child and the grandchildren that carry the failure facts).
+fn shipped_engine() -> workflowexecution_operator::engine::Engine {
+    let templates = crate::deploy::repo_root().join("templates/workflowexecution");
+    let rules = workflowexecution_operator::templates::mapping_rules();
+    workflowexecution_operator::engine::Engine::load(&templates, "tekton", &rules)
+        .unwrap_or_else(|e| panic!("the shipped Tekton engine does not load: {e}"))
+}
+
+/// `tekton.dev/v1` PipelineRun: the shipped Tekton engine's child.
+pub fn pipelinerun_resource() -> ApiResource {
+    shipped_engine().child_resource
+}
+
+/// `tekton.dev/v1` TaskRun: what carries the shipped Tekton engine's failure facts.
+pub fn taskrun_resource() -> ApiResource {
+    shipped_engine()
+        .grandchild_resource
+        .unwrap_or_else(|| panic!("the shipped Tekton engine reads no TaskRuns"))
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! `kubernaut_framework::lock` against a real API server, with the stand-in Tekton PipelineRuns as
-//! lock children: one holder out of 20 concurrent acquirers, adoption by the holder, and release
-//! that deletes only the holder's child.
+//! lock children: one holder out of 20 concurrent acquirers, adoption by the holder, release
+//! that deletes only the holder's child, and one child out of 20 concurrent claims of one name in
+//! two kinds.
 
 use std::collections::BTreeMap;
 
@@ -145,5 +146,100 @@ async fn release_deletes_only_the_holders_child() -> anyhow::Result<()> {
         acquire(&api, child("wfe-b"), &owner("wfe-b")).await?,
         Acquisition::Acquired(_)
     ));
+    Ok(())
+}
+
+/// Every holder is live and keeps its lock: whoever holds the name makes it busy.
+struct LiveHolders;
+
+impl kubernaut_framework::lock::Tenancy for LiveHolders {
+    type Holder = String;
+
+    async fn holder(
+        &self,
+        child: &DynamicObject,
+    ) -> Result<Option<String>, kubernaut_framework::lock::LockError> {
+        let label = child.labels().get("kubernaut.ai/workflow-execution");
+        Ok(label.cloned())
+    }
+
+    fn blocks(&self, _: &DynamicObject, _: Option<&String>) -> bool {
+        false
+    }
+
+    fn done_with(&self, _: &String) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn twenty_concurrent_claims_in_two_kinds_give_exactly_one_child() -> anyhow::Result<()> {
+    use kubernaut_framework::lock::{Claim, ClaimRequest, LockKind, Locks};
+    let (cp, runs) = setup("lock-kinds").await?;
+    let _logs = cp.logs_on_failure();
+    let client = cp.client().await?;
+    let ns = runs.namespace().unwrap_or_default().to_owned();
+    let kind = |resource| LockKind {
+        resource,
+        propagation: kube::api::PropagationPolicy::Background,
+    };
+    let (run_kind, map_kind) = (
+        kind(tekton::pipelinerun_resource()),
+        kind(kube::api::ApiResource::erase::<
+            k8s_openapi::api::core::v1::ConfigMap,
+        >(&())),
+    );
+    let locks = std::sync::Arc::new(Locks::default());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (locks, client, ns) = (locks.clone(), client.clone(), ns.clone());
+            let (mine, other) = match i % 2 {
+                0 => (run_kind.clone(), map_kind.clone()),
+                _ => (map_kind.clone(), run_kind.clone()),
+            };
+            tokio::spawn(async move {
+                let name = format!("wfe-{i}");
+                let mut object = child(&name);
+                object.types = Some(kube::api::TypeMeta {
+                    api_version: mine.resource.api_version.clone(),
+                    kind: mine.resource.kind.clone(),
+                });
+                if i % 2 == 1 {
+                    object.data = json!({"data": {"created-by": name}});
+                }
+                let owner = owner(&name);
+                let request = ClaimRequest {
+                    client: &client,
+                    namespace: &ns,
+                    kind: mine,
+                    others: vec![other],
+                    child: object,
+                    owner: &owner,
+                    cached: None,
+                };
+                locks.claim(request, &LiveHolders).await
+            })
+        })
+        .collect();
+    let (mut created, mut busy) = (0, 0);
+    for task in tasks {
+        match task.await?? {
+            Claim::Created(_) => created += 1,
+            Claim::Busy { .. } => busy += 1,
+            other => panic!("a claim neither created nor found the name busy: {other:?}"),
+        }
+    }
+    assert_eq!((created, busy), (1, 19));
+    let maps: Api<DynamicObject> = Api::namespaced_with(client, &ns, &map_kind.resource);
+    let name = lock_name("wfe-", TARGET);
+    let children = [
+        runs.get_opt(&name).await?.is_some(),
+        maps.get_opt(&name).await?.is_some(),
+    ];
+    assert_eq!(
+        children.iter().filter(|c| **c).count(),
+        1,
+        "one child in one kind: {children:?}"
+    );
     Ok(())
 }

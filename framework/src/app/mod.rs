@@ -66,12 +66,13 @@ pub use cli::{
     format_object, init_tracing, load_config, main, version,
 };
 pub use reload::{
-    CONFIG_RELOAD_INTERVAL, ReloadReport, Reloader, changed_keys, load_file, restart_only_changes,
+    CONFIG_RELOAD_INTERVAL, ReloadReport, Reloader, changed_keys, keep_keys, load_file,
+    restart_only_changes,
 };
 pub use served::{NotServed, check_served, resource_of};
 pub use settings::{
-    ControllerSettings, DEFAULT_LEASE_NAMESPACE, TemplateSettings, check_positive,
-    listeners_collide, parent_watch_from_env,
+    ControllerSettings, DEFAULT_LEASE_NAMESPACE, TemplateSettings, check_at_least, check_each,
+    check_positive, listeners_collide, parent_watch_from_env,
 };
 
 /// An operator's configuration, as the process layer loads, overrides and reloads it.
@@ -88,8 +89,11 @@ pub trait AppConfig:
 
     /// The `templates` section, for the `--templates` override.
     fn templates_mut(&mut self) -> &mut TemplateSettings;
-    /// Sets every [restart-only key](Self::RESTART_ONLY) to `running`'s value.
-    fn keep_restart_only(&mut self, running: &Self);
+    /// Sets every [restart-only key](Self::RESTART_ONLY) to `running`'s value. The default
+    /// copies them through the serialized form ([`keep_keys`]).
+    fn keep_restart_only(&mut self, running: &Self) {
+        *self = keep_keys(self, running, Self::RESTART_ONLY);
+    }
 
     /// The compiled defaults, then `file` (if given; it must exist), then the environment,
     /// validated.
@@ -134,6 +138,22 @@ impl<E: From<RuntimeError> + 'static> Started<E> {
         Started {
             shutdown: running.shutdown_token(),
             stopped: Box::pin(async move { running.wait().await.map_err(E::from) }),
+        }
+    }
+}
+
+impl<E: Send + 'static> Started<E> {
+    /// The same operator, `after` run once it has stopped and before [`stopped`](Self::stopped)
+    /// completes (flushing a buffer such as the audit sink's).
+    pub fn then(self, after: impl Future<Output = ()> + Send + 'static) -> Self {
+        let stopped = self.stopped;
+        Started {
+            shutdown: self.shutdown,
+            stopped: Box::pin(async move {
+                let result = stopped.await;
+                after.await;
+                result
+            }),
         }
     }
 }
@@ -243,10 +263,6 @@ mod tests {
         const RESTART_ONLY: &'static [&'static str] = &["controller", "templates"];
         fn templates_mut(&mut self) -> &mut TemplateSettings {
             &mut self.templates
-        }
-        fn keep_restart_only(&mut self, running: &Self) {
-            self.controller = running.controller.clone();
-            self.templates = running.templates.clone();
         }
     }
 

@@ -70,6 +70,35 @@ pub fn restart_only_changes<C: serde::Serialize>(
     held_back
 }
 
+/// `new` with `running`'s value at each of `keys` (dotted paths, `execution.namespace`); a key
+/// `running` does not set is left out. Should the result not read back as a `C` (it always does
+/// when both are), `running` is returned whole: holding back too much is safe, applying a
+/// restart-only key live is not.
+pub fn keep_keys<C: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+    new: &C,
+    running: &C,
+    keys: &[&str],
+) -> C {
+    let (Ok(mut merged), Ok(old)) = (serde_json::to_value(new), serde_json::to_value(running))
+    else {
+        return running.clone();
+    };
+    for key in keys {
+        let (parent, leaf) = match key.rsplit_once('.') {
+            Some((parent, leaf)) => (format!("/{}", parent.replace('.', "/")), leaf),
+            None => (String::new(), *key),
+        };
+        let Some(Value::Object(target)) = merged.pointer_mut(&parent) else {
+            continue;
+        };
+        match old.pointer(&parent).and_then(|section| section.get(leaf)) {
+            Some(value) => target.insert(leaf.to_owned(), value.clone()),
+            None => target.remove(leaf),
+        };
+    }
+    serde_json::from_value(merged).unwrap_or_else(|_| running.clone())
+}
+
 /// Loads the configuration as a running process re-reads it: `file` (no fallback to the default
 /// file: the file was chosen at start-up), the environment, then the `templates` override.
 pub fn load_file<C: AppConfig>(
@@ -200,6 +229,22 @@ mod tests {
         let mut found = Vec::new();
         changed_keys(&new, &old, "", &mut |key| found.push(key.to_owned()));
         assert_eq!(found, ["a.y", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn kept_keys_take_the_running_values_and_nothing_else() {
+        let mut new = TestConfig {
+            greeting: "hello".to_owned(),
+            ..TestConfig::default()
+        };
+        new.controller.concurrency = 2;
+        new.templates.poll_interval = Duration::from_secs(1);
+        let running = TestConfig::default();
+        let kept = keep_keys(&new, &running, &["controller", "templates.pollInterval"]);
+        assert_eq!(kept.greeting, "hello");
+        assert_eq!(kept.controller, running.controller);
+        assert_eq!(kept.templates, running.templates);
+        assert_eq!(keep_keys(&new, &running, &["nowhere.at.all"]), new);
     }
 
     #[test]

@@ -129,6 +129,39 @@ impl Validate for TemplateSettings {
     }
 }
 
+/// An error for `key` unless `value` is at least `min`, the value of `min_key`
+/// (`` `backoff.max`: must not be shorter than backoff.base (1m) ``).
+pub fn check_at_least(
+    key: &str,
+    value: Duration,
+    min_key: &str,
+    min: Duration,
+) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "must not be shorter than {min_key} ({})",
+                crate::config::duration::format(min)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every entry of the list at `key` with `check`; the first error names its entry
+/// (`execution.allowedBundles[2]`).
+pub fn check_each<T, E: std::fmt::Display>(
+    key: &str,
+    items: &[T],
+    check: impl Fn(&T) -> Result<(), E>,
+) -> Result<(), ConfigError> {
+    for (i, item) in items.iter().enumerate() {
+        check(item).map_err(ConfigError::at(format!("{key}[{i}]")))?;
+    }
+    Ok(())
+}
+
 /// An error for `key` unless `value` is longer than zero.
 pub fn check_positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {

@@ -1,8 +1,9 @@
 //! Audit transport: a bounded, batching sink that carries an operator's audit records to its
 //! log or to Kubernaut Data Storage, without ever holding up a reconcile.
 //!
-//! An operator defines what its records *say* (an envelope type that implements
-//! [`serde::Serialize`]); this module carries them. It embeds [`AuditSettings`] as the `audit`
+//! An operator defines what its records *say* (a type that implements [`serde::Serialize`],
+//! usually an [`AuditRecord`] in Kubernaut's envelope, with its own [`Action`]s and
+//! `event_data`); this module carries them. It embeds [`AuditSettings`] as the `audit`
 //! section of its configuration (validated by [`AuditSettings::validate`], which names the
 //! offending key), starts one [`Auditor`] with [`Auditor::new`], hands it records with
 //! [`Auditor::record`] and calls [`Auditor::shutdown`] when the process stops.
@@ -80,6 +81,7 @@
 //! 6. The CA file is read once, when the sink starts: a renewed CA needs a restart. A token file
 //!    on an `http://` URL is sent unencrypted; the sink warns about it at start-up.
 
+mod envelope;
 mod http;
 mod metrics;
 mod settings;
@@ -94,6 +96,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::Serialize;
 
+pub use envelope::{Action, AuditOutcome, AuditRecord};
 pub use settings::{AuditSettings, AuditSink, SECTION};
 pub use token::TokenError;
 

@@ -10,8 +10,9 @@ use kubernaut_framework::config::ConfigStore;
 use kubernaut_framework::runtime::ParentWatch;
 use serde_json::Value;
 
-use crate::cli::{self, CheckReport, CliError};
+use crate::cli::{self, CliError};
 use crate::config::OperatorConfig;
+use crate::engine::EnginesReport;
 use crate::operator::{self, StartError, runtime_settings};
 
 /// The `workflowexecution-operator` binary.
@@ -20,7 +21,7 @@ pub struct WorkflowExecutionApp;
 
 impl App for WorkflowExecutionApp {
     type Config = OperatorConfig;
-    type Report = CheckReport;
+    type Report = EnginesReport;
     type Error = CliError;
     type StartError = StartError;
 
@@ -57,7 +58,7 @@ impl App for WorkflowExecutionApp {
         cli::render(input, config, engine)
     }
 
-    fn check(config: &OperatorConfig) -> Result<CheckReport, CliError> {
+    fn check(config: &OperatorConfig) -> Result<EnginesReport, CliError> {
         cli::check(config)
     }
 
@@ -69,14 +70,6 @@ impl App for WorkflowExecutionApp {
     ) -> Result<Started<StartError>, StartError> {
         let settings = runtime_settings(&config.current());
         let (running, auditor) = operator::start(client, config, settings, parents).await?;
-        let runtime = Started::<StartError>::runtime(running);
-        Ok(Started {
-            shutdown: runtime.shutdown,
-            stopped: Box::pin(async move {
-                let result = runtime.stopped.await;
-                auditor.shutdown().await;
-                result
-            }),
-        })
+        Ok(Started::runtime(running).then(async move { auditor.shutdown().await }))
     }
 }

@@ -25,26 +25,22 @@
 //! `workflowexecution_audit_events_dropped_total{reason}` and
 //! `workflowexecution_audit_batches_failed_total`.
 
-use kubernaut_framework::audit::Producer;
+use kubernaut_framework::audit::{Action, AuditRecord, Producer};
 use prometheus::Registry;
 use serde::Serialize;
 
-pub use kubernaut_framework::audit::AuditError;
+pub use kubernaut_framework::audit::{AuditError, AuditOutcome};
 
 /// The sink the reconciler records to, carrying [`AuditEvent`]s.
 pub type Auditor = kubernaut_framework::audit::Auditor<AuditEvent>;
 
+/// One audit record about one WorkflowExecution, in Kubernaut's envelope (the [module
+/// documentation](self) lists its fields). `remediation_request` (the second-to-last argument
+/// of [`AuditRecord::new`]) is `spec.remediationRequestRef.name`.
+pub type AuditEvent = AuditRecord<AuditAction, AuditData>;
+
 /// The first part of the audit sink's metric names (`workflowexecution_audit_…`).
 pub const METRIC_PREFIX: &str = "workflowexecution";
-
-/// The envelope's `event_category`.
-pub const EVENT_CATEGORY: &str = "workflow";
-/// The envelope's `actor_type`.
-pub const ACTOR_TYPE: &str = "service";
-/// The envelope's `actor_id`.
-pub const ACTOR_ID: &str = "workflowexecution-controller";
-/// The envelope's `resource_type`.
-pub const RESOURCE_TYPE: &str = "WorkflowExecution";
 
 /// Starts the sink `settings` name, its metrics on `registry` under [`METRIC_PREFIX`], its
 /// requests identified as `workflowexecution-controller/<version>`.
@@ -78,9 +74,14 @@ kubernaut_framework::string_enum! {
     }
 }
 
-impl AuditAction {
-    /// The envelope's `event_type`, e.g. `workflowexecution.workflow.started`.
-    pub fn event_type(self) -> &'static str {
+impl Action for AuditAction {
+    const CATEGORY: &'static str = "workflow";
+    const ACTOR_TYPE: &'static str = "service";
+    const ACTOR_ID: &'static str = "workflowexecution-controller";
+    const RESOURCE_TYPE: &'static str = "WorkflowExecution";
+
+    /// `workflowexecution.workflow.started`, …, `workflowexecution.block.cleared`.
+    fn event_type(self) -> &'static str {
         match self {
             AuditAction::Started => "workflowexecution.workflow.started",
             AuditAction::Completed => "workflowexecution.workflow.completed",
@@ -90,29 +91,19 @@ impl AuditAction {
         }
     }
 
-    /// The envelope's `outcome` for this action.
-    pub fn outcome(self) -> AuditOutcome {
+    fn event_action(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// Started → `pending` (the run's result is not known yet), completed and cleared →
+    /// `success`, failed → `failure`, skipped → `skipped`.
+    fn outcome(self) -> AuditOutcome {
         match self {
             AuditAction::Started => AuditOutcome::Pending,
             AuditAction::Completed | AuditAction::BlockCleared => AuditOutcome::Success,
             AuditAction::Failed => AuditOutcome::Failure,
             AuditAction::Skipped => AuditOutcome::Skipped,
         }
-    }
-}
-
-kubernaut_framework::string_enum! {
-    /// The envelope's `outcome`.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub enum AuditOutcome {
-        /// `success`: the workflow completed, or a block clearance took effect.
-        Success = "success",
-        /// `failure`: the workflow failed.
-        Failure = "failure",
-        /// `skipped`: the workflow was not run.
-        Skipped = "skipped",
-        /// `pending`: the workflow started; its result is not known yet.
-        Pending = "pending",
     }
 }
 
@@ -163,105 +154,6 @@ pub struct AuditData {
     /// `status.skipDetails.message`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_message: Option<String>,
-}
-
-/// One audit record about one WorkflowExecution. Serializes to the envelope described in the
-/// [module documentation](self); the constant envelope fields are not stored, so they cannot be
-/// set wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditEvent {
-    /// What happened: `event_type`, `event_action` and `outcome`.
-    pub action: AuditAction,
-    /// When it happened: `event_timestamp`.
-    pub timestamp: jiff::Timestamp,
-    /// The WFE's namespace: `namespace`.
-    pub namespace: String,
-    /// The WFE's name: `resource_id`.
-    pub name: String,
-    /// `correlation_id`.
-    pub correlation_id: String,
-    /// `event_data`.
-    pub data: AuditData,
-}
-
-impl AuditEvent {
-    /// An event about the WFE `namespace/name`, stamped now. `remediation_request` is
-    /// `spec.remediationRequestRef.name`; it becomes the correlation id, or the WFE's name does
-    /// when it is `None` or empty.
-    pub fn new(
-        action: AuditAction,
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-        remediation_request: Option<&str>,
-        data: AuditData,
-    ) -> AuditEvent {
-        let name = name.into();
-        let correlation_id = match remediation_request {
-            Some(request) if !request.is_empty() => request.to_owned(),
-            _ => name.clone(),
-        };
-        AuditEvent {
-            action,
-            timestamp: jiff::Timestamp::now(),
-            namespace: namespace.into(),
-            name,
-            correlation_id,
-            data,
-        }
-    }
-
-    /// The same event stamped `timestamp` instead (replays, tests).
-    pub fn at(mut self, timestamp: jiff::Timestamp) -> AuditEvent {
-        self.timestamp = timestamp;
-        self
-    }
-
-    /// `event_timestamp`: RFC 3339, UTC, milliseconds (truncated), e.g. `2025-03-01T12:00:00.250Z`.
-    pub fn event_timestamp(&self) -> String {
-        format!("{:.3}", self.timestamp)
-    }
-
-    /// The event as one JSON line (the `log` sink's output and one element of an `http` batch).
-    pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string(self)
-    }
-}
-
-/// The wire form of an [`AuditEvent`]: field order and names are the envelope's.
-#[derive(Serialize)]
-struct Envelope<'a> {
-    event_type: &'static str,
-    event_timestamp: String,
-    event_category: &'static str,
-    event_action: &'static str,
-    outcome: &'static str,
-    actor_type: &'static str,
-    actor_id: &'static str,
-    resource_type: &'static str,
-    resource_id: &'a str,
-    namespace: &'a str,
-    correlation_id: &'a str,
-    event_data: &'a AuditData,
-}
-
-impl Serialize for AuditEvent {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Envelope {
-            event_type: self.action.event_type(),
-            event_timestamp: self.event_timestamp(),
-            event_category: EVENT_CATEGORY,
-            event_action: self.action.as_str(),
-            outcome: self.action.outcome().as_str(),
-            actor_type: ACTOR_TYPE,
-            actor_id: ACTOR_ID,
-            resource_type: RESOURCE_TYPE,
-            resource_id: &self.name,
-            namespace: &self.namespace,
-            correlation_id: &self.correlation_id,
-            event_data: &self.data,
-        }
-        .serialize(serializer)
-    }
 }
 
 #[cfg(test)]

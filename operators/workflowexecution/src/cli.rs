@@ -13,38 +13,25 @@
 //! 1. A WorkflowExecution file holds one YAML (or JSON) document of kind
 //!    `kubernaut.ai/v1alpha1` `WorkflowExecution`; without `metadata.namespace` it is rendered as
 //!    if created in `default`, as `kubectl apply` would.
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kubernaut_framework::crd::{check_schema_types, openapi_schema};
+use kubernaut_framework::crd::{CrdYamlError, ReadObjectError, read_object};
+use kubernaut_framework::template::{TemplateError, TemplateSet};
+use kubernaut_framework::validate::FieldErrors;
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::engine::{CANCEL_FILE, EngineError, Engines, STATUS_FILE};
+use crate::engine::{EngineError, Engines, EnginesReport, sample_context};
 use crate::pipelinerun::render_child;
-use crate::types::{GROUP, VERSION, WorkflowExecution};
-use crate::validate::{ValidationErrors, validate_spec};
-use kubernaut_framework::template::TemplateSet;
+use crate::types::WorkflowExecution;
+use crate::validate::validate_spec;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// A file could not be read.
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A WorkflowExecution file is not a WorkflowExecution.
-    #[error("{}: not a WorkflowExecution: {message}", path.display())]
-    NotAWorkflowExecution {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A WorkflowExecution file could not be read or is not a WorkflowExecution.
+    #[error(transparent)]
+    Read(#[from] ReadObjectError),
     /// The WorkflowExecution's spec fails validation.
     #[error("{}: invalid WorkflowExecution {name}: {errors}", path.display())]
     Invalid {
@@ -53,7 +40,7 @@ pub enum CliError {
         /// `namespace/name` of the WorkflowExecution.
         name: String,
         /// The problems, each naming its field.
-        errors: ValidationErrors,
+        errors: FieldErrors,
     },
     /// The templates failed to load or render.
     #[error("templates in {}: {message}", dir.display())]
@@ -65,7 +52,7 @@ pub enum CliError {
     },
     /// The CRD could not be printed.
     #[error(transparent)]
-    Crd(#[from] crate::types::CrdError),
+    Crd(#[from] CrdYamlError),
     /// An execution engine (its directory, status mapping or cancel file) failed to load.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -81,46 +68,18 @@ pub enum CliError {
     },
 }
 
-/// Reads a WorkflowExecution from a YAML or JSON file.
+/// A [`CliError::Templates`] for the template directory `dir`.
+fn templates_error(dir: &Path) -> impl Fn(TemplateError) -> CliError + '_ {
+    move |e| CliError::Templates {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads a WorkflowExecution from a YAML or JSON file
+/// ([`read_object`]: its kind and value types checked, `default` its namespace when unset).
 pub fn read_workflow_execution(path: &Path) -> Result<WorkflowExecution, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let not_wfe = |message: String| CliError::NotAWorkflowExecution {
-        path: path.to_path_buf(),
-        message,
-    };
-    // JSON is read as JSON: a YAML reader takes characters such as NEL (U+0085) in a string
-    // for line breaks and folds them.
-    let raw: Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text).map_err(|e| not_wfe(e.to_string()))?
-    } else {
-        serde_yaml::from_str(&text).map_err(|e| not_wfe(e.to_string()))?
-    };
-    let api_version = raw.get("apiVersion").and_then(Value::as_str);
-    let kind = raw.get("kind").and_then(Value::as_str);
-    let want = format!("{GROUP}/{VERSION}");
-    if api_version != Some(want.as_str()) || kind != Some("WorkflowExecution") {
-        return Err(not_wfe(format!(
-            "apiVersion/kind is {}/{}, expected {want}/WorkflowExecution",
-            api_version.unwrap_or("<none>"),
-            kind.unwrap_or("<none>")
-        )));
-    }
-    // The API server checks every value's type against the CRD's schema before anything else;
-    // do the same, so that a type error names its field (`spec.parameters.REPLICAS`) instead of
-    // surfacing as a bare deserialization message.
-    check_schema_types(&raw, &openapi_schema(crate::types::crd())).map_err(not_wfe)?;
-    let mut wfe: WorkflowExecution =
-        serde_json::from_value(raw).map_err(|e| not_wfe(e.to_string()))?;
-    if wfe.metadata.name.as_deref().is_none_or(str::is_empty) {
-        return Err(not_wfe("metadata.name is missing".to_owned()));
-    }
-    if wfe.metadata.namespace.is_none() {
-        wfe.metadata.namespace = Some("default".to_owned());
-    }
-    Ok(wfe)
+    Ok(read_object(path)?)
 }
 
 /// Validates the WorkflowExecution in `wfe_file` and renders the child the operator would create
@@ -157,90 +116,16 @@ pub fn render(
             })?,
     };
     let templates =
-        TemplateSet::load(dir, &engines.template_decls()).map_err(|e| CliError::Templates {
-            dir: dir.clone(),
-            message: e.to_string(),
-        })?;
-    render_child(&wfe, config, &templates, &engine.template).map_err(|e| CliError::Templates {
-        dir: dir.clone(),
-        message: e.to_string(),
-    })
-}
-
-/// What `check-config` verified besides the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckReport {
-    /// The template directory.
-    pub templates_dir: PathBuf,
-    /// The revision of the loaded template set.
-    pub template_revision: String,
-    /// Each configured engine: its name, its child kind and its files.
-    pub engines: Vec<EngineReport>,
-}
-
-/// One engine as `check-config` loaded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineReport {
-    /// The engine's name.
-    pub name: String,
-    /// The kind it creates, as `apiVersion, Kind=…`.
-    pub child: String,
-    /// Its child template, relative to the template directory.
-    pub template: String,
-}
-
-impl fmt::Display for CheckReport {
-    /// One `item: ok (…)` line per item, a YAML mapping that YAML 1.1 and 1.2 readers read alike
-    /// (a path that needs it is quoted).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut lines = vec![(
-            "templates".to_owned(),
-            format!(
-                "ok ({}, revision {})",
-                self.templates_dir.display(),
-                self.template_revision
-            ),
-        )];
-        for engine in &self.engines {
-            lines.push((
-                format!("engine {}", engine.name),
-                format!(
-                    "ok ({}: {}, {name}/{STATUS_FILE}, {name}/{CANCEL_FILE})",
-                    engine.child,
-                    engine.template,
-                    name = engine.name
-                ),
-            ));
-        }
-        for (item, result) in lines {
-            let line = serde_json::json!({ item: result });
-            f.write_str(&kubernaut_framework::yaml::to_string(&line))?;
-        }
-        Ok(())
-    }
+        TemplateSet::load(dir, &engines.template_decls()).map_err(templates_error(dir))?;
+    render_child(&wfe, config, &templates, &engine.template).map_err(templates_error(dir))
 }
 
 /// Loads every configured engine (its status mapping and cancel file) and loads (and
 /// test-renders) their templates, as the operator does at start-up.
-pub fn check(config: &OperatorConfig) -> Result<CheckReport, CliError> {
-    let dir = config.templates.dir.clone();
+pub fn check(config: &OperatorConfig) -> Result<EnginesReport, CliError> {
+    let dir = &config.templates.dir;
     let engines = Engines::load(config)?;
-    let set =
-        TemplateSet::load(&dir, &engines.template_decls()).map_err(|e| CliError::Templates {
-            dir: dir.clone(),
-            message: e.to_string(),
-        })?;
-    let engines = engines
-        .iter()
-        .map(|engine| EngineReport {
-            name: engine.name.clone(),
-            child: engine.child().to_string(),
-            template: engine.template.clone(),
-        })
-        .collect();
-    Ok(CheckReport {
-        templates_dir: dir,
-        template_revision: set.revision().to_owned(),
-        engines,
-    })
+    engines
+        .check(dir, &sample_context())
+        .map_err(templates_error(dir))
 }

@@ -28,9 +28,10 @@
 //!    is the framework's [`AuditSettings`], validated by its own [`AuditSettings::validate`].
 use std::time::Duration;
 
-use kubernaut_framework::app::{AppConfig, check_positive};
+use kubernaut_framework::app::{AppConfig, check_at_least, check_each, check_positive};
 use kubernaut_framework::backoff::Backoff;
-use kubernaut_framework::config::{self, ConfigError, Validate};
+use kubernaut_framework::config::{ConfigError, Validate};
+use kubernaut_framework::engine::check_engine_names;
 use kubernaut_framework::glob::{Case, Glob};
 use kubernaut_framework::names::{DnsLabel, DnsSubdomain};
 use serde::{Deserialize, Serialize};
@@ -94,15 +95,6 @@ impl AppConfig for OperatorConfig {
 
     fn templates_mut(&mut self) -> &mut TemplateSettings {
         &mut self.templates
-    }
-
-    fn keep_restart_only(&mut self, running: &Self) {
-        self.execution.namespace = running.execution.namespace.clone();
-        self.execution.engines = running.execution.engines.clone();
-        self.execution.default_engine = running.execution.default_engine.clone();
-        self.templates = running.templates.clone();
-        self.audit = running.audit.clone();
-        self.controller = running.controller.clone();
     }
 }
 
@@ -175,38 +167,6 @@ impl ExecutionSettings {
             None => Some(self.default_engine.as_str()),
             Some(name) => self.engines.iter().any(|e| e == name).then_some(name),
         }
-    }
-
-    /// Checks `engines` and `defaultEngine`: at least one engine, each a DNS label (a directory
-    /// name a WorkflowExecution can ask for), none twice, and the default among them.
-    fn validate_engines(&self) -> Result<(), ConfigError> {
-        if self.engines.is_empty() {
-            return Err(ConfigError::invalid(
-                "execution.engines",
-                "must list at least one engine (a directory under templates.dir)",
-            ));
-        }
-        for (i, engine) in self.engines.iter().enumerate() {
-            let key = format!("execution.engines[{i}]");
-            check_name(&key, engine, false)?;
-            if self.engines[..i].contains(engine) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("{engine:?} is listed twice"),
-                ));
-            }
-        }
-        if !self.engines.contains(&self.default_engine) {
-            return Err(ConfigError::invalid(
-                "execution.defaultEngine",
-                format!(
-                    "{:?} is not one of execution.engines ({})",
-                    self.default_engine,
-                    self.engines.join(", ")
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Whether `allowedBundles` lets every bundle run (it lists `*`).
@@ -303,17 +263,6 @@ impl OperatorConfig {
     }
 }
 
-/// Checks a Kubernetes name: a DNS subdomain (ServiceAccounts, Leases) or a DNS label
-/// (namespaces); the error says what is wrong in the API server's words.
-fn check_name(key: &str, value: &str, subdomain: bool) -> Result<(), ConfigError> {
-    let checked = if subdomain {
-        DnsSubdomain::check(value)
-    } else {
-        DnsLabel::check(value)
-    };
-    checked.map_err(|e| ConfigError::invalid(key, e.to_string()))
-}
-
 impl Validate for OperatorConfig {
     /// Every section in file order; the first problem found is reported.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -327,21 +276,18 @@ impl Validate for OperatorConfig {
 
 impl Validate for ExecutionSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        check_name("execution.namespace", &self.namespace, false)?;
-        check_name(
-            "execution.serviceAccountName",
-            &self.service_account_name,
-            true,
+        // Namespaces are DNS labels, ServiceAccounts DNS subdomains.
+        DnsLabel::check(&self.namespace).map_err(ConfigError::at("execution.namespace"))?;
+        DnsSubdomain::check(&self.service_account_name)
+            .map_err(ConfigError::at("execution.serviceAccountName"))?;
+        check_each(
+            "execution.allowedServiceAccounts",
+            &self.allowed_service_accounts,
+            |account| DnsSubdomain::check(account),
         )?;
-        for (i, account) in self.allowed_service_accounts.iter().enumerate() {
-            check_name(
-                &format!("execution.allowedServiceAccounts[{i}]"),
-                account,
-                true,
-            )?;
-        }
         if let Some(account) = &self.bundle_service_account {
-            check_name("execution.bundleServiceAccount", account, true)?;
+            DnsSubdomain::check(account)
+                .map_err(ConfigError::at("execution.bundleServiceAccount"))?;
         }
         if self.allowed_bundles.is_empty() {
             return Err(ConfigError::invalid(
@@ -349,41 +295,31 @@ impl Validate for ExecutionSettings {
                 "must list at least one pattern (\"*\" allows every bundle)",
             ));
         }
-        for (i, pattern) in self.allowed_bundles.iter().enumerate() {
-            if let Err(e) = Glob::new(pattern, Case::Sensitive) {
-                return Err(ConfigError::invalid(
-                    format!("execution.allowedBundles[{i}]"),
-                    e.to_string(),
-                ));
-            }
-        }
-        self.validate_engines()?;
+        check_each(
+            "execution.allowedBundles",
+            &self.allowed_bundles,
+            |pattern| Glob::new(pattern, Case::Sensitive).map(drop),
+        )?;
+        check_engine_names(
+            "execution.engines",
+            &self.engines,
+            "execution.defaultEngine",
+            &self.default_engine,
+        )?;
         check_positive("execution.defaultTimeout", self.default_timeout)?;
-        if self.max_timeout < self.default_timeout {
-            return Err(ConfigError::invalid(
-                "execution.maxTimeout",
-                format!(
-                    "must not be shorter than execution.defaultTimeout ({})",
-                    config::duration::format(self.default_timeout)
-                ),
-            ));
-        }
-        Ok(())
+        check_at_least(
+            "execution.maxTimeout",
+            self.max_timeout,
+            "execution.defaultTimeout",
+            self.default_timeout,
+        )
     }
 }
 
 impl Validate for BackoffSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         check_positive("backoff.base", self.base)?;
-        if self.max < self.base {
-            return Err(ConfigError::invalid(
-                "backoff.max",
-                format!(
-                    "must not be shorter than backoff.base ({})",
-                    config::duration::format(self.base)
-                ),
-            ));
-        }
+        check_at_least("backoff.max", self.max, "backoff.base", self.base)?;
         if self.max_exponent > 31 {
             return Err(ConfigError::invalid(
                 "backoff.maxExponent",

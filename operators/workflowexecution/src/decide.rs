@@ -39,7 +39,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -47,7 +47,7 @@ use crate::config::OperatorConfig;
 use crate::types::{
     ConflictingWorkflow, Phase, RecentRemediation, SkipDetails, SkipReason, WorkflowExecution,
 };
-use kubernaut_framework::duration::{duration_between, format_go_duration};
+use kubernaut_framework::duration::{add_saturating, duration_between, format_go_duration};
 use kubernaut_framework::names::namespaced_name;
 
 /// The annotation that clears the block a failed execution causes.
@@ -121,6 +121,28 @@ impl Judge<'_> {
         }
     }
 
+    /// A skip caused by `previous`, which `recentRemediation` names (with the time left until
+    /// the target may run again, when time-bound).
+    fn skip_for(
+        &self,
+        reason: SkipReason,
+        message: String,
+        previous: &WorkflowExecution,
+        remaining: Option<Duration>,
+    ) -> Option<SkipDetails> {
+        Some(SkipDetails {
+            recent_remediation: Some(RecentRemediation {
+                name: previous.name_any(),
+                workflow_id: previous.spec.workflow_ref.workflow_id.clone(),
+                completed_at: previous.completion_time().map(Time),
+                outcome: previous.phase().map(|p| p.to_string()).unwrap_or_default(),
+                target_resource: self.target.clone(),
+                cooldown_remaining: remaining.map(format_go_duration),
+            }),
+            ..self.skip(reason, message)
+        })
+    }
+
     /// 1. Another one is running: the target is busy.
     fn busy(&self) -> Option<SkipDetails> {
         let target = self.target;
@@ -131,24 +153,23 @@ impl Judge<'_> {
             .filter(|o| o.phase() == Some(Phase::Running))
             .min_by_key(|o| (start_time(o), o.name_any()))?;
         let started_at = start_time(holder);
-        let mut details = self.skip(
-            SkipReason::ResourceBusy,
-            format!(
-                "target {target} is being remediated by WorkflowExecution {} (workflow {}){}",
-                namespaced_name(holder),
-                holder.spec.workflow_ref.workflow_id,
-                started_at
-                    .map(|t| format!(", running since {t}"))
-                    .unwrap_or_default()
-            ),
+        let message = format!(
+            "target {target} is being remediated by WorkflowExecution {} (workflow {}){}",
+            namespaced_name(holder),
+            holder.spec.workflow_ref.workflow_id,
+            started_at
+                .map(|t| format!(", running since {t}"))
+                .unwrap_or_default()
         );
-        details.conflicting_workflow = Some(ConflictingWorkflow {
-            name: holder.name_any(),
-            workflow_id: holder.spec.workflow_ref.workflow_id.clone(),
-            started_at: started_at.map(Time),
-            target_resource: target.clone(),
-        });
-        Some(details)
+        Some(SkipDetails {
+            conflicting_workflow: Some(ConflictingWorkflow {
+                name: holder.name_any(),
+                workflow_id: holder.spec.workflow_ref.workflow_id.clone(),
+                started_at: started_at.map(Time),
+                target_resource: target.clone(),
+            }),
+            ..self.skip(SkipReason::ResourceBusy, message)
+        })
     }
 
     /// 2a. An execution failure blocks the target until someone clears it, whatever finished on
@@ -163,7 +184,7 @@ impl Judge<'_> {
             .collect();
         let blocker = most_recent_finished(&blockers)?;
         let reason = failure_reason_of(blocker);
-        let mut details = self.skip(
+        self.skip_for(
             SkipReason::PreviousExecutionFailed,
             format!(
                 "an earlier execution on target {target}, WorkflowExecution {} (workflow {}), failed during execution ({reason}); \
@@ -172,9 +193,9 @@ impl Judge<'_> {
                 blocker.spec.workflow_ref.workflow_id,
                 namespaced_name(blocker),
             ),
-        );
-        details.recent_remediation = Some(recent_remediation(blocker, target, None));
-        Some(details)
+            blocker,
+            None,
+        )
     }
 
     /// 2b. Too many consecutive pre-execution failures (a clearance on the WorkflowExecution that
@@ -186,7 +207,7 @@ impl Judge<'_> {
         if failures < limit {
             return None;
         }
-        let mut details = self.skip(
+        self.skip_for(
             SkipReason::ExhaustedRetries,
             format!(
                 "{failures} consecutive pre-execution failures on target {target} (limit {limit}), the last in WorkflowExecution {} ({}); \
@@ -195,9 +216,9 @@ impl Judge<'_> {
                 failure_reason_of(previous),
                 namespaced_name(previous),
             ),
-        );
-        details.recent_remediation = Some(recent_remediation(previous, target, None));
-        Some(details)
+            previous,
+            None,
+        )
     }
 
     /// 2c. Backoff after pre-execution failures.
@@ -209,7 +230,7 @@ impl Judge<'_> {
             return None;
         }
         let remaining = duration_between(self.now, next);
-        let mut details = self.skip(
+        self.skip_for(
             SkipReason::RecentlyRemediated,
             format!(
                 "target {target} is backing off after {} consecutive pre-execution failure(s), the last in WorkflowExecution {} ({}); \
@@ -219,9 +240,9 @@ impl Judge<'_> {
                 failure_reason_of(previous),
                 format_go_duration(remaining),
             ),
-        );
-        details.recent_remediation = Some(recent_remediation(previous, target, Some(remaining)));
-        Some(details)
+            previous,
+            Some(remaining),
+        )
     }
 
     /// 2d. Cooldown for the same workflow.
@@ -233,12 +254,12 @@ impl Judge<'_> {
         }
         let completed = previous.completion_time()?;
         let period = self.config.cooldown.period;
-        let until = add(completed, period);
+        let until = add_saturating(completed, period);
         if self.now >= until {
             return None;
         }
         let remaining = duration_between(self.now, until);
-        let mut details = self.skip(
+        self.skip_for(
             SkipReason::RecentlyRemediated,
             format!(
                 "workflow {workflow} finished on target {target} at {completed} (WorkflowExecution {}, {}); \
@@ -248,9 +269,9 @@ impl Judge<'_> {
                 format_go_duration(period),
                 format_go_duration(remaining),
             ),
-        );
-        details.recent_remediation = Some(recent_remediation(previous, target, Some(remaining)));
-        Some(details)
+            previous,
+            Some(remaining),
+        )
     }
 }
 
@@ -269,7 +290,7 @@ pub fn count_pre_execution_failure(
     let delay = config.backoff.schedule().delay(consecutive_failures);
     FailureCount {
         consecutive_failures,
-        next_allowed_execution: add(now, delay),
+        next_allowed_execution: add_saturating(now, delay),
     }
 }
 
@@ -304,21 +325,6 @@ fn failure_reason_of(wfe: &WorkflowExecution) -> String {
         .and_then(|s| s.failure_details.as_ref())
         .map(|d| d.reason.to_string())
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn recent_remediation(
-    previous: &WorkflowExecution,
-    target: &str,
-    remaining: Option<Duration>,
-) -> RecentRemediation {
-    RecentRemediation {
-        name: previous.name_any(),
-        workflow_id: previous.spec.workflow_ref.workflow_id.clone(),
-        completed_at: previous.completion_time().map(Time),
-        outcome: previous.phase().map(|p| p.to_string()).unwrap_or_default(),
-        target_resource: target.to_owned(),
-        cooldown_remaining: remaining.map(format_go_duration),
-    }
 }
 
 /// The most recent `Completed`/`Failed` execution by `completionTime` (one without a completion
@@ -362,14 +368,6 @@ fn start_time(wfe: &WorkflowExecution) -> Option<Timestamp> {
         .as_ref()
         .and_then(|s| s.start_time.as_ref())
         .map(|t| t.0)
-}
-
-/// `t + d`, saturating at the largest timestamp.
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
 }
 
 #[cfg(test)]

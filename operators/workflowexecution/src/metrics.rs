@@ -7,7 +7,7 @@
 //! 1. Every label value is bounded: outcomes, reasons and the targets currently in backoff
 //!    (a `consecutive_failures` series is removed when its target returns to 0).
 
-use kubernaut_framework::metrics::{MetricError, Registrar};
+use kubernaut_framework::metrics::{MetricError, Registrar, set_or_remove};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// Bucket bounds of `workflowexecution_duration_seconds`: 5 s to 320 s, doubling.
@@ -79,13 +79,7 @@ impl Metrics {
     /// share one series.
     pub fn set_consecutive_failures(&self, target: &str, count: u32) {
         let target = crate::types::target_key(target);
-        if count == 0 {
-            let _ = self.consecutive_failures.remove_label_values(&[&target]);
-        } else {
-            self.consecutive_failures
-                .with_label_values(&[&target])
-                .set(i64::from(count));
-        }
+        set_or_remove(&self.consecutive_failures, &[&target], i64::from(count));
     }
 
     /// The duration histogram of one outcome.

@@ -7,11 +7,11 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use kube::{Client, api::ApiResource, core::GroupVersionKind};
+use kube::Client;
 use kubernaut_framework::{
-    app::{NotServed, check_served, resource_of},
+    app::{NotServed, resource_of},
     config::ConfigStore,
-    lock::NameGuards,
+    lock::Locks,
     own_writes::OwnWrites,
     runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
@@ -79,22 +79,6 @@ impl From<NotServed> for StartError {
     }
 }
 
-/// `tekton.dev/v1` PipelineRun.
-pub fn pipelinerun_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
-        "pipelineruns",
-    )
-}
-
-/// `tekton.dev/v1` TaskRun.
-pub fn taskrun_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tekton.dev", "v1", "TaskRun"),
-        "taskruns",
-    )
-}
-
 /// Runtime settings derived from the operator config (the framework's
 /// [`ControllerSettings::runtime_settings`](kubernaut_framework::app::ControllerSettings::runtime_settings)
 /// under [`CONTROLLER_NAME`]).
@@ -114,18 +98,6 @@ fn load_engines(config: &OperatorConfig) -> Result<(Engines, TemplateStore), Sta
             message: e.to_string(),
         })?;
     Ok((engines, store))
-}
-
-/// Fails unless the cluster serves every kind the engines create or read.
-async fn check_kinds(client: &Client, engines: &Engines) -> Result<(), StartError> {
-    for kind in engines
-        .child_kinds()
-        .iter()
-        .chain(&engines.grandchild_kinds())
-    {
-        check_served(client, kind).await?;
-    }
-    Ok(())
 }
 
 /// The framework runtime: WorkflowExecutions indexed by target, and a watch on every kind the
@@ -185,7 +157,7 @@ pub async fn start(
     let (engines, store) = load_engines(&current)?;
     // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
     // its failure facts (`grandchildren.child`).
-    check_kinds(&client, &engines).await?;
+    engines.check_served(&client).await?;
     let namespace = &current.execution.namespace;
     let operator = runtime(client, settings, parents, namespace, &engines, store);
     let registry = operator.registry().clone();
@@ -197,7 +169,7 @@ pub async fn start(
         auditor: auditor.clone(),
         metrics,
         own_writes: OwnWrites::new(),
-        lock_guards: NameGuards::default(),
+        locks: Locks::default(),
     };
     info!(
         namespace = %namespace,

@@ -441,7 +441,10 @@ mod tests {
         wfe.metadata.name = Some(long.clone());
         let identity = pipeline_run_identity(&wfe, &OperatorConfig::default(), "r");
         assert!(LabelValue::check(&identity.labels[LABEL_WORKFLOW_EXECUTION]).is_ok());
-        let mut run = DynamicObject::new(&identity.name, &crate::operator::pipelinerun_resource());
+        let mut run = DynamicObject::new(
+            &identity.name,
+            &kubernaut_framework::app::resource_of(&crate::templates::pipeline_run_kind()),
+        );
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());
         prune_cached_run(&mut run);
@@ -459,7 +462,10 @@ mod tests {
             reason: "TaskFailed".into(),
             failed_at: "2026-01-01T00:00:00Z".into(),
         };
-        let mut run = DynamicObject::new("wfe-x", &crate::operator::pipelinerun_resource());
+        let mut run = DynamicObject::new(
+            "wfe-x",
+            &kubernaut_framework::app::resource_of(&crate::templates::pipeline_run_kind()),
+        );
         run.metadata.annotations = Some(BTreeMap::from([(
             ANNOTATION_EXECUTION_BLOCK.to_owned(),
             block.to_annotation(),

@@ -15,7 +15,7 @@
 //!    characters, values of at most [`MAX_PARAMETER_VALUE_LENGTH`] characters, at most
 //!    [`MAX_PARAMETERS_SIZE`] characters in all.
 //! 2. The parameters fit the PipelineRun: their size *as the API server stores them*
-//!    ([`stored_size`]: JSON with Go's escapes, where `"` takes 2 bytes and `<` or a control
+//!    ([`json_stored_size`](kubernaut_framework::validate::json_stored_size): JSON with Go's escapes, where `"` takes 2 bytes and `<` or a control
 //!    character 6) is at most [`MAX_STORED_PARAMETERS_BYTES`]. The shipped template adds a few
 //!    hundred bytes to that, so the PipelineRun stays below etcd's request limit (1.5 MiB, the
 //!    first size limit an object meets at the API server) with room for the status Tekton writes
@@ -40,243 +40,40 @@
 //!    parameters several times can still render a run the API server refuses; the reconciler
 //!    maps that refusal (400/413/422, or a 500 saying the object is too large to store) to
 //!    `ConfigurationError` too.
-use std::fmt;
-use std::time::Duration;
-
 use crate::bundle::{BundleRefError, DIGEST_PATTERN, is_valid_digest, pulled_reference};
 use crate::config::ExecutionSettings;
 use crate::types::{
     MAX_PARAMETER_NAME_LENGTH, MAX_PARAMETER_VALUE_LENGTH, MAX_PARAMETERS, MAX_PARAMETERS_SIZE,
     MAX_TARGET_RESOURCE_LENGTH, WorkflowExecutionSpec,
 };
-use kubernaut_framework::duration::{GoDurationError, format_go_duration, parse_go_duration};
+use kubernaut_framework::validate::{
+    FieldErrors, MapBounds, map_key_field, parse_bounded_go_duration,
+};
 
 /// The parameter the operator adds to every PipelineRun; a spec may not set it.
 pub const TARGET_RESOURCE_PARAM: &str = "TARGET_RESOURCE";
 /// The most bytes all parameter names and values may take as the API server stores them
-/// ([`stored_size`]): 1 MiB, a third below etcd's default request limit of 1.5 MiB — the first
-/// limit a growing object meets (then the API server's etcd client's 2 MiB send limit, then its
-/// 3 MiB request-body limit; see docs/configuration.md).
+/// ([`json_stored_size`](kubernaut_framework::validate::json_stored_size)): 1 MiB, a third below
+/// etcd's default request limit of 1.5 MiB — the first limit a growing object meets (then the
+/// API server's etcd client's 2 MiB send limit, then its 3 MiB request-body limit; see
+/// docs/configuration.md).
 pub const MAX_STORED_PARAMETERS_BYTES: usize = 1024 * 1024;
-/// How many characters of an overlong parameter name an error message shows.
-const SHOWN_NAME_CHARACTERS: usize = 40;
 
-/// One problem with a spec.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SpecError {
-    /// `workflowRef.workflowId` is empty.
-    #[error("spec.workflowRef.workflowId: must not be empty")]
-    EmptyWorkflowId,
-    /// `workflowRef.containerImage` is empty.
-    #[error("spec.workflowRef.containerImage: must not be empty (an OCI Tekton bundle reference)")]
-    EmptyContainerImage,
-    /// `targetResource` is not `namespace/kind/name` or `kind/name`.
-    #[error(
-        "spec.targetResource: {value:?} must be namespace/kind/name or kind/name (2 or 3 non-empty '/'-separated parts)"
-    )]
-    TargetResourceShape {
-        /// The value given.
-        value: String,
-    },
-    /// `targetResource` is longer than the CRD allows.
-    #[error(
-        "spec.targetResource: {length} characters, at most {MAX_TARGET_RESOURCE_LENGTH} allowed"
-    )]
-    TargetResourceTooLong {
-        /// Its length in characters.
-        length: usize,
-    },
-    /// A parameter name is not a valid Tekton parameter name.
-    #[error(
-        "spec.parameters[{name:?}]: invalid parameter name: must start with a letter or '_' and contain only letters, digits, '_', '-' and '.'"
-    )]
-    ParameterName {
-        /// The name given.
-        name: String,
-    },
-    /// A parameter uses the name the operator reserves.
-    #[error(
-        "spec.parameters[{name:?}]: reserved: the operator sets {TARGET_RESOURCE_PARAM} from spec.targetResource"
-    )]
-    ReservedParameter {
-        /// The name given.
-        name: String,
-    },
-    /// A parameter name is longer than allowed.
-    #[error(
-        "spec.parameters[{name:?}]: the name has {length} characters, at most {MAX_PARAMETER_NAME_LENGTH} allowed"
-    )]
-    ParameterNameTooLong {
-        /// The name given, shortened to its first characters and `…`.
-        name: String,
-        /// Its length in characters.
-        length: usize,
-    },
-    /// A parameter value is longer than allowed.
-    #[error(
-        "spec.parameters[{name:?}]: the value has {length} characters, at most {MAX_PARAMETER_VALUE_LENGTH} allowed"
-    )]
-    ParameterValueTooLong {
-        /// The parameter's name.
-        name: String,
-        /// The value's length in characters.
-        length: usize,
-    },
-    /// More parameters than allowed.
-    #[error("spec.parameters: {count} parameters, at most {MAX_PARAMETERS} allowed")]
-    TooManyParameters {
-        /// How many were given.
-        count: usize,
-    },
-    /// The parameters hold more characters in all than allowed.
-    #[error(
-        "spec.parameters: names and values hold {length} characters in all, at most {MAX_PARAMETERS_SIZE} allowed"
-    )]
-    ParametersTooLong {
-        /// Characters of all names and values.
-        length: usize,
-    },
-    /// The parameters take more room than allowed as the API server stores them.
-    #[error(
-        "spec.parameters: names and values take {bytes} bytes as stored (JSON-escaped), at most {MAX_STORED_PARAMETERS_BYTES} allowed: the PipelineRun would not fit the API server's request limit"
-    )]
-    ParametersTooLarge {
-        /// Their stored size in bytes.
-        bytes: usize,
-    },
-    /// `workflowRef.containerDigest` is not a sha256 digest.
-    #[error(
-        "spec.workflowRef.containerDigest: {value:?} is not a sha256 digest (must match {DIGEST_PATTERN})"
-    )]
-    ContainerDigest {
-        /// The value given.
-        value: String,
-    },
-    /// `workflowRef.containerImage` names no repository to pull `containerDigest` from.
-    #[error(
-        "spec.workflowRef.containerImage: {image:?} names no repository to pull spec.workflowRef.containerDigest from"
-    )]
-    ContainerImageRepository {
-        /// The image reference given.
-        image: String,
-    },
-    /// The reference that would be pulled matches none of `execution.allowedBundles`.
-    #[error(
-        "spec.workflowRef.containerImage: {image:?} is not allowed (the operator config's execution.allowedBundles is {patterns:?})"
-    )]
-    BundleNotAllowed {
-        /// The reference that would be pulled: `containerImage`, or its repository `@` the
-        /// digest when `containerDigest` is set.
-        image: String,
-        /// The configured patterns.
-        patterns: Vec<String>,
-    },
-    /// `confidence` is outside 0..1.
-    #[error("spec.confidence: {value} must be between 0 and 1")]
-    Confidence {
-        /// The value given.
-        value: f64,
-    },
-    /// `executionConfig.timeout` is not a positive Go duration.
-    #[error("spec.executionConfig.timeout: {reason}")]
-    Timeout {
-        /// The value given.
-        value: String,
-        /// Why it was refused.
-        reason: TimeoutError,
-    },
-    /// `executionConfig.serviceAccountName` is not allowed by the operator's configuration.
-    #[error(
-        "spec.executionConfig.serviceAccountName: {name:?} is not allowed (the operator config's execution.allowedServiceAccounts does not list it)"
-    )]
-    ServiceAccountNotAllowed {
-        /// The account requested.
-        name: String,
-    },
-    /// The execution engine is not one the operator runs.
-    #[error(
-        "spec.executionEngine: {name:?} is not a configured engine (the operator config's execution.engines lists {configured})"
-    )]
-    EngineNotConfigured {
-        /// The engine requested.
-        name: String,
-        /// The configured engines, comma-separated.
-        configured: String,
-    },
-}
+/// The bounds of `spec.parameters`.
+pub const PARAMETER_BOUNDS: MapBounds = MapBounds {
+    noun: "parameters",
+    max_entries: MAX_PARAMETERS,
+    max_key_length: MAX_PARAMETER_NAME_LENGTH,
+    max_value_length: MAX_PARAMETER_VALUE_LENGTH,
+    max_total_length: MAX_PARAMETERS_SIZE,
+    max_stored_bytes: MAX_STORED_PARAMETERS_BYTES,
+    too_large: "the PipelineRun would not fit the API server's request limit",
+};
 
-/// Why a timeout was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TimeoutError {
-    /// Not a Go duration.
-    #[error(transparent)]
-    Syntax(#[from] GoDurationError),
-    /// Zero: Tekton would read it as "no timeout".
-    #[error("must be longer than 0s")]
-    Zero,
-    /// Longer than the operator's `execution.maxTimeout`.
-    #[error("{value} is longer than the operator config's execution.maxTimeout ({max})")]
-    AboveMax {
-        /// The timeout given.
-        value: String,
-        /// The maximum, as a Go duration.
-        max: String,
-    },
-}
-
-impl SpecError {
-    /// The field the error is about, in the spec's own spelling.
-    pub fn field(&self) -> String {
-        match self {
-            SpecError::EmptyWorkflowId => "spec.workflowRef.workflowId".to_owned(),
-            SpecError::EmptyContainerImage
-            | SpecError::ContainerImageRepository { .. }
-            | SpecError::BundleNotAllowed { .. } => "spec.workflowRef.containerImage".to_owned(),
-            SpecError::ContainerDigest { .. } => "spec.workflowRef.containerDigest".to_owned(),
-            SpecError::TargetResourceShape { .. } | SpecError::TargetResourceTooLong { .. } => {
-                "spec.targetResource".to_owned()
-            }
-            SpecError::ParameterName { name }
-            | SpecError::ReservedParameter { name }
-            | SpecError::ParameterNameTooLong { name, .. }
-            | SpecError::ParameterValueTooLong { name, .. } => format!("spec.parameters[{name:?}]"),
-            SpecError::TooManyParameters { .. }
-            | SpecError::ParametersTooLong { .. }
-            | SpecError::ParametersTooLarge { .. } => "spec.parameters".to_owned(),
-            SpecError::Confidence { .. } => "spec.confidence".to_owned(),
-            SpecError::Timeout { .. } => "spec.executionConfig.timeout".to_owned(),
-            SpecError::ServiceAccountNotAllowed { .. } => {
-                "spec.executionConfig.serviceAccountName".to_owned()
-            }
-            SpecError::EngineNotConfigured { .. } => "spec.executionEngine".to_owned(),
-        }
-    }
-}
-
-/// Every problem found in a spec (never empty).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidationErrors(pub Vec<SpecError>);
-
-impl ValidationErrors {
-    /// The problems, in field order.
-    pub fn errors(&self) -> &[SpecError] {
-        &self.0
-    }
-}
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ValidationErrors {}
+const WORKFLOW_ID: &str = "spec.workflowRef.workflowId";
+const CONTAINER_IMAGE: &str = "spec.workflowRef.containerImage";
+const TARGET_RESOURCE: &str = "spec.targetResource";
+const PARAMETERS: &str = "spec.parameters";
 
 /// Whether `target` is `namespace/kind/name` or `kind/name` with every part non-empty.
 pub fn is_valid_target_resource(target: &str) -> bool {
@@ -294,190 +91,136 @@ pub fn is_valid_param_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// Parses a WFE timeout: a positive Go duration.
-pub fn parse_timeout(value: &str) -> Result<Duration, TimeoutError> {
-    let timeout = parse_go_duration(value)?;
-    if timeout.is_zero() {
-        return Err(TimeoutError::Zero);
-    }
-    Ok(timeout)
-}
-
-/// Parses a WFE timeout and checks it against the operator's maximum.
-pub fn check_timeout(value: &str, max: Duration) -> Result<Duration, TimeoutError> {
-    let timeout = parse_timeout(value)?;
-    if timeout > max {
-        return Err(TimeoutError::AboveMax {
-            value: value.to_owned(),
-            max: format_go_duration(max),
-        });
-    }
-    Ok(timeout)
-}
-
-/// The bytes `text` takes inside a JSON string as the API server writes it to storage: Go's
-/// `encoding/json`, which escapes `"` and `\` (2 bytes), `\n`, `\r`, `\t`, backspace and
-/// form feed (2), other control characters, `<`, `>`, `&`, U+2028 and U+2029 (6 bytes each),
-/// and writes everything else as UTF-8.
-pub fn stored_size(text: &str) -> usize {
-    text.chars()
-        .map(|c| match c {
-            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => 6,
-            c if u32::from(c) < 0x20 => 6,
-            c => c.len_utf8(),
-        })
-        .sum()
-}
-
-/// `name` as an error message shows it: whole, or its first characters and `…` when too long.
-fn shown_name(name: &str) -> String {
-    if name.chars().count() <= SHOWN_NAME_CHARACTERS {
-        name.to_owned()
-    } else {
-        let mut shown: String = name.chars().take(SHOWN_NAME_CHARACTERS).collect();
-        shown.push('…');
-        shown
-    }
-}
-
-/// The parameters' bounds: count, name and value lengths, total length and stored size.
-fn check_parameter_bounds(spec: &WorkflowExecutionSpec, errors: &mut Vec<SpecError>) {
-    let parameters = &spec.parameters;
-    if parameters.len() > MAX_PARAMETERS {
-        errors.push(SpecError::TooManyParameters {
-            count: parameters.len(),
-        });
-    }
-    let (mut length, mut bytes) = (0, 0);
-    for (name, value) in parameters {
-        let name_length = name.chars().count();
-        let value_length = value.chars().count();
-        if name_length > MAX_PARAMETER_NAME_LENGTH {
-            errors.push(SpecError::ParameterNameTooLong {
-                name: shown_name(name),
-                length: name_length,
-            });
-        }
-        if value_length > MAX_PARAMETER_VALUE_LENGTH {
-            errors.push(SpecError::ParameterValueTooLong {
-                name: shown_name(name),
-                length: value_length,
-            });
-        }
-        length += name_length + value_length;
-        bytes += stored_size(name) + stored_size(value);
-    }
-    if length > MAX_PARAMETERS_SIZE {
-        errors.push(SpecError::ParametersTooLong { length });
-    } else if bytes > MAX_STORED_PARAMETERS_BYTES {
-        errors.push(SpecError::ParametersTooLarge { bytes });
-    }
-}
-
 /// The bundle: a non-empty image, a well-formed digest if any, and the reference that will be
 /// pulled allowed by `execution.allowedBundles`.
 fn check_bundle(
     spec: &WorkflowExecutionSpec,
     execution: &ExecutionSettings,
-    errors: &mut Vec<SpecError>,
+    errors: &mut FieldErrors,
 ) {
     let image = &spec.workflow_ref.container_image;
     let digest = spec.workflow_ref.container_digest.as_deref();
     if let Some(value) = digest.filter(|d| !is_valid_digest(d)) {
-        errors.push(SpecError::ContainerDigest {
-            value: value.to_owned(),
-        });
+        errors.push(
+            "spec.workflowRef.containerDigest",
+            format!("{value:?} is not a sha256 digest (must match {DIGEST_PATTERN})"),
+        );
     }
     if image.is_empty() {
-        errors.push(SpecError::EmptyContainerImage);
+        errors.push(
+            CONTAINER_IMAGE,
+            "must not be empty (an OCI Tekton bundle reference)",
+        );
         return;
     }
     match pulled_reference(image, digest) {
-        Ok(pulled) if !execution.allows_bundle(&pulled) => {
-            errors.push(SpecError::BundleNotAllowed {
-                image: pulled,
-                patterns: execution.allowed_bundles.clone(),
-            });
-        }
+        Ok(pulled) if !execution.allows_bundle(&pulled) => errors.push(
+            CONTAINER_IMAGE,
+            format!(
+                "{pulled:?} is not allowed (the operator config's execution.allowedBundles is {:?})",
+                execution.allowed_bundles
+            ),
+        ),
         Ok(_) | Err(BundleRefError::Digest { .. }) => {}
-        Err(BundleRefError::NoRepository { image }) => {
-            errors.push(SpecError::ContainerImageRepository { image });
-        }
+        Err(BundleRefError::NoRepository { image }) => errors.push(
+            CONTAINER_IMAGE,
+            format!("{image:?} names no repository to pull spec.workflowRef.containerDigest from"),
+        ),
     }
 }
 
-/// Checks a spec against the admission rules and the operator's execution settings.
-pub fn validate_spec(
-    spec: &WorkflowExecutionSpec,
-    execution: &ExecutionSettings,
-) -> Result<(), ValidationErrors> {
-    let mut errors = Vec::new();
-    if spec.workflow_ref.workflow_id.is_empty() {
-        errors.push(SpecError::EmptyWorkflowId);
-    }
-    check_bundle(spec, execution, &mut errors);
+/// `targetResource`'s length and shape, and the parameters' names and bounds.
+fn check_target_and_parameters(spec: &WorkflowExecutionSpec, errors: &mut FieldErrors) {
     let target = &spec.target_resource;
     let length = target.chars().count();
     if length > MAX_TARGET_RESOURCE_LENGTH {
-        errors.push(SpecError::TargetResourceTooLong { length });
+        let message = format!("{length} characters, at most {MAX_TARGET_RESOURCE_LENGTH} allowed");
+        errors.push(TARGET_RESOURCE, message);
     } else if !is_valid_target_resource(target) {
-        errors.push(SpecError::TargetResourceShape {
-            value: target.clone(),
-        });
+        errors.push(
+            TARGET_RESOURCE,
+            format!(
+                "{target:?} must be namespace/kind/name or kind/name (2 or 3 non-empty '/'-separated parts)"
+            ),
+        );
     }
     for name in spec.parameters.keys() {
         if !is_valid_param_name(name) {
-            errors.push(SpecError::ParameterName {
-                name: shown_name(name),
-            });
+            errors.push(
+                map_key_field(PARAMETERS, name),
+                "invalid parameter name: must start with a letter or '_' and contain only letters, digits, '_', '-' and '.'",
+            );
         } else if name == TARGET_RESOURCE_PARAM {
-            errors.push(SpecError::ReservedParameter { name: name.clone() });
+            errors.push(
+                map_key_field(PARAMETERS, name),
+                format!(
+                    "reserved: the operator sets {TARGET_RESOURCE_PARAM} from spec.targetResource"
+                ),
+            );
         }
     }
-    check_parameter_bounds(spec, &mut errors);
+    PARAMETER_BOUNDS.check(PARAMETERS, &spec.parameters, errors);
+}
+
+/// Checks a spec against the admission rules and the operator's execution settings.
+///
+/// # Errors
+/// Every problem, each naming its field.
+pub fn validate_spec(
+    spec: &WorkflowExecutionSpec,
+    execution: &ExecutionSettings,
+) -> Result<(), FieldErrors> {
+    let mut errors = FieldErrors::new();
+    if spec.workflow_ref.workflow_id.is_empty() {
+        errors.push(WORKFLOW_ID, "must not be empty");
+    }
+    check_bundle(spec, execution, &mut errors);
+    check_target_and_parameters(spec, &mut errors);
     if let Some(value) = spec.confidence
         && !(0.0..=1.0).contains(&value)
     {
-        errors.push(SpecError::Confidence { value });
+        errors.push(
+            "spec.confidence",
+            format!("{value} must be between 0 and 1"),
+        );
     }
-    if let Some(config) = &spec.execution_config {
-        if let Some(timeout) = &config.timeout
-            && let Err(reason) = check_timeout(timeout, execution.max_timeout)
-        {
-            errors.push(SpecError::Timeout {
-                value: timeout.clone(),
-                reason,
-            });
-        }
-        if let Some(account) = &config.service_account_name
-            && account != &execution.service_account_name
-            && !execution.allowed_service_accounts.contains(account)
-        {
-            errors.push(SpecError::ServiceAccountNotAllowed {
-                name: account.clone(),
-            });
-        }
+    let config = spec.execution_config.as_ref();
+    if let Some(timeout) = config.and_then(|c| c.timeout.as_deref())
+        && let Err(reason) =
+            parse_bounded_go_duration(timeout, execution.max_timeout, "execution.maxTimeout")
+    {
+        errors.push("spec.executionConfig.timeout", reason.to_string());
+    }
+    if let Some(account) = config.and_then(|c| c.service_account_name.as_ref())
+        && account != &execution.service_account_name
+        && !execution.allowed_service_accounts.contains(account)
+    {
+        errors.push(
+            "spec.executionConfig.serviceAccountName",
+            format!(
+                "{account:?} is not allowed (the operator config's execution.allowedServiceAccounts does not list it)"
+            ),
+        );
     }
     if let Some(engine) = &spec.execution_engine
         && execution.engine_of(Some(engine)).is_none()
     {
-        errors.push(SpecError::EngineNotConfigured {
-            name: engine.clone(),
-            configured: execution.engines.join(", "),
-        });
+        errors.push(
+            "spec.executionEngine",
+            format!(
+                "{engine:?} is not a configured engine (the operator config's execution.engines lists {})",
+                execution.engines.join(", ")
+            ),
+        );
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ValidationErrors(errors))
-    }
+    errors.into_result()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::{ExecutionConfig, WorkflowRef};
+    use kubernaut_framework::validate::FieldError;
     use std::collections::BTreeMap;
 
     fn spec() -> WorkflowExecutionSpec {
@@ -511,8 +254,8 @@ mod tests {
         assert_eq!(validate_spec(&ask(None), &execution), Ok(()));
         assert_eq!(validate_spec(&ask(Some("job")), &execution), Ok(()));
         let errors = validate_spec(&ask(Some("argo")), &execution).unwrap_err();
-        assert_eq!(errors.0.len(), 1);
-        assert_eq!(errors.0[0].field(), "spec.executionEngine");
+        assert_eq!(errors.errors().len(), 1);
+        assert_eq!(errors.errors()[0].field(), "spec.executionEngine");
         assert_eq!(
             errors.to_string(),
             "spec.executionEngine: \"argo\" is not a configured engine (the operator config's execution.engines lists tekton, job)"
@@ -853,14 +596,15 @@ mod tests {
             "registry.example.com/kubernaut-workflows",
         ] {
             let errors = validate_spec(&with_bundle(image), &restricted).expect_err(image);
-            assert_eq!(
-                errors.errors(),
-                [SpecError::BundleNotAllowed {
-                    image: image.to_owned(),
-                    patterns: restricted.allowed_bundles.clone(),
-                }]
-            );
+            assert_eq!(errors.errors().len(), 1);
             let message = errors.to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "spec.workflowRef.containerImage: {image:?} is not allowed (the operator config's execution.allowedBundles is {:?})",
+                    restricted.allowed_bundles
+                )
+            );
             assert!(
                 message.starts_with("spec.workflowRef.containerImage: "),
                 "{message}"
@@ -918,11 +662,11 @@ mod tests {
                 assert_eq!(result, Ok(()), "{image}");
             } else {
                 assert_eq!(
-                    result.expect_err(image).errors(),
-                    [SpecError::BundleNotAllowed {
-                        image: pulled,
-                        patterns: restricted.allowed_bundles.clone(),
-                    }]
+                    result.expect_err(image).to_string(),
+                    format!(
+                        "spec.workflowRef.containerImage: {pulled:?} is not allowed (the operator config's execution.allowedBundles is {:?})",
+                        restricted.allowed_bundles
+                    )
                 );
             }
         }
@@ -940,13 +684,14 @@ mod tests {
         for digest in ["sha256:abc", &DIGEST.to_uppercase(), "md5:0", ""] {
             let errors = validate_spec(&with_digest("r.example.com/x:v1", digest), &defaults)
                 .expect_err(digest);
-            assert_eq!(
-                errors.errors(),
-                [SpecError::ContainerDigest {
-                    value: digest.to_owned()
-                }]
-            );
+            assert_eq!(errors.errors().len(), 1);
             let message = errors.to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "spec.workflowRef.containerDigest: {digest:?} is not a sha256 digest (must match {DIGEST_PATTERN})"
+                )
+            );
             assert!(
                 message.starts_with("spec.workflowRef.containerDigest: "),
                 "{message}"
@@ -955,17 +700,15 @@ mod tests {
         }
         let errors = validate_spec(&with_digest(":v1", DIGEST), &defaults).unwrap_err();
         assert_eq!(
-            errors.errors(),
-            [SpecError::ContainerImageRepository {
-                image: ":v1".to_owned()
-            }]
+            errors.to_string(),
+            "spec.workflowRef.containerImage: \":v1\" names no repository to pull spec.workflowRef.containerDigest from"
         );
         assert_eq!(
             errors.errors()[0].field(),
             "spec.workflowRef.containerImage"
         );
         let errors = validate_spec(&with_digest("", "bad"), &defaults).unwrap_err();
-        let fields: Vec<String> = errors.errors().iter().map(SpecError::field).collect();
+        let fields: Vec<&str> = errors.errors().iter().map(FieldError::field).collect();
         assert_eq!(
             fields,
             [
@@ -973,29 +716,6 @@ mod tests {
                 "spec.workflowRef.containerImage"
             ]
         );
-    }
-
-    #[test]
-    fn stored_size_counts_go_json_escapes() {
-        let cases = [
-            ("", 0),
-            ("abc", 3),
-            ("a\"b", 4),
-            ("\\", 2),
-            ("line\n", 6),
-            ("\t\r", 4),
-            ("\u{8}\u{c}", 4),
-            ("\u{0}", 6),
-            ("\u{1f}", 6),
-            ("<a&b>", 20),
-            ("caf\u{e9}", 5),
-            ("\u{1f680}", 4),
-            ("\u{2028}", 6),
-            ("\u{7f}", 1),
-        ];
-        for (text, bytes) in cases {
-            assert_eq!(stored_size(text), bytes, "{text:?}");
-        }
     }
 
     #[test]
@@ -1013,7 +733,7 @@ mod tests {
         s.parameters.insert("2bad".to_owned(), "v".to_owned());
         s.confidence = Some(7.0);
         let errors = validate_spec(&s, &settings()).unwrap_err();
-        let fields: Vec<String> = errors.errors().iter().map(SpecError::field).collect();
+        let fields: Vec<&str> = errors.errors().iter().map(FieldError::field).collect();
         assert_eq!(
             fields,
             [

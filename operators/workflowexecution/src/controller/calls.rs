@@ -13,7 +13,7 @@ use kube::{
 };
 use kubernaut_framework::{
     config::ConfigStore,
-    lock::NameGuards,
+    lock::Locks,
     own_writes::OwnWrites,
     runtime::{Action, Context, KindStores, prometheus::Registry},
     testing::{Exchange, Scenario, Served, status_body},
@@ -51,7 +51,7 @@ fn state() -> State {
         metrics: Metrics::register(&registry).unwrap(),
         config: Arc::new(ConfigStore::new(config)),
         own_writes: OwnWrites::new(),
-        lock_guards: NameGuards::default(),
+        locks: Locks::default(),
     }
 }
 
@@ -168,6 +168,10 @@ fn dynamic(value: Value) -> DynamicObject {
     serde_json::from_value(value).unwrap()
 }
 
+fn to_value(wfe: &WorkflowExecution) -> Value {
+    serde_json::to_value(wfe).unwrap()
+}
+
 /// The object a status write returns: `sent` at the next resourceVersion.
 fn written(sent: &WorkflowExecution, phase: Phase) -> Value {
     let mut wfe = sent.clone();
@@ -176,23 +180,58 @@ fn written(sent: &WorkflowExecution, phase: Phase) -> Value {
     serde_json::to_value(wfe).unwrap()
 }
 
+/// The status write of `sent`, answered as written in `phase`.
+fn status_write(sent: &WorkflowExecution, phase: Phase) -> Exchange {
+    let path = format!("{}/status", wfe_path());
+    Exchange::new("PUT", path, 200, written(sent, phase))
+}
+
+/// The create of the lock run refused with `AlreadyExists`, then the read of `existing`.
+fn create_conflict(existing: Value) -> [Exchange; 2] {
+    [
+        Exchange::new("POST", RUNS, 409, status_body(409, "AlreadyExists")),
+        read_run(existing),
+    ]
+}
+
+/// The read of the lock run, answered with `run`.
+fn read_run(run: Value) -> Exchange {
+    Exchange::new("GET", path_of(&wfe_run_name()), 200, run)
+}
+
+/// The delete of the lock run, answered with success.
+fn delete_run() -> Exchange {
+    let success = status_body(200, "Success");
+    Exchange::new("DELETE", path_of(&wfe_run_name()), 200, success)
+}
+
+/// The cancel patch of our lock run, answered with the run cancelled.
+fn cancel_run() -> Exchange {
+    let cancelled = lock_run("restart-nginx-7f9c", "", Some("CancelledRunFinally"));
+    Exchange::new("PATCH", path_of(&wfe_run_name()), 200, cancelled)
+}
+
+/// A script of `parts`, in order.
+fn script<const N: usize>(parts: [Vec<Exchange>; N]) -> Vec<Exchange> {
+    parts.into_iter().flatten().collect()
+}
+
+/// One reconcile of the sample WFE in `Pending` with `cached_runs` in the cache: `steps`, then
+/// its status write, answered as written in `phase`.
+async fn pending_pass(
+    cached_runs: &[DynamicObject],
+    steps: Vec<Exchange>,
+    phase: Phase,
+) -> (Result<Action, super::Error>, Served) {
+    let pending = wfe(Phase::Pending);
+    let write = status_write(&pending, phase);
+    run(pending, cached_runs, script([steps, vec![write]])).await
+}
+
 #[tokio::test]
 async fn acquire_creates_the_pipelinerun_labelled_for_this_execution_then_writes_running() {
-    let pending = wfe(Phase::Pending);
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        vec![
-            Exchange::new("POST", RUNS, 201, ours()),
-            Exchange::new(
-                "PUT",
-                format!("{}/status", wfe_path()),
-                200,
-                written(&pending, Phase::Running),
-            ),
-        ],
-    )
-    .await;
+    let created = vec![Exchange::new("POST", RUNS, 201, ours())];
+    let (result, served) = pending_pass(&[], created, Phase::Running).await;
     assert_eq!(result.unwrap(), Action::requeue(super::SAFETY_RESYNC));
     let created = &served.bodies[0];
     assert_eq!(created["metadata"]["name"], wfe_run_name().as_str());
@@ -204,7 +243,7 @@ async fn acquire_creates_the_pipelinerun_labelled_for_this_execution_then_writes
     assert_eq!(labels["kubernaut.ai/source-namespace"], "kubernaut-system");
     assert_eq!(
         labels[LABEL_WORKFLOW_EXECUTION_UID],
-        pending.uid().unwrap().as_str()
+        wfe(Phase::Pending).uid().unwrap().as_str()
     );
     let status = &served.bodies[1];
     assert_eq!(status["metadata"]["resourceVersion"], "10");
@@ -218,22 +257,7 @@ async fn acquire_creates_the_pipelinerun_labelled_for_this_execution_then_writes
 
 #[tokio::test]
 async fn acquire_adopts_an_existing_run_labelled_for_this_execution() {
-    let pending = wfe(Phase::Pending);
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        vec![
-            Exchange::new("POST", RUNS, 409, status_body(409, "AlreadyExists")),
-            Exchange::new("GET", path_of(&wfe_run_name()), 200, ours()),
-            Exchange::new(
-                "PUT",
-                format!("{}/status", wfe_path()),
-                200,
-                written(&pending, Phase::Running),
-            ),
-        ],
-    )
-    .await;
+    let (result, served) = pending_pass(&[], create_conflict(ours()).into(), Phase::Running).await;
     result.unwrap();
     assert_eq!(served.bodies[2]["status"]["phase"], "Running");
     assert_eq!(
@@ -244,37 +268,20 @@ async fn acquire_adopts_an_existing_run_labelled_for_this_execution() {
 
 #[tokio::test]
 async fn acquire_reports_a_running_run_of_another_execution_as_busy() {
-    let pending = wfe(Phase::Pending);
     let mut holder = wfe(Phase::Running);
     holder.metadata.name = Some("other".into());
     holder.metadata.uid = Some("other-uid".into());
-    let (result, served) = run(
-        pending.clone(),
-        &[],
-        vec![
-            Exchange::new("POST", RUNS, 409, status_body(409, "AlreadyExists")),
-            Exchange::new(
-                "GET",
-                path_of(&wfe_run_name()),
-                200,
-                lock_run("other", "other-uid", None),
-            ),
-            // The holder is not in the cache: its existence is confirmed with the API server.
-            Exchange::new(
-                "GET",
-                format!("{WFES}/other"),
-                200,
-                serde_json::to_value(&holder).unwrap(),
-            ),
-            Exchange::new(
-                "PUT",
-                format!("{}/status", wfe_path()),
-                200,
-                written(&pending, Phase::Skipped),
-            ),
-        ],
-    )
-    .await;
+    let steps = script([
+        create_conflict(lock_run("other", "other-uid", None)).into(),
+        // The holder is not in the cache: its existence is confirmed with the API server.
+        vec![Exchange::new(
+            "GET",
+            format!("{WFES}/other"),
+            200,
+            to_value(&holder),
+        )],
+    ]);
+    let (result, served) = pending_pass(&[], steps, Phase::Skipped).await;
     result.unwrap();
     let status = &served.bodies[3]["status"];
     assert_eq!(status["phase"], "Skipped");
@@ -288,15 +295,7 @@ async fn release_deletes_only_a_run_labelled_for_this_execution() {
     let (result, served) = run(
         done,
         &[dynamic(ours())],
-        vec![
-            Exchange::new("GET", path_of(&wfe_run_name()), 200, ours()),
-            Exchange::new(
-                "DELETE",
-                path_of(&wfe_run_name()),
-                200,
-                status_body(200, "Success"),
-            ),
-        ],
+        vec![read_run(ours()), delete_run()],
     )
     .await;
     assert_eq!(result.unwrap(), Action::await_change());
@@ -316,12 +315,7 @@ async fn release_deletes_only_a_run_labelled_for_this_execution() {
     let (result, served) = run(
         finished(Phase::Completed, 10),
         &[dynamic(ours())],
-        vec![Exchange::new(
-            "GET",
-            path_of(&wfe_run_name()),
-            200,
-            lock_run("other", "other-uid", None),
-        )],
+        vec![read_run(lock_run("other", "other-uid", None))],
     )
     .await;
     result.unwrap();
@@ -355,20 +349,7 @@ fn deleted(minutes: i64) -> WorkflowExecution {
 
 #[tokio::test]
 async fn cancel_patches_a_running_run_with_its_resource_version_and_waits_for_it() {
-    let (result, served) = run(
-        deleted(0),
-        &[],
-        vec![
-            Exchange::new("GET", path_of(&wfe_run_name()), 200, ours()),
-            Exchange::new(
-                "PATCH",
-                path_of(&wfe_run_name()),
-                200,
-                lock_run("restart-nginx-7f9c", "", Some("CancelledRunFinally")),
-            ),
-        ],
-    )
-    .await;
+    let (result, served) = run(deleted(0), &[], vec![read_run(ours()), cancel_run()]).await;
     let action = result.unwrap();
     assert_ne!(action, Action::await_change(), "looks again while waiting");
     assert_eq!(
@@ -385,26 +366,11 @@ async fn cancel_deletes_the_run_after_the_grace_period_then_drops_the_finalizer(
         deleted(10),
         &[],
         vec![
-            Exchange::new("GET", path_of(&wfe_run_name()), 200, ours()),
-            Exchange::new(
-                "PATCH",
-                path_of(&wfe_run_name()),
-                200,
-                lock_run("restart-nginx-7f9c", "", Some("CancelledRunFinally")),
-            ),
-            Exchange::new("GET", path_of(&wfe_run_name()), 200, ours()),
-            Exchange::new(
-                "DELETE",
-                path_of(&wfe_run_name()),
-                200,
-                status_body(200, "Success"),
-            ),
-            Exchange::new(
-                "PATCH",
-                wfe_path(),
-                200,
-                serde_json::to_value(deleted(10)).unwrap(),
-            ),
+            read_run(ours()),
+            cancel_run(),
+            read_run(ours()),
+            delete_run(),
+            Exchange::new("PATCH", wfe_path(), 200, to_value(&deleted(10))),
         ],
     )
     .await;
@@ -422,4 +388,61 @@ async fn cancel_deletes_the_run_after_the_grace_period_then_drops_the_finalizer(
         reasons,
         ["PipelineRunCancelled", "WorkflowExecutionDeleted"]
     );
+}
+
+#[tokio::test]
+async fn acquire_breaks_the_stale_lock_of_a_deleted_execution_then_creates_its_own() {
+    let gone = status_body(404, "NotFound");
+    let steps = script([
+        create_conflict(lock_run("gone", "gone-uid", None)).into(),
+        vec![
+            // Not in the cache, and not on the API server either: the holder is gone.
+            Exchange::new("GET", format!("{WFES}/gone"), 404, gone),
+            delete_run(),
+            Exchange::new("POST", RUNS, 201, ours()),
+        ],
+    ]);
+    let (result, served) = pending_pass(&[], steps, Phase::Running).await;
+    result.unwrap();
+    assert_eq!(
+        served.bodies[3]["preconditions"]["uid"], "run-uid",
+        "exactly the stale run read is deleted"
+    );
+    assert_eq!(served.bodies[5]["status"]["phase"], "Running");
+}
+
+#[tokio::test]
+async fn acquire_waits_without_a_request_while_another_executions_run_is_being_deleted() {
+    let mut going = lock_run("other", "other-uid", None);
+    going["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let (result, served) = pending_pass(&[dynamic(going)], Vec::new(), Phase::Pending).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(2))
+    );
+    let created = &served.bodies[0]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ExecutionCreated")
+        .cloned()
+        .unwrap();
+    assert_eq!(created["reason"], "WaitingForPreviousRun");
+    assert!(served.events.is_empty());
+}
+
+#[tokio::test]
+async fn acquire_fails_before_execution_when_the_create_is_forbidden() {
+    let refused = vec![Exchange::new(
+        "POST",
+        RUNS,
+        403,
+        status_body(403, "forbidden"),
+    )];
+    let (result, served) = pending_pass(&[], refused, Phase::Failed).await;
+    result.unwrap();
+    let status = &served.bodies[1]["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["failureDetails"]["reason"], "Forbidden");
+    assert_eq!(status["failureDetails"]["wasExecutionFailure"], false);
 }

@@ -39,6 +39,7 @@ mod failed;
 mod outcome;
 mod pending;
 mod running;
+mod target_lock;
 mod terminal;
 #[cfg(test)]
 mod tests;
@@ -59,7 +60,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     finalizer::FinalizerError,
     lifecycle::{self, Effects, Lifecycle, PhasedStatus, StatusError},
-    lock::{LockError, NameGuards},
+    lock::{LockError, Locks},
     own_writes::OwnWrites,
     phase::{self, PhaseHandlers},
     runtime::{Action, Context, MetricLabel},
@@ -137,9 +138,10 @@ pub struct State {
     /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
     /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
     pub own_writes: OwnWrites<WorkflowExecution>,
-    /// One guard per lock name held while the lock is checked across engine kinds and taken, so
-    /// that two executions on one target never create children of two kinds at once.
-    pub lock_guards: NameGuards,
+    /// The target locks this process takes (one guard per lock name while it is checked across
+    /// engine kinds and taken, so that two executions on one target never create children of
+    /// two kinds at once).
+    pub locks: Locks,
 }
 
 /// The reconcile context.
@@ -395,11 +397,6 @@ impl Pass<'_> {
             &self.config.execution.namespace,
             &engine.child_resource,
         )
-    }
-
-    /// PipelineRuns in the configured `execution.namespace`.
-    fn runs(&self) -> Api<DynamicObject> {
-        self.runs_in(&self.config.execution.namespace)
     }
 
     fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
