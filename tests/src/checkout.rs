@@ -62,18 +62,22 @@ pub async fn prepare(cp: &ControlPlane, simulate: bool) -> anyhow::Result<Option
 /// # Errors
 /// When the binary is missing, naming the command that builds it.
 pub fn operator_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
-    let binary = profile_dir.join("workflowexecution-operator");
+    let binary = profile_dir()?.join("workflowexecution-operator");
     anyhow::ensure!(
         binary.exists(),
         "{} is missing: build it with `cargo build -p workflowexecution-operator` (`make test` does)",
         binary.display()
     );
     Ok(binary)
+}
+
+/// The profile directory of the running test binary (`target/debug` above `target/debug/deps`).
+pub(crate) fn profile_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))
 }
 
 /// An operator process a test started, writing stdout and stderr to a log file; it is killed

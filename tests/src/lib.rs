@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod controlplane;
 pub mod deploy;
 pub mod e2e;
+pub mod image;
 pub mod requests;
 pub mod simulator;
 pub mod tekton;

@@ -28,11 +28,12 @@
 //!    are for this machine, measured side by side, not for a cluster.
 //! 2. Before/after rows of earlier changes come from `docs/performance-baseline.json` (measured
 //!    by this binary at the commit it names); they are separate runs, so the page gives ratios.
+//! 3. The page's "Image" section is not measured here (`make image` reports those figures): it
+//!    is carried over from the page being replaced.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
-    io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -1744,6 +1745,30 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
+/// The sections of the page this benchmark does not measure, by heading: kept as they are when
+/// the page is rewritten (the image's figures come from `make image`).
+const KEPT_SECTIONS: [&str; 1] = ["## Image"];
+
+/// Writes `page` to `path`, followed by the [`KEPT_SECTIONS`] of the page it replaces.
+fn write_page(path: &Path, mut page: String) -> anyhow::Result<()> {
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let mut keeping = false;
+    for line in previous.lines() {
+        if line.starts_with("## ") {
+            keeping = KEPT_SECTIONS.contains(&line);
+            if keeping {
+                page.push('\n');
+            }
+        }
+        if keeping {
+            page.push_str(line);
+            page.push('\n');
+        }
+    }
+    std::fs::write(path, page)?;
+    Ok(())
+}
+
 fn markdown(report: &Report, baseline: Option<&Value>) -> String {
     let mut md = String::new();
     let r = report;
@@ -2141,8 +2166,8 @@ async fn main() -> anyhow::Result<()> {
             std::fs::read_to_string(args.out.join("performance-baseline.json"))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
-        std::fs::write(
-            args.out.join("performance.md"),
+        write_page(
+            &args.out.join("performance.md"),
             markdown(&report, baseline.as_ref()),
         )?;
         println!("re-rendered {}/performance.md", args.out.display());
@@ -2330,8 +2355,10 @@ async fn main() -> anyhow::Result<()> {
         args.out.join("performance.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
-    let mut file = std::fs::File::create(args.out.join("performance.md"))?;
-    file.write_all(markdown(&report, baseline.as_ref()).as_bytes())?;
+    write_page(
+        &args.out.join("performance.md"),
+        markdown(&report, baseline.as_ref()),
+    )?;
     println!(
         "\nwrote {0}/performance.md and {0}/performance.json",
         args.out.display()
