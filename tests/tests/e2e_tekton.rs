@@ -22,12 +22,12 @@ use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams},
 };
-use kubernaut_test_harness::e2e::{E2eCluster, spawn_operator};
+use kubernaut_test_harness::e2e::{E2eCluster, spawn_operator, workflows::execution};
 use serde_json::Value;
 use workflowexecution_operator::{
     config::OperatorConfig,
     testing::{load_templates, render_pipeline_run},
-    types::{self, Phase, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef},
+    types::{self, Phase, WorkflowExecution},
 };
 
 /// The service account the workflows' tasks run as (the operator's `execution.serviceAccountName`).
@@ -54,26 +54,7 @@ fn operator_config(exec_ns: &str) -> OperatorConfig {
 }
 
 fn workflow_execution(ns: &str, name: &str, bundle: String) -> WorkflowExecution {
-    let mut wfe = WorkflowExecution::new(
-        name,
-        WorkflowExecutionSpec {
-            workflow_ref: WorkflowRef {
-                workflow_id: "scale-deployment".into(),
-                version: "1.0.0".into(),
-                container_image: bundle,
-                container_digest: None,
-            },
-            target_resource: format!("{ns}/deployment/{name}"),
-            parameters: [("REPLICAS".to_string(), "3".to_string())].into(),
-            confidence: Some(0.9),
-            rationale: Some("end-to-end test".into()),
-            remediation_request_ref: None,
-            execution_config: None,
-            execution_engine: None,
-        },
-    );
-    wfe.metadata.namespace = Some(ns.to_string());
-    wfe
+    execution(ns, name, bundle, name, None, None)
 }
 
 async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
