@@ -278,20 +278,8 @@ pub(crate) async fn reflect_children(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::config_map as cm;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::core::ObjectMeta;
-
-    fn cm(name: &str, rv: &str) -> ConfigMap {
-        ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                resource_version: Some(rv.into()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        }
-    }
 
     fn bad(name: &str, rv: &str) -> DeserializeGuard<ConfigMap> {
         DeserializeGuard(Err(InvalidObject {

@@ -13,7 +13,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     lock::Locks,
     own_writes::OwnWrites,
-    runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
+    runtime::{Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
 };
 use thiserror::Error;
@@ -25,9 +25,7 @@ use crate::{
     controller::{self, State},
     engine::{EngineError, Engines},
     metrics::Metrics,
-    pipelinerun::{
-        self, ANNOTATION_WORKFLOW_EXECUTION, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION,
-    },
+    pipelinerun,
     types::WorkflowExecution,
 };
 
@@ -40,14 +38,11 @@ pub enum StartError {
     /// A kind the templates create or read (the status mapping's `child` and
     /// `grandchildren.child`) is not served by the cluster.
     #[error(
-        "the {kind} API is not served by this cluster: install what serves it (the shipped templates need Tekton Pipelines) ({message})"
+        "the {} API is not served by this cluster: install what serves it (the shipped templates need Tekton Pipelines) ({})",
+        .0.kind,
+        .0.message
     )]
-    KindNotServed {
-        /// The kind, as `apiVersion, Kind=…`.
-        kind: String,
-        /// What the API server said instead.
-        message: String,
-    },
+    KindNotServed(#[from] NotServed),
     /// The templates failed to load.
     #[error("loading the PipelineRun template from {dir}: {message}")]
     Templates {
@@ -68,15 +63,6 @@ pub enum StartError {
     /// The runtime failed to start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-}
-
-impl From<NotServed> for StartError {
-    fn from(e: NotServed) -> Self {
-        StartError::KindNotServed {
-            kind: e.kind,
-            message: e.message,
-        }
-    }
 }
 
 /// Runtime settings derived from the operator config (the framework's
@@ -110,16 +96,8 @@ fn runtime(
     engines: &Engines,
     store: TemplateStore,
 ) -> Operator<WorkflowExecution> {
-    let watch_of = |kind: &ChildKind| ChildWatch {
-        resource: resource_of(kind),
-        namespace: Some(namespace.to_owned()),
-        selector: LABEL_WORKFLOW_EXECUTION.to_string(),
-        parent_labels: (
-            LABEL_WORKFLOW_EXECUTION.to_string(),
-            LABEL_SOURCE_NAMESPACE.to_string(),
-        ),
-        // Names may be 253 characters long; the label carries a shortened form.
-        parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
+    let watch_of = |kind: &ChildKind| {
+        pipelinerun::OWNER_KEYS.child_watch(resource_of(kind), Some(namespace.to_owned()))
     };
     let mut operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)

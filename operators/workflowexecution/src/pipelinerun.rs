@@ -34,10 +34,8 @@
 //!    `kubernaut.ai/workflow-execution` label carries a shortened, hashed form ([`label_value`]);
 //!    the full name is in the annotation of the same key, which maps a run back to its
 //!    WorkflowExecution (the runtime's `ChildWatch::parent_name_annotation`).
-use std::collections::BTreeMap;
-
-use kube::{ResourceExt, api::DynamicObject};
-use kubernaut_framework::lock::{Owner, lock_name};
+use kube::api::DynamicObject;
+use kubernaut_framework::lock::{BlockMarker, Marked, Owner, OwnerKeys, lock_name};
 use kubernaut_framework::names::LabelValue;
 use kubernaut_framework::runtime::prune::prune;
 use kubernaut_framework::template::{ChildIdentity, TemplateError, TemplateSet, apply_identity};
@@ -83,63 +81,29 @@ pub fn label_value(raw: &str) -> String {
     LabelValue::fitting(&raw.replace('/', "__"), raw).into_string()
 }
 
-/// The ownership labels that name `wfe` on its run (name and namespace).
-pub fn owner_labels(wfe: &WorkflowExecution) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            LABEL_WORKFLOW_EXECUTION.to_owned(),
-            label_value(&wfe.name_any()),
-        ),
-        (
-            LABEL_SOURCE_NAMESPACE.to_owned(),
-            label_value(&wfe.namespace().unwrap_or_default()),
-        ),
-    ])
-}
+/// The keys under which a run names its WorkflowExecution: name, namespace and uid labels, the
+/// full name as the annotation of the name label's key.
+pub const OWNER_KEYS: OwnerKeys = OwnerKeys {
+    name: LABEL_WORKFLOW_EXECUTION,
+    namespace: LABEL_SOURCE_NAMESPACE,
+    uid: LABEL_WORKFLOW_EXECUTION_UID,
+};
+
+/// The mark of a run kept as its target's block (annotation [`ANNOTATION_EXECUTION_BLOCK`], JSON
+/// of [`ExecutionBlock`]).
+pub const BLOCK: BlockMarker = BlockMarker {
+    key: ANNOTATION_EXECUTION_BLOCK,
+};
 
 /// The lock owner for `wfe`: its ownership labels, its full name as an annotation and its uid
 /// (compared: ownership is by instance).
 pub fn owner(wfe: &WorkflowExecution) -> Owner {
-    Owner {
-        labels: owner_labels(wfe),
-        annotations: BTreeMap::from([(ANNOTATION_WORKFLOW_EXECUTION.to_owned(), wfe.name_any())]),
-        uid: wfe.uid(),
-        uid_label: Some(LABEL_WORKFLOW_EXECUTION_UID.to_owned()),
-    }
-}
-
-/// The WorkflowExecution a run names as its owner: namespace, full name and uid (each empty when
-/// the run does not say).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RunOwner {
-    /// The owner's namespace.
-    pub namespace: String,
-    /// The owner's full name (from the annotation, else the label).
-    pub name: String,
-    /// The owner's uid.
-    pub uid: String,
-}
-
-/// Reads the owner a run names (see [`RunOwner`]).
-pub fn run_owner(run: &DynamicObject) -> RunOwner {
-    let labels = run.labels();
-    let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
-    let name = run
-        .annotations()
-        .get(ANNOTATION_WORKFLOW_EXECUTION)
-        .filter(|n| !n.is_empty())
-        .cloned()
-        .unwrap_or_else(|| label(LABEL_WORKFLOW_EXECUTION));
-    RunOwner {
-        namespace: label(LABEL_SOURCE_NAMESPACE),
-        name,
-        uid: label(LABEL_WORKFLOW_EXECUTION_UID),
-    }
+    OWNER_KEYS.owner(wfe)
 }
 
 /// The block an execution failure leaves on its run (annotation [`ANNOTATION_EXECUTION_BLOCK`]):
 /// enough to describe it after the failed WorkflowExecution is gone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionBlock {
     /// `namespace/name` of the WorkflowExecution that failed.
@@ -156,20 +120,13 @@ impl ExecutionBlock {
     /// The block recorded on `run`, if any (an unreadable annotation still blocks: it is kept
     /// as the reason, so a hand-edited value never lifts a block by accident).
     pub fn of(run: &DynamicObject) -> Option<ExecutionBlock> {
-        let raw = run.annotations().get(ANNOTATION_EXECUTION_BLOCK)?;
-        Some(
-            serde_json::from_str(raw).unwrap_or_else(|_| ExecutionBlock {
-                workflow_execution: String::new(),
-                workflow_id: String::new(),
-                reason: raw.clone(),
-                failed_at: String::new(),
-            }),
-        )
-    }
-
-    /// The annotation value.
-    pub fn to_annotation(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        Some(match BLOCK.read(run)? {
+            Marked::Record(block) => block,
+            Marked::Unreadable(reason) => ExecutionBlock {
+                reason,
+                ..ExecutionBlock::default()
+            },
+        })
     }
 }
 
@@ -233,6 +190,9 @@ pub fn prune_cached_run(run: &mut DynamicObject) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use kube::ResourceExt;
     use kubernaut_framework::names::QualifiedName;
 
     use super::*;
@@ -430,7 +390,7 @@ mod tests {
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());
         prune_cached_run(&mut run);
-        let named = run_owner(&run);
+        let named = OWNER_KEYS.holder(&run);
         assert_eq!(named.name, long);
         assert_eq!(named.namespace, "kubernaut-system");
         assert_eq!(named.uid, "4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a");
@@ -447,7 +407,7 @@ mod tests {
         let mut run = DynamicObject::new("wfe-x", &crate::testing::pipelinerun_resource());
         run.metadata.annotations = Some(BTreeMap::from([(
             ANNOTATION_EXECUTION_BLOCK.to_owned(),
-            block.to_annotation(),
+            serde_json::to_string(&block).unwrap(),
         )]));
         assert_eq!(ExecutionBlock::of(&run), Some(block));
         run.metadata.annotations = Some(BTreeMap::from([(

@@ -42,6 +42,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
+use kubernaut_framework::phase::Phase as _;
 use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -26,7 +26,8 @@
 //! 1. Status is written only when it changed, with the resourceVersion read (a conflict is an
 //!    error and the object is reconciled again from fresh state — never clobbered).
 //! 2. A phase change is checked against the declared transitions before it is written
-//!    ([`phase::dispatch`] for the handler's outcome, [`phase::transition`] on every write).
+//!    ([`phase::dispatch`](kubernaut_framework::phase::dispatch) for the handler's outcome,
+//!    [`phase::transition`](kubernaut_framework::phase::transition) on every write).
 //! 3. A WFE never deletes or cancels a PipelineRun whose ownership labels name another WFE.
 //! 4. Every decision is reconstructible from cluster state: a restarted operator adopts the run a
 //!    `Pending` WFE already created, and continues `Running` ones from the run's status.
@@ -51,13 +52,13 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use kube::{Api, Client, Resource, ResourceExt, api::DynamicObject};
 use kubernaut_framework::{
-    condition::{self, ConditionStatus, ConditionType, Conditions},
+    condition::{self, ConditionStatus, Conditions},
     config::ConfigStore,
     effect::Reporter,
     lifecycle::{self, Cleanup, Effects, Lifecycle, PhasedStatus, ReconcileError},
     lock::Locks,
     own_writes::OwnWrites,
-    phase::{self, PhaseHandlers},
+    phase::PhaseHandlers,
     runtime::{Action, Context},
     status::Held,
 };
@@ -81,6 +82,7 @@ pub use crate::decide::CLEAR_BLOCK_ANNOTATION;
 pub const SAFETY_RESYNC: Duration = Duration::from_secs(600);
 
 kubernaut_framework::string_enum! {
+    condition;
     /// The condition types of a WorkflowExecution's status.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum ExecutionCondition {
@@ -95,12 +97,6 @@ kubernaut_framework::string_enum! {
         ExecutionComplete = "ExecutionComplete",
         /// The clearance annotation was acted on: `True` cleared, `False` refused.
         BlockCleared = "BlockCleared",
-    }
-}
-
-impl ConditionType for ExecutionCondition {
-    fn as_str(self) -> &'static str {
-        ExecutionCondition::as_str(self)
     }
 }
 
@@ -138,20 +134,6 @@ pub type Ctx = Context<WorkflowExecution, State>;
 
 /// What can fail a reconcile; every such failure is retried with per-object backoff.
 pub type Error = ReconcileError<Phase>;
-
-impl phase::Phase for Phase {
-    fn allowed_transitions(self) -> &'static [Self] {
-        Phase::allowed_transitions(self)
-    }
-
-    fn is_terminal(self) -> bool {
-        Phase::is_terminal(self)
-    }
-
-    fn is_initial(self) -> bool {
-        self == Phase::Pending
-    }
-}
 
 impl PhasedStatus for WorkflowExecutionStatus {
     type Phase = Phase;
@@ -244,9 +226,8 @@ impl Lifecycle<WorkflowExecution, Effect> for Pass<'_> {
         let mut status = wfe.status.clone().unwrap_or_default();
         status.phase = Some(Phase::Pending);
         status.observed_generation = wfe.meta().generation;
-        conditions(wfe, &mut status, self.now).set(
+        conditions(wfe, &mut status, self.now).set_unknown(
             ExecutionCondition::Ready,
-            ConditionStatus::Unknown,
             "Pending",
             "Waiting to start the workflow",
         );

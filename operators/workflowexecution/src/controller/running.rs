@@ -7,7 +7,6 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
-    condition::ConditionStatus,
     runtime::Action,
     status::{Held, Reading, grandchildren},
 };
@@ -225,9 +224,8 @@ pub(super) fn observe_unfinished(
     status.pipeline_run_status = Some(summary);
     let mut set = conditions(wfe, status, now);
     if let Some(held) = held {
-        set.set(
+        set.set_false(
             ExecutionCondition::ExecutionRunning,
-            ConditionStatus::False,
             &held.result,
             &held
                 .message
@@ -235,9 +233,8 @@ pub(super) fn observe_unfinished(
                 .unwrap_or_else(|| format!("A {} is held back", observation.part)),
         );
     } else if observation.phase == RunPhase::Running {
-        set.set(
+        set.set_true(
             ExecutionCondition::ExecutionRunning,
-            ConditionStatus::True,
             "Running",
             &format!("The {} is running", observation.kind),
         );
@@ -258,9 +255,8 @@ pub(super) fn completed(
     status.consecutive_failures = Some(0);
     status.next_allowed_execution = None;
     let mut set = conditions(wfe, &mut status, now);
-    set.set(
+    set.set_true(
         ExecutionCondition::Ready,
-        ConditionStatus::True,
         "Completed",
         "The workflow completed successfully",
     );
