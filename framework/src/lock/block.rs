@@ -98,9 +98,7 @@ impl BlockMarker {
         }
         Ok(())
     }
-}
 
-impl BlockMarker {
     /// Breaks a block nobody can clear any more: the child `name` in `namespace`, of the first of
     /// `kinds` that has one, if it carries a block and `tenancy` finds no live holder for it. Returns
     /// the kind of the child deleted, or `None` when there was no such child.

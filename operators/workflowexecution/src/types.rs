@@ -262,7 +262,7 @@ impl kubernaut_framework::phase::Phase for Phase {
 kubernaut_framework::string_enum! {
     serde;
     /// Why an execution failed.
-    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
     pub enum FailureReason {
         /// A step ran out of memory.
         OomKilled = "OOMKilled",
@@ -278,7 +278,8 @@ kubernaut_framework::string_enum! {
         ConfigurationError = "ConfigurationError",
         /// A task failed.
         TaskFailed = "TaskFailed",
-        /// Anything else.
+        /// Anything else (the default).
+        #[default]
         Unknown = "Unknown",
     }
 }
@@ -344,7 +345,7 @@ kubernaut_framework::api_struct! {
 
 kubernaut_framework::api_struct! {
     /// Why an execution failed, in enough detail for an analysis step to decide what to do next.
-    #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
     #[serde(rename_all = "camelCase")]
     pub struct FailureDetails {
         /// The classified reason.

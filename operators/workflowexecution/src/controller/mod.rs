@@ -148,27 +148,19 @@ impl PhasedStatus for WorkflowExecutionStatus {
 /// # Errors
 /// Transient API failures; the runtime retries them with per-object backoff.
 pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let engines = &ctx.data.engines;
     let recorded = wfe
         .status
         .as_ref()
         .and_then(|s| s.execution_engine.as_deref());
-    let engine = match (engines.of(&wfe), recorded) {
-        (Some(engine), _) => engine.clone(),
-        // Its child is of that engine's kind: nothing here can read, cancel or release it.
-        // Retried (with backoff) until the engine is configured again; nothing is lost.
-        (None, Some(recorded)) => {
-            return Err(Error::Invalid(format!(
-                "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
-                describe(&wfe)
-            )));
-        }
-        // The spec asks for an engine that is not configured: its validation fails it.
-        (None, None) => engines
-            .default_engine()
-            .cloned()
-            .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?,
-    };
+    let requested = wfe.spec.execution_engine.as_deref();
+    // A started WFE's child is of its engine's kind: without that engine nothing here can read,
+    // cancel or release it, and it is retried (with backoff) until the engine is configured again.
+    let engine = ctx
+        .data
+        .engines
+        .for_parent(recorded, requested)
+        .map_err(|e| Error::Invalid(format!("WorkflowExecution {}: {e}", describe(&wfe))))?
+        .clone();
     let pass = Pass {
         engine,
         config: ctx.data.config.current(),
