@@ -139,8 +139,7 @@ pub fn template_config(execution: &ExecutionSettings) -> Value {
 /// The sample WorkflowExecution of the template's load-time render
 /// (`data/sample-workflowexecution.yaml`, compiled in): every optional field set, parameter
 /// values with quotes, newlines and non-ASCII text.
-pub const SAMPLE_WORKFLOW_EXECUTION: &str =
-    include_str!("../data/sample-workflowexecution.yaml");
+pub const SAMPLE_WORKFLOW_EXECUTION: &str = include_str!("../data/sample-workflowexecution.yaml");
 
 /// [`SAMPLE_WORKFLOW_EXECUTION`], parsed.
 ///
@@ -178,7 +177,10 @@ mod tests {
         assert!(spec.confidence.is_some() && spec.rationale.is_some());
         let reference = spec.remediation_request_ref.as_ref().unwrap();
         assert_eq!(reference.name.as_deref(), Some("rr-nginx-oom"));
-        let timeout = spec.execution_config.as_ref().and_then(|c| c.timeout.as_deref());
+        let timeout = spec
+            .execution_config
+            .as_ref()
+            .and_then(|c| c.timeout.as_deref());
         assert_eq!(timeout, Some("30m"));
         assert_eq!(wfe.metadata.generation, Some(1));
         assert!(wfe.metadata.uid.is_some() && wfe.metadata.namespace.is_some());

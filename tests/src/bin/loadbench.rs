@@ -42,7 +42,6 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
-use kubernaut_framework::phase::Phase as _;
 use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -51,6 +50,7 @@ use kube::{
     api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
+use kubernaut_framework::phase::Phase as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::{
