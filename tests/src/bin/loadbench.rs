@@ -120,6 +120,10 @@ struct Args {
     criterion: PathBuf,
     /// Skip the scale phase (quick runs).
     skip_scale: bool,
+    /// Only the scale phase, after one burst of `n` WFEs (whose finished run status it copies);
+    /// prints its figures and writes no report.
+    #[serde(skip)]
+    only_scale: bool,
     /// Only re-render performance.md from an existing performance.json (and the baseline).
     #[serde(skip)]
     render_only: bool,
@@ -128,7 +132,7 @@ struct Args {
 fn usage() -> &'static str {
     "loadbench [--n 1000] [--rate 50] [--low-rate 20] [--scale 10000] [--ceiling 2000] [--concurrency 32] \
      [--run-time-ms 500] [--out docs] [--operator PATH] [--criterion DIR] [--skip-scale] \
-     [--render-only]"
+     [--only-scale] [--render-only]"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -147,12 +151,17 @@ fn parse_args() -> anyhow::Result<Args> {
         operator: target.join("release/workflowexecution-operator"),
         criterion: target.join("criterion"),
         skip_scale: false,
+        only_scale: false,
         render_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--skip-scale" {
             args.skip_scale = true;
+            continue;
+        }
+        if flag == "--only-scale" {
+            args.only_scale = true;
             continue;
         }
         if flag == "--render-only" {
@@ -2220,6 +2229,9 @@ async fn main() -> anyhow::Result<()> {
         args.ceiling,
         args.concurrency
     );
+    if args.only_scale {
+        return only_scale(&cp, &client, &cp_pids, &args).await;
+    }
     let ceiling = ceiling(&client, &cp_pids, &args).await?;
     println!("ceiling: {:.0} creates/s", ceiling.creates_per_second);
 
@@ -2235,17 +2247,7 @@ async fn main() -> anyhow::Result<()> {
     println!("operator pid {} ready in {:.2?}", operator.pid(), ready);
     let rss_at_start = operator.sample()?.rss_kib as f64 / 1024.0;
 
-    let _simulator = Simulator::start(
-        client.clone(),
-        SimulatorConfig {
-            namespace: Some(EXEC_NAMESPACE.into()),
-            run_time: Duration::from_millis(args.run_time_ms),
-            // One check mid-run instead of one every 50 ms: Tekton itself reads from its
-            // informer cache, so polling reads would load the API server unlike the real thing.
-            poll_interval: Duration::from_millis(args.run_time_ms / 2 + 1),
-            ..SimulatorConfig::default()
-        },
-    );
+    let _simulator = Simulator::start(client.clone(), simulator_config(&args));
     let tracker: Shared = Arc::default();
     let watches = start_watches(&client, &tracker).await?;
 
@@ -2375,6 +2377,57 @@ async fn main() -> anyhow::Result<()> {
             t.measured
         );
     }
+    Ok(())
+}
+
+/// The simulator the load phases run against.
+fn simulator_config(args: &Args) -> SimulatorConfig {
+    SimulatorConfig {
+        namespace: Some(EXEC_NAMESPACE.into()),
+        run_time: Duration::from_millis(args.run_time_ms),
+        // One check mid-run instead of one every 50 ms: Tekton itself reads from its
+        // informer cache, so polling reads would load the API server unlike the real thing.
+        poll_interval: Duration::from_millis(args.run_time_ms / 2 + 1),
+        ..SimulatorConfig::default()
+    }
+}
+
+/// `--only-scale`: one burst of `--n` WFEs on the simulator (the scale phase copies the status
+/// of a run they finish), then the scale phase; prints its figures, writes no report.
+async fn only_scale(
+    cp: &ControlPlane,
+    client: &Client,
+    cp_pids: &[u32],
+    args: &Args,
+) -> anyhow::Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("kubernaut-bench-")
+        .tempdir()?;
+    let config_path = write_operator_config(work.path())?;
+    let log_path = work.path().join("operator.log");
+    let kubeconfig = cp.kubeconfig_path().to_path_buf();
+    let spawn = || OperatorProcess::spawn(&args.operator, &config_path, &kubeconfig, &log_path);
+    let mut operator = spawn()?;
+    operator.wait_ready().await?;
+    let _simulator = Simulator::start(client.clone(), simulator_config(args));
+    let tracker: Shared = Arc::default();
+    let watches = start_watches(client, &tracker).await?;
+    let setup = LoadSetup {
+        client,
+        operator: &operator,
+        tracker: &tracker,
+        cp_pids,
+        args,
+    };
+    println!("load: {} WFEs as fast as possible …", args.n);
+    load_phase(&setup, BURST_NAMESPACE, args.n, None).await?;
+    let scale = scale_phase(client, &mut operator, &spawn, &tracker, args).await;
+    operator.stop();
+    for w in watches {
+        w.abort();
+    }
+    let scale = scale.inspect_err(|_| print_operator_log(&log_path))?;
+    println!("{}", serde_json::to_string_pretty(&scale)?);
     Ok(())
 }
 
