@@ -2455,7 +2455,11 @@ async fn only_scale(
     load_phase(&setup, BURST_NAMESPACE, args.n, None).await?;
     let scale = scale_phase(client, &mut operator, &spawn, &tracker, args).await;
     let scale = scale.inspect_err(|_| print_operator_log(&log_path))?;
-    println!("{}: {}", args.operator.display(), serde_json::to_string_pretty(&scale)?);
+    println!(
+        "{}: {}",
+        args.operator.display(),
+        serde_json::to_string_pretty(&scale)?
+    );
     if let Some(other) = &args.compare {
         // The same objects: nothing more is created.
         let present = Args {
@@ -2466,7 +2470,11 @@ async fn only_scale(
         let spawn = || files.spawn(other);
         let compared = scale_phase(client, &mut operator, &spawn, &tracker, &present).await;
         let compared = compared.inspect_err(|_| print_operator_log(&log_path))?;
-        println!("{}: {}", other.display(), serde_json::to_string_pretty(&compared)?);
+        println!(
+            "{}: {}",
+            other.display(),
+            serde_json::to_string_pretty(&compared)?
+        );
     }
     operator.stop();
     for w in watches {
