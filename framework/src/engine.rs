@@ -36,7 +36,7 @@ use crate::app::{NotServed, check_served, resource_of};
 use crate::cancel::CancelSpec;
 use crate::config::ConfigError;
 use crate::names::DnsLabel;
-use crate::status::{MappingRules, StatusMapping};
+use crate::status::{MappingRules, Projection, StatusMapping};
 use crate::template::{ChildKind, TemplateDecl, TemplateError, TemplateSet};
 
 /// The status mapping of an engine, in its directory.
@@ -280,6 +280,30 @@ impl Engines {
             self.iter()
                 .filter_map(|e| e.mapping.grandchild_kind().cloned()),
         )
+    }
+
+    /// What of a child of `kind` the engines creating that kind read: the union of their
+    /// mappings' [`StatusMapping::child_projection`]s.
+    pub fn child_projection(&self, kind: &ChildKind) -> Projection {
+        let mut projection = Projection::default();
+        for engine in self.iter().filter(|e| e.child() == kind) {
+            projection.merge(&engine.mapping.child_projection());
+        }
+        projection
+    }
+
+    /// What of a grandchild of `kind` the engines reading that kind read: the union of their
+    /// mappings' [`StatusMapping::grandchild_projection`]s.
+    pub fn grandchild_projection(&self, kind: &ChildKind) -> Projection {
+        let mut projection = Projection::default();
+        for engine in self.iter() {
+            if engine.mapping.grandchild_kind() == Some(kind)
+                && let Some(read) = engine.mapping.grandchild_projection()
+            {
+                projection.merge(&read);
+            }
+        }
+        projection
     }
 
     /// Fails unless the cluster serves every kind the engines create or read.

@@ -9,7 +9,8 @@
 //!    so the reconciler never acts on outdated data.
 //! 2. `managedFields` are stripped from every cached object (they are often larger than the
 //!    object itself and no reconciler needs them); cached children are also pruned by the
-//!    operator's prune function (`Operator::prune_children`), if it gave one.
+//!    operator's prune function for their kind (`Operator::children_pruned`, else
+//!    `Operator::prune_children`), if it gave one, once per watch event.
 //! 3. A trigger is broadcast only after the store holds the object, so a reconcile started by it
 //!    finds the object (or a newer version) in the store.
 //! 4. Broadcasting never blocks the reflector: a receiver that falls behind is told so and

@@ -105,16 +105,22 @@ fn runtime(
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        // The reconciler reads only identity, labels and status from cached runs.
-        .prune_children(pipelinerun::prune_cached_run)
         .templates(Arc::new(store), None);
+    // The reconciler reads of a cached run its identity, ownership and what the status mappings
+    // of the engines creating its kind read: that is all the cache keeps.
     for kind in engines.child_kinds() {
-        operator = operator.children(watch_of(&kind));
+        let projection = engines.child_projection(&kind);
+        operator = operator.children_pruned(watch_of(&kind), move |run| {
+            pipelinerun::project_cached_run(run, &projection);
+        });
     }
     // The engines copy the run's labels onto what carries its failure facts (Tekton onto its
     // TaskRuns, the Job template onto its pods), so they map to the same WorkflowExecution.
     for kind in engines.grandchild_kinds() {
-        operator = operator.grandchildren(watch_of(&kind), crate::task_runs::prune_cached_task_run);
+        let projection = engines.grandchild_projection(&kind);
+        operator = operator.grandchildren(watch_of(&kind), move |task_run| {
+            crate::task_runs::project_cached_task_run(task_run, &projection);
+        });
     }
     operator
 }

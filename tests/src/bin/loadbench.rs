@@ -121,6 +121,17 @@ struct Args {
     criterion: PathBuf,
     /// Skip the scale phase (quick runs).
     skip_scale: bool,
+    /// Only the scale phase, after one burst of `n` WFEs (whose finished run status it copies);
+    /// prints its figures and writes no report.
+    #[serde(skip)]
+    only_scale: bool,
+    /// With `only_scale`: another operator binary restarted over the same objects afterwards,
+    /// its figures printed too (an A/B comparison in one machine state).
+    #[serde(skip)]
+    compare: Option<PathBuf>,
+    /// How long the scale phase may spend creating objects (seconds).
+    #[serde(skip)]
+    scale_deadline_s: u64,
     /// Only re-render performance.md from an existing performance.json (and the baseline).
     #[serde(skip)]
     render_only: bool,
@@ -129,7 +140,7 @@ struct Args {
 fn usage() -> &'static str {
     "loadbench [--n 1000] [--rate 50] [--low-rate 20] [--scale 10000] [--ceiling 2000] [--concurrency 32] \
      [--run-time-ms 500] [--out docs] [--operator PATH] [--criterion DIR] [--skip-scale] \
-     [--render-only]"
+     [--only-scale [--compare OPERATOR]] [--scale-deadline-s 300] [--render-only]"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -148,12 +159,19 @@ fn parse_args() -> anyhow::Result<Args> {
         operator: target.join("release/workflowexecution-operator"),
         criterion: target.join("criterion"),
         skip_scale: false,
+        only_scale: false,
+        compare: None,
+        scale_deadline_s: SCALE_DEADLINE.as_secs(),
         render_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--skip-scale" {
             args.skip_scale = true;
+            continue;
+        }
+        if flag == "--only-scale" {
+            args.only_scale = true;
             continue;
         }
         if flag == "--render-only" {
@@ -178,6 +196,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--run-time-ms" => args.run_time_ms = value.parse().map_err(|e| bad(&e))?,
             "--out" => args.out = PathBuf::from(value),
             "--operator" => args.operator = PathBuf::from(value),
+            "--compare" => args.compare = Some(PathBuf::from(value)),
+            "--scale-deadline-s" => args.scale_deadline_s = value.parse().map_err(|e| bad(&e))?,
             "--criterion" => args.criterion = PathBuf::from(value),
             _ => bail!("unknown flag {flag}\nusage: {}", usage()),
         }
@@ -1271,7 +1291,7 @@ async fn scale_phase(
         "scale: {wfes_present} WFEs and {runs_present} PipelineRuns present; creating {missing} pairs …"
     );
     let started = Instant::now();
-    let deadline = started + SCALE_DEADLINE;
+    let deadline = started + Duration::from_secs(args.scale_deadline_s);
     let failures: Vec<anyhow::Error> = stream::iter(0..missing)
         .map(|i| {
             let (client, config, templates, run_status) =
@@ -1715,12 +1735,14 @@ fn analysis(r: &Report) -> String {
     if let Some(s) = &r.scale {
         let _ = writeln!(
             md,
-            "- **Memory is the two caches.** The operator holds every WFE (typed) and every \
-             PipelineRun it owns (a JSON tree, pruned to identity, labels and status: about 7 KiB \
-             each, since every JSON object is its own map). It starts at {:.1} MiB; with {} WFEs \
-             and {} PipelineRuns it settles at {:.1} MiB. The 40 MiB target would need a compact \
-             projection of each PipelineRun (phase and summary instead of the JSON tree) — a \
-             change of the runtime's child cache, not made here.",
+            "- **Memory is the two caches.** The operator holds every WFE (typed: about 4 KiB \
+             of heap each) and every PipelineRun it owns, projected on what the status mapping \
+             reads (identity, ownership labels, the `Succeeded` condition, times, TaskRun names, \
+             the task count: about 7 KiB each, most of it the JSON tree's maps, one B-tree node \
+             per object; `cargo test -p workflowexecution-operator --test footprint -- \
+             --nocapture` prints the breakdown). It starts at {:.1} MiB; with {} WFEs and {} \
+             PipelineRuns it settles at {:.1} MiB. 40 MiB would need a store more compact than \
+             JSON trees for the runs and a smaller parent cache.",
             r.operator_rss_mib_at_start, s.workflow_executions, s.pipeline_runs, s.rss_mib_settled,
         );
     }
@@ -2221,32 +2243,21 @@ async fn main() -> anyhow::Result<()> {
         args.ceiling,
         args.concurrency
     );
+    if args.only_scale {
+        return only_scale(&cp, &client, &cp_pids, &args).await;
+    }
     let ceiling = ceiling(&client, &cp_pids, &args).await?;
     println!("ceiling: {:.0} creates/s", ceiling.creates_per_second);
 
-    let work = tempfile::Builder::new()
-        .prefix("kubernaut-bench-")
-        .tempdir()?;
-    let config_path = write_operator_config(work.path())?;
-    let log_path = work.path().join("operator.log");
-    let kubeconfig = cp.kubeconfig_path().to_path_buf();
-    let spawn = || OperatorProcess::spawn(&args.operator, &config_path, &kubeconfig, &log_path);
+    let files = OperatorFiles::new(&cp)?;
+    let log_path = files.log.clone();
+    let spawn = || files.spawn(&args.operator);
     let mut operator = spawn()?;
     let ready = operator.wait_ready().await?;
     println!("operator pid {} ready in {:.2?}", operator.pid(), ready);
     let rss_at_start = operator.sample()?.rss_kib as f64 / 1024.0;
 
-    let _simulator = Simulator::start(
-        client.clone(),
-        SimulatorConfig {
-            namespace: Some(EXEC_NAMESPACE.into()),
-            run_time: Duration::from_millis(args.run_time_ms),
-            // One check mid-run instead of one every 50 ms: Tekton itself reads from its
-            // informer cache, so polling reads would load the API server unlike the real thing.
-            poll_interval: Duration::from_millis(args.run_time_ms / 2 + 1),
-            ..SimulatorConfig::default()
-        },
-    );
+    let _simulator = Simulator::start(client.clone(), simulator_config(&args));
     let tracker: Shared = Arc::default();
     let watches = start_watches(&client, &tracker).await?;
 
@@ -2375,6 +2386,100 @@ async fn main() -> anyhow::Result<()> {
             },
             t.measured
         );
+    }
+    Ok(())
+}
+
+/// Where the operator processes of one benchmark run keep their config and log.
+struct OperatorFiles {
+    _work: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl OperatorFiles {
+    fn new(cp: &ControlPlane) -> anyhow::Result<Self> {
+        let work = tempfile::Builder::new()
+            .prefix("kubernaut-bench-")
+            .tempdir()?;
+        Ok(OperatorFiles {
+            config: write_operator_config(work.path())?,
+            log: work.path().join("operator.log"),
+            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            _work: work,
+        })
+    }
+
+    /// Starts `binary` with this run's config, log and kubeconfig.
+    fn spawn(&self, binary: &Path) -> anyhow::Result<OperatorProcess> {
+        OperatorProcess::spawn(binary, &self.config, &self.kubeconfig, &self.log)
+    }
+}
+
+/// The simulator the load phases run against.
+fn simulator_config(args: &Args) -> SimulatorConfig {
+    SimulatorConfig {
+        namespace: Some(EXEC_NAMESPACE.into()),
+        run_time: Duration::from_millis(args.run_time_ms),
+        // One check mid-run instead of one every 50 ms: Tekton itself reads from its
+        // informer cache, so polling reads would load the API server unlike the real thing.
+        poll_interval: Duration::from_millis(args.run_time_ms / 2 + 1),
+        ..SimulatorConfig::default()
+    }
+}
+
+/// `--only-scale`: one burst of `--n` WFEs on the simulator (the scale phase copies the status
+/// of a run they finish), then the scale phase; prints its figures, writes no report.
+async fn only_scale(
+    cp: &ControlPlane,
+    client: &Client,
+    cp_pids: &[u32],
+    args: &Args,
+) -> anyhow::Result<()> {
+    let files = OperatorFiles::new(cp)?;
+    let log_path = files.log.clone();
+    let spawn = || files.spawn(&args.operator);
+    let mut operator = spawn()?;
+    operator.wait_ready().await?;
+    let _simulator = Simulator::start(client.clone(), simulator_config(args));
+    let tracker: Shared = Arc::default();
+    let watches = start_watches(client, &tracker).await?;
+    let setup = LoadSetup {
+        client,
+        operator: &operator,
+        tracker: &tracker,
+        cp_pids,
+        args,
+    };
+    println!("load: {} WFEs as fast as possible …", args.n);
+    load_phase(&setup, BURST_NAMESPACE, args.n, None).await?;
+    let scale = scale_phase(client, &mut operator, &spawn, &tracker, args).await;
+    let scale = scale.inspect_err(|_| print_operator_log(&log_path))?;
+    println!(
+        "{}: {}",
+        args.operator.display(),
+        serde_json::to_string_pretty(&scale)?
+    );
+    if let Some(other) = &args.compare {
+        // The same objects: nothing more is created.
+        let present = Args {
+            scale: scale.workflow_executions.min(scale.pipeline_runs),
+            operator: other.clone(),
+            ..args.clone()
+        };
+        let spawn = || files.spawn(other);
+        let compared = scale_phase(client, &mut operator, &spawn, &tracker, &present).await;
+        let compared = compared.inspect_err(|_| print_operator_log(&log_path))?;
+        println!(
+            "{}: {}",
+            other.display(),
+            serde_json::to_string_pretty(&compared)?
+        );
+    }
+    operator.stop();
+    for w in watches {
+        w.abort();
     }
     Ok(())
 }
