@@ -36,7 +36,10 @@
 //!
 //! 1. Status is written only when it differs from the object's, with the resourceVersion read
 //!    (`PUT .../status`): a concurrent change makes the write fail with `409 Conflict`, returned
-//!    as an error, never clobbered.
+//!    as an error, never clobbered. The whole-object PUT is kept over a JSON merge patch of what
+//!    changed because it costs the API server less CPU per write (`make bench`, "Status writes":
+//!    the patch is a sixth of the bytes, but the server then reads, patches and re-decodes the
+//!    stored object).
 //! 2. A phase change is checked with [`phase::transition`] before it is written: an illegal one is
 //!    an error and nothing is sent.
 //! 3. The object is written without `managedFields` (they are the API server's bookkeeping).
