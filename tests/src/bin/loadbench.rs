@@ -995,6 +995,9 @@ fn progress(completed: u32) -> PipelineRunStatusSummary {
     }
 }
 
+/// One status write: its latency and request body size, or why it failed.
+type StatusWriteOutcome = Result<(Duration, usize), String>;
+
 /// One round: every object's status gets the progress of `completed` tasks, written `put` or
 /// as a merge patch; the objects are replaced by what the API server returned.
 async fn status_round(
@@ -1003,43 +1006,39 @@ async fn status_round(
     completed: u32,
     put: bool,
     concurrency: usize,
-) -> (
-    Vec<WorkflowExecution>,
-    Vec<Result<(Duration, usize), String>>,
-) {
-    let results: Vec<(Option<WorkflowExecution>, Result<(Duration, usize), String>)> =
-        stream::iter(objects)
-            .map(|object| async move {
-                let name = object.name_any();
-                let sent = Instant::now();
-                let written = if put {
-                    let mut updated = object.clone();
-                    let mut status = updated.status.clone().unwrap_or_default();
-                    status.pipeline_run_status = Some(progress(completed));
-                    updated.status = Some(status);
-                    updated.metadata.managed_fields = None;
-                    let bytes = serde_json::to_vec(&updated).map_or(0, |b| b.len());
-                    api.replace_status(&name, &PostParams::default(), &updated)
-                        .await
-                        .map(|w| (w, bytes))
-                } else {
-                    let patch = json!({
-                        "metadata": {"resourceVersion": object.resource_version()},
-                        "status": {"pipelineRunStatus": progress(completed)},
-                    });
-                    let bytes = serde_json::to_vec(&patch).map_or(0, |b| b.len());
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map(|w| (w, bytes))
-                };
-                match written {
-                    Ok((w, bytes)) => (Some(w), Ok((sent.elapsed(), bytes))),
-                    Err(e) => (Some(object), Err(e.to_string())),
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+) -> (Vec<WorkflowExecution>, Vec<StatusWriteOutcome>) {
+    let results: Vec<(Option<WorkflowExecution>, StatusWriteOutcome)> = stream::iter(objects)
+        .map(|object| async move {
+            let name = object.name_any();
+            let sent = Instant::now();
+            let written = if put {
+                let mut updated = object.clone();
+                let mut status = updated.status.clone().unwrap_or_default();
+                status.pipeline_run_status = Some(progress(completed));
+                updated.status = Some(status);
+                updated.metadata.managed_fields = None;
+                let bytes = serde_json::to_vec(&updated).map_or(0, |b| b.len());
+                api.replace_status(&name, &PostParams::default(), &updated)
+                    .await
+                    .map(|w| (w, bytes))
+            } else {
+                let patch = json!({
+                    "metadata": {"resourceVersion": object.resource_version()},
+                    "status": {"pipelineRunStatus": progress(completed)},
+                });
+                let bytes = serde_json::to_vec(&patch).map_or(0, |b| b.len());
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|w| (w, bytes))
+            };
+            match written {
+                Ok((w, bytes)) => (Some(w), Ok((sent.elapsed(), bytes))),
+                Err(e) => (Some(object), Err(e.to_string())),
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
     let mut objects = Vec::with_capacity(results.len());
     let mut outcomes = Vec::with_capacity(results.len());
     for (object, outcome) in results {
