@@ -28,10 +28,11 @@
 //! | [`cancel`] | a running child cancelled on its parent's deletion by a declared merge patch, never twice; deletion waits a bounded grace period, then deletes with the declared propagation policy | [`cancel::CancelSpec`] |
 //! | [`finalizer`] | cleanup runs before an object goes, once, idempotently under concurrent writers | [`finalizer::event`] |
 //! | [`phase`] | a status enum with declared legal transitions; illegal ones are refused and counted | [`phase::Phase`], [`phase::transition`] |
-//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`], [`lifecycle::ReconcileError`] |
+//! | [`lifecycle`] | a handler's outcome committed by one status write (only when changed, with the resourceVersion read, phase change checked); its effects applied only after that write; the whole own-write check → finalizer → initial status → dispatch → commit pass, the initial status skipped when the first outcome can replace it | [`lifecycle::reconcile`], [`lifecycle::write_status`], [`lifecycle::Outcome`], [`lifecycle::ReconcileError`] |
 //! | [`effect`] | a handler's Events, log lines, audit records and metric updates listed in its outcome and applied once, after its write, each through its sink (recorder, `tracing`, [`audit::Auditor`], the operator's metrics) | [`effect::Effect`], [`effect::Reporter`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | [`condition::Conditions`] |
 //! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write waits for the newer one (in the runtime) or stands aside | [`own_writes::OwnWrites`] |
+//! | [`pace`] | a child's progress mirrored into its parent at most once per interval, the latest progress written when the interval ends; everything else written at once | [`pace::Pace`], [`lifecycle::Outcome::progress`] |
 //! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
 //! | [`config`] | layered configuration (defaults, file, environment) with errors naming key and layer; live reload keeping the last good value | [`config::load`], [`config::ConfigStore`] |
 //! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |
@@ -71,6 +72,7 @@ pub mod lock;
 pub mod metrics;
 pub mod names;
 pub mod own_writes;
+pub mod pace;
 pub mod phase;
 pub mod runtime;
 pub mod status;

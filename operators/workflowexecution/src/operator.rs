@@ -13,6 +13,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     lock::Locks,
     own_writes::OwnWrites,
+    pace::Pace,
     runtime::{Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
 };
@@ -157,6 +158,7 @@ pub async fn start(
         metrics,
         own_writes,
         locks: Locks::default(),
+        pace: Pace::new(),
     };
     info!(
         namespace = %namespace,

@@ -2,12 +2,16 @@
 //!
 //! Flow of one object (see the behaviour contract for every rule):
 //! 1. [`kubernaut_framework::finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on
-//!    first sight, together with `phase: Pending`, or hands a deleting object to `cleanup`.
+//!    first sight, or hands a deleting object to `cleanup`. A WFE without a phase is decided as
+//!    `Pending` in the same pass: when it can start at once, `Running` is its first status write
+//!    (no separate `Pending` write); when it waits, is skipped or fails, `Pending` is written
+//!    first and the decision after it.
 //! 2. `Pending` (`pending`): validate → lock/cooldown decision from the in-memory store → render
 //!    → create the PipelineRun (the lock) → `Running`.
 //! 3. `Running` (`running`): driven by PipelineRun watch events; the run's status is read
 //!    through the status mapping file → `Completed` / `Failed`, or a refreshed
-//!    `pipelineRunStatus`.
+//!    `pipelineRunStatus`, which is mere progress (`progress`) and written at most once per
+//!    `status.progressInterval` unless it carries a fact a later decision depends on.
 //! 4. `Completed`/`Failed` (`terminal`): hold the lock for the cooldown period, then release it
 //!    (delete the run only if its labels name this WFE); honour the block-clearing annotation
 //!    (`clearance`).
@@ -31,8 +35,11 @@
 //! 3. A WFE never deletes or cancels a PipelineRun whose ownership labels name another WFE.
 //! 4. Every decision is reconstructible from cluster state: a restarted operator adopts the run a
 //!    `Pending` WFE already created, and continues `Running` ones from the run's status.
-//! 5. Effects (Events, audit records, metrics, logs) of a status follow its write: a pass whose
-//!    write changed nothing, or failed, emits none.
+//! 5. Effects (Events, audit records, metric updates, logs) of a status follow its write: a pass
+//!    whose write changed nothing, or failed, emits none.
+//! 6. A WFE's progress write is held back at most `status.progressInterval`, and the latest
+//!    progress is written when it ends; a phase change, the "a step ran" marker and a held-back
+//!    step are never held back (`progress::is_progress`).
 
 #[cfg(test)]
 mod calls;
@@ -41,6 +48,7 @@ mod clearance;
 mod failed;
 mod outcome;
 mod pending;
+mod progress;
 mod running;
 mod target_lock;
 mod terminal;
@@ -58,6 +66,7 @@ use kubernaut_framework::{
     lifecycle::{self, Cleanup, Effects, Lifecycle, PhasedStatus, ReconcileError},
     lock::Locks,
     own_writes::OwnWrites,
+    pace::Pace,
     phase::PhaseHandlers,
     runtime::{Action, Context},
     status::Held,
@@ -123,6 +132,9 @@ pub struct State {
     /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
     /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
     pub own_writes: OwnWrites<WorkflowExecution>,
+    /// When this process last wrote each WFE's status: progress is written at most once per
+    /// `status.progressInterval`.
+    pub pace: Pace<WorkflowExecution>,
     /// The target locks this process takes (one guard per lock name while it is checked across
     /// engine kinds and taken, so that two executions on one target never create children of
     /// two kinds at once).
@@ -224,6 +236,16 @@ impl Lifecycle<WorkflowExecution, Effect> for Pass<'_> {
             "Waiting to start the workflow",
         );
         status
+    }
+
+    /// A WFE that starts at once (`Running`, its run created or adopted) gets no separate
+    /// `Pending` write; one that waits, is skipped or fails shows `Pending` first.
+    fn skips_initial_write(&self, outcome: &Outcome) -> bool {
+        outcome.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    }
+
+    fn pace(&self) -> Option<(&Pace<WorkflowExecution>, Duration)> {
+        Some((&self.state().pace, self.config.status.progress_interval))
     }
 
     async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Cleanup, Error> {

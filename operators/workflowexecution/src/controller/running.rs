@@ -1,5 +1,6 @@
 //! `Running`: read the run through the status mapping → `Completed` or `Failed`, or a refreshed
-//! `pipelineRunStatus` (and whether a TaskRun is held back) while it runs.
+//! `pipelineRunStatus` (and whether a TaskRun is held back) while it runs: mere progress is
+//! written at most once per `status.progressInterval` (`progress`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use kubernaut_framework::{
 };
 
 use super::{
-    Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, held_condition,
+    Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, held_condition, progress,
     seen_started, terminal,
 };
 use crate::{
@@ -186,7 +187,11 @@ pub(super) fn unfinished(
         .filter(|h| held_condition(&status).as_ref() != Some(*h))
         .cloned();
     observe_unfinished(wfe, &mut status, observation, held.as_ref(), now);
-    let outcome = Outcome::write(status, Action::requeue(SAFETY_RESYNC));
+    let action = Action::requeue(SAFETY_RESYNC);
+    let outcome = match progress::is_progress(wfe.status.as_ref(), &status) {
+        true => Outcome::progress(status, action),
+        false => Outcome::write(status, action),
+    };
     let Some(held) = newly_held else {
         return outcome;
     };
