@@ -1,7 +1,7 @@
 //! What of a document a status mapping reads: a [`Projection`] keeps exactly the parts of a child
 //! (or grandchild) that the mapping's JSONPath queries look at, so a cache can hold that instead
-//! of the whole object ([`StatusMapping::child_projection`],
-//! [`StatusMapping::grandchild_projection`], [`crate::runtime::prune::project`]).
+//! of the whole object ([`StatusMapping::child_projection`](crate::status::StatusMapping::child_projection),
+//! [`StatusMapping::grandchild_projection`](crate::status::StatusMapping::grandchild_projection), [`crate::runtime::prune::project`]).
 //!
 //! A projection is built from the queries' syntax, not from any one object: every query names the
 //! members it walks through, and what it does with the nodes it reaches (read their value, or only
