@@ -108,16 +108,44 @@ pub fn write_delta(before: &Requests, after: &Requests) -> BTreeMap<String, u64>
     out
 }
 
-/// Which writes the operator makes: everything on its own kinds except the benchmark's WFE
-/// creates, the simulator's PipelineRun status writes and TaskRuns.
+/// Which writes the operator makes on the simulator: everything on its own kinds except the
+/// benchmark's WFE creates, the simulator's PipelineRun label patches and status writes, and
+/// TaskRuns.
 pub fn is_operator_write(name: &str) -> bool {
     let resource = name.split_whitespace().nth(1).unwrap_or("");
     match resource {
         "workflowexecutions" => !name.starts_with("POST "),
         "workflowexecutions/status" => true,
-        "pipelineruns" => true,
+        // The simulator labels every run as Tekton does (a merge patch); the operator patches a
+        // run only to cancel it, which no benchmark run needs.
+        "pipelineruns" => !name.starts_with("PATCH "),
         // Leases are not counted: leader election is off, and the API server renews its own.
         "events" => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_writes_on_the_simulator_are_its_own_kinds_but_for_the_others_writes() {
+        let cases = [
+            ("POST workflowexecutions", false),
+            ("PATCH workflowexecutions", true),
+            ("PUT workflowexecutions/status", true),
+            ("PUT workflowexecutions/status (409)", true),
+            ("POST pipelineruns", true),
+            ("DELETE pipelineruns", true),
+            ("PATCH pipelineruns", false),
+            ("PATCH pipelineruns/status", false),
+            ("POST taskruns", false),
+            ("POST events", true),
+            ("PUT leases", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_operator_write(name), want, "{name}");
+        }
     }
 }

@@ -202,6 +202,9 @@ fn writer(name: &str) -> Writer {
         "pipelineruns" if verb == "POST" || verb == "DELETE" => Writer::Operator,
         "pipelineruns" | "pipelineruns/status" | "taskruns" | "taskruns/status" => Writer::Tekton,
         "resolutionrequests" | "resolutionrequests/status" => Writer::Tekton,
+        // Tekton validates a resolved Pipeline or Task by a dry-run create
+        // (`pkg/reconciler/apiserver`): counted, never stored.
+        "pipelines" | "tasks" => Writer::Tekton,
         // Tekton creates the pods and marks them ready to start; kwok writes their statuses and
         // the scheduler binds them.
         "pods" => Writer::Tekton,
@@ -645,8 +648,44 @@ fn markdown(r: &Report) -> String {
     md.push('\n');
     md.push_str(&churn(r));
     md.push('\n');
+    md.push_str(&tekton_rate(&r.tekton));
+    md.push('\n');
     md.push_str(&writes_table(&r.tekton));
     md
+}
+
+/// Tekton's client rate limit: client-go's default of 5 requests/s, doubled when no flag sets it
+/// and doubled again for its two controllers (`cmd/controller/main.go` of Tekton Pipelines).
+const TEKTON_CLIENT_QPS: f64 = 20.0;
+
+/// How fast Tekton wrote, against its client's rate limit, from this run's figures.
+fn tekton_rate(p: &PhaseResult) -> String {
+    let tekton: u64 = p
+        .load
+        .writes
+        .iter()
+        .filter(|(name, _)| writer(name) == Writer::Tekton)
+        .map(|(_, count)| count)
+        .sum();
+    let seconds = p.load.seconds_to_all_terminal.max(1e-9);
+    format!(
+        "**Tekton's pace.** Tekton's controller and resolvers wrote {:.2} times per WFE ({tekton} \
+         writes), {:.1} writes/s from the first create to the last WFE ending, and used {} CPU s. \
+         Tekton's controller sends at most {TEKTON_CLIENT_QPS:.0} requests/s to the API server \
+         (client-go's default of 5, doubled by its `cmd/controller/main.go` when no flag sets it \
+         and doubled again for its two controllers); the harness runs it with its own defaults.{}\n",
+        tekton as f64 / p.load.n.max(1) as f64,
+        tekton as f64 / seconds,
+        p.tekton_cpu_seconds
+            .map_or("–".into(), |cpu| format!("{cpu:.1}")),
+        if tekton as f64 / seconds >= 0.9 * TEKTON_CLIENT_QPS {
+            " Its writes alone came to that rate, and the run's TaskRuns, pods and statuses all \
+             wait their turn at it: here Tekton's own client limit paced the runs, not the \
+             operator or the API server."
+        } else {
+            ""
+        },
+    )
 }
 
 /// What real Tekton's status churn costs the operator, from this run's figures.
@@ -779,6 +818,7 @@ mod tests {
             ("POST taskruns", Writer::Tekton),
             ("PUT taskruns/status", Writer::Tekton),
             ("POST resolutionrequests", Writer::Tekton),
+            ("POST pipelines", Writer::Tekton),
             ("POST pods", Writer::Tekton),
             ("PATCH pods/status", Writer::Cluster),
             ("POST pods/binding", Writer::Cluster),
