@@ -96,6 +96,21 @@ impl<'a, T: ConditionType> Conditions<'a, T> {
             }
         }
     }
+
+    /// [`Conditions::set`] with status `True`.
+    pub fn set_true(&mut self, type_: T, reason: &str, message: &str) -> bool {
+        self.set(type_, ConditionStatus::True, reason, message)
+    }
+
+    /// [`Conditions::set`] with status `False`.
+    pub fn set_false(&mut self, type_: T, reason: &str, message: &str) -> bool {
+        self.set(type_, ConditionStatus::False, reason, message)
+    }
+
+    /// [`Conditions::set`] with status `Unknown`.
+    pub fn set_unknown(&mut self, type_: T, reason: &str, message: &str) -> bool {
+        self.set(type_, ConditionStatus::Unknown, reason, message)
+    }
 }
 
 /// The condition of `type_` in `conditions`, if present.

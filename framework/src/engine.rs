@@ -36,7 +36,7 @@ use crate::app::{NotServed, check_served, resource_of};
 use crate::cancel::CancelSpec;
 use crate::config::ConfigError;
 use crate::names::DnsLabel;
-use crate::status::{MappingRules, StatusMapping};
+use crate::status::{MappingRules, Projection, StatusMapping};
 use crate::template::{ChildKind, TemplateDecl, TemplateError, TemplateSet};
 
 /// The status mapping of an engine, in its directory.
@@ -178,6 +178,17 @@ pub fn template_file(dir: &Path, name: &str) -> Result<String, EngineError> {
     }
 }
 
+/// Why [`Engines::for_parent`] has no engine for a parent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoEngine {
+    /// The parent started on this engine, which is no longer configured.
+    #[error("runs on engine {0:?}, which is no longer configured: configure it again to go on")]
+    Dropped(String),
+    /// No engine is configured.
+    #[error("no execution engine is configured")]
+    NoneConfigured,
+}
+
 /// Every configured engine, loaded, and the default one.
 #[derive(Debug, Clone)]
 pub struct Engines {
@@ -222,6 +233,29 @@ impl Engines {
         recorded.or(requested).unwrap_or(&self.default)
     }
 
+    /// The engine a reconcile of a parent uses: [`Engines::resolve`]'s when it is configured;
+    /// the default one for a parent whose spec asks for an engine that is not configured (its
+    /// validation then fails it).
+    ///
+    /// # Errors
+    ///
+    /// [`NoEngine::Dropped`] for a parent that started on an engine no longer configured (nothing
+    /// can read, cancel or release its child: retry until it is configured again), and
+    /// [`NoEngine::NoneConfigured`] when no engine is.
+    pub fn for_parent(
+        &self,
+        recorded: Option<&str>,
+        requested: Option<&str>,
+    ) -> Result<&Arc<Engine>, NoEngine> {
+        if let Some(engine) = self.get(self.resolve(recorded, requested)) {
+            return Ok(engine);
+        }
+        match recorded {
+            Some(name) => Err(NoEngine::Dropped(name.to_owned())),
+            None => self.default_engine().ok_or(NoEngine::NoneConfigured),
+        }
+    }
+
     /// Every engine, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Engine>> {
         self.by_name.values()
@@ -246,6 +280,30 @@ impl Engines {
             self.iter()
                 .filter_map(|e| e.mapping.grandchild_kind().cloned()),
         )
+    }
+
+    /// What of a child of `kind` the engines creating that kind read: the union of their
+    /// mappings' [`StatusMapping::child_projection`]s.
+    pub fn child_projection(&self, kind: &ChildKind) -> Projection {
+        let mut projection = Projection::default();
+        for engine in self.iter().filter(|e| e.child() == kind) {
+            projection.merge(&engine.mapping.child_projection());
+        }
+        projection
+    }
+
+    /// What of a grandchild of `kind` the engines reading that kind read: the union of their
+    /// mappings' [`StatusMapping::grandchild_projection`]s.
+    pub fn grandchild_projection(&self, kind: &ChildKind) -> Projection {
+        let mut projection = Projection::default();
+        for engine in self.iter() {
+            if engine.mapping.grandchild_kind() == Some(kind)
+                && let Some(read) = engine.mapping.grandchild_projection()
+            {
+                projection.merge(&read);
+            }
+        }
+        projection
     }
 
     /// Fails unless the cluster serves every kind the engines create or read.
@@ -422,6 +480,11 @@ mod tests {
         assert_eq!(engines.resolve(None, None), "tekton");
         assert_eq!(engines.resolve(None, Some("job")), "job");
         assert_eq!(engines.resolve(Some("tekton"), Some("job")), "tekton");
+        // None of them is loaded here: a started parent's engine is gone, or there is none.
+        let dropped = engines.for_parent(Some("tekton"), None).map(|_| ());
+        assert_eq!(dropped, Err(NoEngine::Dropped("tekton".to_owned())));
+        let none = engines.for_parent(None, Some("job")).map(|_| ());
+        assert_eq!(none, Err(NoEngine::NoneConfigured));
     }
 
     #[test]

@@ -32,6 +32,13 @@
 //! decision about a held child is [`verdict`], a pure function of [`HeldFacts`]; the controller
 //! only turns the claim into its status.
 //!
+//! # Identity and blocks
+//!
+//! An operator declares once the keys under which a child names its parent ([`OwnerKeys`]):
+//! they make its [`Owner`], the runtime's child watch, and the [`Holder`] read back from a
+//! child found in the way ([`live_holder`]: the parent instance, if it still exists). A child
+//! whose failure must stay locked until a person clears it is marked with a [`BlockMarker`].
+//!
 //! # Guarantees
 //!
 //! 1. At most one child exists per name, so at most one owner holds a key at any time; of any
@@ -77,12 +84,16 @@ use kube::core::DynamicObject;
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 
+mod block;
 mod claim;
+mod identity;
 
+pub use block::{BlockMarker, Marked};
 pub use claim::{
     Claim, ClaimRequest, HeldFacts, HolderState, LockKind, Locks, Refusal, Tenancy, Verdict,
     hold_over, verdict,
 };
+pub use identity::{Holder, OwnerKeys, live_holder};
 
 /// How many times [`acquire`] and [`release`] re-read an object that changed under them before
 /// giving up with [`LockError::Contended`].

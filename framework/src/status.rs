@@ -108,8 +108,10 @@ use crate::template::ChildKind;
 
 pub mod grandchildren;
 pub mod lenient;
+pub mod projection;
 pub mod reading;
 
+pub use projection::{Projection, Use};
 pub use reading::{FailedGrandchild, GrandchildrenReading, Reading, fields_as};
 
 /// The values a mapping may produce, supplied by the operator and checked at load.
@@ -445,6 +447,47 @@ impl StatusMapping {
         &self.child
     }
 
+    /// What of a child this mapping reads ([`Projection`]): what its `phase` rules test, what its
+    /// `fields` read or count, and the names `grandchildren.names` lists. Evaluated over the
+    /// projected child, every one of them gives what it gives over the whole child.
+    pub fn child_projection(&self) -> Projection {
+        let mut projection = Projection::default();
+        for rule in &self.phase {
+            if let Some(when) = &rule.when {
+                projection.add(&when.query, Use::Exists);
+            }
+        }
+        add_fields(&mut projection, &self.fields);
+        if let Some(names) = self.grandchildren.as_ref().and_then(|g| g.names.as_ref()) {
+            projection.add(&names.query, Use::Value);
+        }
+        projection
+    }
+
+    /// What of a grandchild this mapping reads ([`Projection`]): what `finished`, `failed`,
+    /// `ran` and the `held` rules test, what `fields`, `facts` and the `held` messages read, and
+    /// the `ownerLabel`. `None` without a `grandchildren` section.
+    pub fn grandchild_projection(&self) -> Option<Projection> {
+        let g = self.grandchildren.as_ref()?;
+        let mut projection = Projection::default();
+        let tests = g.finished.iter().chain(&g.failed).chain(&g.ran);
+        for path in tests.chain(g.held.iter().map(|rule| &rule.when)) {
+            projection.add(&path.query, Use::Exists);
+        }
+        let reads = g
+            .facts
+            .values()
+            .chain(g.held.iter().filter_map(|r| r.message.as_ref()));
+        for path in reads {
+            projection.add(&path.query, Use::Value);
+        }
+        add_fields(&mut projection, &g.fields);
+        if let Some(label) = &g.owner_label {
+            projection.add_member(&["metadata", "labels", label]);
+        }
+        Some(projection)
+    }
+
     /// The phase of the first rule matching `child`, if any rule matches.
     pub fn phase(&self, child: &Value) -> Option<&str> {
         self.phase
@@ -622,6 +665,16 @@ fn evaluate_fields(fields: &BTreeMap<String, Field>, object: &Value) -> BTreeMap
             Some((name.clone(), value))
         })
         .collect()
+}
+
+/// Adds what `fields` read (values) or count (nodes) to `projection`.
+fn add_fields(projection: &mut Projection, fields: &BTreeMap<String, Field>) {
+    for field in fields.values() {
+        match field {
+            Field::Value(path) => projection.add(&path.query, Use::Value),
+            Field::Count(path) => projection.add(&path.query, Use::Exists),
+        }
+    }
 }
 
 /// A scalar as text (strings as they are, numbers and booleans written out); `None` otherwise.

@@ -45,9 +45,29 @@
 /// Declares an enum of unit variants, each with its wire name, and generates `ALL`, `as_str`,
 /// `from_name` and `Display` for it. See the [module documentation](mod@crate::string_enum).
 ///
-/// `string_enum! { serde; ... }` additionally renames every variant for serde to its wire name.
+/// `string_enum! { serde; ... }` additionally renames every variant for serde to its wire name;
+/// `string_enum! { condition; ... }` declares the condition types of a status
+/// ([`ConditionType`](crate::condition::ConditionType), each named by its wire name).
 #[macro_export]
 macro_rules! string_enum {
+    (
+        condition;
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $crate::string_enum! {
+            $(#[$meta])*
+            $vis enum $name { $( $(#[$variant_meta])* $variant = $text ),+ }
+        }
+
+        impl $crate::condition::ConditionType for $name {
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+    };
     (
         serde;
         $(#[$meta:meta])*

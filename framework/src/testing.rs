@@ -37,6 +37,8 @@
 use std::pin::pin;
 
 use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ObjectMeta;
 use kube::{Client, client::Body};
 use serde_json::{Value, json};
 use tower_test::mock;
@@ -178,4 +180,19 @@ fn respond(status: StatusCode, body: &Value) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string().into_bytes()));
     *response.status_mut() = status;
     response
+}
+
+/// A ConfigMap `name` in namespace `ns` at resource version `resource_version`: the object of
+/// the runtime's cache and store tests.
+#[must_use]
+pub fn config_map(name: &str, resource_version: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(resource_version.into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    }
 }

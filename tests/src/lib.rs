@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod e2e;
 pub mod image;
 pub mod requests;
+pub mod runtime;
 pub mod simulator;
 pub mod tekton;
 

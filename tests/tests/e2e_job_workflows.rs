@@ -15,11 +15,12 @@
 use anyhow::anyhow;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams},
 };
 use kubernaut_test_harness::e2e::workflows::{
-    ENDED, OperatorEnv, child_name, eventually, execution, failure, phase, wait_phase,
+    ENDED, OperatorEnv, Scenario, assert_failure, child_name, eventually, execution, phase,
+    wait_phase,
 };
 use tokio::sync::OnceCell;
 use workflowexecution_operator::types::{FailureReason, Phase, SkipReason, WorkflowExecution};
@@ -64,32 +65,23 @@ fn job_pods(job: &str) -> ListParams {
     ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))
 }
 
-/// A scenario: one Job execution of `image` in a namespace of its own, run to its end.
-async fn scenario(
+/// One Job execution `name` of `image` in a namespace of its own, run to its end (on the Job
+/// engine, checked); returns the scenario and the execution as it ended.
+async fn run_job(
     env: &OperatorEnv,
-    client: &Client,
     name: &str,
     image: &str,
     timeout: &str,
-) -> anyhow::Result<WorkflowExecution> {
-    let ns = env
-        .cluster
-        .control_plane()
-        .create_namespace(&format!("e2e-job-{name}"))
-        .await?;
-    let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
-    wfes.create(
-        &PostParams::default(),
-        &job_execution(&ns, name, image, name, timeout),
-    )
-    .await?;
-    let done = wait_phase(&wfes, name, ENDED).await?;
+) -> anyhow::Result<(Scenario, WorkflowExecution)> {
+    let scenario = env.scenario(&format!("e2e-job-{name}")).await?;
+    let wfe = job_execution(&scenario.ns, name, image, name, timeout);
+    let done = scenario.run_to_end(&wfe).await?;
     let engine = done
         .status
         .as_ref()
         .and_then(|s| s.execution_engine.clone());
     assert_eq!(engine.as_deref(), Some(JOB_ENGINE), "{:?}", done.status);
-    Ok(done)
+    Ok((scenario, done))
 }
 
 // ------------------------------------------------------------------------------------- success
@@ -99,8 +91,8 @@ async fn a_job_execution_whose_container_exits_0_completes_as_a_job_run_by_the_r
 -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let done = scenario(env, &client, "succeed", "e2e-succeed", "5m").await?;
+        let (scenario, done) = run_job(env, "succeed", "e2e-succeed", "5m").await?;
+        let client = &scenario.client;
         assert_eq!(
             phase(&done),
             Some(Phase::Completed),
@@ -130,17 +122,11 @@ async fn a_job_container_exiting_1_fails_the_execution_as_task_failed_naming_the
 -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let done = scenario(env, &client, "exit-1", "e2e-exit-1", "5m").await?;
-        let details = failure(&done)?;
-        assert_eq!(details.reason, FailureReason::TaskFailed, "{details:?}");
+        let (_, done) = run_job(env, "exit-1", "e2e-exit-1", "5m").await?;
+        let details = assert_failure(&done, FailureReason::TaskFailed, true)?;
         assert_eq!(details.exit_code, Some(1), "{details:?}");
-        assert_eq!(
-            details.failed_step_name.as_deref(),
-            Some("workflow"),
-            "{details:?}"
-        );
-        assert!(details.was_execution_failure, "{details:?}");
+        let step = details.failed_step_name.as_deref();
+        assert_eq!(step, Some("workflow"), "{details:?}");
         Ok(())
     })
     .await
@@ -150,12 +136,9 @@ async fn a_job_container_exiting_1_fails_the_execution_as_task_failed_naming_the
 async fn an_oom_killed_job_container_fails_the_execution_as_oom_killed() -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let done = scenario(env, &client, "oom", "e2e-oom", "5m").await?;
-        let details = failure(&done)?;
-        assert_eq!(details.reason, FailureReason::OomKilled, "{details:?}");
+        let (_, done) = run_job(env, "oom", "e2e-oom", "5m").await?;
+        let details = assert_failure(&done, FailureReason::OomKilled, true)?;
         assert_eq!(details.exit_code, Some(137), "{details:?}");
-        assert!(details.was_execution_failure, "{details:?}");
         Ok(())
     })
     .await
@@ -170,18 +153,10 @@ async fn an_image_that_cannot_be_pulled_is_reported_held_then_fails_the_executio
 -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let ns = env
-            .cluster
-            .control_plane()
-            .create_namespace("e2e-job-image-pull")
-            .await?;
-        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
-        wfes.create(
-            &PostParams::default(),
-            &job_execution(&ns, "image-pull", "e2e-image-pull", "image-pull", "20s"),
-        )
-        .await?;
+        let scenario = env.scenario("e2e-job-image-pull").await?;
+        let (ns, wfes) = (&scenario.ns, &scenario.wfes);
+        let wfe = job_execution(ns, "image-pull", "e2e-image-pull", "image-pull", "20s");
+        scenario.create(&wfe).await?;
         let held = eventually("the WFE reports the image pull while running", || async {
             let current = wfes.get("image-pull").await?;
             let reported = current.status.as_ref().is_some_and(|s| {
@@ -195,14 +170,8 @@ async fn an_image_that_cannot_be_pulled_is_reported_held_then_fails_the_executio
         })
         .await?;
         assert_eq!(phase(&held), Some(Phase::Running), "{:?}", held.status);
-        let done = wait_phase(&wfes, "image-pull", ENDED).await?;
-        let details = failure(&done)?;
-        assert_eq!(
-            details.reason,
-            FailureReason::ImagePullBackOff,
-            "{details:?}"
-        );
-        assert!(!details.was_execution_failure, "{details:?}");
+        let done = wait_phase(wfes, "image-pull", ENDED).await?;
+        assert_failure(&done, FailureReason::ImagePullBackOff, false)?;
         Ok(())
     })
     .await
@@ -213,15 +182,8 @@ async fn a_job_container_running_past_the_timeout_fails_the_execution_as_deadlin
 -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let done = scenario(env, &client, "deadline", "e2e-sleep", "8s").await?;
-        let details = failure(&done)?;
-        assert_eq!(
-            details.reason,
-            FailureReason::DeadlineExceeded,
-            "{details:?}"
-        );
-        assert!(details.was_execution_failure, "{details:?}");
+        let (_, done) = run_job(env, "deadline", "e2e-sleep", "8s").await?;
+        assert_failure(&done, FailureReason::DeadlineExceeded, true)?;
         Ok(())
     })
     .await
@@ -233,19 +195,12 @@ async fn a_job_container_running_past_the_timeout_fails_the_execution_as_deadlin
 async fn deleting_a_running_job_execution_removes_it_with_its_job_and_pods() -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let ns = env
-            .cluster
-            .control_plane()
-            .create_namespace("e2e-job-deleted")
+        let scenario = env.scenario("e2e-job-deleted").await?;
+        let (client, ns, wfes) = (&scenario.client, &scenario.ns, &scenario.wfes);
+        scenario
+            .create(&job_execution(ns, "deleted", "e2e-sleep", "deleted", "1h"))
             .await?;
-        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
-        wfes.create(
-            &PostParams::default(),
-            &job_execution(&ns, "deleted", "e2e-sleep", "deleted", "1h"),
-        )
-        .await?;
-        let running = wait_phase(&wfes, "deleted", &[Phase::Running, Phase::Failed]).await?;
+        let running = wait_phase(wfes, "deleted", &[Phase::Running, Phase::Failed]).await?;
         assert_eq!(
             phase(&running),
             Some(Phase::Running),
@@ -288,19 +243,14 @@ async fn deleting_a_running_job_execution_removes_it_with_its_job_and_pods() -> 
 async fn a_tekton_and_a_job_execution_on_one_target_never_run_at_once() -> anyhow::Result<()> {
     let env = env().await?;
     env.logged(async {
-        let client = env.cluster.client().await?;
-        let ns = env
-            .cluster
-            .control_plane()
-            .create_namespace("e2e-job-lock")
-            .await?;
-        let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), &ns);
-        let mut tekton = job_execution(&ns, "tekton", "unused", "shared", "1h");
+        let scenario = env.scenario("e2e-job-lock").await?;
+        let (ns, wfes) = (&scenario.ns, &scenario.wfes);
+        let mut tekton = job_execution(ns, "tekton", "unused", "shared", "1h");
         tekton.spec.workflow_ref.container_image = env.cluster.bundle("long-running")?;
         tekton.spec.execution_engine = Some("tekton".into());
-        let job = job_execution(&ns, "job", "e2e-sleep", "shared", "1h");
-        wfes.create(&PostParams::default(), &tekton).await?;
-        wfes.create(&PostParams::default(), &job).await?;
+        let job = job_execution(ns, "job", "e2e-sleep", "shared", "1h");
+        scenario.create(&tekton).await?;
+        scenario.create(&job).await?;
         let all = [
             Phase::Running,
             Phase::Completed,
@@ -308,8 +258,8 @@ async fn a_tekton_and_a_job_execution_on_one_target_never_run_at_once() -> anyho
             Phase::Skipped,
         ];
         let decided = [
-            wait_phase(&wfes, "tekton", &all).await?,
-            wait_phase(&wfes, "job", &all).await?,
+            wait_phase(wfes, "tekton", &all).await?,
+            wait_phase(wfes, "job", &all).await?,
         ];
         let running: Vec<&WorkflowExecution> = decided
             .iter()

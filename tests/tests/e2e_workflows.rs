@@ -28,7 +28,8 @@ use kube::{
 use kubernaut_test_harness::e2e::{
     E2eCluster,
     workflows::{
-        ENDED, OperatorEnv, child_name, eventually, execution, failure, phase, wait_phase,
+        ENDED, OperatorEnv, assert_failure, child_name, eventually, execution, failure, phase,
+        wait_phase,
     },
 };
 use serde_json::Value;
@@ -257,8 +258,7 @@ async fn a_step_exiting_1_fails_the_execution_as_task_failed_naming_task_step_an
             "the first step of the first task exits 1",
         )
         .await?;
-        let details = failure(&done)?;
-        assert_eq!(details.reason, FailureReason::TaskFailed, "{details:?}");
+        let details = assert_failure(&done, FailureReason::TaskFailed, true)?;
         assert!(
             details
                 .failed_task_name
@@ -269,7 +269,6 @@ async fn a_step_exiting_1_fails_the_execution_as_task_failed_naming_task_step_an
         assert_eq!(details.failed_task_index, Some(0), "{details:?}");
         assert_eq!(details.failed_step_name.as_deref(), Some("scale"));
         assert_eq!(details.exit_code, Some(1), "{details:?}");
-        assert!(details.was_execution_failure, "{details:?}");
         Ok(())
     })
     .await
@@ -290,10 +289,8 @@ async fn an_oom_killed_step_fails_the_execution_as_oom_killed_with_exit_code_137
             "the first step of the first task is OOMKilled (137)",
         )
         .await?;
-        let details = failure(&done)?;
-        assert_eq!(details.reason, FailureReason::OomKilled, "{details:?}");
+        let details = assert_failure(&done, FailureReason::OomKilled, true)?;
         assert_eq!(details.exit_code, Some(137), "{details:?}");
-        assert!(details.was_execution_failure, "{details:?}");
         Ok(())
     })
     .await
@@ -318,15 +315,9 @@ async fn an_unpullable_first_image_fails_before_execution_without_an_exit_code()
             "the first task's steps wait in ImagePullBackOff",
         )
         .await?;
-        let details = failure(&done)?;
-        assert_eq!(
-            details.reason,
-            FailureReason::ImagePullBackOff,
-            "{details:?}"
-        );
+        let details = assert_failure(&done, FailureReason::ImagePullBackOff, false)?;
         assert_eq!(details.failed_step_name.as_deref(), Some("scale"));
         assert_eq!(details.exit_code, None, "{details:?}");
-        assert!(!details.was_execution_failure, "{details:?}");
         Ok(())
     })
     .await
@@ -349,12 +340,7 @@ async fn an_unpullable_second_image_is_an_execution_failure_because_the_first_ta
             "the first task succeeds, the second task's steps wait in ImagePullBackOff",
         )
         .await?;
-        let details = failure(&done)?;
-        assert_eq!(
-            details.reason,
-            FailureReason::ImagePullBackOff,
-            "{details:?}"
-        );
+        let details = assert_failure(&done, FailureReason::ImagePullBackOff, true)?;
         assert!(
             details
                 .failed_task_name
@@ -364,7 +350,6 @@ async fn an_unpullable_second_image_is_an_execution_failure_because_the_first_ta
         );
         assert_eq!(details.failed_task_index, Some(1), "{details:?}");
         assert_eq!(details.exit_code, None, "{details:?}");
-        assert!(details.was_execution_failure, "{details:?}");
         Ok(())
     })
     .await
@@ -922,15 +907,9 @@ async fn quota_scenario(env: &OperatorEnv) -> anyhow::Result<()> {
         "{}",
         finished[0].data["status"]
     );
-    let details = failure(&done)?;
-    assert_eq!(
-        details.reason,
-        FailureReason::ResourceExhausted,
-        "{details:?}"
-    );
+    let details = assert_failure(&done, FailureReason::ResourceExhausted, false)?;
     assert!(details.message.contains("exceeded quota"), "{details:?}");
     // No pod was ever created, so no step ran.
-    assert!(!details.was_execution_failure, "{details:?}");
     quotas
         .delete("no-widgets", &DeleteParams::default())
         .await?;

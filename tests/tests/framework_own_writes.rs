@@ -25,14 +25,14 @@ use kube::{
 };
 use kubernaut_framework::{
     own_writes::OwnWrites,
-    runtime::{Action, ChildWatch, Context, Operator, ParentWatch, RuntimeSettings},
+    runtime::{Action, Context, Operator},
 };
-use kubernaut_test_harness::ControlPlane;
+use kubernaut_test_harness::{
+    ControlPlane,
+    runtime::{PARENT_LABEL, PARENT_NAME, PARENT_NAMESPACE, children_in, parents_in, settings},
+};
 use serde_json::json;
 
-const PARENT_LABEL: &str = "own-writes.kubernaut.test/parent";
-const PARENT_NAME: &str = "own-writes.kubernaut.test/parent-name";
-const PARENT_NAMESPACE: &str = "own-writes.kubernaut.test/parent-namespace";
 /// The steps every parent advances through.
 const STEPS: usize = 5;
 /// Parents per round.
@@ -144,22 +144,9 @@ async fn a_reconcile_behind_its_own_write_runs_on_the_newer_copy_without_standin
     let client = cp.client().await?;
     let steps = Steps::default();
     let own_writes = steps.own_writes.clone();
-    let mut settings = RuntimeSettings::new("own-writes-test");
-    settings.metrics_addr = ([127, 0, 0, 1], 0).into();
-    settings.health_addr = ([127, 0, 0, 1], 0).into();
-    settings.concurrency = 4;
-    let running = Operator::<ConfigMap>::new(client.clone(), settings)
-        .parents(ParentWatch {
-            namespace: Some(ns.clone()),
-            selector: Some(format!("{PARENT_LABEL}=true")),
-        })
-        .children(ChildWatch {
-            resource: ApiResource::erase::<ConfigMap>(&()),
-            namespace: Some(ns.clone()),
-            selector: PARENT_NAME.into(),
-            parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-            parent_name_annotation: None,
-        })
+    let running = Operator::<ConfigMap>::new(client.clone(), settings("own-writes-test"))
+        .parents(parents_in(&ns))
+        .children(children_in(ApiResource::erase::<ConfigMap>(&()), &ns))
         .own_writes(own_writes)
         .start(advance, steps)
         .await?;

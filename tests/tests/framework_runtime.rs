@@ -25,22 +25,19 @@ use kube::{
 };
 use kubernaut_framework::{
     runtime::{
-        Action, ChildWatch, Context, LeaderElectionSettings, MetricLabel, Operator, ParentWatch,
-        Running, RuntimeSettings, prometheus,
+        Action, Context, LeaderElectionSettings, MetricLabel, Operator, Running, prometheus,
     },
     template::{ChildIdentity, ChildKind, TemplateDecl, TemplateStore, apply_identity},
 };
 use kubernaut_test_harness::{
     ControlPlane,
     requests::{ApiRequest, RequestLog},
+    runtime::{PARENT_LABEL, PARENT_NAME, PARENT_NAMESPACE, children_in, parents_in, settings},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PARENT_LABEL: &str = "runtime.kubernaut.test/parent";
-const PARENT_NAME: &str = "runtime.kubernaut.test/parent-name";
-const PARENT_NAMESPACE: &str = "runtime.kubernaut.test/parent-namespace";
 const REVISION: &str = "runtime.kubernaut.test/template-revision";
 
 // ---------------------------------------------------------------------------------------------
@@ -195,24 +192,6 @@ fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
-}
-
-fn settings(name: &str) -> RuntimeSettings {
-    let mut settings = RuntimeSettings::new(name);
-    settings.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.health_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.concurrency = 4;
-    settings.template_poll = Duration::from_millis(200);
-    settings.error_backoff.base = Duration::from_millis(500);
-    settings.error_backoff.max = Duration::from_secs(5);
-    settings
-}
-
-fn parents_in(ns: &str) -> ParentWatch {
-    ParentWatch {
-        namespace: Some(ns.to_string()),
-        selector: Some(format!("{PARENT_LABEL}=true")),
-    }
 }
 
 fn parent_configmap(name: &str, extra_labels: &[(&str, &str)]) -> ConfigMap {
@@ -674,13 +653,7 @@ async fn readyz_turns_ready_only_once_the_caches_synced() -> anyhow::Result<()> 
     // The Gadget CRD is not installed yet: its list fails, so the parent cache cannot sync.
     let running = Operator::<Gadget>::new(client.clone(), settings("ready-test"))
         .parents(parents_in(&ns))
-        .children(ChildWatch {
-            resource: ApiResource::erase::<ConfigMap>(&()),
-            namespace: Some(ns.clone()),
-            selector: PARENT_NAME.into(),
-            parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-            parent_name_annotation: None,
-        })
+        .children(children_in(ApiResource::erase::<ConfigMap>(&()), &ns))
         .start(record_gadget, Seen::default())
         .await?;
     for _ in 0..10 {
@@ -740,13 +713,7 @@ async fn a_grandchild_change_reconciles_its_parent_and_is_cached_pruned() -> any
     let _logs = cp.logs_on_failure();
     let ns = cp.create_namespace("rt-grandchild").await?;
     let client = cp.client().await?;
-    let watch = |resource: ApiResource| ChildWatch {
-        resource,
-        namespace: Some(ns.clone()),
-        selector: PARENT_NAME.into(),
-        parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-        parent_name_annotation: None,
-    };
+    let watch = |resource: ApiResource| children_in(resource, &ns);
     // Parents: ConfigMaps; children: ServiceAccounts; grandchildren: Secrets.
     let running = Operator::<ConfigMap>::new(client.clone(), settings("grandchild-test"))
         .parents(parents_in(&ns))
@@ -823,13 +790,7 @@ async fn children_of_two_kinds_are_cached_by_kind_and_each_reconciles_the_parent
     let _logs = cp.logs_on_failure();
     let ns = cp.create_namespace("rt-two-kinds").await?;
     let client = cp.client().await?;
-    let watch = |resource: ApiResource| ChildWatch {
-        resource,
-        namespace: Some(ns.clone()),
-        selector: PARENT_NAME.into(),
-        parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-        parent_name_annotation: None,
-    };
+    let watch = |resource: ApiResource| children_in(resource, &ns);
     let (secrets_kind, doohickeys_kind) = (
         ApiResource::erase::<Secret>(&()),
         ApiResource::from_gvk_with_plural(
@@ -956,13 +917,7 @@ async fn grandchildren_of_two_kinds_are_cached_by_kind_and_each_reconciles_the_p
     let _logs = cp.logs_on_failure();
     let ns = cp.create_namespace("rt-two-grandkinds").await?;
     let client = cp.client().await?;
-    let watch = |resource: ApiResource| ChildWatch {
-        resource,
-        namespace: Some(ns.clone()),
-        selector: PARENT_NAME.into(),
-        parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-        parent_name_annotation: None,
-    };
+    let watch = |resource: ApiResource| children_in(resource, &ns);
     let (accounts_kind, secrets_kind) = (
         ApiResource::erase::<ServiceAccount>(&()),
         ApiResource::erase::<Secret>(&()),
@@ -1255,13 +1210,10 @@ async fn hot_reload_serves_new_templates_and_keeps_the_last_good_one() -> anyhow
         .await?;
     let running = Operator::<ConfigMap>::new(client.clone(), settings("reload-test"))
         .parents(parents_in(&ns))
-        .children(ChildWatch {
-            resource: ApiResource::erase::<ConfigMap>(&()),
-            namespace: Some(children_ns.clone()),
-            selector: PARENT_NAME.into(),
-            parent_labels: (PARENT_NAME.into(), PARENT_NAMESPACE.into()),
-            parent_name_annotation: None,
-        })
+        .children(children_in(
+            ApiResource::erase::<ConfigMap>(&()),
+            &children_ns,
+        ))
         .templates(store.clone(), Some(anchor.object_ref(&())))
         .start(
             render_child,
@@ -1749,13 +1701,7 @@ async fn only_a_real_change_cuts_a_backoff_short_and_success_resolves_it() -> an
     settings.error_backoff.max = Duration::from_secs(600);
     let running = Operator::<Sprocket>::new(client.clone(), settings)
         .parents(parents_in(&ns))
-        .children(ChildWatch {
-            resource: ApiResource::erase::<ConfigMap>(&()),
-            namespace: Some(ns.clone()),
-            selector: PARENT_NAME.to_string(),
-            parent_labels: (PARENT_NAME.to_string(), PARENT_NAMESPACE.to_string()),
-            parent_name_annotation: None,
-        })
+        .children(children_in(ApiResource::erase::<ConfigMap>(&()), &ns))
         .start(fail_sprocket, Seen::default())
         .await?;
     let ctx = running.context().clone();

@@ -110,23 +110,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> CatchUp<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::config_map as cm;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::{
-        api::ObjectMeta,
-        runtime::{reflector::store::Writer, watcher::Event},
-    };
-
-    fn cm(name: &str, rv: &str) -> ConfigMap {
-        ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                resource_version: Some(rv.into()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        }
-    }
+    use kube::runtime::{reflector::store::Writer, watcher::Event};
 
     struct Fixture {
         writer: Writer<ConfigMap>,

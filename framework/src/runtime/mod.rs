@@ -59,7 +59,8 @@
 //!    memory (`ctx.parents`, `ctx.children`, `ctx.grandchildren`) instead of API list calls; the
 //!    child and grandchild caches are [`KindStores`], one store per kind, looked up by the
 //!    reference's kind. Cached objects have their `managedFields` stripped, and cached children
-//!    (of every kind) whatever [`Operator::prune_children`] drops. Grandchildren ([`Operator::grandchildren`]: objects the
+//!    (of every kind) whatever [`Operator::prune_children`] drops (a kind watched with
+//!    [`Operator::children_pruned`]: whatever its own function drops). Grandchildren ([`Operator::grandchildren`]: objects the
 //!    children create, carrying the same parent labels, e.g. a PipelineRun's TaskRuns) are watched
 //!    the same way: a change to one reconciles its parent.
 //! 3. Error boundary: a parent that fails to deserialize into `K` is logged, counted in
@@ -450,6 +451,7 @@ pub struct Operator<K: Resource<DynamicType = ()> + 'static> {
     templates: Option<(Arc<TemplateStore>, Option<ObjectReference>)>,
     index: Option<Arc<index::IndexKeyFn<K>>>,
     prune: Option<Arc<reflect::PruneFn>>,
+    kind_prunes: Vec<(ApiResource, Arc<reflect::PruneFn>)>,
     own_writes: OwnWrites<K>,
     registry: Registry,
     shutdown: CancellationToken,
@@ -471,6 +473,7 @@ where
             templates: None,
             index: None,
             prune: None,
+            kind_prunes: Vec::new(),
             own_writes: OwnWrites::new(),
             registry: Registry::new(),
             shutdown: CancellationToken::new(),
@@ -538,6 +541,30 @@ where
             None => self.children.push(watch),
         }
         self
+    }
+
+    /// Watches children of one kind as [`Self::children`] does, and drops from each cached one
+    /// what `prune` drops (for that kind only; it replaces [`Self::prune_children`]'s function
+    /// there, same rules). An operator whose kinds are read differently (one status mapping per
+    /// kind, say) prunes each by what is read of it.
+    #[must_use]
+    pub fn children_pruned(
+        mut self,
+        watch: ChildWatch,
+        prune: impl Fn(&mut DynamicObject) + Send + Sync + 'static,
+    ) -> Self {
+        self.kind_prunes.retain(|(kind, _)| *kind != watch.resource);
+        let prune = Arc::new(prune) as Arc<reflect::PruneFn>;
+        self.kind_prunes.push((watch.resource.clone(), prune));
+        self.children(watch)
+    }
+
+    /// The prune function of the children of `resource`'s kind: its own, else the common one.
+    fn child_prune(&self, resource: &ApiResource) -> Option<Arc<reflect::PruneFn>> {
+        (self.kind_prunes.iter())
+            .find(|(kind, _)| kind == resource)
+            .map(|(_, prune)| prune.clone())
+            .or_else(|| self.prune.clone())
     }
 
     /// Also watches grandchildren: objects of another kind that the children create and that
@@ -706,10 +733,8 @@ where
             probes.clone(),
             parent_reflector(&self.parents, writers.parents, &triggers.parents, context),
         ));
-        let children = self
-            .children
-            .iter()
-            .map(|watch| (watch, self.prune.clone()));
+        let children =
+            (self.children.iter()).map(|watch| (watch, self.child_prune(&watch.resource)));
         let grandchildren =
             (self.grandchildren.iter()).map(|(watch, prune)| (watch, Some(prune.clone())));
         let reflectors = [

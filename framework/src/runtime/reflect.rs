@@ -9,7 +9,8 @@
 //!    so the reconciler never acts on outdated data.
 //! 2. `managedFields` are stripped from every cached object (they are often larger than the
 //!    object itself and no reconciler needs them); cached children are also pruned by the
-//!    operator's prune function (`Operator::prune_children`), if it gave one.
+//!    operator's prune function for their kind (`Operator::children_pruned`, else
+//!    `Operator::prune_children`), if it gave one, once per watch event.
 //! 3. A trigger is broadcast only after the store holds the object, so a reconcile started by it
 //!    finds the object (or a newer version) in the store.
 //! 4. Broadcasting never blocks the reflector: a receiver that falls behind is told so and
@@ -278,20 +279,8 @@ pub(crate) async fn reflect_children(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::config_map as cm;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::core::ObjectMeta;
-
-    fn cm(name: &str, rv: &str) -> ConfigMap {
-        ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                resource_version: Some(rv.into()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        }
-    }
 
     fn bad(name: &str, rv: &str) -> DeserializeGuard<ConfigMap> {
         DeserializeGuard(Err(InvalidObject {

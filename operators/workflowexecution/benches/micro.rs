@@ -21,7 +21,9 @@ use kube::{
         watcher,
     },
 };
-use kubernaut_framework::{lock::lock_name, runtime::ParentIndex, template::apply_identity};
+use kubernaut_framework::{
+    lock::lock_name, phase::Phase as _, runtime::ParentIndex, template::apply_identity,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use workflowexecution_operator::{

@@ -107,53 +107,41 @@ impl Action for AuditAction {
     }
 }
 
-/// The envelope's `event_data`. Every field is optional; a `None` field is left out of the JSON.
-/// Times are RFC 3339 strings as in the WFE's status, `duration` as in `status.duration`
-/// (`2m30s`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct AuditData {
-    /// `spec.workflowRef.workflowId`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workflow_id: Option<String>,
-    /// `spec.targetResource`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_resource: Option<String>,
-    /// The WFE's phase after the audited step (`Running`, `Completed`, `Failed`, `Skipped`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-    /// `spec.workflowRef.containerImage` (the Tekton bundle).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_image: Option<String>,
-    /// The WFE's name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub execution_name: Option<String>,
-    /// The PipelineRun's name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pipelinerun_name: Option<String>,
-    /// `status.startTime`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    /// `status.completionTime`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
-    /// `status.duration`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration: Option<String>,
-    /// `status.failureDetails.reason`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
-    /// `status.failureDetails.message`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_message: Option<String>,
-    /// `status.failureDetails.failedTaskName`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_task_name: Option<String>,
-    /// `status.skipDetails.reason`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_reason: Option<String>,
-    /// `status.skipDetails.message`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skip_message: Option<String>,
+kubernaut_framework::api_struct! {
+    /// The envelope's `event_data`. Every field is optional; a `None` field is left out of the JSON.
+    /// Times are RFC 3339 strings as in the WFE's status, `duration` as in `status.duration`
+    /// (`2m30s`).
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+    pub struct AuditData {
+        /// `spec.workflowRef.workflowId`.
+        pub workflow_id: Option<String>,
+        /// `spec.targetResource`.
+        pub target_resource: Option<String>,
+        /// The WFE's phase after the audited step (`Running`, `Completed`, `Failed`, `Skipped`).
+        pub phase: Option<String>,
+        /// `spec.workflowRef.containerImage` (the Tekton bundle).
+        pub container_image: Option<String>,
+        /// The WFE's name.
+        pub execution_name: Option<String>,
+        /// The PipelineRun's name.
+        pub pipelinerun_name: Option<String>,
+        /// `status.startTime`.
+        pub started_at: Option<String>,
+        /// `status.completionTime`.
+        pub completed_at: Option<String>,
+        /// `status.duration`.
+        pub duration: Option<String>,
+        /// `status.failureDetails.reason`.
+        pub failure_reason: Option<String>,
+        /// `status.failureDetails.message`.
+        pub failure_message: Option<String>,
+        /// `status.failureDetails.failedTaskName`.
+        pub failed_task_name: Option<String>,
+        /// `status.skipDetails.reason`.
+        pub skip_reason: Option<String>,
+        /// `status.skipDetails.message`.
+        pub skip_message: Option<String>,
+    }
 }
 
 #[cfg(test)]

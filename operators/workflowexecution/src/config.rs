@@ -54,6 +54,8 @@ pub struct OperatorConfig {
     pub cooldown: CooldownSettings,
     /// Backoff after pre-execution failures on a target.
     pub backoff: BackoffSettings,
+    /// How the WFE's status mirrors its run.
+    pub status: StatusSettings,
     /// The template directory, holding `tekton/pipelinerun.yaml.j2`, `tekton/status.yaml` and
     /// `tekton/cancel.yaml` (the framework's `templates.*` section).
     pub templates: TemplateSettings,
@@ -71,6 +73,7 @@ impl Default for OperatorConfig {
             execution: ExecutionSettings::default(),
             cooldown: CooldownSettings::default(),
             backoff: BackoffSettings::default(),
+            status: StatusSettings::default(),
             templates: TemplateSettings::new("/etc/kubernaut/workflowexecution/templates"),
             audit: AuditSettings::default(),
             controller: ControllerSettings::new("workflowexecution-operator"),
@@ -209,6 +212,31 @@ impl Default for CooldownSettings {
     }
 }
 
+/// `status.*`: how a WFE's status mirrors its run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusSettings {
+    /// The run's intermediate progress (`status.pipelineRunStatus` while it runs) is written at
+    /// most once per WFE per this interval, the latest at its end; phase changes, the
+    /// "a step ran" marker and a held-back step are written at once.
+    #[serde(with = "kubernaut_framework::config::duration")]
+    pub progress_interval: Duration,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        StatusSettings {
+            progress_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Validate for StatusSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_positive("status.progressInterval", self.progress_interval)
+    }
+}
+
 /// `backoff.*`: the delay schedule after pre-execution failures on a target.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -268,6 +296,7 @@ impl Validate for OperatorConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.execution.validate()?;
         self.backoff.validate()?;
+        self.status.validate()?;
         self.templates.validate()?;
         self.audit.validate()?;
         self.controller.validate()
@@ -372,6 +401,7 @@ mod tests {
         assert_eq!(c.backoff.max, Duration::from_secs(600));
         assert_eq!(c.backoff.max_exponent, 4);
         assert_eq!(c.backoff.max_consecutive_failures, 5);
+        assert_eq!(c.status.progress_interval, Duration::from_secs(5));
         assert_eq!(
             c.templates.dir,
             PathBuf::from("/etc/kubernaut/workflowexecution/templates")
@@ -482,6 +512,7 @@ mod tests {
     fn environment_overrides_name_real_keys() {
         let c = load_env(&[
             ("WFE_COOLDOWN__PERIOD", "2m"),
+            ("WFE_STATUS__PROGRESSINTERVAL", "1500ms"),
             ("WFE_EXECUTION__SERVICE_ACCOUNT_NAME", "runner-b"),
             ("WFE_BACKOFF__MAXCONSECUTIVEFAILURES", "3"),
             ("WFE_AUDIT__SINK", "http"),
@@ -511,6 +542,7 @@ mod tests {
         assert_eq!(c.execution.allowed_bundles, ["r.example.com/wf/*"]);
         assert_eq!(c.execution.max_timeout, Duration::from_secs(3600));
         assert_eq!(c.cooldown.period, Duration::from_secs(120));
+        assert_eq!(c.status.progress_interval, Duration::from_millis(1500));
         assert_eq!(c.execution.service_account_name, "runner-b");
         assert_eq!(c.backoff.max_consecutive_failures, 3);
         assert_eq!(c.audit.sink, AuditSink::Http);
@@ -642,6 +674,14 @@ mod tests {
             (
                 &[("WFE_CONTROLLER__CONCURRENCY", "0")],
                 "controller.concurrency",
+            ),
+            (
+                &[("WFE_STATUS__PROGRESSINTERVAL", "0s")],
+                "status.progressInterval",
+            ),
+            (
+                &[("WFE_STATUS__PROGRESSINTERVAL", "soon")],
+                "status.progressInterval",
             ),
         ];
         for (vars, key) in cases {

@@ -267,14 +267,9 @@ fn without_task(
     FailureDetails {
         reason,
         message,
-        failed_task_name: None,
-        failed_task_index: None,
-        failed_step_name: None,
-        exit_code: None,
         failed_at: Some(Time(failed_at)),
-        execution_time_before_failure: None,
         was_execution_failure,
-        natural_language_summary: String::new(),
+        ..FailureDetails::default()
     }
 }
 

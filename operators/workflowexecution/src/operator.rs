@@ -13,7 +13,8 @@ use kubernaut_framework::{
     config::ConfigStore,
     lock::Locks,
     own_writes::OwnWrites,
-    runtime::{ChildWatch, Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
+    pace::Pace,
+    runtime::{Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
     template::{ChildKind, TemplateStore},
 };
 use thiserror::Error;
@@ -25,9 +26,7 @@ use crate::{
     controller::{self, State},
     engine::{EngineError, Engines},
     metrics::Metrics,
-    pipelinerun::{
-        self, ANNOTATION_WORKFLOW_EXECUTION, LABEL_SOURCE_NAMESPACE, LABEL_WORKFLOW_EXECUTION,
-    },
+    pipelinerun,
     types::WorkflowExecution,
 };
 
@@ -40,14 +39,11 @@ pub enum StartError {
     /// A kind the templates create or read (the status mapping's `child` and
     /// `grandchildren.child`) is not served by the cluster.
     #[error(
-        "the {kind} API is not served by this cluster: install what serves it (the shipped templates need Tekton Pipelines) ({message})"
+        "the {} API is not served by this cluster: install what serves it (the shipped templates need Tekton Pipelines) ({})",
+        .0.kind,
+        .0.message
     )]
-    KindNotServed {
-        /// The kind, as `apiVersion, Kind=…`.
-        kind: String,
-        /// What the API server said instead.
-        message: String,
-    },
+    KindNotServed(#[from] NotServed),
     /// The templates failed to load.
     #[error("loading the PipelineRun template from {dir}: {message}")]
     Templates {
@@ -68,15 +64,6 @@ pub enum StartError {
     /// The runtime failed to start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-}
-
-impl From<NotServed> for StartError {
-    fn from(e: NotServed) -> Self {
-        StartError::KindNotServed {
-            kind: e.kind,
-            message: e.message,
-        }
-    }
 }
 
 /// Runtime settings derived from the operator config (the framework's
@@ -110,16 +97,8 @@ fn runtime(
     engines: &Engines,
     store: TemplateStore,
 ) -> Operator<WorkflowExecution> {
-    let watch_of = |kind: &ChildKind| ChildWatch {
-        resource: resource_of(kind),
-        namespace: Some(namespace.to_owned()),
-        selector: LABEL_WORKFLOW_EXECUTION.to_string(),
-        parent_labels: (
-            LABEL_WORKFLOW_EXECUTION.to_string(),
-            LABEL_SOURCE_NAMESPACE.to_string(),
-        ),
-        // Names may be 253 characters long; the label carries a shortened form.
-        parent_name_annotation: Some(ANNOTATION_WORKFLOW_EXECUTION.to_string()),
+    let watch_of = |kind: &ChildKind| {
+        pipelinerun::OWNER_KEYS.child_watch(resource_of(kind), Some(namespace.to_owned()))
     };
     let mut operator = Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
@@ -127,16 +106,22 @@ fn runtime(
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        // The reconciler reads only identity, labels and status from cached runs.
-        .prune_children(pipelinerun::prune_cached_run)
         .templates(Arc::new(store), None);
+    // The reconciler reads of a cached run its identity, ownership and what the status mappings
+    // of the engines creating its kind read: that is all the cache keeps.
     for kind in engines.child_kinds() {
-        operator = operator.children(watch_of(&kind));
+        let projection = engines.child_projection(&kind);
+        operator = operator.children_pruned(watch_of(&kind), move |run| {
+            pipelinerun::project_cached_run(run, &projection);
+        });
     }
     // The engines copy the run's labels onto what carries its failure facts (Tekton onto its
     // TaskRuns, the Job template onto its pods), so they map to the same WorkflowExecution.
     for kind in engines.grandchild_kinds() {
-        operator = operator.grandchildren(watch_of(&kind), crate::task_runs::prune_cached_task_run);
+        let projection = engines.grandchild_projection(&kind);
+        operator = operator.grandchildren(watch_of(&kind), move |task_run| {
+            crate::task_runs::project_cached_task_run(task_run, &projection);
+        });
     }
     operator
 }
@@ -173,6 +158,7 @@ pub async fn start(
         metrics,
         own_writes,
         locks: Locks::default(),
+        pace: Pace::new(),
     };
     info!(
         namespace = %namespace,

@@ -17,7 +17,9 @@
 //!    the original, so distinct inputs stay distinct.
 //!
 //! 5. The operator's cache of runs holds only what the reconciler reads
-//!    ([`prune_cached_run`]): identity, labels, the `kubernaut.ai/*` annotations and `status`.
+//!    ([`project_cached_run`]): identity, the `kubernaut.ai/*` labels, the owner's full name and
+//!    the block annotations, and what the engine's status mapping reads
+//!    ([`kubernaut_framework::status::Projection`]).
 //! 6. A run is owned by one WorkflowExecution *instance*: the label
 //!    `kubernaut.ai/workflow-execution-uid` carries its uid and every ownership decision compares
 //!    it ([`owner`]), so a WorkflowExecution deleted and re-created under the same name never
@@ -34,12 +36,11 @@
 //!    `kubernaut.ai/workflow-execution` label carries a shortened, hashed form ([`label_value`]);
 //!    the full name is in the annotation of the same key, which maps a run back to its
 //!    WorkflowExecution (the runtime's `ChildWatch::parent_name_annotation`).
-use std::collections::BTreeMap;
-
-use kube::{ResourceExt, api::DynamicObject};
-use kubernaut_framework::lock::{Owner, lock_name};
+use kube::api::DynamicObject;
+use kubernaut_framework::lock::{BlockMarker, Marked, Owner, OwnerKeys, lock_name};
 use kubernaut_framework::names::LabelValue;
-use kubernaut_framework::runtime::prune::prune;
+use kubernaut_framework::runtime::prune::project;
+use kubernaut_framework::status::Projection;
 use kubernaut_framework::template::{ChildIdentity, TemplateError, TemplateSet, apply_identity};
 use serde_json::Value;
 
@@ -83,63 +84,29 @@ pub fn label_value(raw: &str) -> String {
     LabelValue::fitting(&raw.replace('/', "__"), raw).into_string()
 }
 
-/// The ownership labels that name `wfe` on its run (name and namespace).
-pub fn owner_labels(wfe: &WorkflowExecution) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            LABEL_WORKFLOW_EXECUTION.to_owned(),
-            label_value(&wfe.name_any()),
-        ),
-        (
-            LABEL_SOURCE_NAMESPACE.to_owned(),
-            label_value(&wfe.namespace().unwrap_or_default()),
-        ),
-    ])
-}
+/// The keys under which a run names its WorkflowExecution: name, namespace and uid labels, the
+/// full name as the annotation of the name label's key.
+pub const OWNER_KEYS: OwnerKeys = OwnerKeys {
+    name: LABEL_WORKFLOW_EXECUTION,
+    namespace: LABEL_SOURCE_NAMESPACE,
+    uid: LABEL_WORKFLOW_EXECUTION_UID,
+};
+
+/// The mark of a run kept as its target's block (annotation [`ANNOTATION_EXECUTION_BLOCK`], JSON
+/// of [`ExecutionBlock`]).
+pub const BLOCK: BlockMarker = BlockMarker {
+    key: ANNOTATION_EXECUTION_BLOCK,
+};
 
 /// The lock owner for `wfe`: its ownership labels, its full name as an annotation and its uid
 /// (compared: ownership is by instance).
 pub fn owner(wfe: &WorkflowExecution) -> Owner {
-    Owner {
-        labels: owner_labels(wfe),
-        annotations: BTreeMap::from([(ANNOTATION_WORKFLOW_EXECUTION.to_owned(), wfe.name_any())]),
-        uid: wfe.uid(),
-        uid_label: Some(LABEL_WORKFLOW_EXECUTION_UID.to_owned()),
-    }
-}
-
-/// The WorkflowExecution a run names as its owner: namespace, full name and uid (each empty when
-/// the run does not say).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RunOwner {
-    /// The owner's namespace.
-    pub namespace: String,
-    /// The owner's full name (from the annotation, else the label).
-    pub name: String,
-    /// The owner's uid.
-    pub uid: String,
-}
-
-/// Reads the owner a run names (see [`RunOwner`]).
-pub fn run_owner(run: &DynamicObject) -> RunOwner {
-    let labels = run.labels();
-    let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
-    let name = run
-        .annotations()
-        .get(ANNOTATION_WORKFLOW_EXECUTION)
-        .filter(|n| !n.is_empty())
-        .cloned()
-        .unwrap_or_else(|| label(LABEL_WORKFLOW_EXECUTION));
-    RunOwner {
-        namespace: label(LABEL_SOURCE_NAMESPACE),
-        name,
-        uid: label(LABEL_WORKFLOW_EXECUTION_UID),
-    }
+    OWNER_KEYS.owner(wfe)
 }
 
 /// The block an execution failure leaves on its run (annotation [`ANNOTATION_EXECUTION_BLOCK`]):
 /// enough to describe it after the failed WorkflowExecution is gone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionBlock {
     /// `namespace/name` of the WorkflowExecution that failed.
@@ -156,20 +123,13 @@ impl ExecutionBlock {
     /// The block recorded on `run`, if any (an unreadable annotation still blocks: it is kept
     /// as the reason, so a hand-edited value never lifts a block by accident).
     pub fn of(run: &DynamicObject) -> Option<ExecutionBlock> {
-        let raw = run.annotations().get(ANNOTATION_EXECUTION_BLOCK)?;
-        Some(
-            serde_json::from_str(raw).unwrap_or_else(|_| ExecutionBlock {
-                workflow_execution: String::new(),
-                workflow_id: String::new(),
-                reason: raw.clone(),
-                failed_at: String::new(),
-            }),
-        )
-    }
-
-    /// The annotation value.
-    pub fn to_annotation(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        Some(match BLOCK.read(run)? {
+            Marked::Record(block) => block,
+            Marked::Unreadable(reason) => ExecutionBlock {
+                reason,
+                ..ExecutionBlock::default()
+            },
+        })
     }
 }
 
@@ -220,36 +180,58 @@ pub fn render_child(
     Ok(run)
 }
 
-/// Drops from a cached run what the reconciler never reads from the cache: `spec` (the
-/// run is created from the template, and cancelled from a fresh read) and the annotations other
-/// than the operator's own (`kubernaut.ai/*`: the owner's full name, the block). Identity,
-/// labels (ownership) and `status` (what the status mapping reads) stay. With 10 000 runs
-/// cached this more than halves the operator's memory.
-pub fn prune_cached_run(run: &mut DynamicObject) {
-    prune(run, &[], |key| {
-        key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
-    });
+/// Whether the operator reads the label `key` of a cached run (or of what carries its failure
+/// facts): its own, `kubernaut.ai/*` (ownership: the owner's name, namespace and uid; the
+/// selector the runtime watches by).
+pub fn keeps_label(key: &str) -> bool {
+    key.starts_with("kubernaut.ai/")
+}
+
+/// Whether the operator reads the annotation `key` of a cached run: the owner's full name and
+/// the execution block.
+pub fn keeps_annotation(key: &str) -> bool {
+    key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
+}
+
+/// Keeps of a cached run what the reconciler reads from the cache: identity, the labels and
+/// annotations it reads ([`keeps_label`], [`keeps_annotation`]) and what the engine's status
+/// mapping reads (`projection`: [`StatusMapping::child_projection`], e.g. of a PipelineRun
+/// the `Succeeded` condition, the start and completion times, the TaskRun names and the number
+/// of tasks, not the tasks). Everything else (the spec, the resolved pipeline, provenance) is
+/// read from the API server by the rare reconcile that needs it (a cancel). With 10 000 runs
+/// cached this is most of the operator's memory.
+///
+/// [`StatusMapping::child_projection`]: kubernaut_framework::status::StatusMapping::child_projection
+pub fn project_cached_run(run: &mut DynamicObject, projection: &Projection) {
+    project(run, projection, keeps_label, keeps_annotation);
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use kube::ResourceExt;
     use kubernaut_framework::names::QualifiedName;
 
     use super::*;
     use crate::templates::sample_workflow_execution;
 
-    /// Every PipelineRun fixture reads the same through the shipped status mapping, and gives the
-    /// same failure details, after pruning as before.
+    /// Every PipelineRun fixture, with its TaskRuns, reads the same through the shipped status
+    /// mapping, and gives the same failure details, after projection as before; the spec, the
+    /// resolved pipeline's tasks and Tekton's labels and annotations are gone.
     #[test]
-    fn pruned_runs_map_and_classify_like_whole_ones() {
+    fn projected_runs_map_and_classify_like_whole_ones() {
         use crate::{
             config::OperatorConfig,
             failure::{FailureContext, failure_details},
             run_status::observe_run,
             testing::load_status_mapping,
         };
+        use kubernaut_framework::status::grandchildren::whole;
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mapping = load_status_mapping(&root.join("../../templates/workflowexecution")).unwrap();
+        let projection = mapping.child_projection();
+        let task_run_projection = mapping.grandchild_projection().unwrap();
         let config = OperatorConfig::default();
         let wfe = sample_workflow_execution();
         let context = FailureContext::new(&wfe, &config.execution);
@@ -257,20 +239,65 @@ mod tests {
         let mut seen = 0;
         for fixture in crate::test_runs::fixtures() {
             let task_runs = fixture.task_runs;
-            let whole: DynamicObject = serde_json::from_value(fixture.run).unwrap();
-            let mut pruned = whole.clone();
-            prune_cached_run(&mut pruned);
+            let projected_task_runs: BTreeMap<String, Value> = (task_runs.iter())
+                .map(|(name, task_run)| {
+                    let mut object: DynamicObject =
+                        serde_json::from_value(task_run.clone()).unwrap();
+                    crate::task_runs::project_cached_task_run(&mut object, &task_run_projection);
+                    (name.clone(), whole(&object))
+                })
+                .collect();
+            let whole_run: DynamicObject = serde_json::from_value(fixture.run).unwrap();
+            let mut projected = whole_run.clone();
+            project_cached_run(&mut projected, &projection);
             let name = &fixture.name;
-            assert!(pruned.data.get("spec").is_none(), "{name}: spec dropped");
-            assert_eq!(pruned.labels(), whole.labels(), "{name}: labels kept");
+            assert!(projected.data.get("spec").is_none(), "{name}: spec dropped");
+            let kept_tasks = projected.data.pointer("/status/pipelineSpec/tasks/0");
+            assert!(
+                kept_tasks.is_none_or(|task| task == &serde_json::json!({})),
+                "{name}: tasks only counted"
+            );
+            let labels = projected.labels();
+            assert!(labels.keys().all(|k| keeps_label(k)), "{name}: {labels:?}");
+            let ours = |run: &DynamicObject| {
+                let mut labels = run.labels().clone();
+                labels.retain(|k, _| keeps_label(k));
+                labels
+            };
             assert_eq!(
-                observe_run(&mapping, &pruned.data, Some(&task_runs)),
-                observe_run(&mapping, &whole.data, Some(&task_runs)),
+                ours(&projected),
+                ours(&whole_run),
+                "{name}: our labels kept"
+            );
+            assert_eq!(
+                OWNER_KEYS.holder(&projected),
+                OWNER_KEYS.holder(&whole_run),
+                "{name}: owner"
+            );
+            assert_eq!(
+                ExecutionBlock::of(&projected),
+                ExecutionBlock::of(&whole_run),
+                "{name}: block"
+            );
+            assert_eq!(
+                observe_run(&mapping, &projected.data, Some(&projected_task_runs)),
+                observe_run(&mapping, &whole_run.data, Some(&task_runs)),
                 "{name}: observation"
             );
             assert_eq!(
-                failure_details(&mapping, &context, &pruned.data, &task_runs, now),
-                failure_details(&mapping, &context, &whole.data, &task_runs, now),
+                mapping.grandchild_lookup(&whole(&projected)),
+                mapping.grandchild_lookup(&whole(&whole_run)),
+                "{name}: grandchildren"
+            );
+            assert_eq!(
+                failure_details(
+                    &mapping,
+                    &context,
+                    &projected.data,
+                    &projected_task_runs,
+                    now
+                ),
+                failure_details(&mapping, &context, &whole_run.data, &task_runs, now),
                 "{name}: failure details"
             );
             seen += 1;
@@ -429,8 +456,8 @@ mod tests {
         let mut run = DynamicObject::new(&identity.name, &crate::testing::pipelinerun_resource());
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());
-        prune_cached_run(&mut run);
-        let named = run_owner(&run);
+        project_cached_run(&mut run, &Projection::default());
+        let named = OWNER_KEYS.holder(&run);
         assert_eq!(named.name, long);
         assert_eq!(named.namespace, "kubernaut-system");
         assert_eq!(named.uid, "4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a");
@@ -447,7 +474,7 @@ mod tests {
         let mut run = DynamicObject::new("wfe-x", &crate::testing::pipelinerun_resource());
         run.metadata.annotations = Some(BTreeMap::from([(
             ANNOTATION_EXECUTION_BLOCK.to_owned(),
-            block.to_annotation(),
+            serde_json::to_string(&block).unwrap(),
         )]));
         assert_eq!(ExecutionBlock::of(&run), Some(block));
         run.metadata.annotations = Some(BTreeMap::from([(

@@ -5,27 +5,16 @@
 //! ([`kubernaut_framework::status::grandchildren`], [`StatusMapping::read_grandchildren`]); while
 //! a run runs they come from the runtime's grandchild cache, whose watch reconciles the
 //! WorkflowExecution on every change. This module decides when to record that work of the run
-//! ran ([`learn_step_ran`]) and what of a cached grandchild to keep ([`prune_cached_task_run`]).
+//! ran ([`learn_step_ran`]) and what of a cached grandchild to keep ([`project_cached_task_run`]).
 use std::collections::BTreeMap;
 
 use kube::api::DynamicObject;
-use kubernaut_framework::runtime::prune::prune;
-use kubernaut_framework::status::StatusMapping;
+use kubernaut_framework::runtime::prune::project;
+use kubernaut_framework::status::{Projection, StatusMapping};
 use serde_json::Value;
 
-use crate::pipelinerun::ANNOTATION_WORKFLOW_EXECUTION;
+use crate::pipelinerun::{ANNOTATION_WORKFLOW_EXECUTION, keeps_label};
 use crate::types::PipelineRunStatusSummary;
-
-/// What a cached grandchild's `status` may carry that the reconciler never reads: the resolved
-/// spec and provenance an engine copies into it, results, sidecars, artifacts, tracing context.
-pub const PRUNED_STATUS_FIELDS: [&str; 6] = [
-    "taskSpec",
-    "provenance",
-    "results",
-    "sidecars",
-    "artifacts",
-    "spanContext",
-];
 
 /// Whether to record now that work of the unfinished run ran: `stored` (the WFE's
 /// `pipelineRunStatus`) does not say so yet and work ran in one of `task_runs` (its
@@ -44,12 +33,13 @@ pub fn learn_step_ran(
     !known && task_runs.values().any(|tr| mapping.grandchild_ran(tr))
 }
 
-/// Drops what the reconciler never reads from a cached grandchild: its spec, the
-/// [`PRUNED_STATUS_FIELDS`] of its status and every annotation but the owner's full name. Kept:
-/// identity, labels, `creationTimestamp`, conditions, steps and times — everything the mapping's
-/// `grandchildren` paths read.
-pub fn prune_cached_task_run(task_run: &mut DynamicObject) {
-    prune(task_run, &PRUNED_STATUS_FIELDS, |key| {
+/// Keeps of a cached grandchild what the reconciler reads: identity (name, `creationTimestamp`
+/// …), the operator's labels ([`keeps_label`]), the owner's full name (how the runtime maps it
+/// to its WorkflowExecution) and what the engine's status mapping reads (`projection`:
+/// [`StatusMapping::grandchild_projection`], e.g. of a TaskRun its `Succeeded` condition, its
+/// steps' states and its completion time, plus the `ownerLabel`).
+pub fn project_cached_task_run(task_run: &mut DynamicObject, projection: &Projection) {
+    project(task_run, projection, keeps_label, |key| {
         key == ANNOTATION_WORKFLOW_EXECUTION
     });
 }
@@ -60,22 +50,51 @@ mod tests {
 
     use super::*;
 
-    /// A cached grandchild keeps what the mapping reads and the owner's name, nothing else.
+    /// A cached grandchild keeps what the mapping reads, the operator's labels and the owner's
+    /// name, nothing else.
     #[test]
-    fn pruning_keeps_what_the_mapping_reads() {
-        let mut pod: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "p", "labels": {"a": "b"},
+    fn projection_keeps_what_the_mapping_reads() {
+        let mapping = crate::testing::load_status_mapping(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../templates/workflowexecution"),
+        )
+        .unwrap();
+        let projection = mapping.grandchild_projection().unwrap();
+        let mut task_run: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+            "metadata": {"name": "t", "labels": {"kubernaut.ai/workflow-execution": "w",
+                                                 "tekton.dev/pipelineRun": "r",
+                                                 "tekton.dev/task": "x"},
                          "annotations": {ANNOTATION_WORKFLOW_EXECUTION: "wfe", "other": "x"}},
-            "spec": {"containers": []},
-            "status": {"conditions": [], "results": [], "taskSpec": {}},
+            "spec": {"params": []},
+            "status": {"conditions": [{"type": "Succeeded", "status": "True",
+                                       "reason": "Succeeded", "lastTransitionTime": "t"}],
+                       "steps": [{"name": "s", "container": "step-s",
+                                  "terminated": {"reason": "Completed", "exitCode": 0,
+                                                 "startedAt": "a", "finishedAt": "b"}}],
+                       "podName": "p", "results": [], "taskSpec": {}},
         }))
         .unwrap();
-        prune_cached_task_run(&mut pod);
-        assert_eq!(pod.data, json!({"status": {"conditions": []}}));
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()["a"], "b");
+        project_cached_task_run(&mut task_run, &projection);
         assert_eq!(
-            pod.metadata.annotations.unwrap().keys().collect::<Vec<_>>(),
+            task_run.data,
+            json!({"status": {
+                "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+                "steps": [{"name": "s", "terminated": {"reason": "Completed", "exitCode": 0,
+                                                       "startedAt": "a"}}]
+            }})
+        );
+        assert_eq!(
+            task_run.metadata.labels.unwrap().keys().collect::<Vec<_>>(),
+            ["kubernaut.ai/workflow-execution", "tekton.dev/pipelineRun"]
+        );
+        assert_eq!(
+            task_run
+                .metadata
+                .annotations
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
             [ANNOTATION_WORKFLOW_EXECUTION]
         );
     }

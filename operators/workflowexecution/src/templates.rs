@@ -29,10 +29,7 @@ use serde_json::{Value, json};
 
 use crate::bundle::pulled_reference;
 use crate::config::{ExecutionSettings, OperatorConfig};
-use crate::types::{
-    ExecutionConfig, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef,
-};
-use k8s_openapi::api::core::v1::ObjectReference;
+use crate::types::{FailureReason, WorkflowExecution};
 use kubernaut_framework::duration::format_go_duration;
 
 /// The `fields` of the status mapping the operator reads (`status.pipelineRunStatus`, the
@@ -139,55 +136,20 @@ pub fn template_config(execution: &ExecutionSettings) -> Value {
     })
 }
 
-/// The sample WorkflowExecution used for the template's load-time render: every optional field
-/// set, parameter values with quotes, newlines and non-ASCII text.
+/// The sample WorkflowExecution of the template's load-time render
+/// (`data/sample-workflowexecution.yaml`, compiled in): every optional field set, parameter
+/// values with quotes, newlines and non-ASCII text.
+pub const SAMPLE_WORKFLOW_EXECUTION: &str = include_str!("../data/sample-workflowexecution.yaml");
+
+/// [`SAMPLE_WORKFLOW_EXECUTION`], parsed.
+///
+/// # Panics
+///
+/// Never at run time: the sample is compiled in, and a unit test parses it
+/// (`the_compiled_in_sample_sets_every_optional_field`).
 pub fn sample_workflow_execution() -> WorkflowExecution {
-    let mut wfe = WorkflowExecution::new(
-        "restart-nginx-7f9c",
-        WorkflowExecutionSpec {
-            workflow_ref: WorkflowRef {
-                workflow_id: "restart-deployment".to_owned(),
-                version: "1.2.0".to_owned(),
-                container_image: "quay.io/kubernaut/workflows/restart-deployment:v1.2.0".to_owned(),
-                container_digest: Some(
-                    "sha256:9b2f4c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c"
-                        .to_owned(),
-                ),
-            },
-            target_resource: "default/deployment/nginx".to_owned(),
-            parameters: [
-                ("NAMESPACE", "default"),
-                ("DEPLOYMENT_NAME", "nginx"),
-                (
-                    "REASON",
-                    "OOMKilled: \"nginx\" exceeded 512Mi\nrestart requested by kubernaut \u{2713}",
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-            confidence: Some(0.92),
-            rationale: Some(
-                "Memory leak pattern; a rolling restart recovers the service.".to_owned(),
-            ),
-            remediation_request_ref: Some(ObjectReference {
-                api_version: Some("kubernaut.ai/v1alpha1".to_owned()),
-                kind: Some("RemediationRequest".to_owned()),
-                name: Some("rr-nginx-oom".to_owned()),
-                namespace: Some("kubernaut-system".to_owned()),
-                ..ObjectReference::default()
-            }),
-            execution_config: Some(ExecutionConfig {
-                timeout: Some("30m".to_owned()),
-                service_account_name: None,
-            }),
-            execution_engine: None,
-        },
-    );
-    wfe.metadata.namespace = Some("kubernaut-system".to_owned());
-    wfe.metadata.uid = Some("4f2d7a3e-0c1b-4d5e-9f6a-8b7c6d5e4f3a".to_owned());
-    wfe.metadata.generation = Some(1);
-    wfe
+    serde_yaml::from_str(SAMPLE_WORKFLOW_EXECUTION)
+        .expect("the compiled-in sample WorkflowExecution parses (a unit test pins it)")
 }
 
 #[cfg(test)]
@@ -203,7 +165,28 @@ mod tests {
         load_cancel_spec, load_status_mapping, load_templates, pipeline_run_kind,
         render_pipeline_run,
     };
-    use crate::types::Phase;
+    use crate::types::{ExecutionConfig, Phase};
+
+    /// The compiled-in sample parses, sets every optional field of the spec and carries the
+    /// parameter values the template must escape.
+    #[test]
+    fn the_compiled_in_sample_sets_every_optional_field() {
+        let wfe = sample_workflow_execution();
+        let spec = &wfe.spec;
+        assert!(spec.workflow_ref.container_digest.is_some());
+        assert!(spec.confidence.is_some() && spec.rationale.is_some());
+        let reference = spec.remediation_request_ref.as_ref().unwrap();
+        assert_eq!(reference.name.as_deref(), Some("rr-nginx-oom"));
+        let timeout = spec
+            .execution_config
+            .as_ref()
+            .and_then(|c| c.timeout.as_deref());
+        assert_eq!(timeout, Some("30m"));
+        assert_eq!(wfe.metadata.generation, Some(1));
+        assert!(wfe.metadata.uid.is_some() && wfe.metadata.namespace.is_some());
+        let reason = &spec.parameters["REASON"];
+        assert!(reason.contains('"') && reason.contains('\n') && !reason.is_ascii());
+    }
 
     fn template_dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/workflowexecution")

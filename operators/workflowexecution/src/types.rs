@@ -69,80 +69,77 @@ pub const PARAMETER_NAME_LENGTH_RULE: &str = "self.all(k, size(k) <= 128)";
 /// CEL rule: names and values together hold at most [`MAX_PARAMETERS_SIZE`] characters.
 pub const PARAMETERS_SIZE_RULE: &str = "self.map(k, size(k) + size(self[k])).sum() <= 1048576";
 
-/// What a WorkflowExecution asks for. Immutable after creation.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "kubernaut.ai",
-    version = "v1alpha1",
-    kind = "WorkflowExecution",
-    plural = "workflowexecutions",
-    shortname = "wfe",
-    namespaced,
-    status = "WorkflowExecutionStatus",
-    derive = "PartialEq",
-    doc = "Runs one remediation workflow against one target resource as a Tekton PipelineRun.",
-    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
-    printcolumn = r#"{"name": "Workflow", "type": "string", "jsonPath": ".spec.workflowRef.workflowId"}"#,
-    printcolumn = r#"{"name": "Target", "type": "string", "jsonPath": ".spec.targetResource"}"#,
-    printcolumn = r#"{"name": "Engine", "type": "string", "jsonPath": ".status.executionEngine"}"#,
-    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name": "Duration", "type": "string", "jsonPath": ".status.duration"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
-    selectable = ".spec.targetResource"
-)]
-#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowExecutionSpec {
-    /// The workflow to run.
-    pub workflow_ref: WorkflowRef,
-    /// The resource to remediate: `namespace/kind/name` (namespaced) or `kind/name`
-    /// (cluster-scoped). At most one WorkflowExecution runs per target at a time.
-    #[x_kube(validation = Rule::new(TARGET_RESOURCE_RULE).message(
-        "must be namespace/kind/name or kind/name (2 or 3 non-empty '/'-separated parts)"
-    ))]
-    #[schemars(length(max = 1024))]
-    pub target_resource: String,
-    /// Workflow parameters, passed to the PipelineRun as string params byte-for-byte. Names must be
-    /// valid Tekton parameter names (letters, digits, `_`, `-`, `.`; starting with a letter or `_`)
-    /// of at most 128 characters. At most 128 parameters, each value at most 32768 characters,
-    /// names and values together at most 1048576 characters.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_PARAMETERS))]
-    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_PARAMETER_VALUE_LENGTH}))]
-    #[x_kube(validation = Rule::new(PARAMETER_NAMES_RULE).message(
-        "parameter names must start with a letter or '_' and contain only letters, digits, '_', '-' and '.'"
-    ))]
-    #[x_kube(validation = Rule::new(RESERVED_PARAMETER_RULE).message(
-        "TARGET_RESOURCE is set by the operator from spec.targetResource and cannot be a parameter"
-    ))]
-    #[x_kube(validation = Rule::new(PARAMETER_NAME_LENGTH_RULE).message(
-        "parameter names must be at most 128 characters long"
-    ))]
-    #[x_kube(validation = Rule::new(PARAMETERS_SIZE_RULE).message(
-        "parameter names and values together must be at most 1048576 characters (1 Mi)"
-    ))]
-    pub parameters: BTreeMap<String, String>,
-    /// How confident the producer is in this remediation (0..1); audit only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("must be between 0 and 1"))]
-    pub confidence: Option<f64>,
-    /// Why this remediation was chosen; audit only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rationale: Option<String>,
-    /// The RemediationRequest this execution belongs to; its name is the audit correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remediation_request_ref: Option<ObjectReference>,
-    /// Per-execution overrides.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_config: Option<ExecutionConfig>,
-    /// The execution engine to run on: one of the operator configuration's `execution.engines`
-    /// (`tekton`, `job` with the shipped configuration and templates); absent: the configured
-    /// `execution.defaultEngine`. An engine the operator does not run fails the execution with
-    /// `ConfigurationError` before anything runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
-    pub execution_engine: Option<String>,
+kubernaut_framework::api_struct! {
+    /// What a WorkflowExecution asks for. Immutable after creation.
+    #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[kube(
+        group = "kubernaut.ai",
+        version = "v1alpha1",
+        kind = "WorkflowExecution",
+        plural = "workflowexecutions",
+        shortname = "wfe",
+        namespaced,
+        status = "WorkflowExecutionStatus",
+        derive = "PartialEq",
+        doc = "Runs one remediation workflow against one target resource as a Tekton PipelineRun.",
+        printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+        printcolumn = r#"{"name": "Workflow", "type": "string", "jsonPath": ".spec.workflowRef.workflowId"}"#,
+        printcolumn = r#"{"name": "Target", "type": "string", "jsonPath": ".spec.targetResource"}"#,
+        printcolumn = r#"{"name": "Engine", "type": "string", "jsonPath": ".status.executionEngine"}"#,
+        printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+        printcolumn = r#"{"name": "Duration", "type": "string", "jsonPath": ".status.duration"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+        selectable = ".spec.targetResource"
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
+    #[serde(rename_all = "camelCase")]
+    pub struct WorkflowExecutionSpec {
+        /// The workflow to run.
+        pub workflow_ref: WorkflowRef,
+        /// The resource to remediate: `namespace/kind/name` (namespaced) or `kind/name`
+        /// (cluster-scoped). At most one WorkflowExecution runs per target at a time.
+        #[x_kube(validation = Rule::new(TARGET_RESOURCE_RULE).message(
+            "must be namespace/kind/name or kind/name (2 or 3 non-empty '/'-separated parts)"
+        ))]
+        #[schemars(length(max = 1024))]
+        pub target_resource: String,
+        /// Workflow parameters, passed to the PipelineRun as string params byte-for-byte. Names must be
+        /// valid Tekton parameter names (letters, digits, `_`, `-`, `.`; starting with a letter or `_`)
+        /// of at most 128 characters. At most 128 parameters, each value at most 32768 characters,
+        /// names and values together at most 1048576 characters.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[schemars(extend("maxProperties" = MAX_PARAMETERS))]
+        #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_PARAMETER_VALUE_LENGTH}))]
+        #[x_kube(validation = Rule::new(PARAMETER_NAMES_RULE).message(
+            "parameter names must start with a letter or '_' and contain only letters, digits, '_', '-' and '.'"
+        ))]
+        #[x_kube(validation = Rule::new(RESERVED_PARAMETER_RULE).message(
+            "TARGET_RESOURCE is set by the operator from spec.targetResource and cannot be a parameter"
+        ))]
+        #[x_kube(validation = Rule::new(PARAMETER_NAME_LENGTH_RULE).message(
+            "parameter names must be at most 128 characters long"
+        ))]
+        #[x_kube(validation = Rule::new(PARAMETERS_SIZE_RULE).message(
+            "parameter names and values together must be at most 1048576 characters (1 Mi)"
+        ))]
+        pub parameters: BTreeMap<String, String>,
+        /// How confident the producer is in this remediation (0..1); audit only.
+        #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("must be between 0 and 1"))]
+        pub confidence: Option<f64>,
+        /// Why this remediation was chosen; audit only.
+        pub rationale: Option<String>,
+        /// The RemediationRequest this execution belongs to; its name is the audit correlation id.
+        pub remediation_request_ref: Option<ObjectReference>,
+        /// Per-execution overrides.
+        pub execution_config: Option<ExecutionConfig>,
+        /// The execution engine to run on: one of the operator configuration's `execution.engines`
+        /// (`tekton`, `job` with the shipped configuration and templates); absent: the configured
+        /// `execution.defaultEngine`. An engine the operator does not run fails the execution with
+        /// `ConfigurationError` before anything runs.
+        #[schemars(length(min = 1, max = 63))]
+        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+        pub execution_engine: Option<String>,
+    }
 }
 
 /// The workflow a WorkflowExecution runs: a Tekton bundle.
@@ -182,57 +179,45 @@ pub struct ExecutionConfig {
     pub service_account_name: Option<String>,
 }
 
-/// What the operator reports about a WorkflowExecution.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowExecutionStatus {
-    /// The lifecycle phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<Phase>,
-    /// The `metadata.generation` this status was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// When the PipelineRun was created (the execution started).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
-    /// When the execution reached a terminal phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_time: Option<Time>,
-    /// Go-style duration from start to completion, rounded to seconds (`2m30s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration: Option<String>,
-    /// The engine the execution runs on (set with `pipelineRunRef`): a later change of the
-    /// configured default engine does not move a started execution.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_engine: Option<String>,
-    /// The PipelineRun this execution created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipeline_run_ref: Option<PipelineRunRef>,
-    /// The last observed state of the PipelineRun.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipeline_run_status: Option<PipelineRunStatusSummary>,
-    /// Why the execution failed (phase `Failed`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_details: Option<FailureDetails>,
-    /// Why the execution was skipped (phase `Skipped`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skip_details: Option<SkipDetails>,
-    /// Consecutive pre-execution failures on this execution's target, this one included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consecutive_failures: Option<u32>,
-    /// The earliest time the next execution on this target may start (pre-execution backoff).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_allowed_execution: Option<Time>,
-    /// Set when an operator cleared the execution block this failure causes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_clearance: Option<BlockClearance>,
-    /// The revision of the template set the PipelineRun was rendered from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template_revision: Option<String>,
-    /// `Ready`, `ExecutionCreated`, `ExecutionRunning`, `ExecutionComplete`; one per type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
-    pub conditions: Vec<Condition>,
+kubernaut_framework::api_struct! {
+    /// What the operator reports about a WorkflowExecution.
+    #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WorkflowExecutionStatus {
+        /// The lifecycle phase.
+        pub phase: Option<Phase>,
+        /// The `metadata.generation` this status was computed from.
+        pub observed_generation: Option<i64>,
+        /// When the PipelineRun was created (the execution started).
+        pub start_time: Option<Time>,
+        /// When the execution reached a terminal phase.
+        pub completion_time: Option<Time>,
+        /// Go-style duration from start to completion, rounded to seconds (`2m30s`).
+        pub duration: Option<String>,
+        /// The engine the execution runs on (set with `pipelineRunRef`): a later change of the
+        /// configured default engine does not move a started execution.
+        pub execution_engine: Option<String>,
+        /// The PipelineRun this execution created.
+        pub pipeline_run_ref: Option<PipelineRunRef>,
+        /// The last observed state of the PipelineRun.
+        pub pipeline_run_status: Option<PipelineRunStatusSummary>,
+        /// Why the execution failed (phase `Failed`).
+        pub failure_details: Option<FailureDetails>,
+        /// Why the execution was skipped (phase `Skipped`).
+        pub skip_details: Option<SkipDetails>,
+        /// Consecutive pre-execution failures on this execution's target, this one included.
+        pub consecutive_failures: Option<u32>,
+        /// The earliest time the next execution on this target may start (pre-execution backoff).
+        pub next_allowed_execution: Option<Time>,
+        /// Set when an operator cleared the execution block this failure causes.
+        pub block_clearance: Option<BlockClearance>,
+        /// The revision of the template set the PipelineRun was rendered from.
+        pub template_revision: Option<String>,
+        /// `Ready`, `ExecutionCreated`, `ExecutionRunning`, `ExecutionComplete`; one per type.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+        pub conditions: Vec<Condition>,
+    }
 }
 
 kubernaut_framework::string_enum! {
@@ -253,26 +238,31 @@ kubernaut_framework::string_enum! {
     }
 }
 
-impl Phase {
-    /// Whether the phase is final (`Completed`, `Failed`, `Skipped`).
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Completed | Phase::Failed | Phase::Skipped)
-    }
-
-    /// The phases this phase may move to.
-    pub fn allowed_transitions(self) -> &'static [Phase] {
+impl kubernaut_framework::phase::Phase for Phase {
+    /// `Pending` → `Running` | `Failed` | `Skipped`; `Running` → `Completed` | `Failed`.
+    fn allowed_transitions(self) -> &'static [Phase] {
         match self {
             Phase::Pending => &[Phase::Running, Phase::Failed, Phase::Skipped],
             Phase::Running => &[Phase::Completed, Phase::Failed],
             Phase::Completed | Phase::Failed | Phase::Skipped => &[],
         }
     }
+
+    /// `Completed`, `Failed`, `Skipped`.
+    fn is_terminal(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Skipped)
+    }
+
+    /// Only `Pending`.
+    fn is_initial(self) -> bool {
+        self == Phase::Pending
+    }
 }
 
 kubernaut_framework::string_enum! {
     serde;
     /// Why an execution failed.
-    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
     pub enum FailureReason {
         /// A step ran out of memory.
         OomKilled = "OOMKilled",
@@ -288,7 +278,8 @@ kubernaut_framework::string_enum! {
         ConfigurationError = "ConfigurationError",
         /// A task failed.
         TaskFailed = "TaskFailed",
-        /// Anything else.
+        /// Anything else (the default).
+        #[default]
         Unknown = "Unknown",
     }
 }
@@ -330,62 +321,54 @@ pub struct PipelineRunRef {
     pub namespace: String,
 }
 
-/// The last observed state of the PipelineRun.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct PipelineRunStatusSummary {
-    /// The `Succeeded` condition's status (`True`, `False`, `Unknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    /// The `Succeeded` condition's reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The `Succeeded` condition's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Tasks that finished (succeeded or failed), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_tasks: Option<u32>,
-    /// Tasks started so far (TaskRuns among the run's children).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total_tasks: Option<u32>,
-    /// `true` once a step of the run has been seen running (read from its TaskRuns through the
-    /// status mapping's `grandchildren.ran`). Remembered so that a run deleted later, with its
-    /// TaskRuns, still counts as an execution failure; never cleared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_started: Option<bool>,
+kubernaut_framework::api_struct! {
+    /// The last observed state of the PipelineRun.
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PipelineRunStatusSummary {
+        /// The `Succeeded` condition's status (`True`, `False`, `Unknown`).
+        pub status: Option<String>,
+        /// The `Succeeded` condition's reason.
+        pub reason: Option<String>,
+        /// The `Succeeded` condition's message.
+        pub message: Option<String>,
+        /// Tasks that finished (succeeded or failed), when known.
+        pub completed_tasks: Option<u32>,
+        /// Tasks started so far (TaskRuns among the run's children).
+        pub total_tasks: Option<u32>,
+        /// `true` once a step of the run has been seen running (read from its TaskRuns through the
+        /// status mapping's `grandchildren.ran`). Remembered so that a run deleted later, with its
+        /// TaskRuns, still counts as an execution failure; never cleared.
+        pub execution_started: Option<bool>,
+    }
 }
 
-/// Why an execution failed, in enough detail for an analysis step to decide what to do next.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct FailureDetails {
-    /// The classified reason.
-    pub reason: FailureReason,
-    /// The error message (Tekton's, or the operator's for pre-execution failures).
-    pub message: String,
-    /// The failed TaskRun's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_task_name: Option<String>,
-    /// The failed TaskRun's index in the PipelineRun's `childReferences`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_task_index: Option<u32>,
-    /// The failed step's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_step_name: Option<String>,
-    /// The exit code of the first step that terminated with a non-zero code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// When the failure happened.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_at: Option<Time>,
-    /// Go-style duration the run executed before failing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_time_before_failure: Option<String>,
-    /// Whether workflow code ran (true) or the failure happened before execution (false).
-    pub was_execution_failure: bool,
-    /// A multi-line, human- and model-readable account of the failure with a recommendation.
-    pub natural_language_summary: String,
+kubernaut_framework::api_struct! {
+    /// Why an execution failed, in enough detail for an analysis step to decide what to do next.
+    #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FailureDetails {
+        /// The classified reason.
+        pub reason: FailureReason,
+        /// The error message (Tekton's, or the operator's for pre-execution failures).
+        pub message: String,
+        /// The failed TaskRun's name.
+        pub failed_task_name: Option<String>,
+        /// The failed TaskRun's index in the PipelineRun's `childReferences`.
+        pub failed_task_index: Option<u32>,
+        /// The failed step's name.
+        pub failed_step_name: Option<String>,
+        /// The exit code of the first step that terminated with a non-zero code.
+        pub exit_code: Option<i32>,
+        /// When the failure happened.
+        pub failed_at: Option<Time>,
+        /// Go-style duration the run executed before failing.
+        pub execution_time_before_failure: Option<String>,
+        /// Whether workflow code ran (true) or the failure happened before execution (false).
+        pub was_execution_failure: bool,
+        /// A multi-line, human- and model-readable account of the failure with a recommendation.
+        pub natural_language_summary: String,
+    }
 }
 
 /// Why an execution was skipped, and what it was skipped for.
@@ -511,6 +494,7 @@ impl WorkflowExecution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubernaut_framework::phase::Phase as _;
     use serde_json::json;
 
     fn spec_schema() -> serde_json::Value {

@@ -19,15 +19,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kube::api::DynamicObject;
 use kubernaut_framework::app::{AppConfig, OutputFormat, format_object};
 use kubernaut_framework::status::StatusMapping;
+use kubernaut_framework::status::grandchildren::whole;
 use kubernaut_framework::template::{ChildKind, TemplateSet, apply_identity};
 use serde_json::{Value, json};
 use workflowexecution_operator::cli::read_workflow_execution;
 use workflowexecution_operator::config::OperatorConfig;
 use workflowexecution_operator::failure::{FailureContext, failure_details};
-use workflowexecution_operator::pipelinerun::pipeline_run_identity;
+use workflowexecution_operator::pipelinerun::{pipeline_run_identity, project_cached_run};
 use workflowexecution_operator::run_status::{RunPhase, observe_run};
+use workflowexecution_operator::task_runs::project_cached_task_run;
 use workflowexecution_operator::templates::{
     mapping_rules, sample_workflow_execution, template_context, template_decl,
 };
@@ -452,22 +455,30 @@ fn check_status_goldens(engine: &StatusGoldens) {
             "two sources named {}",
             source.name
         );
-        let observed = observe_run(&mapping, &source.run, Some(&source.task_runs));
-        let mut out = json!({
-            "phase": observed.phase.as_str(),
-            "pipelineRunStatus": observed.summary,
-            "startTime": observed.start_time.map(|t| t.to_string()),
-            "completionTime": observed.completion_time.map(|t| t.to_string()),
-        });
-        if engine.held
-            && let Some(held) = mapping.first_held(&source.run, &source.task_runs)
-        {
-            out["held"] = json!({"result": held.result, "message": held.message});
-        }
-        if observed.phase == RunPhase::Failed {
-            let details = failure_details(&mapping, &context, &source.run, &source.task_runs, now);
-            out["failureDetails"] = serde_json::to_value(details).unwrap();
-        }
+        let read = |run: &Value, task_runs: &BTreeMap<String, Value>| {
+            let observed = observe_run(&mapping, run, Some(task_runs));
+            let mut out = json!({
+                "phase": observed.phase.as_str(),
+                "pipelineRunStatus": observed.summary,
+                "startTime": observed.start_time.map(|t| t.to_string()),
+                "completionTime": observed.completion_time.map(|t| t.to_string()),
+            });
+            if engine.held
+                && let Some(held) = mapping.first_held(run, task_runs)
+            {
+                out["held"] = json!({"result": held.result, "message": held.message});
+            }
+            if observed.phase == RunPhase::Failed {
+                let details = failure_details(&mapping, &context, run, task_runs, now);
+                out["failureDetails"] = serde_json::to_value(details).unwrap();
+            }
+            out
+        };
+        let out = read(&source.run, &source.task_runs);
+        // The caches hold runs and their grandchildren projected on what the mapping reads: the
+        // reading is the same.
+        let (run, task_runs) = projected(&mapping, &source.run, &source.task_runs);
+        assert_eq!(read(&run, &task_runs), out, "{}: projected", source.name);
         let text = format!(
             "# Generated from {} ({}); regenerate with {REGENERATE}\n{}",
             source.path,
@@ -489,6 +500,29 @@ fn check_status_goldens(engine: &StatusGoldens) {
             );
         }
     }
+}
+
+/// `run` and its grandchildren as the operator's caches hold them: each projected on what
+/// `mapping` reads, with its identity and the operator's labels and annotations.
+fn projected(
+    mapping: &StatusMapping,
+    run: &Value,
+    grandchildren: &BTreeMap<String, Value>,
+) -> (Value, BTreeMap<String, Value>) {
+    let decoded =
+        |object: &Value| -> DynamicObject { serde_json::from_value(object.clone()).unwrap() };
+    let mut child = decoded(run);
+    project_cached_run(&mut child, &mapping.child_projection());
+    let projection = mapping.grandchild_projection().unwrap_or_default();
+    let grandchildren = grandchildren
+        .iter()
+        .map(|(name, object)| {
+            let mut object = decoded(object);
+            project_cached_task_run(&mut object, &projection);
+            (name.clone(), whole(&object))
+        })
+        .collect();
+    (whole(&child), grandchildren)
 }
 
 // ---------------------------------------------------------------------------------- Job engine

@@ -116,8 +116,10 @@ pub fn is_operator_write(name: &str) -> bool {
     match resource {
         "workflowexecutions" => !name.starts_with("POST "),
         "workflowexecutions/status" => true,
-        // The simulator labels every run as Tekton does (a merge patch); the operator patches a
-        // run only to cancel it, which no benchmark run needs.
+        // The simulator copies the Pipeline's `tekton.dev/` labels onto every run as Tekton does
+        // (a merge patch); the operator patches a run only to mark a failed one as a block or to
+        // cancel one on deletion, which no load phase does (every run succeeds, nothing is
+        // deleted).
         "pipelineruns" => !name.starts_with("PATCH "),
         // Leases are not counted: leader election is off, and the API server renews its own.
         "events" => true,

@@ -32,6 +32,7 @@ use kube::{
     api::{DynamicObject, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
+use kubernaut_framework::phase::Phase as _;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;

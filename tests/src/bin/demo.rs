@@ -10,7 +10,7 @@ use kube::{
     Api, ResourceExt,
     api::{ListParams, PostParams},
 };
-use kubernaut_framework::{config::ConfigStore, runtime::ParentWatch};
+use kubernaut_framework::{config::ConfigStore, phase::Phase as _, runtime::ParentWatch};
 use kubernaut_test_harness::{
     ControlPlane,
     simulator::{Scenario, Simulator, SimulatorConfig},

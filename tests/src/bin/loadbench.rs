@@ -4,6 +4,10 @@
 //! Phases, in one run, on one control plane:
 //! 1. **Ceiling** — a bare client creates PipelineRuns of the operator's payload size as fast as
 //!    it can (bounded concurrency): the write rate this API server allows on this machine.
+//!    Then the **status write cost**: the same bare client writes WorkflowExecution statuses
+//!    (a running WFE's progress) alternately as whole-object `PUT .../status` and as JSON merge
+//!    patches of what changed carrying the resourceVersion read, and the API server's CPU per
+//!    write is compared (the operator writes with the cheaper one).
 //! 2. **Load** — the release-built operator runs as its own process (config file + environment,
 //!    leader election off), the Tekton simulator completes every run after a fixed delay, and N
 //!    WorkflowExecutions on distinct targets are created, first at a fixed rate, then as fast as
@@ -64,6 +68,7 @@ use workflowexecution_operator::{
 };
 
 use kubernaut_test_harness::{
+    ControlPlane,
     bench::{
         apiserver::{apiserver_requests, is_operator_write, write_delta},
         flags::{flags, parse},
@@ -86,6 +91,9 @@ const RATE_NAMESPACE: &str = "bench-rate";
 const LOW_RATE_NAMESPACE: &str = "bench-low-rate";
 const BURST_NAMESPACE: &str = "bench-burst";
 const SCALE_NAMESPACE: &str = "bench-scale";
+const STATUS_NAMESPACE: &str = "bench-status";
+/// Rounds of the status write cost phase: PUT and merge patch alternate, this many each.
+const STATUS_ROUNDS: usize = 3;
 /// The most a load phase may take before it is reported incomplete.
 const LOAD_DEADLINE: Duration = Duration::from_secs(240);
 /// The most the scale phase's creation may take.
@@ -106,6 +114,8 @@ struct Args {
     scale: usize,
     /// PipelineRuns created by the ceiling phase.
     ceiling: usize,
+    /// WorkflowExecutions of the status write cost phase (0: skipped).
+    status_writes: usize,
     /// Requests in flight at most (ceiling, burst and scale creation).
     concurrency: usize,
     /// Simulated PipelineRun duration.
@@ -121,6 +131,17 @@ struct Args {
     criterion: PathBuf,
     /// Skip the scale phase (quick runs).
     skip_scale: bool,
+    /// Only the scale phase, after one burst of `n` WFEs (whose finished run status it copies);
+    /// prints its figures and writes no report.
+    #[serde(skip)]
+    only_scale: bool,
+    /// With `only_scale`: another operator binary restarted over the same objects afterwards,
+    /// its figures printed too (an A/B comparison in one machine state).
+    #[serde(skip)]
+    compare: Option<PathBuf>,
+    /// How long the scale phase may spend creating objects (seconds).
+    #[serde(skip)]
+    scale_deadline_s: u64,
     /// Only re-render performance.md from an existing performance.json (and the baseline).
     #[serde(skip)]
     render_only: bool,
@@ -128,8 +149,8 @@ struct Args {
 
 fn usage() -> &'static str {
     "loadbench [--n 1000] [--rate 50] [--low-rate 20] [--scale 10000] [--ceiling 2000] [--concurrency 32] \
-     [--run-time-ms 500] [--out docs] [--operator PATH] [--criterion DIR] [--skip-scale] \
-     [--render-only]"
+     [--run-time-ms 500] [--status-writes 500] [--out docs] [--operator PATH] [--criterion DIR] \
+     [--skip-scale] [--only-scale [--compare OPERATOR]] [--scale-deadline-s 300] [--render-only]"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -142,18 +163,23 @@ fn parse_args() -> anyhow::Result<Args> {
         low_rate: 20.0,
         scale: 10_000,
         ceiling: 2000,
+        status_writes: 500,
         concurrency: 32,
         run_time_ms: 500,
         out: repo().join("docs"),
         operator: target.join("release/workflowexecution-operator"),
         criterion: target.join("criterion"),
         skip_scale: false,
+        only_scale: false,
+        compare: None,
+        scale_deadline_s: SCALE_DEADLINE.as_secs(),
         render_only: false,
     };
-    for (flag, value) in flags(&["--skip-scale", "--render-only"], usage())? {
+    for (flag, value) in flags(&["--skip-scale", "--only-scale", "--render-only"], usage())? {
         let Some(value) = value else {
             match flag.as_str() {
                 "--skip-scale" => args.skip_scale = true,
+                "--only-scale" => args.only_scale = true,
                 _ => args.render_only = true,
             }
             continue;
@@ -164,10 +190,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--low-rate" => args.low_rate = parse(&flag, &value)?,
             "--scale" => args.scale = parse(&flag, &value)?,
             "--ceiling" => args.ceiling = parse(&flag, &value)?,
+            "--status-writes" => args.status_writes = parse(&flag, &value)?,
             "--concurrency" => args.concurrency = parse(&flag, &value)?,
             "--run-time-ms" => args.run_time_ms = parse(&flag, &value)?,
             "--out" => args.out = PathBuf::from(value),
             "--operator" => args.operator = PathBuf::from(value),
+            "--compare" => args.compare = Some(PathBuf::from(value)),
+            "--scale-deadline-s" => args.scale_deadline_s = parse(&flag, &value)?,
             "--criterion" => args.criterion = PathBuf::from(value),
             _ => bail!("unknown flag {flag}\nusage: {}", usage()),
         }
@@ -275,6 +304,217 @@ async fn ceiling(client: &Client, cp_pids: &[u32], args: &Args) -> anyhow::Resul
         latency_ms: percentiles(latencies),
         apiserver_cpu_seconds: cpu_of(cp_pids) - cpu_before,
     })
+}
+
+// ------------------------------------------------------------------------- status write cost
+
+/// What one way of writing a status cost the API server.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StatusWriteMode {
+    writes: usize,
+    failed: usize,
+    /// Mean request body size.
+    body_bytes: usize,
+    latency_ms: Percentiles,
+    apiserver_cpu_seconds: f64,
+    cpu_ms_per_write: f64,
+}
+
+/// Whole-object `PUT .../status` against a JSON merge patch of what changed, on the same
+/// WorkflowExecutions, alternating round by round.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StatusWriteCost {
+    objects: usize,
+    rounds: usize,
+    put: StatusWriteMode,
+    merge_patch: StatusWriteMode,
+}
+
+/// The status of a running WFE whose run reports `completed` finished tasks.
+fn running_status(completed: u32) -> WorkflowExecutionStatus {
+    let now = Time(Timestamp::now());
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: now.clone(),
+            observed_generation: Some(1),
+        }
+    };
+    WorkflowExecutionStatus {
+        phase: Some(Phase::Running),
+        observed_generation: Some(1),
+        start_time: Some(now.clone()),
+        pipeline_run_ref: Some(PipelineRunRef {
+            name: "wfe-0123456789abcdef".into(),
+            namespace: EXEC_NAMESPACE.into(),
+        }),
+        pipeline_run_status: Some(progress(completed)),
+        template_revision: Some("0123456789abcdef".into()),
+        execution_engine: Some("tekton".into()),
+        conditions: vec![
+            condition("Ready", "Unknown", "Running", "The workflow is running"),
+            condition(
+                "ExecutionCreated",
+                "True",
+                "PipelineRunCreated",
+                "PipelineRun wfe-0123456789abcdef created",
+            ),
+            condition(
+                "ExecutionRunning",
+                "True",
+                "Running",
+                "The PipelineRun is running",
+            ),
+        ],
+        ..WorkflowExecutionStatus::default()
+    }
+}
+
+/// A run's progress: `completed` of 5 tasks done.
+fn progress(completed: u32) -> PipelineRunStatusSummary {
+    PipelineRunStatusSummary {
+        status: Some("Unknown".into()),
+        reason: Some("Running".into()),
+        message: Some(format!(
+            "Tasks Completed: {completed} (Failed: 0, Cancelled 0), Incomplete: {}, Skipped: 0",
+            5 - completed.min(5)
+        )),
+        completed_tasks: Some(completed),
+        total_tasks: Some(5),
+        execution_started: Some(true),
+    }
+}
+
+/// One status write: its latency and request body size, or why it failed.
+type StatusWriteOutcome = Result<(Duration, usize), String>;
+
+/// One round: every object's status gets the progress of `completed` tasks, written `put` or
+/// as a merge patch; the objects are replaced by what the API server returned.
+async fn status_round(
+    api: &Api<WorkflowExecution>,
+    objects: Vec<WorkflowExecution>,
+    completed: u32,
+    put: bool,
+    concurrency: usize,
+) -> (Vec<WorkflowExecution>, Vec<StatusWriteOutcome>) {
+    let results: Vec<(Option<WorkflowExecution>, StatusWriteOutcome)> = stream::iter(objects)
+        .map(|object| async move {
+            let name = object.name_any();
+            let sent = Instant::now();
+            let written = if put {
+                let mut updated = object.clone();
+                let mut status = updated.status.clone().unwrap_or_default();
+                status.pipeline_run_status = Some(progress(completed));
+                updated.status = Some(status);
+                updated.metadata.managed_fields = None;
+                let bytes = serde_json::to_vec(&updated).map_or(0, |b| b.len());
+                api.replace_status(&name, &PostParams::default(), &updated)
+                    .await
+                    .map(|w| (w, bytes))
+            } else {
+                let patch = json!({
+                    "metadata": {"resourceVersion": object.resource_version()},
+                    "status": {"pipelineRunStatus": progress(completed)},
+                });
+                let bytes = serde_json::to_vec(&patch).map_or(0, |b| b.len());
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|w| (w, bytes))
+            };
+            match written {
+                Ok((w, bytes)) => (Some(w), Ok((sent.elapsed(), bytes))),
+                Err(e) => (Some(object), Err(e.to_string())),
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut objects = Vec::with_capacity(results.len());
+    let mut outcomes = Vec::with_capacity(results.len());
+    for (object, outcome) in results {
+        objects.extend(object);
+        outcomes.push(outcome);
+    }
+    (objects, outcomes)
+}
+
+/// The status write cost phase (see the module doc).
+async fn status_write_cost(
+    client: &Client,
+    cp_pids: &[u32],
+    args: &Args,
+) -> anyhow::Result<StatusWriteCost> {
+    let api: Api<WorkflowExecution> = Api::namespaced(client.clone(), STATUS_NAMESPACE);
+    let n = args.status_writes;
+    let created: Vec<anyhow::Result<WorkflowExecution>> = stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("status-{i:05}");
+                let wfe = load_wfe(STATUS_NAMESPACE, &name, &target(STATUS_NAMESPACE, i));
+                let mut created = api.create(&PostParams::default(), &wfe).await?;
+                created.status = Some(running_status(0));
+                Ok(api
+                    .replace_status(&name, &PostParams::default(), &created)
+                    .await?)
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let mut objects: Vec<WorkflowExecution> = created.into_iter().collect::<anyhow::Result<_>>()?;
+    let mut cost = StatusWriteCost {
+        objects: objects.len(),
+        rounds: STATUS_ROUNDS,
+        ..StatusWriteCost::default()
+    };
+    let mut samples: [(Vec<f64>, usize, usize, f64); 2] = Default::default();
+    // Round 0 warms the merge patch path up (the creation warmed PUT up) and is not counted.
+    for round in 0..=STATUS_ROUNDS * 2 {
+        let put = round % 2 == 1;
+        let cpu_before = cpu_of(cp_pids);
+        let completed = u32::try_from(round % 5 + 1).unwrap_or(1);
+        let (next, outcomes) = status_round(&api, objects, completed, put, args.concurrency).await;
+        objects = next;
+        if round == 0 {
+            continue;
+        }
+        let sample = &mut samples[usize::from(!put)];
+        sample.3 += cpu_of(cp_pids) - cpu_before;
+        for outcome in outcomes {
+            match outcome {
+                Ok((latency, bytes)) => {
+                    sample.0.push(ms(latency));
+                    sample.1 += bytes;
+                }
+                Err(e) => {
+                    sample.2 += 1;
+                    eprintln!("status write failed: {e}");
+                }
+            }
+        }
+    }
+    let [put, patch] = samples;
+    let mode = |(latencies, bytes, failed, cpu): (Vec<f64>, usize, usize, f64)| {
+        let writes = latencies.len();
+        StatusWriteMode {
+            writes,
+            failed,
+            body_bytes: bytes / writes.max(1),
+            latency_ms: percentiles(latencies),
+            apiserver_cpu_seconds: cpu,
+            cpu_ms_per_write: cpu_ms_per_write(cpu, writes as u64),
+        }
+    };
+    cost.put = mode(put);
+    cost.merge_patch = mode(patch);
+    // Gone before the operator starts: it never sees them.
+    api.delete_collection(&Default::default(), &ListParams::default())
+        .await?;
+    Ok(cost)
 }
 
 // -------------------------------------------------------------------------------------- scale
@@ -396,7 +636,7 @@ async fn scale_phase(
         "scale: {wfes_present} WFEs and {runs_present} PipelineRuns present; creating {missing} pairs …"
     );
     let started = Instant::now();
-    let deadline = started + SCALE_DEADLINE;
+    let deadline = started + Duration::from_secs(args.scale_deadline_s);
     let failures: Vec<anyhow::Error> = stream::iter(0..missing)
         .map(|i| {
             let (client, config, templates, run_status) =
@@ -531,6 +771,9 @@ struct Report {
     versions: Versions,
     settings: Value,
     ceiling: CeilingResult,
+    /// PUT against merge patch for status writes, when run.
+    #[serde(default)]
+    status_writes: Option<StatusWriteCost>,
     rate: LoadResult,
     burst: LoadResult,
     /// The fixed-rate phase below saturation, when run.
@@ -641,12 +884,12 @@ fn evaluate(report: &Report) -> Vec<Target> {
         .max(report.burst.writes_to_running_max);
     push(
         "writes up to Running",
-        "≤ 4 per WFE (finalizer, Pending, PipelineRun, Running)",
+        "≤ 3 per WFE (finalizer, PipelineRun, Running: no separate Pending)",
         format!(
             "mean {:.2}, max {w} (fixed rate); mean {:.2} (as fast as possible)",
             report.rate.writes_to_running_mean, report.burst.writes_to_running_mean
         ),
-        Some(w <= 4),
+        Some(w <= 3),
         "WFE resourceVersions seen before Running (minus the create) + the PipelineRun create",
     );
     let idle = report.rate.idle_writes
@@ -783,10 +1026,14 @@ fn analysis(r: &Report) -> String {
     );
     let _ = writeln!(
         md,
-        "- **Writes per WFE.** The operator writes {:.2} times per WFE, the contract's minimum: \
-         finalizer, Pending, PipelineRun, Running (the 4 up to Running), the run's start in \
-         `pipelineRunStatus`, Completed, and two Events. The simulated Tekton adds 8 (two \
-         TaskRuns created and updated twice, the run's status twice) and the benchmark 1: \
+        "- **Writes per WFE.** The operator writes {:.2} times per WFE: finalizer, PipelineRun, \
+         Running (the 3 up to Running: a WFE that can start at once gets no separate `Pending` \
+         write), the first step seen running (`pipelineRunStatus.executionStarted`, never held \
+         back: a later failure blocks the target only if it is recorded), Completed, and two \
+         Events. The run's other progress is written at most once per \
+         `status.progressInterval` (5 s), so a run that finishes within it costs no progress \
+         write. The simulated Tekton adds its run status, label and TaskRun writes and the \
+         benchmark 1: \
          {:.2} writes per WFE in all, so the ceiling allows at most {:.1} WFE/s and the run \
          reached {:.1} ({:.0} %).",
         b.operator_writes_per_wfe,
@@ -840,12 +1087,14 @@ fn analysis(r: &Report) -> String {
     if let Some(s) = &r.scale {
         let _ = writeln!(
             md,
-            "- **Memory is the two caches.** The operator holds every WFE (typed) and every \
-             PipelineRun it owns (a JSON tree, pruned to identity, labels and status: about 7 KiB \
-             each, since every JSON object is its own map). It starts at {:.1} MiB; with {} WFEs \
-             and {} PipelineRuns it settles at {:.1} MiB. The 40 MiB target would need a compact \
-             projection of each PipelineRun (phase and summary instead of the JSON tree) — a \
-             change of the runtime's child cache, not made here.",
+            "- **Memory is the two caches.** The operator holds every WFE (typed: about 4 KiB \
+             of heap each) and every PipelineRun it owns, projected on what the status mapping \
+             reads (identity, ownership labels, the `Succeeded` condition, times, TaskRun names, \
+             the task count: about 7 KiB each, most of it the JSON tree's maps, one B-tree node \
+             per object; `cargo test -p workflowexecution-operator --test footprint -- \
+             --nocapture` prints the breakdown). It starts at {:.1} MiB; with {} WFEs and {} \
+             PipelineRuns it settles at {:.1} MiB. 40 MiB would need a store more compact than \
+             JSON trees for the runs and a smaller parent cache.",
             r.operator_rss_mib_at_start, s.workflow_executions, s.pipeline_runs, s.rss_mib_settled,
         );
     }
@@ -956,6 +1205,38 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
         fmt_p(&c.latency_ms),
         c.apiserver_cpu_seconds
     );
+    if let Some(cost) = &r.status_writes {
+        let _ = writeln!(
+            md,
+            "\n## Status writes: whole-object PUT against a merge patch of what changed\n\n\
+             {} running WorkflowExecutions get a new `pipelineRunStatus` {} times each way, \
+             alternating, {} in flight; the merge patch carries the resourceVersion read, so a \
+             concurrent change is a `409 Conflict` either way.\n",
+            cost.objects, cost.rounds, r.ceiling.concurrency
+        );
+        let _ = writeln!(
+            md,
+            "| request | writes (failed) | body | latency p50 / p95 / p99 (ms) | API server + etcd CPU s | CPU ms per write |\n|---|---|---|---|---|---|"
+        );
+        for (name, m) in [
+            ("`PUT workflowexecutions/status`", &cost.put),
+            (
+                "`PATCH workflowexecutions/status` (merge)",
+                &cost.merge_patch,
+            ),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {name} | {} ({}) | {} B | {} | {:.2} | **{:.3}** |",
+                m.writes,
+                m.failed,
+                m.body_bytes,
+                fmt_p(&m.latency_ms),
+                m.apiserver_cpu_seconds,
+                m.cpu_ms_per_write
+            );
+        }
+    }
 
     let _ = writeln!(
         md,
@@ -1295,6 +1576,7 @@ async fn main() -> anyhow::Result<()> {
         RATE_NAMESPACE,
         BURST_NAMESPACE,
         SCALE_NAMESPACE,
+        STATUS_NAMESPACE,
     ])
     .await?;
     let cp_pids = control_plane_pids(&cp);
@@ -1316,16 +1598,28 @@ async fn main() -> anyhow::Result<()> {
         args.ceiling,
         args.concurrency
     );
+    if args.only_scale {
+        return only_scale(&cp, &client, &cp_pids, &args).await;
+    }
     let ceiling = ceiling(&client, &cp_pids, &args).await?;
     println!("ceiling: {:.0} creates/s", ceiling.creates_per_second);
+    let status_writes = if args.status_writes > 0 {
+        let cost = status_write_cost(&client, &cp_pids, &args).await?;
+        println!(
+            "status writes: PUT {:.3} ms API server CPU per write ({} B), merge patch {:.3} ms ({} B)",
+            cost.put.cpu_ms_per_write,
+            cost.put.body_bytes,
+            cost.merge_patch.cpu_ms_per_write,
+            cost.merge_patch.body_bytes
+        );
+        Some(cost)
+    } else {
+        None
+    };
 
-    let work = tempfile::Builder::new()
-        .prefix("kubernaut-bench-")
-        .tempdir()?;
-    let config_path = write_operator_config(work.path(), EXEC_NAMESPACE, "")?;
-    let log_path = work.path().join("operator.log");
-    let kubeconfig = cp.kubeconfig_path().to_path_buf();
-    let spawn = || OperatorProcess::spawn(&args.operator, &config_path, &kubeconfig, &log_path);
+    let files = OperatorFiles::new(&cp)?;
+    let log_path = files.log.clone();
+    let spawn = || files.spawn(&args.operator);
     let mut operator = spawn()?;
     let ready = operator.wait_ready().await?;
     println!("operator pid {} ready in {:.2?}", operator.pid(), ready);
@@ -1427,6 +1721,7 @@ async fn main() -> anyhow::Result<()> {
         fraction_of_ceiling_operator_writes: fraction(burst.operator_writes_per_wfe),
         fraction_of_ceiling_all_writes: fraction(burst.all_writes_per_wfe),
         ceiling,
+        status_writes,
         rate,
         burst,
         low_rate,
@@ -1461,6 +1756,93 @@ async fn main() -> anyhow::Result<()> {
             },
             t.measured
         );
+    }
+    Ok(())
+}
+
+/// Where the operator processes of one benchmark run keep their config and log.
+struct OperatorFiles {
+    _work: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl OperatorFiles {
+    fn new(cp: &ControlPlane) -> anyhow::Result<Self> {
+        let work = tempfile::Builder::new()
+            .prefix("kubernaut-bench-")
+            .tempdir()?;
+        Ok(OperatorFiles {
+            config: write_operator_config(work.path(), EXEC_NAMESPACE, "")?,
+            log: work.path().join("operator.log"),
+            kubeconfig: cp.kubeconfig_path().to_path_buf(),
+            _work: work,
+        })
+    }
+
+    /// Starts `binary` with this run's config, log and kubeconfig.
+    fn spawn(&self, binary: &Path) -> anyhow::Result<OperatorProcess> {
+        OperatorProcess::spawn(binary, &self.config, &self.kubeconfig, &self.log)
+    }
+}
+
+/// `--only-scale`: one burst of `--n` WFEs on the simulator (the scale phase copies the status
+/// of a run they finish), then the scale phase; prints its figures, writes no report.
+async fn only_scale(
+    cp: &ControlPlane,
+    client: &Client,
+    cp_pids: &[u32],
+    args: &Args,
+) -> anyhow::Result<()> {
+    let files = OperatorFiles::new(cp)?;
+    let log_path = files.log.clone();
+    let spawn = || files.spawn(&args.operator);
+    let mut operator = spawn()?;
+    operator.wait_ready().await?;
+    let _simulator = start_simulator(
+        client,
+        EXEC_NAMESPACE,
+        Duration::from_millis(args.run_time_ms),
+    );
+    let tracker: Shared = Arc::default();
+    let watches = start_watches(client, &tracker, EXEC_NAMESPACE).await?;
+    let setup = LoadSetup::on_simulator(
+        client,
+        &operator,
+        &tracker,
+        cp_pids,
+        args.concurrency,
+        LOAD_DEADLINE,
+    );
+    println!("load: {} WFEs as fast as possible …", args.n);
+    load_phase(&setup, BURST_NAMESPACE, args.n, None).await?;
+    let scale = scale_phase(client, &mut operator, &spawn, &tracker, args).await;
+    let scale = scale.inspect_err(|_| print_log_tail(&log_path))?;
+    println!(
+        "{}: {}",
+        args.operator.display(),
+        serde_json::to_string_pretty(&scale)?
+    );
+    if let Some(other) = &args.compare {
+        // The same objects: nothing more is created.
+        let present = Args {
+            scale: scale.workflow_executions.min(scale.pipeline_runs),
+            operator: other.clone(),
+            ..args.clone()
+        };
+        let spawn = || files.spawn(other);
+        let compared = scale_phase(client, &mut operator, &spawn, &tracker, &present).await;
+        let compared = compared.inspect_err(|_| print_log_tail(&log_path))?;
+        println!(
+            "{}: {}",
+            other.display(),
+            serde_json::to_string_pretty(&compared)?
+        );
+    }
+    operator.stop();
+    for w in watches {
+        w.abort();
     }
     Ok(())
 }

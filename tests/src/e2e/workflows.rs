@@ -4,11 +4,11 @@
 
 use std::{future::Future, path::PathBuf, process::Child, sync::Mutex, time::Duration};
 
-use anyhow::{anyhow, bail};
-use kube::{Api, ResourceExt};
+use anyhow::{anyhow, bail, ensure};
+use kube::{Api, Client, ResourceExt, api::PostParams};
 use workflowexecution_operator::types::{
-    self, ExecutionConfig, FailureDetails, Phase, WorkflowExecution, WorkflowExecutionSpec,
-    WorkflowRef,
+    self, ExecutionConfig, FailureDetails, FailureReason, Phase, WorkflowExecution,
+    WorkflowExecutionSpec, WorkflowRef,
 };
 
 use super::{E2eCluster, spawn_operator};
@@ -98,6 +98,56 @@ impl OperatorEnv {
             }
         }
         result
+    }
+}
+
+/// One scenario's share of the cluster: a namespace of its own and its WorkflowExecutions.
+pub struct Scenario {
+    /// A client of the cluster.
+    pub client: Client,
+    /// The scenario's namespace.
+    pub ns: String,
+    /// The WorkflowExecutions of [`Scenario::ns`].
+    pub wfes: Api<WorkflowExecution>,
+}
+
+impl OperatorEnv {
+    /// A scenario in a new namespace `ns_prefix-…`.
+    ///
+    /// # Errors
+    ///
+    /// When the client or the namespace cannot be made.
+    pub async fn scenario(&self, ns_prefix: &str) -> anyhow::Result<Scenario> {
+        let client = self.cluster.client().await?;
+        let ns = self
+            .cluster
+            .control_plane()
+            .create_namespace(ns_prefix)
+            .await?;
+        let wfes = Api::namespaced(client.clone(), &ns);
+        Ok(Scenario { client, ns, wfes })
+    }
+}
+
+impl Scenario {
+    /// Creates `wfe` in the scenario's namespace.
+    ///
+    /// # Errors
+    ///
+    /// When the API server refuses it.
+    pub async fn create(&self, wfe: &WorkflowExecution) -> anyhow::Result<()> {
+        self.wfes.create(&PostParams::default(), wfe).await?;
+        Ok(())
+    }
+
+    /// Creates `wfe` and waits until it has ended ([`ENDED`]); returns it as it ended.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be created or does not end within [`WAIT`].
+    pub async fn run_to_end(&self, wfe: &WorkflowExecution) -> anyhow::Result<WorkflowExecution> {
+        self.create(wfe).await?;
+        wait_phase(&self.wfes, &wfe.name_any(), ENDED).await
     }
 }
 
@@ -198,6 +248,26 @@ pub fn failure(wfe: &WorkflowExecution) -> anyhow::Result<FailureDetails> {
         .failure_details
         .clone()
         .ok_or_else(|| anyhow!("a Failed execution without failureDetails"))
+}
+
+/// The failure details of `wfe`, checked: it is Failed for `reason`, and a step of its workflow
+/// ran (`wasExecutionFailure`) exactly when `during_execution`.
+///
+/// # Errors
+///
+/// `wfe` is not Failed, or failed otherwise.
+pub fn assert_failure(
+    wfe: &WorkflowExecution,
+    reason: FailureReason,
+    during_execution: bool,
+) -> anyhow::Result<FailureDetails> {
+    let details = failure(wfe)?;
+    ensure!(details.reason == reason, "not {reason}: {details:?}");
+    ensure!(
+        details.was_execution_failure == during_execution,
+        "wasExecutionFailure is not {during_execution}: {details:?}"
+    );
+    Ok(details)
 }
 
 /// The name of the child (PipelineRun, Job) the operator recorded for `wfe`.

@@ -15,6 +15,7 @@ use kubernaut_framework::{
     config::ConfigStore,
     lock::Locks,
     own_writes::OwnWrites,
+    pace::Pace,
     runtime::{Action, Context, KindStores, prometheus::Registry},
     testing::{Exchange, Scenario, Served, status_body},
 };
@@ -52,6 +53,7 @@ fn state() -> State {
         config: Arc::new(ConfigStore::new(config)),
         own_writes: OwnWrites::new(),
         locks: Locks::default(),
+        pace: Pace::new(),
     }
 }
 

@@ -6,11 +6,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::events::EventType};
-use kubernaut_framework::{
-    condition::{self, ConditionStatus},
-    lifecycle, lock,
-    runtime::Action,
-};
+use kubernaut_framework::{condition, lifecycle, runtime::Action};
 
 use super::{
     CLEAR_BLOCK_ANNOTATION, Effect, Error, ExecutionCondition, MetricUpdate, Outcome, Pass,
@@ -91,27 +87,13 @@ impl Pass<'_> {
         // The failed WFE may be gone: its run still holds the block, in the kind of whichever
         // engine it ran on.
         let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
-        let namespace = &self.config.execution.namespace;
-        for engine in self.state().engines.iter() {
-            let runs = self.ctx.child_api(&engine.child_resource, namespace);
-            let read = runs.get_opt(&name).await;
-            let run = read.map_err(Error::api(format!(
-                "reading {} {name}",
-                engine.child().kind
-            )))?;
-            if let Some(run) = run
-                && pipelinerun::ExecutionBlock::of(&run).is_some()
-                && self
-                    .current_owner(&pipelinerun::run_owner(&run))
-                    .await?
-                    .is_none()
-            {
-                lock::break_stale_with_policy(&runs, &run, engine.cancel.delete_propagation())
-                    .await?;
-                return Ok(Cleared::Other(
-                    "Execution block of a deleted WorkflowExecution",
-                ));
-            }
+        let (client, namespace) = (&self.ctx.client, &self.config.execution.namespace);
+        let kinds = self.lock_kinds();
+        let orphaned = pipelinerun::BLOCK.break_orphaned(client, namespace, &name, &kinds, self);
+        if orphaned.await?.is_some() {
+            return Ok(Cleared::Other(
+                "Execution block of a deleted WorkflowExecution",
+            ));
         }
         if let Some(carrier) = decide::most_recent_finished(others)
             && decide::streak(carrier) > 0
@@ -154,9 +136,8 @@ pub(super) fn clearance(
                 "nothing to clear: {} holds no execution block and no failure streak ({CLEAR_BLOCK_ANNOTATION}={reason})",
                 describe(wfe)
             );
-            conditions(wfe, &mut status, now).set(
+            conditions(wfe, &mut status, now).set_false(
                 ExecutionCondition::BlockCleared,
-                ConditionStatus::False,
                 "NothingToClear",
                 &message,
             );
@@ -177,9 +158,8 @@ pub(super) fn clearance(
         ),
     };
     status.block_clearance = Some(block_clearance(reason, now));
-    conditions(wfe, &mut status, now).set(
+    conditions(wfe, &mut status, now).set_true(
         ExecutionCondition::BlockCleared,
-        ConditionStatus::True,
         "Cleared",
         &message,
     );

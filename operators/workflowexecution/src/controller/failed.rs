@@ -6,7 +6,6 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
-use kubernaut_framework::condition::ConditionStatus;
 
 use super::{ExecutionCondition, Outcome, Pass, conditions, terminal};
 use crate::{
@@ -76,12 +75,7 @@ pub(super) fn failed(
     let has_run = status.pipeline_run_ref.is_some();
     let mut set = conditions(wfe, &mut status, now);
     let reason = details.reason;
-    set.set(
-        ExecutionCondition::Ready,
-        ConditionStatus::False,
-        reason.as_str(),
-        &details.message,
-    );
+    set.set_false(ExecutionCondition::Ready, reason.as_str(), &details.message);
     if has_run {
         terminal::run_finished(&mut set, "Failed", "Failed", &details.message);
     }

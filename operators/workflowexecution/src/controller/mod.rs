@@ -2,12 +2,16 @@
 //!
 //! Flow of one object (see the behaviour contract for every rule):
 //! 1. [`kubernaut_framework::finalizer::event`] adds `kubernaut.ai/workflowexecution-cleanup` on
-//!    first sight, together with `phase: Pending`, or hands a deleting object to `cleanup`.
+//!    first sight, or hands a deleting object to `cleanup`. A WFE without a phase is decided as
+//!    `Pending` in the same pass: when it can start at once, `Running` is its first status write
+//!    (no separate `Pending` write); when it waits, is skipped or fails, `Pending` is written
+//!    first and the decision after it.
 //! 2. `Pending` (`pending`): validate → lock/cooldown decision from the in-memory store → render
 //!    → create the PipelineRun (the lock) → `Running`.
 //! 3. `Running` (`running`): driven by PipelineRun watch events; the run's status is read
 //!    through the status mapping file → `Completed` / `Failed`, or a refreshed
-//!    `pipelineRunStatus`.
+//!    `pipelineRunStatus`, which is mere progress (`progress`) and written at most once per
+//!    `status.progressInterval` unless it carries a fact a later decision depends on.
 //! 4. `Completed`/`Failed` (`terminal`): hold the lock for the cooldown period, then release it
 //!    (delete the run only if its labels name this WFE); honour the block-clearing annotation
 //!    (`clearance`).
@@ -26,12 +30,16 @@
 //! 1. Status is written only when it changed, with the resourceVersion read (a conflict is an
 //!    error and the object is reconciled again from fresh state — never clobbered).
 //! 2. A phase change is checked against the declared transitions before it is written
-//!    ([`phase::dispatch`] for the handler's outcome, [`phase::transition`] on every write).
+//!    ([`phase::dispatch`](kubernaut_framework::phase::dispatch) for the handler's outcome,
+//!    [`phase::transition`](kubernaut_framework::phase::transition) on every write).
 //! 3. A WFE never deletes or cancels a PipelineRun whose ownership labels name another WFE.
 //! 4. Every decision is reconstructible from cluster state: a restarted operator adopts the run a
 //!    `Pending` WFE already created, and continues `Running` ones from the run's status.
-//! 5. Effects (Events, audit records, metrics, logs) of a status follow its write: a pass whose
-//!    write changed nothing, or failed, emits none.
+//! 5. Effects (Events, audit records, metric updates, logs) of a status follow its write: a pass
+//!    whose write changed nothing, or failed, emits none.
+//! 6. A WFE's progress write is held back at most `status.progressInterval`, and the latest
+//!    progress is written when it ends; a phase change, the "a step ran" marker and a held-back
+//!    step are never held back (`progress::is_progress`).
 
 #[cfg(test)]
 mod calls;
@@ -40,6 +48,7 @@ mod clearance;
 mod failed;
 mod outcome;
 mod pending;
+mod progress;
 mod running;
 mod target_lock;
 mod terminal;
@@ -51,13 +60,14 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use kube::{Api, Client, Resource, ResourceExt, api::DynamicObject};
 use kubernaut_framework::{
-    condition::{self, ConditionStatus, ConditionType, Conditions},
+    condition::{self, ConditionStatus, Conditions},
     config::ConfigStore,
     effect::Reporter,
     lifecycle::{self, Cleanup, Effects, Lifecycle, PhasedStatus, ReconcileError},
     lock::Locks,
     own_writes::OwnWrites,
-    phase::{self, PhaseHandlers},
+    pace::Pace,
+    phase::PhaseHandlers,
     runtime::{Action, Context},
     status::Held,
 };
@@ -81,6 +91,7 @@ pub use crate::decide::CLEAR_BLOCK_ANNOTATION;
 pub const SAFETY_RESYNC: Duration = Duration::from_secs(600);
 
 kubernaut_framework::string_enum! {
+    condition;
     /// The condition types of a WorkflowExecution's status.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum ExecutionCondition {
@@ -95,12 +106,6 @@ kubernaut_framework::string_enum! {
         ExecutionComplete = "ExecutionComplete",
         /// The clearance annotation was acted on: `True` cleared, `False` refused.
         BlockCleared = "BlockCleared",
-    }
-}
-
-impl ConditionType for ExecutionCondition {
-    fn as_str(self) -> &'static str {
-        ExecutionCondition::as_str(self)
     }
 }
 
@@ -127,6 +132,9 @@ pub struct State {
     /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
     /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
     pub own_writes: OwnWrites<WorkflowExecution>,
+    /// When this process last wrote each WFE's status: progress is written at most once per
+    /// `status.progressInterval`.
+    pub pace: Pace<WorkflowExecution>,
     /// The target locks this process takes (one guard per lock name while it is checked across
     /// engine kinds and taken, so that two executions on one target never create children of
     /// two kinds at once).
@@ -138,20 +146,6 @@ pub type Ctx = Context<WorkflowExecution, State>;
 
 /// What can fail a reconcile; every such failure is retried with per-object backoff.
 pub type Error = ReconcileError<Phase>;
-
-impl phase::Phase for Phase {
-    fn allowed_transitions(self) -> &'static [Self] {
-        Phase::allowed_transitions(self)
-    }
-
-    fn is_terminal(self) -> bool {
-        Phase::is_terminal(self)
-    }
-
-    fn is_initial(self) -> bool {
-        self == Phase::Pending
-    }
-}
 
 impl PhasedStatus for WorkflowExecutionStatus {
     type Phase = Phase;
@@ -166,27 +160,19 @@ impl PhasedStatus for WorkflowExecutionStatus {
 /// # Errors
 /// Transient API failures; the runtime retries them with per-object backoff.
 pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let engines = &ctx.data.engines;
     let recorded = wfe
         .status
         .as_ref()
         .and_then(|s| s.execution_engine.as_deref());
-    let engine = match (engines.of(&wfe), recorded) {
-        (Some(engine), _) => engine.clone(),
-        // Its child is of that engine's kind: nothing here can read, cancel or release it.
-        // Retried (with backoff) until the engine is configured again; nothing is lost.
-        (None, Some(recorded)) => {
-            return Err(Error::Invalid(format!(
-                "WorkflowExecution {} runs on engine {recorded:?}, which execution.engines no longer lists: configure it again to go on",
-                describe(&wfe)
-            )));
-        }
-        // The spec asks for an engine that is not configured: its validation fails it.
-        (None, None) => engines
-            .default_engine()
-            .cloned()
-            .ok_or_else(|| Error::Invalid("no execution engine is configured".to_owned()))?,
-    };
+    let requested = wfe.spec.execution_engine.as_deref();
+    // A started WFE's child is of its engine's kind: without that engine nothing here can read,
+    // cancel or release it, and it is retried (with backoff) until the engine is configured again.
+    let engine = ctx
+        .data
+        .engines
+        .for_parent(recorded, requested)
+        .map_err(|e| Error::Invalid(format!("WorkflowExecution {}: {e}", describe(&wfe))))?
+        .clone();
     let pass = Pass {
         engine,
         config: ctx.data.config.current(),
@@ -244,13 +230,22 @@ impl Lifecycle<WorkflowExecution, Effect> for Pass<'_> {
         let mut status = wfe.status.clone().unwrap_or_default();
         status.phase = Some(Phase::Pending);
         status.observed_generation = wfe.meta().generation;
-        conditions(wfe, &mut status, self.now).set(
+        conditions(wfe, &mut status, self.now).set_unknown(
             ExecutionCondition::Ready,
-            ConditionStatus::Unknown,
             "Pending",
             "Waiting to start the workflow",
         );
         status
+    }
+
+    /// A WFE that starts at once (`Running`, its run created or adopted) gets no separate
+    /// `Pending` write; one that waits, is skipped or fails shows `Pending` first.
+    fn skips_initial_write(&self, outcome: &Outcome) -> bool {
+        outcome.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    }
+
+    fn pace(&self) -> Option<(&Pace<WorkflowExecution>, Duration)> {
+        Some((&self.state().pace, self.config.status.progress_interval))
     }
 
     async fn cleanup(&self, wfe: Arc<WorkflowExecution>) -> Result<Cleanup, Error> {

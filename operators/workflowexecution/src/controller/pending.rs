@@ -8,9 +8,7 @@ use std::{sync::Arc, time::Duration};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
-use kubernaut_framework::{
-    condition::ConditionStatus, lock::Claim, runtime::Action, status::StatusMapping,
-};
+use kubernaut_framework::{lock::Claim, runtime::Action, status::StatusMapping};
 
 use super::{
     Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, running, target_lock,
@@ -125,9 +123,8 @@ pub(super) fn refused_create(code: u16, message: &str) -> Option<FailureReason> 
 /// Stay `Pending` until the previous run is gone: a condition says why, written once.
 pub(super) fn waiting(wfe: &WorkflowExecution, message: &str, now: Timestamp) -> Outcome {
     let mut status = wfe.status.clone().unwrap_or_default();
-    conditions(wfe, &mut status, now).set(
+    conditions(wfe, &mut status, now).set_false(
         ExecutionCondition::ExecutionCreated,
-        ConditionStatus::False,
         "WaitingForPreviousRun",
         message,
     );
@@ -173,15 +170,13 @@ pub(super) fn started(
     let (kind, name) = (&mapping.child().kind, run.name_any());
     let message = format!("{kind} {name} created");
     let mut set = conditions(wfe, &mut status, now);
-    set.set(
+    set.set_true(
         ExecutionCondition::ExecutionCreated,
-        ConditionStatus::True,
         "PipelineRunCreated",
         &message,
     );
-    set.set(
+    set.set_unknown(
         ExecutionCondition::Ready,
-        ConditionStatus::Unknown,
         "Running",
         "The workflow is running",
     );
@@ -209,9 +204,8 @@ pub(super) fn skipped(wfe: &WorkflowExecution, details: SkipDetails, now: Timest
     let mut status = wfe.status.clone().unwrap_or_default();
     status.phase = Some(Phase::Skipped);
     status.completion_time = Some(Time(now));
-    conditions(wfe, &mut status, now).set(
+    conditions(wfe, &mut status, now).set_false(
         ExecutionCondition::Ready,
-        ConditionStatus::False,
         reason.as_str(),
         &details.message,
     );

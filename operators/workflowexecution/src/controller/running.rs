@@ -1,5 +1,6 @@
 //! `Running`: read the run through the status mapping → `Completed` or `Failed`, or a refreshed
-//! `pipelineRunStatus` (and whether a TaskRun is held back) while it runs.
+//! `pipelineRunStatus` (and whether a TaskRun is held back) while it runs: mere progress is
+//! written at most once per `status.progressInterval` (`progress`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,13 +8,12 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
-    condition::ConditionStatus,
     runtime::Action,
     status::{Held, Reading, grandchildren},
 };
 
 use super::{
-    Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, held_condition,
+    Error, ExecutionCondition, Outcome, Pass, SAFETY_RESYNC, conditions, held_condition, progress,
     seen_started, terminal,
 };
 use crate::{
@@ -187,7 +187,11 @@ pub(super) fn unfinished(
         .filter(|h| held_condition(&status).as_ref() != Some(*h))
         .cloned();
     observe_unfinished(wfe, &mut status, observation, held.as_ref(), now);
-    let outcome = Outcome::write(status, Action::requeue(SAFETY_RESYNC));
+    let action = Action::requeue(SAFETY_RESYNC);
+    let outcome = match progress::is_progress(wfe.status.as_ref(), &status) {
+        true => Outcome::progress(status, action),
+        false => Outcome::write(status, action),
+    };
     let Some(held) = newly_held else {
         return outcome;
     };
@@ -225,9 +229,8 @@ pub(super) fn observe_unfinished(
     status.pipeline_run_status = Some(summary);
     let mut set = conditions(wfe, status, now);
     if let Some(held) = held {
-        set.set(
+        set.set_false(
             ExecutionCondition::ExecutionRunning,
-            ConditionStatus::False,
             &held.result,
             &held
                 .message
@@ -235,9 +238,8 @@ pub(super) fn observe_unfinished(
                 .unwrap_or_else(|| format!("A {} is held back", observation.part)),
         );
     } else if observation.phase == RunPhase::Running {
-        set.set(
+        set.set_true(
             ExecutionCondition::ExecutionRunning,
-            ConditionStatus::True,
             "Running",
             &format!("The {} is running", observation.kind),
         );
@@ -258,9 +260,8 @@ pub(super) fn completed(
     status.consecutive_failures = Some(0);
     status.next_allowed_execution = None;
     let mut set = conditions(wfe, &mut status, now);
-    set.set(
+    set.set_true(
         ExecutionCondition::Ready,
-        ConditionStatus::True,
         "Completed",
         "The workflow completed successfully",
     );

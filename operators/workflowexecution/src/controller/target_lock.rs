@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, ResourceExt, api::DynamicObject, runtime::reflector::ObjectRef};
+use kube::{ResourceExt, api::DynamicObject};
 use kubernaut_framework::lock::{
-    Claim, ClaimRequest, LockError, LockKind, Refusal, Tenancy, hold_over,
+    Claim, ClaimRequest, LockError, LockKind, Refusal, Tenancy, hold_over, live_holder,
 };
 
 use super::{CLEAR_BLOCK_ANNOTATION, Pass, describe};
@@ -32,15 +32,15 @@ impl Tenancy for Pass<'_> {
         &self,
         run: &DynamicObject,
     ) -> Result<Option<Arc<WorkflowExecution>>, LockError> {
-        self.current_owner(&pipelinerun::run_owner(run)).await
+        self.current_owner(run).await
     }
 
     /// A run blocks its target while the execution failure of its holder is not cleared, or,
     /// once the holder is gone, while it carries the block annotation.
     fn blocks(&self, run: &DynamicObject, holder: Option<&Arc<WorkflowExecution>>) -> bool {
         holder.map_or_else(
-            || ExecutionBlock::of(run).is_some(),
-            |holder| decide::holds_block(holder),
+            || pipelinerun::BLOCK.is_marked(run),
+            |h| decide::holds_block(h),
         )
     }
 
@@ -70,7 +70,7 @@ impl Pass<'_> {
             client: &self.ctx.client,
             namespace,
             kind: lock_kind(&self.engine),
-            others: self.state().engines.iter().map(|e| lock_kind(e)).collect(),
+            others: self.lock_kinds(),
             child: run,
             owner: &pipelinerun::owner(wfe),
             cached: cached.as_deref(),
@@ -78,32 +78,18 @@ impl Pass<'_> {
         self.state().locks.claim(request, self).await
     }
 
-    /// The WorkflowExecution a run names, if it still exists *as that instance* (same uid). The
-    /// store answers; a miss is confirmed with the API server, since the store can lag.
+    /// Every engine's kind of run: they share the lock name.
+    pub(super) fn lock_kinds(&self) -> Vec<LockKind> {
+        self.state().engines.iter().map(|e| lock_kind(e)).collect()
+    }
+
+    /// The WorkflowExecution `run` names, if it still exists *as that instance* (same uid).
     pub(super) async fn current_owner(
         &self,
-        holder: &pipelinerun::RunOwner,
+        run: &DynamicObject,
     ) -> Result<Option<Arc<WorkflowExecution>>, LockError> {
-        if holder.name.is_empty() || holder.namespace.is_empty() {
-            return Ok(None);
-        }
-        let same_instance = |w: &WorkflowExecution| w.uid().as_deref() == Some(holder.uid.as_str());
-        let reference = ObjectRef::new(&holder.name).within(&holder.namespace);
-        if let Some(cached) = self.ctx.parents.get(&reference)
-            && same_instance(&cached)
-        {
-            return Ok(Some(cached));
-        }
-        let api: Api<WorkflowExecution> =
-            Api::namespaced(self.ctx.client.clone(), &holder.namespace);
-        let live = api
-            .get_opt(&holder.name)
-            .await
-            .map_err(|source| LockError::Read {
-                object: format!("WorkflowExecution {}/{}", holder.namespace, holder.name),
-                source,
-            })?;
-        Ok(live.filter(|w| same_instance(w)).map(Arc::new))
+        let holder = pipelinerun::OWNER_KEYS.holder(run);
+        live_holder(&self.ctx.parents, &self.ctx.client, &holder).await
     }
 }
 
@@ -222,7 +208,7 @@ pub(super) fn busy_details(
 
 /// Why a WFE waits: `run`, of the WorkflowExecution it names, is being deleted.
 pub(super) fn waiting_message(run: &DynamicObject) -> String {
-    let holder = pipelinerun::run_owner(run);
+    let holder = pipelinerun::OWNER_KEYS.holder(run);
     format!(
         "PipelineRun {}/{} of WorkflowExecution {}/{} is being deleted; the workflow starts once it is gone",
         run.namespace().unwrap_or_default(),

@@ -7,8 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
-    annotation::annotate_exact,
-    condition::{ConditionStatus, Conditions},
+    condition::Conditions,
     lifecycle::Effects,
     lock::{self, Release},
     runtime::Action,
@@ -52,10 +51,9 @@ impl Pass<'_> {
             self.mark_block(&runs, &wfe, &run).await?;
             return Ok(done);
         }
-        if pipelinerun::ExecutionBlock::of(&run).is_some() {
-            // Cleared: the run is an ordinary lock again.
-            self.annotate_run(&runs, &run, None).await?;
-        }
+        // Cleared (or never blocked): the run is an ordinary lock.
+        let lifted = pipelinerun::BLOCK.lift(&runs, &run).await;
+        lifted.map_err(self.annotating(&run))?;
         let completed = status.completion_time.as_ref().map_or(self.now, |t| t.0);
         if duration_between(completed, self.now) < self.config.cooldown.period {
             debug!(wfe = %describe(&wfe), "holding the lock for the cooldown");
@@ -89,9 +87,6 @@ impl Pass<'_> {
         wfe: &WorkflowExecution,
         run: &DynamicObject,
     ) -> Result<(), Error> {
-        if pipelinerun::ExecutionBlock::of(run).is_some() {
-            return Ok(());
-        }
         let status = wfe.status.as_ref();
         let failure = status.and_then(|s| s.failure_details.as_ref());
         let failed_at = status.and_then(|s| s.completion_time.as_ref());
@@ -101,29 +96,20 @@ impl Pass<'_> {
             reason: failure.map(|d| d.reason.to_string()).unwrap_or_default(),
             failed_at: failed_at.map(|t| t.0.to_string()).unwrap_or_default(),
         };
-        self.annotate_run(runs, run, Some(block.to_annotation()))
-            .await?;
-        info!(wfe = %describe(wfe), pipelinerun = %run.name_any(), "the failed run is kept as the target's block");
+        let marked = pipelinerun::BLOCK.mark(runs, run, &block).await;
+        if marked.map_err(self.annotating(run))? {
+            info!(wfe = %describe(wfe), pipelinerun = %run.name_any(), "the failed run is kept as the target's block");
+        }
         Ok(())
     }
 
-    /// Sets (or with `None` removes) the block annotation of `run`, only on that very object
-    /// (gone, or replaced by another object: nothing of ours to mark any more).
-    async fn annotate_run(
-        &self,
-        runs: &Api<DynamicObject>,
-        run: &DynamicObject,
-        block: Option<String>,
-    ) -> Result<(), Error> {
-        let key = pipelinerun::ANNOTATION_EXECUTION_BLOCK;
-        annotate_exact(runs, run, key, block.as_deref())
-            .await
-            .map_err(Error::api(format!(
-                "annotating {} {}",
-                self.engine.child().kind,
-                run.name_any()
-            )))?;
-        Ok(())
+    /// The error of annotating `run`.
+    fn annotating(&self, run: &DynamicObject) -> impl FnOnce(kube::Error) -> Error {
+        Error::api(format!(
+            "annotating {} {}",
+            self.engine.child().kind,
+            run.name_any()
+        ))
     }
 }
 
@@ -173,18 +159,8 @@ pub(super) fn run_finished(
     message: &str,
 ) {
     let finished = "The PipelineRun has finished";
-    set.set(
-        ExecutionCondition::ExecutionRunning,
-        ConditionStatus::False,
-        running,
-        finished,
-    );
-    set.set(
-        ExecutionCondition::ExecutionComplete,
-        ConditionStatus::True,
-        complete,
-        message,
-    );
+    set.set_false(ExecutionCondition::ExecutionRunning, running, finished);
+    set.set_true(ExecutionCondition::ExecutionComplete, complete, message);
 }
 
 /// The outcome of the terminal `status` in `phase` after `ran_for`: written, holding the lock

@@ -1,0 +1,247 @@
+//! What each cached object costs in heap: a PipelineRun and a TaskRun as the runtime's child and
+//! grandchild caches hold them, a finished WorkflowExecution as the parent cache holds it, and
+//! each cache entry's key, measured with a counting global allocator over real Tekton's recorded
+//! objects (`tests/e2e/recorded/succeed.yaml`).
+//!
+//! One test per binary: the allocator counts every thread, so nothing else may run beside it.
+//! Run with `--nocapture` to see the breakdown.
+#[path = "support/runs.rs"]
+mod runs;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::{Value, json};
+use workflowexecution_operator::pipelinerun::{
+    ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached_run,
+};
+use workflowexecution_operator::task_runs::project_cached_task_run;
+use workflowexecution_operator::types::WorkflowExecution;
+
+/// The system allocator, counting live bytes and live allocations.
+struct Counting;
+
+static BYTES: AtomicIsize = AtomicIsize::new(0);
+static ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
+
+fn signed(size: usize) -> isize {
+    isize::try_from(size).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        BYTES.fetch_add(signed(layout.size()), Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        BYTES.fetch_sub(signed(layout.size()), Ordering::Relaxed);
+        ALLOCATIONS.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        BYTES.fetch_add(signed(new_size) - signed(layout.size()), Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's pointer, layout and size.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The heap one object built by `make` keeps alive: (bytes requested, allocations), averaged
+/// over many objects kept at once.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    bytes: f64,
+    allocations: f64,
+}
+
+impl Cost {
+    /// What glibc's malloc spends on it: each allocation rounded up to 16 bytes plus an 8-byte
+    /// header, at least 32 bytes.
+    fn resident(self) -> f64 {
+        let per_allocation = self.bytes / self.allocations.max(1.0);
+        let chunk = ((per_allocation + 8.0) / 16.0).ceil().max(2.0) * 16.0;
+        chunk * self.allocations
+    }
+}
+
+fn cost<T>(make: impl Fn() -> T) -> Cost {
+    const N: usize = 500;
+    let (bytes, allocations) = (
+        BYTES.load(Ordering::SeqCst),
+        ALLOCATIONS.load(Ordering::SeqCst),
+    );
+    let kept: Vec<T> = (0..N).map(|_| make()).collect();
+    let per = |now: isize, before: isize| (now - before) as f64 / N as f64;
+    let cost = Cost {
+        bytes: per(BYTES.load(Ordering::SeqCst), bytes),
+        allocations: per(ALLOCATIONS.load(Ordering::SeqCst), allocations),
+    };
+    drop(kept);
+    cost
+}
+
+/// An object as the watch hands it over: decoded from the API server's JSON, `managedFields`
+/// stripped as the reflector does.
+fn decoded(object: &Value) -> DynamicObject {
+    let text = serde_json::to_vec(object).unwrap();
+    let mut object: DynamicObject = serde_json::from_slice(&text).unwrap();
+    object.metadata.managed_fields = None;
+    object
+}
+
+/// A finished WorkflowExecution as the scale benchmark leaves it, as the API server returns it.
+fn finished_wfe() -> Value {
+    let mut wfe =
+        serde_json::to_value(workflowexecution_operator::templates::sample_workflow_execution())
+            .unwrap();
+    wfe["metadata"]["uid"] = json!("2f1c8d0e-5b7a-4c3e-9d2f-1a0b9c8d7e6f");
+    wfe["metadata"]["resourceVersion"] = json!("1234567");
+    wfe["metadata"]["generation"] = json!(1);
+    wfe["metadata"]["creationTimestamp"] = json!("2026-12-02T07:59:53Z");
+    wfe["metadata"]["finalizers"] = json!(["kubernaut.ai/workflowexecution-cleanup"]);
+    wfe["status"] = json!({
+        "phase": "Completed",
+        "observedGeneration": 1,
+        "startTime": "2026-12-02T07:59:53Z",
+        "completionTime": "2026-12-02T07:59:56Z",
+        "duration": "3s",
+        "executionEngine": "tekton",
+        "pipelineRunRef": {"name": "wfe-7a27abc6bc1c9b1d", "namespace": "kubernaut-workflows"},
+        "pipelineRunStatus": {
+            "status": "True", "reason": "Succeeded",
+            "message": "Tasks Completed: 2 (Failed: 0, Cancelled 0), Skipped: 0",
+            "totalTasks": 2, "completedTasks": 2
+        },
+        "consecutiveFailures": 0,
+        "templateRevision": "4cbf64e84fdd4b41",
+        "conditions": [
+            {"type": "ExecutionCreated", "status": "True", "reason": "PipelineRunCreated",
+             "message": "PipelineRun kubernaut-workflows/wfe-7a27abc6bc1c9b1d created",
+             "lastTransitionTime": "2026-12-02T07:59:53Z", "observedGeneration": 1},
+            {"type": "ExecutionRunning", "status": "False", "reason": "ExecutionFinished",
+             "message": "The PipelineRun finished", "lastTransitionTime": "2026-12-02T07:59:56Z",
+             "observedGeneration": 1},
+            {"type": "ExecutionComplete", "status": "True", "reason": "Succeeded",
+             "message": "Tasks Completed: 2 (Failed: 0, Cancelled 0), Skipped: 0",
+             "lastTransitionTime": "2026-12-02T07:59:56Z", "observedGeneration": 1}
+        ]
+    });
+    wfe
+}
+
+fn show(what: &str, cost: Cost) {
+    println!(
+        "{what:<48} {:>7.0} B in {:>4.0} allocations (~{:>6.0} B with malloc's overhead)",
+        cost.bytes,
+        cost.allocations,
+        cost.resident()
+    );
+}
+
+/// What the caches held before they kept only what the status mapping reads: the object without
+/// its spec, its status fields of `status_fields` and the annotations but the operator's own.
+fn pruned(object: &Value, status_fields: &[&str]) -> DynamicObject {
+    let mut object = decoded(object);
+    kubernaut_framework::runtime::prune::prune(&mut object, status_fields, |key| {
+        key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
+    });
+    object
+}
+
+/// The breakdown, and the projection's saving on the cached kinds.
+#[test]
+fn what_each_cached_object_costs() {
+    let succeed = runs::recorded()
+        .into_iter()
+        .find(|r| r.name == "succeed")
+        .expect("tests/e2e/recorded/succeed.yaml");
+    let (run, wfe) = (succeed.run.clone(), finished_wfe());
+    let task_run = succeed.task_runs.values().next().unwrap().clone();
+    let templates =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/workflowexecution");
+    let mapping = workflowexecution_operator::testing::load_status_mapping(&templates).unwrap();
+    let (run_projection, task_run_projection) = (
+        mapping.child_projection(),
+        mapping.grandchild_projection().unwrap(),
+    );
+
+    let whole_run = cost(|| Arc::new(decoded(&run)));
+    let pruned_run = cost(|| Arc::new(pruned(&run, &[])));
+    let projected_run = cost(|| {
+        let mut run = decoded(&run);
+        project_cached_run(&mut run, &run_projection);
+        Arc::new(run)
+    });
+    let pruned_task_run = cost(|| {
+        let fields = [
+            "taskSpec",
+            "provenance",
+            "results",
+            "sidecars",
+            "artifacts",
+            "spanContext",
+        ];
+        Arc::new(pruned(&task_run, &fields))
+    });
+    let projected_task_run = cost(|| {
+        let mut task_run = decoded(&task_run);
+        project_cached_task_run(&mut task_run, &task_run_projection);
+        Arc::new(task_run)
+    });
+    let cached_wfe = cost(|| {
+        let text = serde_json::to_vec(&wfe).unwrap();
+        Arc::new(serde_json::from_slice::<WorkflowExecution>(&text).unwrap())
+    });
+    let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "tekton.dev",
+        "v1",
+        "PipelineRun",
+    ));
+    let object = decoded(&run);
+    let child_key = cost(|| ObjectRef::from_obj_with(&object, resource.clone()));
+    let parent: WorkflowExecution = serde_json::from_value(wfe.clone()).unwrap();
+    let parent_key = cost(|| ObjectRef::from_obj(&parent));
+    let mut sample = decoded(&run);
+    project_cached_run(&mut sample, &run_projection);
+    println!(
+        "a projected PipelineRun: {}",
+        serde_json::to_string(&sample).unwrap()
+    );
+    let mut sample = decoded(&task_run);
+    project_cached_task_run(&mut sample, &task_run_projection);
+    println!(
+        "a projected TaskRun: {}",
+        serde_json::to_string(&sample).unwrap()
+    );
+    println!("per cached object (heap):");
+    show("PipelineRun, whole (managedFields stripped)", whole_run);
+    show("PipelineRun, pruned (spec, annotations)", pruned_run);
+    show("PipelineRun, projected", projected_run);
+    show(
+        "TaskRun, pruned (spec, annotations, 6 fields)",
+        pruned_task_run,
+    );
+    show("TaskRun, projected", projected_task_run);
+    show("WorkflowExecution (typed, managedFields None)", cached_wfe);
+    show("store key of a child (ObjectRef + ApiResource)", child_key);
+    show("store key of a parent (ObjectRef)", parent_key);
+    assert!(
+        projected_run.resident() * 3.0 < pruned_run.resident(),
+        "a projected PipelineRun costs less than a third of a pruned one"
+    );
+    assert!(
+        projected_task_run.resident() < pruned_task_run.resident() * 0.8,
+        "a projected TaskRun costs less than 80 % of a pruned one"
+    );
+}
