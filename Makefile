@@ -7,7 +7,7 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kubernaut-operators
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 CARGO ?= cargo
 
-.PHONY: all test validate-render unit-test integration-test lint fmt controlplane kustomize deploy-check static-operator image demo bench crds golden clean-cache help e2e e2e-deps record-tekton
+.PHONY: all test validate-render unit-test integration-test lint fmt controlplane kustomize deploy-check static-operator image demo bench bench-tekton crds golden clean-cache help e2e e2e-deps record-tekton
 
 all: test
 
@@ -22,6 +22,8 @@ help:
 	@echo "                      no container engine); prints where it is, its digest and size"
 	@echo "make demo             control plane + operator + Tekton simulator + samples, live table"
 	@echo "make bench            ceiling, load, scale and micro benchmarks -> docs/performance.md"
+	@echo "make bench-tekton     100 WFEs of a three-task workflow on real Tekton (the e2e cluster) next to"
+	@echo "                      the simulator -> the \"Real Tekton\" section of docs/performance.md"
 	@echo "make controlplane-shell  a local control plane with the CRDs, namespaces and a Tekton simulator,"
 	@echo "                      printing how to reach it and how to run the operator against it"
 	@echo "make controlplane     build kube-apiserver and etcd from their Go modules (cached)"
@@ -159,6 +161,16 @@ bench: controlplane
 	$(CARGO) bench --locked -p workflowexecution-operator --bench micro -- --warm-up-time 1 --measurement-time 3
 	"$(CARGO_TARGET_DIR)/release/loadbench" --operator "$(CARGO_TARGET_DIR)/release/workflowexecution-operator" \
 	  --criterion "$(CARGO_TARGET_DIR)/criterion" --out docs $(BENCH_ARGS)
+
+# The load figure on real Tekton (docs/performance.md, "Real Tekton"): the same WorkflowExecutions on
+# the Tekton simulator and on the end-to-end cluster, one after the other. The operator is the
+# release build if `make bench` made one, else the debug build made here (the driver says which).
+# BENCH_TEKTON_ARGS passes options to the driver (e.g. BENCH_TEKTON_ARGS="--n 50").
+BENCH_TEKTON_ARGS ?=
+bench-tekton: e2e-deps
+	$(CARGO) build --locked -p workflowexecution-operator --bin workflowexecution-operator
+	$(CARGO) build --locked -p kubernaut-test-harness --features e2e --bin tektonbench
+	"$(CARGO_TARGET_DIR)/debug/tektonbench" --out docs $(BENCH_TEKTON_ARGS)
 
 crds:
 	$(CARGO) run -q --locked -p workflowexecution-operator -- crd > crds/kubernaut.ai_workflowexecutions.yaml

@@ -32,16 +32,18 @@
 //!    are for this machine, measured side by side, not for a cluster.
 //! 2. Before/after rows of earlier changes come from `docs/performance-baseline.json` (measured
 //!    by this binary at the commit it names); they are separate runs, so the page gives ratios.
-//! 3. The page's "Image" section is not measured here (`make image` reports those figures): it
-//!    is carried over from the page being replaced.
+//! 3. The page's "Image" and "Real Tekton" sections are not measured here (`make image` and
+//!    `make bench-tekton` report those figures): they are carried over from the page being
+//!    replaced.
+//!
+//! What the load phases share with `make bench-tekton` (the operator process, the API server's
+//! write counters, the watches, the load phase itself) is `kubernaut_test_harness::bench`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt::Write as _,
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -52,30 +54,34 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, ResourceExt,
     api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
 };
-use kubernaut_framework::phase::Phase as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::Semaphore,
-};
 use workflowexecution_operator::{
     config::OperatorConfig,
     controller::FINALIZER,
     pipelinerun,
     testing::{load_templates, render_pipeline_run},
     types::{
-        self, Phase, PipelineRunRef, PipelineRunStatusSummary, WorkflowExecution,
-        WorkflowExecutionSpec, WorkflowExecutionStatus, WorkflowRef,
+        Phase, PipelineRunRef, PipelineRunStatusSummary, WorkflowExecution, WorkflowExecutionStatus,
     },
 };
 
 use kubernaut_test_harness::{
     ControlPlane,
-    simulator::{Scenario, Simulator, SimulatorConfig},
+    bench::{
+        apiserver::{apiserver_requests, is_operator_write, write_delta},
+        flags::{flags, parse},
+        load::{
+            LoadResult, LoadSetup, Shared, load_phase, load_wfe, lock, simulator_control_plane,
+            start_simulator, start_watches, target,
+        },
+        process::{
+            Machine, OperatorProcess, command_output, control_plane_pids, cpu_of, git_commit,
+            init_tracing, machine, print_log_tail, repo, write_operator_config,
+        },
+        report::{Percentiles, count, fmt_p, ms, percentiles, write_json},
+    },
     tekton,
 };
 
@@ -88,15 +94,10 @@ const SCALE_NAMESPACE: &str = "bench-scale";
 const STATUS_NAMESPACE: &str = "bench-status";
 /// Rounds of the status write cost phase: PUT and merge patch alternate, this many each.
 const STATUS_ROUNDS: usize = 3;
-/// The operator's cooldown in the benchmark: longer than the run, so no lock is released while
-/// writes are counted (a release is one more delete per WFE, after the cooldown).
-const COOLDOWN: &str = "1h";
 /// The most a load phase may take before it is reported incomplete.
 const LOAD_DEADLINE: Duration = Duration::from_secs(240);
 /// The most the scale phase's creation may take.
 const SCALE_DEADLINE: Duration = Duration::from_secs(300);
-/// How long the operator may take to become ready.
-const READY_DEADLINE: Duration = Duration::from_secs(120);
 
 // ------------------------------------------------------------------------------------------ args
 
@@ -174,41 +175,28 @@ fn parse_args() -> anyhow::Result<Args> {
         scale_deadline_s: SCALE_DEADLINE.as_secs(),
         render_only: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--skip-scale" {
-            args.skip_scale = true;
+    for (flag, value) in flags(&["--skip-scale", "--only-scale", "--render-only"], usage())? {
+        let Some(value) = value else {
+            match flag.as_str() {
+                "--skip-scale" => args.skip_scale = true,
+                "--only-scale" => args.only_scale = true,
+                _ => args.render_only = true,
+            }
             continue;
-        }
-        if flag == "--only-scale" {
-            args.only_scale = true;
-            continue;
-        }
-        if flag == "--render-only" {
-            args.render_only = true;
-            continue;
-        }
-        if flag == "--help" || flag == "-h" {
-            println!("{}", usage());
-            std::process::exit(0);
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| anyhow!("{flag} needs a value\nusage: {}", usage()))?;
-        let bad = |e: &dyn std::fmt::Display| anyhow!("{flag} {value}: {e}");
+        };
         match flag.as_str() {
-            "--n" => args.n = value.parse().map_err(|e| bad(&e))?,
-            "--rate" => args.rate = value.parse().map_err(|e| bad(&e))?,
-            "--low-rate" => args.low_rate = value.parse().map_err(|e| bad(&e))?,
-            "--scale" => args.scale = value.parse().map_err(|e| bad(&e))?,
-            "--ceiling" => args.ceiling = value.parse().map_err(|e| bad(&e))?,
-            "--status-writes" => args.status_writes = value.parse().map_err(|e| bad(&e))?,
-            "--concurrency" => args.concurrency = value.parse().map_err(|e| bad(&e))?,
-            "--run-time-ms" => args.run_time_ms = value.parse().map_err(|e| bad(&e))?,
+            "--n" => args.n = parse(&flag, &value)?,
+            "--rate" => args.rate = parse(&flag, &value)?,
+            "--low-rate" => args.low_rate = parse(&flag, &value)?,
+            "--scale" => args.scale = parse(&flag, &value)?,
+            "--ceiling" => args.ceiling = parse(&flag, &value)?,
+            "--status-writes" => args.status_writes = parse(&flag, &value)?,
+            "--concurrency" => args.concurrency = parse(&flag, &value)?,
+            "--run-time-ms" => args.run_time_ms = parse(&flag, &value)?,
             "--out" => args.out = PathBuf::from(value),
             "--operator" => args.operator = PathBuf::from(value),
             "--compare" => args.compare = Some(PathBuf::from(value)),
-            "--scale-deadline-s" => args.scale_deadline_s = value.parse().map_err(|e| bad(&e))?,
+            "--scale-deadline-s" => args.scale_deadline_s = parse(&flag, &value)?,
             "--criterion" => args.criterion = PathBuf::from(value),
             _ => bail!("unknown flag {flag}\nusage: {}", usage()),
         }
@@ -219,117 +207,6 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-// ------------------------------------------------------------------------------ small helpers
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// Nearest-rank percentiles of `values` (milliseconds).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Percentiles {
-    count: usize,
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    max: f64,
-}
-
-fn percentiles(mut values: Vec<f64>) -> Percentiles {
-    if values.is_empty() {
-        return Percentiles::default();
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = |p: f64| {
-        let index = ((p / 100.0) * values.len() as f64).ceil() as usize;
-        values[index.clamp(1, values.len()) - 1]
-    };
-    Percentiles {
-        count: values.len(),
-        p50: rank(50.0),
-        p95: rank(95.0),
-        p99: rank(99.0),
-        max: values[values.len() - 1],
-    }
-}
-
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-/// A plain HTTP/1.0 GET to a loopback endpoint: (status code, body).
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let work = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| anyhow!("no status line from {addr}{path}"))?;
-        Ok::<_, anyhow::Error>((code, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), work)
-        .await
-        .map_err(|_| anyhow!("GET {addr}{path} timed out"))?
-}
-
-// ------------------------------------------------------------------------------- machine info
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Machine {
-    nproc: usize,
-    memory_mib: u64,
-    cpu_model: String,
-    kernel: String,
-}
-
-fn machine() -> Machine {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_kib = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    Machine {
-        nproc: std::thread::available_parallelism().map_or(0, usize::from),
-        memory_mib: memory_kib / 1024,
-        cpu_model,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Versions {
     operator: String,
@@ -337,511 +214,6 @@ struct Versions {
     rustc: String,
     kube_apiserver: String,
     etcd: String,
-}
-
-// ---------------------------------------------------------------------------- /proc sampling
-
-/// CPU seconds (user + system) and memory of a process, from `/proc/<pid>`.
-#[derive(Clone, Copy, Debug, Default)]
-struct ProcSample {
-    cpu_seconds: f64,
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name may contain spaces; the fields after its closing parenthesis do not.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state field.
-    let ticks = |i: usize| -> f64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(ProcSample {
-        cpu_seconds: (ticks(11) + ticks(12)) / hz,
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
-    })
-}
-
-/// The pids of the control plane's processes (their command lines name its directory).
-fn control_plane_pids(cp: &ControlPlane) -> Vec<u32> {
-    let dir = cp.dir().to_string_lossy().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
-                let cmd = String::from_utf8_lossy(&raw);
-                cmd.contains(&dir) && (cmd.contains("kube-apiserver") || cmd.contains("etcd"))
-            })
-        })
-        .collect()
-}
-
-/// CPU seconds the whole machine spent busy (everything but idle and iowait) since boot.
-fn machine_cpu_seconds() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|stat| {
-            let line = stat.lines().find(|l| l.starts_with("cpu "))?.to_string();
-            let ticks: Vec<f64> = line
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal (guest time is inside user).
-            let busy: f64 = ticks
-                .iter()
-                .take(8)
-                .enumerate()
-                .filter(|(i, _)| *i != 3 && *i != 4)
-                .map(|(_, v)| v)
-                .sum();
-            Some(busy / hz)
-        })
-        .unwrap_or(0.0)
-}
-
-fn cpu_of(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|pid| proc_sample(*pid).ok())
-        .map(|s| s.cpu_seconds)
-        .sum()
-}
-
-// ------------------------------------------------------------------------- API server metrics
-
-/// `apiserver_request_total` summed by (verb, resource, subresource, code class).
-#[derive(Clone, Debug, Default)]
-struct Requests(BTreeMap<(String, String, String, String), f64>);
-
-const WRITE_VERBS: [&str; 6] = [
-    "POST",
-    "PUT",
-    "PATCH",
-    "DELETE",
-    "APPLY",
-    "DELETECOLLECTION",
-];
-
-fn parse_labels(text: &str) -> HashMap<String, String> {
-    let mut labels = HashMap::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let Some(end) = after.find('"') else { break };
-        labels.insert(
-            key.trim_start_matches(',').trim().to_string(),
-            after[..end].to_string(),
-        );
-        rest = &after[end + 1..];
-    }
-    labels
-}
-
-async fn apiserver_requests(client: &Client) -> anyhow::Result<Requests> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client
-        .request_text(request)
-        .await
-        .context("reading the API server's /metrics")?;
-    let mut totals = Requests::default();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once('}') else {
-            continue;
-        };
-        let labels = parse_labels(labels);
-        let value: f64 = value.trim().parse().unwrap_or(0.0);
-        let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-        let code = get("code");
-        let class = if code.starts_with('2') {
-            "2xx".to_string()
-        } else {
-            code
-        };
-        *totals
-            .0
-            .entry((get("verb"), get("resource"), get("subresource"), class))
-            .or_default() += value;
-    }
-    Ok(totals)
-}
-
-/// Writes between two snapshots, by "VERB resource[/subresource]" (and code when not 2xx).
-fn write_delta(before: &Requests, after: &Requests) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (key, value) in &after.0 {
-        let (verb, resource, sub, class) = key;
-        if !WRITE_VERBS.contains(&verb.as_str()) {
-            continue;
-        }
-        let delta = value - before.0.get(key).copied().unwrap_or(0.0);
-        if delta < 0.5 {
-            continue;
-        }
-        let mut name = format!("{verb} {resource}");
-        if !sub.is_empty() {
-            name.push('/');
-            name.push_str(sub);
-        }
-        if class != "2xx" {
-            let _ = write!(name, " ({class})");
-        }
-        *out.entry(name).or_default() += delta.round() as u64;
-    }
-    out
-}
-
-/// Which writes the operator makes: everything on its own kinds except the benchmark's WFE
-/// creates, the simulator's PipelineRun status and label writes and TaskRuns. The simulator
-/// copies the Pipeline's `tekton.dev/` labels onto each run with a merge patch, as Tekton does;
-/// the operator patches a run only to mark a failed one as a block or to cancel one on deletion,
-/// which no load phase does (every run succeeds and nothing is deleted).
-fn is_operator_write(name: &str) -> bool {
-    let resource = name.split_whitespace().nth(1).unwrap_or("");
-    match resource {
-        "workflowexecutions" => !name.starts_with("POST "),
-        "workflowexecutions/status" => true,
-        "pipelineruns" => !name.starts_with("PATCH "),
-        // Leases are not counted: leader election is off, and the API server renews its own.
-        "events" => true,
-        _ => false,
-    }
-}
-
-// ------------------------------------------------------------------------------- the operator
-
-struct OperatorProcess {
-    child: Child,
-    metrics: SocketAddr,
-    health: SocketAddr,
-    started: Instant,
-}
-
-impl OperatorProcess {
-    fn spawn(binary: &Path, config: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
-        if !binary.is_file() {
-            bail!(
-                "{} is missing: build it with `cargo build --release -p workflowexecution-operator`",
-                binary.display()
-            );
-        }
-        let (metrics, health) = (free_addr()?, free_addr()?);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let started = Instant::now();
-        let child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("KUBECONFIG", kubeconfig)
-            .env("WFE_CONTROLLER__LEADERELECTION", "false")
-            .env("WFE_CONTROLLER__METRICSADDR", metrics.to_string())
-            .env("WFE_CONTROLLER__HEALTHADDR", health.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self {
-            child,
-            metrics,
-            health,
-            started,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Time from spawning to `/readyz` answering 200.
-    async fn wait_ready(&mut self) -> anyhow::Result<Duration> {
-        let deadline = Instant::now() + READY_DEADLINE;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("the operator exited during start-up with {status}");
-            }
-            if let Ok((200, _)) = http_get(self.health, "/readyz").await {
-                return Ok(self.started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("the operator was not ready after {READY_DEADLINE:?}")
-    }
-
-    fn sample(&self) -> anyhow::Result<ProcSample> {
-        proc_sample(self.pid())
-    }
-
-    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let (_, body) = http_get(self.metrics, "/metrics").await?;
-        Ok(body
-            .lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum())
-    }
-
-    /// `framework_own_write_waits_total` by outcome: (caught up, timed out); (0, 0) from an
-    /// operator built before the metric existed.
-    async fn own_write_waits(&self) -> anyhow::Result<(u64, u64)> {
-        let waits =
-            |outcome: &str| format!("framework_own_write_waits_total{{outcome=\"{outcome}\"}}");
-        let caught_up = self.metric(&waits("caught_up")).await?;
-        let timed_out = self.metric(&waits("timed_out")).await?;
-        Ok((caught_up.round() as u64, timed_out.round() as u64))
-    }
-
-    /// SIGTERM, then SIGKILL after 20 s.
-    fn stop(&mut self) {
-        // SAFETY: a plain kill(2) on the child we spawned.
-        unsafe {
-            libc::kill(self.pid() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn write_operator_config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("operator.yaml");
-    let templates = repo().join("templates/workflowexecution");
-    let templates = templates.canonicalize().unwrap_or(templates);
-    std::fs::write(
-        &path,
-        format!(
-            "execution:\n  namespace: {EXEC_NAMESPACE}\ncooldown:\n  period: {COOLDOWN}\n\
-             templates:\n  dir: {}\naudit:\n  sink: log\n",
-            templates.display()
-        ),
-    )?;
-    Ok(path)
-}
-
-// ------------------------------------------------------------------------------------ objects
-
-fn load_wfe(namespace: &str, name: &str, target: &str) -> WorkflowExecution {
-    let mut wfe = WorkflowExecution::new(
-        name,
-        WorkflowExecutionSpec {
-            workflow_ref: WorkflowRef {
-                workflow_id: "restart-deployment".into(),
-                version: "1.2.0".into(),
-                container_image: Scenario::Success.bundle(),
-                container_digest: None,
-            },
-            target_resource: target.into(),
-            parameters: [
-                ("NAMESPACE", namespace),
-                ("DEPLOYMENT_NAME", name),
-                ("REASON", "OOMKilled: container exceeded its memory limit"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            confidence: Some(0.9),
-            rationale: Some("Memory leak pattern; a rolling restart recovers the service.".into()),
-            remediation_request_ref: None,
-            execution_config: None,
-            execution_engine: None,
-        },
-    );
-    wfe.metadata.namespace = Some(namespace.into());
-    wfe
-}
-
-fn target(namespace: &str, i: usize) -> String {
-    format!("{namespace}/deployment/app-{i:05}")
-}
-
-// ----------------------------------------------------------------------------------- watching
-
-/// What the benchmark's own watches saw of one WorkflowExecution.
-#[derive(Clone, Debug, Default)]
-struct Seen {
-    /// When the create request was sent.
-    sent: Option<Instant>,
-    /// First watch event (the creation).
-    added: Option<Instant>,
-    /// Distinct resourceVersions seen before and including the first `Running` one.
-    versions_to_running: u32,
-    running: Option<Instant>,
-    terminal: Option<(Instant, Phase)>,
-    last_version: String,
-    run_name: Option<String>,
-}
-
-#[derive(Default)]
-struct Tracker {
-    wfes: HashMap<String, Seen>,
-    /// PipelineRun name → first time its `Succeeded=True` (or False) was seen.
-    run_finished: HashMap<String, Instant>,
-    /// A snapshot of one finished run's status (for the scale phase's objects).
-    finished_status: Option<Value>,
-}
-
-type Shared = Arc<Mutex<Tracker>>;
-
-fn lock(tracker: &Shared) -> std::sync::MutexGuard<'_, Tracker> {
-    tracker
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn observe_wfe(tracker: &Shared, wfe: &WorkflowExecution) {
-    let now = Instant::now();
-    let key = kubernaut_framework::names::namespaced_name(wfe);
-    let version = wfe.resource_version().unwrap_or_default();
-    let mut t = lock(tracker);
-    let seen = t.wfes.entry(key).or_default();
-    if seen.added.is_none() {
-        seen.added = Some(now);
-    }
-    if seen.last_version == version {
-        return;
-    }
-    seen.last_version = version;
-    let phase = wfe.phase();
-    if seen.running.is_none() && seen.terminal.is_none() {
-        seen.versions_to_running += 1;
-    }
-    if phase == Some(Phase::Running) && seen.running.is_none() {
-        seen.running = Some(now);
-    }
-    if let Some(run) = wfe
-        .status
-        .as_ref()
-        .and_then(|s| s.pipeline_run_ref.as_ref())
-    {
-        seen.run_name = Some(run.name.clone());
-    }
-    if let Some(p) = phase
-        && p.is_terminal()
-        && seen.terminal.is_none()
-    {
-        seen.terminal = Some((now, p));
-    }
-}
-
-fn observe_run(tracker: &Shared, run: &DynamicObject) {
-    let finished = run.data["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c["type"] == "Succeeded" && (c["status"] == "True" || c["status"] == "False")
-            })
-        });
-    if !finished {
-        return;
-    }
-    let now = Instant::now();
-    let mut t = lock(tracker);
-    t.run_finished.entry(run.name_any()).or_insert(now);
-    if t.finished_status.is_none() {
-        t.finished_status = Some(run.data["status"].clone());
-    }
-}
-
-/// Starts the benchmark's watches; returns once both listed.
-async fn start_watches(
-    client: &Client,
-    tracker: &Shared,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let (wfe_ready_tx, wfe_ready) = tokio::sync::oneshot::channel::<()>();
-    let (run_ready_tx, run_ready) = tokio::sync::oneshot::channel::<()>();
-    let wfes: Api<WorkflowExecution> = Api::all(client.clone());
-    let runs: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        EXEC_NAMESPACE,
-        &tekton::pipelinerun_resource(),
-    );
-    let t1 = tracker.clone();
-    let wfe_task = tokio::spawn(async move {
-        let mut ready = Some(wfe_ready_tx);
-        let mut events = watcher(wfes, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) => observe_wfe(&t1, &w),
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => eprintln!("benchmark watch (WorkflowExecutions): {e}"),
-            }
-        }
-    });
-    let t2 = tracker.clone();
-    let run_task = tokio::spawn(async move {
-        let mut ready = Some(run_ready_tx);
-        let mut events = watcher(runs, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => observe_run(&t2, &r),
-                Ok(watcher::Event::InitDone) => {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => eprintln!("benchmark watch (PipelineRuns): {e}"),
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let _ = wfe_ready.await;
-        let _ = run_ready.await;
-    })
-    .await
-    .map_err(|_| anyhow!("the benchmark's watches did not list within 60s"))?;
-    Ok(vec![wfe_task, run_task])
 }
 
 // ------------------------------------------------------------------------------------ ceiling
@@ -1145,258 +517,6 @@ async fn status_write_cost(
     Ok(cost)
 }
 
-// --------------------------------------------------------------------------------------- load
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct LoadResult {
-    mode: String,
-    n: usize,
-    rate_requested: Option<f64>,
-    rate_achieved: f64,
-    completed: usize,
-    failed: usize,
-    skipped: usize,
-    incomplete: usize,
-    seconds_to_all_running: f64,
-    seconds_to_all_terminal: f64,
-    /// WFEs per second, first create sent → last WFE terminal.
-    throughput: f64,
-    /// WFEs per second, first create sent → last WFE Running.
-    running_throughput: f64,
-    created_to_running_ms: Percentiles,
-    sent_to_running_ms: Percentiles,
-    succeeded_to_completed_ms: Percentiles,
-    /// Completions seen more than 1 s, and more than 10 s, after their run's `Succeeded` (absent
-    /// from reports made before they were counted).
-    #[serde(default)]
-    completed_over_1s: Option<usize>,
-    #[serde(default)]
-    completed_over_10s: Option<usize>,
-    /// Reconciles handed a cached WFE older than the operator's own write, by how the wait for
-    /// the newer copy ended (`framework_own_write_waits_total`): caught up, timed out.
-    #[serde(default)]
-    own_write_waits_caught_up: Option<u64>,
-    #[serde(default)]
-    own_write_waits_timed_out: Option<u64>,
-    /// Operator writes to the WFE up to Running (from the watch) + its PipelineRun create.
-    writes_to_running_mean: f64,
-    writes_to_running_max: u32,
-    /// Every write the API server counted during the phase, by verb and resource.
-    writes: BTreeMap<String, u64>,
-    operator_writes: u64,
-    operator_writes_per_wfe: f64,
-    all_writes_per_wfe: f64,
-    operator_cpu_seconds: f64,
-    operator_cpu_seconds_per_1000: f64,
-    operator_rss_mib_end: f64,
-    operator_peak_rss_mib: f64,
-    apiserver_etcd_cpu_seconds: f64,
-    /// Average cores busy in the API server + etcd, and in the operator, over the phase.
-    apiserver_etcd_cores: f64,
-    operator_cores: f64,
-    /// Cores busy on the whole machine, and in processes that are neither the control plane,
-    /// the operator nor this benchmark (other work on a shared machine skews every figure).
-    machine_cores: f64,
-    other_cores: f64,
-    /// Writes while the operator had nothing to do, after the phase (5 s window).
-    idle_writes: u64,
-}
-
-struct LoadSetup<'a> {
-    client: &'a Client,
-    operator: &'a OperatorProcess,
-    tracker: &'a Shared,
-    cp_pids: &'a [u32],
-    args: &'a Args,
-}
-
-async fn load_phase(
-    setup: &LoadSetup<'_>,
-    namespace: &str,
-    n: usize,
-    rate: Option<f64>,
-) -> anyhow::Result<LoadResult> {
-    let LoadSetup {
-        client,
-        operator,
-        tracker,
-        cp_pids,
-        args,
-    } = *setup;
-    let api: Api<WorkflowExecution> = Api::namespaced(client.clone(), namespace);
-    let requests_before = apiserver_requests(client).await?;
-    let waits_before = operator.own_write_waits().await?;
-    let proc_before = operator.sample()?;
-    let cp_cpu_before = cpu_of(cp_pids);
-    let machine_before = machine_cpu_seconds();
-    let self_before = proc_sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
-    let started = Instant::now();
-    let deadline = started + LOAD_DEADLINE;
-    let keys: Vec<String> = (0..n).map(|i| format!("{namespace}/wfe-{i:05}")).collect();
-
-    let in_flight = Arc::new(Semaphore::new(if rate.is_some() {
-        256
-    } else {
-        args.concurrency
-    }));
-    let mut creators = tokio::task::JoinSet::new();
-    let mut ticker = rate.map(|r| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        t
-    });
-    let mut create_errors = 0usize;
-    for (i, key) in keys.iter().enumerate() {
-        if Instant::now() > deadline {
-            break;
-        }
-        if let Some(t) = ticker.as_mut() {
-            t.tick().await;
-        }
-        let permit = in_flight.clone().acquire_owned().await?;
-        let wfe = load_wfe(namespace, &format!("wfe-{i:05}"), &target(namespace, i));
-        lock(tracker).wfes.entry(key.clone()).or_default().sent = Some(Instant::now());
-        let api = api.clone();
-        creators.spawn(async move {
-            let result = api.create(&PostParams::default(), &wfe).await;
-            drop(permit);
-            result.map(|_| ()).map_err(|e| e.to_string())
-        });
-    }
-    let sending_seconds = started.elapsed().as_secs_f64();
-    while let Some(joined) = creators.join_next().await {
-        if !matches!(joined, Ok(Ok(()))) {
-            create_errors += 1;
-        }
-    }
-    if create_errors > 0 {
-        eprintln!("{namespace}: {create_errors} creates failed");
-    }
-
-    // Wait until every WFE is terminal (bounded).
-    loop {
-        let done = {
-            let t = lock(tracker);
-            keys.iter()
-                .filter(|k| t.wfes.get(*k).is_some_and(|s| s.terminal.is_some()))
-                .count()
-        };
-        if done + create_errors >= keys.len() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let end = Instant::now();
-    let proc_after = operator.sample()?;
-    let cp_cpu_after = cpu_of(cp_pids);
-    let machine_after = machine_cpu_seconds();
-    let self_after = proc_sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
-    let requests_after = apiserver_requests(client).await?;
-    let waits_after = operator.own_write_waits().await?;
-    // Quiet window: nothing is happening, so nothing should be written.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let requests_idle = apiserver_requests(client).await?;
-    let idle_writes: u64 = write_delta(&requests_after, &requests_idle)
-        .iter()
-        .filter(|(k, _)| is_operator_write(k))
-        .map(|(_, v)| v)
-        .sum();
-
-    let t = lock(tracker);
-    let mut result = LoadResult {
-        mode: if rate.is_some() {
-            "fixed rate"
-        } else {
-            "as fast as possible"
-        }
-        .into(),
-        n,
-        rate_requested: rate,
-        rate_achieved: n as f64 / sending_seconds.max(1e-9),
-        ..LoadResult::default()
-    };
-    let (mut c2r, mut s2r, mut s2c, mut writes) = (vec![], vec![], vec![], vec![]);
-    let (mut last_running, mut last_terminal) = (started, started);
-    for key in &keys {
-        let Some(seen) = t.wfes.get(key) else {
-            result.incomplete += 1;
-            continue;
-        };
-        if let (Some(added), Some(running)) = (seen.added, seen.running) {
-            c2r.push(ms(running.saturating_duration_since(added)));
-            writes.push(seen.versions_to_running.saturating_sub(1) + 1);
-        }
-        if let (Some(sent), Some(running)) = (seen.sent, seen.running) {
-            s2r.push(ms(running.saturating_duration_since(sent)));
-            last_running = last_running.max(running);
-        }
-        match seen.terminal {
-            Some((at, phase)) => {
-                last_terminal = last_terminal.max(at);
-                match phase {
-                    Phase::Completed => result.completed += 1,
-                    Phase::Failed => result.failed += 1,
-                    _ => result.skipped += 1,
-                }
-                if phase == Phase::Completed
-                    && let Some(finished) =
-                        seen.run_name.as_ref().and_then(|r| t.run_finished.get(r))
-                {
-                    s2c.push(ms(at.saturating_duration_since(*finished)));
-                }
-            }
-            None => result.incomplete += 1,
-        }
-    }
-    drop(t);
-    result.seconds_to_all_running = last_running.duration_since(started).as_secs_f64();
-    result.seconds_to_all_terminal = last_terminal.duration_since(started).as_secs_f64();
-    let terminal = (result.completed + result.failed + result.skipped) as f64;
-    result.throughput = terminal / result.seconds_to_all_terminal.max(1e-9);
-    result.running_throughput = c2r.len() as f64 / result.seconds_to_all_running.max(1e-9);
-    result.writes_to_running_mean = if writes.is_empty() {
-        0.0
-    } else {
-        f64::from(writes.iter().sum::<u32>()) / writes.len() as f64
-    };
-    result.writes_to_running_max = writes.iter().copied().max().unwrap_or(0);
-    result.created_to_running_ms = percentiles(c2r);
-    result.sent_to_running_ms = percentiles(s2r);
-    result.completed_over_1s = Some(s2c.iter().filter(|ms| **ms > 1_000.0).count());
-    result.completed_over_10s = Some(s2c.iter().filter(|ms| **ms > 10_000.0).count());
-    result.succeeded_to_completed_ms = percentiles(s2c);
-    result.own_write_waits_caught_up = Some(waits_after.0.saturating_sub(waits_before.0));
-    result.own_write_waits_timed_out = Some(waits_after.1.saturating_sub(waits_before.1));
-    result.writes = write_delta(&requests_before, &requests_after);
-    result.operator_writes = result
-        .writes
-        .iter()
-        .filter(|(k, _)| is_operator_write(k))
-        .map(|(_, v)| v)
-        .sum();
-    let all: u64 = result.writes.values().sum();
-    result.operator_writes_per_wfe = result.operator_writes as f64 / n as f64;
-    result.all_writes_per_wfe = all as f64 / n as f64;
-    result.operator_cpu_seconds = proc_after.cpu_seconds - proc_before.cpu_seconds;
-    result.operator_cpu_seconds_per_1000 = result.operator_cpu_seconds * 1000.0 / n as f64;
-    result.operator_rss_mib_end = proc_after.rss_kib as f64 / 1024.0;
-    result.operator_peak_rss_mib = proc_after.hwm_kib as f64 / 1024.0;
-    result.apiserver_etcd_cpu_seconds = cp_cpu_after - cp_cpu_before;
-    let phase_seconds = end.duration_since(started).as_secs_f64().max(1e-9);
-    result.apiserver_etcd_cores = result.apiserver_etcd_cpu_seconds / phase_seconds;
-    result.operator_cores = result.operator_cpu_seconds / phase_seconds;
-    let machine = machine_after - machine_before;
-    result.machine_cores = machine / phase_seconds;
-    result.other_cores = ((machine
-        - result.apiserver_etcd_cpu_seconds
-        - result.operator_cpu_seconds
-        - (self_after - self_before))
-        / phase_seconds)
-        .max(0.0);
-    result.idle_writes = idle_writes;
-    Ok(result)
-}
-
 // -------------------------------------------------------------------------------------- scale
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -1578,7 +698,7 @@ async fn scale_phase(
         create_seconds,
         seconds_to_ready,
         seconds_to_reconciled: reconciled_at
-            .duration_since(restarted.started)
+            .duration_since(restarted.started())
             .as_secs_f64(),
         reconciles_after_restart: last.max(0.0),
         writes_after_restart: writes,
@@ -1981,15 +1101,6 @@ fn analysis(r: &Report) -> String {
     md
 }
 
-/// A count that older reports lack: `–` then.
-fn count<T: std::fmt::Display>(value: Option<T>) -> String {
-    value.map_or_else(|| "–".to_string(), |v| v.to_string())
-}
-
-fn fmt_p(p: &Percentiles) -> String {
-    format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)
-}
-
 fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
@@ -2001,8 +1112,9 @@ fn fmt_ns(ns: f64) -> String {
 }
 
 /// The sections of the page this benchmark does not measure, by heading: kept as they are when
-/// the page is rewritten (the image's figures come from `make image`).
-const KEPT_SECTIONS: [&str; 1] = ["## Image"];
+/// the page is rewritten (the real-Tekton figures come from `make bench-tekton`, the image's from
+/// `make image`).
+const KEPT_SECTIONS: [&str; 2] = ["## Real Tekton", "## Image"];
 
 /// Writes `page` to `path`, followed by the [`KEPT_SECTIONS`] of the page it replaces.
 fn write_page(path: &Path, mut page: String) -> anyhow::Result<()> {
@@ -2438,12 +1550,7 @@ fn before_after(report: &Report, baseline: &Value) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,kube_client=off,kube_runtime=off".into()),
-        )
-        .init();
+    init_tracing();
     let args = parse_args()?;
     if args.render_only {
         let text = std::fs::read_to_string(args.out.join("performance.json"))
@@ -2462,12 +1569,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let begun = Instant::now();
     println!("starting a local control plane …");
-    let cp = ControlPlane::start().await?;
-    let mut crds = tekton::crds();
-    crds.push(types::crd());
-    cp.install_crds(&crds).await?;
-    let client = cp.client().await?;
-    for ns in [
+    let (cp, client) = simulator_control_plane(&[
         LOW_RATE_NAMESPACE,
         EXEC_NAMESPACE,
         CEILING_NAMESPACE,
@@ -2475,25 +1577,13 @@ async fn main() -> anyhow::Result<()> {
         BURST_NAMESPACE,
         SCALE_NAMESPACE,
         STATUS_NAMESPACE,
-    ] {
-        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        let object = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-        api.create(&PostParams::default(), &object).await?;
-    }
+    ])
+    .await?;
     let cp_pids = control_plane_pids(&cp);
     let bins = kubernaut_test_harness::controlplane::binaries_dir()?;
     let versions = Versions {
         operator: command_output(&args.operator.to_string_lossy(), &["version"]),
-        commit: command_output(
-            "git",
-            &[
-                "-C",
-                &repo().to_string_lossy(),
-                "rev-parse",
-                "--short",
-                "HEAD",
-            ],
-        ),
+        commit: git_commit(),
         rustc: command_output("rustc", &["--version"]),
         kube_apiserver: cp.version().to_string(),
         etcd: command_output(&bins.join("etcd").to_string_lossy(), &["--version"])
@@ -2535,23 +1625,28 @@ async fn main() -> anyhow::Result<()> {
     println!("operator pid {} ready in {:.2?}", operator.pid(), ready);
     let rss_at_start = operator.sample()?.rss_kib as f64 / 1024.0;
 
-    let _simulator = Simulator::start(client.clone(), simulator_config(&args));
+    let _simulator = start_simulator(
+        &client,
+        EXEC_NAMESPACE,
+        Duration::from_millis(args.run_time_ms),
+    );
     let tracker: Shared = Arc::default();
-    let watches = start_watches(&client, &tracker).await?;
+    let watches = start_watches(&client, &tracker, EXEC_NAMESPACE).await?;
 
-    let setup = LoadSetup {
-        client: &client,
-        operator: &operator,
-        tracker: &tracker,
-        cp_pids: &cp_pids,
-        args: &args,
-    };
+    let setup = LoadSetup::on_simulator(
+        &client,
+        &operator,
+        &tracker,
+        &cp_pids,
+        args.concurrency,
+        LOAD_DEADLINE,
+    );
     println!("load: {} WFEs at {}/s …", args.n, args.rate);
     let rate = load_phase(&setup, RATE_NAMESPACE, args.n, Some(args.rate)).await;
     let rate = match rate {
         Ok(r) => r,
         Err(e) => {
-            print_operator_log(&log_path);
+            print_log_tail(&log_path);
             return Err(e);
         }
     };
@@ -2601,7 +1696,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(s)
             }
             Err(e) => {
-                print_operator_log(&log_path);
+                print_log_tail(&log_path);
                 return Err(e);
             }
         }
@@ -2641,11 +1736,7 @@ async fn main() -> anyhow::Result<()> {
     let baseline: Option<Value> = std::fs::read_to_string(&baseline_path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(
-        args.out.join("performance.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
+    write_json(&args.out, "performance.json", &report)?;
     write_page(
         &args.out.join("performance.md"),
         markdown(&report, baseline.as_ref()),
@@ -2683,7 +1774,7 @@ impl OperatorFiles {
             .prefix("kubernaut-bench-")
             .tempdir()?;
         Ok(OperatorFiles {
-            config: write_operator_config(work.path())?,
+            config: write_operator_config(work.path(), EXEC_NAMESPACE, "")?,
             log: work.path().join("operator.log"),
             kubeconfig: cp.kubeconfig_path().to_path_buf(),
             _work: work,
@@ -2693,18 +1784,6 @@ impl OperatorFiles {
     /// Starts `binary` with this run's config, log and kubeconfig.
     fn spawn(&self, binary: &Path) -> anyhow::Result<OperatorProcess> {
         OperatorProcess::spawn(binary, &self.config, &self.kubeconfig, &self.log)
-    }
-}
-
-/// The simulator the load phases run against.
-fn simulator_config(args: &Args) -> SimulatorConfig {
-    SimulatorConfig {
-        namespace: Some(EXEC_NAMESPACE.into()),
-        run_time: Duration::from_millis(args.run_time_ms),
-        // One check mid-run instead of one every 50 ms: Tekton itself reads from its
-        // informer cache, so polling reads would load the API server unlike the real thing.
-        poll_interval: Duration::from_millis(args.run_time_ms / 2 + 1),
-        ..SimulatorConfig::default()
     }
 }
 
@@ -2721,20 +1800,25 @@ async fn only_scale(
     let spawn = || files.spawn(&args.operator);
     let mut operator = spawn()?;
     operator.wait_ready().await?;
-    let _simulator = Simulator::start(client.clone(), simulator_config(args));
-    let tracker: Shared = Arc::default();
-    let watches = start_watches(client, &tracker).await?;
-    let setup = LoadSetup {
+    let _simulator = start_simulator(
         client,
-        operator: &operator,
-        tracker: &tracker,
+        EXEC_NAMESPACE,
+        Duration::from_millis(args.run_time_ms),
+    );
+    let tracker: Shared = Arc::default();
+    let watches = start_watches(client, &tracker, EXEC_NAMESPACE).await?;
+    let setup = LoadSetup::on_simulator(
+        client,
+        &operator,
+        &tracker,
         cp_pids,
-        args,
-    };
+        args.concurrency,
+        LOAD_DEADLINE,
+    );
     println!("load: {} WFEs as fast as possible …", args.n);
     load_phase(&setup, BURST_NAMESPACE, args.n, None).await?;
     let scale = scale_phase(client, &mut operator, &spawn, &tracker, args).await;
-    let scale = scale.inspect_err(|_| print_operator_log(&log_path))?;
+    let scale = scale.inspect_err(|_| print_log_tail(&log_path))?;
     println!(
         "{}: {}",
         args.operator.display(),
@@ -2749,7 +1833,7 @@ async fn only_scale(
         };
         let spawn = || files.spawn(other);
         let compared = scale_phase(client, &mut operator, &spawn, &tracker, &present).await;
-        let compared = compared.inspect_err(|_| print_operator_log(&log_path))?;
+        let compared = compared.inspect_err(|_| print_log_tail(&log_path))?;
         println!(
             "{}: {}",
             other.display(),
@@ -2761,14 +1845,4 @@ async fn only_scale(
         w.abort();
     }
     Ok(())
-}
-
-fn print_operator_log(path: &Path) {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!("----- operator log (last 40 lines) -----");
-        for line in &lines[lines.len().saturating_sub(40)..] {
-            eprintln!("{line}");
-        }
-    }
 }
