@@ -11,16 +11,20 @@
 //!
 //! ```
 //! # use std::time::{Duration, Instant};
+//! use k8s_openapi::api::core::v1::ConfigMap;
 //! use kubernaut_framework::pace::{Pace, PaceDecision};
 //!
 //! let (start, interval) = (Instant::now(), Duration::from_secs(5));
 //! // Written a second ago: hold the progress for the four seconds left.
 //! assert_eq!(
-//!     Pace::decide(Some(start), start + Duration::from_secs(1), interval),
+//!     Pace::<ConfigMap>::decide(Some(start), start + Duration::from_secs(1), interval),
 //!     PaceDecision::Hold(Duration::from_secs(4))
 //! );
 //! // Never written by this process, or long enough ago: write it.
-//! assert_eq!(Pace::decide(None, start, interval), PaceDecision::Write);
+//! assert_eq!(
+//!     Pace::<ConfigMap>::decide(None, start, interval),
+//!     PaceDecision::Write
+//! );
 //! ```
 //!
 //! # Guarantees
