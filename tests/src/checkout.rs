@@ -71,6 +71,31 @@ pub fn operator_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// The command that runs the operator `binary` as `run --config <config>` against the cluster of
+/// `kubeconfig`, logging at `info` into `log` (stdout and stderr), stdin closed: how the
+/// benchmarks ([`crate::bench::process::OperatorProcess`]) and the end-to-end tier
+/// ([`crate::e2e::spawn_operator`]) start it; each adds its own environment before spawning.
+///
+/// # Errors
+/// When `log` cannot be duplicated for the second stream.
+pub fn operator_command(
+    binary: &Path,
+    config: &Path,
+    kubeconfig: &Path,
+    log: std::fs::File,
+) -> std::io::Result<Command> {
+    let mut command = Command::new(binary);
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(command)
+}
+
 /// The profile directory of the running test binary (`target/debug` above `target/debug/deps`).
 pub(crate) fn profile_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;

@@ -588,16 +588,7 @@ impl ControlPlane {
     pub fn log_tails(&self, lines: usize) -> BTreeMap<String, Vec<String>> {
         ["etcd.log", "kube-apiserver.log"]
             .iter()
-            .map(|name| {
-                let tail = fs::File::open(self.dir_path.join(name))
-                    .map(|f| {
-                        let all: Vec<String> =
-                            BufReader::new(f).lines().map_while(Result::ok).collect();
-                        all[all.len().saturating_sub(lines)..].to_vec()
-                    })
-                    .unwrap_or_default();
-                (name.to_string(), tail)
-            })
+            .map(|name| (name.to_string(), log_tail(&self.dir_path.join(name), lines)))
             .collect()
     }
 
@@ -650,4 +641,14 @@ impl Drop for LogsOnFailure {
             self.0.print_logs();
         }
     }
+}
+
+/// The last `lines` lines of the log file at `path`; none when it cannot be read.
+pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    fs::File::open(path)
+        .map(|f| {
+            let all: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+            all[all.len().saturating_sub(lines)..].to_vec()
+        })
+        .unwrap_or_default()
 }

@@ -43,7 +43,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Mutex,
@@ -658,13 +657,7 @@ impl E2eCluster {
     pub fn log_tails(&self, lines: usize) -> BTreeMap<String, Vec<String>> {
         let mut tails = self.control_plane.log_tails(lines);
         for process in &self.processes {
-            let tail = fs::File::open(&process.log)
-                .map(|f| {
-                    let all: Vec<String> =
-                        BufReader::new(f).lines().map_while(Result::ok).collect();
-                    all[all.len().saturating_sub(lines)..].to_vec()
-                })
-                .unwrap_or_default();
+            let tail = crate::controlplane::log_tail(&process.log, lines);
             tails.insert(format!("{}.log", process.name), tail);
         }
         tails
@@ -865,15 +858,8 @@ pub fn spawn_operator(
     let config_file = cluster.dir().join(format!("{name}.yaml"));
     fs::write(&config_file, config_yaml)?;
     let log = fs::File::create(cluster.dir().join(format!("{name}.log")))?;
-    let child = Command::new(&binary)
-        .arg("run")
-        .arg("--config")
-        .arg(&config_file)
-        .env("KUBECONFIG", cluster.control_plane().kubeconfig_path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+    let kubeconfig = cluster.control_plane().kubeconfig_path();
+    let child = crate::checkout::operator_command(&binary, &config_file, kubeconfig, log)?
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     end_with_test_binary(&child)?;

@@ -1,10 +1,19 @@
 //! What a reconcile looks up through its [`Context`]: the API and the cache of a child kind, and
 //! the parents that share an object's index key ([`Operator::index_parents`]).
 //!
+//! It also reads an engine's children and grandchildren ([`Engine`]): the child a parent owns,
+//! from the cache or on a miss from the API server ([`Context::owned_child`]), and the child's
+//! grandchildren as its status mapping finds them ([`Context::cached_grandchildren`],
+//! [`Context::read_grandchildren`], [`Context::grandchildren_of_deleted`]).
+//!
 //! # Guarantees
 //! 1. [`Context::cached_child`] reads only the cache of the kind asked for: no API call.
 //! 2. [`Context::same_key`] and [`Context::peers`] read the parent cache through the index, and
 //!    return only objects that, as cached, still have the key of the object asked about.
+//! 3. [`Context::owned_child`] returns only a child its `owns` accepts, cached or read; it asks
+//!    the API server (one GET) only on a cache miss, and not at all when told the cache is enough.
+//! 4. An engine without grandchildren has none to find: the grandchild lookups return an empty
+//!    map and make no API call. [`Context::cached_grandchildren`] never makes one.
 //!
 //! # Caveats
 //! 1. Lookups are as fresh as the caches: a child created or a parent written a moment ago may not
@@ -12,6 +21,7 @@
 //!
 //! [`Operator::index_parents`]: super::Operator::index_parents
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::{
@@ -19,8 +29,11 @@ use kube::{
     api::{ApiResource, DynamicObject},
     runtime::reflector::ObjectRef,
 };
+use serde_json::Value;
 
 use super::Context;
+use crate::engine::Engine;
+use crate::status::grandchildren;
 
 impl<K, D> Context<K, D>
 where
@@ -40,6 +53,87 @@ where
     ) -> Option<Arc<DynamicObject>> {
         self.children
             .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+    }
+
+    /// The child of `engine`'s kind named `namespace/name` if `owns` accepts it: from the cache,
+    /// and on a miss from the API server — unless `cache_is_enough` (the cache, synced before
+    /// any reconcile, covers the namespace, so a miss needs no request).
+    ///
+    /// # Errors
+    /// The API server's, when it was asked.
+    pub async fn owned_child(
+        &self,
+        engine: &Engine,
+        namespace: &str,
+        name: &str,
+        owns: impl Fn(&DynamicObject) -> bool,
+        cache_is_enough: bool,
+    ) -> kube::Result<Option<Arc<DynamicObject>>> {
+        let resource = &engine.child_resource;
+        let cached = self
+            .cached_child(resource, namespace, name)
+            .filter(|c| owns(c));
+        if cached.is_some() || cache_is_enough {
+            return Ok(cached);
+        }
+        let read = self.child_api(resource, namespace).get_opt(name).await?;
+        Ok(read.filter(|c| owns(c)).map(Arc::new))
+    }
+
+    /// The grandchildren of `child` (a whole object, [`grandchildren::whole`]) in `namespace` as
+    /// the grandchild cache holds them ([`grandchildren::cached`]); none for an engine without
+    /// grandchildren.
+    pub fn cached_grandchildren(
+        &self,
+        engine: &Engine,
+        namespace: &str,
+        child: &Value,
+    ) -> BTreeMap<String, Value> {
+        let Some(resource) = &engine.grandchild_resource else {
+            return BTreeMap::new();
+        };
+        let stores = &self.grandchildren;
+        grandchildren::cached(stores, resource, namespace, &engine.mapping, child)
+    }
+
+    /// The grandchildren of `child` (a whole object) in `namespace` read from the API server
+    /// ([`grandchildren::read`]); none for an engine without grandchildren.
+    ///
+    /// # Errors
+    /// An API error other than not-found.
+    pub async fn read_grandchildren(
+        &self,
+        engine: &Engine,
+        namespace: &str,
+        child: &Value,
+    ) -> kube::Result<BTreeMap<String, Value>> {
+        let Some(api) = self.grandchild_api(engine, namespace) else {
+            return Ok(BTreeMap::new());
+        };
+        grandchildren::read(&api, &engine.mapping, child).await
+    }
+
+    /// The grandchildren still present in `namespace` of a child called `child_name` that is
+    /// gone ([`grandchildren::read_of_deleted`]); none for an engine without grandchildren.
+    ///
+    /// # Errors
+    /// An API error.
+    pub async fn grandchildren_of_deleted(
+        &self,
+        engine: &Engine,
+        namespace: &str,
+        child_name: &str,
+    ) -> kube::Result<BTreeMap<String, Value>> {
+        let Some(api) = self.grandchild_api(engine, namespace) else {
+            return Ok(BTreeMap::new());
+        };
+        grandchildren::read_of_deleted(&api, &engine.mapping, child_name).await
+    }
+
+    /// The API of `engine`'s grandchildren in `namespace`, when it has any.
+    fn grandchild_api(&self, engine: &Engine, namespace: &str) -> Option<Api<DynamicObject>> {
+        let resource = engine.grandchild_resource.as_ref()?;
+        Some(self.child_api(resource, namespace))
     }
 
     /// The cached parents with `object`'s index key, `object` itself (as cached) included.

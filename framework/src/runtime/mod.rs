@@ -174,8 +174,10 @@ use self::{
 };
 use crate::{
     backoff::{Backoff, ErrorBackoff},
+    engine::Engines,
     own_writes::OwnWrites,
-    template::TemplateStore,
+    status::Projection,
+    template::{ChildKind, TemplateStore},
 };
 pub use kube::runtime::controller::Action;
 /// The Prometheus crate the runtime's registry comes from, for operators registering their own
@@ -557,6 +559,29 @@ where
         let prune = Arc::new(prune) as Arc<reflect::PruneFn>;
         self.kind_prunes.push((watch.resource.clone(), prune));
         self.children(watch)
+    }
+
+    /// Watches the children and the grandchildren of every engine of `engines` ([`Self::children_pruned`],
+    /// [`Self::grandchildren`]; `watch_of` says how a kind is watched), each cached object
+    /// reduced by `project` to what the engines' status mappings read of its kind
+    /// ([`Engines::child_projection`], [`Engines::grandchild_projection`]) — `project` adds the
+    /// labels and annotations the operator reads itself, typically through [`prune::project`].
+    #[must_use]
+    pub fn engine_kinds(
+        mut self,
+        engines: &Engines,
+        watch_of: impl Fn(&ChildKind) -> ChildWatch,
+        project: fn(&mut DynamicObject, &Projection),
+    ) -> Self {
+        for kind in engines.child_kinds() {
+            let projection = engines.child_projection(&kind);
+            self = self.children_pruned(watch_of(&kind), move |child| project(child, &projection));
+        }
+        for kind in engines.grandchild_kinds() {
+            let projection = engines.grandchild_projection(&kind);
+            self = self.grandchildren(watch_of(&kind), move |object| project(object, &projection));
+        }
+        self
     }
 
     /// The prune function of the children of `resource`'s kind: its own, else the common one.

@@ -100,30 +100,13 @@ fn runtime(
     let watch_of = |kind: &ChildKind| {
         pipelinerun::OWNER_KEYS.child_watch(resource_of(kind), Some(namespace.to_owned()))
     };
-    let mut operator = Operator::<WorkflowExecution>::new(client, settings)
+    Operator::<WorkflowExecution>::new(client, settings)
         .parents(parents)
-        // Lock and cooldown decisions read the WFEs on one target, never the whole cache.
         .index_parents(|wfe: &WorkflowExecution| {
             Some(crate::types::target_key(&wfe.spec.target_resource))
         })
-        .templates(Arc::new(store), None);
-    // The reconciler reads of a cached run its identity, ownership and what the status mappings
-    // of the engines creating its kind read: that is all the cache keeps.
-    for kind in engines.child_kinds() {
-        let projection = engines.child_projection(&kind);
-        operator = operator.children_pruned(watch_of(&kind), move |run| {
-            pipelinerun::project_cached_run(run, &projection);
-        });
-    }
-    // The engines copy the run's labels onto what carries its failure facts (Tekton onto its
-    // TaskRuns, the Job template onto its pods), so they map to the same WorkflowExecution.
-    for kind in engines.grandchild_kinds() {
-        let projection = engines.grandchild_projection(&kind);
-        operator = operator.grandchildren(watch_of(&kind), move |task_run| {
-            crate::task_runs::project_cached_task_run(task_run, &projection);
-        });
-    }
-    operator
+        .templates(Arc::new(store), None)
+        .engine_kinds(engines, watch_of, pipelinerun::project_cached)
 }
 
 /// Start the operator in the background with `config`; returns once its endpoints listen.

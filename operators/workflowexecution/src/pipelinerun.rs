@@ -17,7 +17,7 @@
 //!    the original, so distinct inputs stay distinct.
 //!
 //! 5. The operator's cache of runs holds only what the reconciler reads
-//!    ([`project_cached_run`]): identity, the `kubernaut.ai/*` labels, the owner's full name and
+//!    ([`project_cached`]): identity, the `kubernaut.ai/*` labels, the owner's full name and
 //!    the block annotations, and what the engine's status mapping reads
 //!    ([`kubernaut_framework::status::Projection`]).
 //! 6. A run is owned by one WorkflowExecution *instance*: the label
@@ -193,17 +193,21 @@ pub fn keeps_annotation(key: &str) -> bool {
     key == ANNOTATION_WORKFLOW_EXECUTION || key == ANNOTATION_EXECUTION_BLOCK
 }
 
-/// Keeps of a cached run what the reconciler reads from the cache: identity, the labels and
-/// annotations it reads ([`keeps_label`], [`keeps_annotation`]) and what the engine's status
-/// mapping reads (`projection`: [`StatusMapping::child_projection`], e.g. of a PipelineRun
-/// the `Succeeded` condition, the start and completion times, the TaskRun names and the number
-/// of tasks, not the tasks). Everything else (the spec, the resolved pipeline, provenance) is
-/// read from the API server by the rare reconcile that needs it (a cancel). With 10 000 runs
-/// cached this is most of the operator's memory.
+/// Keeps of a cached run (or of a cached object carrying its failure facts) what the reconciler
+/// reads from the cache: identity, the labels and annotations it reads ([`keeps_label`],
+/// [`keeps_annotation`]: the owner's full name is how the runtime maps a grandchild to its
+/// WorkflowExecution) and what the engine's status mapping reads (`projection`:
+/// [`StatusMapping::child_projection`], e.g. of a PipelineRun the `Succeeded` condition, the
+/// start and completion times, the TaskRun names and the number of tasks, not the tasks;
+/// [`StatusMapping::grandchild_projection`], e.g. of a TaskRun its `Succeeded` condition, its
+/// steps' states and its completion time). Everything else (the spec, the resolved pipeline,
+/// provenance) is read from the API server by the rare reconcile that needs it (a cancel). With
+/// 10 000 runs cached this is most of the operator's memory.
 ///
 /// [`StatusMapping::child_projection`]: kubernaut_framework::status::StatusMapping::child_projection
-pub fn project_cached_run(run: &mut DynamicObject, projection: &Projection) {
-    project(run, projection, keeps_label, keeps_annotation);
+/// [`StatusMapping::grandchild_projection`]: kubernaut_framework::status::StatusMapping::grandchild_projection
+pub fn project_cached(object: &mut DynamicObject, projection: &Projection) {
+    project(object, projection, keeps_label, keeps_annotation);
 }
 
 #[cfg(test)]
@@ -243,13 +247,13 @@ mod tests {
                 .map(|(name, task_run)| {
                     let mut object: DynamicObject =
                         serde_json::from_value(task_run.clone()).unwrap();
-                    crate::task_runs::project_cached_task_run(&mut object, &task_run_projection);
+                    project_cached(&mut object, &task_run_projection);
                     (name.clone(), whole(&object))
                 })
                 .collect();
             let whole_run: DynamicObject = serde_json::from_value(fixture.run).unwrap();
             let mut projected = whole_run.clone();
-            project_cached_run(&mut projected, &projection);
+            project_cached(&mut projected, &projection);
             let name = &fixture.name;
             assert!(projected.data.get("spec").is_none(), "{name}: spec dropped");
             let kept_tasks = projected.data.pointer("/status/pipelineSpec/tasks/0");
@@ -456,7 +460,7 @@ mod tests {
         let mut run = DynamicObject::new(&identity.name, &crate::testing::pipelinerun_resource());
         run.metadata.labels = Some(identity.labels.clone());
         run.metadata.annotations = Some(identity.annotations.clone());
-        project_cached_run(&mut run, &Projection::default());
+        project_cached(&mut run, &Projection::default());
         let named = OWNER_KEYS.holder(&run);
         assert_eq!(named.name, long);
         assert_eq!(named.namespace, "kubernaut-system");

@@ -4,16 +4,14 @@
 //! The framework finds and reads them as the engine's status mapping says
 //! ([`kubernaut_framework::status::grandchildren`], [`StatusMapping::read_grandchildren`]); while
 //! a run runs they come from the runtime's grandchild cache, whose watch reconciles the
-//! WorkflowExecution on every change. This module decides when to record that work of the run
-//! ran ([`learn_step_ran`]) and what of a cached grandchild to keep ([`project_cached_task_run`]).
+//! WorkflowExecution on every change, each projected as a run is
+//! ([`crate::pipelinerun::project_cached`]). This module decides when to record that work of the
+//! run ran ([`learn_step_ran`]).
 use std::collections::BTreeMap;
 
-use kube::api::DynamicObject;
-use kubernaut_framework::runtime::prune::project;
-use kubernaut_framework::status::{Projection, StatusMapping};
+use kubernaut_framework::status::StatusMapping;
 use serde_json::Value;
 
-use crate::pipelinerun::{ANNOTATION_WORKFLOW_EXECUTION, keeps_label};
 use crate::types::PipelineRunStatusSummary;
 
 /// Whether to record now that work of the unfinished run ran: `stored` (the WFE's
@@ -33,22 +31,12 @@ pub fn learn_step_ran(
     !known && task_runs.values().any(|tr| mapping.grandchild_ran(tr))
 }
 
-/// Keeps of a cached grandchild what the reconciler reads: identity (name, `creationTimestamp`
-/// …), the operator's labels ([`keeps_label`]), the owner's full name (how the runtime maps it
-/// to its WorkflowExecution) and what the engine's status mapping reads (`projection`:
-/// [`StatusMapping::grandchild_projection`], e.g. of a TaskRun its `Succeeded` condition, its
-/// steps' states and its completion time, plus the `ownerLabel`).
-pub fn project_cached_task_run(task_run: &mut DynamicObject, projection: &Projection) {
-    project(task_run, projection, keeps_label, |key| {
-        key == ANNOTATION_WORKFLOW_EXECUTION
-    });
-}
-
 #[cfg(test)]
 mod tests {
+    use kube::api::DynamicObject;
     use serde_json::json;
 
-    use super::*;
+    use crate::pipelinerun::{ANNOTATION_WORKFLOW_EXECUTION, project_cached};
 
     /// A cached grandchild keeps what the mapping reads, the operator's labels and the owner's
     /// name, nothing else.
@@ -75,7 +63,7 @@ mod tests {
                        "podName": "p", "results": [], "taskSpec": {}},
         }))
         .unwrap();
-        project_cached_task_run(&mut task_run, &projection);
+        project_cached(&mut task_run, &projection);
         assert_eq!(
             task_run.data,
             json!({"status": {

@@ -13,7 +13,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -261,17 +261,10 @@ impl OperatorProcess {
             .append(true)
             .open(log)?;
         let started = Instant::now();
-        let child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("KUBECONFIG", kubeconfig)
+        let child = crate::checkout::operator_command(binary, config, kubeconfig, log)?
             .env("WFE_CONTROLLER__LEADERELECTION", "false")
             .env("WFE_CONTROLLER__METRICSADDR", metrics.to_string())
             .env("WFE_CONTROLLER__HEALTHADDR", health.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         Ok(Self {

@@ -62,6 +62,30 @@ pub fn count<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "–".to_string(), |v| v.to_string())
 }
 
+/// `numerator ÷ denominator` to two decimals; `–` when either is missing or the denominator is 0.
+pub fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> String {
+    match (numerator, denominator) {
+        (Some(n), Some(d)) if d != 0.0 => format!("{:.2}", n / d),
+        _ => "–".into(),
+    }
+}
+
+/// A figure to two decimals; `–` when missing.
+pub fn two_decimals(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
+}
+
+/// `count` per WFE of a phase of `n` WFEs (`n` taken as at least 1).
+pub fn per_wfe(count: u64, n: usize) -> f64 {
+    count as f64 / n.max(1) as f64
+}
+
+/// The head of a markdown table with `columns`, its separator line included, ending in a newline.
+pub fn table_head(columns: &[&str]) -> String {
+    let titles: String = columns.iter().map(|c| format!(" {c} |")).collect();
+    format!("|{titles}\n|{}\n", "---|".repeat(columns.len()))
+}
+
 /// Writes `value` as pretty JSON to `<dir>/<file>`, creating `dir`.
 ///
 /// # Errors

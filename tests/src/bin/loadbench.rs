@@ -80,7 +80,10 @@ use kubernaut_test_harness::{
             Machine, OperatorProcess, command_output, control_plane_pids, cpu_of, git_commit,
             init_tracing, machine, print_log_tail, repo, write_operator_config,
         },
-        report::{Percentiles, count, fmt_p, ms, percentiles, write_json},
+        report::{
+            Percentiles, count, fmt_p, ms, per_wfe, percentiles, ratio, table_head, two_decimals,
+            write_json,
+        },
     },
     tekton,
 };
@@ -960,14 +963,8 @@ fn cpu_ms_per_write(cpu_seconds: f64, writes: u64) -> f64 {
 
 /// The head of a table with one column per load phase, after a first column titled `first`.
 fn phase_table_header(first: &str, phases: &[(String, &LoadResult)]) -> String {
-    format!(
-        "| {first} |{}\n|---|{}\n",
-        phases
-            .iter()
-            .map(|(name, _)| format!(" {name} |"))
-            .collect::<String>(),
-        "---|".repeat(phases.len())
-    )
+    let names = phases.iter().map(|(name, _)| name.as_str());
+    table_head(&std::iter::once(first).chain(names).collect::<Vec<_>>())
 }
 
 /// The operator's writes per WFE of each phase, by request (verb, resource, subresource; and
@@ -983,13 +980,12 @@ fn writes_per_wfe(phases: &[(String, &LoadResult)]) -> String {
         .collect();
     names.sort();
     names.dedup();
-    let per_wfe = |p: &LoadResult, count: u64| count as f64 / p.n.max(1) as f64;
     for name in names {
         let cells: String = phases
             .iter()
             .map(|(_, p)| {
                 let count = p.writes.get(name).copied().unwrap_or(0);
-                format!(" {:.2} |", per_wfe(p, count))
+                format!(" {:.2} |", per_wfe(count, p.n))
             })
             .collect();
         let _ = writeln!(md, "| `{name}` |{cells}");
@@ -1172,7 +1168,7 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
     );
 
     let _ = writeln!(md, "## Targets\n");
-    let _ = writeln!(md, "| target | goal | measured | met |\n|---|---|---|---|");
+    md.push_str(&table_head(&["target", "goal", "measured", "met"]));
     for t in &r.targets {
         let met = match t.met {
             Some(true) => "yes",
@@ -1214,10 +1210,14 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
              concurrent change is a `409 Conflict` either way.\n",
             cost.objects, cost.rounds, r.ceiling.concurrency
         );
-        let _ = writeln!(
-            md,
-            "| request | writes (failed) | body | latency p50 / p95 / p99 (ms) | API server + etcd CPU s | CPU ms per write |\n|---|---|---|---|---|---|"
-        );
+        md.push_str(&table_head(&[
+            "request",
+            "writes (failed)",
+            "body",
+            "latency p50 / p95 / p99 (ms)",
+            "API server + etcd CPU s",
+            "CPU ms per write",
+        ]));
         for (name, m) in [
             ("`PUT workflowexecutions/status`", &cost.put),
             (
@@ -1369,10 +1369,12 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
         md,
         "\nWrites counted by the API server (`apiserver_request_total`), per phase:\n"
     );
-    let _ = writeln!(
-        md,
-        "| request | fixed rate | as fast as possible | by |\n|---|---|---|---|"
-    );
+    md.push_str(&table_head(&[
+        "request",
+        "fixed rate",
+        "as fast as possible",
+        "by",
+    ]));
     let mut names: Vec<&String> = a.writes.keys().chain(b.writes.keys()).collect();
     names.sort();
     names.dedup();
@@ -1455,7 +1457,7 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
         md,
         "\n## Micro-benchmarks (criterion, mean and 95 % interval)\n"
     );
-    let _ = writeln!(md, "| benchmark | mean | interval |\n|---|---|---|");
+    md.push_str(&table_head(&["benchmark", "mean", "interval"]));
     for m in &r.micro {
         let _ = writeln!(
             md,
@@ -1487,19 +1489,18 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
 /// then the first measured state against this run.
 fn before_after(report: &Report, baseline: &Value) -> String {
     let mut md = String::new();
-    let show = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
-    let ratio = |before: Option<f64>, after: Option<f64>| match (before, after) {
-        (Some(b), Some(a)) if b != 0.0 => format!("{:.2}", a / b),
-        _ => "–".into(),
-    };
     let _ = writeln!(md, "\n## Bottlenecks removed (before → after)\n");
     if let Some(text) = baseline["note"].as_str() {
         let _ = writeln!(md, "{text}\n");
     }
-    let _ = writeln!(
-        md,
-        "| commit | change | figure | before | after | after ÷ before |\n|---|---|---|---|---|---|"
-    );
+    md.push_str(&table_head(&[
+        "commit",
+        "change",
+        "figure",
+        "before",
+        "after",
+        "after ÷ before",
+    ]));
     for row in baseline["changes"].as_array().into_iter().flatten() {
         let text = |k: &str| row[k].as_str().unwrap_or("").to_string();
         let (before, after) = (row["before"].as_f64(), row["after"].as_f64());
@@ -1509,9 +1510,9 @@ fn before_after(report: &Report, baseline: &Value) -> String {
             text("commit"),
             text("change"),
             text("figure"),
-            show(before),
-            show(after),
-            ratio(before, after)
+            two_decimals(before),
+            two_decimals(after),
+            ratio(after, before)
         );
     }
     let current = serde_json::to_value(report).unwrap_or(Value::Null);
@@ -1520,10 +1521,12 @@ fn before_after(report: &Report, baseline: &Value) -> String {
         "\nAll changes together: the first measured state ({}) against this run.\n",
         baseline["baseline"]["label"].as_str().unwrap_or("baseline")
     );
-    let _ = writeln!(
-        md,
-        "| figure | before | this run | this run ÷ before |\n|---|---|---|---|"
-    );
+    md.push_str(&table_head(&[
+        "figure",
+        "before",
+        "this run",
+        "this run ÷ before",
+    ]));
     for row in baseline["baseline"]["figures"]
         .as_array()
         .into_iter()
@@ -1538,9 +1541,9 @@ fn before_after(report: &Report, baseline: &Value) -> String {
             md,
             "| {} | {} | {} | {} |",
             row["figure"].as_str().unwrap_or(""),
-            show(before),
-            show(after),
-            ratio(before, after)
+            two_decimals(before),
+            two_decimals(after),
+            ratio(after, before)
         );
     }
     md

@@ -64,7 +64,10 @@ use kubernaut_test_harness::{
             Machine, OperatorProcess, command_output, control_plane_pids, cpu_of, git_commit,
             init_tracing, machine, pids_of, print_log_tail, repo, write_operator_config,
         },
-        report::{Percentiles, fmt_p, replace_section, write_json},
+        report::{
+            Percentiles, fmt_p, per_wfe, ratio, replace_section, table_head, two_decimals,
+            write_json,
+        },
     },
     e2e::{E2eCluster, workflows::execution},
 };
@@ -422,7 +425,7 @@ fn writes_by_writer(
     operator_event_writes: u64,
     n: usize,
 ) -> (BTreeMap<String, f64>, f64) {
-    let per_wfe = |count: u64| count as f64 / n.max(1) as f64;
+    let per_wfe = |count: u64| per_wfe(count, n);
     let mut by: BTreeMap<Writer, u64> = BTreeMap::new();
     for (name, count) in writes {
         *by.entry(writer(name)).or_default() += count;
@@ -451,15 +454,6 @@ struct Report {
     components: String,
     simulator: Option<PhaseResult>,
     tekton: PhaseResult,
-}
-
-/// `a ÷ b` to two decimals, or `–`.
-fn ratio(a: f64, b: f64) -> String {
-    if b == 0.0 {
-        "–".into()
-    } else {
-        format!("{:.2}", a / b)
-    }
 }
 
 type Row = (
@@ -584,7 +578,7 @@ fn comparison_table(r: &Report) -> String {
     );
     for (name, cell, value) in ROWS {
         let ratio = match (sim, value) {
-            (Some(s), Some(v)) => ratio(v(&r.tekton), v(s)),
+            (Some(s), Some(v)) => ratio(Some(v(&r.tekton)), Some(v(s))),
             _ => "–".into(),
         };
         let _ = writeln!(
@@ -599,17 +593,17 @@ fn comparison_table(r: &Report) -> String {
 
 fn writes_table(p: &PhaseResult) -> String {
     let mut md = String::new();
-    let n = p.load.n.max(1) as f64;
+    let n = p.load.n;
     let _ = writeln!(
         md,
         "Writes on the real-Tekton cluster per WFE, by request (`apiserver_request_total`):\n"
     );
-    let _ = writeln!(md, "| request | per WFE | by |\n|---|---|---|");
+    md.push_str(&table_head(&["request", "per WFE", "by"]));
     for (name, count) in &p.load.writes {
         let _ = writeln!(
             md,
             "| `{name}` | {:.2} | {} |",
-            *count as f64 / n,
+            per_wfe(*count, n),
             writer(name).label()
         );
     }
@@ -617,12 +611,12 @@ fn writes_table(p: &PhaseResult) -> String {
         md,
         "\nEvent writes per WFE by reporting component (from the Events: one write each, one per repeat of a series):\n"
     );
-    let _ = writeln!(md, "| reporter | per WFE |\n|---|---|");
+    md.push_str(&table_head(&["reporter", "per WFE"]));
     for (reporter, count) in &p.events {
-        let _ = writeln!(md, "| {reporter} | {:.2} |", *count as f64 / n);
+        let _ = writeln!(md, "| {reporter} | {:.2} |", per_wfe(*count, n));
     }
     let _ = writeln!(md, "\nWrites per WFE by who made them:\n");
-    let _ = writeln!(md, "| by | per WFE |\n|---|---|");
+    md.push_str(&table_head(&["by", "per WFE"]));
     for (by, per_wfe) in &p.by_writer {
         let _ = writeln!(md, "| {by} | {per_wfe:.2} |");
     }
@@ -691,7 +685,7 @@ fn tekton_rate(p: &PhaseResult) -> String {
          (client-go's default of 5, doubled by its `cmd/controller/main.go` when no flag sets it \
          and doubled again for its two controllers); the harness runs it with its own defaults. \
          Its writes alone (the resolvers' left out) came to {controller_rate:.1}/s.{}\n",
-        tekton as f64 / p.load.n.max(1) as f64,
+        per_wfe(tekton, p.load.n),
         tekton as f64 / seconds,
         p.tekton_cpu_seconds
             .map_or("–".into(), |cpu| format!("{cpu:.1}")),
@@ -709,19 +703,18 @@ fn tekton_rate(p: &PhaseResult) -> String {
 /// What real Tekton's status churn costs the operator, from this run's figures.
 fn churn(r: &Report) -> String {
     let mirrored = |p: &PhaseResult| (p.load.wfe_writes_running_mean.unwrap_or(0.0) - 1.0).max(0.0);
-    let n = r.tekton.load.n.max(1) as f64;
-    let count = |name: &str| r.tekton.load.writes.get(name).copied().unwrap_or(0) as f64 / n;
-    let sim_run_status = r.simulator.as_ref().map_or("–".into(), |s| {
-        let n = s.load.n.max(1) as f64;
-        let count = |name: &str| s.load.writes.get(name).copied().unwrap_or(0) as f64 / n;
-        format!(
-            "{:.2}",
-            count("PUT pipelineruns/status") + count("PATCH pipelineruns/status")
-        )
-    });
+    let count = |p: &PhaseResult, name: &str| {
+        per_wfe(p.load.writes.get(name).copied().unwrap_or(0), p.load.n)
+    };
+    let run_status_of = |p: &PhaseResult| {
+        count(p, "PUT pipelineruns/status") + count(p, "PATCH pipelineruns/status")
+    };
+    let sim = r.simulator.as_ref();
+    let sim_run_status = two_decimals(sim.map(run_status_of));
+    let count = |name: &str| count(&r.tekton, name);
     let status_writes =
         count("PUT workflowexecutions/status") + count("PATCH workflowexecutions/status");
-    let run_status = count("PUT pipelineruns/status") + count("PATCH pipelineruns/status");
+    let run_status = run_status_of(&r.tekton);
     format!(
         "**Status churn.** On real Tekton the operator wrote each WFE's status {status_writes:.2} \
          times; the WFE changed {:.2} times after its create, {:.2} of them in phase Running: the \
@@ -732,13 +725,8 @@ fn churn(r: &Report) -> String {
         r.tekton.load.wfe_writes_mean.unwrap_or(0.0),
         r.tekton.load.wfe_writes_running_mean.unwrap_or(0.0),
         mirrored(&r.tekton),
-        r.simulator.as_ref().map_or("–".into(), |s| format!(
-            "{:.2}",
-            s.load.wfe_writes_mean.unwrap_or(0.0)
-        )),
-        r.simulator
-            .as_ref()
-            .map_or("–".into(), |s| format!("{:.2}", mirrored(s))),
+        two_decimals(sim.map(|s| s.load.wfe_writes_mean.unwrap_or(0.0))),
+        two_decimals(sim.map(mirrored)),
     )
 }
 
@@ -887,7 +875,7 @@ mod tests {
 
     #[test]
     fn ratios_are_real_over_simulator() {
-        assert_eq!(ratio(3.0, 2.0), "1.50");
-        assert_eq!(ratio(3.0, 0.0), "–");
+        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
+        assert_eq!(ratio(Some(3.0), Some(0.0)), "–");
     }
 }

@@ -273,12 +273,6 @@ impl Pass<'_> {
         self.ctx.child_api(&self.engine.child_resource, namespace)
     }
 
-    fn cached_run(&self, run_ref: &PipelineRunRef) -> Option<Arc<DynamicObject>> {
-        let resource = &self.engine.child_resource;
-        self.ctx
-            .cached_child(resource, &run_ref.namespace, &run_ref.name)
-    }
-
     /// Where `wfe`'s run is: where it recorded it, or before that (a create whose status write
     /// was lost) at the lock name in the configured namespace.
     fn run_ref(&self, wfe: &WorkflowExecution) -> PipelineRunRef {
@@ -290,8 +284,7 @@ impl Pass<'_> {
     }
 
     /// The run `run_ref` names if it is `wfe`'s (its labels name it): from the cache, and on a
-    /// miss from the API server — unless `cache_is_enough` (the cache, synced before any
-    /// reconcile, covers the run's namespace and a miss needs no request).
+    /// miss from the API server — unless `cache_is_enough` ([`Context::owned_child`]).
     async fn our_run(
         &self,
         wfe: &WorkflowExecution,
@@ -299,24 +292,14 @@ impl Pass<'_> {
         cache_is_enough: bool,
     ) -> Result<Option<Arc<DynamicObject>>, Error> {
         let owner = pipelinerun::owner(wfe);
-        let cached = self.cached_run(run_ref).filter(|r| owner.owns(r.labels()));
-        if cached.is_some() || cache_is_enough {
-            return Ok(cached);
-        }
-        let kind = &self.engine.child().kind;
+        let owns = |run: &DynamicObject| owner.owns(run.labels());
+        let (namespace, name) = (&run_ref.namespace, &run_ref.name);
         let read = self
-            .runs_in(&run_ref.namespace)
-            .get_opt(&run_ref.name)
-            .await;
-        let run = read.map_err(Error::api(format!("reading {kind} {}", run_ref.name)))?;
-        Ok(run.filter(|r| owner.owns(r.labels())).map(Arc::new))
-    }
-
-    /// The API of the engine's grandchildren (what carries the failure facts) in `namespace`;
-    /// `None` for an engine without them.
-    fn grandchildren_in(&self, namespace: &str) -> Option<Api<DynamicObject>> {
-        let resource = self.engine.grandchild_resource.as_ref()?;
-        Some(self.ctx.child_api(resource, namespace))
+            .ctx
+            .owned_child(&self.engine, namespace, name, owns, cache_is_enough);
+        let kind = &self.engine.child().kind;
+        read.await
+            .map_err(Error::api(format!("reading {kind} {name}")))
     }
 
     /// What a failure of `wfe` is classified with: its execution settings, the engine's mapping.

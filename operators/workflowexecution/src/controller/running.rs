@@ -2,7 +2,6 @@
 //! `pipelineRunStatus` (and whether a TaskRun is held back) while it runs: mere progress is
 //! written at most once per `status.progressInterval` (`progress`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -65,16 +64,9 @@ impl Pass<'_> {
         let mapping = &self.engine.mapping;
         // The whole run: a mapping that finds the grandchildren by an owner label reads its name.
         let whole = grandchildren::whole(run);
-        let task_runs = match &self.engine.grandchild_resource {
-            Some(resource) => grandchildren::cached(
-                &self.ctx.grandchildren,
-                resource,
-                namespace,
-                mapping,
-                &whole,
-            ),
-            None => BTreeMap::new(),
-        };
+        let task_runs = self
+            .ctx
+            .cached_grandchildren(&self.engine, namespace, &whole);
         let status = wfe.status.as_ref();
         if crate::task_runs::learn_step_ran(
             mapping,
@@ -102,21 +94,19 @@ impl Pass<'_> {
     ) -> Result<Outcome, Error> {
         let status = wfe.status.as_ref();
         let namespace = self.run_ref(wfe).namespace;
-        let mapping = &self.engine.mapping;
         // The run's TaskRuns outlive it briefly (until garbage collection): a step that ran
         // since the last status change may still be visible in them. Without them nothing can
         // say the work did not start: it counts as started.
         let step_ran = seen_started(status) || {
-            let task_runs = match self.grandchildren_in(&namespace) {
-                Some(api) => grandchildren::read_of_deleted(&api, mapping, run_name)
-                    .await
-                    .map_err(Error::api(format!(
-                        "listing what carried the failure facts of deleted {} {run_name}",
-                        self.engine.child().kind
-                    )))?,
-                None => BTreeMap::new(),
-            };
-            mapping.work_ran(&task_runs)
+            let kind = &self.engine.child().kind;
+            let what =
+                format!("listing what carried the failure facts of deleted {kind} {run_name}");
+            let read = self
+                .ctx
+                .grandchildren_of_deleted(&self.engine, &namespace, run_name);
+            self.engine
+                .mapping
+                .work_ran(&read.await.map_err(Error::api(what))?)
         };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let details = failure::run_deleted_failure(
@@ -141,16 +131,10 @@ impl Pass<'_> {
     ) -> Result<Outcome, Error> {
         let mapping = &self.engine.mapping;
         let whole = grandchildren::whole(run);
-        let task_runs = match self.grandchildren_in(namespace) {
-            Some(api) => grandchildren::read(&api, mapping, &whole)
-                .await
-                .map_err(Error::api(format!(
-                    "reading what carries the failure facts of {} {}",
-                    self.engine.child().kind,
-                    run.name_any()
-                )))?,
-            None => BTreeMap::new(),
-        };
+        let (kind, name) = (&self.engine.child().kind, run.name_any());
+        let what = format!("reading what carries the failure facts of {kind} {name}");
+        let read = self.ctx.read_grandchildren(&self.engine, namespace, &whole);
+        let task_runs = read.await.map_err(Error::api(what))?;
         reading.grandchildren = Some(mapping.read_grandchildren(&whole, &task_runs));
         let seen_started = seen_started(wfe.status.as_ref());
         let mut summary = run_status::observe(mapping, &reading).summary;

@@ -20,8 +20,8 @@ use crate::{
     engine::Engine,
     pipelinerun::{self, ExecutionBlock},
     types::{
-        ConflictingWorkflow, FailureReason, Phase, PipelineRunRef, RecentRemediation, SkipDetails,
-        SkipReason, WorkflowExecution,
+        ConflictingWorkflow, FailureReason, Phase, RecentRemediation, SkipDetails, SkipReason,
+        WorkflowExecution,
     },
 };
 
@@ -59,13 +59,10 @@ impl Pass<'_> {
         run: DynamicObject,
     ) -> Result<Claim<Arc<WorkflowExecution>>, LockError> {
         let namespace = &self.config.execution.namespace;
-        let lock = PipelineRunRef {
-            name: run.name_any(),
-            namespace: namespace.clone(),
-        };
         // While the previous run is still being deleted, the cache says so without an API call
         // (this is re-checked every few seconds for as long as a foreign finalizer holds it).
-        let cached = self.cached_run(&lock);
+        let resource = &self.engine.child_resource;
+        let cached = self.ctx.cached_child(resource, namespace, &run.name_any());
         let request = ClaimRequest {
             client: &self.ctx.client,
             namespace,
