@@ -35,6 +35,7 @@ use serde_json::Value as Json;
 use crate::app::{NotServed, check_served, resource_of};
 use crate::cancel::CancelSpec;
 use crate::config::ConfigError;
+use crate::lock::LockKind;
 use crate::names::DnsLabel;
 use crate::status::{MappingRules, Projection, StatusMapping};
 use crate::template::{ChildKind, TemplateDecl, TemplateError, TemplateSet};
@@ -130,6 +131,15 @@ impl Engine {
     /// The kind the engine creates (its mapping's `child`).
     pub fn child(&self) -> &ChildKind {
         self.mapping.child()
+    }
+
+    /// Its child kind as a lock kind ([`crate::lock::Locks::claim`]): a stale child is deleted
+    /// with the cancel file's propagation policy.
+    pub fn lock_kind(&self) -> LockKind {
+        LockKind {
+            resource: self.child_resource.clone(),
+            propagation: self.cancel.delete_propagation(),
+        }
     }
 
     /// The template declaration of the engine: its file, the kind it must render, and `sample`
@@ -259,6 +269,12 @@ impl Engines {
     /// Every engine, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Engine>> {
         self.by_name.values()
+    }
+
+    /// Every engine's [`Engine::lock_kind`]: the kinds a lock name is checked in before a child
+    /// holding it is created.
+    pub fn lock_kinds(&self) -> Vec<LockKind> {
+        self.iter().map(|engine| engine.lock_kind()).collect()
     }
 
     /// The template declarations of every engine (one template set serves them all), each

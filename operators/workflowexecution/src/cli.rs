@@ -109,6 +109,7 @@ pub fn render(
             })?,
         None => engines
             .of(&wfe)
+            .ok()
             .or_else(|| engines.default_engine())
             .ok_or_else(|| CliError::Templates {
                 dir: dir.clone(),

@@ -10,8 +10,8 @@
 //! Guarantees:
 //! 1. [`Engines::load`] loads every configured engine or fails naming the engine and the file;
 //!    the template is checked with a sample render against the kind its mapping names.
-//! 2. [`Engines::of`] is stable for a started execution: the engine recorded in its status wins
-//!    over the spec and the configured default.
+//! 2. [`Engines::name_of`] and [`Engines::of`] are stable for a started execution: the engine
+//!    recorded in its status wins over the spec and the configured default.
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use crate::templates::{mapping_rules, sample_config, sample_workflow_execution, 
 use crate::types::WorkflowExecution;
 
 pub use kubernaut_framework::engine::{
-    CANCEL_FILE, Engine, EngineError, EnginesReport, STATUS_FILE, TEMPLATE_SUFFIX,
+    CANCEL_FILE, Engine, EngineError, EnginesReport, NoEngine, STATUS_FILE, TEMPLATE_SUFFIX,
 };
 
 /// Every configured engine, loaded, and the default one (the framework's
@@ -72,9 +72,16 @@ impl Engines {
         self.resolve(recorded, wfe.spec.execution_engine.as_deref())
     }
 
-    /// The engine `wfe` runs on ([`Self::name_of`]), when it is configured.
-    pub fn of(&self, wfe: &WorkflowExecution) -> Option<&Arc<Engine>> {
-        self.get(self.name_of(wfe))
+    /// The engine a reconcile of `wfe` uses ([`engine::Engines::for_parent`]): [`Self::name_of`]'s
+    /// when it is configured, else the default one — unless `wfe` started on an engine that is
+    /// no longer configured.
+    ///
+    /// # Errors
+    /// [`NoEngine`] when `wfe` started on an engine no longer configured, or none is.
+    pub fn of(&self, wfe: &WorkflowExecution) -> Result<&Arc<Engine>, NoEngine> {
+        let status = wfe.status.as_ref();
+        let recorded = status.and_then(|s| s.execution_engine.as_deref());
+        self.for_parent(recorded, wfe.spec.execution_engine.as_deref())
     }
 
     /// The template declarations of every engine, test-rendered with [`sample_context`].
@@ -108,7 +115,10 @@ mod tests {
         assert_eq!(engines.name_of(&wfe), "tekton");
         wfe.spec.execution_engine = Some("job".to_owned());
         assert_eq!(engines.name_of(&wfe), "job");
-        assert!(engines.of(&wfe).is_none(), "job is not configured");
+        assert!(
+            engines.get(engines.name_of(&wfe)).is_none(),
+            "job is not configured"
+        );
         wfe.status = Some(crate::types::WorkflowExecutionStatus {
             execution_engine: Some("tekton".to_owned()),
             ..Default::default()

@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod operator;
 pub mod pipelinerun;
 pub mod run_status;
-pub mod task_runs;
 pub mod templates;
 #[cfg(test)]
 #[path = "../tests/support/runs.rs"]

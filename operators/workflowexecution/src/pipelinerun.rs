@@ -490,4 +490,53 @@ mod tests {
             Some("hand written".to_owned())
         );
     }
+
+    /// A cached grandchild keeps what the mapping reads, the operator's labels and the owner's
+    /// name, nothing else.
+    #[test]
+    fn a_cached_grandchild_keeps_what_the_mapping_reads() {
+        let mapping = crate::testing::load_status_mapping(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../templates/workflowexecution"),
+        )
+        .unwrap();
+        let projection = mapping.grandchild_projection().unwrap();
+        let mut task_run: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+            "metadata": {"name": "t", "labels": {"kubernaut.ai/workflow-execution": "w",
+                                                 "tekton.dev/pipelineRun": "r",
+                                                 "tekton.dev/task": "x"},
+                         "annotations": {ANNOTATION_WORKFLOW_EXECUTION: "wfe", "other": "x"}},
+            "spec": {"params": []},
+            "status": {"conditions": [{"type": "Succeeded", "status": "True",
+                                       "reason": "Succeeded", "lastTransitionTime": "t"}],
+                       "steps": [{"name": "s", "container": "step-s",
+                                  "terminated": {"reason": "Completed", "exitCode": 0,
+                                                 "startedAt": "a", "finishedAt": "b"}}],
+                       "podName": "p", "results": [], "taskSpec": {}},
+        }))
+        .unwrap();
+        project_cached(&mut task_run, &projection);
+        assert_eq!(
+            task_run.data,
+            serde_json::json!({"status": {
+                "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}],
+                "steps": [{"name": "s", "terminated": {"reason": "Completed", "exitCode": 0,
+                                                       "startedAt": "a"}}]
+            }})
+        );
+        assert_eq!(
+            task_run.metadata.labels.unwrap().keys().collect::<Vec<_>>(),
+            ["kubernaut.ai/workflow-execution", "tekton.dev/pipelineRun"]
+        );
+        assert_eq!(
+            task_run
+                .metadata
+                .annotations
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            [ANNOTATION_WORKFLOW_EXECUTION]
+        );
+    }
 }

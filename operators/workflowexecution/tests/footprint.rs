@@ -16,9 +16,8 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 use workflowexecution_operator::pipelinerun::{
-    ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached_run,
+    ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached,
 };
-use workflowexecution_operator::task_runs::project_cached_task_run;
 use workflowexecution_operator::types::WorkflowExecution;
 
 /// The system allocator, counting live bytes and live allocations.
@@ -180,7 +179,7 @@ fn what_each_cached_object_costs() {
     let pruned_run = cost(|| Arc::new(pruned(&run, &[])));
     let projected_run = cost(|| {
         let mut run = decoded(&run);
-        project_cached_run(&mut run, &run_projection);
+        project_cached(&mut run, &run_projection);
         Arc::new(run)
     });
     let pruned_task_run = cost(|| {
@@ -196,7 +195,7 @@ fn what_each_cached_object_costs() {
     });
     let projected_task_run = cost(|| {
         let mut task_run = decoded(&task_run);
-        project_cached_task_run(&mut task_run, &task_run_projection);
+        project_cached(&mut task_run, &task_run_projection);
         Arc::new(task_run)
     });
     let cached_wfe = cost(|| {
@@ -213,13 +212,13 @@ fn what_each_cached_object_costs() {
     let parent: WorkflowExecution = serde_json::from_value(wfe.clone()).unwrap();
     let parent_key = cost(|| ObjectRef::from_obj(&parent));
     let mut sample = decoded(&run);
-    project_cached_run(&mut sample, &run_projection);
+    project_cached(&mut sample, &run_projection);
     println!(
         "a projected PipelineRun: {}",
         serde_json::to_string(&sample).unwrap()
     );
     let mut sample = decoded(&task_run);
-    project_cached_task_run(&mut sample, &task_run_projection);
+    project_cached(&mut sample, &task_run_projection);
     println!(
         "a projected TaskRun: {}",
         serde_json::to_string(&sample).unwrap()

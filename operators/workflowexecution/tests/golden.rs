@@ -28,9 +28,8 @@ use serde_json::{Value, json};
 use workflowexecution_operator::cli::read_workflow_execution;
 use workflowexecution_operator::config::OperatorConfig;
 use workflowexecution_operator::failure::{FailureContext, failure_details};
-use workflowexecution_operator::pipelinerun::{pipeline_run_identity, project_cached_run};
+use workflowexecution_operator::pipelinerun::{pipeline_run_identity, project_cached};
 use workflowexecution_operator::run_status::{RunPhase, observe_run};
-use workflowexecution_operator::task_runs::project_cached_task_run;
 use workflowexecution_operator::templates::{
     mapping_rules, sample_workflow_execution, template_context, template_decl,
 };
@@ -512,13 +511,13 @@ fn projected(
     let decoded =
         |object: &Value| -> DynamicObject { serde_json::from_value(object.clone()).unwrap() };
     let mut child = decoded(run);
-    project_cached_run(&mut child, &mapping.child_projection());
+    project_cached(&mut child, &mapping.child_projection());
     let projection = mapping.grandchild_projection().unwrap_or_default();
     let grandchildren = grandchildren
         .iter()
         .map(|(name, object)| {
             let mut object = decoded(object);
-            project_cached_task_run(&mut object, &projection);
+            project_cached(&mut object, &projection);
             (name.clone(), whole(&object))
         })
         .collect();

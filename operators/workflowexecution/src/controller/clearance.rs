@@ -88,7 +88,7 @@ impl Pass<'_> {
         // engine it ran on.
         let name = pipelinerun::pipeline_run_name(&wfe.spec.target_resource);
         let (client, namespace) = (&self.ctx.client, &self.config.execution.namespace);
-        let kinds = self.lock_kinds();
+        let kinds = self.state().engines.lock_kinds();
         let orphaned = pipelinerun::BLOCK.break_orphaned(client, namespace, &name, &kinds, self);
         if orphaned.await?.is_some() {
             return Ok(Cleared::Other(

@@ -160,17 +160,10 @@ impl PhasedStatus for WorkflowExecutionStatus {
 /// # Errors
 /// Transient API failures; the runtime retries them with per-object backoff.
 pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let recorded = wfe
-        .status
-        .as_ref()
-        .and_then(|s| s.execution_engine.as_deref());
-    let requested = wfe.spec.execution_engine.as_deref();
     // A started WFE's child is of its engine's kind: without that engine nothing here can read,
     // cancel or release it, and it is retried (with backoff) until the engine is configured again.
-    let engine = ctx
-        .data
-        .engines
-        .for_parent(recorded, requested)
+    let engine = ctx.data.engines.of(&wfe);
+    let engine = engine
         .map_err(|e| Error::Invalid(format!("WorkflowExecution {}: {e}", describe(&wfe))))?
         .clone();
     let pass = Pass {

@@ -68,11 +68,12 @@ impl Pass<'_> {
             .ctx
             .cached_grandchildren(&self.engine, namespace, &whole);
         let status = wfe.status.as_ref();
-        if crate::task_runs::learn_step_ran(
-            mapping,
-            &task_runs,
-            status.and_then(|s| s.pipeline_run_status.as_ref()),
-        ) {
+        // That work ran is recorded as soon as it is seen, at the cost of one status write when
+        // nothing else changed: an engine may rewrite what it stopped (a step that started in
+        // the same second as its grandchild's creation then looks like one that never started,
+        // and the mapping's `ran` rules cannot tell them apart); what was seen while it ran is
+        // the only sure evidence.
+        if !seen_started(status) && task_runs.values().any(|t| mapping.grandchild_ran(t)) {
             observation.summary.execution_started = Some(true);
         }
         // A hold outlives what showed it: a Job's deadline deletes the held pod before the Job

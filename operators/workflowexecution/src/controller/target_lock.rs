@@ -10,14 +10,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, api::DynamicObject};
 use kubernaut_framework::lock::{
-    Claim, ClaimRequest, LockError, LockKind, Refusal, Tenancy, hold_over, live_holder,
+    Claim, ClaimRequest, LockError, Refusal, Tenancy, hold_over, live_holder,
 };
 
 use super::{CLEAR_BLOCK_ANNOTATION, Pass, describe};
 use crate::{
     config::OperatorConfig,
     decide,
-    engine::Engine,
     pipelinerun::{self, ExecutionBlock},
     types::{
         ConflictingWorkflow, FailureReason, Phase, RecentRemediation, SkipDetails, SkipReason,
@@ -66,18 +65,13 @@ impl Pass<'_> {
         let request = ClaimRequest {
             client: &self.ctx.client,
             namespace,
-            kind: lock_kind(&self.engine),
-            others: self.lock_kinds(),
+            kind: self.engine.lock_kind(),
+            others: self.state().engines.lock_kinds(),
             child: run,
             owner: &pipelinerun::owner(wfe),
             cached: cached.as_deref(),
         };
         self.state().locks.claim(request, self).await
-    }
-
-    /// Every engine's kind of run: they share the lock name.
-    pub(super) fn lock_kinds(&self) -> Vec<LockKind> {
-        self.state().engines.iter().map(|e| lock_kind(e)).collect()
     }
 
     /// The WorkflowExecution `run` names, if it still exists *as that instance* (same uid).
@@ -87,15 +81,6 @@ impl Pass<'_> {
     ) -> Result<Option<Arc<WorkflowExecution>>, LockError> {
         let holder = pipelinerun::OWNER_KEYS.holder(run);
         live_holder(&self.ctx.parents, &self.ctx.client, &holder).await
-    }
-}
-
-/// The kind of `engine`'s children as a lock kind: a stale one is deleted as its cancel file
-/// says.
-fn lock_kind(engine: &Engine) -> LockKind {
-    LockKind {
-        resource: engine.child_resource.clone(),
-        propagation: engine.cancel.delete_propagation(),
     }
 }
 
