@@ -44,6 +44,7 @@
 //!    listener or template directory takes effect at the next start.
 
 pub mod cli;
+mod errors;
 mod reload;
 mod served;
 mod settings;
@@ -65,6 +66,7 @@ pub use cli::{
     CheckReport, CommandError, OutputFormat, RenderChoice, check_config, error_chain, error_report,
     format_object, init_tracing, load_config, main, version,
 };
+pub use errors::{OfflineError, StartError};
 pub use reload::{
     CONFIG_RELOAD_INTERVAL, ReloadReport, Reloader, changed_keys, keep_keys, load_file,
     restart_only_changes,

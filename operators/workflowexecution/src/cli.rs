@@ -13,68 +13,20 @@
 //! 1. A WorkflowExecution file holds one YAML (or JSON) document of kind
 //!    `kubernaut.ai/v1alpha1` `WorkflowExecution`; without `metadata.namespace` it is rendered as
 //!    if created in `default`, as `kubectl apply` would.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kubernaut_framework::crd::{CrdYamlError, ReadObjectError, read_object};
-use kubernaut_framework::template::{TemplateError, TemplateSet};
-use kubernaut_framework::validate::FieldErrors;
+use kubernaut_framework::crd::read_object;
+use kubernaut_framework::template::TemplateSet;
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::engine::{EngineError, Engines, EnginesReport, sample_context};
+use crate::engine::{Engines, EnginesReport, sample_context};
 use crate::pipelinerun::render_child;
 use crate::types::WorkflowExecution;
 use crate::validate::validate_spec;
 
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// A WorkflowExecution file could not be read or is not a WorkflowExecution.
-    #[error(transparent)]
-    Read(#[from] ReadObjectError),
-    /// The WorkflowExecution's spec fails validation.
-    #[error("{}: invalid WorkflowExecution {name}: {errors}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// `namespace/name` of the WorkflowExecution.
-        name: String,
-        /// The problems, each naming its field.
-        errors: FieldErrors,
-    },
-    /// The templates failed to load or render.
-    #[error("templates in {}: {message}", dir.display())]
-    Templates {
-        /// The template directory.
-        dir: PathBuf,
-        /// The error.
-        message: String,
-    },
-    /// The CRD could not be printed.
-    #[error(transparent)]
-    Crd(#[from] CrdYamlError),
-    /// An execution engine (its directory, status mapping or cancel file) failed to load.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// `render --engine` names an engine the configuration does not list.
-    #[error(
-        "engine {name:?} is not configured: execution.engines lists {configured} (add it there to render with it)"
-    )]
-    EngineNotConfigured {
-        /// The engine asked for.
-        name: String,
-        /// The configured engines, comma-separated.
-        configured: String,
-    },
-}
-
-/// A [`CliError::Templates`] for the template directory `dir`.
-fn templates_error(dir: &Path) -> impl Fn(TemplateError) -> CliError + '_ {
-    move |e| CliError::Templates {
-        dir: dir.to_path_buf(),
-        message: e.to_string(),
-    }
-}
+/// Why a command failed (the framework's offline-command failures).
+pub use kubernaut_framework::app::OfflineError as CliError;
 
 /// Reads a WorkflowExecution from a YAML or JSON file
 /// ([`read_object`]: its kind and value types checked, `default` its namespace when unset).
@@ -95,6 +47,7 @@ pub fn render(
     let wfe = read_workflow_execution(wfe_file)?;
     validate_spec(&wfe.spec, &config.execution).map_err(|errors| CliError::Invalid {
         path: wfe_file.to_path_buf(),
+        kind: "WorkflowExecution",
         name: kubernaut_framework::names::namespaced_name(&wfe),
         errors,
     })?;
@@ -105,6 +58,7 @@ pub fn render(
             .get(name)
             .ok_or_else(|| CliError::EngineNotConfigured {
                 name: name.to_owned(),
+                key: "execution.engines",
                 configured: config.execution.engines.join(", "),
             })?,
         None => engines
@@ -117,8 +71,8 @@ pub fn render(
             })?,
     };
     let templates =
-        TemplateSet::load(dir, &engines.template_decls()).map_err(templates_error(dir))?;
-    render_child(&wfe, config, &templates, &engine.template).map_err(templates_error(dir))
+        TemplateSet::load(dir, &engines.template_decls()).map_err(CliError::templates(dir))?;
+    render_child(&wfe, config, &templates, &engine.template).map_err(CliError::templates(dir))
 }
 
 /// Loads every configured engine (its status mapping and cancel file) and loads (and
@@ -128,5 +82,5 @@ pub fn check(config: &OperatorConfig) -> Result<EnginesReport, CliError> {
     let engines = Engines::load(config)?;
     engines
         .check(dir, &sample_context())
-        .map_err(templates_error(dir))
+        .map_err(CliError::templates(dir))
 }

@@ -10,7 +10,7 @@
 //! Guarantees:
 //! 1. [`Engines::load`] loads every configured engine or fails naming the engine and the file;
 //!    the template is checked with a sample render against the kind its mapping names.
-//! 2. [`Engines::name_of`] and [`Engines::of`] are stable for a started execution: the engine
+//! 2. [`Engines::of`] is stable for a started execution: the engine
 //!    recorded in its status wins over the spec and the configured default.
 use std::ops::Deref;
 use std::sync::Arc;
@@ -62,19 +62,9 @@ impl Engines {
         .map(Engines)
     }
 
-    /// The name of the engine `wfe` runs on: the one its status records once started, else the
-    /// one its spec asks for, else the default.
-    pub fn name_of<'w>(&'w self, wfe: &'w WorkflowExecution) -> &'w str {
-        let recorded = wfe
-            .status
-            .as_ref()
-            .and_then(|s| s.execution_engine.as_deref());
-        self.resolve(recorded, wfe.spec.execution_engine.as_deref())
-    }
-
-    /// The engine a reconcile of `wfe` uses ([`engine::Engines::for_parent`]): [`Self::name_of`]'s
-    /// when it is configured, else the default one — unless `wfe` started on an engine that is
-    /// no longer configured.
+    /// The engine a reconcile of `wfe` uses ([`engine::Engines::for_parent`]): the one its
+    /// status records once started, else the one its spec asks for when it is configured, else
+    /// the default one — never another than the one a started `wfe` records.
     ///
     /// # Errors
     /// [`NoEngine`] when `wfe` started on an engine no longer configured, or none is.
@@ -110,19 +100,33 @@ mod tests {
     fn a_started_execution_keeps_the_engine_its_status_records() {
         let mut config = OperatorConfig::default();
         config.templates.dir = shipped();
+        config.execution.engines = vec!["tekton".to_owned(), "job".to_owned()];
         let engines = Engines::load(&config).unwrap();
+        let name = |wfe: &WorkflowExecution| engines.of(wfe).map(|e| e.name.clone());
         let mut wfe = crate::templates::sample_workflow_execution();
-        assert_eq!(engines.name_of(&wfe), "tekton");
+        assert_eq!(name(&wfe), Ok("tekton".to_owned()), "the default");
         wfe.spec.execution_engine = Some("job".to_owned());
-        assert_eq!(engines.name_of(&wfe), "job");
-        assert!(
-            engines.get(engines.name_of(&wfe)).is_none(),
-            "job is not configured"
+        assert_eq!(
+            name(&wfe),
+            Ok("job".to_owned()),
+            "the one the spec asks for"
         );
         wfe.status = Some(crate::types::WorkflowExecutionStatus {
             execution_engine: Some("tekton".to_owned()),
             ..Default::default()
         });
-        assert_eq!(engines.name_of(&wfe), "tekton");
+        assert_eq!(
+            name(&wfe),
+            Ok("tekton".to_owned()),
+            "the one the status records"
+        );
+        config.execution.engines = vec!["job".to_owned()];
+        config.execution.default_engine = "job".to_owned();
+        let without = Engines::load(&config).unwrap();
+        assert_eq!(
+            without.of(&wfe).map(|e| e.name.clone()),
+            Err(NoEngine::Dropped("tekton".to_owned())),
+            "never another engine than the one it started on"
+        );
     }
 }

@@ -5,26 +5,25 @@
 //! layer, which adds signal handling and config hot reload) and what the integration tests call
 //! in-process.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use kube::Client;
 use kubernaut_framework::{
-    app::{NotServed, resource_of},
+    app::resource_of,
     config::ConfigStore,
     lock::Locks,
     own_writes::OwnWrites,
     pace::Pace,
-    runtime::{Operator, ParentWatch, Running, RuntimeError, RuntimeSettings},
+    runtime::{Operator, ParentWatch, Running, RuntimeSettings},
     template::{ChildKind, TemplateStore},
 };
-use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::{
-    audit::{self, AuditError},
+    audit,
     config::OperatorConfig,
     controller::{self, State},
-    engine::{EngineError, Engines},
+    engine::Engines,
     metrics::Metrics,
     pipelinerun,
     types::WorkflowExecution,
@@ -33,38 +32,11 @@ use crate::{
 /// The controller's name: Events' reporting controller and the audit actor.
 pub const CONTROLLER_NAME: &str = "workflowexecution-controller";
 
-/// Why the operator could not start.
-#[derive(Debug, Error)]
-pub enum StartError {
-    /// A kind the templates create or read (the status mapping's `child` and
-    /// `grandchildren.child`) is not served by the cluster.
-    #[error(
-        "the {} API is not served by this cluster: install what serves it (the shipped templates need Tekton Pipelines) ({})",
-        .0.kind,
-        .0.message
-    )]
-    KindNotServed(#[from] NotServed),
-    /// The templates failed to load.
-    #[error("loading the PipelineRun template from {dir}: {message}")]
-    Templates {
-        /// The template directory.
-        dir: PathBuf,
-        /// The error.
-        message: String,
-    },
-    /// An execution engine (its status mapping or cancel file) failed to load.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// Metrics could not be registered.
-    #[error("registering metrics: {0}")]
-    Metrics(#[from] kubernaut_framework::metrics::MetricError),
-    /// The audit sink could not be set up.
-    #[error("setting up the audit sink: {0}")]
-    Audit(#[from] AuditError),
-    /// The runtime failed to start.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-}
+/// Why the operator could not start (the framework's start-up failures).
+pub use kubernaut_framework::app::StartError;
+
+/// What serves the kinds the shipped templates create, as a missing kind's error says it.
+const KINDS_HINT: &str = " (the shipped templates need Tekton Pipelines)";
 
 /// Runtime settings derived from the operator config (the framework's
 /// [`ControllerSettings::runtime_settings`](kubernaut_framework::app::ControllerSettings::runtime_settings)
@@ -81,6 +53,7 @@ fn load_engines(config: &OperatorConfig) -> Result<(Engines, TemplateStore), Sta
     let dir = &config.templates.dir;
     let store =
         TemplateStore::load(dir, &engines.template_decls()).map_err(|e| StartError::Templates {
+            what: "PipelineRun template",
             dir: dir.clone(),
             message: e.to_string(),
         })?;
@@ -125,7 +98,11 @@ pub async fn start(
     let (engines, store) = load_engines(&current)?;
     // The kinds are data: each engine's child (its mapping's `child`) and the objects that carry
     // its failure facts (`grandchildren.child`).
-    engines.check_served(&client).await?;
+    let served = engines.check_served(&client).await;
+    served.map_err(|served| StartError::KindNotServed {
+        served,
+        hint: KINDS_HINT,
+    })?;
     let namespace = &current.execution.namespace;
     // The reconciler records its writes here; the runtime waits for their watch events.
     let own_writes = OwnWrites::new();

@@ -284,18 +284,6 @@ kubernaut_framework::string_enum! {
     }
 }
 
-impl FailureReason {
-    /// Whether a run failing for this reason never executed workflow code (pre-execution).
-    pub fn is_pre_execution(self) -> bool {
-        matches!(
-            self,
-            FailureReason::ImagePullBackOff
-                | FailureReason::ConfigurationError
-                | FailureReason::ResourceExhausted
-        )
-    }
-}
-
 kubernaut_framework::string_enum! {
     serde;
     /// Why an execution was skipped.

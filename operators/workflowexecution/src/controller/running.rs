@@ -99,15 +99,15 @@ impl Pass<'_> {
         // since the last status change may still be visible in them. Without them nothing can
         // say the work did not start: it counts as started.
         let step_ran = seen_started(status) || {
-            let kind = &self.engine.child().kind;
-            let what =
-                format!("listing what carried the failure facts of deleted {kind} {run_name}");
+            let (engine, kind) = (&self.engine, &self.engine.child().kind);
+            let what = format!("listing what carried the failure facts of deleted {kind}");
             let read = self
                 .ctx
-                .grandchildren_of_deleted(&self.engine, &namespace, run_name);
-            self.engine
-                .mapping
-                .work_ran(&read.await.map_err(Error::api(what))?)
+                .grandchildren_of_deleted(engine, &namespace, run_name);
+            let task_runs = read
+                .await
+                .map_err(Error::api(format!("{what} {run_name}")))?;
+            engine.mapping.work_ran(&task_runs)
         };
         let started_at = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0);
         let details = failure::run_deleted_failure(
@@ -137,22 +137,16 @@ impl Pass<'_> {
         let read = self.ctx.read_grandchildren(&self.engine, namespace, &whole);
         let task_runs = read.await.map_err(Error::api(what))?;
         reading.grandchildren = Some(mapping.read_grandchildren(&whole, &task_runs));
-        let seen_started = seen_started(wfe.status.as_ref());
+        let (status, context) = (wfe.status.as_ref(), self.failure_context(wfe));
+        let seen_started = seen_started(status);
         let mut summary = run_status::observe(mapping, &reading).summary;
         if seen_started {
             summary.execution_started = Some(true);
         }
-        let remembered = failure::Remembered {
-            seen_started,
-            held: wfe.status.as_ref().and_then(held_condition),
-        };
-        let details = failure::failure_details_remembered(
-            mapping,
-            &self.failure_context(wfe),
-            &reading,
-            &remembered,
-            self.now,
-        );
+        let held = status.and_then(held_condition);
+        let remembered = failure::Remembered { seen_started, held };
+        let details =
+            failure::failure_details_remembered(mapping, &context, &reading, &remembered, self.now);
         let completed_at = observation.completion_time.unwrap_or(self.now);
         Ok(self.fail(wfe, details, completed_at, Some(summary)))
     }
