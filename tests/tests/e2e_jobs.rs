@@ -54,7 +54,8 @@ use workflowexecution_operator::{
     failure::{FailureContext, Remembered, failure_details_remembered},
     pipelinerun::pipeline_run_identity,
     run_status::{RunPhase, observe_run},
-    templates::{mapping_rules, template_context, template_decl},
+    templates::{mapping_rules, template_context},
+    testing::template_decl,
     types::{FailureDetails, FailureReason, WorkflowExecution, WorkflowExecutionSpec, WorkflowRef},
 };
 

@@ -20,8 +20,9 @@ use kubernaut_framework::template::TemplateSet;
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::engine::{Engines, EnginesReport, sample_context};
+use crate::engine::{Engines, EnginesReport};
 use crate::pipelinerun::render_child;
+use crate::templates::sample_context;
 use crate::types::WorkflowExecution;
 use crate::validate::validate_spec;
 

@@ -148,28 +148,12 @@ pub const DEFAULT_ENGINE: &str = "tekton";
 pub const ALLOW_ALL_BUNDLES: &str = "*";
 
 impl ExecutionSettings {
-    /// The compiled `allowedBundles` patterns (every entry compiles in a validated config; an
-    /// entry that does not is skipped, so it can only ever allow less).
-    pub fn bundle_patterns(&self) -> Vec<Glob> {
-        self.allowed_bundles
-            .iter()
-            .filter_map(|p| Glob::new(p, Case::Sensitive).ok())
-            .collect()
-    }
-
-    /// Whether `bundle` (a `workflowRef.containerImage`) matches one of `allowedBundles`.
+    /// Whether `bundle` (a `workflowRef.containerImage`) matches one of `allowedBundles` (every
+    /// entry compiles in a validated config; one that does not is skipped, so it can only ever
+    /// allow less).
     pub fn allows_bundle(&self, bundle: &str) -> bool {
-        self.bundle_patterns().iter().any(|p| p.matches(bundle))
-    }
-
-    /// The engine a WorkflowExecution asking for `requested` runs on: `requested` when the
-    /// configuration lists it, the default engine when it asks for none, `None` when it asks for
-    /// an engine that is not configured.
-    pub fn engine_of<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
-        match requested {
-            None => Some(self.default_engine.as_str()),
-            Some(name) => self.engines.iter().any(|e| e == name).then_some(name),
-        }
+        let mut patterns = self.allowed_bundles.iter();
+        patterns.any(|p| Glob::new(p, Case::Sensitive).is_ok_and(|p| p.matches(bundle)))
     }
 
     /// Whether `allowedBundles` lets every bundle run (it lists `*`).

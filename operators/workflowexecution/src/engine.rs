@@ -17,10 +17,9 @@ use std::sync::Arc;
 
 use kubernaut_framework::engine;
 use kubernaut_framework::template::TemplateDecl;
-use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::templates::{mapping_rules, sample_config, sample_workflow_execution, template_context};
+use crate::templates::{mapping_rules, sample_context};
 use crate::types::WorkflowExecution;
 
 pub use kubernaut_framework::engine::{
@@ -38,12 +37,6 @@ impl Deref for Engines {
     fn deref(&self) -> &engine::Engines {
         &self.0
     }
-}
-
-/// The context an engine's template is test-rendered with at load: the sample WorkflowExecution
-/// under the sample configuration.
-pub fn sample_context() -> Value {
-    template_context(&sample_workflow_execution(), &sample_config())
 }
 
 impl Engines {

@@ -13,9 +13,9 @@
 //! 3. `cancel.yaml`: how a running child is cancelled ([`kubernaut_framework::cancel`]).
 //!
 //! Guarantees:
-//! 1. [`template_decl`] declares a template with a realistic sample context (built by
-//!    [`template_context`] from a sample WorkflowExecution), so the framework's load-time test
-//!    render exercises the same paths a real render does.
+//! 1. Every engine's template is declared with a realistic sample context ([`sample_context`],
+//!    built by [`template_context`] from a sample WorkflowExecution), so the framework's load-time
+//!    test render exercises the same paths a real render does.
 //! 2. [`mapping_rules`] accepts exactly the run phases the reconciler handles and exactly the
 //!    contract's failure reasons, so a typo in `status.yaml` is refused when it is loaded, not
 //!    when a run fails.
@@ -24,7 +24,6 @@
 //! 1. The template context deliberately omits `status` and `metadata.managedFields`: the rendered
 //!    child depends on the spec and identity of the WorkflowExecution only.
 use kubernaut_framework::status::MappingRules;
-use kubernaut_framework::template::{ChildKind, TemplateDecl};
 use serde_json::{Value, json};
 
 use crate::bundle::pulled_reference;
@@ -45,16 +44,10 @@ pub const STATUS_FIELDS: [&str; 6] = [
 /// The phases the status mapping may map a run to.
 pub const RUN_PHASES: [&str; 4] = ["Pending", "Running", "Completed", "Failed"];
 
-/// The declaration of a child template `file` (relative to the template directory) rendering a
-/// `child`, checked at load with the sample context every template of the operator gets
-/// ([`template_context`] of [`sample_workflow_execution`] and [`sample_config`]): every engine's
-/// template renders from the same context.
-pub fn template_decl(file: &str, child: ChildKind) -> TemplateDecl {
-    TemplateDecl {
-        file: file.to_owned(),
-        child,
-        sample: template_context(&sample_workflow_execution(), &sample_config()),
-    }
+/// The context every engine's template is test-rendered with at load: [`template_context`] of
+/// [`sample_workflow_execution`] under [`sample_config`].
+pub fn sample_context() -> Value {
+    template_context(&sample_workflow_execution(), &sample_config())
 }
 
 /// The configuration of the template's load-time render: the defaults, with the optional
@@ -159,7 +152,7 @@ mod tests {
 
     use kubernaut_framework::cancel::CancelSpec;
     use kubernaut_framework::status::StatusMapping;
-    use kubernaut_framework::template::TemplateSet;
+    use kubernaut_framework::template::{ChildKind, TemplateSet};
 
     use crate::testing::{
         load_cancel_spec, load_status_mapping, load_templates, pipeline_run_kind,
@@ -225,7 +218,7 @@ mod tests {
     fn render_job(wfe: &WorkflowExecution) -> Value {
         let set = TemplateSet::load(
             &template_dir(),
-            &[template_decl("job/job.yaml.j2", job_kind())],
+            &[crate::testing::template_decl("job/job.yaml.j2", job_kind())],
         )
         .unwrap();
         set.render(
@@ -273,7 +266,7 @@ mod tests {
         assert_eq!(mapping.grandchild_kind(), None);
         CancelSpec::load(&dir.join("configmap/cancel.yaml"), &kind).unwrap();
         let file = "configmap/configmap.yaml.j2";
-        let set = TemplateSet::load(&dir, &[template_decl(file, kind)]).unwrap();
+        let set = TemplateSet::load(&dir, &[crate::testing::template_decl(file, kind)]).unwrap();
         let wfe = sample_workflow_execution();
         let config_map = set
             .render(file, &template_context(&wfe, &OperatorConfig::default()))

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::OperatorConfig;
 use crate::pipelinerun::render_child;
-use crate::templates::{mapping_rules, template_decl};
+use crate::templates::{mapping_rules, sample_context};
 use crate::types::WorkflowExecution;
 
 /// The PipelineRun template, relative to the template directory.
@@ -27,6 +27,17 @@ pub fn pipeline_run_kind() -> ChildKind {
     ChildKind {
         api_version: "tekton.dev/v1".to_owned(),
         kind: "PipelineRun".to_owned(),
+    }
+}
+
+/// The declaration of a child template `file` (relative to the template directory) rendering a
+/// `child`, checked at load with the sample context every engine's template gets
+/// ([`sample_context`]).
+pub fn template_decl(file: &str, child: ChildKind) -> TemplateDecl {
+    TemplateDecl {
+        file: file.to_owned(),
+        child,
+        sample: sample_context(),
     }
 }
 

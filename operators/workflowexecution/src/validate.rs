@@ -203,7 +203,7 @@ pub fn validate_spec(
         );
     }
     if let Some(engine) = &spec.execution_engine
-        && execution.engine_of(Some(engine)).is_none()
+        && !execution.engines.contains(engine)
     {
         errors.push(
             "spec.executionEngine",

@@ -31,8 +31,9 @@ use workflowexecution_operator::failure::{FailureContext, failure_details};
 use workflowexecution_operator::pipelinerun::{pipeline_run_identity, project_cached};
 use workflowexecution_operator::run_status::{RunPhase, observe_run};
 use workflowexecution_operator::templates::{
-    mapping_rules, sample_workflow_execution, template_context, template_decl,
+    mapping_rules, sample_workflow_execution, template_context,
 };
+use workflowexecution_operator::testing::template_decl;
 use workflowexecution_operator::types::{CRD_FILE, crd_yaml};
 use workflowexecution_operator::validate::validate_spec;
 
