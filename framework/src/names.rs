@@ -9,7 +9,9 @@
 //! | [`QualifiedName`] | a label or annotation key | an optional DNS subdomain prefix and `/`, then a name part like a non-empty label value |
 //!
 //! [`namespaced_name`] writes an object's `namespace/name`, the form `kubectl` and the API
-//! server's messages use.
+//! server's messages use. A Kubernaut remediation target is written `namespace/kind/name` (or
+//! `kind/name` for a cluster-scoped object): [`is_target_resource`] checks the shape,
+//! [`target_key`] gives the one spelling every "same target" comparison uses.
 //!
 //! Guarantees:
 //! 1. A value of one of these types passed its rule when it was built; there is no other way to
@@ -340,6 +342,31 @@ pub fn namespaced_name<K: ResourceExt>(object: &K) -> String {
     }
 }
 
+/// Whether `target` is a Kubernaut remediation target: `namespace/kind/name` or `kind/name`, every
+/// part non-empty.
+pub fn is_target_resource(target: &str) -> bool {
+    let parts: Vec<&str> = target.split('/').collect();
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty())
+}
+
+/// The identity of a remediation target for locking, cooldown and every "same target"
+/// comparison: `target` with its kind part lower-cased.
+///
+/// Users write kinds in CamelCase (`Deployment`) as often as in lower case (`deployment`); both
+/// name one object, so both must be one key. Namespaces and names are DNS names, lower-case
+/// already, and stay as written. A value that is not `namespace/kind/name` or `kind/name` is
+/// returned unchanged (validation refuses it before any key is used).
+pub fn target_key(target: &str) -> String {
+    let mut parts: Vec<String> = target.split('/').map(str::to_owned).collect();
+    let kind = match parts.len() {
+        3 => 1,
+        2 => 0,
+        _ => return target.to_owned(),
+    };
+    parts[kind] = parts[kind].to_lowercase();
+    parts.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -506,6 +533,40 @@ mod tests {
         fn fitting_always_gives_a_valid_label_value(text in "\\PC{0,100}") {
             let value = LabelValue::fitting(&text, &text);
             prop_assert!(LabelValue::check(value.as_str()).is_ok(), "{:?} -> {:?}", text, value);
+        }
+    }
+
+    #[test]
+    fn target_keys_lower_case_only_the_kind() {
+        let cases = [
+            ("default/Deployment/nginx", "default/deployment/nginx"),
+            ("default/deployment/nginx", "default/deployment/nginx"),
+            ("default/DEPLOYMENT/nginx", "default/deployment/nginx"),
+            ("Team-A/Deployment/Nginx", "Team-A/deployment/Nginx"),
+            ("ns/Deployment.apps/web", "ns/deployment.apps/web"),
+            ("Node/worker-node-1", "node/worker-node-1"),
+            ("node/Worker-Node-1", "node/Worker-Node-1"),
+            ("nginx", "nginx"),
+            ("a/B/c/D", "a/B/c/D"),
+            ("", ""),
+        ];
+        for (target, key) in cases {
+            assert_eq!(target_key(target), key, "{target:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_has_two_or_three_non_empty_parts() {
+        for (target, valid) in [
+            ("ns/Deployment/web", true),
+            ("Node/worker", true),
+            ("web", false),
+            ("a/b/c/d", false),
+            ("ns//web", false),
+            ("/Node/worker", false),
+            ("", false),
+        ] {
+            assert_eq!(is_target_resource(target), valid, "{target:?}");
         }
     }
 }

@@ -320,11 +320,8 @@ pub fn streak(wfe: &WorkflowExecution) -> u32 {
 }
 
 fn failure_reason_of(wfe: &WorkflowExecution) -> String {
-    wfe.status
-        .as_ref()
-        .and_then(|s| s.failure_details.as_ref())
-        .map(|d| d.reason.to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+    let details = wfe.status.as_ref().and_then(|s| s.failure_details.as_ref());
+    details.map_or_else(|| "unknown".to_owned(), |d| d.reason.to_string())
 }
 
 /// The most recent `Completed`/`Failed` execution by `completionTime` (one without a completion
@@ -364,10 +361,7 @@ fn same_object(a: &WorkflowExecution, b: &WorkflowExecution) -> bool {
 }
 
 fn start_time(wfe: &WorkflowExecution) -> Option<Timestamp> {
-    wfe.status
-        .as_ref()
-        .and_then(|s| s.start_time.as_ref())
-        .map(|t| t.0)
+    Some(wfe.status.as_ref()?.start_time.as_ref()?.0)
 }
 
 #[cfg(test)]

@@ -87,12 +87,9 @@ pub struct FailureContext {
 impl FailureContext {
     /// The context of `wfe` under the operator's execution settings.
     pub fn new(wfe: &WorkflowExecution, execution: &ExecutionSettings) -> FailureContext {
-        let service_account = wfe
-            .spec
-            .execution_config
-            .as_ref()
-            .and_then(|c| c.service_account_name.clone())
-            .unwrap_or_else(|| execution.service_account_name.clone());
+        let config = wfe.spec.execution_config.as_ref();
+        let requested = config.and_then(|c| c.service_account_name.clone());
+        let service_account = requested.unwrap_or_else(|| execution.service_account_name.clone());
         FailureContext {
             execution: kubernaut_framework::names::namespaced_name(wfe),
             workflow_id: wfe.spec.workflow_ref.workflow_id.clone(),

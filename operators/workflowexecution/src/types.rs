@@ -437,32 +437,8 @@ pub fn crd_yaml() -> Result<String, CrdYamlError> {
 }
 
 /// The identity of a target for locking, cooldown and every "same target" comparison:
-/// `targetResource` with its kind part lower-cased.
-///
-/// Users write kinds in CamelCase (`Deployment`) as often as in lower case (`deployment`); both
-/// name one object, so both must be one lock. Namespaces and names are DNS names, lower-case
-/// already, and stay as written. A value that is not `namespace/kind/name` or `kind/name` is
-/// returned unchanged (validation refuses it before any lock is taken).
-pub fn target_key(target_resource: &str) -> String {
-    let parts: Vec<&str> = target_resource.split('/').collect();
-    let kind = match parts.len() {
-        3 => 1,
-        2 => 0,
-        _ => return target_resource.to_owned(),
-    };
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| {
-            if i == kind {
-                part.to_lowercase()
-            } else {
-                (*part).to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
+/// `targetResource` with its kind part lower-cased (the framework's Kubernaut vocabulary).
+pub use kubernaut_framework::names::target_key;
 
 impl WorkflowExecution {
     /// The phase, `None` before the operator first wrote status.
@@ -472,10 +448,7 @@ impl WorkflowExecution {
 
     /// `status.completionTime`, if set.
     pub fn completion_time(&self) -> Option<jiff::Timestamp> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.completion_time.as_ref())
-            .map(|t| t.0)
+        Some(self.status.as_ref()?.completion_time.as_ref()?.0)
     }
 }
 
@@ -589,25 +562,6 @@ mod tests {
             .filter_map(|v| v.as_str())
             .collect();
         assert_eq!(required, vec!["targetResource", "workflowRef"]);
-    }
-
-    #[test]
-    fn target_keys_lower_case_only_the_kind() {
-        let cases = [
-            ("default/Deployment/nginx", "default/deployment/nginx"),
-            ("default/deployment/nginx", "default/deployment/nginx"),
-            ("default/DEPLOYMENT/nginx", "default/deployment/nginx"),
-            ("Team-A/Deployment/Nginx", "Team-A/deployment/Nginx"),
-            ("ns/Deployment.apps/web", "ns/deployment.apps/web"),
-            ("Node/worker-node-1", "node/worker-node-1"),
-            ("node/Worker-Node-1", "node/Worker-Node-1"),
-            ("nginx", "nginx"),
-            ("a/B/c/D", "a/B/c/D"),
-            ("", ""),
-        ];
-        for (target, key) in cases {
-            assert_eq!(target_key(target), key, "{target:?}");
-        }
     }
 
     #[test]

@@ -76,10 +76,7 @@ const TARGET_RESOURCE: &str = "spec.targetResource";
 const PARAMETERS: &str = "spec.parameters";
 
 /// Whether `target` is `namespace/kind/name` or `kind/name` with every part non-empty.
-pub fn is_valid_target_resource(target: &str) -> bool {
-    let parts: Vec<&str> = target.split('/').collect();
-    (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty())
-}
+pub use kubernaut_framework::names::is_target_resource as is_valid_target_resource;
 
 /// Whether `name` is a valid Tekton parameter name: ASCII letters, digits, `_`, `-`, `.`,
 /// starting with a letter or `_`.

@@ -7,12 +7,12 @@ use jiff::Timestamp;
 use kube::{Api, ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
     lifecycle::{Cleanup, Effects},
-    lock,
+    names::namespaced_name,
     runtime::Action,
 };
 use tracing::{debug, info, warn};
 
-use super::{Effect, Error, Pass, describe};
+use super::{Effect, Error, Pass};
 use crate::{
     decide, pipelinerun, run_status,
     types::{PipelineRunRef, WorkflowExecution},
@@ -31,10 +31,8 @@ impl Pass<'_> {
         let mut note =
             "WorkflowExecution deleted; its PipelineRun (if any) was cancelled and removed"
                 .to_string();
-        if let Some(run) = runs
-            .get_opt(&name)
-            .await
-            .map_err(Error::api(format!("reading PipelineRun {name}")))?
+        let read = runs.get_opt(&name).await;
+        if let Some(run) = read.map_err(Error::api(format!("reading PipelineRun {name}")))?
             && owner.owns(run.labels())
         {
             if decide::holds_block(&wfe) {
@@ -48,13 +46,7 @@ impl Pass<'_> {
                 if let Some(wait) = self.cancel(&wfe, &runs, &run, &run_ref).await? {
                     return Ok(Cleanup::Again(Action::requeue(wait)));
                 }
-                lock::release_with_policy(
-                    &runs,
-                    &name,
-                    &owner,
-                    self.engine.cancel.delete_propagation(),
-                )
-                .await?;
+                self.release(&runs, &wfe, &name).await?;
             }
         }
         self.refresh_failure_gauge(&wfe, &self.ctx.peers(&wfe));
@@ -92,7 +84,7 @@ impl Pass<'_> {
             .await
             .map_err(Error::api(format!("cancelling {kind} {name}")))?;
         if cancelling.patched {
-            info!(wfe = %describe(wfe), pipelinerun = %name, "PipelineRun cancelled");
+            info!(wfe = %namespaced_name(wfe), pipelinerun = %name, "PipelineRun cancelled");
             let note = format!(
                 "{kind} {}/{name} cancelled; it is deleted once it has finished, at the latest after {}",
                 run_ref.namespace,
@@ -108,10 +100,10 @@ impl Pass<'_> {
             // the run is in the watched namespace: a run recorded in an earlier
             // `execution.namespace` sends none. So look again every few seconds, for this
             // bounded wait only.
-            debug!(wfe = %describe(wfe), pipelinerun = %name, ?wait, "waiting for the cancelled PipelineRun to finish");
+            debug!(wfe = %namespaced_name(wfe), pipelinerun = %name, ?wait, "waiting for the cancelled PipelineRun to finish");
             return Ok(Some(wait.min(FINISH_POLL)));
         }
-        warn!(wfe = %describe(wfe), pipelinerun = %name, "the cancelled PipelineRun did not finish within the cancel file's finishGracePeriod; deleting it");
+        warn!(wfe = %namespaced_name(wfe), pipelinerun = %name, "the cancelled PipelineRun did not finish within the cancel file's finishGracePeriod; deleting it");
         Ok(None)
     }
 }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::events::EventType};
+use kubernaut_framework::names::namespaced_name;
 use kubernaut_framework::{condition, lifecycle, runtime::Action};
 
 use super::{
     CLEAR_BLOCK_ANNOTATION, Effect, Error, ExecutionCondition, MetricUpdate, Outcome, Pass,
-    conditions, describe,
+    conditions,
 };
 use crate::{
     audit::AuditAction,
@@ -134,7 +135,7 @@ pub(super) fn clearance(
         Cleared::Nothing => {
             let message = format!(
                 "nothing to clear: {} holds no execution block and no failure streak ({CLEAR_BLOCK_ANNOTATION}={reason})",
-                describe(wfe)
+                namespaced_name(wfe)
             );
             conditions(wfe, &mut status, now).set_false(
                 ExecutionCondition::BlockCleared,
@@ -154,7 +155,7 @@ pub(super) fn clearance(
         Cleared::Other(what) => format!(
             "{what} on {} cleared through {}: {reason}",
             wfe.spec.target_resource,
-            describe(wfe)
+            namespaced_name(wfe)
         ),
     };
     status.block_clearance = Some(block_clearance(reason, now));

@@ -65,6 +65,7 @@ use kubernaut_framework::{
     effect::Reporter,
     lifecycle::{self, Cleanup, Effects, Lifecycle, PhasedStatus, ReconcileError},
     lock::Locks,
+    names::namespaced_name,
     own_writes::OwnWrites,
     pace::Pace,
     phase::PhaseHandlers,
@@ -164,7 +165,7 @@ pub async fn reconcile(wfe: Arc<WorkflowExecution>, ctx: Arc<Ctx>) -> Result<Act
     // cancel or release it, and it is retried (with backoff) until the engine is configured again.
     let engine = ctx.data.engines.of(&wfe);
     let engine = engine
-        .map_err(|e| Error::Invalid(format!("WorkflowExecution {}: {e}", describe(&wfe))))?
+        .map_err(|e| Error::Invalid(format!("WorkflowExecution {}: {e}", namespaced_name(&*wfe))))?
         .clone();
     let pass = Pass {
         engine,
@@ -309,10 +310,6 @@ impl Pass<'_> {
         let metrics = &self.state().metrics;
         metrics.set_consecutive_failures(&wfe.spec.target_resource, streak);
     }
-}
-
-fn describe(wfe: &WorkflowExecution) -> String {
-    kubernaut_framework::names::namespaced_name(wfe)
 }
 
 /// What the `ExecutionRunning` condition says held the run back, if it does: `False` with a

@@ -78,12 +78,12 @@ impl Pass<'_> {
         }
         // A hold outlives what showed it: a Job's deadline deletes the held pod before the Job
         // is marked failed, and the failure is then told from the remembered hold.
-        let held = mapping.first_held(&whole, &task_runs).or_else(|| {
-            task_runs
-                .is_empty()
-                .then(|| status.and_then(held_condition))
-                .flatten()
-        });
+        let remembered = || {
+            status
+                .and_then(held_condition)
+                .filter(|_| task_runs.is_empty())
+        };
+        let held = mapping.first_held(&whole, &task_runs).or_else(remembered);
         unfinished(wfe, &observation, held, self.now)
     }
 

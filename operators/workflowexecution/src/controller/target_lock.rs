@@ -12,8 +12,9 @@ use kube::{ResourceExt, api::DynamicObject};
 use kubernaut_framework::lock::{
     Claim, ClaimRequest, LockError, Refusal, Tenancy, hold_over, live_holder,
 };
+use kubernaut_framework::names::namespaced_name;
 
-use super::{CLEAR_BLOCK_ANNOTATION, Pass, describe};
+use super::{CLEAR_BLOCK_ANNOTATION, Pass};
 use crate::{
     config::OperatorConfig,
     decide,
@@ -114,7 +115,7 @@ pub(super) fn blocked_by_run(
 ) -> SkipDetails {
     let block = ExecutionBlock::of(run);
     let target = &wfe.spec.target_resource;
-    let failed = holder.map(describe).or_else(|| {
+    let failed = holder.map(namespaced_name).or_else(|| {
         block
             .as_ref()
             .map(|b| b.workflow_execution.clone())
@@ -175,7 +176,7 @@ pub(super) fn busy_details(
         message: format!(
             "target {target} is busy: PipelineRun {} of WorkflowExecution {} holds its lock",
             run.name_any(),
-            describe(holder),
+            namespaced_name(holder),
         ),
         skipped_at: Time(now),
         conflicting_workflow: Some(ConflictingWorkflow {

@@ -10,11 +10,12 @@ use kubernaut_framework::{
     condition::Conditions,
     lifecycle::Effects,
     lock::{self, Release},
+    names::namespaced_name,
     runtime::Action,
 };
 use tracing::{debug, info};
 
-use super::{Effect, Error, ExecutionCondition, MetricUpdate, Outcome, Pass, describe};
+use super::{Effect, Error, ExecutionCondition, MetricUpdate, Outcome, Pass};
 use crate::{
     config::OperatorConfig,
     decide, pipelinerun,
@@ -29,9 +30,7 @@ impl Pass<'_> {
         // Every term reconciles every WFE once, so this rebuilds the gauge from the store after a
         // restart or a leader change.
         self.refresh_failure_gauge(&wfe, &self.ctx.same_key(&wfe));
-        let Some(status) = wfe.status.clone() else {
-            return Ok(done);
-        };
+        let status = wfe.status.clone().unwrap_or_default();
         let Some(run_ref) = status.pipeline_run_ref.clone() else {
             // This WFE never created a run: there is no lock of its own to release.
             return Ok(done);
@@ -56,18 +55,12 @@ impl Pass<'_> {
         lifted.map_err(self.annotating(&run))?;
         let completed = status.completion_time.as_ref().map_or(self.now, |t| t.0);
         if duration_between(completed, self.now) < self.config.cooldown.period {
-            debug!(wfe = %describe(&wfe), "holding the lock for the cooldown");
+            debug!(wfe = %namespaced_name(&*wfe), "holding the lock for the cooldown");
             let action = hold_lock(&status, &self.config, self.now);
             return Ok(Outcome::unchanged(action));
         }
-        let (owner, propagation) = (
-            pipelinerun::owner(&wfe),
-            self.engine.cancel.delete_propagation(),
-        );
-        if lock::release_with_policy(&runs, &run_ref.name, &owner, propagation).await?
-            == Release::Released
-        {
-            info!(wfe = %describe(&wfe), pipelinerun = %run_ref.name, "lock released");
+        if self.release(&runs, &wfe, &run_ref.name).await? == Release::Released {
+            info!(wfe = %namespaced_name(&*wfe), pipelinerun = %run_ref.name, "lock released");
             let note = format!(
                 "Cooldown over: {} {}/{} deleted, target {} is free",
                 self.engine.child().kind,
@@ -78,6 +71,18 @@ impl Pass<'_> {
             self.apply(&wfe, Effect::event(EventType::Normal, "LockReleased", note));
         }
         Ok(done)
+    }
+
+    /// Deletes the lock run `name` of `wfe` (only if its labels name `wfe`), with the propagation
+    /// policy of the engine's cancel file.
+    pub(super) async fn release(
+        &self,
+        runs: &Api<DynamicObject>,
+        wfe: &WorkflowExecution,
+        name: &str,
+    ) -> Result<Release, Error> {
+        let (owner, propagation) = (pipelinerun::owner(wfe), self.engine.lock_kind().propagation);
+        Ok(lock::release_with_policy(runs, name, &owner, propagation).await?)
     }
 
     /// Records on `run` that it holds the block of `wfe`'s execution failure (once).
@@ -91,14 +96,14 @@ impl Pass<'_> {
         let failure = status.and_then(|s| s.failure_details.as_ref());
         let failed_at = status.and_then(|s| s.completion_time.as_ref());
         let block = pipelinerun::ExecutionBlock {
-            workflow_execution: describe(wfe),
+            workflow_execution: namespaced_name(wfe),
             workflow_id: wfe.spec.workflow_ref.workflow_id.clone(),
             reason: failure.map(|d| d.reason.to_string()).unwrap_or_default(),
             failed_at: failed_at.map(|t| t.0.to_string()).unwrap_or_default(),
         };
         let marked = pipelinerun::BLOCK.mark(runs, run, &block).await;
         if marked.map_err(self.annotating(run))? {
-            info!(wfe = %describe(wfe), pipelinerun = %run.name_any(), "the failed run is kept as the target's block");
+            info!(wfe = %namespaced_name(wfe), pipelinerun = %run.name_any(), "the failed run is kept as the target's block");
         }
         Ok(())
     }
