@@ -139,6 +139,23 @@ pub fn replace_section(path: &Path, heading: &str, before: &str, body: &str) -> 
 mod tests {
     use super::*;
 
+    /// The table heads and figures the benchmark pages print.
+    #[test]
+    fn tables_and_figures_print_as_the_pages_show_them() {
+        assert_eq!(
+            table_head(&["request", "per WFE"]),
+            "| request | per WFE |\n|---|---|\n"
+        );
+        assert_eq!(table_head(&["", "a"]), "|  | a |\n|---|---|\n");
+        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50");
+        assert_eq!(ratio(Some(3.0), Some(0.0)), "–");
+        assert_eq!(ratio(None, Some(2.0)), "–");
+        assert_eq!(two_decimals(Some(1.0 / 3.0)), "0.33");
+        assert_eq!(two_decimals(None), "–");
+        assert_eq!(per_wfe(6, 3), 2.0);
+        assert_eq!(per_wfe(6, 0), 6.0);
+    }
+
     #[test]
     fn percentiles_are_nearest_rank() {
         let p = percentiles((1..=100).map(f64::from).collect());
