@@ -19,8 +19,8 @@
 //!
 //! | module | what it guarantees | entry point |
 //! |---|---|---|
-//! | [`app`] | one command line for every operator binary with fixed exit codes; configuration validated before anything runs and reloaded live, restart-only keys held back and named | [`app::main`], [`app::App`], [`app::AppConfig`] |
-//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`], [`runtime::Context`] (its lookups: `child_api`, `cached_child`, `peers`) |
+//! | [`app`] | one command line for every operator binary with fixed exit codes; configuration validated before anything runs and reloaded live, restart-only keys held back and named | [`app::main`], [`app::App`], [`app::AppConfig`], [`app::StartError`], [`app::OfflineError`] |
+//! | [`runtime`] | one reconcile per object at a time, on the leader only; decisions from caches of parents, children and grandchildren; a failing object retried on its backoff schedule, not in a hot loop | [`runtime::Operator`] (`engine_kinds` watches every engine's kinds), [`runtime::Context`] (its lookups: `child_api`, `cached_child`, `owned_child`, `peers`, an engine's grandchildren) |
 //! | [`template`] | child objects rendered from minijinja files that cannot read files or the environment, whose values can never change the YAML structure; hot reload keeps the last good revision | [`template::TemplateStore`], [`template::TemplateSet`] |
 //! | [`status`] | a child's status read through declared JSONPath rules (phase, fields, classification, grandchildren), validated at load; evaluated once per reconcile into a reading that names the first failed and the first held grandchild, deserialized into the operator's types | [`status::StatusMapping`], [`status::Reading`], [`status::grandchildren`] |
 //! | [`engine`] | pluggable child kinds as directories (a template, its status mapping, its cancel file), each loaded whole or refused naming engine and file; a started parent keeps its engine | [`engine::Engines`] |
@@ -38,7 +38,7 @@
 //! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |
 //! | [`metrics`] | one call per metric, prefixed, with typed errors | [`metrics::Registrar`] |
 //! | [`crd`] | an object's value types checked against its CRD's schema, the error naming the field; a custom object read from a file as `kubectl apply` takes it; the CRD printed as checked in | [`crd::read_object`], [`crd::crd_yaml`] |
-//! | [`names`] | Kubernetes names and label values valid by construction, refused in the API server's words | [`names::DnsSubdomain`], [`names::LabelValue`] |
+//! | [`names`] | Kubernetes names and label values valid by construction, refused in the API server's words; Kubernaut's remediation target and its key | [`names::DnsSubdomain`], [`names::LabelValue`], [`names::target_key`] |
 //! | [`duration`] | Go durations as Kubernetes writes them, and the configuration's human notation | [`duration::parse_go_duration`], [`duration::format_go_duration`] |
 //! | [`string_enum`](mod@string_enum) | closed sets of wire names declared once | [`string_enum!`](macro@string_enum) |
 //! | [`api_struct`](mod@api_struct) | API structs whose unset optional fields are left out, not written as `null` | [`api_struct!`](macro@api_struct) |
