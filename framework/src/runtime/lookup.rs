@@ -162,7 +162,7 @@ mod tests {
     use super::*;
     use crate::{
         runtime::{KindStores, index::ParentIndex},
-        testing::Scenario,
+        testing::{Exchange, Scenario, status_body},
     };
 
     fn cm(name: &str, uid: &str, target: &str) -> ConfigMap {
@@ -219,6 +219,91 @@ mod tests {
             context.child_api(&kind, "ns").resource_url(),
             "/api/v1/namespaces/ns/configmaps"
         );
+        drop(context);
+        scenario.finish().await;
+    }
+
+    /// An engine whose child is a ConfigMap and which has no grandchildren.
+    fn config_map_engine(dir: &std::path::Path) -> Engine {
+        let engine = dir.join("cm");
+        std::fs::create_dir(&engine).unwrap();
+        std::fs::write(engine.join("configmap.yaml.j2"), "").unwrap();
+        let status = "child: {apiVersion: v1, kind: ConfigMap}\nphase:\n  - then: Ready\n";
+        std::fs::write(engine.join(crate::engine::STATUS_FILE), status).unwrap();
+        let cancel = "child: {apiVersion: v1, kind: ConfigMap}\npatch: {data: {cancelled: \"true\"}}\n\
+                      alreadyCancelled: {path: \"$.data.cancelled\", values: [\"true\"]}\nfinishGracePeriod: 1m\n";
+        std::fs::write(engine.join(crate::engine::CANCEL_FILE), cancel).unwrap();
+        let rules = crate::status::MappingRules {
+            phases: vec!["Ready".to_owned()],
+            results: vec![],
+            require_grandchildren: false,
+            required_fields: vec![],
+        };
+        Engine::load(dir, "cm", &rules).unwrap()
+    }
+
+    /// The owned child comes from the cache when it is there and owned, from one GET on a miss
+    /// unless the cache is enough; a child `owns` refuses is never returned; an engine without
+    /// grandchildren has none, without a request.
+    #[tokio::test]
+    async fn an_owned_child_is_read_from_the_cache_then_the_api_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = config_map_engine(dir.path());
+        let owned = |name: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"owner": "me"}}})
+        };
+        let path = "/api/v1/namespaces/ns/configmaps";
+        let (client, scenario) = Scenario::start(vec![
+            Exchange::new(
+                "GET",
+                format!("{path}/missing"),
+                404,
+                status_body(404, "NotFound"),
+            ),
+            Exchange::new("GET", format!("{path}/elsewhere"), 200, owned("elsewhere")),
+        ]);
+        let mut context = Context::<ConfigMap>::for_tests(client, ()).unwrap();
+        let mut writer = Writer::<DynamicObject>::new(engine.child_resource.clone());
+        let cached: DynamicObject = serde_json::from_value(owned("cached")).unwrap();
+        writer.apply_watcher_event(&Event::Apply(cached));
+        context.children = KindStores::new([(engine.child_resource.clone(), writer.as_reader())]);
+        let mine = |c: &DynamicObject| c.labels().get("owner").map(String::as_str) == Some("me");
+        let name = |c: Option<Arc<DynamicObject>>| c.map(|c| c.name_any());
+        let (ctx, engine_ref) = (&context, &engine);
+        let cm = |n: &'static str, mine_only: bool, enough: bool| {
+            let owns = move |c: &DynamicObject| mine(c) == mine_only;
+            async move {
+                name(
+                    ctx.owned_child(engine_ref, "ns", n, owns, enough)
+                        .await
+                        .unwrap(),
+                )
+            }
+        };
+        assert_eq!(cm("cached", true, true).await, Some("cached".into()));
+        assert_eq!(cm("missing", true, true).await, None, "no request");
+        assert_eq!(cm("missing", true, false).await, None);
+        assert_eq!(cm("elsewhere", true, false).await, Some("elsewhere".into()));
+        assert_eq!(cm("cached", false, true).await, None, "not owned");
+        let child = serde_json::json!({});
+        assert!(
+            context
+                .cached_grandchildren(&engine, "ns", &child)
+                .is_empty()
+        );
+        assert!(
+            context
+                .read_grandchildren(&engine, "ns", &child)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let gone = context
+            .grandchildren_of_deleted(&engine, "ns", "gone")
+            .await
+            .unwrap();
+        assert!(gone.is_empty());
         drop(context);
         scenario.finish().await;
     }
