@@ -71,6 +71,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod names;
+pub mod object_records;
 pub mod own_writes;
 pub mod pace;
 pub mod phase;

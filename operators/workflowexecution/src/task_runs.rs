@@ -20,10 +20,12 @@ use crate::types::PipelineRunStatusSummary;
 /// `pipelineRunStatus`) does not say so yet and work ran in one of `task_runs` (its
 /// grandchildren).
 ///
-/// Recorded as soon as it is seen, at the cost of one status write when nothing else changed:
-/// an engine may rewrite what it stopped (a step that started in the same second as its
-/// grandchild's creation then looks like one that never started, and the mapping's `ran` rules
-/// cannot tell them apart); what was seen while it ran is the only sure evidence.
+/// Recorded as soon as it is seen: an engine may rewrite what it stopped (a step that started in
+/// the same second as its grandchild's creation then looks like one that never started, and the
+/// mapping's `ran` rules cannot tell them apart); what was seen while it ran is the only sure
+/// evidence. The record is progress: held within `status.progressInterval` like the rest of the
+/// run's summary, every later pass of this process decides from it, and it rides on the next
+/// write (see `controller::progress`).
 pub fn learn_step_ran(
     mapping: &StatusMapping,
     task_runs: &BTreeMap<String, Value>,

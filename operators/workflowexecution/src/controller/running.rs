@@ -256,7 +256,13 @@ pub(super) fn completed(
     let completed_at = observation.completion_time.unwrap_or(now);
     let (mut status, ran_for) =
         terminal::finish(wfe, Phase::Completed, completed_at, observation.start_time);
-    status.pipeline_run_status = Some(observation.summary.clone());
+    let mut summary = observation.summary.clone();
+    // A step seen running in an earlier pass (perhaps only held back, not yet written) stays
+    // seen: the write that ends the run carries it.
+    if seen_started(wfe.status.as_ref()) {
+        summary.execution_started = Some(true);
+    }
+    status.pipeline_run_status = Some(summary);
     status.consecutive_failures = Some(0);
     status.next_allowed_execution = None;
     let mut set = conditions(wfe, &mut status, now);
