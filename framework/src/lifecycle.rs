@@ -1039,18 +1039,23 @@ mod tests {
         );
     }
 
+    /// A client served one status write, answered with `written`.
+    fn serving_one_status_put(written: &Job) -> (Client, Scenario) {
+        Scenario::start(vec![Exchange::new(
+            "PUT",
+            status_path(),
+            200,
+            to_json(written),
+        )])
+    }
+
     #[tokio::test]
     async fn a_held_status_is_what_the_next_passes_decide_from_until_it_is_written() {
         let current = with_finalizer(job("7", Some(status(Stage::Running, "step 1"))));
         let mut done = current.clone();
         done.metadata.resource_version = Some("8".into());
         done.status = Some(status(Stage::Done, "after step 2"));
-        let (client, scenario) = Scenario::start(vec![Exchange::new(
-            "PUT",
-            status_path(),
-            200,
-            to_json(&done),
-        )]);
+        let (client, scenario) = serving_one_status_put(&done);
         let pass = paced(client, &current);
         let progress = Outcome::progress(status(Stage::Running, "step 2"), Action::await_change());
         commit(&pass, &current, progress).await.unwrap();
@@ -1093,12 +1098,7 @@ mod tests {
     async fn a_progress_outcome_that_changes_the_phase_is_not_held_back() {
         let current = job("7", Some(status(Stage::Running, "step 1")));
         let written = job("8", Some(status(Stage::Done, "")));
-        let (client, scenario) = Scenario::start(vec![Exchange::new(
-            "PUT",
-            status_path(),
-            200,
-            to_json(&written),
-        )]);
+        let (client, scenario) = serving_one_status_put(&written);
         let pass = paced(client, &current);
         let outcome = Outcome::progress(status(Stage::Done, ""), Action::await_change());
         commit(&pass, &current, outcome).await.unwrap();

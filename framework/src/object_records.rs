@@ -147,12 +147,13 @@ impl<K: Resource<DynamicType = ()> + 'static, V> ObjectRecords<K, V> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
 
-    fn cm(name: &str) -> ConfigMap {
+    /// ConfigMap `ns/name`: the object of the tests of the per-object records.
+    pub(crate) fn cm(name: &str) -> ConfigMap {
         ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.into()),

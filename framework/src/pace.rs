@@ -261,20 +261,8 @@ impl<K: Resource<DynamicType = ()> + 'static, S: PartialEq + Clone> Pace<K, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object_records::MIN_PRUNE_AT;
+    use crate::object_records::{MIN_PRUNE_AT, tests::cm};
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::api::ObjectMeta;
-
-    fn cm(name: &str) -> ConfigMap {
-        ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        }
-    }
 
     /// Each case: seconds since the last write (`None`: never written), the interval in
     /// seconds, the decision.
