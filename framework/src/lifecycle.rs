@@ -1066,7 +1066,11 @@ mod tests {
         drop(pass);
         let served = scenario.finish().await;
         assert_eq!(held, Some(status(Stage::Running, "step 2")));
-        assert_eq!(served.bodies.len(), 1, "one write, the decision of the second pass");
+        assert_eq!(
+            served.bodies.len(),
+            1,
+            "one write, the decision of the second pass"
+        );
         assert_eq!(served.bodies[0]["metadata"]["resourceVersion"], "7");
         assert_eq!(
             served.bodies[0]["status"],
@@ -1091,7 +1095,11 @@ mod tests {
         drop(pass);
         assert!(scenario.finish().await.bodies.is_empty(), "nothing sent");
         assert_eq!(held, Some(status(Stage::Running, "step 1b")));
-        assert_ne!(action, Action::await_change(), "looked at when the interval ends");
+        assert_ne!(
+            action,
+            Action::await_change(),
+            "looked at when the interval ends"
+        );
     }
 
     #[tokio::test]

@@ -187,7 +187,11 @@ pub(crate) mod tests {
         for i in 0..MIN_PRUNE_AT - 1 {
             records.update(&cm(&format!("o{i}")), |r| *r = Some(i));
         }
-        assert_eq!(records.len(), MIN_PRUNE_AT - 1, "no pruning below the bound");
+        assert_eq!(
+            records.len(),
+            MIN_PRUNE_AT - 1,
+            "no pruning below the bound"
+        );
         records.update(&cm("last"), |r| *r = Some(0));
         assert_eq!(records.len(), MIN_PRUNE_AT / 2 + 1, "the odd ones dropped");
         assert_eq!(records.get(&cm("o1"), |n| *n), None);

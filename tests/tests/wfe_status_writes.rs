@@ -363,8 +363,13 @@ async fn a_fast_successful_wfe_costs_at_most_six_writes_events_included() -> any
     })
     .await?;
     let versions = Versions::watch(&env, "six").await?;
-    env.create("six", "restart", "default/deployment/six", Scenario::Success)
-        .await?;
+    env.create(
+        "six",
+        "restart",
+        "default/deployment/six",
+        Scenario::Success,
+    )
+    .await?;
     let all = versions
         .until("Completed", |w| phase(w) == Some(Phase::Completed))
         .await?;
@@ -410,7 +415,8 @@ async fn a_step_seen_running_and_held_back_still_makes_the_runs_deletion_an_exec
     })
     .await?;
     let target = "default/deployment/held-marker";
-    env.create("held", "restart", target, Scenario::Hang).await?;
+    env.create("held", "restart", target, Scenario::Hang)
+        .await?;
     let running = env.wait_phase("held", Phase::Running).await?;
     let run = status_of(&running)
         .pipeline_run_ref
