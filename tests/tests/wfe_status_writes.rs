@@ -284,24 +284,29 @@ async fn progress_is_written_at_most_once_per_interval_and_the_latest_at_its_end
     Ok(())
 }
 
-#[tokio::test]
-async fn terminal_transitions_are_not_held_back_by_the_interval() -> anyhow::Result<()> {
-    let env = Env::new("wfe-writes-terminal", |c| {
-        // Longer than any test: progress written within it would never show.
-        c.status.progress_interval = Duration::from_secs(3600);
-    })
-    .await?;
-    let versions = Versions::watch(&env, "quick").await?;
-    env.create(
-        "quick",
-        "restart",
-        "default/deployment/quick",
-        Scenario::Success,
-    )
-    .await?;
+/// A WFE `name` running the simulator's successful workflow, in a new environment (`prefix`)
+/// whose progress interval is `interval`: the environment, and every version of the WFE up to
+/// `Completed`.
+async fn succeeded(
+    prefix: &str,
+    name: &str,
+    interval: Duration,
+) -> anyhow::Result<(Env, Vec<WorkflowExecution>)> {
+    let env = Env::new(prefix, |c| c.status.progress_interval = interval).await?;
+    let versions = Versions::watch(&env, name).await?;
+    let target = format!("default/deployment/{name}");
+    env.create(name, "restart", &target, Scenario::Success)
+        .await?;
     let all = versions
         .until("Completed", |w| phase(w) == Some(Phase::Completed))
         .await?;
+    Ok((env, all))
+}
+
+#[tokio::test]
+async fn terminal_transitions_are_not_held_back_by_the_interval() -> anyhow::Result<()> {
+    // Longer than any test: progress written within it would never show.
+    let (env, all) = succeeded("wfe-writes-terminal", "quick", Duration::from_secs(3600)).await?;
     let writes = status_writes(&all);
     let phases: Vec<Option<Phase>> = writes.iter().map(phase).collect();
     assert_eq!(phases.first(), Some(&Some(Phase::Running)), "{phases:?}");
@@ -357,22 +362,8 @@ impl HappyPathWrites {
 
 #[tokio::test]
 async fn a_fast_successful_wfe_costs_at_most_six_writes_events_included() -> anyhow::Result<()> {
-    let env = Env::new("wfe-writes-six", |c| {
-        // Longer than the simulated run: its progress all rides on the Completed write.
-        c.status.progress_interval = Duration::from_secs(60);
-    })
-    .await?;
-    let versions = Versions::watch(&env, "six").await?;
-    env.create(
-        "six",
-        "restart",
-        "default/deployment/six",
-        Scenario::Success,
-    )
-    .await?;
-    let all = versions
-        .until("Completed", |w| phase(w) == Some(Phase::Completed))
-        .await?;
+    // Longer than the simulated run: its progress all rides on the Completed write.
+    let (env, all) = succeeded("wfe-writes-six", "six", Duration::from_secs(60)).await?;
     env.wait_event("six", "WorkflowCompleted").await?;
     // Every version after the one created: a write of the status or of the rest (the finalizer).
     let status = status_writes(&all).len();
