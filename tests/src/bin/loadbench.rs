@@ -82,6 +82,7 @@ use kubernaut_test_harness::{
         },
         report::{Percentiles, count, fmt_p, ms, percentiles, write_json},
     },
+    simulator::Simulator,
     tekton,
 };
 
@@ -612,10 +613,21 @@ async fn count_present(client: &Client) -> anyhow::Result<(usize, usize)> {
     Ok((w, r))
 }
 
+/// What the scale phase stops while it writes its finished history, and starts again before the
+/// restart it measures.
+struct ScaleWorld<'a> {
+    /// Starts the operator.
+    spawn: &'a dyn Fn() -> anyhow::Result<OperatorProcess>,
+    /// The running Tekton simulator, if any.
+    simulator: &'a mut Option<Simulator>,
+    /// Starts the Tekton simulator.
+    start_simulator: &'a dyn Fn() -> Simulator,
+}
+
 async fn scale_phase(
     client: &Client,
     operator: &mut OperatorProcess,
-    spawn: &dyn Fn() -> anyhow::Result<OperatorProcess>,
+    world: ScaleWorld<'_>,
     tracker: &Shared,
     args: &Args,
 ) -> anyhow::Result<ScaleResult> {
@@ -628,8 +640,12 @@ async fn scale_phase(
         .clone()
         .ok_or_else(|| anyhow!("no finished PipelineRun was seen in the load phases"))?;
 
-    // Stop the operator while the objects are created: the restart is what is measured.
+    // Stop the operator while the objects are created: the restart is what is measured. Tekton
+    // (the simulator) is down too: watching, it would start each run in the moment between its
+    // creation and its finished status (creating TaskRuns, writing `Running` over the history),
+    // and its writes would fall into the restart's window.
     operator.stop();
+    *world.simulator = None;
     let (wfes_present, runs_present) = count_present(client).await?;
     let missing = args.scale.saturating_sub(wfes_present.min(runs_present));
     println!(
@@ -658,8 +674,9 @@ async fn scale_phase(
     let create_seconds = started.elapsed().as_secs_f64();
     let (wfes_present, runs_present) = count_present(client).await?;
 
+    *world.simulator = Some((world.start_simulator)());
     let requests_before = apiserver_requests(client).await?;
-    let mut restarted = spawn()?;
+    let mut restarted = (world.spawn)()?;
     let seconds_to_ready = restarted.wait_ready().await?.as_secs_f64();
     // Settled: the reconcile counter stopped moving for 3 s (bounded by 120 s).
     let settle_deadline = Instant::now() + Duration::from_secs(120);
@@ -1624,11 +1641,9 @@ async fn main() -> anyhow::Result<()> {
     println!("operator pid {} ready in {:.2?}", operator.pid(), ready);
     let rss_at_start = operator.sample()?.rss_kib as f64 / 1024.0;
 
-    let _simulator = start_simulator(
-        &client,
-        EXEC_NAMESPACE,
-        Duration::from_millis(args.run_time_ms),
-    );
+    let run_time = Duration::from_millis(args.run_time_ms);
+    let start_tekton = || start_simulator(&client, EXEC_NAMESPACE, run_time);
+    let mut simulator = Some(start_tekton());
     let tracker: Shared = Arc::default();
     let watches = start_watches(&client, &tracker, EXEC_NAMESPACE).await?;
 
@@ -1685,7 +1700,12 @@ async fn main() -> anyhow::Result<()> {
     let scale = if args.skip_scale {
         None
     } else {
-        let result = scale_phase(&client, &mut operator, &spawn, &tracker, &args).await;
+        let world = ScaleWorld {
+            spawn: &spawn,
+            simulator: &mut simulator,
+            start_simulator: &start_tekton,
+        };
+        let result = scale_phase(&client, &mut operator, world, &tracker, &args).await;
         match result {
             Ok(s) => {
                 println!(
@@ -1799,11 +1819,9 @@ async fn only_scale(
     let spawn = || files.spawn(&args.operator);
     let mut operator = spawn()?;
     operator.wait_ready().await?;
-    let _simulator = start_simulator(
-        client,
-        EXEC_NAMESPACE,
-        Duration::from_millis(args.run_time_ms),
-    );
+    let run_time = Duration::from_millis(args.run_time_ms);
+    let start_tekton = || start_simulator(client, EXEC_NAMESPACE, run_time);
+    let mut simulator = Some(start_tekton());
     let tracker: Shared = Arc::default();
     let watches = start_watches(client, &tracker, EXEC_NAMESPACE).await?;
     let setup = LoadSetup::on_simulator(
@@ -1816,7 +1834,12 @@ async fn only_scale(
     );
     println!("load: {} WFEs as fast as possible …", args.n);
     load_phase(&setup, BURST_NAMESPACE, args.n, None).await?;
-    let scale = scale_phase(client, &mut operator, &spawn, &tracker, args).await;
+    let world = ScaleWorld {
+        spawn: &spawn,
+        simulator: &mut simulator,
+        start_simulator: &start_tekton,
+    };
+    let scale = scale_phase(client, &mut operator, world, &tracker, args).await;
     let scale = scale.inspect_err(|_| print_log_tail(&log_path))?;
     println!(
         "{}: {}",
@@ -1831,7 +1854,12 @@ async fn only_scale(
             ..args.clone()
         };
         let spawn = || files.spawn(other);
-        let compared = scale_phase(client, &mut operator, &spawn, &tracker, &present).await;
+        let world = ScaleWorld {
+            spawn: &spawn,
+            simulator: &mut simulator,
+            start_simulator: &start_tekton,
+        };
+        let compared = scale_phase(client, &mut operator, world, &tracker, &present).await;
         let compared = compared.inspect_err(|_| print_log_tail(&log_path))?;
         println!(
             "{}: {}",
