@@ -32,7 +32,8 @@
 //! | [`effect`] | a handler's Events, log lines, audit records and metric updates listed in its outcome and applied once, after its write, each through its sink (recorder, `tracing`, [`audit::Auditor`], the operator's metrics) | [`effect::Effect`], [`effect::Reporter`] |
 //! | [`condition`] | `metav1.Condition` semantics: transition times kept while the status stays | [`condition::Conditions`] |
 //! | [`own_writes`] | a reconcile handed a cache copy older than this process's own write waits for the newer one (in the runtime) or stands aside | [`own_writes::OwnWrites`] |
-//! | [`pace`] | a child's progress mirrored into its parent at most once per interval, the latest progress written when the interval ends; everything else written at once | [`pace::Pace`], [`lifecycle::Outcome::progress`] |
+//! | [`pace`] | a child's progress mirrored into its parent at most once per interval, the latest progress written when the interval ends, a held status decided from by every later pass until written; everything else written at once | [`pace::Pace`], [`lifecycle::Outcome::progress`] |
+//! | [`object_records`] | one record per object, changed atomically, pruned whenever the set doubles (the table under `own_writes` and `pace`) | [`object_records::ObjectRecords`] |
 //! | [`backoff`] | exponential delays with jitter bounds; per-object error backoff | [`backoff::Backoff`], [`backoff::ErrorBackoff`] |
 //! | [`config`] | layered configuration (defaults, file, environment) with errors naming key and layer; live reload keeping the last good value | [`config::load`], [`config::ConfigStore`] |
 //! | [`audit`] | a bounded, batching audit sink (log or https with a bearer token) that never blocks a reconcile and counts what it drops | [`audit::Auditor`] |
@@ -71,6 +72,7 @@ pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 pub mod names;
+pub mod object_records;
 pub mod own_writes;
 pub mod pace;
 pub mod phase;

@@ -27,10 +27,13 @@
 //!    the outcome is the one status write; otherwise the initial status is written first and the
 //!    outcome committed after it.
 //! 4. [`phase::dispatch`] runs the handler of the object's phase and checks the phase it chose.
+//!    The handler decides on the object as last decided: with the status a previous pass held
+//!    back, if any ([`crate::pace::Pace::held`]).
 //! 5. [`commit`] writes the handler's status and applies its effects; an outcome declared as mere
 //!    progress ([`Outcome::progress`]) is held back while the object was written less than the
-//!    operator's progress interval ago ([`Lifecycle::pace`], [`crate::pace`]), and the object is
-//!    reconciled again when the interval ends.
+//!    operator's progress interval ago ([`Lifecycle::pace`], [`crate::pace`]): its status is kept
+//!    in memory for the next pass to decide from, and the object is reconciled again when the
+//!    interval ends. Whether a status changed is always judged against the stored status.
 //!
 //! # Guarantees
 //!
@@ -50,9 +53,14 @@
 //!    is visible, never more; the initial status is written first unless the operator lets the
 //!    outcome replace it, and then the outcome's phase is still checked as a transition from the
 //!    initial phase. A first handler that fails leaves the object in its initial phase.
-//! 7. Only an outcome declared as progress, with no effects, is ever held back, and at most for
-//!    the progress interval since this process's last status write of the object; a held outcome
-//!    replaces its action by a reconcile at the end of the interval.
+//! 7. Only an outcome declared as progress, with no effects and the object's phase, is ever held
+//!    back, and at most for the progress interval since this process's last status write of the
+//!    object; a held outcome replaces its action by a reconcile at the end of the interval.
+//! 8. A held status is never lost while the process lives: every later pass decides from it
+//!    (a handler that returns it unchanged keeps it held), and the next write of the object —
+//!    at the end of the interval, or earlier for a phase change or an effect — carries what was
+//!    decided from it. It is dropped only when the stored status changes under it (someone
+//!    else's write wins) or the object's cleanup is done.
 //!
 //! # Assumptions
 //!
@@ -70,8 +78,10 @@
 //! 3. When the outcome replaces the initial status, the handler acts (creates a child, say)
 //!    before the object's first status write: a write that fails then is followed by a pass that
 //!    again sees no phase, so that handler must find and adopt what the earlier pass created.
-//! 4. A held progress outcome is not kept: the reconcile at the end of the interval recomputes it
-//!    from the caches (which is what makes the latest progress, not the first, the one written).
+//! 4. A held status lives in this process's memory only: a process that stops within the
+//!    interval loses it, and its successor decides again from the cluster. A fact that only the
+//!    held status carried is lost only if what showed it is gone by then too (see
+//!    [`crate::pace`], caveat 1).
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
@@ -395,9 +405,11 @@ where
 }
 
 /// Commits a handler's `outcome` for `object`: [`write`](fn@write)s its status (if any) with
-/// its effects; returns its action. A progress outcome without effects whose status changed is
-/// held back while `object` was written less than the progress interval ago: nothing is sent,
-/// and the action is a reconcile at the end of the interval.
+/// its effects; returns its action. A progress outcome without effects whose status changed
+/// (and keeps the phase) is held back while `object` was written less than the progress interval
+/// ago: nothing is sent, the status is kept in the pace records ([`Pace::hold`]) for the next
+/// pass to start from, and the action is a reconcile at the end of the interval. A status equal
+/// to the stored one ends such a hold.
 ///
 /// # Errors
 ///
@@ -411,8 +423,11 @@ where
     K: PhasedObject,
     L: Lifecycle<K, E>,
 {
-    if let Some(rest) = held_back(lifecycle, object, &outcome) {
+    if let Some((rest, pace)) = held_back(lifecycle, object, &outcome) {
         debug!(object = %namespaced_name(object), ?rest, "progress held back until the interval ends");
+        if let Some(status) = outcome.status {
+            pace.hold(object, object.status().cloned(), status);
+        }
         return Ok(Action::requeue(rest));
     }
     let Outcome {
@@ -422,31 +437,59 @@ where
         ..
     } = outcome;
     if let Some(status) = status {
-        write(lifecycle, object, status, effects).await?;
+        let written = write(lifecycle, object, status, effects).await?;
+        if let (None, Some((pace, _))) = (written, lifecycle.pace()) {
+            // Decided back to what is stored: nothing is left to write.
+            pace.release(object);
+        }
     }
     Ok(action)
 }
 
-/// How long `outcome`'s write waits for the progress interval of `object` to end; `None` when
-/// it is written now (not progress, has effects, changes nothing, or the interval is over).
-fn held_back<K, E, L>(
-    lifecycle: &L,
+/// How long `outcome`'s write waits for the progress interval of `object` to end, and the
+/// records that hold it; `None` when it is written now (not progress, has effects, changes
+/// nothing, changes the phase, or the interval is over).
+fn held_back<'l, K, E, L>(
+    lifecycle: &'l L,
     object: &K,
     outcome: &Outcome<K::Status, E>,
-) -> Option<Duration>
+) -> Option<(Duration, &'l Pace<K, K::Status>)>
 where
     K: PhasedObject,
     L: Lifecycle<K, E>,
 {
     let status = outcome.status.as_ref()?;
-    if !outcome.progress || !outcome.effects.is_empty() || object.status() == Some(status) {
+    if !outcome.progress
+        || !outcome.effects.is_empty()
+        || object.status() == Some(status)
+        || status.phase() != object.current_phase()
+    {
         return None;
     }
     let (pace, interval) = lifecycle.pace()?;
     match pace.progress(object, interval) {
         PaceDecision::Write => None,
-        PaceDecision::Hold(rest) => Some(rest),
+        PaceDecision::Hold(rest) => Some((rest, pace)),
     }
+}
+
+/// The object a handler decides on: `object` itself, or `object` with the status held back for
+/// it by the last pass ([`Pace::held`]), so that what was decided then is not decided away. The
+/// held status, if any, comes with it.
+fn as_decided<K, E, L>(lifecycle: &L, object: &Arc<K>) -> (Arc<K>, Option<K::Status>)
+where
+    K: PhasedObject,
+    L: Lifecycle<K, E>,
+{
+    let held = lifecycle
+        .pace()
+        .and_then(|(pace, _)| pace.held(&**object, object.status()));
+    let Some(status) = &held else {
+        return (Arc::clone(object), None);
+    };
+    let mut seen = (**object).clone();
+    *seen.status_mut() = Some(status.clone());
+    (Arc::new(seen), held)
 }
 
 /// One reconcile pass of a phased object with a finalizer: the handlers of its phases, what it
@@ -477,9 +520,9 @@ where
         false
     }
 
-    /// The records and the interval that pace progress writes ([`Outcome::progress`]); `None`,
-    /// the default, writes every outcome at once.
-    fn pace(&self) -> Option<(&Pace<K>, Duration)> {
+    /// The records and the interval that pace progress writes ([`Outcome::progress`]) and keep
+    /// the statuses held back; `None`, the default, writes every outcome at once.
+    fn pace(&self) -> Option<(&Pace<K, K::Status>, Duration)> {
         None
     }
 
@@ -534,6 +577,9 @@ where
         finalizer::Event::Cleanup(object) => match lifecycle.cleanup(object.clone()).await? {
             Cleanup::Done => {
                 finalizer::remove_finalizer(&api, &*object, lifecycle.finalizer()).await?;
+                if let Some((pace, _)) = lifecycle.pace() {
+                    pace.forget(&*object);
+                }
                 Ok(Action::await_change())
             }
             Cleanup::Again(action) => Ok(action),
@@ -542,8 +588,9 @@ where
     }
 }
 
-/// Runs the handler of the object's phase and commits its outcome; an object without a phase
-/// goes to [`first_pass`].
+/// Runs the handler of the object's phase on the object as last decided ([`as_decided`]) and
+/// commits its outcome against the object as stored; an object without a phase goes to
+/// [`first_pass`]. A handler that leaves the status as it saw it keeps a held status held.
 async fn apply<K, E, L>(lifecycle: &L, object: Arc<K>) -> Result<Action, L::Error>
 where
     K: PhasedObject,
@@ -554,7 +601,14 @@ where
     let Some(current) = object.current_phase() else {
         return first_pass(lifecycle, object).await;
     };
-    let outcome = phase::dispatch(lifecycle, current, object.clone()).await?;
+    let (seen, held) = as_decided(lifecycle, &object);
+    let mut outcome = phase::dispatch(lifecycle, current, seen).await?;
+    if outcome.status.is_none()
+        && let Some(held) = held
+    {
+        outcome.status = Some(held);
+        outcome.progress = true;
+    }
     Ok(commit(lifecycle, &*object, outcome).await?)
 }
 
@@ -844,14 +898,15 @@ mod tests {
         Status(#[from] StatusError<Stage>),
     }
 
-    /// Pending → Running with an effect; deletion cleans up by asking to look again.
+    /// Pending → Running with an effect; Running → Done once the message says "step 2" (which
+    /// only a held status may say); deletion cleans up by asking to look again.
     struct Pass {
         client: Client,
         own_writes: OwnWrites<Job>,
         recorded: Recorded,
         /// Whether the Running outcome replaces the initial status.
         skip_initial: bool,
-        pace: Pace<Job>,
+        pace: Pace<Job, JobStatus>,
         /// The progress interval (`None`: no pacing).
         interval: Option<Duration>,
     }
@@ -861,11 +916,15 @@ mod tests {
         type Output = Outcome<JobStatus, &'static str>;
         type Error = TestError;
 
-        async fn handle(&self, phase: Stage, _job: Arc<Job>) -> Result<Self::Output, TestError> {
+        async fn handle(&self, phase: Stage, job: Arc<Job>) -> Result<Self::Output, TestError> {
+            let message = job.status.as_ref().map(|s| s.message.as_str());
             Ok(match phase {
                 Stage::Pending => {
                     Outcome::write(status(Stage::Running, "started"), Action::await_change())
                         .with("started")
+                }
+                Stage::Running if message == Some("step 2") => {
+                    Outcome::write(status(Stage::Done, "after step 2"), Action::await_change())
                 }
                 Stage::Running | Stage::Done => Outcome::unchanged(Action::await_change()),
             })
@@ -900,7 +959,7 @@ mod tests {
                 && outcome.status.as_ref().and_then(|s| s.phase) == Some(Stage::Running)
         }
 
-        fn pace(&self) -> Option<(&Pace<Job>, Duration)> {
+        fn pace(&self) -> Option<(&Pace<Job, JobStatus>, Duration)> {
             Some((&self.pace, self.interval?))
         }
 
@@ -978,6 +1037,81 @@ mod tests {
             format!("{action:?}").contains("Some("),
             "a reconcile is asked for when the interval ends: {action:?}"
         );
+    }
+
+    /// A client served one status write, answered with `written`.
+    fn serving_one_status_put(written: &Job) -> (Client, Scenario) {
+        Scenario::start(vec![Exchange::new(
+            "PUT",
+            status_path(),
+            200,
+            to_json(written),
+        )])
+    }
+
+    #[tokio::test]
+    async fn a_held_status_is_what_the_next_passes_decide_from_until_it_is_written() {
+        let current = with_finalizer(job("7", Some(status(Stage::Running, "step 1"))));
+        let mut done = current.clone();
+        done.metadata.resource_version = Some("8".into());
+        done.status = Some(status(Stage::Done, "after step 2"));
+        let (client, scenario) = serving_one_status_put(&done);
+        let pass = paced(client, &current);
+        let progress = Outcome::progress(status(Stage::Running, "step 2"), Action::await_change());
+        commit(&pass, &current, progress).await.unwrap();
+        let held = pass.pace.holding(&current);
+        // The next pass decides Done from the held status, and writes it over the stored one.
+        reconcile(&pass, Arc::new(current.clone())).await.unwrap();
+        let after_write = pass.pace.holding(&current);
+        drop(pass);
+        let served = scenario.finish().await;
+        assert_eq!(held, Some(status(Stage::Running, "step 2")));
+        assert_eq!(
+            served.bodies.len(),
+            1,
+            "one write, the decision of the second pass"
+        );
+        assert_eq!(served.bodies[0]["metadata"]["resourceVersion"], "7");
+        assert_eq!(
+            served.bodies[0]["status"],
+            json!({"phase": "Done", "message": "after step 2"}),
+            "decided from the held status"
+        );
+        assert_eq!(after_write, None, "the write replaced the held status");
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_leaves_the_status_as_it_saw_it_keeps_the_held_status_held() {
+        let (client, scenario) = Scenario::start(Vec::new());
+        let current = with_finalizer(job("7", Some(status(Stage::Running, "step 1"))));
+        let pass = paced(client, &current);
+        pass.pace.hold(
+            &current,
+            current.status.clone(),
+            status(Stage::Running, "step 1b"),
+        );
+        let action = reconcile(&pass, Arc::new(current.clone())).await.unwrap();
+        let held = pass.pace.holding(&current);
+        drop(pass);
+        assert!(scenario.finish().await.bodies.is_empty(), "nothing sent");
+        assert_eq!(held, Some(status(Stage::Running, "step 1b")));
+        assert_ne!(
+            action,
+            Action::await_change(),
+            "looked at when the interval ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_progress_outcome_that_changes_the_phase_is_not_held_back() {
+        let current = job("7", Some(status(Stage::Running, "step 1")));
+        let written = job("8", Some(status(Stage::Done, "")));
+        let (client, scenario) = serving_one_status_put(&written);
+        let pass = paced(client, &current);
+        let outcome = Outcome::progress(status(Stage::Done, ""), Action::await_change());
+        commit(&pass, &current, outcome).await.unwrap();
+        drop(pass);
+        assert_eq!(scenario.finish().await.bodies.len(), 1);
     }
 
     /// Each case: whether the outcome is progress, its effect (if any), whether the job was

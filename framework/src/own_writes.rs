@@ -38,8 +38,10 @@
 //!    ([`crate::runtime::Operator::own_writes`]), an outdated copy is not even skipped: the
 //!    reconcile handed it waits in its slot for that watch event and runs on the newer version.
 //! 3. Memory stays bounded by the objects written since their last reconcile: the first check
-//!    that finds a copy that is not outdated forgets the object, and at most
-//!    [`MAX_VERSIONS_PER_OBJECT`] versions are kept per object.
+//!    that finds a copy that is not outdated forgets the object, at most
+//!    [`MAX_VERSIONS_PER_OBJECT`] versions are kept per object, and the records of objects
+//!    written more than [`KEPT_FOR`] ago are dropped whenever the set has doubled
+//!    ([`crate::object_records`]).
 //!
 //! # Assumptions
 //! 1. Every write to the object made by this process is recorded (a write that is not recorded
@@ -50,30 +52,41 @@
 //! 1. The records live in memory: a new process (or a new leader) starts without them and may
 //!    meet one outdated copy per object, as without this module.
 //! 2. An object deleted right after a recorded write keeps its record until [`OwnWrites::forget`]
-//!    is called or its name is reused and reconciled.
+//!    is called, its name is reused and reconciled, or a pruning finds it older than
+//!    [`KEPT_FOR`]: a cache more than that behind its watch is not waited for.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
+use std::time::{Duration, Instant};
 
-use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{Resource, ResourceExt};
+
+use crate::object_records::ObjectRecords;
 
 /// The most replaced versions remembered per object (older ones are dropped first).
 pub const MAX_VERSIONS_PER_OBJECT: usize = 16;
+
+/// How long a record is kept by a pruning after its last write: far longer than any watch
+/// lags behind a write it saw succeed.
+pub const KEPT_FOR: Duration = Duration::from_secs(600);
+
+/// The versions of one object replaced by this process's writes, and when it last wrote.
+#[derive(Debug)]
+struct Replaced {
+    versions: Vec<String>,
+    at: Instant,
+}
 
 /// The versions of objects of kind `K` that this process replaced by its own writes.
 ///
 /// Clones share the records: the operator that records its writes and the runtime that waits
 /// for them ([`crate::runtime::Operator::own_writes`]) hold the same set.
 pub struct OwnWrites<K: Resource<DynamicType = ()> + 'static> {
-    replaced: Arc<Mutex<HashMap<ObjectRef<K>, Vec<String>>>>,
+    replaced: ObjectRecords<K, Replaced>,
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Default for OwnWrites<K> {
     fn default() -> Self {
         Self {
-            replaced: Arc::new(Mutex::new(HashMap::new())),
+            replaced: ObjectRecords::new(|r: &Replaced| r.at.elapsed() < KEPT_FOR),
         }
     }
 }
@@ -81,7 +94,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Default for OwnWrites<K> {
 impl<K: Resource<DynamicType = ()> + 'static> Clone for OwnWrites<K> {
     fn clone(&self) -> Self {
         Self {
-            replaced: Arc::clone(&self.replaced),
+            replaced: self.replaced.clone(),
         }
     }
 }
@@ -100,11 +113,6 @@ impl<K: Resource<DynamicType = ()> + 'static> OwnWrites<K> {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ObjectRef<K>, Vec<String>>> {
-        // Every method leaves the map consistent, so a poisoned lock is still usable.
-        self.replaced.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Records that a successful write of this process turned `before` into `after`: `before`'s
     /// version is outdated from now on. Nothing is recorded when `before` has no version or the
     /// write did not change it.
@@ -115,45 +123,51 @@ impl<K: Resource<DynamicType = ()> + 'static> OwnWrites<K> {
         if after.resource_version().as_deref() == Some(old.as_str()) {
             return;
         }
-        let mut replaced = self.lock();
-        let versions = replaced.entry(ObjectRef::from_obj(before)).or_default();
-        if !versions.contains(&old) {
-            if versions.len() == MAX_VERSIONS_PER_OBJECT {
-                versions.remove(0);
+        self.replaced.update(before, |record| {
+            let replaced = record.get_or_insert_with(|| Replaced {
+                versions: Vec::new(),
+                at: Instant::now(),
+            });
+            replaced.at = Instant::now();
+            if !replaced.versions.contains(&old) {
+                if replaced.versions.len() == MAX_VERSIONS_PER_OBJECT {
+                    replaced.versions.remove(0);
+                }
+                replaced.versions.push(old);
             }
-            versions.push(old);
-        }
+        });
     }
 
     /// Whether `object` is a version this process already replaced by its own write. When it is
     /// not, the object's records are dropped: the copy is current (or newer than anything
     /// written here), so older versions cannot come back from the watch.
     pub fn is_outdated(&self, object: &K) -> bool {
-        let key = ObjectRef::from_obj(object);
-        let mut replaced = self.lock();
-        let outdated = match (replaced.get(&key), object.resource_version()) {
-            (Some(versions), Some(version)) => versions.contains(&version),
-            _ => false,
-        };
-        if !outdated {
-            replaced.remove(&key);
-        }
-        outdated
+        let version = object.resource_version();
+        self.replaced.update(object, |record| {
+            let outdated = match (record.as_ref(), &version) {
+                (Some(replaced), Some(version)) => replaced.versions.contains(version),
+                _ => false,
+            };
+            if !outdated {
+                *record = None;
+            }
+            outdated
+        })
     }
 
     /// Drops the records of `object` (for example after it was deleted).
     pub fn forget(&self, object: &K) {
-        self.lock().remove(&ObjectRef::from_obj(object));
+        self.replaced.remove(object);
     }
 
     /// How many objects have records.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.replaced.len()
     }
 
     /// Whether no object has records.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.replaced.is_empty()
     }
 }
 

@@ -2,7 +2,9 @@
 //! from before its creation (every version the API server stored, in order): no separate
 //! `Pending` write for a WFE that starts at once, `Pending` (with its reason) for one that waits,
 //! the run's progress written at most once per `status.progressInterval` with the latest progress
-//! at its end, and terminal transitions never held back by that interval.
+//! at its end, terminal transitions never held back by that interval, at most six writes for a
+//! fast successful WFE (Events included), and a step seen running, held back with the progress,
+//! still making the deletion of the run an execution failure.
 
 mod support;
 
@@ -25,7 +27,7 @@ use support::{Env, WAIT, eventually, status_of};
 use tokio::task::JoinHandle;
 use workflowexecution_operator::{
     pipelinerun::pipeline_run_name,
-    types::{Phase, WorkflowExecution},
+    types::{Phase, SkipReason, WorkflowExecution},
 };
 
 /// Every version of one WorkflowExecution the API server stored, in order, from its creation.
@@ -282,33 +284,39 @@ async fn progress_is_written_at_most_once_per_interval_and_the_latest_at_its_end
     Ok(())
 }
 
-#[tokio::test]
-async fn terminal_transitions_are_not_held_back_by_the_interval() -> anyhow::Result<()> {
-    let env = Env::new("wfe-writes-terminal", |c| {
-        // Longer than any test: progress written within it would never show.
-        c.status.progress_interval = Duration::from_secs(3600);
-    })
-    .await?;
-    let versions = Versions::watch(&env, "quick").await?;
-    env.create(
-        "quick",
-        "restart",
-        "default/deployment/quick",
-        Scenario::Success,
-    )
-    .await?;
+/// A WFE `name` running the simulator's successful workflow, in a new environment (`prefix`)
+/// whose progress interval is `interval`: the environment, and every version of the WFE up to
+/// `Completed`.
+async fn succeeded(
+    prefix: &str,
+    name: &str,
+    interval: Duration,
+) -> anyhow::Result<(Env, Vec<WorkflowExecution>)> {
+    let env = Env::new(prefix, |c| c.status.progress_interval = interval).await?;
+    let versions = Versions::watch(&env, name).await?;
+    let target = format!("default/deployment/{name}");
+    env.create(name, "restart", &target, Scenario::Success)
+        .await?;
     let all = versions
         .until("Completed", |w| phase(w) == Some(Phase::Completed))
         .await?;
+    Ok((env, all))
+}
+
+#[tokio::test]
+async fn terminal_transitions_are_not_held_back_by_the_interval() -> anyhow::Result<()> {
+    // Longer than any test: progress written within it would never show.
+    let (env, all) = succeeded("wfe-writes-terminal", "quick", Duration::from_secs(3600)).await?;
     let writes = status_writes(&all);
     let phases: Vec<Option<Phase>> = writes.iter().map(phase).collect();
     assert_eq!(phases.first(), Some(&Some(Phase::Running)), "{phases:?}");
     assert_eq!(phases.last(), Some(&Some(Phase::Completed)), "{phases:?}");
-    // Between them only what is never held back: the step seen running.
-    let between = &writes[1..writes.len() - 1];
-    assert!(
-        between.len() <= 1 && between.iter().all(started),
-        "between Running and Completed only the marker of a step that ran: {phases:?}"
+    // Nothing between them: the run's progress, the step seen running included, is held back
+    // and rides on the Completed write.
+    assert_eq!(
+        writes.len(),
+        2,
+        "Running and Completed, nothing between: {phases:?}"
     );
     let completed = status_of(&writes[writes.len() - 1]);
     assert_eq!(
@@ -330,5 +338,128 @@ async fn terminal_transitions_are_not_held_back_by_the_interval() -> anyhow::Res
         .collect();
     reasons.sort();
     assert_eq!(reasons, ["PipelineRunCreated", "WorkflowCompleted"]);
+    Ok(())
+}
+
+/// Writes per request of one WFE's happy path.
+#[derive(Debug, PartialEq)]
+struct HappyPathWrites {
+    /// Metadata writes of the WFE: the finalizer.
+    finalizer: usize,
+    /// PipelineRuns created.
+    runs_created: usize,
+    /// Status writes of the WFE.
+    status: usize,
+    /// Event writes (a repeated Event is one write per occurrence).
+    events: usize,
+}
+
+impl HappyPathWrites {
+    fn total(&self) -> usize {
+        self.finalizer + self.runs_created + self.status + self.events
+    }
+}
+
+#[tokio::test]
+async fn a_fast_successful_wfe_costs_at_most_six_writes_events_included() -> anyhow::Result<()> {
+    // Longer than the simulated run: its progress all rides on the Completed write.
+    let (env, all) = succeeded("wfe-writes-six", "six", Duration::from_secs(60)).await?;
+    env.wait_event("six", "WorkflowCompleted").await?;
+    // Every version after the one created: a write of the status or of the rest (the finalizer).
+    let status = status_writes(&all).len();
+    let events: usize = env
+        .events_for("six")
+        .await?
+        .iter()
+        .map(|e| usize::try_from(e.count.unwrap_or(1).max(1)).unwrap_or(1))
+        .sum();
+    let writes = HappyPathWrites {
+        finalizer: all.len().saturating_sub(1).saturating_sub(status),
+        runs_created: env.run_names().await?.len(),
+        status,
+        events,
+    };
+    println!(
+        "writes per WFE on the happy path: {} {writes:?}",
+        writes.total()
+    );
+    assert_eq!(
+        writes,
+        HappyPathWrites {
+            finalizer: 1,
+            runs_created: 1,
+            status: 2,
+            events: 2,
+        },
+        "finalizer, PipelineRun, Running, Completed, PipelineRunCreated, WorkflowCompleted"
+    );
+    assert!(writes.total() <= 6, "{writes:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_step_seen_running_and_held_back_still_makes_the_runs_deletion_an_execution_failure()
+-> anyhow::Result<()> {
+    let env = Env::new("wfe-writes-held", |c| {
+        // Longer than the test: nothing held back is written before the run is deleted.
+        c.status.progress_interval = Duration::from_secs(3600);
+    })
+    .await?;
+    let target = "default/deployment/held-marker";
+    env.create("held", "restart", target, Scenario::Hang)
+        .await?;
+    let running = env.wait_phase("held", Phase::Running).await?;
+    let run = status_of(&running)
+        .pipeline_run_ref
+        .map(|r| r.name)
+        .unwrap_or_default();
+    // The simulator's TaskRun shows a step running; the operator sees it and holds the marker
+    // back with the rest of the run's progress.
+    let pace = &env.running().context().data.pace;
+    let stored = eventually("the step seen running, held back", WAIT, || async {
+        let wfe = env.wfes().get("held").await?;
+        let held = pace.holding(&wfe);
+        let marked = held
+            .and_then(|s| s.pipeline_run_status)
+            .and_then(|s| s.execution_started);
+        Ok((marked == Some(true)).then_some(wfe))
+    })
+    .await?;
+    assert!(
+        !started(&stored),
+        "the marker is held back, not written: {:?}",
+        status_of(&stored).pipeline_run_status
+    );
+
+    // The run goes with its TaskRuns (as garbage collection takes them): only what the operator
+    // remembered can tell that a step ran.
+    let task_runs = env.taskruns().list(&ListParams::default()).await?;
+    for task_run in task_runs.items.iter().filter(|tr| {
+        tr.owner_references()
+            .iter()
+            .any(|o| o.kind == "PipelineRun" && o.name == run)
+    }) {
+        env.taskruns()
+            .delete(&task_run.name_any(), &DeleteParams::default())
+            .await?;
+    }
+    env.runs().delete(&run, &DeleteParams::default()).await?;
+
+    let failed = env.wait_phase("held", Phase::Failed).await?;
+    let details = status_of(&failed)
+        .failure_details
+        .ok_or_else(|| anyhow::anyhow!("no failureDetails"))?;
+    assert!(
+        details.was_execution_failure,
+        "a step had been seen running: {details:#?}"
+    );
+    // The target is blocked: the next workflow on it is skipped.
+    env.create("after-held", "restart", target, Scenario::Success)
+        .await?;
+    let skipped = env.wait_phase("after-held", Phase::Skipped).await?;
+    assert_eq!(
+        status_of(&skipped).skip_details.map(|d| d.reason),
+        Some(SkipReason::PreviousExecutionFailed)
+    );
     Ok(())
 }

@@ -1041,11 +1041,10 @@ fn analysis(r: &Report) -> String {
         md,
         "- **Writes per WFE.** The operator writes {:.2} times per WFE: finalizer, PipelineRun, \
          Running (the 3 up to Running: a WFE that can start at once gets no separate `Pending` \
-         write), the first step seen running (`pipelineRunStatus.executionStarted`, never held \
-         back: a later failure blocks the target only if it is recorded), Completed, and two \
-         Events. The run's other progress is written at most once per \
+         write), Completed, and two Events. The run's progress, the first step seen running \
+         (`pipelineRunStatus.executionStarted`) included, is written at most once per \
          `status.progressInterval` (5 s), so a run that finishes within it costs no progress \
-         write. The simulated Tekton adds its run status, label and TaskRun writes and the \
+         write: the operator holds it in memory and the Completed write carries it. The simulated Tekton adds its run status, label and TaskRun writes and the \
          benchmark 1: \
          {:.2} writes per WFE in all, so the ceiling allows at most {:.1} WFE/s and the run \
          reached {:.1} ({:.0} %).",

@@ -133,9 +133,10 @@ pub struct State {
     /// The WFE versions this operator replaced by its own writes: a reconcile handed one of them
     /// by a lagging cache stands aside instead of repeating a decision and hitting a conflict.
     pub own_writes: OwnWrites<WorkflowExecution>,
-    /// When this process last wrote each WFE's status: progress is written at most once per
-    /// `status.progressInterval`.
-    pub pace: Pace<WorkflowExecution>,
+    /// When this process last wrote each WFE's status, and the progress it holds back: progress
+    /// is written at most once per `status.progressInterval`, and the next pass decides from the
+    /// held status.
+    pub pace: Pace<WorkflowExecution, WorkflowExecutionStatus>,
     /// The target locks this process takes (one guard per lock name while it is checked across
     /// engine kinds and taken, so that two executions on one target never create children of
     /// two kinds at once).
@@ -238,7 +239,7 @@ impl Lifecycle<WorkflowExecution, Effect> for Pass<'_> {
         outcome.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
     }
 
-    fn pace(&self) -> Option<(&Pace<WorkflowExecution>, Duration)> {
+    fn pace(&self) -> Option<(&Pace<WorkflowExecution, WorkflowExecutionStatus>, Duration)> {
         Some((&self.state().pace, self.config.status.progress_interval))
     }
 

@@ -2,16 +2,24 @@
 //! `status.progressInterval` ([`kubernaut_framework::pace`]), and which are written at once.
 //!
 //! Progress is the run's intermediate state mirrored into the WFE: `pipelineRunStatus` (Tekton's
-//! reason and message, completed and total tasks) and `ExecutionRunning` turning `True` when the
-//! run starts. Written at once, never held back:
+//! reason and message, completed and total tasks, and `executionStarted` turning `true` when a
+//! step is first seen running) and `ExecutionRunning` turning `True` when the run starts.
+//!
+//! `executionStarted` is progress although a later decision depends on it (a failure of the
+//! run, or its deletion with its TaskRuns, is an execution failure and blocks the target only if
+//! a step had been seen running): a held status is kept by the lifecycle and every later pass
+//! decides from it ([`kubernaut_framework::lifecycle`], guarantee 8), so the marker rides on the
+//! next write — the end of the interval, or the `Completed`/`Failed` write of a run faster than
+//! the interval — and is never lost while the process lives. Only a restart within the interval
+//! can lose it, and then only if the run is also deleted with its TaskRuns before the new
+//! process looks ([`kubernaut_framework::pace`], caveat 1).
+//!
+//! Written at once, never held back:
 //! 1. a phase change (`Completed`, `Failed`: they do not come through here at all);
-//! 2. `pipelineRunStatus.executionStarted` turning `true`: a failure of the run, or its deletion
-//!    with its TaskRuns, is an execution failure (and blocks the target) only if this was
-//!    recorded, so it must not wait in memory;
-//! 3. `ExecutionRunning` turning to or from anything but `True` (a TaskRun held back by a quota
+//! 2. `ExecutionRunning` turning to or from anything but `True` (a TaskRun held back by a quota
 //!    or an image pull, or no longer: a later failure is classified from the remembered hold, and
 //!    a new one comes with a Warning Event);
-//! 4. any other field of the status.
+//! 3. any other field of the status.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kubernaut_framework::condition::{self, ConditionStatus};
@@ -28,9 +36,6 @@ pub(super) fn is_progress(
     let Some(old) = old else {
         return false;
     };
-    if started(new) && !started(old) {
-        return false;
-    }
     let running = |s: &WorkflowExecutionStatus| {
         condition::find(&s.conditions, ExecutionCondition::ExecutionRunning).cloned()
     };
@@ -44,15 +49,6 @@ pub(super) fn is_progress(
         return false;
     }
     without_progress(old) == without_progress(new)
-}
-
-/// Whether a step was recorded as seen running.
-fn started(status: &WorkflowExecutionStatus) -> bool {
-    status
-        .pipeline_run_status
-        .as_ref()
-        .and_then(|s| s.execution_started)
-        == Some(true)
 }
 
 /// `status` without what counts as progress: the run summary and `ExecutionRunning`.
@@ -139,17 +135,19 @@ mod tests {
                 status(1, Some(true), running),
                 true,
             ),
+            // Progress since the lifecycle keeps held statuses: the marker rides on the next
+            // write instead of costing one of its own.
             (
                 "a step is seen running",
                 Some(status(0, None, running)),
                 status(0, Some(true), running),
-                false,
+                true,
             ),
             (
                 "a step is seen running (false before)",
                 Some(status(0, Some(false), running)),
                 status(1, Some(true), running),
-                false,
+                true,
             ),
             (
                 "a task is held back",

@@ -68,11 +68,12 @@ impl Pass<'_> {
             .ctx
             .cached_grandchildren(&self.engine, namespace, &whole);
         let status = wfe.status.as_ref();
-        // That work ran is recorded as soon as it is seen, at the cost of one status write when
-        // nothing else changed: an engine may rewrite what it stopped (a step that started in
-        // the same second as its grandchild's creation then looks like one that never started,
-        // and the mapping's `ran` rules cannot tell them apart); what was seen while it ran is
-        // the only sure evidence.
+        // That work ran is recorded as soon as it is seen: an engine may rewrite what it stopped
+        // (a step that started in the same second as its grandchild's creation then looks like
+        // one that never started, and the mapping's `ran` rules cannot tell them apart); what
+        // was seen while it ran is the only sure evidence. The record is progress: held within
+        // `status.progressInterval` like the rest of the run's summary, every later pass of this
+        // process decides from it, and it rides on the next write (see `progress`).
         if !seen_started(status) && task_runs.values().any(|t| mapping.grandchild_ran(t)) {
             observation.summary.execution_started = Some(true);
         }
@@ -235,7 +236,13 @@ pub(super) fn completed(
     let completed_at = observation.completion_time.unwrap_or(now);
     let (mut status, ran_for) =
         terminal::finish(wfe, Phase::Completed, completed_at, observation.start_time);
-    status.pipeline_run_status = Some(observation.summary.clone());
+    let mut summary = observation.summary.clone();
+    // A step seen running in an earlier pass (perhaps only held back, not yet written) stays
+    // seen: the write that ends the run carries it.
+    if seen_started(wfe.status.as_ref()) {
+        summary.execution_started = Some(true);
+    }
+    status.pipeline_run_status = Some(summary);
     status.consecutive_failures = Some(0);
     status.next_allowed_execution = None;
     let mut set = conditions(wfe, &mut status, now);
