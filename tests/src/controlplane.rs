@@ -594,12 +594,7 @@ impl ControlPlane {
 
     /// Print the tails of the process logs to stderr.
     pub fn print_logs(&self) {
-        for (name, lines) in self.log_tails(40) {
-            eprintln!("----- {name} (last {} lines) -----", lines.len());
-            for line in lines {
-                eprintln!("{line}");
-            }
-        }
+        print_tails(self.log_tails(40));
     }
 
     /// A guard that prints the process logs if the test panics while it is alive.
@@ -639,6 +634,16 @@ impl Drop for LogsOnFailure {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.print_logs();
+        }
+    }
+}
+
+/// Prints log tails (file name → its last lines) to stderr, each under a header line.
+pub fn print_tails(tails: BTreeMap<String, Vec<String>>) {
+    for (name, lines) in tails {
+        eprintln!("----- {name} (last {} lines) -----", lines.len());
+        for line in lines {
+            eprintln!("{line}");
         }
     }
 }

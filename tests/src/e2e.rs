@@ -665,12 +665,7 @@ impl E2eCluster {
 
     /// Print the tails of every log to stderr.
     pub fn print_logs(&self) {
-        for (name, lines) in self.log_tails(30) {
-            eprintln!("----- {name} (last {} lines) -----", lines.len());
-            for line in lines {
-                eprintln!("{line}");
-            }
-        }
+        crate::controlplane::print_tails(self.log_tails(30));
     }
 
     /// A guard that prints the logs if the test panics while it is alive.
