@@ -3,7 +3,7 @@
 //! simulator replaying runs recorded from real Tekton ([`simulator`]), and helpers shared by the
 //! integration tests in `tests/tests/`; the end-to-end cluster ([`e2e`]: real Tekton on a
 //! container-free cluster) the `tests/tests/e2e_*.rs` tests run against; and what the benchmarks
-//! share ([`bench`]).
+//! share ([`bench`](mod@bench)).
 #![deny(missing_docs)]
 
 pub mod bench;

@@ -4,7 +4,7 @@
 //! It also reads an engine's children and grandchildren ([`Engine`]): the child a parent owns,
 //! from the cache or on a miss from the API server ([`Context::owned_child`]), and the child's
 //! grandchildren as its status mapping finds them ([`Context::cached_grandchildren`],
-//! [`Context::read_grandchildren`], [`Context::grandchildren_of_deleted`]).
+//! [`Context::read_grandchildren`]).
 //!
 //! # Guarantees
 //! 1. [`Context::cached_child`] reads only the cache of the kind asked for: no API call.
@@ -34,6 +34,17 @@ use serde_json::Value;
 use super::Context;
 use crate::engine::Engine;
 use crate::status::grandchildren;
+
+/// Whose grandchildren [`Context::read_grandchildren`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum GrandchildrenOf<'a> {
+    /// Those of this child (a whole object, [`grandchildren::whole`]), as its status mapping
+    /// finds them ([`grandchildren::read`]).
+    Child(&'a Value),
+    /// Those still present of a child of this name that is gone, found by the mapping's
+    /// `grandchildren.ownerLabel` ([`grandchildren::read_of_deleted`]).
+    Deleted(&'a str),
+}
 
 impl<K, D> Context<K, D>
 where
@@ -96,38 +107,27 @@ where
         grandchildren::cached(stores, resource, namespace, &engine.mapping, child)
     }
 
-    /// The grandchildren of `child` (a whole object) in `namespace` read from the API server
-    /// ([`grandchildren::read`]); none for an engine without grandchildren.
+    /// The grandchildren in `namespace` read from the API server, of a child or of one that is
+    /// gone ([`GrandchildrenOf`]); none for an engine without grandchildren.
     ///
     /// # Errors
-    /// An API error other than not-found.
+    /// An API error (other than not-found for a child's own grandchildren).
     pub async fn read_grandchildren(
         &self,
         engine: &Engine,
         namespace: &str,
-        child: &Value,
+        of: GrandchildrenOf<'_>,
     ) -> kube::Result<BTreeMap<String, Value>> {
         let Some(api) = self.grandchild_api(engine, namespace) else {
             return Ok(BTreeMap::new());
         };
-        grandchildren::read(&api, &engine.mapping, child).await
-    }
-
-    /// The grandchildren still present in `namespace` of a child called `child_name` that is
-    /// gone ([`grandchildren::read_of_deleted`]); none for an engine without grandchildren.
-    ///
-    /// # Errors
-    /// An API error.
-    pub async fn grandchildren_of_deleted(
-        &self,
-        engine: &Engine,
-        namespace: &str,
-        child_name: &str,
-    ) -> kube::Result<BTreeMap<String, Value>> {
-        let Some(api) = self.grandchild_api(engine, namespace) else {
-            return Ok(BTreeMap::new());
-        };
-        grandchildren::read_of_deleted(&api, &engine.mapping, child_name).await
+        let mapping = &engine.mapping;
+        match of {
+            GrandchildrenOf::Child(child) => grandchildren::read(&api, mapping, child).await,
+            GrandchildrenOf::Deleted(name) => {
+                grandchildren::read_of_deleted(&api, mapping, name).await
+            }
+        }
     }
 
     /// The API of `engine`'s grandchildren in `namespace`, when it has any.
@@ -292,18 +292,10 @@ mod tests {
                 .cached_grandchildren(&engine, "ns", &child)
                 .is_empty()
         );
-        assert!(
-            context
-                .read_grandchildren(&engine, "ns", &child)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let gone = context
-            .grandchildren_of_deleted(&engine, "ns", "gone")
-            .await
-            .unwrap();
-        assert!(gone.is_empty());
+        let of_child = context.read_grandchildren(&engine, "ns", GrandchildrenOf::Child(&child));
+        assert!(of_child.await.unwrap().is_empty());
+        let gone = context.read_grandchildren(&engine, "ns", GrandchildrenOf::Deleted("gone"));
+        assert!(gone.await.unwrap().is_empty());
         drop(context);
         scenario.finish().await;
     }

@@ -165,6 +165,7 @@ pub use self::{
     health::Probes,
     index::ParentIndex,
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
+    lookup::GrandchildrenOf,
     metrics::{FrameworkMetrics, MetricLabel},
     stores::KindStores,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use kube::{ResourceExt, api::DynamicObject, runtime::events::EventType};
 use kubernaut_framework::{
-    runtime::Action,
+    runtime::{Action, GrandchildrenOf},
     status::{Held, Reading, grandchildren},
 };
 
@@ -102,9 +102,8 @@ impl Pass<'_> {
         let step_ran = seen_started(status) || {
             let (engine, kind) = (&self.engine, &self.engine.child().kind);
             let what = format!("listing what carried the failure facts of deleted {kind}");
-            let read = self
-                .ctx
-                .grandchildren_of_deleted(engine, &namespace, run_name);
+            let deleted = GrandchildrenOf::Deleted(run_name);
+            let read = self.ctx.read_grandchildren(engine, &namespace, deleted);
             let task_runs = read
                 .await
                 .map_err(Error::api(format!("{what} {run_name}")))?;
@@ -135,7 +134,8 @@ impl Pass<'_> {
         let whole = grandchildren::whole(run);
         let (kind, name) = (&self.engine.child().kind, run.name_any());
         let what = format!("reading what carries the failure facts of {kind} {name}");
-        let read = self.ctx.read_grandchildren(&self.engine, namespace, &whole);
+        let of_run = GrandchildrenOf::Child(&whole);
+        let read = self.ctx.read_grandchildren(&self.engine, namespace, of_run);
         let task_runs = read.await.map_err(Error::api(what))?;
         reading.grandchildren = Some(mapping.read_grandchildren(&whole, &task_runs));
         let (status, context) = (wfe.status.as_ref(), self.failure_context(wfe));
