@@ -18,11 +18,20 @@
 //!    otherwise the reconcile function is not called, nothing is written, and the object is
 //!    requeued for when the attempt is due. The object's own status writes (the failure report
 //!    among them) therefore never cut a backoff short, whatever order their watch events arrive in.
-//! 6. A reconcile handed a cached copy that this process's own write replaced (the
+//! 6. Reconciles start in the order they were triggered: at most `concurrency` run at once, the
+//!    others wait for a slot first come, first served ([`Slots`]), and a reconcile that waited
+//!    is handed the object as cached when its slot frees, not as it was when triggered. (kube's
+//!    own limit is not used: while all its slots are busy it parks every due trigger in an
+//!    unordered set and later picks from it in hash order, so in a burst some objects waited a
+//!    minute behind objects triggered after them.)
+//! 7. A reconcile handed a cached copy that this process's own write replaced (the
 //!    [`OwnWrites`](crate::own_writes::OwnWrites) given to `Operator::own_writes`) waits in its
 //!    slot for the watch event of that write and reconciles the newer version ([`catch_up`]):
 //!    it is never left to a later trigger queued behind other objects. The wait is bounded;
 //!    after it the outdated copy is reconciled (and stands aside) as before.
+//!
+//! 8. A term that ends (leadership lost, shutdown) starts none of the reconciles still waiting
+//!    for a slot; the next term reconciles every cached object anyway (guarantee 1).
 //!
 //! [`catch_up`]: super::catch_up
 //! [`ErrorBackoff::hold_at`]: crate::backoff::ErrorBackoff::hold_at
@@ -44,7 +53,7 @@ use kube::{
 };
 use thiserror::Error;
 use tokio::{
-    sync::{broadcast, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -146,10 +155,11 @@ where
             reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
             context.parents.clone(),
         )
-        .with_config(Config::default().concurrency(self.concurrency))
+        // Unbounded for kube: the slots limit how many run, in trigger order (guarantee 6).
+        .with_config(Config::default())
         // Everything cached is reconciled once per term: requeues of the previous term are gone.
         .reconcile_all_on(stream::once(std::future::ready(())))
-        .graceful_shutdown_on(term.cancelled_owned());
+        .graceful_shutdown_on(term.clone().cancelled_owned());
         for KindTrigger {
             watch,
             sender,
@@ -171,10 +181,28 @@ where
             );
         }
         let (reconcile, catch_up) = (self.reconcile.clone(), self.catch_up.clone());
+        let slots = Slots::new(self.concurrency, term);
         controller
             .run(
                 move |object, context| {
-                    wrap_reconcile(reconcile.clone(), catch_up.clone(), object, context)
+                    let (reconcile, catch_up) = (reconcile.clone(), catch_up.clone());
+                    let slots = slots.clone();
+                    async move {
+                        let Some(slot) = slots.wait(&context).await else {
+                            // The term ended while it waited: the next one reconciles everything.
+                            return Ok(Action::await_change());
+                        };
+                        // The object as cached now: it may have changed while it waited.
+                        let key = ObjectRef::from_obj(&*object);
+                        let Some(object) = context.parents.get(&key) else {
+                            tracing::debug!(object = %key, "object left the cache before its reconcile");
+                            return Ok(Action::await_change());
+                        };
+                        let result = wrap_reconcile(reconcile, catch_up, object, context).await;
+                        drop(slot);
+                        result
+                    }
+                    .boxed()
                 },
                 error_policy::<K, D, E>,
                 context.clone(),
@@ -190,6 +218,48 @@ where
                 std::future::ready(())
             })
             .await;
+    }
+}
+
+/// The reconcile slots of a controller term: at most `concurrency` reconciles hold one at once
+/// (no limit for 0), and the others get theirs in the order they asked (tokio's semaphore is
+/// fair), unless the term ends first.
+#[derive(Clone)]
+struct Slots {
+    semaphore: Arc<Semaphore>,
+    term: CancellationToken,
+}
+
+impl Slots {
+    fn new(concurrency: u16, term: CancellationToken) -> Self {
+        let permits = match concurrency {
+            0 => Semaphore::MAX_PERMITS,
+            n => usize::from(n),
+        };
+        Slots {
+            semaphore: Arc::new(Semaphore::new(permits)),
+            term,
+        }
+    }
+
+    /// Waits for a slot, counted in the queue metrics of `context`; `None` when the term ended
+    /// first.
+    async fn wait<K, D>(&self, context: &Context<K, D>) -> Option<OwnedSemaphorePermit>
+    where
+        K: Resource<DynamicType = ()> + 'static,
+    {
+        let metrics = &context.metrics;
+        let started = Instant::now();
+        metrics.reconciles_queued.inc();
+        let slot = tokio::select! {
+            slot = self.semaphore.clone().acquire_owned() => slot.ok(),
+            () = self.term.cancelled() => None,
+        };
+        metrics.reconciles_queued.dec();
+        metrics
+            .reconcile_queue_wait
+            .observe(started.elapsed().as_secs_f64());
+        slot
     }
 }
 
