@@ -18,12 +18,12 @@
 //!    otherwise the reconcile function is not called, nothing is written, and the object is
 //!    requeued for when the attempt is due. The object's own status writes (the failure report
 //!    among them) therefore never cut a backoff short, whatever order their watch events arrive in.
-//! 6. Reconciles start in the order they were triggered: at most `concurrency` run at once, the
-//!    others wait for a slot first come, first served ([`Slots`]), and a reconcile that waited
-//!    is handed the object as cached when its slot frees, not as it was when triggered. (kube's
-//!    own limit is not used: while all its slots are busy it parks every due trigger in an
-//!    unordered set and later picks from it in hash order, so in a burst some objects waited a
-//!    minute behind objects triggered after them.)
+//! 6. Reconciles wait for a slot first come, first served, those of a parent whose child
+//!    changed ahead of the others ([`slots`]): at most `concurrency` run at once, and a
+//!    reconcile that waited is handed the object as cached when it gets its slot, not as it was
+//!    when triggered. (kube's own limit is not used: while all its slots are busy it parks every
+//!    due trigger in an unordered set and picks from it in hash order, so in a burst some
+//!    objects waited a minute behind objects triggered after them.)
 //! 7. A reconcile handed a cached copy that this process's own write replaced (the
 //!    [`OwnWrites`](crate::own_writes::OwnWrites) given to `Operator::own_writes`) waits in its
 //!    slot for the watch event of that write and reconciles the newer version ([`catch_up`]):
@@ -34,6 +34,7 @@
 //!    for a slot; the next term reconciles every cached object anyway (guarantee 1).
 //!
 //! [`catch_up`]: super::catch_up
+//! [`slots`]: super::slots
 //! [`ErrorBackoff::hold_at`]: crate::backoff::ErrorBackoff::hold_at
 
 use std::{
@@ -53,7 +54,7 @@ use kube::{
 };
 use thiserror::Error;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch},
+    sync::{broadcast, watch},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -61,7 +62,9 @@ use tokio_util::sync::CancellationToken;
 use super::{
     ChildWatch, Context, MetricLabel, ParentResource,
     catch_up::{CatchUp, Latest},
-    metrics, reflect, surface,
+    metrics, reflect,
+    slots::{Slot, Slots},
+    surface,
 };
 use crate::backoff::{self, AttemptBasis, Hold};
 
@@ -151,6 +154,7 @@ where
 
     async fn run_term(&self, term: CancellationToken) {
         let context = &self.context;
+        let slots = Slots::new(self.concurrency, term.clone());
         let mut controller = Controller::for_shared_stream(
             reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
             context.parents.clone(),
@@ -167,7 +171,7 @@ where
         } in &self.kinds
         {
             let mapper = watch.clone();
-            let changes = context.clone();
+            let (changes, slots) = (context.clone(), slots.clone());
             controller = controller.watches_shared_stream_with(
                 reflect::trigger_stream(sender.subscribe(), store.clone()),
                 move |child: Arc<DynamicObject>| {
@@ -175,25 +179,26 @@ where
                     // A child changed (its status, its existence): a real change for a parent in
                     // error backoff, which is then reconciled at once.
                     changes.error_backoff.note_change(&parent);
+                    // And what the parent's status must reflect: its reconcile goes first.
+                    slots.child_changed(&parent);
                     Some(parent)
                 },
                 watch.resource.clone(),
             );
         }
         let (reconcile, catch_up) = (self.reconcile.clone(), self.catch_up.clone());
-        let slots = Slots::new(self.concurrency, term);
         controller
             .run(
                 move |object, context| {
                     let (reconcile, catch_up) = (reconcile.clone(), catch_up.clone());
                     let slots = slots.clone();
                     async move {
-                        let Some(slot) = slots.wait(&context).await else {
+                        let key = ObjectRef::from_obj(&*object);
+                        let Some(slot) = wait_for_slot(&slots, &key, &context).await else {
                             // The term ended while it waited: the next one reconciles everything.
                             return Ok(Action::await_change());
                         };
                         // The object as cached now: it may have changed while it waited.
-                        let key = ObjectRef::from_obj(&*object);
                         let Some(object) = context.parents.get(&key) else {
                             tracing::debug!(object = %key, "object left the cache before its reconcile");
                             return Ok(Action::await_change());
@@ -221,46 +226,25 @@ where
     }
 }
 
-/// The reconcile slots of a controller term: at most `concurrency` reconciles hold one at once
-/// (no limit for 0), and the others get theirs in the order they asked (tokio's semaphore is
-/// fair), unless the term ends first.
-#[derive(Clone)]
-struct Slots {
-    semaphore: Arc<Semaphore>,
-    term: CancellationToken,
-}
-
-impl Slots {
-    fn new(concurrency: u16, term: CancellationToken) -> Self {
-        let permits = match concurrency {
-            0 => Semaphore::MAX_PERMITS,
-            n => usize::from(n),
-        };
-        Slots {
-            semaphore: Arc::new(Semaphore::new(permits)),
-            term,
-        }
-    }
-
-    /// Waits for a slot, counted in the queue metrics of `context`; `None` when the term ended
-    /// first.
-    async fn wait<K, D>(&self, context: &Context<K, D>) -> Option<OwnedSemaphorePermit>
-    where
-        K: Resource<DynamicType = ()> + 'static,
-    {
-        let metrics = &context.metrics;
-        let started = Instant::now();
-        metrics.reconciles_queued.inc();
-        let slot = tokio::select! {
-            slot = self.semaphore.clone().acquire_owned() => slot.ok(),
-            () = self.term.cancelled() => None,
-        };
-        metrics.reconciles_queued.dec();
-        metrics
-            .reconcile_queue_wait
-            .observe(started.elapsed().as_secs_f64());
-        slot
-    }
+/// Waits for a slot for a reconcile of `key` ([`Slots::wait`]), counted in the queue metrics;
+/// `None` when the term ended first.
+async fn wait_for_slot<K, D>(
+    slots: &Slots<ObjectRef<K>>,
+    key: &ObjectRef<K>,
+    context: &Context<K, D>,
+) -> Option<Slot<ObjectRef<K>>>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let metrics = &context.metrics;
+    let started = Instant::now();
+    metrics.reconciles_queued.inc();
+    let slot = slots.wait(key).await;
+    metrics.reconciles_queued.dec();
+    metrics
+        .reconcile_queue_wait
+        .observe(started.elapsed().as_secs_f64());
+    slot
 }
 
 /// Aborts a spawned helper when its owner goes away (also when the owner is itself aborted).
