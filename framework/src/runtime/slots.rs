@@ -21,7 +21,7 @@
 //!    the slots reconcile them.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     hash::Hash,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
@@ -45,22 +45,75 @@ impl<T> Clone for Slots<T> {
     }
 }
 
+/// Which lane a waiter is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Urgent,
+    Normal,
+}
+
+/// One waiting reconcile: its place in its lane (a ticket) and where to hand its slot.
+struct Waiter {
+    ticket: u64,
+    lane: Lane,
+    hand: oneshot::Sender<()>,
+}
+
 struct State<T> {
     free: usize,
-    /// Waiters whose object's child changed, in the order they asked (or were promoted).
-    urgent: VecDeque<(T, oneshot::Sender<()>)>,
-    /// The other waiters, in the order they asked.
-    normal: VecDeque<(T, oneshot::Sender<()>)>,
+    /// The waiting reconciles by object (the runtime never runs two for one object at once).
+    waiting: HashMap<T, Waiter>,
+    /// Tickets in the order they were issued, per lane. A ticket whose waiter was promoted to
+    /// the urgent lane (or replaced) is stale and skipped: a child change costs O(1), not a
+    /// scan of the queue.
+    urgent: VecDeque<(u64, T)>,
+    normal: VecDeque<(u64, T)>,
+    next_ticket: u64,
     /// Objects whose child changed while none of their reconciles waited: the next one is urgent.
     marked: HashSet<T>,
 }
 
+impl<T: Hash + Eq + Clone> State<T> {
+    /// Puts `key`'s waiter at the back of `lane` under a new ticket.
+    fn enqueue(&mut self, key: &T, lane: Lane, hand: oneshot::Sender<()>) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let queue = match lane {
+            Lane::Urgent => &mut self.urgent,
+            Lane::Normal => &mut self.normal,
+        };
+        queue.push_back((ticket, key.clone()));
+        self.waiting.insert(key.clone(), Waiter { ticket, lane, hand });
+    }
+
+    /// The first live waiter's hand, urgent lane first.
+    fn next_waiter(&mut self) -> Option<oneshot::Sender<()>> {
+        for lane in [Lane::Urgent, Lane::Normal] {
+            loop {
+                let queue = match lane {
+                    Lane::Urgent => &mut self.urgent,
+                    Lane::Normal => &mut self.normal,
+                };
+                let Some((ticket, key)) = queue.pop_front() else {
+                    break;
+                };
+                if self.waiting.get(&key).is_some_and(|w| w.ticket == ticket)
+                    && let Some(waiter) = self.waiting.remove(&key)
+                {
+                    return Some(waiter.hand);
+                }
+            }
+        }
+        None
+    }
+}
+
 /// A held slot, given back when dropped.
-pub(crate) struct Slot<T> {
+pub(crate) struct Slot<T: Hash + Eq + Clone> {
     inner: Arc<Mutex<State<T>>>,
 }
 
-impl<T> Drop for Slot<T> {
+impl<T: Hash + Eq + Clone> Drop for Slot<T> {
     fn drop(&mut self) {
         release(&self.inner);
     }
@@ -76,28 +129,29 @@ impl<T: Hash + Eq + Clone> Slots<T> {
         Slots {
             inner: Arc::new(Mutex::new(State {
                 free,
+                waiting: HashMap::new(),
                 urgent: VecDeque::new(),
                 normal: VecDeque::new(),
+                next_ticket: 0,
                 marked: HashSet::new(),
             })),
             term,
         }
     }
 
-    /// A child of `key` changed: its waiting reconcile moves to the urgent lane, or, if none
-    /// waits, its next one waits there.
+    /// A child of `key` changed: its waiting reconcile moves to the back of the urgent lane,
+    /// or, if none waits, its next one waits there.
     pub(crate) fn child_changed(&self, key: &T) {
         let mut state = lock(&self.inner);
-        match state.normal.iter().position(|(waiting, _)| waiting == key) {
-            Some(at) => {
-                if let Some(waiter) = state.normal.remove(at) {
-                    state.urgent.push_back(waiter);
+        match state.waiting.get(key).map(|waiter| waiter.lane) {
+            Some(Lane::Urgent) => {}
+            Some(Lane::Normal) => {
+                if let Some(waiter) = state.waiting.remove(key) {
+                    state.enqueue(key, Lane::Urgent, waiter.hand);
                 }
             }
             None => {
-                if !state.urgent.iter().any(|(waiting, _)| waiting == key) {
-                    state.marked.insert(key.clone());
-                }
+                state.marked.insert(key.clone());
             }
         }
     }
@@ -106,19 +160,18 @@ impl<T: Hash + Eq + Clone> Slots<T> {
     pub(crate) async fn wait(&self, key: &T) -> Option<Slot<T>> {
         let mut handed = {
             let mut state = lock(&self.inner);
-            let urgent = state.marked.remove(key);
-            if state.free > 0 && state.urgent.is_empty() && state.normal.is_empty() {
+            let lane = if state.marked.remove(key) {
+                Lane::Urgent
+            } else {
+                Lane::Normal
+            };
+            if state.free > 0 && state.waiting.is_empty() {
                 state.free -= 1;
                 return Some(self.slot());
             }
-            let (sender, receiver) = oneshot::channel();
-            let lane = if urgent {
-                &mut state.urgent
-            } else {
-                &mut state.normal
-            };
-            lane.push_back((key.clone(), sender));
-            receiver
+            let (hand, handed) = oneshot::channel();
+            state.enqueue(key, lane, hand);
+            handed
         };
         tokio::select! {
             handed_over = &mut handed => handed_over.ok().map(|()| self.slot()),
@@ -141,22 +194,14 @@ impl<T: Hash + Eq + Clone> Slots<T> {
 }
 
 /// Hands a freed slot to the first live waiter, urgent lane first, else keeps it free.
-fn release<T>(inner: &Mutex<State<T>>) {
+fn release<T: Hash + Eq + Clone>(inner: &Mutex<State<T>>) {
     let mut state = lock(inner);
-    let State {
-        free,
-        urgent,
-        normal,
-        ..
-    } = &mut *state;
-    for lane in [urgent, normal] {
-        while let Some((_, waiter)) = lane.pop_front() {
-            if waiter.send(()).is_ok() {
-                return;
-            }
+    while let Some(hand) = state.next_waiter() {
+        if hand.send(()).is_ok() {
+            return;
         }
     }
-    *free = free.saturating_add(1);
+    state.free = state.free.saturating_add(1);
 }
 
 fn lock<T>(inner: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
