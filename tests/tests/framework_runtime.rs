@@ -1794,3 +1794,77 @@ async fn only_a_real_change_cuts_a_backoff_short_and_success_resolves_it() -> an
     running.shutdown().await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reconcile order under saturation.
+
+/// The order of first reconciles, and a gate that holds the reconcile of `blocker` until opened.
+#[derive(Default)]
+struct Ordered {
+    first_reconciles: Mutex<Vec<String>>,
+    gate: tokio::sync::Notify,
+}
+
+async fn record_in_order(
+    cm: Arc<ConfigMap>,
+    ctx: Arc<Context<ConfigMap, Ordered>>,
+) -> Result<Action, TestError> {
+    let name = cm.name_any();
+    {
+        let mut seen = ctx.data.first_reconciles.lock().unwrap();
+        if !seen.contains(&name) {
+            seen.push(name.clone());
+        }
+    }
+    if name == "blocker" {
+        ctx.data.gate.notified().await;
+    }
+    Ok(Action::await_change())
+}
+
+/// With every reconcile slot busy, objects triggered one after the other are reconciled in that
+/// order, none overtaken by one triggered after it (kube's own limit parks due triggers in an
+/// unordered set and picks from it in hash order).
+#[tokio::test]
+async fn reconciles_start_in_trigger_order_while_every_slot_is_busy() -> anyhow::Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-order").await?;
+    let client = cp.client().await?;
+    let mut settings = settings("order-test");
+    settings.concurrency = 1;
+    let operator = Operator::<ConfigMap>::new(client.clone(), settings).parents(parents_in(&ns));
+    let running = operator.start(record_in_order, Ordered::default()).await?;
+    let ctx = running.context().clone();
+
+    create_parent(&client, &ns, "blocker").await?;
+    eventually(
+        "the blocker holds the only slot",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.first_reconciles.lock().unwrap().len() == 1) },
+    )
+    .await?;
+    let names: Vec<String> = (0..30).map(|i| format!("queued-{i:02}")).collect();
+    for name in &names {
+        create_parent(&client, &ns, name).await?;
+        // Each trigger arrives on its own, after the one before it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(
+        "all 30 wait for the slot",
+        Duration::from_secs(20),
+        || async { Ok(ctx.metrics.reconciles_queued.get() == 30) },
+    )
+    .await?;
+    ctx.data.gate.notify_one();
+    eventually("all 30 reconciled", Duration::from_secs(20), || async {
+        Ok(ctx.data.first_reconciles.lock().unwrap().len() == 31)
+    })
+    .await?;
+
+    let order = ctx.data.first_reconciles.lock().unwrap().clone();
+    assert_eq!(order[1..], names[..], "reconciled out of trigger order");
+    running.shutdown().await?;
+    Ok(())
+}

@@ -10,6 +10,8 @@
 //! | `framework_reconcile_duration_seconds` | histogram | – |
 //! | `framework_reconcile_errors_total` | counter | `kind` = [`MetricLabel::metric_label`] of the error |
 //! | `reconcile_error_backoff_objects` | gauge | – (objects in error backoff; owned by [`crate::backoff::ErrorBackoff`]) |
+//! | `framework_reconciles_queued` | gauge | – (triggered reconciles waiting for a free slot, first come first served) |
+//! | `framework_reconcile_queue_seconds` | histogram | – (how long a triggered reconcile waited for its slot) |
 //! | `framework_reconciles_held_total` | counter | – (reconciles of objects in error backoff held back until their attempt is due) |
 //! | `framework_own_write_waits_total` | counter | `outcome` = `caught_up` \| `timed_out` (reconciles handed a cached copy older than this process's own write, which waited for the newer one) |
 //! | `framework_own_write_wait_seconds` | histogram | – (how long those that caught up waited) |
@@ -82,6 +84,10 @@ pub struct FrameworkMetrics {
     pub reconcile_duration: Histogram,
     /// `framework_reconcile_errors_total{kind}`.
     pub reconcile_errors: IntCounterVec,
+    /// `framework_reconciles_queued`.
+    pub reconciles_queued: IntGauge,
+    /// `framework_reconcile_queue_seconds`.
+    pub reconcile_queue_wait: Histogram,
     /// `framework_reconciles_held_total`.
     pub reconciles_held: IntCounter,
     /// `framework_own_write_waits_total{outcome}`.
@@ -115,6 +121,15 @@ impl FrameworkMetrics {
                 "reconcile_errors_total",
                 "Failed reconciles by error kind.",
                 &["kind"],
+            )?,
+            reconciles_queued: framework.gauge(
+                "reconciles_queued",
+                "Triggered reconciles waiting for a free slot (they get one first come, first served).",
+            )?,
+            reconcile_queue_wait: framework.histogram(
+                "reconcile_queue_seconds",
+                "How long a triggered reconcile waited for a free slot.",
+                &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
             )?,
             reconciles_held: framework.counter(
                 "reconciles_held_total",

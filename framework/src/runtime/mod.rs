@@ -80,7 +80,10 @@
 //!    resolves the condition. `reconcile_error_backoff_objects` counts objects in backoff, and
 //!    [`Context::backoff_condition`] gives the condition.
 //! 5. At most [`RuntimeSettings::concurrency`] reconciles run at once, and never two for the same
-//!    object.
+//!    object; triggered reconciles wait for a slot first come, first served, those of a parent
+//!    whose child changed (a run that finished) ahead of the others, and run on the object as
+//!    cached when they get it (`framework_reconciles_queued`,
+//!    `framework_reconcile_queue_seconds`).
 //! 6. Graceful shutdown on SIGTERM/SIGINT ([`Operator::run`]) or on the [`CancellationToken`] from
 //!    [`Operator::shutdown_token`]: `/readyz` turns 503, no new reconcile starts, in-flight ones
 //!    finish, then the Lease is released, then the HTTP servers stop.
@@ -127,6 +130,7 @@ mod lookup;
 pub mod metrics;
 pub mod prune;
 mod reflect;
+mod slots;
 mod stores;
 mod surface;
 mod terms;

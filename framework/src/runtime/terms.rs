@@ -18,13 +18,23 @@
 //!    otherwise the reconcile function is not called, nothing is written, and the object is
 //!    requeued for when the attempt is due. The object's own status writes (the failure report
 //!    among them) therefore never cut a backoff short, whatever order their watch events arrive in.
-//! 6. A reconcile handed a cached copy that this process's own write replaced (the
+//! 6. Reconciles wait for a slot first come, first served, those of a parent whose child
+//!    changed ahead of the others ([`slots`]): at most `concurrency` run at once, and a
+//!    reconcile that waited is handed the object as cached when it gets its slot, not as it was
+//!    when triggered. (kube's own limit is not used: while all its slots are busy it parks every
+//!    due trigger in an unordered set and picks from it in hash order, so in a burst some
+//!    objects waited a minute behind objects triggered after them.)
+//! 7. A reconcile handed a cached copy that this process's own write replaced (the
 //!    [`OwnWrites`](crate::own_writes::OwnWrites) given to `Operator::own_writes`) waits in its
 //!    slot for the watch event of that write and reconciles the newer version ([`catch_up`]):
 //!    it is never left to a later trigger queued behind other objects. The wait is bounded;
 //!    after it the outdated copy is reconciled (and stands aside) as before.
 //!
+//! 8. A term that ends (leadership lost, shutdown) starts none of the reconciles still waiting
+//!    for a slot; the next term reconciles every cached object anyway (guarantee 1).
+//!
 //! [`catch_up`]: super::catch_up
+//! [`slots`]: super::slots
 //! [`ErrorBackoff::hold_at`]: crate::backoff::ErrorBackoff::hold_at
 
 use std::{
@@ -52,7 +62,9 @@ use tokio_util::sync::CancellationToken;
 use super::{
     ChildWatch, Context, MetricLabel, ParentResource,
     catch_up::{CatchUp, Latest},
-    metrics, reflect, surface,
+    metrics, reflect,
+    slots::{Slot, Slots},
+    surface,
 };
 use crate::backoff::{self, AttemptBasis, Hold};
 
@@ -142,14 +154,16 @@ where
 
     async fn run_term(&self, term: CancellationToken) {
         let context = &self.context;
+        let slots = Slots::new(self.concurrency, term.clone());
         let mut controller = Controller::for_shared_stream(
             reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
             context.parents.clone(),
         )
-        .with_config(Config::default().concurrency(self.concurrency))
+        // Unbounded for kube: the slots limit how many run, in trigger order (guarantee 6).
+        .with_config(Config::default())
         // Everything cached is reconciled once per term: requeues of the previous term are gone.
         .reconcile_all_on(stream::once(std::future::ready(())))
-        .graceful_shutdown_on(term.cancelled_owned());
+        .graceful_shutdown_on(term.clone().cancelled_owned());
         for KindTrigger {
             watch,
             sender,
@@ -157,7 +171,7 @@ where
         } in &self.kinds
         {
             let mapper = watch.clone();
-            let changes = context.clone();
+            let (changes, slots) = (context.clone(), slots.clone());
             controller = controller.watches_shared_stream_with(
                 reflect::trigger_stream(sender.subscribe(), store.clone()),
                 move |child: Arc<DynamicObject>| {
@@ -165,6 +179,8 @@ where
                     // A child changed (its status, its existence): a real change for a parent in
                     // error backoff, which is then reconciled at once.
                     changes.error_backoff.note_change(&parent);
+                    // And what the parent's status must reflect: its reconcile goes first.
+                    slots.child_changed(&parent);
                     Some(parent)
                 },
                 watch.resource.clone(),
@@ -174,7 +190,24 @@ where
         controller
             .run(
                 move |object, context| {
-                    wrap_reconcile(reconcile.clone(), catch_up.clone(), object, context)
+                    let (reconcile, catch_up) = (reconcile.clone(), catch_up.clone());
+                    let slots = slots.clone();
+                    async move {
+                        let key = ObjectRef::from_obj(&*object);
+                        let Some(slot) = wait_for_slot(&slots, &key, &context).await else {
+                            // The term ended while it waited: the next one reconciles everything.
+                            return Ok(Action::await_change());
+                        };
+                        // The object as cached now: it may have changed while it waited.
+                        let Some(object) = context.parents.get(&key) else {
+                            tracing::debug!(object = %key, "object left the cache before its reconcile");
+                            return Ok(Action::await_change());
+                        };
+                        let result = wrap_reconcile(reconcile, catch_up, object, context).await;
+                        drop(slot);
+                        result
+                    }
+                    .boxed()
                 },
                 error_policy::<K, D, E>,
                 context.clone(),
@@ -191,6 +224,27 @@ where
             })
             .await;
     }
+}
+
+/// Waits for a slot for a reconcile of `key` ([`Slots::wait`]), counted in the queue metrics;
+/// `None` when the term ended first.
+async fn wait_for_slot<K, D>(
+    slots: &Slots<ObjectRef<K>>,
+    key: &ObjectRef<K>,
+    context: &Context<K, D>,
+) -> Option<Slot<ObjectRef<K>>>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    let metrics = &context.metrics;
+    let started = Instant::now();
+    metrics.reconciles_queued.inc();
+    let slot = slots.wait(key).await;
+    metrics.reconciles_queued.dec();
+    metrics
+        .reconcile_queue_wait
+        .observe(started.elapsed().as_secs_f64());
+    slot
 }
 
 /// Aborts a spawned helper when its owner goes away (also when the owner is itself aborted).
