@@ -1802,6 +1802,7 @@ async fn only_a_real_change_cuts_a_backoff_short_and_success_resolves_it() -> an
 #[derive(Default)]
 struct Ordered {
     first_reconciles: Mutex<Vec<String>>,
+    all_reconciles: Mutex<Vec<String>>,
     gate: tokio::sync::Notify,
 }
 
@@ -1810,6 +1811,7 @@ async fn record_in_order(
     ctx: Arc<Context<ConfigMap, Ordered>>,
 ) -> Result<Action, TestError> {
     let name = cm.name_any();
+    ctx.data.all_reconciles.lock().unwrap().push(name.clone());
     {
         let mut seen = ctx.data.first_reconciles.lock().unwrap();
         if !seen.contains(&name) {
@@ -1865,6 +1867,90 @@ async fn reconciles_start_in_trigger_order_while_every_slot_is_busy() -> anyhow:
 
     let order = ctx.data.first_reconciles.lock().unwrap().clone();
     assert_eq!(order[1..], names[..], "reconciled out of trigger order");
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// With every reconcile slot busy, a parent whose child changed (a run that finished: what its
+/// status must show, and what frees its lock) is reconciled before the parents queued ahead of
+/// it, which still keep their order.
+#[tokio::test]
+async fn a_parent_whose_child_changed_is_reconciled_before_queued_new_parents() -> anyhow::Result<()>
+{
+    use k8s_openapi::api::core::v1::Secret;
+
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-urgent").await?;
+    let client = cp.client().await?;
+    let mut settings = settings("urgent-test");
+    settings.concurrency = 1;
+    let running = Operator::<ConfigMap>::new(client.clone(), settings)
+        .parents(parents_in(&ns))
+        .children(children_in(ApiResource::erase::<Secret>(&()), &ns))
+        .start(record_in_order, Ordered::default())
+        .await?;
+    let ctx = running.context().clone();
+    let first_reconciled = |count: usize| {
+        let ctx = ctx.clone();
+        move || {
+            let ctx = ctx.clone();
+            async move { Ok(ctx.data.first_reconciles.lock().unwrap().len() == count) }
+        }
+    };
+
+    create_parent(&client, &ns, "changed").await?;
+    eventually(
+        "`changed` reconciled",
+        Duration::from_secs(20),
+        first_reconciled(1),
+    )
+    .await?;
+    create_parent(&client, &ns, "blocker").await?;
+    eventually(
+        "the blocker holds the only slot",
+        Duration::from_secs(20),
+        first_reconciled(2),
+    )
+    .await?;
+    let names: Vec<String> = (0..10).map(|i| format!("queued-{i:02}")).collect();
+    for name in &names {
+        create_parent(&client, &ns, name).await?;
+    }
+    eventually("10 wait for the slot", Duration::from_secs(20), || async {
+        Ok(ctx.metrics.reconciles_queued.get() == 10)
+    })
+    .await?;
+    // A child of `changed` appears: its parent's reconcile queues behind the ten.
+    let child: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "changed-run", "labels": {PARENT_NAME: "changed", PARENT_NAMESPACE: ns}},
+        "stringData": {"k": "v"},
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &child)
+        .await?;
+    eventually("11 wait for the slot", Duration::from_secs(20), || async {
+        Ok(ctx.metrics.reconciles_queued.get() == 11)
+    })
+    .await?;
+    let before = ctx.data.all_reconciles.lock().unwrap().len();
+    ctx.data.gate.notify_one();
+    eventually(
+        "all reconciled",
+        Duration::from_secs(20),
+        first_reconciled(12),
+    )
+    .await?;
+
+    let after: Vec<String> = ctx.data.all_reconciles.lock().unwrap()[before..].to_vec();
+    let mut expected = vec!["changed".to_string()];
+    expected.extend(names.iter().cloned());
+    assert_eq!(
+        after[..expected.len()],
+        expected[..],
+        "the changed child's parent first, then the queue in order"
+    );
     running.shutdown().await?;
     Ok(())
 }
