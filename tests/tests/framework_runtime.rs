@@ -1824,41 +1824,67 @@ async fn record_in_order(
     Ok(Action::await_change())
 }
 
+/// An operator with one reconcile slot over ConfigMap parents in a new namespace (and, with
+/// `children`, Secret children), recording the order of its reconciles.
+async fn one_slot_operator(
+    prefix: &str,
+    children: bool,
+) -> anyhow::Result<(Running<ConfigMap, Ordered>, String, Client)> {
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace(prefix).await?;
+    let client = cp.client().await?;
+    let mut settings = settings(&format!("{prefix}-test"));
+    settings.concurrency = 1;
+    let mut operator =
+        Operator::<ConfigMap>::new(client.clone(), settings).parents(parents_in(&ns));
+    if children {
+        operator = operator.children(children_in(
+            ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+            &ns,
+        ));
+    }
+    let running = operator.start(record_in_order, Ordered::default()).await?;
+    Ok((running, ns, client))
+}
+
+/// Creates `blocker` (its reconcile holds the only slot until the gate opens), then `names`
+/// one after the other, and waits until they all wait for the slot.
+async fn queue_behind_blocker(
+    client: &Client,
+    ns: &str,
+    ctx: &Context<ConfigMap, Ordered>,
+    names: &[String],
+) -> anyhow::Result<()> {
+    let reconciled = ctx.data.first_reconciles.lock().unwrap().len();
+    create_parent(client, ns, "blocker").await?;
+    eventually(
+        "the blocker holds the only slot",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.first_reconciles.lock().unwrap().len() == reconciled + 1) },
+    )
+    .await?;
+    for name in names {
+        create_parent(client, ns, name).await?;
+        // Each trigger arrives on its own, after the one before it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually("all wait for the slot", Duration::from_secs(20), || async {
+        Ok(ctx.metrics.reconciles_queued.get() == names.len() as i64)
+    })
+    .await
+}
+
 /// With every reconcile slot busy, objects triggered one after the other are reconciled in that
 /// order, none overtaken by one triggered after it (kube's own limit parks due triggers in an
 /// unordered set and picks from it in hash order).
 #[tokio::test]
 async fn reconciles_start_in_trigger_order_while_every_slot_is_busy() -> anyhow::Result<()> {
     init_tracing();
-    let cp = ControlPlane::shared().await?;
-    let _logs = cp.logs_on_failure();
-    let ns = cp.create_namespace("rt-order").await?;
-    let client = cp.client().await?;
-    let mut settings = settings("order-test");
-    settings.concurrency = 1;
-    let operator = Operator::<ConfigMap>::new(client.clone(), settings).parents(parents_in(&ns));
-    let running = operator.start(record_in_order, Ordered::default()).await?;
+    let _logs = ControlPlane::shared().await?.logs_on_failure();
+    let (running, ns, client) = one_slot_operator("rt-order", false).await?;
     let ctx = running.context().clone();
-
-    create_parent(&client, &ns, "blocker").await?;
-    eventually(
-        "the blocker holds the only slot",
-        Duration::from_secs(20),
-        || async { Ok(ctx.data.first_reconciles.lock().unwrap().len() == 1) },
-    )
-    .await?;
     let names: Vec<String> = (0..30).map(|i| format!("queued-{i:02}")).collect();
-    for name in &names {
-        create_parent(&client, &ns, name).await?;
-        // Each trigger arrives on its own, after the one before it.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eventually(
-        "all 30 wait for the slot",
-        Duration::from_secs(20),
-        || async { Ok(ctx.metrics.reconciles_queued.get() == 30) },
-    )
-    .await?;
+    queue_behind_blocker(&client, &ns, &ctx, &names).await?;
     ctx.data.gate.notify_one();
     eventually("all 30 reconciled", Duration::from_secs(20), || async {
         Ok(ctx.data.first_reconciles.lock().unwrap().len() == 31)
@@ -1877,57 +1903,23 @@ async fn reconciles_start_in_trigger_order_while_every_slot_is_busy() -> anyhow:
 #[tokio::test]
 async fn a_parent_whose_child_changed_is_reconciled_before_queued_new_parents() -> anyhow::Result<()>
 {
-    use k8s_openapi::api::core::v1::Secret;
-
     init_tracing();
-    let cp = ControlPlane::shared().await?;
-    let _logs = cp.logs_on_failure();
-    let ns = cp.create_namespace("rt-urgent").await?;
-    let client = cp.client().await?;
-    let mut settings = settings("urgent-test");
-    settings.concurrency = 1;
-    let running = Operator::<ConfigMap>::new(client.clone(), settings)
-        .parents(parents_in(&ns))
-        .children(children_in(ApiResource::erase::<Secret>(&()), &ns))
-        .start(record_in_order, Ordered::default())
-        .await?;
+    let _logs = ControlPlane::shared().await?.logs_on_failure();
+    let (running, ns, client) = one_slot_operator("rt-urgent", true).await?;
     let ctx = running.context().clone();
-    let first_reconciled = |count: usize| {
-        let ctx = ctx.clone();
-        move || {
-            let ctx = ctx.clone();
-            async move { Ok(ctx.data.first_reconciles.lock().unwrap().len() == count) }
-        }
-    };
-
     create_parent(&client, &ns, "changed").await?;
-    eventually(
-        "`changed` reconciled",
-        Duration::from_secs(20),
-        first_reconciled(1),
-    )
-    .await?;
-    create_parent(&client, &ns, "blocker").await?;
-    eventually(
-        "the blocker holds the only slot",
-        Duration::from_secs(20),
-        first_reconciled(2),
-    )
-    .await?;
-    let names: Vec<String> = (0..10).map(|i| format!("queued-{i:02}")).collect();
-    for name in &names {
-        create_parent(&client, &ns, name).await?;
-    }
-    eventually("10 wait for the slot", Duration::from_secs(20), || async {
-        Ok(ctx.metrics.reconciles_queued.get() == 10)
+    eventually("`changed` reconciled", Duration::from_secs(20), || async {
+        Ok(ctx.data.first_reconciles.lock().unwrap().len() == 1)
     })
     .await?;
+    let names: Vec<String> = (0..10).map(|i| format!("queued-{i:02}")).collect();
+    queue_behind_blocker(&client, &ns, &ctx, &names).await?;
     // A child of `changed` appears: its parent's reconcile queues behind the ten.
-    let child: Secret = serde_json::from_value(json!({
+    let child: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": {"name": "changed-run", "labels": {PARENT_NAME: "changed", PARENT_NAMESPACE: ns}},
         "stringData": {"k": "v"},
     }))?;
-    Api::<Secret>::namespaced(client.clone(), &ns)
+    Api::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &child)
         .await?;
     eventually("11 wait for the slot", Duration::from_secs(20), || async {
@@ -1936,11 +1928,9 @@ async fn a_parent_whose_child_changed_is_reconciled_before_queued_new_parents() 
     .await?;
     let before = ctx.data.all_reconciles.lock().unwrap().len();
     ctx.data.gate.notify_one();
-    eventually(
-        "all reconciled",
-        Duration::from_secs(20),
-        first_reconciled(12),
-    )
+    eventually("all reconciled", Duration::from_secs(20), || async {
+        Ok(ctx.data.first_reconciles.lock().unwrap().len() == 12)
+    })
     .await?;
 
     let after: Vec<String> = ctx.data.all_reconciles.lock().unwrap()[before..].to_vec();

@@ -83,7 +83,8 @@ impl<T: Hash + Eq + Clone> State<T> {
             Lane::Normal => &mut self.normal,
         };
         queue.push_back((ticket, key.clone()));
-        self.waiting.insert(key.clone(), Waiter { ticket, lane, hand });
+        self.waiting
+            .insert(key.clone(), Waiter { ticket, lane, hand });
     }
 
     /// The first live waiter's hand, urgent lane first.
