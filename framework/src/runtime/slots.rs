@@ -19,6 +19,13 @@
 //! # Caveats
 //! 1. Urgent work can hold back the other lane for as long as children keep changing faster than
 //!    the slots reconcile them.
+//! 2. A waiting reconcile is a running future to kube's controller (its limit is off), and kube's
+//!    runner polls every running future each time it wakes: with thousands waiting (a burst, a
+//!    restart over 10 000 objects) that costs CPU in proportion to the queue. Measured on 2
+//!    cores against the earlier runtime: 1.38× the operator's CPU per object in a burst of
+//!    1 000 (still 0.18 of a core, while the API server's CPU fell to 0.71×) and 1.3× the time
+//!    to reconcile 10 000 objects after a restart. Keeping waiting reconciles out of kube's
+//!    runner (a queue in front of it) removes that cost.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
