@@ -13,7 +13,10 @@
 //! 2. Within a lane, slots are handed out in the order they were asked for; the urgent lane is
 //!    served first. A child change moves its parent's waiting reconcile to the back of the
 //!    urgent lane, or, when none waits, sends the parent's next reconcile there.
-//! 3. A slot is given back when its [`Slot`] is dropped; a wait that ends with the term (or is
+//! 3. The marks of parents whose next reconcile goes urgent are bounded ([`MAX_MARKED`]): a
+//!    child of a parent that never reconciles again (deleted meanwhile) cannot grow them for the
+//!    length of a term; past the bound they are dropped, which costs priority, never a reconcile.
+//! 4. A slot is given back when its [`Slot`] is dropped; a wait that ends with the term (or is
 //!    dropped) never keeps one.
 //!
 //! # Caveats
@@ -35,6 +38,9 @@ use std::{
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+
+/// How many parents may be marked at once (guarantee 3).
+pub(crate) const MAX_MARKED: usize = 4096;
 
 /// The slots of one controller term for objects keyed by `T` (see the module docs). Clones
 /// share them.
@@ -159,6 +165,9 @@ impl<T: Hash + Eq + Clone> Slots<T> {
                 }
             }
             None => {
+                if state.marked.len() >= MAX_MARKED {
+                    state.marked.clear();
+                }
                 state.marked.insert(key.clone());
             }
         }
@@ -319,6 +328,19 @@ mod tests {
         assert!(
             lock(&slots.inner).marked.is_empty(),
             "taken by the first wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn marks_of_parents_that_never_reconcile_again_stay_bounded() {
+        let slots = Slots::new(1, CancellationToken::new());
+        for i in 0..3 * MAX_MARKED {
+            slots.child_changed(&i);
+        }
+        assert!(lock(&slots.inner).marked.len() <= MAX_MARKED);
+        assert!(
+            lock(&slots.inner).marked.contains(&(3 * MAX_MARKED - 1)),
+            "the newest is kept"
         );
     }
 }

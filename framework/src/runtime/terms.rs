@@ -179,8 +179,11 @@ where
                     // A child changed (its status, its existence): a real change for a parent in
                     // error backoff, which is then reconciled at once.
                     changes.error_backoff.note_change(&parent);
-                    // And what the parent's status must reflect: its reconcile goes first.
-                    slots.child_changed(&parent);
+                    // And what the parent's status must reflect: its reconcile goes first
+                    // (a parent gone from the cache is never reconciled: no mark for it).
+                    if changes.parents.get(&parent).is_some() {
+                        slots.child_changed(&parent);
+                    }
                     Some(parent)
                 },
                 watch.resource.clone(),
@@ -236,12 +239,20 @@ async fn wait_for_slot<K, D>(
 where
     K: Resource<DynamicType = ()> + 'static,
 {
-    let metrics = &context.metrics;
+    /// Counts one waiting reconcile until dropped, also when the wait itself is dropped.
+    struct Queued<'a>(&'a metrics::FrameworkMetrics);
+    impl Drop for Queued<'_> {
+        fn drop(&mut self) {
+            self.0.reconciles_queued.dec();
+        }
+    }
     let started = Instant::now();
-    metrics.reconciles_queued.inc();
+    context.metrics.reconciles_queued.inc();
+    let queued = Queued(&context.metrics);
     let slot = slots.wait(key).await;
-    metrics.reconciles_queued.dec();
-    metrics
+    drop(queued);
+    context
+        .metrics
         .reconcile_queue_wait
         .observe(started.elapsed().as_secs_f64());
     slot
