@@ -8,36 +8,45 @@
 //! whole backlog. A child's change (a run that finished) is what the parent's status must
 //! reflect and what frees its lock; new work can wait for it.
 //!
+//! Why a queue in front of kube's controller rather than a wait inside the reconcile: a waiting
+//! reconcile would be a running future to kube's runner, which polls every running future each
+//! time it wakes, so thousands waiting (a burst, a restart over 10 000 objects) cost CPU in
+//! proportion to the queue. Here a reconcile that finds no free slot queues its object and
+//! returns at once ([`Turn::Wait`]); a freed slot is reserved for the next queued object and that
+//! object is triggered again through the channel given to [`Slots::new`] (the term feeds it to
+//! `Controller::reconcile_on`), and its reconcile takes the reserved slot.
+//!
 //! # Guarantees
-//! 1. At most `concurrency` slots are held at once (no limit for 0).
+//! 1. At most `concurrency` slots are held or reserved at once (no limit for 0).
 //! 2. Within a lane, slots are handed out in the order they were asked for; the urgent lane is
 //!    served first. A child change moves its parent's waiting reconcile to the back of the
-//!    urgent lane, or, when none waits, sends the parent's next reconcile there.
+//!    urgent lane, or, when none waits, sends the parent's next reconcile there. An object waits
+//!    at most once: asking again while it waits keeps its place.
 //! 3. The marks of parents whose next reconcile goes urgent are bounded ([`MAX_MARKED`]): a
 //!    child of a parent that never reconciles again (deleted meanwhile) cannot grow them for the
 //!    length of a term; past the bound they are dropped, which costs priority, never a reconcile.
-//! 4. A slot is given back when its [`Slot`] is dropped; a wait that ends with the term (or is
-//!    dropped) never keeps one.
+//! 4. A slot is given back when its [`Slot`] is dropped. A reservation is never lost: when its
+//!    object left the cache ([`Slots::forget`]) or it was not taken in time ([`Slots::expire`]),
+//!    the slot goes to the next waiting object. Waiting objects are dropped with the term (the
+//!    next term reconciles every cached object anyway).
+//! 5. `framework_reconciles_queued` counts the objects waiting, also when the term ends with
+//!    some still waiting.
 //!
 //! # Caveats
 //! 1. Urgent work can hold back the other lane for as long as children keep changing faster than
 //!    the slots reconcile them.
-//! 2. A waiting reconcile is a running future to kube's controller (its limit is off), and kube's
-//!    runner polls every running future each time it wakes: with thousands waiting (a burst, a
-//!    restart over 10 000 objects) that costs CPU in proportion to the queue. Measured on 2
-//!    cores against the earlier runtime: 1.38× the operator's CPU per object in a burst of
-//!    1 000 (still 0.18 of a core, while the API server's CPU fell to 0.71×) and 1.3× the time
-//!    to reconcile 10 000 objects after a restart. Keeping waiting reconciles out of kube's
-//!    runner (a queue in front of it) removes that cost.
+//! 2. A reservation whose trigger raced with another trigger of the same object costs one extra,
+//!    queued reconcile of it (reconciles are idempotent).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     hash::Hash,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use prometheus::IntGauge;
+use tokio::sync::mpsc;
 
 /// How many parents may be marked at once (guarantee 3).
 pub(crate) const MAX_MARKED: usize = 4096;
@@ -46,16 +55,23 @@ pub(crate) const MAX_MARKED: usize = 4096;
 /// share them.
 pub(crate) struct Slots<T> {
     inner: Arc<Mutex<State<T>>>,
-    term: CancellationToken,
 }
 
 impl<T> Clone for Slots<T> {
     fn clone(&self) -> Self {
         Slots {
             inner: self.inner.clone(),
-            term: self.term.clone(),
         }
     }
+}
+
+/// What a reconcile asking for a slot gets.
+pub(crate) enum Turn<T: Hash + Eq + Clone> {
+    /// A slot, and how long the object waited in the queue for it (zero when one was free).
+    Run(Slot<T>, Duration),
+    /// None free: the object waits in its lane and is triggered again when a slot is reserved
+    /// for it.
+    Wait,
 }
 
 /// Which lane a waiter is in.
@@ -65,30 +81,50 @@ enum Lane {
     Normal,
 }
 
-/// One waiting reconcile: its place in its lane (a ticket) and where to hand its slot.
+/// One waiting object: its place in its lane (a ticket) and since when it waits.
 struct Waiter {
     ticket: u64,
     lane: Lane,
-    hand: oneshot::Sender<()>,
+    since: Instant,
+}
+
+/// A slot kept for an object that was triggered again to take it.
+struct Reservation {
+    /// When the object started waiting.
+    queued: Instant,
+    /// When the slot was reserved.
+    at: Instant,
 }
 
 struct State<T> {
     free: usize,
-    /// The waiting reconciles by object (the runtime never runs two for one object at once).
+    /// The waiting objects (at most one entry each).
     waiting: HashMap<T, Waiter>,
     /// Tickets in the order they were issued, per lane. A ticket whose waiter was promoted to
-    /// the urgent lane (or replaced) is stale and skipped: a child change costs O(1), not a
-    /// scan of the queue.
+    /// the urgent lane is stale and skipped: a child change costs O(1), not a scan of the queue.
     urgent: VecDeque<(u64, T)>,
     normal: VecDeque<(u64, T)>,
     next_ticket: u64,
-    /// Objects whose child changed while none of their reconciles waited: the next one is urgent.
+    /// Objects whose child changed while they did not wait: the next wait is urgent.
     marked: HashSet<T>,
+    /// Slots kept for objects triggered again to take them.
+    reserved: HashMap<T, Reservation>,
+    /// Where objects with a reserved slot are sent to be reconciled.
+    trigger: mpsc::UnboundedSender<T>,
+    /// `framework_reconciles_queued`: the length of `waiting`.
+    queued: IntGauge,
+}
+
+impl<T> Drop for State<T> {
+    fn drop(&mut self) {
+        // The term ended: its waiting objects are gone (guarantee 5).
+        self.queued.sub(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
+    }
 }
 
 impl<T: Hash + Eq + Clone> State<T> {
-    /// Puts `key`'s waiter at the back of `lane` under a new ticket.
-    fn enqueue(&mut self, key: &T, lane: Lane, hand: oneshot::Sender<()>) {
+    /// Puts `key` at the back of `lane` under a new ticket, waiting since `since`.
+    fn enqueue(&mut self, key: &T, lane: Lane, since: Instant) {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let queue = match lane {
@@ -96,12 +132,18 @@ impl<T: Hash + Eq + Clone> State<T> {
             Lane::Normal => &mut self.normal,
         };
         queue.push_back((ticket, key.clone()));
-        self.waiting
-            .insert(key.clone(), Waiter { ticket, lane, hand });
+        self.waiting.insert(
+            key.clone(),
+            Waiter {
+                ticket,
+                lane,
+                since,
+            },
+        );
     }
 
-    /// The first live waiter's hand, urgent lane first.
-    fn next_waiter(&mut self) -> Option<oneshot::Sender<()>> {
+    /// Takes the first live waiter out of the queue, urgent lane first.
+    fn next_waiter(&mut self) -> Option<(T, Waiter)> {
         for lane in [Lane::Urgent, Lane::Normal] {
             loop {
                 let queue = match lane {
@@ -114,11 +156,29 @@ impl<T: Hash + Eq + Clone> State<T> {
                 if self.waiting.get(&key).is_some_and(|w| w.ticket == ticket)
                     && let Some(waiter) = self.waiting.remove(&key)
                 {
-                    return Some(waiter.hand);
+                    self.queued.dec();
+                    return Some((key, waiter));
                 }
             }
         }
         None
+    }
+
+    /// A slot was freed: reserve it for the next waiting object and trigger that object, or
+    /// keep it free.
+    fn hand_on(&mut self) {
+        if let Some((key, waiter)) = self.next_waiter() {
+            let reservation = Reservation {
+                queued: waiter.since,
+                at: Instant::now(),
+            };
+            if self.trigger.send(key.clone()).is_ok() {
+                self.reserved.insert(key, reservation);
+                return;
+            }
+            // The term is over (nobody takes triggers): the waiters go with it.
+        }
+        self.free = self.free.saturating_add(1);
     }
 }
 
@@ -129,13 +189,14 @@ pub(crate) struct Slot<T: Hash + Eq + Clone> {
 
 impl<T: Hash + Eq + Clone> Drop for Slot<T> {
     fn drop(&mut self) {
-        release(&self.inner);
+        lock(&self.inner).hand_on();
     }
 }
 
 impl<T: Hash + Eq + Clone> Slots<T> {
-    /// `concurrency` slots (0: no limit) for a term that ends with `term`.
-    pub(crate) fn new(concurrency: u16, term: CancellationToken) -> Self {
+    /// `concurrency` slots (0: no limit); objects a slot is reserved for are sent to
+    /// `trigger`, waiting objects are counted in `queued`.
+    pub(crate) fn new(concurrency: u16, trigger: mpsc::UnboundedSender<T>, queued: IntGauge) -> Self {
         let free = match concurrency {
             0 => usize::MAX,
             n => usize::from(n),
@@ -148,22 +209,20 @@ impl<T: Hash + Eq + Clone> Slots<T> {
                 normal: VecDeque::new(),
                 next_ticket: 0,
                 marked: HashSet::new(),
+                reserved: HashMap::new(),
+                trigger,
+                queued,
             })),
-            term,
         }
     }
 
     /// A child of `key` changed: its waiting reconcile moves to the back of the urgent lane,
-    /// or, if none waits, its next one waits there.
+    /// or, if it does not wait, its next wait is urgent.
     pub(crate) fn child_changed(&self, key: &T) {
         let mut state = lock(&self.inner);
-        match state.waiting.get(key).map(|waiter| waiter.lane) {
-            Some(Lane::Urgent) => {}
-            Some(Lane::Normal) => {
-                if let Some(waiter) = state.waiting.remove(key) {
-                    state.enqueue(key, Lane::Urgent, waiter.hand);
-                }
-            }
+        match state.waiting.get(key).map(|waiter| (waiter.lane, waiter.since)) {
+            Some((Lane::Urgent, _)) => {}
+            Some((Lane::Normal, since)) => state.enqueue(key, Lane::Urgent, since),
             None => {
                 if state.marked.len() >= MAX_MARKED {
                     state.marked.clear();
@@ -173,33 +232,45 @@ impl<T: Hash + Eq + Clone> Slots<T> {
         }
     }
 
-    /// Waits for a slot for a reconcile of `key`; `None` when the term ended first.
-    pub(crate) async fn wait(&self, key: &T) -> Option<Slot<T>> {
-        let mut handed = {
-            let mut state = lock(&self.inner);
-            let lane = if state.marked.remove(key) {
-                Lane::Urgent
-            } else {
-                Lane::Normal
-            };
-            if state.free > 0 && state.waiting.is_empty() {
+    /// A reconcile of `key` asks for a slot: the one reserved for it, a free one when nobody
+    /// waits, or its place in the queue.
+    pub(crate) fn take(&self, key: &T) -> Turn<T> {
+        let mut state = lock(&self.inner);
+        let urgent = state.marked.remove(key);
+        if let Some(reservation) = state.reserved.remove(key) {
+            return Turn::Run(self.slot(), reservation.queued.elapsed());
+        }
+        match state.waiting.get(key).map(|waiter| (waiter.lane, waiter.since)) {
+            Some((Lane::Normal, since)) if urgent => state.enqueue(key, Lane::Urgent, since),
+            Some(_) => {}
+            None if state.free > 0 => {
                 state.free -= 1;
-                return Some(self.slot());
+                return Turn::Run(self.slot(), Duration::ZERO);
             }
-            let (hand, handed) = oneshot::channel();
-            state.enqueue(key, lane, hand);
-            handed
-        };
-        tokio::select! {
-            handed_over = &mut handed => handed_over.ok().map(|()| self.slot()),
-            () = self.term.cancelled() => {
-                // A slot handed over in the meantime goes back.
-                handed.close();
-                if handed.try_recv().is_ok() {
-                    release(&self.inner);
-                }
-                None
+            None => {
+                let lane = if urgent { Lane::Urgent } else { Lane::Normal };
+                state.enqueue(key, lane, Instant::now());
+                state.queued.inc();
             }
+        }
+        Turn::Wait
+    }
+
+    /// `key` left the cache: a slot reserved for it goes to the next waiting object.
+    pub(crate) fn forget(&self, key: &T) {
+        let mut state = lock(&self.inner);
+        if state.reserved.remove(key).is_some() {
+            state.hand_on();
+        }
+    }
+
+    /// Slots reserved longer than `after` ago and not taken go to the next waiting objects.
+    pub(crate) fn expire(&self, after: Duration) {
+        let mut state = lock(&self.inner);
+        let before = state.reserved.len();
+        state.reserved.retain(|_, reservation| reservation.at.elapsed() < after);
+        for _ in state.reserved.len()..before {
+            state.hand_on();
         }
     }
 
@@ -210,130 +281,157 @@ impl<T: Hash + Eq + Clone> Slots<T> {
     }
 }
 
-/// Hands a freed slot to the first live waiter, urgent lane first, else keeps it free.
-fn release<T: Hash + Eq + Clone>(inner: &Mutex<State<T>>) {
-    let mut state = lock(inner);
-    while let Some(hand) = state.next_waiter() {
-        if hand.send(()).is_ok() {
-            return;
-        }
-    }
-    state.free = state.free.saturating_add(1);
-}
-
 fn lock<T>(inner: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
     inner.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    type Order = Arc<Mutex<Vec<&'static str>>>;
+    type Triggers = mpsc::UnboundedReceiver<&'static str>;
 
-    /// Starts a reconcile of `name` that records it in `order` once it holds a slot, then
-    /// holds the slot until the returned sender fires.
-    fn waiter(
-        slots: &Slots<&'static str>,
-        name: &'static str,
-        order: &Order,
-    ) -> (tokio::task::JoinHandle<bool>, oneshot::Sender<()>) {
-        let (release, released) = oneshot::channel::<()>();
-        let (slots, order) = (slots.clone(), order.clone());
-        let task = tokio::spawn(async move {
-            let Some(slot) = slots.wait(&name).await else {
-                return false;
-            };
-            order.lock().unwrap().push(name);
-            let _ = released.await;
-            drop(slot);
-            true
-        });
-        (task, release)
+    fn slots(concurrency: u16) -> (Slots<&'static str>, Triggers, IntGauge) {
+        let (trigger, triggers) = mpsc::unbounded_channel();
+        let queued = IntGauge::new("queued", "test").unwrap();
+        (Slots::new(concurrency, trigger, queued.clone()), triggers, queued)
     }
 
-    /// Lets every spawned task run until it blocks.
-    async fn settle() {
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
+    fn run(turn: Turn<&'static str>) -> Slot<&'static str> {
+        match turn {
+            Turn::Run(slot, _) => slot,
+            Turn::Wait => panic!("expected a slot"),
         }
     }
 
+    fn waits(turn: Turn<&'static str>) -> bool {
+        matches!(turn, Turn::Wait)
+    }
+
     /// One slot, held; then `a`, `b`, `c`, `d` ask in that order, `c` marked before it asks
-    /// and `b` promoted while it waits: `c`, `b` (urgent, in order), then `a`, `d`.
-    #[tokio::test]
-    async fn one_slot_serves_changed_children_first_and_each_lane_in_order() {
-        let slots = Slots::new(1, CancellationToken::new());
-        let order = Order::default();
-        let (holder, free_holder) = waiter(&slots, "holder", &order);
-        settle().await;
-        let (mut tasks, mut releases) = (vec![holder], Vec::new());
+    /// and `b` promoted while it waits: slots are reserved for `c`, `b` (urgent, in order),
+    /// then `a`, `d`, each triggered again and taking its reserved slot.
+    #[test]
+    fn one_slot_serves_changed_children_first_and_each_lane_in_order() {
+        let (slots, mut triggers, queued) = slots(1);
+        let mut held = run(slots.take(&"holder"));
         for name in ["a", "b", "c", "d"] {
             if name == "c" {
                 slots.child_changed(&"c");
             }
-            let (task, release) = waiter(&slots, name, &order);
-            settle().await;
-            tasks.push(task);
-            releases.push(release);
+            assert!(waits(slots.take(&name)), "{name} waits");
         }
         slots.child_changed(&"b");
-        assert_eq!(*order.lock().unwrap(), ["holder"], "one slot, held");
-        free_holder.send(()).unwrap();
-        for release in releases {
-            settle().await;
-            release.send(()).unwrap();
+        assert_eq!(queued.get(), 4);
+        let mut order = Vec::new();
+        for turn in 0..5 {
+            drop(held);
+            let next = triggers.try_recv().expect("a slot reserved and its object triggered");
+            assert!(triggers.try_recv().is_err(), "one slot, one trigger");
+            if turn == 0 {
+                assert!(
+                    waits(slots.take(&"late")),
+                    "a reserved slot is not taken by another object"
+                );
+            }
+            held = run(slots.take(&next));
+            order.push(next);
         }
-        for task in tasks {
-            assert!(task.await.unwrap());
-        }
-        assert_eq!(*order.lock().unwrap(), ["holder", "c", "b", "a", "d"]);
-    }
-
-    #[tokio::test]
-    async fn a_wait_that_ends_with_the_term_holds_no_slot() {
-        let term = CancellationToken::new();
-        let slots = Slots::new(1, term.clone());
-        let held = slots.wait(&"held").await.expect("a free slot");
-        let waiting = tokio::spawn({
-            let slots = slots.clone();
-            async move { slots.wait(&"waiting").await.is_some() }
-        });
-        settle().await;
-        term.cancel();
-        assert!(!waiting.await.unwrap(), "the term ended first");
+        assert_eq!(order, ["c", "b", "a", "d", "late"]);
         drop(held);
-        // The slot is free again: a new wait gets it at once.
-        let again = tokio::time::timeout(Duration::from_secs(5), slots.wait(&"again")).await;
-        assert!(again.unwrap().is_some());
+        assert_eq!(queued.get(), 0);
     }
 
-    #[tokio::test]
-    async fn no_limit_for_zero_and_a_mark_counts_once() {
-        let slots = Slots::new(0, CancellationToken::new());
+    #[test]
+    fn an_object_that_asks_again_while_it_waits_keeps_its_place() {
+        let (slots, mut triggers, queued) = slots(1);
+        let held = run(slots.take(&"holder"));
+        assert!(waits(slots.take(&"a")));
+        assert!(waits(slots.take(&"b")));
+        assert!(waits(slots.take(&"a")), "a again");
+        assert_eq!(queued.get(), 2, "a counted once");
+        drop(held);
+        assert_eq!(triggers.try_recv().unwrap(), "a");
+        let a = run(slots.take(&"a"));
+        drop(a);
+        assert_eq!(triggers.try_recv().unwrap(), "b");
+        assert!(triggers.try_recv().is_err(), "a is not triggered twice");
+    }
+
+    #[test]
+    fn a_slot_reserved_for_an_object_that_left_the_cache_goes_to_the_next() {
+        let (slots, mut triggers, _) = slots(1);
+        let held = run(slots.take(&"holder"));
+        assert!(waits(slots.take(&"gone")));
+        assert!(waits(slots.take(&"next")));
+        drop(held);
+        assert_eq!(triggers.try_recv().unwrap(), "gone");
+        slots.forget(&"other");
+        assert!(triggers.try_recv().is_err(), "nothing was reserved for other");
+        slots.forget(&"gone");
+        assert_eq!(triggers.try_recv().unwrap(), "next");
+        drop(run(slots.take(&"next")));
+        // The slot is free again: a new object gets it at once.
+        drop(run(slots.take(&"new")));
+    }
+
+    #[test]
+    fn a_reservation_not_taken_in_time_goes_to_the_next() {
+        let (slots, mut triggers, _) = slots(1);
+        let held = run(slots.take(&"holder"));
+        assert!(waits(slots.take(&"slow")));
+        assert!(waits(slots.take(&"next")));
+        drop(held);
+        assert_eq!(triggers.try_recv().unwrap(), "slow");
+        slots.expire(Duration::from_secs(60));
+        assert!(triggers.try_recv().is_err(), "not expired yet");
+        slots.expire(Duration::ZERO);
+        assert_eq!(triggers.try_recv().unwrap(), "next");
+        // "slow" comes after all: no reservation left for it, so it queues behind "next".
+        assert!(waits(slots.take(&"slow")));
+    }
+
+    #[test]
+    fn objects_still_waiting_when_the_term_ends_leave_the_gauge() {
+        let (slots, triggers, queued) = slots(1);
+        let held = run(slots.take(&"holder"));
+        assert!(waits(slots.take(&"a")));
+        assert!(waits(slots.take(&"b")));
+        assert_eq!(queued.get(), 2);
+        drop(triggers);
+        // The term is over: the freed slot is not reserved for anybody.
+        drop(held);
+        drop(slots);
+        assert_eq!(queued.get(), 0);
+    }
+
+    #[test]
+    fn no_limit_for_zero_and_a_mark_counts_once() {
+        let (trigger, _triggers) = mpsc::unbounded_channel();
+        let slots = Slots::new(0, trigger, IntGauge::new("queued", "test").unwrap());
         let names: Vec<String> = (0..100).map(|i| i.to_string()).collect();
-        let held: Vec<Slot<String>> =
-            futures::future::join_all(names.iter().map(|n| slots.wait(n)))
-                .await
-                .into_iter()
-                .map(Option::unwrap)
-                .collect();
+        let held: Vec<Slot<String>> = names
+            .iter()
+            .map(|name| match slots.take(name) {
+                Turn::Run(slot, _) => slot,
+                Turn::Wait => panic!("no limit"),
+            })
+            .collect();
         assert_eq!(held.len(), 100);
         slots.child_changed(&"x".to_string());
         slots.child_changed(&"x".to_string());
         assert!(lock(&slots.inner).marked.contains("x"));
-        drop(slots.wait(&"x".to_string()).await);
+        drop(slots.take(&"x".to_string()));
         assert!(
             lock(&slots.inner).marked.is_empty(),
-            "taken by the first wait"
+            "taken by the first ask"
         );
     }
 
-    #[tokio::test]
-    async fn marks_of_parents_that_never_reconcile_again_stay_bounded() {
-        let slots = Slots::new(1, CancellationToken::new());
+    #[test]
+    fn marks_of_parents_that_never_reconcile_again_stay_bounded() {
+        let (trigger, _triggers) = mpsc::unbounded_channel();
+        let slots = Slots::new(1, trigger, IntGauge::new("queued", "test").unwrap());
         for i in 0..3 * MAX_MARKED {
             slots.child_changed(&i);
         }

@@ -20,17 +20,19 @@
 //!    among them) therefore never cut a backoff short, whatever order their watch events arrive in.
 //! 6. Reconciles wait for a slot first come, first served, those of a parent whose child
 //!    changed ahead of the others ([`slots`]): at most `concurrency` run at once, and a
-//!    reconcile that waited is handed the object as cached when it gets its slot, not as it was
-//!    when triggered. (kube's own limit is not used: while all its slots are busy it parks every
-//!    due trigger in an unordered set and picks from it in hash order, so in a burst some
-//!    objects waited a minute behind objects triggered after them.)
+//!    reconcile that waited runs on the object as cached when it gets its slot, not as it was
+//!    when triggered. A waiting object is not a running reconcile: it waits in the slots' queue
+//!    and is triggered again when a slot is reserved for it. (kube's own limit is not used:
+//!    while all its slots are busy it parks every due trigger in an unordered set and picks
+//!    from it in hash order, so in a burst some objects waited a minute behind objects
+//!    triggered after them.)
 //! 7. A reconcile handed a cached copy that this process's own write replaced (the
 //!    [`OwnWrites`](crate::own_writes::OwnWrites) given to `Operator::own_writes`) waits in its
 //!    slot for the watch event of that write and reconciles the newer version ([`catch_up`]):
 //!    it is never left to a later trigger queued behind other objects. The wait is bounded;
 //!    after it the outdated copy is reconciled (and stands aside) as before.
 //!
-//! 8. A term that ends (leadership lost, shutdown) starts none of the reconciles still waiting
+//! 8. A term that ends (leadership lost, shutdown) starts none of the objects still waiting
 //!    for a slot; the next term reconciles every cached object anyway (guarantee 1).
 //!
 //! [`catch_up`]: super::catch_up
@@ -38,8 +40,12 @@
 //! [`ErrorBackoff::hold_at`]: crate::backoff::ErrorBackoff::hold_at
 
 use std::{
-    fmt::Debug, future::Future, marker::PhantomData, panic::AssertUnwindSafe, sync::Arc,
-    time::Instant,
+    fmt::Debug,
+    future::Future,
+    marker::PhantomData,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
@@ -54,7 +60,7 @@ use kube::{
 };
 use thiserror::Error;
 use tokio::{
-    sync::{broadcast, watch},
+    sync::{broadcast, mpsc, watch},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -63,7 +69,7 @@ use super::{
     ChildWatch, Context, MetricLabel, ParentResource,
     catch_up::{CatchUp, Latest},
     metrics, reflect,
-    slots::{Slot, Slots},
+    slots::{Slots, Turn},
     surface,
 };
 use crate::backoff::{self, AttemptBasis, Hold};
@@ -154,13 +160,23 @@ where
 
     async fn run_term(&self, term: CancellationToken) {
         let context = &self.context;
-        let slots = Slots::new(self.concurrency, term.clone());
+        let (trigger, reserved) = mpsc::unbounded_channel();
+        let slots = Slots::new(
+            self.concurrency,
+            trigger,
+            context.metrics.reconciles_queued.clone(),
+        );
+        let _expiry = AbortOnDrop(tokio::spawn(expire_reservations(slots.clone())));
         let mut controller = Controller::for_shared_stream(
             reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
             context.parents.clone(),
         )
         // Unbounded for kube: the slots limit how many run, in trigger order (guarantee 6).
         .with_config(Config::default())
+        // An object a slot was reserved for is reconciled at once.
+        .reconcile_on(stream::unfold(reserved, |mut reserved| async move {
+            reserved.recv().await.map(|key| (key, reserved))
+        }))
         // Everything cached is reconciled once per term: requeues of the previous term are gone.
         .reconcile_all_on(stream::once(std::future::ready(())))
         .graceful_shutdown_on(term.clone().cancelled_owned());
@@ -189,23 +205,23 @@ where
                 watch.resource.clone(),
             );
         }
-        let (reconcile, catch_up) = (self.reconcile.clone(), self.catch_up.clone());
+        let (reconcile, catch_up, gone) = (
+            self.reconcile.clone(),
+            self.catch_up.clone(),
+            slots.clone(),
+        );
         controller
             .run(
                 move |object, context| {
                     let (reconcile, catch_up) = (reconcile.clone(), catch_up.clone());
-                    let slots = slots.clone();
+                    let key = ObjectRef::from_obj(&*object);
+                    let (slot, waited) = match slots.take(&key) {
+                        Turn::Run(slot, waited) => (slot, waited),
+                        // Triggered again when a slot is reserved for it.
+                        Turn::Wait => return std::future::ready(Ok(Action::await_change())).boxed(),
+                    };
+                    context.metrics.reconcile_queue_wait.observe(waited.as_secs_f64());
                     async move {
-                        let key = ObjectRef::from_obj(&*object);
-                        let Some(slot) = wait_for_slot(&slots, &key, &context).await else {
-                            // The term ended while it waited: the next one reconciles everything.
-                            return Ok(Action::await_change());
-                        };
-                        // The object as cached now: it may have changed while it waited.
-                        let Some(object) = context.parents.get(&key) else {
-                            tracing::debug!(object = %key, "object left the cache before its reconcile");
-                            return Ok(Action::await_change());
-                        };
                         let result = wrap_reconcile(reconcile, catch_up, object, context).await;
                         drop(slot);
                         result
@@ -215,11 +231,17 @@ where
                 error_policy::<K, D, E>,
                 context.clone(),
             )
-            .for_each(|result| {
+            .for_each(move |result| {
                 match result {
                     Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
                     Err(controller::Error::ObjectNotFound(reference)) => {
                         tracing::debug!(object = %reference, "object left the cache before its reconcile");
+                        // A slot reserved for it goes to the next waiting object.
+                        let key = ObjectRef::<K>::new(&reference.name);
+                        gone.forget(&match &reference.namespace {
+                            Some(namespace) => key.within(namespace),
+                            None => key,
+                        });
                     }
                     Err(error) => tracing::warn!(%error, "controller error"),
                 }
@@ -229,33 +251,19 @@ where
     }
 }
 
-/// Waits for a slot for a reconcile of `key` ([`Slots::wait`]), counted in the queue metrics;
-/// `None` when the term ended first.
-async fn wait_for_slot<K, D>(
-    slots: &Slots<ObjectRef<K>>,
-    key: &ObjectRef<K>,
-    context: &Context<K, D>,
-) -> Option<Slot<ObjectRef<K>>>
-where
-    K: Resource<DynamicType = ()> + 'static,
-{
-    /// Counts one waiting reconcile until dropped, also when the wait itself is dropped.
-    struct Queued<'a>(&'a metrics::FrameworkMetrics);
-    impl Drop for Queued<'_> {
-        fn drop(&mut self) {
-            self.0.reconciles_queued.dec();
-        }
+/// How long a reserved slot waits for its object's reconcile before it goes to the next one
+/// (kube starts a triggered reconcile at once: this only guards against a lost trigger).
+const RESERVATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hands on reserved slots whose reconcile never came ([`Slots::expire`]), for as long as the
+/// term runs.
+async fn expire_reservations<K: Resource<DynamicType = ()>>(slots: Slots<ObjectRef<K>>) {
+    let mut tick = tokio::time::interval(RESERVATION_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        slots.expire(RESERVATION_TIMEOUT);
     }
-    let started = Instant::now();
-    context.metrics.reconciles_queued.inc();
-    let queued = Queued(&context.metrics);
-    let slot = slots.wait(key).await;
-    drop(queued);
-    context
-        .metrics
-        .reconcile_queue_wait
-        .observe(started.elapsed().as_secs_f64());
-    slot
 }
 
 /// Aborts a spawned helper when its owner goes away (also when the owner is itself aborted).
