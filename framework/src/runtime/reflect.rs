@@ -10,7 +10,8 @@
 //! 2. `managedFields` are stripped from every cached object (they are often larger than the
 //!    object itself and no reconciler needs them); cached children are also pruned by the
 //!    operator's prune function for their kind (`Operator::children_pruned`, else
-//!    `Operator::prune_children`), if it gave one, once per watch event.
+//!    `Operator::prune_children`), if it gave one, once per watch event, and then frozen
+//!    ([`prune::freeze`](super::prune::freeze): their fields kept as one compact JSON text).
 //! 3. A trigger is broadcast only after the store holds the object, so a reconcile started by it
 //!    finds the object (or a newer version) in the store.
 //! 4. Broadcasting never blocks the reflector: a receiver that falls behind is told so and
@@ -246,6 +247,7 @@ pub(crate) async fn reflect_children(
             if let Some(prune) = &prune {
                 prune(object);
             }
+            super::prune::freeze(object);
         },
     );
     let mut events = std::pin::pin!(events);

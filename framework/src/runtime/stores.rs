@@ -8,11 +8,14 @@
 //! # Guarantees
 //! 1. [`KindStores::get`] looks only in the store of the reference's kind (its `dyntype`); a kind
 //!    that is not watched holds nothing.
-//! 2. [`KindStores::wait_until_ready`] returns once every kind's store completed its first list
+//! 2. [`KindStores::get`] and [`KindStores::state`] hand out objects with their fields as a JSON
+//!    tree ([`thaw`]), whether or not the store holds them frozen.
+//! 3. [`KindStores::wait_until_ready`] returns once every kind's store completed its first list
 //!    (at once when no kind is watched).
 
 use std::sync::Arc;
 
+use super::prune::thaw;
 use kube::{
     api::{ApiResource, DynamicObject},
     runtime::reflector::{ObjectRef, Store, store::WriterDropped},
@@ -48,7 +51,7 @@ impl KindStores {
 
     /// The cached object `reference` names, looked up in the store of its kind (its `dyntype`).
     pub fn get(&self, reference: &ObjectRef<DynamicObject>) -> Option<Arc<DynamicObject>> {
-        self.of(&reference.dyntype)?.get(reference)
+        self.of(&reference.dyntype)?.get(reference).map(thaw)
     }
 
     /// Every cached object, of every kind (kinds in the order they were watched).
@@ -56,10 +59,12 @@ impl KindStores {
         self.stores
             .iter()
             .flat_map(|(_, store)| store.state())
+            .map(thaw)
             .collect()
     }
 
-    /// The store of `resource`'s kind, when that kind is watched.
+    /// The store of `resource`'s kind, when that kind is watched. Its objects are as cached: the
+    /// runtime keeps their fields frozen ([`thaw`] them to read more than the metadata).
     pub fn of(&self, resource: &ApiResource) -> Option<&Store<DynamicObject>> {
         self.stores
             .iter()

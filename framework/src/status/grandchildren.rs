@@ -22,7 +22,7 @@ use kube::{
 use serde_json::Value;
 
 use super::{GrandchildLookup, StatusMapping};
-use crate::runtime::KindStores;
+use crate::runtime::{KindStores, prune::thaw};
 
 /// The grandchildren of `child` (a whole object) that still exist, by name.
 ///
@@ -80,7 +80,7 @@ pub fn cached(
                 g.metadata.namespace.as_deref() == Some(namespace)
                     && g.labels().get(&label) == Some(&value)
             })
-            .map(|g| (g.name_any(), whole(g)))
+            .map(|g| (g.name_any(), whole(&thaw(g.clone()))))
             .collect(),
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
+use kubernaut_framework::runtime::prune::freeze;
 use serde_json::{Value, json};
 use workflowexecution_operator::pipelinerun::{
     ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached,
@@ -182,6 +183,12 @@ fn what_each_cached_object_costs() {
         project_cached(&mut run, &run_projection);
         Arc::new(run)
     });
+    let frozen_run = cost(|| {
+        let mut run = decoded(&run);
+        project_cached(&mut run, &run_projection);
+        freeze(&mut run);
+        Arc::new(run)
+    });
     let pruned_task_run = cost(|| {
         let fields = [
             "taskSpec",
@@ -196,6 +203,12 @@ fn what_each_cached_object_costs() {
     let projected_task_run = cost(|| {
         let mut task_run = decoded(&task_run);
         project_cached(&mut task_run, &task_run_projection);
+        Arc::new(task_run)
+    });
+    let frozen_task_run = cost(|| {
+        let mut task_run = decoded(&task_run);
+        project_cached(&mut task_run, &task_run_projection);
+        freeze(&mut task_run);
         Arc::new(task_run)
     });
     let cached_wfe = cost(|| {
@@ -227,11 +240,13 @@ fn what_each_cached_object_costs() {
     show("PipelineRun, whole (managedFields stripped)", whole_run);
     show("PipelineRun, pruned (spec, annotations)", pruned_run);
     show("PipelineRun, projected", projected_run);
+    show("PipelineRun, projected and frozen (cached)", frozen_run);
     show(
         "TaskRun, pruned (spec, annotations, 6 fields)",
         pruned_task_run,
     );
     show("TaskRun, projected", projected_task_run);
+    show("TaskRun, projected and frozen (cached)", frozen_task_run);
     show("WorkflowExecution (typed, managedFields None)", cached_wfe);
     show("store key of a child (ObjectRef + ApiResource)", child_key);
     show("store key of a parent (ObjectRef)", parent_key);
@@ -242,5 +257,13 @@ fn what_each_cached_object_costs() {
     assert!(
         projected_task_run.resident() < pruned_task_run.resident() * 0.8,
         "a projected TaskRun costs less than 80 % of a pruned one"
+    );
+    assert!(
+        frozen_run.resident() * 2.0 < projected_run.resident(),
+        "a frozen PipelineRun costs less than half a projected one"
+    );
+    assert!(
+        frozen_task_run.resident() * 2.0 < projected_task_run.resident(),
+        "a frozen TaskRun costs less than half a projected one"
     );
 }
