@@ -236,6 +236,14 @@ fn what_each_cached_object_costs() {
         "a projected TaskRun: {}",
         serde_json::to_string(&sample).unwrap()
     );
+    println!(
+        "inline sizes: WorkflowExecution {} B (spec {} B, status {} B, metadata {} B), DynamicObject {} B",
+        std::mem::size_of::<WorkflowExecution>(),
+        std::mem::size_of::<workflowexecution_operator::types::WorkflowExecutionSpec>(),
+        std::mem::size_of::<Option<workflowexecution_operator::types::WorkflowExecutionStatus>>(),
+        std::mem::size_of::<kube::api::ObjectMeta>(),
+        std::mem::size_of::<DynamicObject>(),
+    );
     println!("per cached object (heap):");
     show("PipelineRun, whole (managedFields stripped)", whole_run);
     show("PipelineRun, pruned (spec, annotations)", pruned_run);
