@@ -117,10 +117,12 @@ fn workflow_execution(ns: &str, name: &str, image: &str, timeout: &str) -> Workf
             confidence: Some(0.9),
             rationale: Some("end-to-end test".into()),
             remediation_request_ref: None,
-            execution_config: Some(workflowexecution_operator::types::ExecutionConfig {
-                timeout: Some(timeout.to_owned()),
-                service_account_name: None,
-            }),
+            execution_config: Some(Box::new(
+                workflowexecution_operator::types::ExecutionConfig {
+                    timeout: Some(timeout.to_owned()),
+                    service_account_name: None,
+                },
+            )),
             execution_engine: None,
         },
     );

@@ -770,10 +770,10 @@ async fn a_runner_service_account_that_does_not_exist_fails_as_configuration_err
             "missing-sa",
             None,
         );
-        wfe.spec.execution_config = Some(ExecutionConfig {
+        wfe.spec.execution_config = Some(Box::new(ExecutionConfig {
             timeout: None,
             service_account_name: Some(MISSING_RUNNER.to_string()),
-        });
+        }));
         let done = run_to_end(&client, &wfe).await?;
         if let Ok(run) = child_name(&done) {
             let runs: Api<DynamicObject> = Api::namespaced_with(

@@ -266,6 +266,7 @@ impl Env {
         failed
             .status
             .and_then(|s| s.failure_details)
+            .map(|details| *details)
             .ok_or_else(|| anyhow::anyhow!("{name} failed without failureDetails"))
     }
 

@@ -252,10 +252,10 @@ async fn a_run_held_by_quota_is_resource_exhausted_while_running_and_at_its_time
     let env = Env::new("wfe-quota", |_| {}).await?;
     let target = "default/deployment/over-quota";
     let mut held = wfe("held", "diagnose", target, Scenario::Quota, json!({}));
-    held.spec.execution_config = Some(ExecutionConfig {
+    held.spec.execution_config = Some(Box::new(ExecutionConfig {
         timeout: Some("6s".to_string()),
         service_account_name: None,
-    });
+    }));
     env.wfes()
         .create(&kube::api::PostParams::default(), &held)
         .await?;
@@ -874,14 +874,14 @@ async fn invalid_specs_are_refused_at_admission_or_fail_naming_the_field() -> an
         Scenario::Success,
         json!({}),
     );
-    referenced.spec.remediation_request_ref = Some(ObjectReference {
+    referenced.spec.remediation_request_ref = Some(Box::new(ObjectReference {
         name: Some("rr-1".into()),
         ..Default::default()
-    });
-    referenced.spec.execution_config = Some(ExecutionConfig {
+    }));
+    referenced.spec.execution_config = Some(Box::new(ExecutionConfig {
         timeout: Some("90s".into()),
         service_account_name: Some("kubernaut-workflow-runner".into()),
-    });
+    }));
     env.create_wfe(&referenced).await?;
     let done = env.wait_phase("still-fine", Phase::Completed).await?;
     let run = env

@@ -303,10 +303,10 @@ async fn a_timeout_above_max_timeout_is_a_configuration_error() -> anyhow::Resul
             Scenario::Success,
             json!({}),
         );
-        object.spec.execution_config = Some(ExecutionConfig {
+        object.spec.execution_config = Some(Box::new(ExecutionConfig {
             timeout: Some(timeout.to_owned()),
             service_account_name: None,
-        });
+        }));
         object
     };
 

@@ -30,10 +30,10 @@ use workflowexecution_operator::{
 /// A WFE that passes admission but fails runtime validation (service account not allowed).
 fn disallowed_service_account(name: &str, workflow_id: &str, target: &str) -> WorkflowExecution {
     let mut object = wfe(name, workflow_id, target, Scenario::Success, json!({}));
-    object.spec.execution_config = Some(ExecutionConfig {
+    object.spec.execution_config = Some(Box::new(ExecutionConfig {
         timeout: None,
         service_account_name: Some("cluster-admin".into()),
-    });
+    }));
     object
 }
 
@@ -359,10 +359,10 @@ async fn audit_events_reach_data_storage_over_http() -> anyhow::Result<()> {
         Scenario::Success,
         json!({}),
     );
-    ok.spec.remediation_request_ref = Some(ObjectReference {
+    ok.spec.remediation_request_ref = Some(Box::new(ObjectReference {
         name: Some("rr-2024-001".into()),
         ..Default::default()
-    });
+    }));
     env.create_wfe(&ok).await?;
     env.create(
         "audited-fail",

@@ -25,10 +25,10 @@ use workflowexecution_operator::{
 /// is not in `execution.allowedServiceAccounts`.
 fn disallowed_service_account(name: &str, workflow_id: &str, target: &str) -> WorkflowExecution {
     let mut object = wfe(name, workflow_id, target, Scenario::Success, json!({}));
-    object.spec.execution_config = Some(ExecutionConfig {
+    object.spec.execution_config = Some(Box::new(ExecutionConfig {
         timeout: None,
         service_account_name: Some("cluster-admin".into()),
-    });
+    }));
     object
 }
 

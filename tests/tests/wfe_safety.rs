@@ -28,10 +28,10 @@ const HOLD_FINALIZER: &str = "test.kubernaut.ai/hold";
 /// A WFE the operator's runtime validation refuses (service account not allowed).
 fn invalid(name: &str, target: &str) -> WorkflowExecution {
     let mut w = wfe(name, "scale-up", target, Scenario::Success, json!({}));
-    w.spec.execution_config = Some(ExecutionConfig {
+    w.spec.execution_config = Some(Box::new(ExecutionConfig {
         timeout: None,
         service_account_name: Some("cluster-admin-sa".to_owned()),
-    });
+    }));
     w
 }
 

@@ -195,7 +195,10 @@ mod tests {
         let thawed = thaw(Arc::new(frozen));
         assert_eq!(*thawed, object);
         let tree = Arc::new(object);
-        assert!(Arc::ptr_eq(&thaw(tree.clone()), &tree), "not frozen: the same object");
+        assert!(
+            Arc::ptr_eq(&thaw(tree.clone()), &tree),
+            "not frozen: the same object"
+        );
     }
 
     /// Identity and what the projection reads stay; the spec, the status the mapping does not

@@ -118,7 +118,8 @@ struct State<T> {
 impl<T> Drop for State<T> {
     fn drop(&mut self) {
         // The term ended: its waiting objects are gone (guarantee 5).
-        self.queued.sub(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
+        self.queued
+            .sub(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -196,7 +197,11 @@ impl<T: Hash + Eq + Clone> Drop for Slot<T> {
 impl<T: Hash + Eq + Clone> Slots<T> {
     /// `concurrency` slots (0: no limit); objects a slot is reserved for are sent to
     /// `trigger`, waiting objects are counted in `queued`.
-    pub(crate) fn new(concurrency: u16, trigger: mpsc::UnboundedSender<T>, queued: IntGauge) -> Self {
+    pub(crate) fn new(
+        concurrency: u16,
+        trigger: mpsc::UnboundedSender<T>,
+        queued: IntGauge,
+    ) -> Self {
         let free = match concurrency {
             0 => usize::MAX,
             n => usize::from(n),
@@ -220,7 +225,11 @@ impl<T: Hash + Eq + Clone> Slots<T> {
     /// or, if it does not wait, its next wait is urgent.
     pub(crate) fn child_changed(&self, key: &T) {
         let mut state = lock(&self.inner);
-        match state.waiting.get(key).map(|waiter| (waiter.lane, waiter.since)) {
+        match state
+            .waiting
+            .get(key)
+            .map(|waiter| (waiter.lane, waiter.since))
+        {
             Some((Lane::Urgent, _)) => {}
             Some((Lane::Normal, since)) => state.enqueue(key, Lane::Urgent, since),
             None => {
@@ -240,7 +249,11 @@ impl<T: Hash + Eq + Clone> Slots<T> {
         if let Some(reservation) = state.reserved.remove(key) {
             return Turn::Run(self.slot(), reservation.queued.elapsed());
         }
-        match state.waiting.get(key).map(|waiter| (waiter.lane, waiter.since)) {
+        match state
+            .waiting
+            .get(key)
+            .map(|waiter| (waiter.lane, waiter.since))
+        {
             Some((Lane::Normal, since)) if urgent => state.enqueue(key, Lane::Urgent, since),
             Some(_) => {}
             None if state.free > 0 => {
@@ -268,7 +281,9 @@ impl<T: Hash + Eq + Clone> Slots<T> {
     pub(crate) fn expire(&self, after: Duration) {
         let mut state = lock(&self.inner);
         let before = state.reserved.len();
-        state.reserved.retain(|_, reservation| reservation.at.elapsed() < after);
+        state
+            .reserved
+            .retain(|_, reservation| reservation.at.elapsed() < after);
         for _ in state.reserved.len()..before {
             state.hand_on();
         }
@@ -294,7 +309,11 @@ mod tests {
     fn slots(concurrency: u16) -> (Slots<&'static str>, Triggers, IntGauge) {
         let (trigger, triggers) = mpsc::unbounded_channel();
         let queued = IntGauge::new("queued", "test").unwrap();
-        (Slots::new(concurrency, trigger, queued.clone()), triggers, queued)
+        (
+            Slots::new(concurrency, trigger, queued.clone()),
+            triggers,
+            queued,
+        )
     }
 
     fn run(turn: Turn<&'static str>) -> Slot<&'static str> {
@@ -326,7 +345,9 @@ mod tests {
         let mut order = Vec::new();
         for turn in 0..5 {
             drop(held);
-            let next = triggers.try_recv().expect("a slot reserved and its object triggered");
+            let next = triggers
+                .try_recv()
+                .expect("a slot reserved and its object triggered");
             assert!(triggers.try_recv().is_err(), "one slot, one trigger");
             if turn == 0 {
                 assert!(
@@ -367,7 +388,10 @@ mod tests {
         drop(held);
         assert_eq!(triggers.try_recv().unwrap(), "gone");
         slots.forget(&"other");
-        assert!(triggers.try_recv().is_err(), "nothing was reserved for other");
+        assert!(
+            triggers.try_recv().is_err(),
+            "nothing was reserved for other"
+        );
         slots.forget(&"gone");
         assert_eq!(triggers.try_recv().unwrap(), "next");
         drop(run(slots.take(&"next")));

@@ -205,11 +205,8 @@ where
                 watch.resource.clone(),
             );
         }
-        let (reconcile, catch_up, gone) = (
-            self.reconcile.clone(),
-            self.catch_up.clone(),
-            slots.clone(),
-        );
+        let (reconcile, catch_up, gone) =
+            (self.reconcile.clone(), self.catch_up.clone(), slots.clone());
         controller
             .run(
                 move |object, context| {

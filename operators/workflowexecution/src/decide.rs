@@ -449,7 +449,7 @@ mod tests {
                 completion_time: Some(Time(ts(at))),
                 consecutive_failures: consecutive,
                 next_allowed_execution: next_allowed.map(|t| Time(ts(t))),
-                failure_details: Some(FailureDetails {
+                failure_details: Some(Box::new(FailureDetails {
                     reason: if execution {
                         FailureReason::TaskFailed
                     } else {
@@ -464,7 +464,7 @@ mod tests {
                     execution_time_before_failure: None,
                     was_execution_failure: execution,
                     natural_language_summary: "s".to_owned(),
-                }),
+                })),
                 ..Default::default()
             },
         )
@@ -472,10 +472,10 @@ mod tests {
 
     fn cleared(mut w: WorkflowExecution) -> WorkflowExecution {
         if let Some(s) = w.status.as_mut() {
-            s.block_clearance = Some(BlockClearance {
+            s.block_clearance = Some(Box::new(BlockClearance {
                 cleared_at: Time(now()),
                 clear_reason: "fixed by hand".to_owned(),
-            });
+            }));
         }
         w
     }

@@ -412,10 +412,10 @@ mod tests {
         ];
         for (timeout, seconds) in cases {
             let mut wfe = sample_workflow_execution();
-            wfe.spec.execution_config = Some(ExecutionConfig {
+            wfe.spec.execution_config = Some(Box::new(ExecutionConfig {
                 timeout: timeout.map(str::to_owned),
                 service_account_name: None,
-            });
+            }));
             let job = render_job(&wfe);
             assert_eq!(job["spec"]["activeDeadlineSeconds"], seconds, "{timeout:?}");
         }
@@ -434,10 +434,10 @@ mod tests {
                     value.to_owned(),
                 );
             }
-            wfe.spec.execution_config = Some(ExecutionConfig {
+            wfe.spec.execution_config = Some(Box::new(ExecutionConfig {
                 timeout: None,
                 service_account_name: Some("custom-runner".to_owned()),
-            });
+            }));
             let job = render_job(&wfe);
             let pod = &job["spec"]["template"];
             assert_eq!(
@@ -523,10 +523,10 @@ mod tests {
             )]
         );
 
-        wfe.spec.execution_config = Some(ExecutionConfig {
+        wfe.spec.execution_config = Some(Box::new(ExecutionConfig {
             timeout: None,
             service_account_name: Some("remediator-elevated".to_owned()),
-        });
+        }));
         let run = render_pipeline_run(&wfe, &config, &set).unwrap();
         assert_eq!(
             run["spec"]["taskRunTemplate"]["serviceAccountName"],

@@ -129,9 +129,9 @@ kubernaut_framework::api_struct! {
         /// Why this remediation was chosen; audit only.
         pub rationale: Option<String>,
         /// The RemediationRequest this execution belongs to; its name is the audit correlation id.
-        pub remediation_request_ref: Option<ObjectReference>,
+        pub remediation_request_ref: Option<Box<ObjectReference>>,
         /// Per-execution overrides.
-        pub execution_config: Option<ExecutionConfig>,
+        pub execution_config: Option<Box<ExecutionConfig>>,
         /// The execution engine to run on: one of the operator configuration's `execution.engines`
         /// (`tekton`, `job` with the shipped configuration and templates); absent: the configured
         /// `execution.defaultEngine`. An engine the operator does not run fails the execution with
@@ -202,15 +202,15 @@ kubernaut_framework::api_struct! {
         /// The last observed state of the PipelineRun.
         pub pipeline_run_status: Option<PipelineRunStatusSummary>,
         /// Why the execution failed (phase `Failed`).
-        pub failure_details: Option<FailureDetails>,
+        pub failure_details: Option<Box<FailureDetails>>,
         /// Why the execution was skipped (phase `Skipped`).
-        pub skip_details: Option<SkipDetails>,
+        pub skip_details: Option<Box<SkipDetails>>,
         /// Consecutive pre-execution failures on this execution's target, this one included.
         pub consecutive_failures: Option<u32>,
         /// The earliest time the next execution on this target may start (pre-execution backoff).
         pub next_allowed_execution: Option<Time>,
         /// Set when an operator cleared the execution block this failure causes.
-        pub block_clearance: Option<BlockClearance>,
+        pub block_clearance: Option<Box<BlockClearance>>,
         /// The revision of the template set the PipelineRun was rendered from.
         pub template_revision: Option<String>,
         /// `Ready`, `ExecutionCreated`, `ExecutionRunning`, `ExecutionComplete`; one per type.

@@ -274,10 +274,10 @@ mod tests {
 
     fn with_exec(timeout: Option<&str>, account: Option<&str>) -> WorkflowExecutionSpec {
         WorkflowExecutionSpec {
-            execution_config: Some(ExecutionConfig {
+            execution_config: Some(Box::new(ExecutionConfig {
                 timeout: timeout.map(str::to_owned),
                 service_account_name: account.map(str::to_owned),
-            }),
+            })),
             ..spec()
         }
     }

@@ -176,9 +176,11 @@ pub fn execution(
             confidence: Some(0.9),
             rationale: Some("end-to-end test".into()),
             remediation_request_ref: None,
-            execution_config: timeout.map(|t| ExecutionConfig {
-                timeout: Some(t.to_string()),
-                service_account_name: None,
+            execution_config: timeout.map(|t| {
+                Box::new(ExecutionConfig {
+                    timeout: Some(t.to_string()),
+                    service_account_name: None,
+                })
             }),
             execution_engine: engine.map(str::to_string),
         },
@@ -246,7 +248,8 @@ pub fn failure(wfe: &WorkflowExecution) -> anyhow::Result<FailureDetails> {
     }
     status
         .failure_details
-        .clone()
+        .as_deref()
+        .cloned()
         .ok_or_else(|| anyhow!("a Failed execution without failureDetails"))
 }
 

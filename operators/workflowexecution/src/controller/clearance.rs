@@ -113,7 +113,7 @@ impl Pass<'_> {
         reason: &str,
     ) -> Result<(), Error> {
         let mut status = other.status.clone().unwrap_or_default();
-        status.block_clearance = Some(block_clearance(reason, self.now));
+        status.block_clearance = Some(Box::new(block_clearance(reason, self.now)));
         let audited = vec![Effect::Audit(AuditAction::BlockCleared)];
         lifecycle::write(self, other, status, audited).await?;
         Ok(())
@@ -158,7 +158,7 @@ pub(super) fn clearance(
             namespaced_name(wfe)
         ),
     };
-    status.block_clearance = Some(block_clearance(reason, now));
+    status.block_clearance = Some(Box::new(block_clearance(reason, now)));
     conditions(wfe, &mut status, now).set_true(
         ExecutionCondition::BlockCleared,
         "Cleared",

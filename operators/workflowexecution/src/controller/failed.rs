@@ -80,7 +80,7 @@ pub(super) fn failed(
         terminal::run_finished(&mut set, "Failed", "Failed", &details.message);
     }
     let summary = details.natural_language_summary.clone();
-    status.failure_details = Some(details);
+    status.failure_details = Some(Box::new(details));
     terminal::finished(status, Phase::Failed, ran_for, config, now)
         .warn(format!("workflow failed: {}", reason.as_str()))
         .event(EventType::Warning, "WorkflowFailed", summary)

@@ -210,7 +210,7 @@ pub(super) fn skipped(wfe: &WorkflowExecution, details: SkipDetails, now: Timest
         &details.message,
     );
     let note = details.message.clone();
-    status.skip_details = Some(details);
+    status.skip_details = Some(Box::new(details));
     Outcome::write(status, Action::await_change())
         .metric(super::MetricUpdate::Skipped(reason))
         .log(format!("skipped ({}): {note}", reason.as_str()))
