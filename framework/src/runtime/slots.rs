@@ -304,9 +304,9 @@ fn lock<T>(inner: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
 mod tests {
     use super::*;
 
-    type Triggers = mpsc::UnboundedReceiver<&'static str>;
+    type Triggers<T = &'static str> = mpsc::UnboundedReceiver<T>;
 
-    fn slots(concurrency: u16) -> (Slots<&'static str>, Triggers, IntGauge) {
+    fn slots<T: Hash + Eq + Clone>(concurrency: u16) -> (Slots<T>, Triggers<T>, IntGauge) {
         let (trigger, triggers) = mpsc::unbounded_channel();
         let queued = IntGauge::new("queued", "test").unwrap();
         (
@@ -379,14 +379,20 @@ mod tests {
         assert!(triggers.try_recv().is_err(), "a is not triggered twice");
     }
 
-    #[test]
-    fn a_slot_reserved_for_an_object_that_left_the_cache_goes_to_the_next() {
+    /// One slot, held while `first` and then `next` ask; then freed: reserved for `first`.
+    fn reserved_for(first: &'static str) -> (Slots<&'static str>, Triggers) {
         let (slots, mut triggers, _) = slots(1);
         let held = run(slots.take(&"holder"));
-        assert!(waits(slots.take(&"gone")));
+        assert!(waits(slots.take(&first)));
         assert!(waits(slots.take(&"next")));
         drop(held);
-        assert_eq!(triggers.try_recv().unwrap(), "gone");
+        assert_eq!(triggers.try_recv().unwrap(), first);
+        (slots, triggers)
+    }
+
+    #[test]
+    fn a_slot_reserved_for_an_object_that_left_the_cache_goes_to_the_next() {
+        let (slots, mut triggers) = reserved_for("gone");
         slots.forget(&"other");
         assert!(
             triggers.try_recv().is_err(),
@@ -401,12 +407,7 @@ mod tests {
 
     #[test]
     fn a_reservation_not_taken_in_time_goes_to_the_next() {
-        let (slots, mut triggers, _) = slots(1);
-        let held = run(slots.take(&"holder"));
-        assert!(waits(slots.take(&"slow")));
-        assert!(waits(slots.take(&"next")));
-        drop(held);
-        assert_eq!(triggers.try_recv().unwrap(), "slow");
+        let (slots, mut triggers) = reserved_for("slow");
         slots.expire(Duration::from_secs(60));
         assert!(triggers.try_recv().is_err(), "not expired yet");
         slots.expire(Duration::ZERO);
@@ -431,8 +432,7 @@ mod tests {
 
     #[test]
     fn no_limit_for_zero_and_a_mark_counts_once() {
-        let (trigger, _triggers) = mpsc::unbounded_channel();
-        let slots = Slots::new(0, trigger, IntGauge::new("queued", "test").unwrap());
+        let (slots, _triggers, _) = slots(0);
         let names: Vec<String> = (0..100).map(|i| i.to_string()).collect();
         let held: Vec<Slot<String>> = names
             .iter()
@@ -454,8 +454,7 @@ mod tests {
 
     #[test]
     fn marks_of_parents_that_never_reconcile_again_stay_bounded() {
-        let (trigger, _triggers) = mpsc::unbounded_channel();
-        let slots = Slots::new(1, trigger, IntGauge::new("queued", "test").unwrap());
+        let (slots, _triggers, _) = slots(1);
         for i in 0..3 * MAX_MARKED {
             slots.child_changed(&i);
         }
