@@ -702,6 +702,62 @@ async fn readyz_turns_ready_only_once_the_caches_synced() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Caches list in pages of `list_page_size`: with pages of 2, every one of 7 parents and 5
+/// children present before the start is cached (the list follows each page's continue token) and
+/// every parent is reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caches_list_in_pages_and_every_page_is_cached() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let _logs = cp.logs_on_failure();
+    let ns = cp.create_namespace("rt-pages").await?;
+    let client = cp.client().await?;
+    let parents: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+    for name in &parents {
+        create_parent(&client, &ns, name).await?;
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    for name in &parents[..5] {
+        let account: ServiceAccount = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-child"),
+                         "labels": {PARENT_NAME: name, PARENT_NAMESPACE: ns}},
+        }))?;
+        accounts.create(&PostParams::default(), &account).await?;
+    }
+    let mut paged = settings("pages-test");
+    paged.list_page_size = 2;
+    let running = Operator::<ConfigMap>::new(client.clone(), paged)
+        .parents(parents_in(&ns))
+        .children(children_in(ApiResource::erase::<ServiceAccount>(&()), &ns))
+        .start(record_configmap, Seen::default())
+        .await?;
+    eventually("the caches sync", Duration::from_secs(30), || async {
+        Ok(running.probes().is_synced())
+    })
+    .await?;
+    let context = running.context();
+    assert_eq!(context.parents.state().len(), 7, "every page of parents");
+    let mut children: Vec<String> = context
+        .children
+        .state()
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    children.sort();
+    let want: Vec<String> = parents[..5].iter().map(|p| format!("{p}-child")).collect();
+    assert_eq!(children, want, "every page of children");
+    eventually(
+        "every parent is reconciled",
+        Duration::from_secs(30),
+        || async { Ok(context.data.names() == parents.iter().cloned().collect()) },
+    )
+    .await?;
+    running.shutdown().await?;
+    Ok(())
+}
+
 /// Grandchildren (objects the children create, carrying the parent labels) are cached, pruned,
 /// and each change reconciles the parent, as a child's does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

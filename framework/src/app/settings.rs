@@ -32,11 +32,15 @@ pub struct ControllerSettings {
     pub lease_name: String,
     /// Parents reconciled at once at most.
     pub concurrency: u16,
+    /// Objects per page when a cache lists its kind
+    /// ([`RuntimeSettings::list_page_size`](crate::runtime::RuntimeSettings::list_page_size)).
+    pub list_page_size: u32,
 }
 
 impl ControllerSettings {
     /// The defaults with the operator's Lease name: metrics on `0.0.0.0:9090`, health on
-    /// `0.0.0.0:8081`, leader election on, concurrency 8.
+    /// `0.0.0.0:8081`, leader election on, concurrency 8, lists in pages of
+    /// [`LIST_PAGE_SIZE`](crate::runtime::LIST_PAGE_SIZE).
     pub fn new(lease_name: impl Into<String>) -> Self {
         ControllerSettings {
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
@@ -44,6 +48,7 @@ impl ControllerSettings {
             leader_election: true,
             lease_name: lease_name.into(),
             concurrency: 8,
+            list_page_size: crate::runtime::LIST_PAGE_SIZE,
         }
     }
 
@@ -59,6 +64,7 @@ impl ControllerSettings {
         settings.metrics_addr = self.metrics_addr;
         settings.health_addr = self.health_addr;
         settings.concurrency = self.concurrency;
+        settings.list_page_size = self.list_page_size;
         settings.template_poll = templates.poll_interval;
         if self.leader_election {
             let namespace = non_empty_env("POD_NAMESPACE")
@@ -81,6 +87,12 @@ impl Validate for ControllerSettings {
             return Err(ConfigError::invalid(
                 "controller.concurrency",
                 "must be at least 1",
+            ));
+        }
+        if self.list_page_size == 0 {
+            return Err(ConfigError::invalid(
+                "controller.listPageSize",
+                "must be at least 1 (0 would list everything in one response)",
             ));
         }
         if listeners_collide(self.metrics_addr, self.health_addr) {
@@ -238,6 +250,13 @@ mod tests {
             ),
             (
                 ControllerSettings {
+                    list_page_size: 0,
+                    ..valid.clone()
+                },
+                "controller.listPageSize",
+            ),
+            (
+                ControllerSettings {
                     health_addr: addr("127.0.0.1:9090"),
                     ..valid.clone()
                 },
@@ -262,9 +281,10 @@ mod tests {
     }
 
     #[test]
-    fn runtime_settings_carry_listeners_concurrency_poll_and_lease() {
+    fn runtime_settings_carry_listeners_concurrency_page_size_poll_and_lease() {
         let mut controller = ControllerSettings::new("my-lease");
         controller.concurrency = 3;
+        controller.list_page_size = 20;
         let mut templates = TemplateSettings::new("/t");
         templates.poll_interval = Duration::from_secs(7);
         let settings = controller.runtime_settings("my-controller", &templates);
@@ -272,6 +292,7 @@ mod tests {
         assert_eq!(settings.metrics_addr, controller.metrics_addr);
         assert_eq!(settings.health_addr, controller.health_addr);
         assert_eq!(settings.concurrency, 3);
+        assert_eq!(settings.list_page_size, 20);
         assert_eq!(settings.template_poll, Duration::from_secs(7));
         assert!(settings.leader_election.is_some());
         controller.leader_election = false;

@@ -237,11 +237,17 @@ pub struct RuntimeSettings {
     pub error_backoff: Backoff,
     /// How often the template directory is checked for changes.
     pub template_poll: Duration,
+    /// Objects per page of a cache's (re)list. A page is decoded whole, every object complete
+    /// (spec, status, `managedFields`) before it is pruned for the cache, so the page size bounds
+    /// the memory a list needs on top of the caches: 500 objects of a few tens of KiB each (kube's
+    /// default) leave tens of MiB behind in the allocator; a smaller page costs more requests.
+    pub list_page_size: u32,
 }
 
 impl RuntimeSettings {
     /// Defaults: metrics on `0.0.0.0:8080`, health on `0.0.0.0:8081`, no leader election,
-    /// concurrency 8, error backoff 2s doubling up to 5m, template poll every 5s.
+    /// concurrency 8, error backoff 2s doubling up to 5m, template poll every 5s, lists in pages
+    /// of [`LIST_PAGE_SIZE`].
     pub fn new(controller_name: impl Into<String>) -> Self {
         Self {
             controller_name: controller_name.into(),
@@ -255,9 +261,15 @@ impl RuntimeSettings {
                 max_exponent: 8,
             },
             template_poll: Duration::from_secs(5),
+            list_page_size: LIST_PAGE_SIZE,
         }
     }
 }
+
+/// The default [`RuntimeSettings::list_page_size`]: at 10 000 WorkflowExecutions and 10 000
+/// PipelineRuns, pages of 50 instead of 500 left the operator 111 MiB resident instead of 153
+/// (`loadbench --only-scale`, both in one run).
+pub const LIST_PAGE_SIZE: u32 = 50;
 
 /// Which parents are watched.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -761,7 +773,13 @@ where
         background.spawn(critical(
             "parent reflector",
             probes.clone(),
-            parent_reflector(&self.parents, writers.parents, &triggers.parents, context),
+            parent_reflector(
+                &self.parents,
+                self.settings.list_page_size,
+                writers.parents,
+                &triggers.parents,
+                context,
+            ),
         ));
         let children =
             (self.children.iter()).map(|watch| (watch, self.child_prune(&watch.resource)));
@@ -783,13 +801,14 @@ where
                     .collect(),
             ),
         ];
+        let page_size = self.settings.list_page_size;
         for (role, kinds) in reflectors {
             for (((watch, prune), (_, writer)), sender) in kinds {
                 let name = format!("{role} reflector ({})", reflector_kind(&watch.resource));
                 background.spawn(critical(
                     name,
                     probes.clone(),
-                    child_reflector(&self.client, watch, prune, writer, sender),
+                    child_reflector(&self.client, watch, page_size, prune, writer, sender),
                 ));
             }
         }
@@ -1150,6 +1169,7 @@ fn reflector_kind(resource: &ApiResource) -> String {
 /// undecodable objects and forgets the error backoff of parents that left.
 fn parent_reflector<K, D>(
     watch: &ParentWatch,
+    page_size: u32,
     writer: Writer<K>,
     sender: &broadcast::Sender<Arc<K>>,
     context: &Arc<Context<K, D>>,
@@ -1162,10 +1182,7 @@ where
         Some(namespace) => Api::namespaced(context.client.clone(), namespace),
         None => Api::all(context.client.clone()),
     };
-    let mut config = watcher::Config::default();
-    if let Some(selector) = &watch.selector {
-        config = config.labels(selector);
-    }
+    let config = list_config(watch.selector.as_deref(), page_size);
     let (report_ctx, forget_ctx) = (context.clone(), context.clone());
     reflect::reflect_parents(
         api,
@@ -1180,10 +1197,21 @@ where
     )
 }
 
+/// How a reflector watches: objects matching `selector` (every object when `None`), listed in
+/// pages of `page_size`.
+fn list_config(selector: Option<&str>, page_size: u32) -> watcher::Config {
+    let config = watcher::Config::default().page_size(page_size);
+    match selector {
+        Some(selector) => config.labels(selector),
+        None => config,
+    }
+}
+
 /// The reflector of one child (or grandchild) kind.
 fn child_reflector(
     client: &Client,
     watch: &ChildWatch,
+    page_size: u32,
     prune: Option<Arc<reflect::PruneFn>>,
     writer: Writer<DynamicObject>,
     sender: &broadcast::Sender<Arc<DynamicObject>>,
@@ -1192,7 +1220,7 @@ fn child_reflector(
         Some(namespace) => Api::namespaced_with(client.clone(), namespace, &watch.resource),
         None => Api::all_with(client.clone(), &watch.resource),
     };
-    let config = watcher::Config::default().labels(&watch.selector);
+    let config = list_config(Some(&watch.selector), page_size);
     reflect::reflect_children(
         api,
         config,
@@ -1399,6 +1427,21 @@ mod tests {
             let want = want.map(|(n, ns)| ObjectRef::<ConfigMap>::new(n).within(ns));
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// Both reflectors' watches carry the page size and the selector; the default page is the
+    /// runtime's, not kube's 500.
+    #[test]
+    fn reflectors_list_in_pages_of_the_configured_size() {
+        let config = list_config(Some("a=b"), 20);
+        assert_eq!(config.page_size, Some(20));
+        assert_eq!(config.label_selector.as_deref(), Some("a=b"));
+        assert_eq!(list_config(None, 7).label_selector, None);
+        assert_eq!(
+            RuntimeSettings::new("x").list_page_size,
+            LIST_PAGE_SIZE,
+            "not kube's 500"
+        );
     }
 
     #[test]

@@ -660,6 +660,10 @@ mod tests {
                 "controller.concurrency",
             ),
             (
+                &[("WFE_CONTROLLER__LISTPAGESIZE", "0")],
+                "controller.listPageSize",
+            ),
+            (
                 &[("WFE_STATUS__PROGRESSINTERVAL", "0s")],
                 "status.progressInterval",
             ),
