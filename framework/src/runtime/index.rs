@@ -18,7 +18,7 @@
 //! 2. Lookups are as fresh as the cache: an object written a moment ago may not be indexed yet.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, RwLock},
 };
 
@@ -36,9 +36,12 @@ pub struct ParentIndex<K: Resource<DynamicType = ()> + 'static> {
     state: RwLock<State<K>>,
 }
 
+/// Each indexed object is one shared reference (its name and namespace only: no uid or
+/// resourceVersion) and each key one shared text, however many maps name them; a key usually
+/// holds one object, so its objects are a vector, not a hash set.
 struct State<K: Resource<DynamicType = ()> + 'static> {
-    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
-    key_of: HashMap<ObjectRef<K>, String>,
+    by_key: HashMap<Arc<str>, Vec<Arc<ObjectRef<K>>>>,
+    key_of: HashMap<Arc<ObjectRef<K>>, Arc<str>>,
     relist: Option<Vec<(ObjectRef<K>, String)>>,
 }
 
@@ -54,33 +57,46 @@ impl<K: Resource<DynamicType = ()> + 'static> Default for State<K> {
 
 impl<K: Resource<DynamicType = ()> + 'static> State<K> {
     fn insert(&mut self, object: ObjectRef<K>, key: String) {
-        if let Some(old) = self.key_of.get(&object)
-            && *old != key
-        {
-            let old = old.clone();
-            self.remove(&object, Some(&old));
+        if let Some(old) = self.key_of.get(&object) {
+            if **old == *key {
+                return;
+            }
+            self.remove(&object);
         }
-        self.by_key
-            .entry(key.clone())
-            .or_default()
-            .insert(object.clone());
+        let object = Arc::new(object);
+        let key: Arc<str> = match self.by_key.get_key_value(key.as_str()) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(key),
+        };
+        match self.by_key.get_mut(&key) {
+            Some(objects) => objects.push(object.clone()),
+            None => {
+                self.by_key.insert(key.clone(), vec![object.clone()]);
+            }
+        }
         self.key_of.insert(object, key);
     }
 
-    fn remove(&mut self, object: &ObjectRef<K>, key: Option<&String>) {
-        let key = match key {
-            Some(key) => Some(key.clone()),
-            None => self.key_of.get(object).cloned(),
+    fn remove(&mut self, object: &ObjectRef<K>) {
+        let Some(key) = self.key_of.remove(object) else {
+            return;
         };
-        if let Some(key) = key
-            && let Some(set) = self.by_key.get_mut(&key)
-        {
-            set.remove(object);
-            if set.is_empty() {
+        if let Some(objects) = self.by_key.get_mut(&key) {
+            objects.retain(|o| **o != *object);
+            if objects.is_empty() {
                 self.by_key.remove(&key);
             }
         }
-        self.key_of.remove(object);
+    }
+}
+
+/// `object`'s reference without the extras kube adds (uid, resourceVersion): what the index keys
+/// by.
+fn bare<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let reference = ObjectRef::new(object.meta().name.as_deref().unwrap_or_default());
+    match &object.meta().namespace {
+        Some(namespace) => reference.within(namespace),
+        None => reference,
     }
 }
 
@@ -115,17 +131,17 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
         };
         match event {
             Event::Apply(object) => {
-                let object_ref = ObjectRef::from_obj(object);
+                let object_ref = bare(object);
                 match key_of(object) {
                     Some(key) => state.insert(object_ref, key),
-                    None => state.remove(&object_ref, None),
+                    None => state.remove(&object_ref),
                 }
             }
-            Event::Delete(object) => state.remove(&ObjectRef::from_obj(object), None),
+            Event::Delete(object) => state.remove(&bare(object)),
             Event::Init => state.relist = Some(Vec::new()),
             Event::InitApply(object) => {
                 if let Some(key) = key_of(object) {
-                    let object_ref = ObjectRef::from_obj(object);
+                    let object_ref = bare(object);
                     state
                         .relist
                         .get_or_insert_with(Vec::new)
@@ -152,7 +168,7 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
         state
             .by_key
             .get(key)
-            .map(|set| set.iter().cloned().collect())
+            .map(|objects| objects.iter().map(|o| (**o).clone()).collect())
             .unwrap_or_default()
     }
 
@@ -230,14 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn apply_moves_objects_between_keys_and_delete_removes_them() {
+    fn apply_moves_objects_between_keys_indexes_each_once_and_delete_removes_them() {
         let index = index();
         index.apply(&Event::Apply(cm("a", "t1")));
         index.apply(&Event::Apply(cm("b", "t1")));
         assert_eq!(names(&index, "t1"), ["a", "b"]);
         index.apply(&Event::Apply(cm("a", "t2")));
+        index.apply(&Event::Apply(cm("a", "t2")));
         assert_eq!(names(&index, "t1"), ["b"]);
-        assert_eq!(names(&index, "t2"), ["a"]);
+        assert_eq!(
+            names(&index, "t2"),
+            ["a"],
+            "indexed once however often applied"
+        );
         index.apply(&Event::Delete(cm("b", "t1")));
         assert!(names(&index, "t1").is_empty());
         assert_eq!(index.len(), 1);
