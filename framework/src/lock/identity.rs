@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use kube::api::ApiResource;
 use kube::core::DynamicObject;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::runtime::ParentStore;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -117,13 +119,14 @@ pub struct Holder {
 ///
 /// [`LockError::Read`] when the API server cannot be asked.
 pub async fn live_holder<K>(
-    parents: &Store<K>,
+    parents: &ParentStore<K>,
     client: &Client,
     holder: &Holder,
 ) -> Result<Option<Arc<K>>, LockError>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
+        + serde::Serialize
         + DeserializeOwned
         + std::fmt::Debug
         + 'static,

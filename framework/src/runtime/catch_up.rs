@@ -23,12 +23,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    Resource,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Resource, runtime::reflector::ObjectRef};
+use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::broadcast, time::Instant};
 
+use super::frozen::{Frozen, ParentStore, retype};
 use crate::own_writes::OwnWrites;
 
 /// How long a reconcile waits at most for the watch event of its own write.
@@ -61,14 +60,14 @@ pub(crate) struct CatchUp<K: Resource<DynamicType = ()> + 'static> {
     /// The versions replaced by this process's writes (shared with the reconciler).
     pub(crate) own_writes: OwnWrites<K>,
     /// The parent cache.
-    pub(crate) store: Store<K>,
+    pub(crate) store: ParentStore<K>,
     /// The parent reflector's events (sent after the store holds the object).
-    pub(crate) events: broadcast::Sender<Arc<K>>,
+    pub(crate) events: broadcast::Sender<Arc<Frozen<K>>>,
     /// The longest wait.
     pub(crate) within: Duration,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> CatchUp<K> {
+impl<K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + 'static> CatchUp<K> {
     /// The copy of `object` to reconcile: `object` itself unless this process's own write
     /// replaced it, else the first cached version that is not outdated (see the module docs).
     pub(crate) async fn latest(&self, object: Arc<K>) -> Latest<K> {
@@ -92,7 +91,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> CatchUp<K> {
             let next = tokio::time::timeout_at(deadline, async {
                 loop {
                     match events.recv().await {
-                        Ok(changed) if ObjectRef::from_obj(&*changed) == key => return true,
+                        Ok(changed) if retype::<_, K>(&ObjectRef::from_obj(&*changed)) == key => {
+                            return true;
+                        }
                         Ok(_) => {}
                         // Events were missed: the store may hold the newer version already.
                         Err(broadcast::error::RecvError::Lagged(_)) => return true,
@@ -112,17 +113,19 @@ mod tests {
     use super::*;
     use crate::testing::config_map as cm;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::runtime::{reflector::store::Writer, watcher::Event};
+    use kube::runtime::watcher::Event;
+
+    use crate::runtime::ParentWriter;
 
     struct Fixture {
-        writer: Writer<ConfigMap>,
-        events: broadcast::Sender<Arc<ConfigMap>>,
+        writer: ParentWriter<ConfigMap>,
+        events: broadcast::Sender<Arc<Frozen<ConfigMap>>>,
         catch_up: Arc<CatchUp<ConfigMap>>,
     }
 
     /// A store holding `a` at version 1, which our own write replaced by version 2.
     fn fixture(within: Duration) -> Fixture {
-        let mut writer = Writer::<ConfigMap>::default();
+        let mut writer = ParentWriter::<ConfigMap>::default();
         writer.apply_watcher_event(&Event::InitDone);
         writer.apply_watcher_event(&Event::Apply(cm("a", "1")));
         let own_writes = OwnWrites::new();
@@ -146,7 +149,7 @@ mod tests {
         fixture
             .writer
             .apply_watcher_event(&Event::Apply(object.clone()));
-        let _ = fixture.events.send(Arc::new(object));
+        let _ = fixture.events.send(Arc::new(Frozen::freeze(object)));
     }
 
     fn version(copy: &Latest<ConfigMap>) -> (&'static str, String) {

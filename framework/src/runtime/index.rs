@@ -24,8 +24,11 @@ use std::{
 
 use kube::{
     Resource,
-    runtime::{reflector::ObjectRef, reflector::Store, watcher::Event},
+    runtime::{reflector::ObjectRef, watcher::Event},
 };
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::frozen::ParentStore;
 
 /// Derives the index key of a parent; `None` leaves it unindexed.
 pub type IndexKeyFn<K> = dyn Fn(&K) -> Option<String> + Send + Sync;
@@ -173,9 +176,9 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
     }
 
     /// The cached objects indexed under `key`, read from `store`.
-    pub fn get(&self, key: &str, store: &Store<K>) -> Vec<Arc<K>>
+    pub fn get(&self, key: &str, store: &ParentStore<K>) -> Vec<Arc<K>>
     where
-        K: Clone,
+        K: Serialize + DeserializeOwned,
     {
         self.refs(key)
             .iter()
@@ -186,9 +189,9 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
     /// The cached objects indexed under `object`'s key, `object` itself (as cached) included;
     /// each is checked to still have that key, as the store may hold a newer version than the
     /// index saw. Empty when `object` has no key or no key function is configured.
-    pub fn same_key(&self, object: &K, store: &Store<K>) -> Vec<Arc<K>>
+    pub fn same_key(&self, object: &K, store: &ParentStore<K>) -> Vec<Arc<K>>
     where
-        K: Clone,
+        K: Serialize + DeserializeOwned,
     {
         let Some(key_of) = &self.key_of else {
             return Vec::new();
@@ -279,7 +282,7 @@ mod tests {
     #[test]
     fn same_key_reads_the_store_and_skips_objects_whose_key_moved_on() {
         let index = index();
-        let mut writer = kube::runtime::reflector::store::Writer::<ConfigMap>::default();
+        let mut writer = super::super::ParentWriter::<ConfigMap>::default();
         for object in [cm("a", "t1"), cm("b", "t1"), cm("c", "t2")] {
             writer.apply_watcher_event(&Event::Apply(object.clone()));
             index.apply(&Event::Apply(object));

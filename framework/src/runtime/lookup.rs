@@ -48,7 +48,11 @@ pub enum GrandchildrenOf<'a> {
 
 impl<K, D> Context<K, D>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + 'static,
 {
     /// The API of the children of `resource`'s kind in `namespace`.
     pub fn child_api(&self, resource: &ApiResource, namespace: &str) -> Api<DynamicObject> {
@@ -183,7 +187,7 @@ mod tests {
         let (client, scenario) = Scenario::start(Vec::new());
         let mut context = Context::<ConfigMap>::for_tests(client, ()).unwrap();
         let index = ParentIndex::new(|cm: &ConfigMap| cm.data.as_ref()?.get("target").cloned());
-        let mut writer = Writer::<ConfigMap>::default();
+        let mut writer = crate::runtime::ParentWriter::<ConfigMap>::default();
         for object in [cm("a", "1", "t"), cm("b", "2", "t"), cm("c", "3", "u")] {
             writer.apply_watcher_event(&Event::Apply(object.clone()));
             index.apply(&Event::Apply(object));

@@ -123,6 +123,7 @@
 
 mod catch_up;
 mod events;
+pub mod frozen;
 mod health;
 pub mod index;
 pub mod leader;
@@ -150,7 +151,7 @@ use kube::{
     core::DeserializeGuard,
     runtime::{
         events::{Event, Recorder, Reporter},
-        reflector::{ObjectRef, Store, store::Writer},
+        reflector::{ObjectRef, store::Writer},
         watcher,
     },
 };
@@ -166,6 +167,7 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use self::{
     events::pod_reference_from_env,
+    frozen::{ParentStore, ParentWriter},
     health::Probes,
     index::ParentIndex,
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
@@ -329,7 +331,7 @@ where
     /// An API client.
     pub client: Client,
     /// The parent cache (every watched, decodable parent).
-    pub parents: Store<K>,
+    pub parents: ParentStore<K>,
     /// The child caches, one per kind given to [`Operator::children`] (no kind when none was).
     pub children: KindStores,
     /// The grandchild caches, one per kind given to [`Operator::grandchildren`] (no kind when
@@ -402,7 +404,7 @@ where
     /// fresh registry (not expected).
     pub fn for_tests(client: Client, data: D) -> Result<Self, crate::metrics::MetricError>
     where
-        K: Clone,
+        K: Clone + serde::Serialize + DeserializeOwned,
     {
         let registry = Registry::new();
         let metrics = FrameworkMetrics::register(&registry)?;
@@ -417,7 +419,7 @@ where
         );
         let (_, leading) = watch::channel(true);
         Ok(Self {
-            parents: Writer::<K>::default().as_reader(),
+            parents: ParentWriter::<K>::default().as_reader(),
             children: KindStores::default(),
             grandchildren: KindStores::default(),
             recorder,
@@ -1047,7 +1049,7 @@ async fn supervise(
 /// The writers of the parent cache and of each child and grandchild kind's cache, filled by the
 /// reflectors (kinds in the order of the operator's watches).
 struct Writers<K: ParentResource> {
-    parents: Writer<K>,
+    parents: ParentWriter<K>,
     children: Vec<(ApiResource, Writer<DynamicObject>)>,
     grandchildren: Vec<(ApiResource, Writer<DynamicObject>)>,
 }
@@ -1062,7 +1064,7 @@ impl<K: ParentResource> Writers<K> {
             (resource.clone(), Writer::<DynamicObject>::new(resource))
         };
         Writers {
-            parents: Writer::default(),
+            parents: ParentWriter::default(),
             children: children.into_iter().map(writer).collect(),
             grandchildren: grandchildren.into_iter().map(writer).collect(),
         }
@@ -1081,7 +1083,7 @@ fn kind_stores(writers: &[(ApiResource, Writer<DynamicObject>)]) -> KindStores {
 /// The watch events the reflectors pass on to the controller terms: one channel for the parents
 /// and one per child and grandchild kind.
 struct Triggers<K> {
-    parents: broadcast::Sender<Arc<K>>,
+    parents: broadcast::Sender<Arc<frozen::Frozen<K>>>,
     children: Vec<broadcast::Sender<Arc<DynamicObject>>>,
     grandchildren: Vec<broadcast::Sender<Arc<DynamicObject>>>,
 }
@@ -1170,8 +1172,8 @@ fn reflector_kind(resource: &ApiResource) -> String {
 fn parent_reflector<K, D>(
     watch: &ParentWatch,
     page_size: u32,
-    writer: Writer<K>,
-    sender: &broadcast::Sender<Arc<K>>,
+    writer: ParentWriter<K>,
+    sender: &broadcast::Sender<Arc<frozen::Frozen<K>>>,
     context: &Arc<Context<K, D>>,
 ) -> impl Future<Output = ()> + Send + 'static
 where

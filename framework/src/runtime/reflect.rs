@@ -30,7 +30,9 @@ use kube::{
         watcher::{self, Event},
     },
 };
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::frozen::{Frozen, ParentStore, ParentWriter};
 use tokio::sync::broadcast;
 
 /// Converts watch events of `DeserializeGuard<K>` into events of `K`, keeping undecodable objects
@@ -66,13 +68,13 @@ fn key_of(meta: &kube::core::ObjectMeta) -> (Option<String>, String) {
 
 impl<K> ErrorBoundary<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static,
 {
     /// Admits one event; `store` is the reader of the store the result is applied to.
     pub(crate) fn admit(
         &mut self,
         event: Event<DeserializeGuard<K>>,
-        store: &Store<K>,
+        store: &ParentStore<K>,
     ) -> Admitted<K> {
         let mut newly_invalid = None;
         let mut invalid = |this: &mut Self, object: InvalidObject| {
@@ -170,14 +172,15 @@ fn broadcast<T>(sender: &broadcast::Sender<Arc<T>>, object: Arc<T>) {
 pub(crate) async fn reflect_parents<K>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
-    mut writer: Writer<K>,
+    mut writer: ParentWriter<K>,
     index: Arc<super::index::ParentIndex<K>>,
-    sender: broadcast::Sender<Arc<K>>,
+    sender: broadcast::Sender<Arc<Frozen<K>>>,
     report: impl Fn(InvalidObject),
     forget: impl Fn(&K),
 ) where
     K: Resource<DynamicType = ()>
         + Clone
+        + Serialize
         + DeserializeOwned
         + std::fmt::Debug
         + Send
@@ -210,13 +213,16 @@ pub(crate) async fn reflect_parents<K>(
         index.apply(&event);
         match &event {
             Event::Apply(object) => {
-                if let Some(cached) = reader.get(&ObjectRef::from_obj(object)) {
+                if let Some(cached) = reader
+                    .frozen()
+                    .get(&super::frozen::retype(&ObjectRef::from_obj(object)))
+                {
                     broadcast(&sender, cached);
                 }
             }
             Event::Delete(object) => forget(object),
             Event::InitDone => {
-                for object in reader.state() {
+                for object in reader.frozen().state() {
                     broadcast(&sender, object);
                 }
             }
@@ -309,7 +315,8 @@ mod tests {
     /// Each case: the event, what reaches the store, whether it is reported.
     #[test]
     fn error_boundary_admits_valid_and_isolates_invalid_objects() {
-        let (reader, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let mut writer = ParentWriter::<ConfigMap>::default();
+        let reader = writer.as_reader();
         let mut boundary = ErrorBoundary::<ConfigMap>::default();
         let cases: Vec<(&str, Event<DeserializeGuard<ConfigMap>>, &str, bool)> = vec![
             ("init passes", Event::Init, "init", false),

@@ -30,7 +30,7 @@ use kube::{
     api::{ApiResource, DynamicObject, Patch, PatchParams},
     runtime::reflector::ObjectRef,
 };
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use super::Context;
@@ -44,7 +44,7 @@ pub(crate) async fn report<K, D>(
     attempt: &ErrorAttempt,
     kind: &str,
 ) where
-    K: Resource<DynamicType = ()> + Clone + Serialize + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let Some(object) = context.parents.get(key) else {
         return;
@@ -71,7 +71,7 @@ pub(crate) async fn report<K, D>(
 /// After a successful reconcile: flip a `ReconcileBackoff=True` condition to `False`.
 pub(crate) async fn resolve<K, D>(context: &Context<K, D>, key: &ObjectRef<K>)
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let Some(object) = context.parents.get(key) else {
         return;

@@ -68,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     ChildWatch, Context, MetricLabel, ParentResource,
     catch_up::{CatchUp, Latest},
+    frozen::{Frozen, retype},
     metrics, reflect,
     slots::{Slots, Turn},
     surface,
@@ -111,7 +112,7 @@ where
     pub(crate) shutdown: CancellationToken,
     /// Cancelled once every cache completed their first list.
     pub(crate) synced: CancellationToken,
-    pub(crate) parent_tx: broadcast::Sender<Arc<K>>,
+    pub(crate) parent_tx: broadcast::Sender<Arc<Frozen<K>>>,
     /// Every watched child and grandchild kind.
     pub(crate) kinds: Vec<KindTrigger>,
     pub(crate) concurrency: u16,
@@ -167,15 +168,17 @@ where
             context.metrics.reconciles_queued.clone(),
         );
         let _expiry = AbortOnDrop(tokio::spawn(expire_reservations(slots.clone())));
+        let parents = context.parents.frozen().clone();
         let mut controller = Controller::for_shared_stream(
-            reflect::trigger_stream(self.parent_tx.subscribe(), context.parents.clone()),
-            context.parents.clone(),
+            reflect::trigger_stream(self.parent_tx.subscribe(), parents.clone()),
+            parents,
         )
         // Unbounded for kube: the slots limit how many run, in trigger order (guarantee 6).
         .with_config(Config::default())
         // An object a slot was reserved for is reconciled at once.
         .reconcile_on(stream::unfold(reserved, |mut reserved| async move {
-            reserved.recv().await.map(|key| (key, reserved))
+            let key: ObjectRef<K> = reserved.recv().await?;
+            Some((retype(&key), reserved))
         }))
         // Everything cached is reconciled once per term: requeues of the previous term are gone.
         .reconcile_all_on(stream::once(std::future::ready(())))
@@ -197,10 +200,10 @@ where
                     changes.error_backoff.note_change(&parent);
                     // And what the parent's status must reflect: its reconcile goes first
                     // (a parent gone from the cache is never reconciled: no mark for it).
-                    if changes.parents.get(&parent).is_some() {
+                    if changes.parents.contains(&parent) {
                         slots.child_changed(&parent);
                     }
-                    Some(parent)
+                    Some(retype(&parent))
                 },
                 watch.resource.clone(),
             );
@@ -209,13 +212,19 @@ where
             (self.reconcile.clone(), self.catch_up.clone(), slots.clone());
         controller
             .run(
-                move |object, context| {
+                move |frozen: Arc<Frozen<K>>, context| {
                     let (reconcile, catch_up) = (reconcile.clone(), catch_up.clone());
-                    let key = ObjectRef::from_obj(&*object);
+                    let key: ObjectRef<K> = retype(&ObjectRef::from_obj(&*frozen));
                     let (slot, waited) = match slots.take(&key) {
                         Turn::Run(slot, waited) => (slot, waited),
                         // Triggered again when a slot is reserved for it.
                         Turn::Wait => return std::future::ready(Ok(Action::await_change())).boxed(),
+                    };
+                    // Frozen text always thaws (see `frozen`); a parent that did not would be
+                    // logged there and left alone.
+                    let Some(object) = frozen.thaw() else {
+                        drop(slot);
+                        return std::future::ready(Ok(Action::await_change())).boxed();
                     };
                     context.metrics.reconcile_queue_wait.observe(waited.as_secs_f64());
                     async move {
@@ -225,7 +234,9 @@ where
                     }
                     .boxed()
                 },
-                error_policy::<K, D, E>,
+                |frozen: Arc<Frozen<K>>, error, context| {
+                    error_policy::<K, D, E>(&retype(&ObjectRef::from_obj(&*frozen)), error, context)
+                },
                 context.clone(),
             )
             .for_each(move |result| {
@@ -370,7 +381,7 @@ async fn latest<K: ParentResource>(
 }
 
 fn error_policy<K, D, E>(
-    object: Arc<K>,
+    key: &ObjectRef<K>,
     error: &ReconcileFailure<E>,
     context: Arc<Context<K, D>>,
 ) -> Action
@@ -378,7 +389,7 @@ where
     K: Resource<DynamicType = ()> + 'static,
     E: std::error::Error + MetricLabel,
 {
-    let key = ObjectRef::from_obj(&*object);
+    let key = key.clone();
     // The attempt was recorded (and reported) by the reconcile wrapper, which can await.
     let attempt = context
         .error_backoff

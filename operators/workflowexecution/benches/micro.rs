@@ -16,13 +16,13 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     ResourceExt,
-    runtime::{
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{reflector::ObjectRef, watcher},
 };
 use kubernaut_framework::{
-    lock::lock_name, phase::Phase as _, runtime::ParentIndex, template::apply_identity,
+    lock::lock_name,
+    phase::Phase as _,
+    runtime::{ParentIndex, ParentStore, ParentWriter},
+    template::apply_identity,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -175,11 +175,12 @@ fn stored_wfe(i: usize, target: &str, phase: Phase, minutes_ago: i64) -> Workflo
 /// A store (and index) of [`STORE_SIZE`] WorkflowExecutions, [`PER_TARGET`] per target, all
 /// finished long ago, and a new Pending one on one of those targets.
 fn populated_store() -> (
-    Store<WorkflowExecution>,
+    ParentStore<WorkflowExecution>,
     ParentIndex<WorkflowExecution>,
     WorkflowExecution,
 ) {
-    let (store, mut writer) = reflector::store::<WorkflowExecution>();
+    let mut writer = ParentWriter::<WorkflowExecution>::default();
+    let store = writer.as_reader();
     // The key the operator gives the runtime (`operator::start`).
     let index = ParentIndex::new(|wfe: &WorkflowExecution| Some(wfe.spec.target_resource.clone()));
     for i in 0..STORE_SIZE {
@@ -264,6 +265,16 @@ fn bench_cooldown_decision(c: &mut Criterion) {
     );
 }
 
+/// Reading a finished WorkflowExecution from the parent cache (it is kept frozen, as text).
+fn bench_parent_thaw(c: &mut Criterion) {
+    let (store, _, _) = populated_store();
+    let reference = ObjectRef::<WorkflowExecution>::new("wfe-00042").within("bench");
+    assert!(store.get(&reference).is_some(), "{reference} is cached");
+    c.bench_function("parent_cache_get_10k", |b| {
+        b.iter(|| store.get(black_box(&reference)));
+    });
+}
+
 fn bench_index_update(c: &mut Criterion) {
     let (_store, index, pending) = populated_store();
     c.bench_function("target_index_apply_event", |b| {
@@ -281,6 +292,7 @@ criterion_group!(
     bench_render,
     bench_failed_run,
     bench_cooldown_decision,
+    bench_parent_thaw,
     bench_index_update
 );
 criterion_main!(micro);

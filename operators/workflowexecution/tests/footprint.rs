@@ -1,7 +1,7 @@
 //! What each cached object costs in heap: a PipelineRun and a TaskRun as the runtime's child and
-//! grandchild caches hold them, a finished WorkflowExecution as the parent cache holds it, and
-//! each cache entry's key, measured with a counting global allocator over real Tekton's recorded
-//! objects (`tests/e2e/recorded/succeed.yaml`).
+//! grandchild caches hold them, a finished WorkflowExecution typed and as the parent cache holds
+//! it (frozen), and each cache entry's key, measured with a counting global allocator over real
+//! Tekton's recorded objects (`tests/e2e/recorded/succeed.yaml`).
 //!
 //! One test per binary: the allocator counts every thread, so nothing else may run beside it.
 //! Run with `--nocapture` to see the breakdown.
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
-use kubernaut_framework::runtime::prune::freeze;
+use kubernaut_framework::runtime::{frozen::Frozen, prune::freeze};
 use serde_json::{Value, json};
 use workflowexecution_operator::pipelinerun::{
     ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached,
@@ -211,9 +211,14 @@ fn what_each_cached_object_costs() {
         freeze(&mut task_run);
         Arc::new(task_run)
     });
-    let cached_wfe = cost(|| {
+    let typed_wfe = cost(|| {
         let text = serde_json::to_vec(&wfe).unwrap();
         Arc::new(serde_json::from_slice::<WorkflowExecution>(&text).unwrap())
+    });
+    let frozen_wfe = cost(|| {
+        let text = serde_json::to_vec(&wfe).unwrap();
+        let typed = serde_json::from_slice::<WorkflowExecution>(&text).unwrap();
+        Arc::new(Frozen::freeze(typed))
     });
     let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
         "tekton.dev",
@@ -255,7 +260,8 @@ fn what_each_cached_object_costs() {
     );
     show("TaskRun, projected", projected_task_run);
     show("TaskRun, projected and frozen (cached)", frozen_task_run);
-    show("WorkflowExecution (typed, managedFields None)", cached_wfe);
+    show("WorkflowExecution, typed (managedFields None)", typed_wfe);
+    show("WorkflowExecution, frozen (cached)", frozen_wfe);
     show("store key of a child (ObjectRef + ApiResource)", child_key);
     show("store key of a parent (ObjectRef)", parent_key);
     assert!(
@@ -273,5 +279,9 @@ fn what_each_cached_object_costs() {
     assert!(
         frozen_task_run.resident() * 2.0 < projected_task_run.resident(),
         "a frozen TaskRun costs less than half a projected one"
+    );
+    assert!(
+        frozen_wfe.resident() < typed_wfe.resident() * 0.8,
+        "a frozen WorkflowExecution costs less than 80 % of a typed one"
     );
 }
