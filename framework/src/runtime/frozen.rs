@@ -1,5 +1,5 @@
-//! The parent cache: every parent kept frozen, as one compact JSON text, and thawed into a typed
-//! object when it is read.
+//! The parent cache: every parent kept frozen, as one compact JSON text, deflated, and thawed into
+//! a typed object when it is read.
 //!
 //! A typed parent holds each string, list and map of its spec and status in an allocation of its
 //! own (a finished WorkflowExecution: 48 allocations, 3.8 KiB of heap); its JSON text is one
@@ -18,7 +18,9 @@
 //!    whole store at its end) and [`ParentStore::wait_until_ready`] returns once the first list
 //!    completed.
 
-use std::{borrow::Cow, sync::Arc};
+use std::{borrow::Cow, cell::RefCell, sync::Arc};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use kube::{
     Resource,
@@ -31,7 +33,7 @@ use kube::{
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 
 /// A parent as the cache holds it: its name, namespace and resourceVersion, and the whole object
-/// as compact JSON text.
+/// as compact JSON text, deflated.
 pub struct Frozen<K> {
     metadata: ObjectMeta,
     body: Body<K>,
@@ -39,7 +41,10 @@ pub struct Frozen<K> {
 
 /// What a frozen parent holds besides its identity.
 enum Body<K> {
-    /// The whole object as compact JSON text (which parses back into an equal `K`).
+    /// The whole object as compact JSON text (which parses back into an equal `K`), deflated
+    /// ([`pack`]).
+    Packed(Box<[u8]>),
+    /// The text itself, when deflating did not make it smaller.
     Text(Box<str>),
     /// The object itself: its text did not parse back into an equal `K`.
     Whole(Arc<K>),
@@ -58,7 +63,10 @@ where
             ..ObjectMeta::default()
         };
         let body = match serde_json::to_string(&object) {
-            Ok(text) if round_trips::<K>(&text) => Body::Text(text.into_boxed_str()),
+            Ok(text) if round_trips::<K>(&text) => match pack(&text) {
+                Some(packed) => Body::Packed(packed),
+                None => Body::Text(text.into_boxed_str()),
+            },
             _ => Body::Whole(Arc::new(object)),
         };
         Frozen { metadata, body }
@@ -67,17 +75,61 @@ where
     /// The parent as it was frozen. `None` only if its text no longer parsed, which `freeze`
     /// rules out (it keeps as text only what parses back); it is logged.
     pub fn thaw(&self) -> Option<Arc<K>> {
-        match &self.body {
-            Body::Whole(object) => Some(object.clone()),
-            Body::Text(text) => match serde_json::from_str(text) {
-                Ok(object) => Some(Arc::new(object)),
-                Err(error) => {
-                    tracing::error!(name = ?self.metadata.name, %error, "a cached parent does not thaw");
-                    None
+        let parsed = match &self.body {
+            Body::Whole(object) => return Some(object.clone()),
+            Body::Text(text) => serde_json::from_str(text),
+            Body::Packed(packed) => match unpack(packed) {
+                Some(text) => serde_json::from_str(&text),
+                None => {
+                    tracing::error!(name = ?self.metadata.name, "a cached parent does not inflate");
+                    return None;
                 }
             },
+        };
+        match parsed {
+            Ok(object) => Some(Arc::new(object)),
+            Err(error) => {
+                tracing::error!(name = ?self.metadata.name, %error, "a cached parent does not thaw");
+                None
+            }
         }
     }
+}
+
+thread_local! {
+    /// One deflate state per thread, reused: a fresh one costs more than deflating a parent.
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    /// One inflate state per thread, reused.
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
+/// `text` deflated, behind its length (4 bytes, little-endian); `None` when that is not smaller
+/// than `text` (or the text is longer than 4 GiB).
+pub(crate) fn pack(text: &str) -> Option<Box<[u8]>> {
+    let length = u32::try_from(text.len()).ok()?;
+    DEFLATE.with_borrow_mut(|deflate| {
+        deflate.reset();
+        let mut packed = Vec::with_capacity(text.len() + 64);
+        packed.extend_from_slice(&length.to_le_bytes());
+        match deflate.compress_vec(text.as_bytes(), &mut packed, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) if packed.len() < text.len() => Some(packed.into_boxed_slice()),
+            _ => None,
+        }
+    })
+}
+
+/// The text [`pack`] deflated; `None` when `packed` is not what it wrote.
+pub(crate) fn unpack(packed: &[u8]) -> Option<String> {
+    let (length, deflated) = packed.split_first_chunk::<4>()?;
+    let length = usize::try_from(u32::from_le_bytes(*length)).ok()?;
+    INFLATE.with_borrow_mut(|inflate| {
+        inflate.reset(false);
+        let mut text = Vec::with_capacity(length);
+        match inflate.decompress_vec(deflated, &mut text, FlushDecompress::Finish) {
+            Ok(Status::StreamEnd) if text.len() == length => String::from_utf8(text).ok(),
+            _ => None,
+        }
+    })
 }
 
 /// Whether `text` parses back into a `K` that serializes to `text` again.
@@ -93,6 +145,7 @@ impl<K> Clone for Frozen<K> {
         Frozen {
             metadata: self.metadata.clone(),
             body: match &self.body {
+                Body::Packed(packed) => Body::Packed(packed.clone()),
                 Body::Text(text) => Body::Text(text.clone()),
                 Body::Whole(object) => Body::Whole(object.clone()),
             },
@@ -289,12 +342,37 @@ mod tests {
         object.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
         object.data = Some([("key".to_string(), "value \"quoted\" ✓".to_string())].into());
         let frozen = Frozen::freeze(object.clone());
-        assert!(matches!(frozen.body, Body::Text(_)));
+        assert!(matches!(frozen.body, Body::Text(_) | Body::Packed(_)));
         assert_eq!(frozen.thaw().as_deref(), Some(&object));
         assert_eq!(frozen.name_any(), "a");
         assert_eq!(frozen.namespace().as_deref(), Some("ns"));
         assert_eq!(frozen.resource_version().as_deref(), Some("7"));
         assert_eq!(frozen.meta().labels, None, "the rest is in the text");
+    }
+
+    /// Deflated text inflates to itself; text deflating would not shrink stays text; bytes
+    /// that are not a packed text (truncated, another length) inflate to nothing.
+    #[test]
+    fn packed_text_unpacks_to_itself_and_damage_is_refused() {
+        let text = r#"{"status":{"conditions":[{"type":"Succeeded","status":"True"},{"type":"Succeeded","status":"True"}]}}"#;
+        let packed = pack(text).expect("repetitive text shrinks");
+        assert!(packed.len() < text.len());
+        assert_eq!(unpack(&packed).as_deref(), Some(text));
+        assert_eq!(pack("{}"), None, "too short to shrink");
+        assert_eq!(unpack(&packed[..packed.len() - 3]), None, "truncated");
+        let mut longer = packed.to_vec();
+        longer[0] += 1;
+        assert_eq!(unpack(&longer), None, "another length");
+        assert_eq!(unpack(&[1, 2]), None, "no length");
+        let mut object = cm("a", "7");
+        object.data = Some(
+            (0..20)
+                .map(|i| (format!("key-{i}"), "value".repeat(4)))
+                .collect(),
+        );
+        let frozen = Frozen::freeze(object.clone());
+        assert!(matches!(frozen.body, Body::Packed(_)));
+        assert_eq!(frozen.thaw().as_deref(), Some(&object));
     }
 
     /// A type whose text does not parse back into the same object is kept whole.

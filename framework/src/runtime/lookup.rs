@@ -158,10 +158,7 @@ where
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::{
-        api::ObjectMeta,
-        runtime::{reflector::store::Writer, watcher::Event},
-    };
+    use kube::{api::ObjectMeta, runtime::watcher::Event};
 
     use super::*;
     use crate::{
@@ -211,7 +208,7 @@ mod tests {
         let (client, scenario) = Scenario::start(Vec::new());
         let mut context = Context::<ConfigMap>::for_tests(client, ()).unwrap();
         let kind = ApiResource::erase::<ConfigMap>(&());
-        let mut writer = Writer::<DynamicObject>::new(kind.clone());
+        let mut writer = crate::runtime::ChildWriter::new(kind.clone());
         let child = DynamicObject::new("child", &kind).within("ns");
         writer.apply_watcher_event(&Event::Apply(child));
         context.children = KindStores::new([(kind.clone(), writer.as_reader())]);
@@ -268,7 +265,7 @@ mod tests {
             Exchange::new("GET", format!("{path}/elsewhere"), 200, owned("elsewhere")),
         ]);
         let mut context = Context::<ConfigMap>::for_tests(client, ()).unwrap();
-        let mut writer = Writer::<DynamicObject>::new(engine.child_resource.clone());
+        let mut writer = crate::runtime::ChildWriter::new(engine.child_resource.clone());
         let cached: DynamicObject = serde_json::from_value(owned("cached")).unwrap();
         writer.apply_watcher_event(&Event::Apply(cached));
         context.children = KindStores::new([(engine.child_resource.clone(), writer.as_reader())]);

@@ -57,8 +57,9 @@
 //!    labels, and a change of any kind reconciles its parent. Grandchildren likewise.
 //! 2. The reconcile [`Context`] carries the reflector stores: the operator makes decisions from
 //!    memory (`ctx.parents`, `ctx.children`, `ctx.grandchildren`) instead of API list calls; the
-//!    child and grandchild caches are [`KindStores`], one store per kind, looked up by the
-//!    reference's kind. Cached objects have their `managedFields` stripped, and cached children
+//!    parent cache is a [`ParentStore`] (each parent kept as compact JSON text and thawed when
+//!    read: [`frozen`]), the child and grandchild caches are [`KindStores`], one store per kind,
+//!    looked up by the reference's kind. Cached objects have their `managedFields` stripped, and cached children
 //!    (of every kind) whatever [`Operator::prune_children`] drops (a kind watched with
 //!    [`Operator::children_pruned`]: whatever its own function drops). Grandchildren ([`Operator::grandchildren`]: objects the
 //!    children create, carrying the same parent labels, e.g. a PipelineRun's TaskRuns) are watched
@@ -151,7 +152,7 @@ use kube::{
     core::DeserializeGuard,
     runtime::{
         events::{Event, Recorder, Reporter},
-        reflector::{ObjectRef, store::Writer},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -173,7 +174,7 @@ pub use self::{
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
     lookup::GrandchildrenOf,
     metrics::{FrameworkMetrics, MetricLabel},
-    stores::KindStores,
+    stores::{ChildStore, ChildWriter, FrozenObject, KindStores},
 };
 use self::{
     events::{publish_event, report_invalid, watch_templates},
@@ -1050,8 +1051,8 @@ async fn supervise(
 /// reflectors (kinds in the order of the operator's watches).
 struct Writers<K: ParentResource> {
     parents: ParentWriter<K>,
-    children: Vec<(ApiResource, Writer<DynamicObject>)>,
-    grandchildren: Vec<(ApiResource, Writer<DynamicObject>)>,
+    children: Vec<(ApiResource, ChildWriter)>,
+    grandchildren: Vec<(ApiResource, ChildWriter)>,
 }
 
 impl<K: ParentResource> Writers<K> {
@@ -1061,7 +1062,7 @@ impl<K: ParentResource> Writers<K> {
     ) -> Self {
         let writer = |watch: &ChildWatch| {
             let resource = watch.resource.clone();
-            (resource.clone(), Writer::<DynamicObject>::new(resource))
+            (resource.clone(), ChildWriter::new(resource))
         };
         Writers {
             parents: ParentWriter::default(),
@@ -1072,7 +1073,7 @@ impl<K: ParentResource> Writers<K> {
 }
 
 /// The readers of `writers`, by kind.
-fn kind_stores(writers: &[(ApiResource, Writer<DynamicObject>)]) -> KindStores {
+fn kind_stores(writers: &[(ApiResource, ChildWriter)]) -> KindStores {
     KindStores::new(
         writers
             .iter()
@@ -1215,7 +1216,7 @@ fn child_reflector(
     watch: &ChildWatch,
     page_size: u32,
     prune: Option<Arc<reflect::PruneFn>>,
-    writer: Writer<DynamicObject>,
+    writer: ChildWriter,
     sender: &broadcast::Sender<Arc<DynamicObject>>,
 ) -> BoxFuture<'static, ()> {
     let api: Api<DynamicObject> = match &watch.namespace {

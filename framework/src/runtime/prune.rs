@@ -3,10 +3,9 @@
 //! object may lose.
 //!
 //! [`prune`] drops named parts; [`project`] keeps only what a status mapping reads
-//! ([`Projection`]) and the object's identity. The runtime then [`freeze`]s every cached child
-//! and grandchild: its fields are kept as one compact JSON text instead of a tree of maps (a
-//! JSON object costs a B-tree node of about 600 bytes however few members it has), and
-//! [`KindStores`](super::KindStores) [`thaw`]s what it hands out.
+//! ([`Projection`]) and the object's identity. The cache then keeps what is left frozen
+//! ([`FrozenObject`](super::FrozenObject): one compact JSON text, deflated, instead of a tree
+//! of maps — a JSON object costs a B-tree node of about 600 bytes however few members it has).
 //!
 //! Guarantees:
 //! 1. [`prune`]: identity, labels, `metadata.creationTimestamp` and every field not named stay
@@ -16,45 +15,12 @@
 //!    the projection keeps (labels and annotations also when the caller's predicate keeps them).
 //! 3. An object whose last annotation (or label) is dropped has none (`None`, not an empty map),
 //!    as the API server would return it.
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use kube::api::DynamicObject;
 use serde_json::Value;
 
 use crate::status::Projection;
-
-/// Keeps `object`'s fields (everything but `apiVersion`, `kind` and `metadata`) as one compact
-/// JSON text: what a cache holds. The metadata stays as it is (labels map children to parents).
-/// Freezing a frozen object changes nothing.
-pub fn freeze(object: &mut DynamicObject) {
-    if is_frozen(object) {
-        return;
-    }
-    // A JSON tree always serializes.
-    if let Ok(text) = serde_json::to_string(&object.data) {
-        object.data = Value::String(text.into_boxed_str().into_string());
-    }
-}
-
-/// `object` with its fields as a JSON tree again ([`freeze`]); the same object when they are not
-/// frozen.
-pub fn thaw(object: Arc<DynamicObject>) -> Arc<DynamicObject> {
-    let Value::String(text) = &object.data else {
-        return object;
-    };
-    Arc::new(DynamicObject {
-        types: object.types.clone(),
-        metadata: object.metadata.clone(),
-        // Written by `freeze` from a JSON tree, so it parses.
-        data: serde_json::from_str(text).unwrap_or_default(),
-    })
-}
-
-/// Whether `object`'s fields are frozen: a Kubernetes object's fields are a JSON object, never a
-/// string.
-fn is_frozen(object: &DynamicObject) -> bool {
-    object.data.is_string()
-}
 
 /// Drops `spec` and the `status` fields named in `status_fields` from `object`, and every
 /// annotation whose key `keep_annotation` refuses.
@@ -170,35 +136,6 @@ mod tests {
         prune(&mut pod, &[], |_| false);
         assert_eq!(pod.metadata.annotations, None);
         assert_eq!(pod.data["status"]["results"], json!([]));
-    }
-
-    /// A frozen object thaws to what it was; freezing twice or thawing a tree changes nothing.
-    #[test]
-    fn a_frozen_object_thaws_to_what_it_was() {
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
-            "metadata": {"name": "r", "namespace": "ns", "labels": {"a": "b"}},
-            "status": {"conditions": [{"type": "Succeeded", "status": "True"}],
-                       "startTime": "2025-06-01T11:50:02Z", "ratio": 0.1, "n": 3}
-        }))
-        .unwrap();
-        let mut frozen = object.clone();
-        freeze(&mut frozen);
-        assert!(frozen.data.is_string());
-        assert_eq!(frozen.metadata, object.metadata, "the metadata stays");
-        let again = {
-            let mut again = frozen.clone();
-            freeze(&mut again);
-            again
-        };
-        assert_eq!(again.data, frozen.data);
-        let thawed = thaw(Arc::new(frozen));
-        assert_eq!(*thawed, object);
-        let tree = Arc::new(object);
-        assert!(
-            Arc::ptr_eq(&thaw(tree.clone()), &tree),
-            "not frozen: the same object"
-        );
     }
 
     /// Identity and what the projection reads stay; the spec, the status the mapping does not

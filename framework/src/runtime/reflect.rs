@@ -11,7 +11,10 @@
 //!    object itself and no reconciler needs them); cached children are also pruned by the
 //!    operator's prune function for their kind (`Operator::children_pruned`, else
 //!    `Operator::prune_children`), if it gave one, once per watch event, and then frozen
-//!    ([`prune::freeze`](super::prune::freeze): their fields kept as one compact JSON text).
+//!    ([`FrozenObject`](super::stores::FrozenObject)); parents are frozen too
+//!    ([`Frozen`]).
+//! 5. The parent mapping of the triggers reads children as the watch handed them over (pruned,
+//!    not frozen); when a receiver fell behind, as the cache hands them out (thawed).
 //! 3. A trigger is broadcast only after the store holds the object, so a reconcile started by it
 //!    finds the object (or a newer version) in the store.
 //! 4. Broadcasting never blocks the reflector: a receiver that falls behind is told so and
@@ -26,13 +29,16 @@ use kube::{
     core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
         WatchStreamExt,
-        reflector::{ObjectRef, Store, store::Writer},
+        reflector::ObjectRef,
         watcher::{self, Event},
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::frozen::{Frozen, ParentStore, ParentWriter};
+use super::{
+    frozen::{Frozen, ParentStore, ParentWriter},
+    stores::ChildWriter,
+};
 use tokio::sync::broadcast;
 
 /// Converts watch events of `DeserializeGuard<K>` into events of `K`, keeping undecodable objects
@@ -132,17 +138,16 @@ where
 }
 
 /// A stream of objects to (re)trigger from a broadcast receiver; when the receiver lags behind,
-/// every object of `store` is emitted instead of the lost events.
+/// every cached object (`cached()`) is emitted instead of the lost events.
 pub(crate) fn trigger_stream<T>(
     receiver: broadcast::Receiver<Arc<T>>,
-    store: Store<T>,
+    cached: impl Fn() -> Vec<Arc<T>> + Clone + Send + Sync + 'static,
 ) -> impl Stream<Item = Arc<T>> + Send + 'static
 where
-    T: Resource + Clone + Send + Sync + 'static,
-    T::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+    T: Send + Sync + 'static,
 {
     stream::unfold(receiver, move |mut receiver| {
-        let store = store.clone();
+        let cached = cached.clone();
         async move {
             match receiver.recv().await {
                 Ok(object) => Some((vec![object], receiver)),
@@ -151,7 +156,7 @@ where
                         missed,
                         "controller fell behind the watch; re-triggering every cached object"
                     );
-                    Some((store.state(), receiver))
+                    Some((cached(), receiver))
                 }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
@@ -242,7 +247,7 @@ pub(crate) async fn reflect_children(
     api: Api<DynamicObject>,
     config: watcher::Config,
     resource: kube::api::ApiResource,
-    mut writer: Writer<DynamicObject>,
+    mut writer: ChildWriter,
     sender: broadcast::Sender<Arc<DynamicObject>>,
     prune: Option<Arc<PruneFn>>,
 ) {
@@ -253,7 +258,6 @@ pub(crate) async fn reflect_children(
             if let Some(prune) = &prune {
                 prune(object);
             }
-            super::prune::freeze(object);
         },
     );
     let mut events = std::pin::pin!(events);
@@ -267,13 +271,8 @@ pub(crate) async fn reflect_children(
         };
         writer.apply_watcher_event(&event);
         match event {
-            Event::Apply(object) => {
-                let reference = ObjectRef::from_obj_with(&object, resource.clone());
-                if let Some(cached) = reader.get(&reference) {
-                    broadcast(&sender, cached);
-                }
-            }
-            Event::Delete(object) => broadcast(&sender, Arc::new(object)),
+            // The object as stored (before it was frozen).
+            Event::Apply(object) | Event::Delete(object) => broadcast(&sender, Arc::new(object)),
             Event::InitDone => {
                 for object in reader.state() {
                     broadcast(&sender, object);
@@ -394,7 +393,7 @@ mod tests {
             writer.apply_watcher_event(&Event::Apply(cm(name, "1")));
         }
         let (sender, receiver) = broadcast::channel(1);
-        let triggers = trigger_stream(receiver, reader);
+        let triggers = trigger_stream(receiver, move || reader.state());
         for name in ["x", "y"] {
             let _ = sender.send(Arc::new(cm(name, "1")));
         }

@@ -8,32 +8,281 @@
 //! # Guarantees
 //! 1. [`KindStores::get`] looks only in the store of the reference's kind (its `dyntype`); a kind
 //!    that is not watched holds nothing.
-//! 2. [`KindStores::get`] and [`KindStores::state`] hand out objects with their fields as a JSON
-//!    tree ([`thaw`]), whether or not the store holds them frozen.
+//! 2. Each store holds its objects frozen ([`FrozenObject`]: name, namespace, labels and
+//!    resourceVersion as metadata, the rest one compact JSON text, deflated); [`KindStores::get`],
+//!    [`KindStores::state`] and [`ChildStore`]'s readers hand them out thawed, as they were
+//!    stored.
 //! 3. [`KindStores::wait_until_ready`] returns once every kind's store completed its first list
 //!    (at once when no kind is watched).
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
-use super::prune::thaw;
 use kube::{
-    api::{ApiResource, DynamicObject},
-    runtime::reflector::{ObjectRef, Store, store::WriterDropped},
+    Resource,
+    api::{ApiResource, DynamicObject, ObjectMeta},
+    core::DynamicResourceScope,
+    runtime::{
+        reflector::{ObjectRef, Store, store::Writer, store::WriterDropped},
+        watcher::Event,
+    },
 };
 
-/// Reflector stores of dynamic objects, one per kind, such as [`Context::children`] and
+use super::frozen::{pack, unpack};
+
+/// A child or grandchild as its kind's cache holds it: its name, namespace, labels and
+/// resourceVersion (what references, the parent mapping's fallback and label lookups read), and
+/// everything else as compact JSON text, deflated when that is smaller.
+///
+/// Its kind is an `Arc<ApiResource>`, so each cache key shares its kind's description instead of
+/// copying five strings.
+#[derive(Clone, Debug)]
+pub struct FrozenObject {
+    metadata: ObjectMeta,
+    /// The labels as `key=value` lines, when they are non-empty and each key is free of `=` and
+    /// line breaks and each value of line breaks (always, for labels the API server accepted);
+    /// otherwise they stay in `metadata`.
+    labels: Option<Box<str>>,
+    body: Body,
+}
+
+/// The rest of a frozen object.
+#[derive(Clone, Debug)]
+enum Body {
+    /// Deflated text ([`pack`]).
+    Packed(Box<[u8]>),
+    /// The text itself, when deflating did not make it smaller.
+    Text(Box<str>),
+}
+
+impl FrozenObject {
+    /// `object` frozen.
+    pub fn freeze(mut object: DynamicObject) -> Self {
+        let kept = &mut object.metadata;
+        let mut metadata = ObjectMeta {
+            name: kept.name.take(),
+            namespace: kept.namespace.take(),
+            labels: kept.labels.take(),
+            resource_version: kept.resource_version.take(),
+            ..ObjectMeta::default()
+        };
+        let labels = metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| label_lines(labels));
+        if labels.is_some() {
+            metadata.labels = None;
+        }
+        // A JSON tree and typed metadata always serialize.
+        let text = serde_json::to_string(&object).unwrap_or_default();
+        let body = match pack(&text) {
+            Some(packed) => Body::Packed(packed),
+            None => Body::Text(text.into_boxed_str()),
+        };
+        FrozenObject {
+            metadata,
+            labels,
+            body,
+        }
+    }
+
+    /// The label `key`'s value, read without thawing.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        match &self.labels {
+            Some(lines) => lines.lines().find_map(|line| {
+                let (k, v) = line.split_once('=')?;
+                (k == key).then_some(v)
+            }),
+            None => self.metadata.labels.as_ref()?.get(key).map(String::as_str),
+        }
+    }
+
+    /// The object as it was frozen. `None` only if its text no longer parsed, which cannot happen
+    /// to text `freeze` wrote; it is logged.
+    pub fn thaw(&self) -> Option<DynamicObject> {
+        let text = match &self.body {
+            Body::Packed(packed) => Cow::Owned(unpack(packed).unwrap_or_default()),
+            Body::Text(text) => Cow::Borrowed(&**text),
+        };
+        let mut object: DynamicObject = match serde_json::from_str(&text) {
+            Ok(object) => object,
+            Err(error) => {
+                tracing::error!(name = ?self.metadata.name, %error, "a cached object does not thaw");
+                return None;
+            }
+        };
+        let metadata = &mut object.metadata;
+        metadata.name.clone_from(&self.metadata.name);
+        metadata.namespace.clone_from(&self.metadata.namespace);
+        metadata.labels = match &self.labels {
+            Some(lines) => Some(
+                lines
+                    .lines()
+                    .filter_map(|line| line.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            None => self.metadata.labels.clone(),
+        };
+        metadata
+            .resource_version
+            .clone_from(&self.metadata.resource_version);
+        Some(object)
+    }
+}
+
+impl Resource for FrozenObject {
+    type DynamicType = Arc<ApiResource>;
+    type Scope = DynamicResourceScope;
+
+    fn kind(dt: &Arc<ApiResource>) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+
+    fn group(dt: &Arc<ApiResource>) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+
+    fn version(dt: &Arc<ApiResource>) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+
+    fn api_version(dt: &Arc<ApiResource>) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+
+    fn plural(dt: &Arc<ApiResource>) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// `labels` as `key=value` lines, when that is unambiguous (see [`FrozenObject`]).
+fn label_lines(labels: &std::collections::BTreeMap<String, String>) -> Option<Box<str>> {
+    let plain = |text: &str| !text.contains(['\n', '\r']);
+    if labels.is_empty()
+        || !labels
+            .iter()
+            .all(|(k, v)| plain(k) && plain(v) && !k.contains('='))
+    {
+        return None;
+    }
+    let lines: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Some(lines.join("\n").into_boxed_str())
+}
+
+/// One kind's cache: kube's reflector store of [`FrozenObject`]s, read as dynamic objects.
+#[derive(Clone)]
+pub struct ChildStore {
+    resource: Arc<ApiResource>,
+    store: Store<FrozenObject>,
+}
+
+impl ChildStore {
+    /// The cached object of this kind named `name` in `namespace`, thawed.
+    pub fn get(&self, name: &str, namespace: Option<&str>) -> Option<Arc<DynamicObject>> {
+        let reference = ObjectRef::new_with(name, self.resource.clone());
+        let reference = match namespace {
+            Some(namespace) => reference.within(namespace),
+            None => reference,
+        };
+        self.store.get(&reference)?.thaw().map(Arc::new)
+    }
+
+    /// Every cached object of this kind, thawed.
+    pub fn state(&self) -> Vec<Arc<DynamicObject>> {
+        self.matching(|_| true)
+    }
+
+    /// The cached objects `keep` accepts, thawed; `keep` reads what a frozen object keeps
+    /// outside its text (name, namespace, labels, resourceVersion), and the others are not
+    /// thawed.
+    pub fn matching(&self, keep: impl Fn(&FrozenObject) -> bool) -> Vec<Arc<DynamicObject>> {
+        self.store
+            .state()
+            .iter()
+            .filter(|frozen| keep(frozen))
+            .filter_map(|frozen| frozen.thaw().map(Arc::new))
+            .collect()
+    }
+
+    /// How many objects of this kind are cached.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no object of this kind is cached.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Waits until the store completed its first list (kube's `Store::wait_until_ready`: see
+    /// [`KindStores::wait_until_ready`] for why the runtime waits, not a reconciler).
+    ///
+    /// # Errors
+    /// [`WriterDropped`] when the writer went away before the first list completed.
+    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
+        self.store.wait_until_ready().await
+    }
+}
+
+/// Fills a [`ChildStore`] from watch events of one kind, freezing each object.
+pub struct ChildWriter {
+    resource: Arc<ApiResource>,
+    writer: Writer<FrozenObject>,
+}
+
+impl ChildWriter {
+    /// A writer of `resource`'s cache.
+    pub fn new(resource: ApiResource) -> Self {
+        let resource = Arc::new(resource);
+        ChildWriter {
+            writer: Writer::new(resource.clone()),
+            resource,
+        }
+    }
+
+    /// Applies one watch event as kube's reflector would (a re-list swaps the whole store at its
+    /// end), freezing the objects it carries.
+    pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
+        let frozen = match event {
+            Event::Apply(object) => Event::Apply(FrozenObject::freeze(object.clone())),
+            Event::Delete(object) => Event::Delete(FrozenObject::freeze(object.clone())),
+            Event::InitApply(object) => Event::InitApply(FrozenObject::freeze(object.clone())),
+            Event::Init => Event::Init,
+            Event::InitDone => Event::InitDone,
+        };
+        self.writer.apply_watcher_event(&frozen);
+    }
+
+    /// A reader of the store this writer fills.
+    pub fn as_reader(&self) -> ChildStore {
+        ChildStore {
+            resource: self.resource.clone(),
+            store: self.writer.as_reader(),
+        }
+    }
+}
+
+/// The caches of several kinds, one per kind, such as [`Context::children`] and
 /// [`Context::grandchildren`].
 ///
 /// [`Context::children`]: super::Context::children
 /// [`Context::grandchildren`]: super::Context::grandchildren
 #[derive(Clone, Default)]
 pub struct KindStores {
-    stores: Vec<(ApiResource, Store<DynamicObject>)>,
+    stores: Vec<(ApiResource, ChildStore)>,
 }
 
 impl KindStores {
     /// Stores of the given kinds; a kind given twice keeps its last store.
-    pub fn new(stores: impl IntoIterator<Item = (ApiResource, Store<DynamicObject>)>) -> Self {
+    pub fn new(stores: impl IntoIterator<Item = (ApiResource, ChildStore)>) -> Self {
         let mut this = Self::default();
         for (resource, store) in stores {
             this.insert(resource, store);
@@ -42,7 +291,7 @@ impl KindStores {
     }
 
     /// Sets the store of `resource`'s kind, replacing the one it had.
-    pub fn insert(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
+    pub fn insert(&mut self, resource: ApiResource, store: ChildStore) {
         match self.stores.iter_mut().find(|(r, _)| *r == resource) {
             Some((_, existing)) => *existing = store,
             None => self.stores.push((resource, store)),
@@ -51,7 +300,8 @@ impl KindStores {
 
     /// The cached object `reference` names, looked up in the store of its kind (its `dyntype`).
     pub fn get(&self, reference: &ObjectRef<DynamicObject>) -> Option<Arc<DynamicObject>> {
-        self.of(&reference.dyntype)?.get(reference).map(thaw)
+        self.of(&reference.dyntype)?
+            .get(&reference.name, reference.namespace.as_deref())
     }
 
     /// Every cached object, of every kind (kinds in the order they were watched).
@@ -59,13 +309,11 @@ impl KindStores {
         self.stores
             .iter()
             .flat_map(|(_, store)| store.state())
-            .map(thaw)
             .collect()
     }
 
-    /// The store of `resource`'s kind, when that kind is watched. Its objects are as cached: the
-    /// runtime keeps their fields frozen ([`thaw`] them to read more than the metadata).
-    pub fn of(&self, resource: &ApiResource) -> Option<&Store<DynamicObject>> {
+    /// The store of `resource`'s kind, when that kind is watched.
+    pub fn of(&self, resource: &ApiResource) -> Option<&ChildStore> {
         self.stores
             .iter()
             .find(|(r, _)| r == resource)
@@ -111,10 +359,48 @@ mod tests {
     use super::*;
     use futures::FutureExt as _;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-    use kube::runtime::{reflector::store::Writer, watcher};
+    use kube::runtime::watcher;
 
     fn object(resource: &ApiResource, name: &str) -> DynamicObject {
         DynamicObject::new(name, resource).within("ns")
+    }
+
+    /// A frozen object keeps its name, namespace, labels and resourceVersion as metadata and
+    /// thaws to what it was.
+    #[test]
+    fn a_frozen_object_thaws_to_what_it_was() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+            "metadata": {"name": "r", "namespace": "ns", "labels": {"a": "b"}, "uid": "u",
+                         "resourceVersion": "7", "annotations": {"x": "y"},
+                         "creationTimestamp": "2025-06-01T11:50:02Z"},
+            "status": {"conditions": [{"type": "Succeeded", "status": "True"}],
+                       "startTime": "2025-06-01T11:50:02Z", "ratio": 0.1, "n": 3}
+        }))
+        .unwrap();
+        let frozen = FrozenObject::freeze(object.clone());
+        let kept = frozen.meta();
+        assert_eq!(
+            (kept.name.as_deref(), kept.namespace.as_deref()),
+            (Some("r"), Some("ns"))
+        );
+        assert_eq!(kept.labels, None, "as lines");
+        assert_eq!(frozen.label("a"), Some("b"));
+        assert_eq!(frozen.label("b"), None);
+        assert_eq!(kept.resource_version.as_deref(), Some("7"));
+        assert_eq!(
+            (&kept.uid, &kept.annotations),
+            (&None, &None),
+            "in the text"
+        );
+        assert_eq!(frozen.thaw(), Some(object.clone()));
+        // Labels lines could not carry stay in the metadata (the API server accepts none).
+        let mut odd = object;
+        odd.metadata.labels = Some([("k=1".to_string(), "v\nw".to_string())].into());
+        let frozen = FrozenObject::freeze(odd.clone());
+        assert_eq!(frozen.meta().labels, odd.metadata.labels);
+        assert_eq!(frozen.label("k=1"), Some("v\nw"));
+        assert_eq!(frozen.thaw(), Some(odd));
     }
 
     /// Two kinds with an object of the same name each: a reference finds the one of its kind,
@@ -125,8 +411,8 @@ mod tests {
             ApiResource::erase::<ConfigMap>(&()),
             ApiResource::erase::<Secret>(&()),
         );
-        let mut cm_writer = Writer::<DynamicObject>::new(configmaps.clone());
-        let mut secret_writer = Writer::<DynamicObject>::new(secrets.clone());
+        let mut cm_writer = ChildWriter::new(configmaps.clone());
+        let mut secret_writer = ChildWriter::new(secrets.clone());
         let stores = KindStores::new([
             (configmaps.clone(), cm_writer.as_reader()),
             (secrets.clone(), secret_writer.as_reader()),
@@ -152,7 +438,7 @@ mod tests {
             Some("Secret".into())
         );
         assert_eq!(stores.state().len(), 2);
-        assert_eq!(stores.of(&secrets).map(Store::len), Some(1));
+        assert_eq!(stores.of(&secrets).map(ChildStore::len), Some(1));
         let pods = ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&());
         assert!(stores.of(&pods).is_none());
         assert!(stores.get(&reference(&pods)).is_none());

@@ -55,7 +55,7 @@ use kube::{
     runtime::{
         Controller,
         controller::{self, Action, Config},
-        reflector::{ObjectRef, Store},
+        reflector::ObjectRef,
     },
 };
 use thiserror::Error;
@@ -71,6 +71,7 @@ use super::{
     frozen::{Frozen, retype},
     metrics, reflect,
     slots::{Slots, Turn},
+    stores::ChildStore,
     surface,
 };
 use crate::backoff::{self, AttemptBasis, Hold};
@@ -98,7 +99,7 @@ impl<E: MetricLabel> ReconcileFailure<E> {
 pub(crate) struct KindTrigger {
     pub(crate) watch: ChildWatch,
     pub(crate) sender: broadcast::Sender<Arc<DynamicObject>>,
-    pub(crate) store: Store<DynamicObject>,
+    pub(crate) store: ChildStore,
 }
 
 /// The leader-only part: one `Controller` per leadership term.
@@ -170,7 +171,10 @@ where
         let _expiry = AbortOnDrop(tokio::spawn(expire_reservations(slots.clone())));
         let parents = context.parents.frozen().clone();
         let mut controller = Controller::for_shared_stream(
-            reflect::trigger_stream(self.parent_tx.subscribe(), parents.clone()),
+            reflect::trigger_stream(self.parent_tx.subscribe(), {
+                let parents = parents.clone();
+                move || parents.state()
+            }),
             parents,
         )
         // Unbounded for kube: the slots limit how many run, in trigger order (guarantee 6).
@@ -192,7 +196,10 @@ where
             let mapper = watch.clone();
             let (changes, slots) = (context.clone(), slots.clone());
             controller = controller.watches_shared_stream_with(
-                reflect::trigger_stream(sender.subscribe(), store.clone()),
+                reflect::trigger_stream(sender.subscribe(), {
+                    let store = store.clone();
+                    move || store.state()
+                }),
                 move |child: Arc<DynamicObject>| {
                     let parent = mapper.parent_of::<K>(&child)?;
                     // A child changed (its status, its existence): a real change for a parent in

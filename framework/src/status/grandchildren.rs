@@ -15,14 +15,14 @@
 use std::collections::BTreeMap;
 
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{ApiResource, DynamicObject, ListParams},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::reflector::ObjectRef,
 };
 use serde_json::Value;
 
 use super::{GrandchildLookup, StatusMapping};
-use crate::runtime::{KindStores, prune::thaw};
+use crate::runtime::KindStores;
 
 /// The grandchildren of `child` (a whole object) that still exist, by name.
 ///
@@ -73,14 +73,16 @@ pub fn cached(
             .collect(),
         Some(GrandchildLookup::Labelled { label, value }) => stores
             .of(resource)
-            .map(Store::state)
+            .map(|store| {
+                // Matched on the metadata the cache keeps: only the matches are thawed.
+                store.matching(|frozen| {
+                    frozen.meta().namespace.as_deref() == Some(namespace)
+                        && frozen.label(&label) == Some(value.as_str())
+                })
+            })
             .unwrap_or_default()
             .iter()
-            .filter(|g| {
-                g.metadata.namespace.as_deref() == Some(namespace)
-                    && g.labels().get(&label) == Some(&value)
-            })
-            .map(|g| (g.name_any(), whole(&thaw(g.clone()))))
+            .map(|g| (g.name_any(), whole(g)))
             .collect(),
     }
 }
@@ -116,7 +118,9 @@ pub fn whole(object: &DynamicObject) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::{reflector::store::Writer, watcher};
+    use kube::runtime::watcher;
+
+    use crate::runtime::ChildWriter;
     use serde_json::json;
 
     use super::*;
@@ -139,7 +143,7 @@ mod tests {
     }
 
     fn store(resource: &ApiResource, objects: Vec<DynamicObject>) -> KindStores {
-        let mut writer = Writer::new(resource.clone());
+        let mut writer = ChildWriter::new(resource.clone());
         for object in objects {
             writer.apply_watcher_event(&watcher::Event::Apply(object));
         }

@@ -21,7 +21,7 @@ use kube::{
 use kubernaut_framework::{
     lock::lock_name,
     phase::Phase as _,
-    runtime::{ParentIndex, ParentStore, ParentWriter},
+    runtime::{ParentIndex, ParentStore, ParentWriter, frozen::Frozen},
     template::apply_identity,
 };
 use serde::Deserialize;
@@ -265,13 +265,22 @@ fn bench_cooldown_decision(c: &mut Criterion) {
     );
 }
 
-/// Reading a finished WorkflowExecution from the parent cache (it is kept frozen, as text).
+/// Reading a finished WorkflowExecution from the parent cache (it is kept frozen: deflated
+/// text), and freezing one (once per watch event).
 fn bench_parent_thaw(c: &mut Criterion) {
     let (store, _, _) = populated_store();
     let reference = ObjectRef::<WorkflowExecution>::new("wfe-00042").within("bench");
     assert!(store.get(&reference).is_some(), "{reference} is cached");
     c.bench_function("parent_cache_get_10k", |b| {
         b.iter(|| store.get(black_box(&reference)));
+    });
+    let finished = store.get(&reference).expect("cached");
+    c.bench_function("parent_freeze", |b| {
+        b.iter_batched(
+            || (*finished).clone(),
+            |wfe| Frozen::freeze(black_box(wfe)),
+            BatchSize::SmallInput,
+        );
     });
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
-use kubernaut_framework::runtime::{frozen::Frozen, prune::freeze};
+use kubernaut_framework::runtime::{FrozenObject, frozen::Frozen};
 use serde_json::{Value, json};
 use workflowexecution_operator::pipelinerun::{
     ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached,
@@ -186,8 +186,7 @@ fn what_each_cached_object_costs() {
     let frozen_run = cost(|| {
         let mut run = decoded(&run);
         project_cached(&mut run, &run_projection);
-        freeze(&mut run);
-        Arc::new(run)
+        Arc::new(FrozenObject::freeze(run))
     });
     let pruned_task_run = cost(|| {
         let fields = [
@@ -208,8 +207,7 @@ fn what_each_cached_object_costs() {
     let frozen_task_run = cost(|| {
         let mut task_run = decoded(&task_run);
         project_cached(&mut task_run, &task_run_projection);
-        freeze(&mut task_run);
-        Arc::new(task_run)
+        Arc::new(FrozenObject::freeze(task_run))
     });
     let typed_wfe = cost(|| {
         let text = serde_json::to_vec(&wfe).unwrap();
@@ -225,8 +223,10 @@ fn what_each_cached_object_costs() {
         "v1",
         "PipelineRun",
     ));
-    let object = decoded(&run);
-    let child_key = cost(|| ObjectRef::from_obj_with(&object, resource.clone()));
+    let mut object = decoded(&run);
+    project_cached(&mut object, &run_projection);
+    let (frozen, resource) = (FrozenObject::freeze(object), Arc::new(resource));
+    let child_key = cost(|| ObjectRef::from_obj_with(&frozen, resource.clone()));
     let parent: WorkflowExecution = serde_json::from_value(wfe.clone()).unwrap();
     let parent_key = cost(|| ObjectRef::from_obj(&parent));
     let mut sample = decoded(&run);
@@ -262,7 +262,7 @@ fn what_each_cached_object_costs() {
     show("TaskRun, projected and frozen (cached)", frozen_task_run);
     show("WorkflowExecution, typed (managedFields None)", typed_wfe);
     show("WorkflowExecution, frozen (cached)", frozen_wfe);
-    show("store key of a child (ObjectRef + ApiResource)", child_key);
+    show("store key of a child (ObjectRef, shared kind)", child_key);
     show("store key of a parent (ObjectRef)", parent_key);
     assert!(
         projected_run.resident() * 3.0 < pruned_run.resident(),

@@ -6,11 +6,7 @@ use std::{path::Path, sync::Arc};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Client, ResourceExt,
-    api::DynamicObject,
-    runtime::{reflector::store::Writer, watcher},
-};
+use kube::{Client, ResourceExt, api::DynamicObject, runtime::watcher};
 use kubernaut_framework::{
     config::ConfigStore,
     lock::Locks,
@@ -70,7 +66,7 @@ fn context(client: Client, cached_runs: &[DynamicObject]) -> Arc<Ctx> {
         .unwrap()
         .child_resource
         .clone();
-    let mut writer = Writer::<DynamicObject>::new(runs.clone());
+    let mut writer = kubernaut_framework::runtime::ChildWriter::new(runs.clone());
     for run in cached_runs {
         writer.apply_watcher_event(&watcher::Event::Apply(run.clone()));
     }
