@@ -138,31 +138,50 @@ where
 }
 
 /// A stream of objects to (re)trigger from a broadcast receiver; when the receiver lags behind,
-/// every cached object (`cached()`) is emitted instead of the lost events.
-pub(crate) fn trigger_stream<T>(
+/// every cached object (`cached()`, each turned into a trigger by `trigger` one at a time, as
+/// the stream is read: thawing them all at once would hold the whole cache thawed) is emitted
+/// instead of the lost events.
+pub(crate) fn trigger_stream<C, T>(
     receiver: broadcast::Receiver<Arc<T>>,
-    cached: impl Fn() -> Vec<Arc<T>> + Clone + Send + Sync + 'static,
+    cached: impl Fn() -> Vec<Arc<C>> + Clone + Send + Sync + 'static,
+    trigger: impl Fn(Arc<C>) -> Option<Arc<T>> + Clone + Send + Sync + 'static,
 ) -> impl Stream<Item = Arc<T>> + Send + 'static
 where
+    C: Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
     stream::unfold(receiver, move |mut receiver| {
         let cached = cached.clone();
         async move {
             match receiver.recv().await {
-                Ok(object) => Some((vec![object], receiver)),
+                Ok(object) => Some((Batch::One(object), receiver)),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
                         "controller fell behind the watch; re-triggering every cached object"
                     );
-                    Some((cached(), receiver))
+                    Some((Batch::Cached(cached()), receiver))
                 }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         }
     })
-    .flat_map(stream::iter)
+    .flat_map(move |batch| {
+        let trigger = trigger.clone();
+        let (one, cached) = match batch {
+            Batch::One(object) => (Some(object), Vec::new()),
+            Batch::Cached(cached) => (None, cached),
+        };
+        stream::iter(one).chain(stream::iter(cached.into_iter().filter_map(trigger)))
+    })
+}
+
+/// What one receive of a trigger stream yields.
+enum Batch<C, T> {
+    /// One object from the watch.
+    One(Arc<T>),
+    /// Every cached object (the receiver fell behind).
+    Cached(Vec<Arc<C>>),
 }
 
 fn broadcast<T>(sender: &broadcast::Sender<Arc<T>>, object: Arc<T>) {
@@ -273,12 +292,15 @@ pub(crate) async fn reflect_children(
         match event {
             // The object as stored (before it was frozen).
             Event::Apply(object) | Event::Delete(object) => broadcast(&sender, Arc::new(object)),
-            Event::InitDone => {
-                for object in reader.state() {
-                    broadcast(&sender, object);
+            // Thawed one at a time, and only for a running controller term.
+            Event::InitDone if sender.receiver_count() > 0 => {
+                for frozen in reader.frozen_state() {
+                    if let Some(object) = frozen.thaw() {
+                        broadcast(&sender, Arc::new(object));
+                    }
                 }
             }
-            Event::Init | Event::InitApply(_) => {}
+            Event::Init | Event::InitApply(_) | Event::InitDone => {}
         }
     }
 }
@@ -393,7 +415,7 @@ mod tests {
             writer.apply_watcher_event(&Event::Apply(cm(name, "1")));
         }
         let (sender, receiver) = broadcast::channel(1);
-        let triggers = trigger_stream(receiver, move || reader.state());
+        let triggers = trigger_stream(receiver, move || reader.state(), Some);
         for name in ["x", "y"] {
             let _ = sender.send(Arc::new(cm(name, "1")));
         }

@@ -212,6 +212,11 @@ impl ChildStore {
             .collect()
     }
 
+    /// Every cached object of this kind, as cached (frozen).
+    pub(crate) fn frozen_state(&self) -> Vec<Arc<FrozenObject>> {
+        self.store.state()
+    }
+
     /// How many objects of this kind are cached.
     pub fn len(&self) -> usize {
         self.store.len()

@@ -171,10 +171,14 @@ where
         let _expiry = AbortOnDrop(tokio::spawn(expire_reservations(slots.clone())));
         let parents = context.parents.frozen().clone();
         let mut controller = Controller::for_shared_stream(
-            reflect::trigger_stream(self.parent_tx.subscribe(), {
-                let parents = parents.clone();
-                move || parents.state()
-            }),
+            reflect::trigger_stream(
+                self.parent_tx.subscribe(),
+                {
+                    let parents = parents.clone();
+                    move || parents.state()
+                },
+                Some,
+            ),
             parents,
         )
         // Unbounded for kube: the slots limit how many run, in trigger order (guarantee 6).
@@ -196,10 +200,14 @@ where
             let mapper = watch.clone();
             let (changes, slots) = (context.clone(), slots.clone());
             controller = controller.watches_shared_stream_with(
-                reflect::trigger_stream(sender.subscribe(), {
-                    let store = store.clone();
-                    move || store.state()
-                }),
+                reflect::trigger_stream(
+                    sender.subscribe(),
+                    {
+                        let store = store.clone();
+                        move || store.frozen_state()
+                    },
+                    |frozen| frozen.thaw().map(Arc::new),
+                ),
                 move |child: Arc<DynamicObject>| {
                     let parent = mapper.parent_of::<K>(&child)?;
                     // A child changed (its status, its existence): a real change for a parent in
