@@ -4,7 +4,7 @@
 //!
 //! [`prune`] drops named parts; [`project`] keeps only what a status mapping reads
 //! ([`Projection`]) and the object's identity. The cache then keeps what is left frozen
-//! ([`FrozenObject`](super::FrozenObject): one compact JSON text, deflated, instead of a tree
+//! ([`FrozenObject`](super::FrozenObject): one compact JSON text, compressed, instead of a tree
 //! of maps — a JSON object costs a B-tree node of about 600 bytes however few members it has).
 //!
 //! Guarantees:

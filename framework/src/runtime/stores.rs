@@ -9,7 +9,7 @@
 //! 1. [`KindStores::get`] looks only in the store of the reference's kind (its `dyntype`); a kind
 //!    that is not watched holds nothing.
 //! 2. Each store holds its objects frozen ([`FrozenObject`]: name, namespace, labels and
-//!    resourceVersion as metadata, the rest one compact JSON text, deflated); [`KindStores::get`],
+//!    resourceVersion as metadata, the rest one compact JSON text, compressed); [`KindStores::get`],
 //!    [`KindStores::state`] and [`ChildStore`]'s readers hand them out thawed, as they were
 //!    stored.
 //! 3. [`KindStores::wait_until_ready`] returns once every kind's store completed its first list
@@ -31,7 +31,7 @@ use super::frozen::{pack, unpack};
 
 /// A child or grandchild as its kind's cache holds it: its name, namespace, labels and
 /// resourceVersion (what references, the parent mapping's fallback and label lookups read), and
-/// everything else as compact JSON text, deflated when that is smaller.
+/// everything else as compact JSON text, compressed when that is smaller.
 ///
 /// Its kind is an `Arc<ApiResource>`, so each cache key shares its kind's description instead of
 /// copying five strings.
@@ -50,7 +50,7 @@ pub struct FrozenObject {
 enum Body {
     /// Deflated text ([`pack`]).
     Packed(Box<[u8]>),
-    /// The text itself, when deflating did not make it smaller.
+    /// The text itself, when compressing did not make it smaller.
     Text(Box<str>),
 }
 
@@ -65,10 +65,7 @@ impl FrozenObject {
             resource_version: kept.resource_version.take(),
             ..ObjectMeta::default()
         };
-        let labels = metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| label_lines(labels));
+        let labels = metadata.labels.as_ref().and_then(label_lines);
         if labels.is_some() {
             metadata.labels = None;
         }
