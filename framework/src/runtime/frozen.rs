@@ -17,14 +17,21 @@
 //! 3. [`ParentWriter`] applies watch events as kube's reflector `Writer` does (a re-list swaps the
 //!    whole store at its end) and [`ParentStore::wait_until_ready`] returns once the first list
 //!    completed.
+//! 4. The last 128 to 256 parents read stay thawed (about 1 MiB of WorkflowExecutions), so a
+//!    parent read again soon (a peer in several decisions) is parsed once; a parent replaced in
+//!    the store is thawed anew.
 
-use std::{borrow::Cow, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use kube::{
     Resource,
     api::ObjectMeta,
     runtime::{
-        reflector::{ObjectRef, Store, store::Writer, store::WriterDropped},
+        reflector::{ObjectRef, Store, store::Writer},
         watcher::Event,
     },
 };
@@ -200,13 +207,58 @@ where
 /// The parent cache: kube's reflector store of [`Frozen`] parents, read as typed parents.
 pub struct ParentStore<K: Resource<DynamicType = ()> + 'static> {
     store: Store<Frozen<K>>,
+    thawed: Arc<Mutex<Thawed<K>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Clone for ParentStore<K> {
     fn clone(&self) -> Self {
         ParentStore {
             store: self.store.clone(),
+            thawed: self.thawed.clone(),
         }
+    }
+}
+
+/// How many recently read parents stay thawed (about 1 MiB of finished WorkflowExecutions).
+const THAWED: usize = 256;
+
+/// The parents read last, thawed, so a parent read again soon (a peer in the decisions of
+/// several WorkflowExecutions on its target, the object of a reconcile read twice) is parsed
+/// once: two generations of at most [`THAWED`] / 2 entries each; a hit in the older one moves to
+/// the newer, and the older is dropped when the newer is full. Each entry is keyed by the address
+/// of the frozen parent it was thawed from and keeps that parent alive, so an address is never
+/// reused while it is a key; a parent replaced in the store is a new frozen parent.
+struct Thawed<K> {
+    newer: HashMap<usize, (Arc<Frozen<K>>, Arc<K>)>,
+    older: HashMap<usize, (Arc<Frozen<K>>, Arc<K>)>,
+}
+
+impl<K> Default for Thawed<K> {
+    fn default() -> Self {
+        Thawed {
+            newer: HashMap::new(),
+            older: HashMap::new(),
+        }
+    }
+}
+
+impl<K> Thawed<K> {
+    fn get(&mut self, frozen: &Arc<Frozen<K>>) -> Option<Arc<K>> {
+        let key = Arc::as_ptr(frozen) as usize;
+        if let Some((_, object)) = self.newer.get(&key) {
+            return Some(object.clone());
+        }
+        let (kept, object) = self.older.remove(&key)?;
+        self.insert(kept, object.clone());
+        Some(object)
+    }
+
+    fn insert(&mut self, frozen: Arc<Frozen<K>>, object: Arc<K>) {
+        if self.newer.len() >= THAWED / 2 {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer
+            .insert(Arc::as_ptr(&frozen) as usize, (frozen, object));
     }
 }
 
@@ -224,7 +276,18 @@ where
 {
     /// The cached parent `reference` names, thawed.
     pub fn get(&self, reference: &ObjectRef<K>) -> Option<Arc<K>> {
-        self.store.get(&retype(reference))?.thaw()
+        self.thaw(&self.store.get(&retype(reference))?)
+    }
+
+    /// `frozen` (a parent of this store) thawed, from the recently read ones when it is one.
+    pub(crate) fn thaw(&self, frozen: &Arc<Frozen<K>>) -> Option<Arc<K>> {
+        let mut thawed = self.thawed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(object) = thawed.get(frozen) {
+            return Some(object);
+        }
+        let object = frozen.thaw()?;
+        thawed.insert(frozen.clone(), object.clone());
+        Some(object)
     }
 
     /// Whether a parent of that name is cached (without thawing it).
@@ -242,25 +305,39 @@ where
     }
 }
 
+/// `len`, `is_empty` and `wait_until_ready` of a cache that wraps kube's store in `self.store`,
+/// its objects named `$many` and `$one` in the docs.
+macro_rules! store_size {
+    ($many:literal, $one:literal) => {
+        #[doc = concat!("How many ", $many, " are cached.")]
+        pub fn len(&self) -> usize {
+            self.store.len()
+        }
+
+        #[doc = concat!("Whether no ", $one, " is cached.")]
+        pub fn is_empty(&self) -> bool {
+            self.store.is_empty()
+        }
+
+        /// Waits until the store completed its first list (kube's `Store::wait_until_ready`,
+        /// which wakes only the most recent of several concurrent waiters: see
+        /// [`KindStores::wait_until_ready`](crate::runtime::KindStores::wait_until_ready) for why
+        /// the runtime waits, not a reconciler).
+        ///
+        /// # Errors
+        /// [`WriterDropped`](kube::runtime::reflector::store::WriterDropped) when the writer went
+        /// away before the first list completed.
+        pub async fn wait_until_ready(
+            &self,
+        ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+            self.store.wait_until_ready().await
+        }
+    };
+}
+pub(crate) use store_size;
+
 impl<K: Resource<DynamicType = ()> + 'static> ParentStore<K> {
-    /// How many parents are cached.
-    pub fn len(&self) -> usize {
-        self.store.len()
-    }
-
-    /// Whether no parent is cached.
-    pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
-    }
-
-    /// Waits until the store completed its first list (see kube's `Store::wait_until_ready`:
-    /// it wakes only the most recent of several concurrent waiters).
-    ///
-    /// # Errors
-    /// [`WriterDropped`] when the writer went away before the first list completed.
-    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
-        self.store.wait_until_ready().await
-    }
+    store_size!("parents", "parent");
 
     /// The store of frozen parents (what kube's controller runs over).
     pub(crate) fn frozen(&self) -> &Store<Frozen<K>> {
@@ -271,12 +348,15 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentStore<K> {
 /// Fills a [`ParentStore`] from watch events of typed parents, freezing each.
 pub struct ParentWriter<K: Resource<DynamicType = ()> + 'static> {
     writer: Writer<Frozen<K>>,
+    /// The recently read parents of every reader of this store.
+    thawed: Arc<Mutex<Thawed<K>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Default for ParentWriter<K> {
     fn default() -> Self {
         ParentWriter {
             writer: Writer::default(),
+            thawed: Arc::default(),
         }
     }
 }
@@ -302,6 +382,7 @@ where
     pub fn as_reader(&self) -> ParentStore<K> {
         ParentStore {
             store: self.writer.as_reader(),
+            thawed: self.thawed.clone(),
         }
     }
 }
@@ -354,6 +435,28 @@ mod tests {
         let frozen = Frozen::freeze(object.clone());
         assert!(matches!(frozen.body, Body::Packed(_)));
         assert_eq!(frozen.thaw().as_deref(), Some(&object));
+    }
+
+    /// A parent read again is handed out from the recently read ones (the same object); a newer
+    /// version of it is thawed anew; the recently read ones stay bounded.
+    #[test]
+    fn a_parent_read_again_is_thawed_once_and_a_newer_version_anew() {
+        let mut writer = ParentWriter::<ConfigMap>::default();
+        let store = writer.as_reader();
+        writer.apply_watcher_event(&Event::Apply(cm("a", "1")));
+        let reference = ObjectRef::<ConfigMap>::new("a").within("ns");
+        let first = store.get(&reference).expect("cached");
+        let again = store.get(&reference).expect("cached");
+        assert!(Arc::ptr_eq(&first, &again), "read again: not thawed again");
+        writer.apply_watcher_event(&Event::Apply(cm("a", "2")));
+        let newer = store.get(&reference).expect("cached");
+        assert_eq!(newer.resource_version().as_deref(), Some("2"));
+        for i in 0..THAWED * 2 {
+            writer.apply_watcher_event(&Event::Apply(cm(&format!("o{i}"), "1")));
+            store.get(&ObjectRef::new(&format!("o{i}")).within("ns"));
+        }
+        let thawed = store.thawed.lock().unwrap();
+        assert!(thawed.newer.len() + thawed.older.len() <= THAWED);
     }
 
     /// A type whose text does not parse back into the same object is kept whole.

@@ -214,24 +214,7 @@ impl ChildStore {
         self.store.state()
     }
 
-    /// How many objects of this kind are cached.
-    pub fn len(&self) -> usize {
-        self.store.len()
-    }
-
-    /// Whether no object of this kind is cached.
-    pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
-    }
-
-    /// Waits until the store completed its first list (kube's `Store::wait_until_ready`: see
-    /// [`KindStores::wait_until_ready`] for why the runtime waits, not a reconciler).
-    ///
-    /// # Errors
-    /// [`WriterDropped`] when the writer went away before the first list completed.
-    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
-        self.store.wait_until_ready().await
-    }
+    super::frozen::store_size!("objects of this kind", "object of this kind");
 }
 
 /// Fills a [`ChildStore`] from watch events of one kind, freezing each object.

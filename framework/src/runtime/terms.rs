@@ -237,7 +237,7 @@ where
                     };
                     // Frozen text always thaws (see `frozen`); a parent that did not would be
                     // logged there and left alone.
-                    let Some(object) = frozen.thaw() else {
+                    let Some(object) = context.parents.thaw(&frozen) else {
                         drop(slot);
                         return std::future::ready(Ok(Action::await_change())).boxed();
                     };
