@@ -1101,10 +1101,10 @@ fn analysis(r: &Report) -> String {
             md,
             "- **Memory is the two caches and the allocator.** Both caches keep every object \
              frozen: a WFE as one compressed compact JSON text beside its name, namespace and \
-             resourceVersion (about 1.5 KiB of heap, against 3.8 KiB typed), a PipelineRun \
+             resourceVersion (about 1.8 KiB of heap, against 3.8 KiB typed), a PipelineRun \
              projected on what the status mapping reads (identity, ownership labels, the \
              `Succeeded` condition, times, TaskRun names, the task count), its labels as lines \
-             and the rest compressed (about 1.8 KiB, and a 192-byte cache key that shares the \
+             and the rest compressed (about 1.3 KiB, and a 192-byte cache key that shares the \
              kind's description), thawed when read (`cargo test -p workflowexecution-operator \
              --test footprint -- --nocapture` prints the breakdown). Lists come in pages of 50: \
              a page is decoded whole before it is trimmed, and kube's 500 left 40 MiB more \
