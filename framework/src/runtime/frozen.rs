@@ -190,6 +190,17 @@ where
     }
 }
 
+/// `event` with each object it carries turned into what a cache stores (`freeze`).
+pub(crate) fn frozen_event<A: Clone, B>(event: &Event<A>, freeze: impl Fn(A) -> B) -> Event<B> {
+    match event {
+        Event::Apply(object) => Event::Apply(freeze(object.clone())),
+        Event::Delete(object) => Event::Delete(freeze(object.clone())),
+        Event::InitApply(object) => Event::InitApply(freeze(object.clone())),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 /// `reference` as a reference to another type of the same name and namespace (a parent and its
 /// frozen form).
 pub(crate) fn retype<A, B>(reference: &ObjectRef<A>) -> ObjectRef<B>
@@ -368,14 +379,8 @@ where
     /// Applies one watch event: the parents it carries are frozen, then stored as kube's
     /// reflector would store them.
     pub fn apply_watcher_event(&mut self, event: &Event<K>) {
-        let frozen = match event {
-            Event::Apply(object) => Event::Apply(Frozen::freeze(object.clone())),
-            Event::Delete(object) => Event::Delete(Frozen::freeze(object.clone())),
-            Event::InitApply(object) => Event::InitApply(Frozen::freeze(object.clone())),
-            Event::Init => Event::Init,
-            Event::InitDone => Event::InitDone,
-        };
-        self.writer.apply_watcher_event(&frozen);
+        self.writer
+            .apply_watcher_event(&frozen_event(event, Frozen::freeze));
     }
 
     /// A reader of the store this writer fills.

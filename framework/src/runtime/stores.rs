@@ -27,7 +27,7 @@ use kube::{
     },
 };
 
-use super::frozen::{pack, unpack};
+use super::frozen::{frozen_event, pack, unpack};
 
 /// A child or grandchild as its kind's cache holds it: its name, namespace, labels and
 /// resourceVersion (what references, the parent mapping's fallback and label lookups read), and
@@ -236,14 +236,8 @@ impl ChildWriter {
     /// Applies one watch event as kube's reflector would (a re-list swaps the whole store at its
     /// end), freezing the objects it carries.
     pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
-        let frozen = match event {
-            Event::Apply(object) => Event::Apply(FrozenObject::freeze(object.clone())),
-            Event::Delete(object) => Event::Delete(FrozenObject::freeze(object.clone())),
-            Event::InitApply(object) => Event::InitApply(FrozenObject::freeze(object.clone())),
-            Event::Init => Event::Init,
-            Event::InitDone => Event::InitDone,
-        };
-        self.writer.apply_watcher_event(&frozen);
+        self.writer
+            .apply_watcher_event(&frozen_event(event, FrozenObject::freeze));
     }
 
     /// A reader of the store this writer fills.
