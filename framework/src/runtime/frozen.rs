@@ -37,6 +37,8 @@ use kube::{
 };
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 
+use super::packed::{Packed, Packer};
+
 /// A parent as the cache holds it: its name, namespace and resourceVersion, and the whole object
 /// as compact JSON text, compressed.
 pub struct Frozen<K> {
@@ -47,8 +49,8 @@ pub struct Frozen<K> {
 /// What a frozen parent holds besides its identity.
 enum Body<K> {
     /// The whole object as compact JSON text (which parses back into an equal `K`), compressed
-    /// ([`pack`]).
-    Packed(Box<[u8]>),
+    /// against earlier texts of `K` ([`Packer`]).
+    Packed(Packed),
     /// The text itself, when compressing did not make it smaller.
     Text(Box<str>),
     /// The object itself: its text did not parse back into an equal `K`.
@@ -68,10 +70,12 @@ where
             ..ObjectMeta::default()
         };
         let body = match serde_json::to_string(&object) {
-            Ok(text) if round_trips::<K>(&text) => match pack(&text) {
-                Some(packed) => Body::Packed(packed),
-                None => Body::Text(text.into_boxed_str()),
-            },
+            Ok(text) if round_trips::<K>(&text) => {
+                match Packer::of_kind(&kind::<K>()).pack(text.as_bytes()) {
+                    Some(packed) => Body::Packed(packed),
+                    None => Body::Text(text.into_boxed_str()),
+                }
+            }
             _ => Body::Whole(Arc::new(object)),
         };
         Frozen { metadata, body }
@@ -83,8 +87,8 @@ where
         let parsed = match &self.body {
             Body::Whole(object) => return Some(object.clone()),
             Body::Text(text) => serde_json::from_str(text),
-            Body::Packed(packed) => match unpack(packed) {
-                Some(text) => serde_json::from_str(&text),
+            Body::Packed(packed) => match packed.unpack() {
+                Some(text) => serde_json::from_slice(&text),
                 None => {
                     tracing::error!(name = ?self.metadata.name, "a cached parent does not decompress");
                     return None;
@@ -101,23 +105,9 @@ where
     }
 }
 
-/// `text` compressed (LZ4, behind its length); `None` when that is not smaller than `text`.
-///
-/// LZ4 rather than deflate: deflating a WorkflowExecution took 22 µs and left half its size,
-/// LZ4 takes 2.5 µs and leaves two thirds (measured on the text of a finished one); the caches
-/// compress once per watch event and decompress on every read.
-pub(crate) fn pack(text: &str) -> Option<Box<[u8]>> {
-    let packed = lz4_flex::compress_prepend_size(text.as_bytes());
-    (packed.len() < text.len()).then(|| packed.into_boxed_slice())
-}
-
-/// The text [`pack`] compressed; `None` when `packed` is not what it wrote.
-pub(crate) fn unpack(packed: &[u8]) -> Option<String> {
-    let (length, compressed) = packed.split_first_chunk::<4>()?;
-    let length = usize::try_from(u32::from_le_bytes(*length)).ok()?;
-    let text = lz4_flex::decompress(compressed, length).ok()?;
-    (text.len() == length).then_some(())?;
-    String::from_utf8(text).ok()
+/// The name `K`'s texts are packed under.
+fn kind<K: Resource<DynamicType = ()>>() -> String {
+    format!("{}/{}", K::api_version(&()), K::kind(&()))
 }
 
 /// Whether `text` parses back into a `K` that serializes to `text` again.
@@ -316,39 +306,29 @@ where
     }
 }
 
-/// `len`, `is_empty` and `wait_until_ready` of a cache that wraps kube's store in `self.store`,
-/// its objects named `$many` and `$one` in the docs.
-macro_rules! store_size {
-    ($many:literal, $one:literal) => {
-        #[doc = concat!("How many ", $many, " are cached.")]
-        pub fn len(&self) -> usize {
-            self.store.len()
-        }
-
-        #[doc = concat!("Whether no ", $one, " is cached.")]
-        pub fn is_empty(&self) -> bool {
-            self.store.is_empty()
-        }
-
-        /// Waits until the store completed its first list (kube's `Store::wait_until_ready`,
-        /// which wakes only the most recent of several concurrent waiters: see
-        /// [`KindStores::wait_until_ready`](crate::runtime::KindStores::wait_until_ready) for why
-        /// the runtime waits, not a reconciler).
-        ///
-        /// # Errors
-        /// [`WriterDropped`](kube::runtime::reflector::store::WriterDropped) when the writer went
-        /// away before the first list completed.
-        pub async fn wait_until_ready(
-            &self,
-        ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-            self.store.wait_until_ready().await
-        }
-    };
-}
-pub(crate) use store_size;
-
 impl<K: Resource<DynamicType = ()> + 'static> ParentStore<K> {
-    store_size!("parents", "parent");
+    /// How many parents are cached.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no parent is cached.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Waits until the store completed its first list (kube's `Store::wait_until_ready`, which
+    /// wakes only the most recent of several concurrent waiters: the runtime waits, and
+    /// reconciles only after every cache synced, so a reconciler need not).
+    ///
+    /// # Errors
+    /// [`WriterDropped`](kube::runtime::reflector::store::WriterDropped) when the writer went
+    /// away before the first list completed.
+    pub async fn wait_until_ready(
+        &self,
+    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        self.store.wait_until_ready().await
+    }
 
     /// The store of frozen parents (what kube's controller runs over).
     pub(crate) fn frozen(&self) -> &Store<Frozen<K>> {
@@ -417,20 +397,9 @@ mod tests {
         assert_eq!(frozen.meta().labels, None, "the rest is in the text");
     }
 
-    /// Compressed text decompresses to itself; text compressing would not shrink stays text; bytes
-    /// that are not a packed text (truncated, another length) decompress to nothing.
+    /// A parent with a long text is kept compressed and thaws to what it was.
     #[test]
-    fn packed_text_unpacks_to_itself_and_damage_is_refused() {
-        let text = r#"{"status":{"conditions":[{"type":"Succeeded","status":"True"},{"type":"Succeeded","status":"True"}]}}"#;
-        let packed = pack(text).expect("repetitive text shrinks");
-        assert!(packed.len() < text.len());
-        assert_eq!(unpack(&packed).as_deref(), Some(text));
-        assert_eq!(pack("{}"), None, "too short to shrink");
-        assert_eq!(unpack(&packed[..packed.len() - 3]), None, "truncated");
-        let mut longer = packed.to_vec();
-        longer[0] += 1;
-        assert_eq!(unpack(&longer), None, "another length");
-        assert_eq!(unpack(&[1, 2]), None, "no length");
+    fn a_long_parent_is_kept_compressed() {
         let mut object = cm("a", "7");
         object.data = Some(
             (0..20)

@@ -130,6 +130,7 @@ pub mod index;
 pub mod leader;
 mod lookup;
 pub mod metrics;
+mod packed;
 pub mod prune;
 mod reflect;
 mod slots;
@@ -174,7 +175,7 @@ pub use self::{
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
     lookup::GrandchildrenOf,
     metrics::{FrameworkMetrics, MetricLabel},
-    stores::{ChildStore, ChildWriter, FrozenObject, KindStores},
+    stores::{CacheWriterDropped, ChildStore, ChildWriter, FrozenObject, KindStores},
 };
 use self::{
     events::{publish_event, report_invalid, watch_templates},

@@ -1,195 +1,275 @@
-//! The child and grandchild caches: one reflector store per watched kind.
+//! The child and grandchild caches: one store per watched kind.
 //!
-//! A kube reflector store holds objects of one kind (its `Writer` has one `ApiResource`, and the
-//! end of each (re)list swaps the whole store), so children of several kinds (say a Tekton
-//! `PipelineRun` and a `batch/v1` `Job`) are cached in one store each. [`KindStores`] puts them
-//! behind one reader that picks the store by the kind a reference names.
+//! Each store is filled by its kind's reflector as kube's reflector store is (a re-list swaps the
+//! whole store at its end), so children of several kinds (say a Tekton `PipelineRun` and a
+//! `batch/v1` `Job`) are cached in one store each. [`KindStores`] puts them behind one reader
+//! that picks the store by the kind a reference names.
+//!
+//! The stores are the runtime's own rather than kube's: kube's keeps each object's key (an
+//! `ObjectRef`, 190 bytes of heap) beside the object and needs the object to carry a whole
+//! `ObjectMeta` (360 bytes inline, mostly empty); a [`FrozenObject`] is its own key.
 //!
 //! # Guarantees
 //! 1. [`KindStores::get`] looks only in the store of the reference's kind (its `dyntype`); a kind
 //!    that is not watched holds nothing.
-//! 2. Each store holds its objects frozen ([`FrozenObject`]: name, namespace, labels and
-//!    resourceVersion as metadata, the rest one compact JSON text, compressed); [`KindStores::get`],
-//!    [`KindStores::state`] and [`ChildStore`]'s readers hand them out thawed, as they were
-//!    stored.
+//! 2. Each store holds its objects frozen ([`FrozenObject`]: name, namespace and resourceVersion
+//!    kept as they are, labels and the rest one text, compressed against earlier objects of the
+//!    kind); [`KindStores::get`], [`KindStores::state`] and [`ChildStore`]'s readers hand them
+//!    out thawed, as they were stored.
 //! 3. [`KindStores::wait_until_ready`] returns once every kind's store completed its first list
-//!    (at once when no kind is watched).
+//!    (at once when no kind is watched); every waiter is woken.
 
-use std::{borrow::Cow, sync::Arc};
-
-use kube::{
-    Resource,
-    api::{ApiResource, DynamicObject, ObjectMeta},
-    core::DynamicResourceScope,
-    runtime::{
-        reflector::{ObjectRef, Store, store::Writer, store::WriterDropped},
-        watcher::Event,
-    },
+use std::{
+    collections::{BTreeMap, HashSet},
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, PoisonError, RwLock},
 };
 
-use super::frozen::{frozen_event, pack, unpack};
+use hashbrown::HashTable;
+use kube::{
+    api::{ApiResource, DynamicObject},
+    runtime::{reflector::ObjectRef, watcher::Event},
+};
+use tokio::sync::watch;
 
-/// A child or grandchild as its kind's cache holds it: its name, namespace, labels and
-/// resourceVersion (what references, the parent mapping's fallback and label lookups read), and
-/// everything else as compact JSON text, compressed when that is smaller.
+use super::packed::{Packed, Packer};
+
+/// A child or grandchild as its kind's cache holds it: its name, namespace and resourceVersion
+/// (what references and version checks read), and its labels and everything else as one
+/// compact text, compressed against earlier objects of its kind.
 ///
-/// Its kind is an `Arc<ApiResource>`, so each cache key shares its kind's description instead of
-/// copying five strings.
+/// The namespace is shared by every object of the store in it.
 #[derive(Clone, Debug)]
 pub struct FrozenObject {
-    metadata: ObjectMeta,
-    /// The labels as `key=value` lines, when they are non-empty and each key is free of `=` and
-    /// line breaks and each value of line breaks (always, for labels the API server accepted);
-    /// otherwise they stay in `metadata`.
-    labels: Option<Box<str>>,
+    namespace: Option<Arc<str>>,
+    name: Box<str>,
+    resource_version: Option<Box<str>>,
+    /// Labels that `key=value` lines cannot carry (a key with `=`, a key or value with a line
+    /// break or a NUL: none the API server accepts; or an empty map), kept as they are.
+    odd_labels: Option<Arc<BTreeMap<String, String>>>,
     body: Body,
 }
 
-/// The rest of a frozen object.
+/// The labels as `key=value` lines, a NUL, and the object without name, namespace, labels and
+/// resourceVersion as compact JSON text.
 #[derive(Clone, Debug)]
 enum Body {
-    /// Deflated text ([`pack`]).
-    Packed(Box<[u8]>),
+    /// Compressed ([`Packer`]).
+    Packed(Packed),
     /// The text itself, when compressing did not make it smaller.
-    Text(Box<str>),
+    Text(Box<[u8]>),
 }
 
 impl FrozenObject {
-    /// `object` frozen.
-    pub fn freeze(mut object: DynamicObject) -> Self {
+    /// `object` frozen, compressed against earlier objects of its kind (`apiVersion` and `kind`).
+    pub fn freeze(object: DynamicObject) -> Self {
+        let kind = object
+            .types
+            .as_ref()
+            .map(|types| format!("{}/{}", types.api_version, types.kind))
+            .unwrap_or_default();
+        Self::freeze_with(object, &Packer::of_kind(&kind), None)
+    }
+
+    /// `object` frozen by `packer`, its namespace shared with `namespace` when that is the same.
+    fn freeze_with(
+        mut object: DynamicObject,
+        packer: &Packer,
+        namespace: Option<&Arc<str>>,
+    ) -> Self {
         let kept = &mut object.metadata;
-        let mut metadata = ObjectMeta {
-            name: kept.name.take(),
-            namespace: kept.namespace.take(),
-            labels: kept.labels.take(),
-            resource_version: kept.resource_version.take(),
-            ..ObjectMeta::default()
+        let (name, resource_version) = (kept.name.take(), kept.resource_version.take());
+        let namespace = kept.namespace.take().map(|ns| match namespace {
+            Some(shared) if **shared == *ns => shared.clone(),
+            _ => Arc::from(ns),
+        });
+        let (lines, odd_labels) = match kept.labels.take() {
+            None => (String::new(), None),
+            Some(labels) => match label_lines(&labels) {
+                Some(lines) => (lines, None),
+                None => (String::new(), Some(Arc::new(labels))),
+            },
         };
-        let labels = metadata.labels.as_ref().and_then(label_lines);
-        if labels.is_some() {
-            metadata.labels = None;
-        }
+        let mut text = lines.into_bytes();
+        text.push(0);
         // A JSON tree and typed metadata always serialize.
-        let text = serde_json::to_string(&object).unwrap_or_default();
-        let body = match pack(&text) {
+        serde_json::to_writer(&mut text, &object).unwrap_or_default();
+        let body = match packer.pack(&text) {
             Some(packed) => Body::Packed(packed),
-            None => Body::Text(text.into_boxed_str()),
+            None => Body::Text(text.into_boxed_slice()),
         };
         FrozenObject {
-            metadata,
-            labels,
+            namespace,
+            name: name.unwrap_or_default().into_boxed_str(),
+            resource_version: resource_version.map(String::into_boxed_str),
+            odd_labels,
             body,
         }
     }
 
-    /// The label `key`'s value, read without thawing.
-    pub fn label(&self, key: &str) -> Option<&str> {
-        match &self.labels {
-            Some(lines) => lines.lines().find_map(|line| {
-                let (k, v) = line.split_once('=')?;
-                (k == key).then_some(v)
-            }),
-            None => self.metadata.labels.as_ref()?.get(key).map(String::as_str),
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The object's namespace (`None` for a cluster-scoped one).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The object's resourceVersion.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// The label `key`'s value (the text is decompressed, not parsed).
+    pub fn label(&self, key: &str) -> Option<String> {
+        if let Some(labels) = &self.odd_labels {
+            return labels.get(key).cloned();
+        }
+        let text = self.text()?;
+        let lines = std::str::from_utf8(text.split(|b| *b == 0).next()?).ok()?;
+        lines.lines().find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            (k == key).then(|| v.to_owned())
+        })
+    }
+
+    /// The text `freeze` wrote (decompressed); `None` (logged) if it no longer decompresses,
+    /// which cannot happen to what `freeze` wrote.
+    fn text(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match &self.body {
+            Body::Text(text) => Some(std::borrow::Cow::Borrowed(text)),
+            Body::Packed(packed) => {
+                let text = packed.unpack();
+                if text.is_none() {
+                    tracing::error!(name = %self.name, "a cached object does not decompress");
+                }
+                text.map(std::borrow::Cow::Owned)
+            }
         }
     }
 
     /// The object as it was frozen. `None` only if its text no longer parsed, which cannot happen
     /// to text `freeze` wrote; it is logged.
     pub fn thaw(&self) -> Option<DynamicObject> {
-        let text = match &self.body {
-            Body::Packed(packed) => Cow::Owned(unpack(packed).unwrap_or_default()),
-            Body::Text(text) => Cow::Borrowed(&**text),
+        let text = self.text()?;
+        let (lines, json) = match text.iter().position(|b| *b == 0) {
+            Some(at) => (&text[..at], &text[at + 1..]),
+            None => (&[][..], &text[..]),
         };
-        let mut object: DynamicObject = match serde_json::from_str(&text) {
+        let mut object: DynamicObject = match serde_json::from_slice(json) {
             Ok(object) => object,
             Err(error) => {
-                tracing::error!(name = ?self.metadata.name, %error, "a cached object does not thaw");
+                tracing::error!(name = %self.name, %error, "a cached object does not thaw");
                 return None;
             }
         };
         let metadata = &mut object.metadata;
-        metadata.name.clone_from(&self.metadata.name);
-        metadata.namespace.clone_from(&self.metadata.namespace);
-        metadata.labels = match &self.labels {
-            Some(lines) => Some(
-                lines
+        metadata.name = Some(self.name.to_string());
+        metadata.namespace = self.namespace.as_deref().map(str::to_owned);
+        metadata.labels = match &self.odd_labels {
+            Some(labels) => Some((**labels).clone()),
+            None if lines.is_empty() => None,
+            None => Some(
+                String::from_utf8_lossy(lines)
                     .lines()
                     .filter_map(|line| line.split_once('='))
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
             ),
-            None => self.metadata.labels.clone(),
         };
-        metadata
-            .resource_version
-            .clone_from(&self.metadata.resource_version);
+        metadata.resource_version = self.resource_version.as_deref().map(str::to_owned);
         Some(object)
     }
-}
 
-impl Resource for FrozenObject {
-    type DynamicType = Arc<ApiResource>;
-    type Scope = DynamicResourceScope;
-
-    fn kind(dt: &Arc<ApiResource>) -> Cow<'_, str> {
-        dt.kind.as_str().into()
-    }
-
-    fn group(dt: &Arc<ApiResource>) -> Cow<'_, str> {
-        dt.group.as_str().into()
-    }
-
-    fn version(dt: &Arc<ApiResource>) -> Cow<'_, str> {
-        dt.version.as_str().into()
-    }
-
-    fn api_version(dt: &Arc<ApiResource>) -> Cow<'_, str> {
-        dt.api_version.as_str().into()
-    }
-
-    fn plural(dt: &Arc<ApiResource>) -> Cow<'_, str> {
-        dt.plural.as_str().into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+    /// Whether this is the object named `name` in `namespace`.
+    fn is(&self, name: &str, namespace: Option<&str>) -> bool {
+        *self.name == *name && self.namespace.as_deref() == namespace
     }
 }
 
-/// `labels` as `key=value` lines, when that is unambiguous (see [`FrozenObject`]).
-fn label_lines(labels: &std::collections::BTreeMap<String, String>) -> Option<Box<str>> {
-    let plain = |text: &str| !text.contains(['\n', '\r']);
-    if labels.is_empty()
-        || !labels
+/// `labels` as `key=value` lines, when that is unambiguous (see [`FrozenObject`]; an empty map
+/// is kept as it is, to thaw as one).
+fn label_lines(labels: &BTreeMap<String, String>) -> Option<String> {
+    let plain = |text: &str| !text.contains(['\n', '\r', '\0']);
+    (!labels.is_empty()
+        && labels
             .iter()
-            .all(|(k, v)| plain(k) && plain(v) && !k.contains('='))
-    {
-        return None;
-    }
-    let lines: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Some(lines.join("\n").into_boxed_str())
+            .all(|(k, v)| plain(k) && plain(v) && !k.contains('=')))
+    .then(|| {
+        let lines: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        lines.join("\n")
+    })
 }
 
-/// One kind's cache: kube's reflector store of [`FrozenObject`]s, read as dynamic objects.
+/// The error of [`ChildStore::wait_until_ready`].
+#[derive(Debug, thiserror::Error)]
+#[error("the cache's writer was dropped before its first list completed")]
+pub struct CacheWriterDropped;
+
+/// Frozen objects by namespace and name.
+#[derive(Default)]
+struct Objects {
+    table: HashTable<Arc<FrozenObject>>,
+    hasher: RandomState,
+}
+
+impl Objects {
+    fn hash(&self, name: &str, namespace: Option<&str>) -> u64 {
+        self.hasher.hash_one((namespace, name))
+    }
+
+    fn get(&self, name: &str, namespace: Option<&str>) -> Option<&Arc<FrozenObject>> {
+        let hash = self.hash(name, namespace);
+        self.table.find(hash, |o| o.is(name, namespace))
+    }
+
+    fn insert(&mut self, object: Arc<FrozenObject>) {
+        let hash = self.hash(&object.name, object.namespace());
+        let hasher = |o: &Arc<FrozenObject>| self.hasher.hash_one((o.namespace(), &*o.name));
+        match self
+            .table
+            .find_mut(hash, |o| o.is(&object.name, object.namespace()))
+        {
+            Some(slot) => *slot = object,
+            None => {
+                self.table.insert_unique(hash, object, hasher);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str, namespace: Option<&str>) {
+        let hash = self.hash(name, namespace);
+        if let Ok(entry) = self.table.find_entry(hash, |o| o.is(name, namespace)) {
+            entry.remove();
+        }
+    }
+}
+
+/// One kind's cache: its frozen objects, read as dynamic objects.
 #[derive(Clone)]
 pub struct ChildStore {
-    resource: Arc<ApiResource>,
-    store: Store<FrozenObject>,
+    objects: Arc<RwLock<Objects>>,
+    ready: watch::Receiver<bool>,
 }
 
 impl ChildStore {
-    /// The cached object of this kind named `name` in `namespace`, thawed.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
+        self.objects.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached object of this kind named `name` in `namespace` (or, when there is none, a
+    /// cluster-scoped one of that name, as kube's store looks up), thawed.
     pub fn get(&self, name: &str, namespace: Option<&str>) -> Option<Arc<DynamicObject>> {
-        let reference = ObjectRef::new_with(name, self.resource.clone());
-        let reference = match namespace {
-            Some(namespace) => reference.within(namespace),
-            None => reference,
+        let frozen = {
+            let objects = self.read();
+            objects
+                .get(name, namespace)
+                .or_else(|| namespace.and_then(|_| objects.get(name, None)))
+                .cloned()
         };
-        self.store.get(&reference)?.thaw().map(Arc::new)
+        frozen?.thaw().map(Arc::new)
     }
 
     /// Every cached object of this kind, thawed.
@@ -197,12 +277,10 @@ impl ChildStore {
         self.matching(|_| true)
     }
 
-    /// The cached objects `keep` accepts, thawed; `keep` reads what a frozen object keeps
-    /// outside its text (name, namespace, labels, resourceVersion), and the others are not
-    /// thawed.
+    /// The cached objects `keep` accepts, thawed; `keep` reads a frozen object (name,
+    /// namespace, resourceVersion, labels), and the others are not thawed.
     pub fn matching(&self, keep: impl Fn(&FrozenObject) -> bool) -> Vec<Arc<DynamicObject>> {
-        self.store
-            .state()
+        self.frozen_state()
             .iter()
             .filter(|frozen| keep(frozen))
             .filter_map(|frozen| frozen.thaw().map(Arc::new))
@@ -211,40 +289,113 @@ impl ChildStore {
 
     /// Every cached object of this kind, as cached (frozen).
     pub(crate) fn frozen_state(&self) -> Vec<Arc<FrozenObject>> {
-        self.store.state()
+        self.read().table.iter().cloned().collect()
     }
 
-    super::frozen::store_size!("objects of this kind", "object of this kind");
+    /// How many objects of this kind are cached.
+    pub fn len(&self) -> usize {
+        self.read().table.len()
+    }
+
+    /// Whether no object of this kind is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until the store completed its first list. Unlike kube's store, every waiter is
+    /// woken.
+    ///
+    /// # Errors
+    /// [`CacheWriterDropped`] when the writer went away before the first list completed.
+    pub async fn wait_until_ready(&self) -> Result<(), CacheWriterDropped> {
+        let mut ready = self.ready.clone();
+        ready
+            .wait_for(|ready| *ready)
+            .await
+            .map(|_| ())
+            .map_err(|_| CacheWriterDropped)
+    }
 }
 
 /// Fills a [`ChildStore`] from watch events of one kind, freezing each object.
 pub struct ChildWriter {
-    resource: Arc<ApiResource>,
-    writer: Writer<FrozenObject>,
+    objects: Arc<RwLock<Objects>>,
+    /// The objects of a re-list, until it completes.
+    buffer: Option<Objects>,
+    ready: watch::Sender<bool>,
+    packer: Arc<Packer>,
+    /// Every namespace seen, shared by the objects in it.
+    namespaces: HashSet<Arc<str>>,
 }
 
 impl ChildWriter {
     /// A writer of `resource`'s cache.
     pub fn new(resource: ApiResource) -> Self {
-        let resource = Arc::new(resource);
+        let kind = format!("{}/{}", resource.api_version, resource.kind);
         ChildWriter {
-            writer: Writer::new(resource.clone()),
-            resource,
+            objects: Arc::default(),
+            buffer: None,
+            ready: watch::Sender::new(false),
+            packer: Packer::of_kind(&kind),
+            namespaces: HashSet::new(),
         }
     }
 
+    fn freeze(&mut self, object: &DynamicObject) -> Arc<FrozenObject> {
+        let namespace =
+            object
+                .metadata
+                .namespace
+                .as_deref()
+                .map(|ns| match self.namespaces.get(ns) {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        let shared: Arc<str> = Arc::from(ns);
+                        self.namespaces.insert(shared.clone());
+                        shared
+                    }
+                });
+        Arc::new(FrozenObject::freeze_with(
+            object.clone(),
+            &self.packer,
+            namespace.as_ref(),
+        ))
+    }
+
     /// Applies one watch event as kube's reflector would (a re-list swaps the whole store at its
-    /// end), freezing the objects it carries.
+    /// end and makes the store ready), freezing the objects it carries.
     pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
-        self.writer
-            .apply_watcher_event(&frozen_event(event, FrozenObject::freeze));
+        fn write(objects: &RwLock<Objects>) -> std::sync::RwLockWriteGuard<'_, Objects> {
+            objects.write().unwrap_or_else(PoisonError::into_inner)
+        }
+        match event {
+            Event::Apply(object) => {
+                let frozen = self.freeze(object);
+                write(&self.objects).insert(frozen);
+            }
+            Event::Delete(object) => {
+                let (name, namespace) = (&object.metadata.name, &object.metadata.namespace);
+                write(&self.objects)
+                    .remove(name.as_deref().unwrap_or_default(), namespace.as_deref());
+            }
+            Event::Init => self.buffer = Some(Objects::default()),
+            Event::InitApply(object) => {
+                let frozen = self.freeze(object);
+                self.buffer.get_or_insert_default().insert(frozen);
+            }
+            Event::InitDone => {
+                let listed = self.buffer.take().unwrap_or_default();
+                *write(&self.objects) = listed;
+                self.ready.send_replace(true);
+            }
+        }
     }
 
     /// A reader of the store this writer fills.
     pub fn as_reader(&self) -> ChildStore {
         ChildStore {
-            resource: self.resource.clone(),
-            store: self.writer.as_reader(),
+            objects: self.objects.clone(),
+            ready: self.ready.subscribe(),
         }
     }
 }
@@ -304,16 +455,13 @@ impl KindStores {
         self.stores.iter().map(|(resource, _)| resource)
     }
 
-    /// Waits until every kind's store completed its first list.
-    ///
-    /// kube wakes only the most recent of several concurrent waiters on one store (a later
-    /// waiter, even one dropped unfinished, leaves an earlier one asleep): the runtime waits
-    /// itself and reconciles only after every cache synced, so neither a reconciler nor anything
-    /// else beside a running operator should wait here ([`super::Probes::is_synced`] tells).
+    /// Waits until every kind's store completed its first list. The runtime reconciles only
+    /// after every cache synced, so a reconciler need not wait here
+    /// ([`super::Probes::is_synced`] tells whether they did).
     ///
     /// # Errors
-    /// [`WriterDropped`] when a store's reflector went away before its first list completed.
-    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
+    /// [`CacheWriterDropped`] when a store's reflector went away before its first list completed.
+    pub async fn wait_until_ready(&self) -> Result<(), CacheWriterDropped> {
         for (_, store) in &self.stores {
             store.wait_until_ready().await?;
         }
@@ -358,28 +506,31 @@ mod tests {
         }))
         .unwrap();
         let frozen = FrozenObject::freeze(object.clone());
-        let kept = frozen.meta();
-        assert_eq!(
-            (kept.name.as_deref(), kept.namespace.as_deref()),
-            (Some("r"), Some("ns"))
-        );
-        assert_eq!(kept.labels, None, "as lines");
-        assert_eq!(frozen.label("a"), Some("b"));
+        assert_eq!((frozen.name(), frozen.namespace()), ("r", Some("ns")));
+        assert_eq!(frozen.resource_version(), Some("7"));
+        assert!(frozen.odd_labels.is_none(), "as lines");
+        assert_eq!(frozen.label("a").as_deref(), Some("b"));
         assert_eq!(frozen.label("b"), None);
-        assert_eq!(kept.resource_version.as_deref(), Some("7"));
-        assert_eq!(
-            (&kept.uid, &kept.annotations),
-            (&None, &None),
-            "in the text"
-        );
         assert_eq!(frozen.thaw(), Some(object.clone()));
-        // Labels lines could not carry stay in the metadata (the API server accepts none).
-        let mut odd = object;
-        odd.metadata.labels = Some([("k=1".to_string(), "v\nw".to_string())].into());
-        let frozen = FrozenObject::freeze(odd.clone());
-        assert_eq!(frozen.meta().labels, odd.metadata.labels);
-        assert_eq!(frozen.label("k=1"), Some("v\nw"));
-        assert_eq!(frozen.thaw(), Some(odd));
+        // Labels lines could not carry are kept as they are (the API server accepts none).
+        let mut empty = object.clone();
+        empty.metadata.labels = Some(BTreeMap::new());
+        assert_eq!(FrozenObject::freeze(empty.clone()).thaw(), Some(empty));
+        for odd_label in [("k=1", "v\nw"), ("k", "v\0w")] {
+            let mut odd = object.clone();
+            let (key, value) = (odd_label.0.to_string(), odd_label.1.to_string());
+            odd.metadata.labels = Some([(key.clone(), value.clone())].into());
+            let frozen = FrozenObject::freeze(odd.clone());
+            assert!(frozen.odd_labels.is_some());
+            assert_eq!(frozen.label(&key), Some(value));
+            assert_eq!(frozen.thaw(), Some(odd));
+        }
+        // No labels, no namespace, no resourceVersion: thawed as they were.
+        let mut bare = object;
+        bare.metadata.labels = None;
+        bare.metadata.namespace = None;
+        bare.metadata.resource_version = None;
+        assert_eq!(FrozenObject::freeze(bare.clone()).thaw(), Some(bare));
     }
 
     /// Two kinds with an object of the same name each: a reference finds the one of its kind,

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{ApiResource, DynamicObject, ListParams},
     runtime::reflector::ObjectRef,
 };
@@ -76,8 +76,8 @@ pub fn cached(
             .map(|store| {
                 // Matched on the metadata the cache keeps: only the matches are thawed.
                 store.matching(|frozen| {
-                    frozen.meta().namespace.as_deref() == Some(namespace)
-                        && frozen.label(&label) == Some(value.as_str())
+                    frozen.namespace() == Some(namespace)
+                        && frozen.label(&label).as_deref() == Some(value.as_str())
                 })
             })
             .unwrap_or_default()

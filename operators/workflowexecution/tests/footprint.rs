@@ -1,7 +1,9 @@
 //! What each cached object costs in heap: a PipelineRun and a TaskRun as the runtime's child and
-//! grandchild caches hold them, a finished WorkflowExecution typed and as the parent cache holds
-//! it (frozen), and each cache entry's key, measured with a counting global allocator over real
-//! Tekton's recorded objects (`tests/e2e/recorded/succeed.yaml`).
+//! grandchild caches hold them (frozen, and with the store's entry), a finished
+//! WorkflowExecution typed and as the parent cache holds it (frozen), and the parent cache's
+//! key, measured with a counting global allocator over real Tekton's recorded objects
+//! (`tests/e2e/recorded/succeed.yaml`), each measured object another variant of them (its own
+//! name, uid, labels and times, as in a cluster: the caches compress against objects alike).
 //!
 //! One test per binary: the allocator counts every thread, so nothing else may run beside it.
 //! Run with `--nocapture` to see the breakdown.
@@ -13,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::reflector::ObjectRef;
-use kubernaut_framework::runtime::{FrozenObject, frozen::Frozen};
+use kube::runtime::{reflector::ObjectRef, watcher::Event};
+use kubernaut_framework::runtime::{ChildWriter, FrozenObject, frozen::Frozen};
 use serde_json::{Value, json};
 use workflowexecution_operator::pipelinerun::{
     ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached,
@@ -75,19 +77,77 @@ impl Cost {
     }
 }
 
-fn cost<T>(make: impl Fn() -> T) -> Cost {
-    const N: usize = 500;
+/// How many objects each figure is averaged over.
+const N: usize = 500;
+
+/// The heap `make(i)` keeps alive for `i` in `0..N`, per object.
+fn cost<T>(make: impl Fn(usize) -> T) -> Cost {
     let (bytes, allocations) = (
         BYTES.load(Ordering::SeqCst),
         ALLOCATIONS.load(Ordering::SeqCst),
     );
-    let kept: Vec<T> = (0..N).map(|_| make()).collect();
+    let kept: Vec<T> = (0..N).map(&make).collect();
     let per = |now: isize, before: isize| (now - before) as f64 / N as f64;
     let cost = Cost {
         bytes: per(BYTES.load(Ordering::SeqCst), bytes),
         allocations: per(ALLOCATIONS.load(Ordering::SeqCst), allocations),
     };
     drop(kept);
+    cost
+}
+
+/// The `i`-th variant of a recorded object: its own name, uid, resourceVersion, creation time
+/// and the labels and annotations naming its WorkflowExecution, as objects differ in a cluster.
+fn variant(object: &Value, i: usize) -> Value {
+    let mut object = object.clone();
+    let metadata = &mut object["metadata"];
+    let name = metadata["name"].as_str().unwrap_or_default().to_owned();
+    metadata["name"] = json!(format!("{name}-{i:05}"));
+    metadata["uid"] = json!(format!(
+        "{:08x}-5b7a-4c3e-9d2f-{:012x}",
+        i * 7919,
+        i * 104_729
+    ));
+    metadata["resourceVersion"] = json!((100_000 + i * 7).to_string());
+    metadata["creationTimestamp"] =
+        json!(format!("2026-12-02T08:{:02}:{:02}Z", i / 60 % 60, i % 60));
+    for key in ["labels", "annotations"] {
+        if let Some(map) = metadata[key].as_object_mut() {
+            for (k, v) in map.iter_mut() {
+                if k == ANNOTATION_WORKFLOW_EXECUTION {
+                    *v = json!(format!("scale-{i:05}"));
+                } else if k.ends_with("-uid") {
+                    *v = json!(format!(
+                        "{:08x}-da99-44e5-949f-{:012x}",
+                        i * 31,
+                        i * 1_299_709
+                    ));
+                }
+            }
+        }
+    }
+    object
+}
+
+/// What a child cache keeps per object of `objects`: the writer applies each and the heap it
+/// then holds is divided among them (the frozen objects, the table, the shared namespace).
+fn cached_cost(resource: &ApiResource, objects: impl Fn(usize) -> DynamicObject) -> Cost {
+    let events: Vec<Event<DynamicObject>> = (0..N).map(|i| Event::Apply(objects(i))).collect();
+    let (bytes, allocations) = (
+        BYTES.load(Ordering::SeqCst),
+        ALLOCATIONS.load(Ordering::SeqCst),
+    );
+    let mut writer = ChildWriter::new(resource.clone());
+    for event in &events {
+        writer.apply_watcher_event(event);
+    }
+    let per = |now: isize, before: isize| (now - before) as f64 / N as f64;
+    let cost = Cost {
+        bytes: per(BYTES.load(Ordering::SeqCst), bytes),
+        allocations: per(ALLOCATIONS.load(Ordering::SeqCst), allocations),
+    };
+    assert_eq!(writer.as_reader().len(), N, "every variant cached");
+    drop(writer);
     cost
 }
 
@@ -176,19 +236,30 @@ fn what_each_cached_object_costs() {
         mapping.grandchild_projection().unwrap(),
     );
 
-    let whole_run = cost(|| Arc::new(decoded(&run)));
-    let pruned_run = cost(|| Arc::new(pruned(&run, &[])));
-    let projected_run = cost(|| {
-        let mut run = decoded(&run);
-        project_cached(&mut run, &run_projection);
-        Arc::new(run)
+    let whole_run = cost(|i| Arc::new(decoded(&variant(&run, i))));
+    let pruned_run = cost(|i| Arc::new(pruned(&variant(&run, i), &[])));
+    let projected = |object: &Value, projection, i| {
+        let mut object = decoded(&variant(object, i));
+        project_cached(&mut object, projection);
+        object
+    };
+    let projected_run = cost(|i| Arc::new(projected(&run, &run_projection, i)));
+    let frozen_run = cost(|i| {
+        Arc::new(FrozenObject::freeze(projected(
+            &run,
+            &run_projection,
+            i + N,
+        )))
     });
-    let frozen_run = cost(|| {
-        let mut run = decoded(&run);
-        project_cached(&mut run, &run_projection);
-        Arc::new(FrozenObject::freeze(run))
+    let run_resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "tekton.dev",
+        "v1",
+        "PipelineRun",
+    ));
+    let cached_run = cached_cost(&run_resource, |i| {
+        projected(&run, &run_projection, i + 2 * N)
     });
-    let pruned_task_run = cost(|| {
+    let pruned_task_run = cost(|i| {
         let fields = [
             "taskSpec",
             "provenance",
@@ -197,38 +268,32 @@ fn what_each_cached_object_costs() {
             "artifacts",
             "spanContext",
         ];
-        Arc::new(pruned(&task_run, &fields))
+        Arc::new(pruned(&variant(&task_run, i), &fields))
     });
-    let projected_task_run = cost(|| {
-        let mut task_run = decoded(&task_run);
-        project_cached(&mut task_run, &task_run_projection);
-        Arc::new(task_run)
+    let projected_task_run = cost(|i| Arc::new(projected(&task_run, &task_run_projection, i)));
+    let frozen_task_run = cost(|i| {
+        Arc::new(FrozenObject::freeze(projected(
+            &task_run,
+            &task_run_projection,
+            i + N,
+        )))
     });
-    let frozen_task_run = cost(|| {
-        let mut task_run = decoded(&task_run);
-        project_cached(&mut task_run, &task_run_projection);
-        Arc::new(FrozenObject::freeze(task_run))
-    });
-    let typed_wfe = cost(|| {
-        let text = serde_json::to_vec(&wfe).unwrap();
-        Arc::new(serde_json::from_slice::<WorkflowExecution>(&text).unwrap())
-    });
-    let frozen_wfe = cost(|| {
-        let text = serde_json::to_vec(&wfe).unwrap();
-        let typed = serde_json::from_slice::<WorkflowExecution>(&text).unwrap();
-        Arc::new(Frozen::freeze(typed))
-    });
-    let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+    let task_run_resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
         "tekton.dev",
         "v1",
-        "PipelineRun",
+        "TaskRun",
     ));
-    let mut object = decoded(&run);
-    project_cached(&mut object, &run_projection);
-    let (frozen, resource) = (FrozenObject::freeze(object), Arc::new(resource));
-    let child_key = cost(|| ObjectRef::from_obj_with(&frozen, resource.clone()));
+    let cached_task_run = cached_cost(&task_run_resource, |i| {
+        projected(&task_run, &task_run_projection, i + 2 * N)
+    });
+    let typed = |i| {
+        let text = serde_json::to_vec(&variant(&wfe, i)).unwrap();
+        serde_json::from_slice::<WorkflowExecution>(&text).unwrap()
+    };
+    let typed_wfe = cost(|i| Arc::new(typed(i)));
+    let frozen_wfe = cost(|i| Arc::new(Frozen::freeze(typed(i + N))));
     let parent: WorkflowExecution = serde_json::from_value(wfe.clone()).unwrap();
-    let parent_key = cost(|| ObjectRef::from_obj(&parent));
+    let parent_key = cost(|_| ObjectRef::from_obj(&parent));
     let mut sample = decoded(&run);
     project_cached(&mut sample, &run_projection);
     println!(
@@ -253,16 +318,17 @@ fn what_each_cached_object_costs() {
     show("PipelineRun, whole (managedFields stripped)", whole_run);
     show("PipelineRun, pruned (spec, annotations)", pruned_run);
     show("PipelineRun, projected", projected_run);
-    show("PipelineRun, projected and frozen (cached)", frozen_run);
+    show("PipelineRun, projected and frozen", frozen_run);
+    show("PipelineRun, cached (with the store's entry)", cached_run);
     show(
         "TaskRun, pruned (spec, annotations, 6 fields)",
         pruned_task_run,
     );
     show("TaskRun, projected", projected_task_run);
-    show("TaskRun, projected and frozen (cached)", frozen_task_run);
+    show("TaskRun, projected and frozen", frozen_task_run);
+    show("TaskRun, cached (with the store's entry)", cached_task_run);
     show("WorkflowExecution, typed (managedFields None)", typed_wfe);
     show("WorkflowExecution, frozen (cached)", frozen_wfe);
-    show("store key of a child (ObjectRef, shared kind)", child_key);
     show("store key of a parent (ObjectRef)", parent_key);
     assert!(
         projected_run.resident() * 3.0 < pruned_run.resident(),
@@ -281,7 +347,15 @@ fn what_each_cached_object_costs() {
         "a frozen TaskRun costs less than half a projected one"
     );
     assert!(
-        frozen_wfe.resident() < typed_wfe.resident() * 0.8,
-        "a frozen WorkflowExecution costs less than 80 % of a typed one"
+        cached_run.resident() * 4.0 < projected_run.resident(),
+        "a cached PipelineRun, its entry included, costs less than a quarter of a projected one"
+    );
+    assert!(
+        cached_task_run.resident() * 4.0 < projected_task_run.resident(),
+        "a cached TaskRun, its entry included, costs less than a quarter of a projected one"
+    );
+    assert!(
+        frozen_wfe.resident() * 2.0 < typed_wfe.resident(),
+        "a frozen WorkflowExecution costs less than half a typed one"
     );
 }
