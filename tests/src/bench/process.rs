@@ -130,6 +130,10 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// Peak resident memory (`VmHWM`).
     pub hwm_kib: u64,
+    /// Resident anonymous memory now (`RssAnon`: the heap, stacks).
+    pub rss_anon_kib: u64,
+    /// Resident file-backed memory now (`RssFile`: mostly the executable's pages).
+    pub rss_file_kib: u64,
 }
 
 /// A [`ProcSample`] of `pid`.
@@ -164,6 +168,8 @@ pub fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
         cpu_seconds: (ticks(11) + ticks(12)) / hz,
         rss_kib: kib("VmRSS:"),
         hwm_kib: kib("VmHWM:"),
+        rss_anon_kib: kib("RssAnon:"),
+        rss_file_kib: kib("RssFile:"),
     })
 }
 

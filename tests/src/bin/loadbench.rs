@@ -534,6 +534,13 @@ struct ScaleResult {
     writes_after_restart: BTreeMap<String, u64>,
     operator_writes_after_restart: u64,
     rss_mib_settled: f64,
+    /// The anonymous part of `rss_mib_settled` (heap, stacks); 0 in results of before it was
+    /// measured.
+    #[serde(default)]
+    rss_anon_mib_settled: f64,
+    /// The file-backed part of `rss_mib_settled` (the executable's pages).
+    #[serde(default)]
+    rss_file_mib_settled: f64,
     peak_rss_mib: f64,
     process_resident_memory_mib: f64,
     operator_cpu_seconds_to_settle: f64,
@@ -724,6 +731,8 @@ async fn scale_phase(
         writes_after_restart: writes,
         operator_writes_after_restart: operator_writes,
         rss_mib_settled: sample.rss_kib as f64 / 1024.0,
+        rss_anon_mib_settled: sample.rss_anon_kib as f64 / 1024.0,
+        rss_file_mib_settled: sample.rss_file_kib as f64 / 1024.0,
         peak_rss_mib: sample.hwm_kib as f64 / 1024.0,
         process_resident_memory_mib: resident / 1024.0 / 1024.0,
         operator_cpu_seconds_to_settle: sample.cpu_seconds,
@@ -1457,6 +1466,13 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
                 "| RSS settled (VmRSS) | **{:.1} MiB** |",
                 s.rss_mib_settled
             );
+            if s.rss_anon_mib_settled + s.rss_file_mib_settled > 0.0 {
+                let _ = writeln!(
+                    md,
+                    "| of which anonymous (heap, stacks: `RssAnon`) / file-backed (the executable's pages: `RssFile`) | {:.1} / {:.1} MiB |",
+                    s.rss_anon_mib_settled, s.rss_file_mib_settled
+                );
+            }
             let _ = writeln!(md, "| peak RSS (VmHWM) | {:.1} MiB |", s.peak_rss_mib);
             let _ = writeln!(
                 md,
