@@ -1121,7 +1121,7 @@ fn analysis(r: &Report) -> String {
              whole before it is trimmed, and kube's 500 left 40 MiB more behind. It starts at \
              {:.1} MiB; with {} WFEs and {} PipelineRuns it settles at {:.1} MiB, {:.1} MiB of \
              it the executable's pages (`RssFile`; fat LTO made it 3 MB smaller, `opt-level = \
-             \"s\"` would save 6 MiB more for a fifth more CPU). What is left beside the caches: \
+             \"s\"` would save about 4 MiB more for a fifth more CPU). What is left beside the caches: \
              each frozen WFE's `ObjectMeta` (360 bytes inline, which kube's store and controller \
              need), the parent index, kube's scheduler after the restart's reconcile of every \
              WFE, and glibc's arenas.",
