@@ -117,10 +117,10 @@
 //! 5. Error backoff counters live in memory: a new leader starts every object at attempt 1.
 //! 6. A reconcile waiting for the watch event of its own write (guarantee 7) holds its slot
 //!    meanwhile, and a graceful shutdown waits for it as for any in-flight reconcile.
-//! 7. kube's `Store::wait_until_ready` wakes only the latest of several concurrent waiters; the
-//!    runtime waits once and reconciles (and turns ready) only after every cache — the parents'
-//!    and each child and grandchild kind's — synced, so a reconciler never needs to wait on the
-//!    stores itself.
+//! 7. kube's `Store::wait_until_ready` (under the parent cache) wakes only the latest of several
+//!    concurrent waiters; the runtime waits once and reconciles (and turns ready) only after
+//!    every cache — the parents' and each child and grandchild kind's — synced, so a reconciler
+//!    never needs to wait on the stores itself.
 
 mod catch_up;
 mod events;
