@@ -37,7 +37,7 @@ use kube::{
 };
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 
-use super::packed::{Packed, Packer};
+use super::packed::{Compact, Packer};
 
 /// A parent as the cache holds it: its name and namespace, and the whole object
 /// as compact JSON text, compressed.
@@ -49,10 +49,8 @@ pub struct Frozen<K> {
 /// What a frozen parent holds besides its identity.
 enum Body<K> {
     /// The whole object as compact JSON text (which parses back into an equal `K`), compressed
-    /// against earlier texts of `K` ([`Packer`]).
-    Packed(Packed),
-    /// The text itself, when compressing did not make it smaller.
-    Text(Box<str>),
+    /// against earlier texts of `K` when that makes it smaller.
+    Compact(Compact),
     /// The object itself: its text did not parse back into an equal `K`.
     Whole(Arc<K>),
 }
@@ -69,12 +67,9 @@ where
             ..ObjectMeta::default()
         };
         let body = match serde_json::to_string(&object) {
-            Ok(text) if round_trips::<K>(&text) => {
-                match Packer::of_kind(&kind::<K>()).pack(text.as_bytes()) {
-                    Some(packed) => Body::Packed(packed),
-                    None => Body::Text(text.into_boxed_str()),
-                }
-            }
+            Ok(text) if round_trips::<K>(&text) => Body::Compact(
+                Packer::of(&K::api_version(&()), &K::kind(&())).compact(text.into_bytes()),
+            ),
             _ => Body::Whole(Arc::new(object)),
         };
         Frozen { metadata, body }
@@ -85,14 +80,9 @@ where
     pub fn thaw(&self) -> Option<Arc<K>> {
         let parsed = match &self.body {
             Body::Whole(object) => return Some(object.clone()),
-            Body::Text(text) => serde_json::from_str(text),
-            Body::Packed(packed) => match packed.unpack() {
-                Some(text) => serde_json::from_slice(&text),
-                None => {
-                    tracing::error!(name = ?self.metadata.name, "a cached parent does not decompress");
-                    return None;
-                }
-            },
+            Body::Compact(compact) => serde_json::from_slice(
+                &compact.text(self.metadata.name.as_deref().unwrap_or_default())?,
+            ),
         };
         match parsed {
             Ok(object) => Some(Arc::new(object)),
@@ -102,11 +92,6 @@ where
             }
         }
     }
-}
-
-/// The name `K`'s texts are packed under.
-fn kind<K: Resource<DynamicType = ()>>() -> String {
-    format!("{}/{}", K::api_version(&()), K::kind(&()))
 }
 
 /// Whether `text` parses back into a `K` that serializes to `text` again.
@@ -122,8 +107,7 @@ impl<K> Clone for Frozen<K> {
         Frozen {
             metadata: self.metadata.clone(),
             body: match &self.body {
-                Body::Packed(packed) => Body::Packed(packed.clone()),
-                Body::Text(text) => Body::Text(text.clone()),
+                Body::Compact(compact) => Body::Compact(compact.clone()),
                 Body::Whole(object) => Body::Whole(object.clone()),
             },
         }
@@ -387,7 +371,7 @@ mod tests {
         object.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
         object.data = Some([("key".to_string(), "value \"quoted\" ✓".to_string())].into());
         let frozen = Frozen::freeze(object.clone());
-        assert!(matches!(frozen.body, Body::Text(_) | Body::Packed(_)));
+        assert!(matches!(frozen.body, Body::Compact(_)));
         assert_eq!(frozen.thaw().as_deref(), Some(&object));
         assert_eq!(frozen.name_any(), "a");
         assert_eq!(frozen.namespace().as_deref(), Some("ns"));
@@ -408,7 +392,7 @@ mod tests {
                 .collect(),
         );
         let frozen = Frozen::freeze(object.clone());
-        assert!(matches!(frozen.body, Body::Packed(_)));
+        assert!(matches!(frozen.body, Body::Compact(Compact::Packed(_))));
         assert_eq!(frozen.thaw().as_deref(), Some(&object));
     }
 

@@ -18,6 +18,7 @@
 //!    cache keeps at most one dictionary per [`REFRESH_EVERY`] objects, whatever the objects.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{Arc, LazyLock, Mutex, PoisonError},
 };
@@ -52,15 +53,19 @@ struct Learning {
 static PACKERS: LazyLock<Mutex<HashMap<String, Arc<Packer>>>> = LazyLock::new(Mutex::default);
 
 impl Packer {
-    /// The packer of `kind` (any name that tells kinds apart, such as `apiVersion/kind`).
-    pub(crate) fn of_kind(kind: &str) -> Arc<Packer> {
+    /// The packer of the kind `kind` of `api_version`.
+    pub(crate) fn of(api_version: &str, kind: &str) -> Arc<Packer> {
+        let name = format!("{api_version}/{kind}");
         let mut packers = PACKERS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(packer) = packers.get(kind) {
-            return packer.clone();
+        packers.entry(name).or_default().clone()
+    }
+
+    /// `text` as a cache keeps it: packed, or as it is when packing would not make it smaller.
+    pub(crate) fn compact(&self, text: Vec<u8>) -> Compact {
+        match self.pack(&text) {
+            Some(packed) => Compact::Packed(packed),
+            None => Compact::Plain(text.into_boxed_slice()),
         }
-        let packer = Arc::new(Packer::default());
-        packers.insert(kind.to_owned(), packer.clone());
-        packer
     }
 
     /// `text` compressed against this kind's dictionary; `None` when that is not smaller than
@@ -98,6 +103,32 @@ fn learned(dictionary: &[u8], text: &[u8]) -> Box<[u8]> {
     next.extend_from_slice(&dictionary[dictionary.len() - from_dictionary..]);
     next.extend_from_slice(&text[text.len() - from_text..]);
     next.into_boxed_slice()
+}
+
+/// A text as a cache keeps it ([`Packer::compact`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Compact {
+    /// Compressed.
+    Packed(Packed),
+    /// As it is, when compressing did not make it smaller.
+    Plain(Box<[u8]>),
+}
+
+impl Compact {
+    /// The text; `None` (logged, with `name`) when packed bytes no longer unpack, which cannot
+    /// happen to what [`Packer::compact`] wrote.
+    pub(crate) fn text(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        match self {
+            Compact::Plain(text) => Some(Cow::Borrowed(text)),
+            Compact::Packed(packed) => {
+                let text = packed.unpack();
+                if text.is_none() {
+                    tracing::error!(name, "a cached object does not decompress");
+                }
+                text.map(Cow::Owned)
+            }
+        }
+    }
 }
 
 /// A text compressed by a [`Packer`]: its length (4 bytes, little-endian), the LZ4 block, and
@@ -236,13 +267,7 @@ mod tests {
         for (i, p) in packed.iter().enumerate() {
             assert_eq!(p.unpack().as_deref(), Some(text(i).as_bytes()));
         }
-        assert!(Arc::ptr_eq(
-            &Packer::of_kind("a/b"),
-            &Packer::of_kind("a/b")
-        ));
-        assert!(!Arc::ptr_eq(
-            &Packer::of_kind("a/b"),
-            &Packer::of_kind("a/c")
-        ));
+        assert!(Arc::ptr_eq(&Packer::of("a", "b"), &Packer::of("a", "b")));
+        assert!(!Arc::ptr_eq(&Packer::of("a", "b"), &Packer::of("a", "c")));
     }
 }

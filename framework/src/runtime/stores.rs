@@ -32,7 +32,7 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use super::packed::{Packed, Packer};
+use super::packed::{Compact, Packer};
 
 /// A child or grandchild as its kind's cache holds it: its name, namespace and resourceVersion
 /// (what references and version checks read), and its labels and everything else as one
@@ -47,42 +47,33 @@ pub struct FrozenObject {
     /// Labels that `key=value` lines cannot carry (a key with `=`, a key or value with a line
     /// break or a NUL: none the API server accepts; or an empty map), kept as they are.
     odd_labels: Option<Arc<BTreeMap<String, String>>>,
-    body: Body,
-}
-
-/// The labels as `key=value` lines, a NUL, and the object without name, namespace, labels and
-/// resourceVersion as compact JSON text.
-#[derive(Clone, Debug)]
-enum Body {
-    /// Compressed ([`Packer`]).
-    Packed(Packed),
-    /// The text itself, when compressing did not make it smaller.
-    Text(Box<[u8]>),
+    /// The labels as `key=value` lines, a NUL, and the object without name, namespace, labels
+    /// and resourceVersion as compact JSON text.
+    body: Compact,
 }
 
 impl FrozenObject {
     /// `object` frozen, compressed against earlier objects of its kind (`apiVersion` and `kind`).
     pub fn freeze(object: DynamicObject) -> Self {
-        let kind = object
+        let (api_version, kind) = object
             .types
             .as_ref()
-            .map(|types| format!("{}/{}", types.api_version, types.kind))
+            .map(|types| (types.api_version.as_str(), types.kind.as_str()))
             .unwrap_or_default();
-        Self::freeze_with(object, &Packer::of_kind(&kind), None)
+        let packer = Packer::of(api_version, kind);
+        let namespace = object.metadata.namespace.as_deref().map(Arc::from);
+        Self::freeze_with(object, &packer, namespace)
     }
 
-    /// `object` frozen by `packer`, its namespace shared with `namespace` when that is the same.
+    /// `object` frozen by `packer`, in `namespace` (its namespace, shared).
     fn freeze_with(
         mut object: DynamicObject,
         packer: &Packer,
-        namespace: Option<&Arc<str>>,
+        namespace: Option<Arc<str>>,
     ) -> Self {
         let kept = &mut object.metadata;
         let (name, resource_version) = (kept.name.take(), kept.resource_version.take());
-        let namespace = kept.namespace.take().map(|ns| match namespace {
-            Some(shared) if **shared == *ns => shared.clone(),
-            _ => Arc::from(ns),
-        });
+        kept.namespace = None;
         let (lines, odd_labels) = match kept.labels.take() {
             None => (String::new(), None),
             Some(labels) => match label_lines(&labels) {
@@ -94,10 +85,7 @@ impl FrozenObject {
         text.push(0);
         // A JSON tree and typed metadata always serialize.
         serde_json::to_writer(&mut text, &object).unwrap_or_default();
-        let body = match packer.pack(&text) {
-            Some(packed) => Body::Packed(packed),
-            None => Body::Text(text.into_boxed_slice()),
-        };
+        let body = packer.compact(text);
         FrozenObject {
             namespace,
             name: name.unwrap_or_default().into_boxed_str(),
@@ -127,7 +115,7 @@ impl FrozenObject {
         if let Some(labels) = &self.odd_labels {
             return labels.get(key).cloned();
         }
-        let text = self.text()?;
+        let text = self.body.text(&self.name)?;
         let lines = std::str::from_utf8(text.split(|b| *b == 0).next()?).ok()?;
         lines.lines().find_map(|line| {
             let (k, v) = line.split_once('=')?;
@@ -135,25 +123,10 @@ impl FrozenObject {
         })
     }
 
-    /// The text `freeze` wrote (decompressed); `None` (logged) if it no longer decompresses,
-    /// which cannot happen to what `freeze` wrote.
-    fn text(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
-        match &self.body {
-            Body::Text(text) => Some(std::borrow::Cow::Borrowed(text)),
-            Body::Packed(packed) => {
-                let text = packed.unpack();
-                if text.is_none() {
-                    tracing::error!(name = %self.name, "a cached object does not decompress");
-                }
-                text.map(std::borrow::Cow::Owned)
-            }
-        }
-    }
-
     /// The object as it was frozen. `None` only if its text no longer parsed, which cannot happen
     /// to text `freeze` wrote; it is logged.
     pub fn thaw(&self) -> Option<DynamicObject> {
-        let text = self.text()?;
+        let text = self.body.text(&self.name)?;
         let (lines, json) = match text.iter().position(|b| *b == 0) {
             Some(at) => (&text[..at], &text[at + 1..]),
             None => (&[][..], &text[..]),
@@ -331,34 +304,28 @@ pub struct ChildWriter {
 impl ChildWriter {
     /// A writer of `resource`'s cache.
     pub fn new(resource: ApiResource) -> Self {
-        let kind = format!("{}/{}", resource.api_version, resource.kind);
         ChildWriter {
             objects: Arc::default(),
             buffer: None,
             ready: watch::Sender::new(false),
-            packer: Packer::of_kind(&kind),
+            packer: Packer::of(&resource.api_version, &resource.kind),
             namespaces: HashSet::new(),
         }
     }
 
     fn freeze(&mut self, object: &DynamicObject) -> Arc<FrozenObject> {
-        let namespace =
-            object
-                .metadata
-                .namespace
-                .as_deref()
-                .map(|ns| match self.namespaces.get(ns) {
-                    Some(shared) => shared.clone(),
-                    None => {
-                        let shared: Arc<str> = Arc::from(ns);
-                        self.namespaces.insert(shared.clone());
-                        shared
-                    }
-                });
+        let namespaces = &mut self.namespaces;
+        let namespace = object.metadata.namespace.as_deref().map(|ns| {
+            namespaces.get(ns).cloned().unwrap_or_else(|| {
+                let shared: Arc<str> = Arc::from(ns);
+                namespaces.insert(shared.clone());
+                shared
+            })
+        });
         Arc::new(FrozenObject::freeze_with(
             object.clone(),
             &self.packer,
-            namespace.as_ref(),
+            namespace,
         ))
     }
 
