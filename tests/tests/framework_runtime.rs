@@ -2000,3 +2000,176 @@ async fn a_parent_whose_child_changed_is_reconciled_before_queued_new_parents() 
     running.shutdown().await?;
     Ok(())
 }
+
+/// What the reconciles of [`record_timing`] saw: each reconcile's object, the `rev` label it was
+/// handed and when it started; whether two reconciles of one object ever ran at once.
+#[derive(Default)]
+struct Timing {
+    seen: Mutex<Vec<(String, Option<String>, Instant)>>,
+    running: Mutex<BTreeSet<String>>,
+    overlapped: std::sync::atomic::AtomicBool,
+    /// Holds the first reconcile of `slow` until notified.
+    gate: tokio::sync::Notify,
+}
+
+impl Timing {
+    /// The reconciles of `name`: the `rev` each was handed and when it started.
+    fn of(&self, name: &str) -> Vec<(Option<String>, Instant)> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, rev, at)| (rev.clone(), *at))
+            .collect()
+    }
+}
+
+/// Records each reconcile; `slow`'s first waits for the gate; `ticker` asks to be requeued
+/// after 500 ms twice, `timer` after 3 s once; everything else waits for a change.
+async fn record_timing(
+    cm: Arc<ConfigMap>,
+    ctx: Arc<Context<ConfigMap, Timing>>,
+) -> Result<Action, TestError> {
+    let name = cm.name_any();
+    if !ctx.data.running.lock().unwrap().insert(name.clone()) {
+        ctx.data.overlapped.store(true, Ordering::SeqCst);
+    }
+    let count = {
+        let mut seen = ctx.data.seen.lock().unwrap();
+        seen.push((
+            name.clone(),
+            cm.labels().get("rev").cloned(),
+            Instant::now(),
+        ));
+        seen.iter().filter(|(n, _, _)| *n == name).count()
+    };
+    if name == "slow" && count == 1 {
+        ctx.data.gate.notified().await;
+    }
+    ctx.data.running.lock().unwrap().remove(&name);
+    Ok(match (name.as_str(), count) {
+        ("ticker", 1 | 2) => Action::requeue(Duration::from_millis(500)),
+        ("timer", 1) => Action::requeue(Duration::from_secs(3)),
+        _ => Action::await_change(),
+    })
+}
+
+async fn timing_operator(
+    prefix: &str,
+) -> anyhow::Result<(Running<ConfigMap, Timing>, String, Client)> {
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace(prefix).await?;
+    let client = cp.client().await?;
+    let running = Operator::<ConfigMap>::new(client.clone(), settings(&format!("{prefix}-test")))
+        .parents(parents_in(&ns))
+        .start(record_timing, Timing::default())
+        .await?;
+    Ok((running, ns, client))
+}
+
+async fn label_rev(client: &Client, ns: &str, name: &str, rev: &str) -> anyhow::Result<()> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"rev": rev}}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A parent changed while its reconcile runs is not reconciled beside it (free slots
+/// notwithstanding) but again once it finished, on the changed version.
+#[tokio::test]
+async fn a_parent_changed_while_its_reconcile_runs_is_reconciled_again_after_it_never_beside_it()
+-> anyhow::Result<()> {
+    init_tracing();
+    let _logs = ControlPlane::shared().await?.logs_on_failure();
+    let (running, ns, client) = timing_operator("rt-again").await?;
+    let ctx = running.context().clone();
+    create_parent(&client, &ns, "slow").await?;
+    eventually(
+        "slow's first reconcile runs",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.of("slow").len() == 1) },
+    )
+    .await?;
+    label_rev(&client, &ns, "slow", "2").await?;
+    let reference = kube::runtime::reflector::ObjectRef::<ConfigMap>::new("slow").within(&ns);
+    eventually(
+        "the cache holds the change",
+        Duration::from_secs(20),
+        || async {
+            Ok(ctx
+                .parents
+                .get(&reference)
+                .is_some_and(|cm| cm.labels().get("rev").is_some_and(|rev| rev == "2")))
+        },
+    )
+    .await?;
+    // The change's trigger reached the controller while the first reconcile still runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ctx.data.of("slow").len(), 1, "not reconciled beside itself");
+    ctx.data.gate.notify_one();
+    eventually("slow reconciled again", Duration::from_secs(20), || async {
+        Ok(ctx.data.of("slow").len() == 2)
+    })
+    .await?;
+    assert_eq!(
+        ctx.data.of("slow")[1].0.as_deref(),
+        Some("2"),
+        "on the changed version"
+    );
+    assert!(!ctx.data.overlapped.load(Ordering::SeqCst));
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// A reconcile that asks for a requeue is reconciled again once its delay passed, not before; a
+/// change before the delay passed reconciles at once and replaces the requeue (the reconcile it
+/// starts asks for what comes next).
+#[tokio::test]
+async fn a_requeue_reconciles_after_its_delay_and_a_change_before_it_replaces_it()
+-> anyhow::Result<()> {
+    init_tracing();
+    let _logs = ControlPlane::shared().await?.logs_on_failure();
+    let (running, ns, client) = timing_operator("rt-requeue").await?;
+    let ctx = running.context().clone();
+    create_parent(&client, &ns, "ticker").await?;
+    create_parent(&client, &ns, "timer").await?;
+    eventually(
+        "timer's first reconcile",
+        Duration::from_secs(20),
+        || async { Ok(!ctx.data.of("timer").is_empty()) },
+    )
+    .await?;
+    label_rev(&client, &ns, "timer", "2").await?;
+    eventually("ticker requeued twice", Duration::from_secs(20), || async {
+        Ok(ctx.data.of("ticker").len() == 3)
+    })
+    .await?;
+    let ticks = ctx.data.of("ticker");
+    for pair in ticks.windows(2) {
+        assert!(
+            pair[1].1.duration_since(pair[0].1) >= Duration::from_millis(500),
+            "a requeue ran before its delay"
+        );
+    }
+    eventually(
+        "timer reconciled on its change",
+        Duration::from_secs(20),
+        || async { Ok(ctx.data.of("timer").len() == 2) },
+    )
+    .await?;
+    // Past the 3 s the first reconcile asked for: the change replaced that requeue.
+    let first = ctx.data.of("timer")[0].1;
+    tokio::time::sleep(
+        (first + Duration::from_millis(4500)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let timer = ctx.data.of("timer");
+    assert_eq!(timer.len(), 2, "the replaced requeue still ran");
+    assert_eq!(timer[1].0.as_deref(), Some("2"));
+    assert_eq!(ctx.data.of("ticker").len(), 3, "asked for no more");
+    running.shutdown().await?;
+    Ok(())
+}

@@ -27,7 +27,7 @@ use kube::{Resource, runtime::reflector::ObjectRef};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::broadcast, time::Instant};
 
-use super::frozen::{Frozen, ParentStore, retype};
+use super::frozen::{Frozen, ParentStore};
 use crate::own_writes::OwnWrites;
 
 /// How long a reconcile waits at most for the watch event of its own write.
@@ -91,7 +91,10 @@ impl<K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + 'static> Cat
             let next = tokio::time::timeout_at(deadline, async {
                 loop {
                     match events.recv().await {
-                        Ok(changed) if retype::<_, K>(&ObjectRef::from_obj(&*changed)) == key => {
+                        Ok(changed)
+                            if changed.name() == key.name
+                                && changed.namespace() == key.namespace.as_deref() =>
+                        {
                             return true;
                         }
                         Ok(_) => {}

@@ -7,42 +7,97 @@
 //! keeps every parent for as long as it exists, so the cache holds text and a read parses it
 //! (a few microseconds for a WorkflowExecution).
 //!
+//! The store is the runtime's own (as the child stores are, see [`ChildStore`](super::ChildStore)):
+//! a frozen parent is its own key, its name and namespace shared with every reference the
+//! runtime keeps to it (a `ParentKey`), where kube's store would keep an `ObjectRef` beside each object and
+//! need the object to carry a whole `ObjectMeta`.
+//!
 //! # Guarantees
 //! 1. [`ParentStore::get`] and [`ParentStore::state`] hand out parents equal to the ones stored:
 //!    freezing checks that the text parses back into an object that serializes to the same text,
 //!    and keeps a parent whose text would not (a type whose serialization does not round-trip,
 //!    or is not deterministic) as it is instead.
-//! 2. A frozen parent's metadata keeps its name and namespace (what kube's store and controller
-//!    key it by), so references need no thawing; everything else is in the text.
+//! 2. A frozen parent keeps its name and namespace beside the text, so references need no
+//!    thawing; everything else is in the text.
 //! 3. [`ParentWriter`] applies watch events as kube's reflector `Writer` does (a re-list swaps the
 //!    whole store at its end) and [`ParentStore::wait_until_ready`] returns once the first list
-//!    completed.
+//!    completed; every waiter is woken.
 //! 4. The last 128 to 256 parents read stay thawed (about 1 MiB of WorkflowExecutions), so a
 //!    parent read again soon (a peer in several decisions) is parsed once; a parent replaced in
 //!    the store is thawed anew.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
+    fmt,
     sync::{Arc, Mutex, PoisonError},
 };
 
 use kube::{
     Resource,
-    api::ObjectMeta,
-    runtime::{
-        reflector::{ObjectRef, Store, store::Writer},
-        watcher::Event,
-    },
+    runtime::{reflector::ObjectRef, watcher::Event},
 };
-use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
-use super::packed::{Compact, Packer};
+use super::{
+    packed::{Compact, Packer},
+    stores::{CacheWriterDropped, Filling, Keyed, Shelf},
+};
+
+/// A parent's name and namespace as the runtime keys it (its store, its reconcile queue and
+/// timers): both texts shared with the cached parent, so a key costs no allocation of its own.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ParentKey {
+    namespace: Option<Arc<str>>,
+    name: Arc<str>,
+}
+
+impl ParentKey {
+    /// The key of the object named `name` in `namespace`.
+    pub(crate) fn new(namespace: Option<Arc<str>>, name: &str) -> Self {
+        ParentKey {
+            namespace,
+            name: Arc::from(name),
+        }
+    }
+
+    /// The key of the object `reference` names.
+    #[cfg(test)]
+    pub(crate) fn of<K: Resource<DynamicType = ()>>(reference: &ObjectRef<K>) -> Self {
+        ParentKey {
+            namespace: reference.namespace.as_deref().map(Arc::from),
+            name: Arc::from(reference.name.as_str()),
+        }
+    }
+
+    /// A reference to the object (name and namespace only).
+    pub(crate) fn reference<K: Resource<DynamicType = ()>>(&self) -> ObjectRef<K> {
+        let reference = ObjectRef::new(&self.name);
+        match &self.namespace {
+            Some(namespace) => reference.within(namespace),
+            None => reference,
+        }
+    }
+}
+
+impl fmt::Display for ParentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{namespace}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+impl fmt::Debug for ParentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 /// A parent as the cache holds it: its name and namespace, and the whole object
 /// as compact JSON text, compressed.
 pub struct Frozen<K> {
-    metadata: ObjectMeta,
+    key: ParentKey,
     body: Body<K>,
 }
 
@@ -55,16 +110,38 @@ enum Body<K> {
     Whole(Arc<K>),
 }
 
+impl<K> Frozen<K> {
+    /// The parent's name.
+    pub fn name(&self) -> &str {
+        &self.key.name
+    }
+
+    /// The parent's namespace (`None` for a cluster-scoped one).
+    pub fn namespace(&self) -> Option<&str> {
+        self.key.namespace.as_deref()
+    }
+
+    /// The parent's key.
+    pub(crate) fn key(&self) -> &ParentKey {
+        &self.key
+    }
+}
+
 impl<K> Frozen<K>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
 {
     /// `object` frozen: as text when the text parses back into `object`'s serialization.
     pub fn freeze(object: K) -> Self {
-        let metadata = ObjectMeta {
-            name: object.meta().name.clone(),
-            namespace: object.meta().namespace.clone(),
-            ..ObjectMeta::default()
+        let namespace = object.meta().namespace.as_deref().map(Arc::from);
+        Self::freeze_in(object, namespace)
+    }
+
+    /// `object` frozen, `namespace` (its namespace) shared.
+    fn freeze_in(object: K, namespace: Option<Arc<str>>) -> Self {
+        let key = ParentKey {
+            namespace,
+            name: Arc::from(object.meta().name.as_deref().unwrap_or_default()),
         };
         let body = match serde_json::to_string(&object) {
             Ok(text) if round_trips::<K>(&text) => Body::Compact(
@@ -72,7 +149,7 @@ where
             ),
             _ => Body::Whole(Arc::new(object)),
         };
-        Frozen { metadata, body }
+        Frozen { key, body }
     }
 
     /// The parent as it was frozen. `None` only if its text no longer parsed, which `freeze`
@@ -80,17 +157,25 @@ where
     pub fn thaw(&self) -> Option<Arc<K>> {
         let parsed = match &self.body {
             Body::Whole(object) => return Some(object.clone()),
-            Body::Compact(compact) => serde_json::from_slice(
-                &compact.text(self.metadata.name.as_deref().unwrap_or_default())?,
-            ),
+            Body::Compact(compact) => serde_json::from_slice(&compact.text(self.name())?),
         };
         match parsed {
             Ok(object) => Some(Arc::new(object)),
             Err(error) => {
-                tracing::error!(name = ?self.metadata.name, %error, "a cached parent does not thaw");
+                tracing::error!(name = %self.key.name, %error, "a cached parent does not thaw");
                 None
             }
         }
+    }
+}
+
+impl<K> Keyed for Frozen<K> {
+    fn key_name(&self) -> &str {
+        &self.key.name
+    }
+
+    fn key_namespace(&self) -> Option<&str> {
+        self.key.namespace.as_deref()
     }
 }
 
@@ -105,7 +190,7 @@ fn round_trips<K: Serialize + DeserializeOwned>(text: &str) -> bool {
 impl<K> Clone for Frozen<K> {
     fn clone(&self) -> Self {
         Frozen {
-            metadata: self.metadata.clone(),
+            key: self.key.clone(),
             body: match &self.body {
                 Body::Compact(compact) => Body::Compact(compact.clone()),
                 Body::Whole(object) => Body::Whole(object.clone()),
@@ -117,86 +202,22 @@ impl<K> Clone for Frozen<K> {
 impl<K> std::fmt::Debug for Frozen<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Frozen")
-            .field("name", &self.metadata.name)
-            .field("namespace", &self.metadata.namespace)
+            .field("name", &self.name())
+            .field("namespace", &self.namespace())
             .finish_non_exhaustive()
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Resource for Frozen<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-/// Decodes a `K` and freezes it (kube's controller asks its object type to be decodable).
-impl<'de, K> Deserialize<'de> for Frozen<K>
-where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
-{
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        K::deserialize(deserializer).map(Frozen::freeze)
-    }
-}
-
-/// `event` with each object it carries turned into what a cache stores (`freeze`).
-pub(crate) fn frozen_event<A: Clone, B>(event: &Event<A>, freeze: impl Fn(A) -> B) -> Event<B> {
-    match event {
-        Event::Apply(object) => Event::Apply(freeze(object.clone())),
-        Event::Delete(object) => Event::Delete(freeze(object.clone())),
-        Event::InitApply(object) => Event::InitApply(freeze(object.clone())),
-        Event::Init => Event::Init,
-        Event::InitDone => Event::InitDone,
-    }
-}
-
-/// `reference` as a reference to another type of the same name and namespace (a parent and its
-/// frozen form).
-pub(crate) fn retype<A, B>(reference: &ObjectRef<A>) -> ObjectRef<B>
-where
-    A: Resource<DynamicType = ()>,
-    B: Resource<DynamicType = ()>,
-{
-    let retyped = ObjectRef::new(&reference.name);
-    match &reference.namespace {
-        Some(namespace) => retyped.within(namespace),
-        None => retyped,
-    }
-}
-
-/// The parent cache: kube's reflector store of [`Frozen`] parents, read as typed parents.
-pub struct ParentStore<K: Resource<DynamicType = ()> + 'static> {
-    store: Store<Frozen<K>>,
+/// The parent cache: the runtime's store of [`Frozen`] parents, read as typed parents.
+pub struct ParentStore<K: 'static> {
+    shelf: Shelf<Frozen<K>>,
     thawed: Arc<Mutex<Thawed<K>>>,
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> Clone for ParentStore<K> {
+impl<K> Clone for ParentStore<K> {
     fn clone(&self) -> Self {
         ParentStore {
-            store: self.store.clone(),
+            shelf: self.shelf.clone(),
             thawed: self.thawed.clone(),
         }
     }
@@ -245,10 +266,10 @@ impl<K> Thawed<K> {
     }
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> std::fmt::Debug for ParentStore<K> {
+impl<K> std::fmt::Debug for ParentStore<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParentStore")
-            .field("len", &self.store.len())
+            .field("len", &self.shelf.len())
             .finish()
     }
 }
@@ -259,7 +280,11 @@ where
 {
     /// The cached parent `reference` names, thawed.
     pub fn get(&self, reference: &ObjectRef<K>) -> Option<Arc<K>> {
-        self.thaw(&self.store.get(&retype(reference))?)
+        self.thaw(
+            &self
+                .shelf
+                .get(&reference.name, reference.namespace.as_deref())?,
+        )
     }
 
     /// `frozen` (a parent of this store) thawed, from the recently read ones when it is one.
@@ -275,60 +300,72 @@ where
 
     /// Whether a parent of that name is cached (without thawing it).
     pub fn contains(&self, reference: &ObjectRef<K>) -> bool {
-        self.store.get(&retype(reference)).is_some()
+        self.shelf
+            .get(&reference.name, reference.namespace.as_deref())
+            .is_some()
     }
 
     /// Every cached parent, thawed.
     pub fn state(&self) -> Vec<Arc<K>> {
-        self.store
-            .state()
+        self.shelf
+            .all()
             .into_iter()
             .filter_map(|frozen| frozen.thaw())
             .collect()
     }
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> ParentStore<K> {
+impl<K> ParentStore<K> {
     /// How many parents are cached.
     pub fn len(&self) -> usize {
-        self.store.len()
+        self.shelf.len()
     }
 
     /// Whether no parent is cached.
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
+        self.len() == 0
     }
 
-    /// Waits until the store completed its first list (kube's `Store::wait_until_ready`, which
-    /// wakes only the most recent of several concurrent waiters: the runtime waits, and
-    /// reconciles only after every cache synced, so a reconciler need not).
+    /// Waits until the store completed its first list. Every waiter is woken (the runtime
+    /// waits, and reconciles only after every cache synced, so a reconciler need not).
     ///
     /// # Errors
-    /// [`WriterDropped`](kube::runtime::reflector::store::WriterDropped) when the writer went
-    /// away before the first list completed.
-    pub async fn wait_until_ready(
-        &self,
-    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-        self.store.wait_until_ready().await
+    /// [`CacheWriterDropped`] when the writer went away before the first list completed.
+    pub async fn wait_until_ready(&self) -> Result<(), CacheWriterDropped> {
+        self.shelf.wait_until_ready().await
     }
 
-    /// The store of frozen parents (what kube's controller runs over).
-    pub(crate) fn frozen(&self) -> &Store<Frozen<K>> {
-        &self.store
+    /// The frozen parent `key` names.
+    pub(crate) fn frozen(&self, key: &ParentKey) -> Option<Arc<Frozen<K>>> {
+        self.shelf.get(&key.name, key.namespace.as_deref())
+    }
+
+    /// The frozen parent named `name` in `namespace`.
+    pub(crate) fn frozen_named(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<Arc<Frozen<K>>> {
+        self.shelf.get(name, namespace)
+    }
+
+    /// Every cached parent, frozen.
+    pub(crate) fn frozen_state(&self) -> Vec<Arc<Frozen<K>>> {
+        self.shelf.all()
     }
 }
 
 /// Fills a [`ParentStore`] from watch events of typed parents, freezing each.
-pub struct ParentWriter<K: Resource<DynamicType = ()> + 'static> {
-    writer: Writer<Frozen<K>>,
+pub struct ParentWriter<K: 'static> {
+    filling: Filling<Frozen<K>>,
     /// The recently read parents of every reader of this store.
     thawed: Arc<Mutex<Thawed<K>>>,
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> Default for ParentWriter<K> {
+impl<K> Default for ParentWriter<K> {
     fn default() -> Self {
         ParentWriter {
-            writer: Writer::default(),
+            filling: Filling::default(),
             thawed: Arc::default(),
         }
     }
@@ -341,14 +378,15 @@ where
     /// Applies one watch event: the parents it carries are frozen, then stored as kube's
     /// reflector would store them.
     pub fn apply_watcher_event(&mut self, event: &Event<K>) {
-        self.writer
-            .apply_watcher_event(&frozen_event(event, Frozen::freeze));
+        self.filling.apply(event, |object, namespace| {
+            Frozen::freeze_in(object.clone(), namespace)
+        });
     }
 
     /// A reader of the store this writer fills.
     pub fn as_reader(&self) -> ParentStore<K> {
         ParentStore {
-            store: self.writer.as_reader(),
+            shelf: self.filling.reader(),
             thawed: self.thawed.clone(),
         }
     }
@@ -362,8 +400,7 @@ mod tests {
     use super::*;
     use crate::testing::config_map as cm;
 
-    /// A frozen parent thaws to what it was; it keeps its name and namespace in its metadata, and
-    /// nothing else there.
+    /// A frozen parent thaws to what it was; it keeps its name and namespace beside the text.
     #[test]
     fn a_frozen_parent_thaws_to_what_it_was() {
         let mut object = cm("a", "7");
@@ -373,12 +410,12 @@ mod tests {
         let frozen = Frozen::freeze(object.clone());
         assert!(matches!(frozen.body, Body::Compact(_)));
         assert_eq!(frozen.thaw().as_deref(), Some(&object));
-        assert_eq!(frozen.name_any(), "a");
-        assert_eq!(frozen.namespace().as_deref(), Some("ns"));
+        assert_eq!(frozen.name(), "a");
+        assert_eq!(frozen.namespace(), Some("ns"));
         assert_eq!(
-            (frozen.resource_version(), frozen.meta().labels.as_ref()),
-            (None, None),
-            "the rest is in the text"
+            frozen.key().reference::<ConfigMap>(),
+            ObjectRef::new("a").within("ns"),
+            "its key names it"
         );
     }
 
@@ -432,7 +469,7 @@ mod tests {
         );
         assert!(!round_trips::<ConfigMap>("not json"));
         let whole = Frozen {
-            metadata: ObjectMeta::default(),
+            key: ParentKey::of(&ObjectRef::<ConfigMap>::new("b")),
             body: Body::Whole(Arc::new(cm("b", "1"))),
         };
         assert_eq!(whole.thaw().as_deref(), Some(&cm("b", "1")));
@@ -458,9 +495,11 @@ mod tests {
         writer.apply_watcher_event(&Event::Delete(cm("a", "1")));
         let names: Vec<String> = store.state().iter().map(|o| o.name_any()).collect();
         assert_eq!(names, ["b"]);
+        let key = ParentKey::of(&ObjectRef::<ConfigMap>::new("b").within("ns"));
         assert_eq!(
-            retype::<ConfigMap, Frozen<ConfigMap>>(&ObjectRef::new("x").within("ns")),
-            ObjectRef::new("x").within("ns")
+            (key.to_string(), key.reference::<ConfigMap>()),
+            ("ns/b".to_string(), reference),
+            "a key names what its reference names"
         );
     }
 }

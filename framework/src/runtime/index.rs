@@ -18,7 +18,7 @@
 //! 2. Lookups are as fresh as the cache: an object written a moment ago may not be indexed yet.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
 };
 
@@ -28,7 +28,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::frozen::ParentStore;
+use super::frozen::{ParentKey, ParentStore};
 
 /// Derives the index key of a parent; `None` leaves it unindexed.
 pub type IndexKeyFn<K> = dyn Fn(&K) -> Option<String> + Send + Sync;
@@ -36,37 +36,42 @@ pub type IndexKeyFn<K> = dyn Fn(&K) -> Option<String> + Send + Sync;
 /// Parents grouped by a derived key.
 pub struct ParentIndex<K: Resource<DynamicType = ()> + 'static> {
     key_of: Option<Arc<IndexKeyFn<K>>>,
-    state: RwLock<State<K>>,
+    state: RwLock<State>,
 }
 
-/// Each indexed object is one shared reference (its name and namespace only: no uid or
-/// resourceVersion) and each key one shared text, however many maps name them; a key usually
-/// holds one object, so its objects are a vector, not a hash set.
-struct State<K: Resource<DynamicType = ()> + 'static> {
-    by_key: HashMap<Arc<str>, Vec<Arc<ObjectRef<K>>>>,
-    key_of: HashMap<Arc<ObjectRef<K>>, Arc<str>>,
-    relist: Option<Vec<(ObjectRef<K>, String)>>,
+/// Each indexed object is named by its name and namespace (each namespace one shared text), and
+/// each index key is one shared text, however many maps name them; a key usually holds one
+/// object, so its objects are a vector, not a hash set.
+#[derive(Default)]
+struct State {
+    by_key: HashMap<Arc<str>, Vec<ParentKey>>,
+    key_of: HashMap<ParentKey, Arc<str>>,
+    relist: Option<Vec<(ParentKey, String)>>,
+    namespaces: HashSet<Arc<str>>,
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> Default for State<K> {
-    fn default() -> Self {
-        Self {
-            by_key: HashMap::new(),
-            key_of: HashMap::new(),
-            relist: None,
-        }
+impl State {
+    /// `object`'s name and namespace, the namespace shared.
+    fn parent_key<K: Resource>(&mut self, object: &K) -> ParentKey {
+        let meta = object.meta();
+        let namespaces = &mut self.namespaces;
+        let namespace = meta.namespace.as_deref().map(|ns| {
+            namespaces.get(ns).cloned().unwrap_or_else(|| {
+                let shared: Arc<str> = Arc::from(ns);
+                namespaces.insert(shared.clone());
+                shared
+            })
+        });
+        ParentKey::new(namespace, meta.name.as_deref().unwrap_or_default())
     }
-}
 
-impl<K: Resource<DynamicType = ()> + 'static> State<K> {
-    fn insert(&mut self, object: ObjectRef<K>, key: String) {
+    fn insert(&mut self, object: ParentKey, key: String) {
         if let Some(old) = self.key_of.get(&object) {
             if **old == *key {
                 return;
             }
             self.remove(&object);
         }
-        let object = Arc::new(object);
         let key: Arc<str> = match self.by_key.get_key_value(key.as_str()) {
             Some((shared, _)) => shared.clone(),
             None => Arc::from(key),
@@ -80,26 +85,16 @@ impl<K: Resource<DynamicType = ()> + 'static> State<K> {
         self.key_of.insert(object, key);
     }
 
-    fn remove(&mut self, object: &ObjectRef<K>) {
+    fn remove(&mut self, object: &ParentKey) {
         let Some(key) = self.key_of.remove(object) else {
             return;
         };
         if let Some(objects) = self.by_key.get_mut(&key) {
-            objects.retain(|o| **o != *object);
+            objects.retain(|o| o != object);
             if objects.is_empty() {
                 self.by_key.remove(&key);
             }
         }
-    }
-}
-
-/// `object`'s reference without the extras kube adds (uid, resourceVersion): what the index keys
-/// by.
-fn bare<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
-    let reference = ObjectRef::new(object.meta().name.as_deref().unwrap_or_default());
-    match &object.meta().namespace {
-        Some(namespace) => reference.within(namespace),
-        None => reference,
     }
 }
 
@@ -134,21 +129,24 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
         };
         match event {
             Event::Apply(object) => {
-                let object_ref = bare(object);
+                let parent = state.parent_key(object);
                 match key_of(object) {
-                    Some(key) => state.insert(object_ref, key),
-                    None => state.remove(&object_ref),
+                    Some(key) => state.insert(parent, key),
+                    None => state.remove(&parent),
                 }
             }
-            Event::Delete(object) => state.remove(&bare(object)),
+            Event::Delete(object) => {
+                let parent = state.parent_key(object);
+                state.remove(&parent);
+            }
             Event::Init => state.relist = Some(Vec::new()),
             Event::InitApply(object) => {
                 if let Some(key) = key_of(object) {
-                    let object_ref = bare(object);
+                    let parent = state.parent_key(object);
                     state
                         .relist
                         .get_or_insert_with(Vec::new)
-                        .push((object_ref, key));
+                        .push((parent, key));
                 }
             }
             Event::InitDone => {
@@ -162,17 +160,18 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
         }
     }
 
-    /// The references indexed under `key`.
-    pub fn refs(&self, key: &str) -> Vec<ObjectRef<K>> {
+    /// The objects indexed under `key`.
+    fn keys(&self, key: &str) -> Vec<ParentKey> {
         let state = match self.state.read() {
             Ok(state) => state,
             Err(poisoned) => poisoned.into_inner(),
         };
-        state
-            .by_key
-            .get(key)
-            .map(|objects| objects.iter().map(|o| (**o).clone()).collect())
-            .unwrap_or_default()
+        state.by_key.get(key).cloned().unwrap_or_default()
+    }
+
+    /// The references indexed under `key`.
+    pub fn refs(&self, key: &str) -> Vec<ObjectRef<K>> {
+        self.keys(key).iter().map(ParentKey::reference).collect()
     }
 
     /// The cached objects indexed under `key`, read from `store`.
@@ -180,9 +179,9 @@ impl<K: Resource<DynamicType = ()> + 'static> ParentIndex<K> {
     where
         K: Serialize + DeserializeOwned,
     {
-        self.refs(key)
+        self.keys(key)
             .iter()
-            .filter_map(|object| store.get(object))
+            .filter_map(|object| store.thaw(&store.frozen(object)?))
             .collect()
     }
 

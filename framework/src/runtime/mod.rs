@@ -1,6 +1,6 @@
-//! The operator runtime: wires a [`kube::runtime::Controller`] for a parent kind `K` and its
-//! label-selected children, of one or several kinds, with leader election, metrics, health probes, Events, template hot
-//! reload and graceful shutdown.
+//! The operator runtime: a controller loop of its own for a parent kind `K` and its
+//! label-selected children, of one or several kinds, over caches of its own, with leader
+//! election, metrics, health probes, Events, template hot reload and graceful shutdown.
 //!
 //! An operator hands the runtime its settings, where its children live and one reconcile
 //! function; everything else is here:
@@ -43,7 +43,7 @@
 //!   `child reflector (tekton.dev/v1 PipelineRun)`, when it is logged dying),
 //!   `/healthz`, `/readyz`, `/metrics`, the template watcher and, if configured, the Lease
 //!   elector.
-//! * On the **leader** only: the `Controller` and hence every reconcile. Each time this replica
+//! * On the **leader** only: the controller loop and hence every reconcile. Each time this replica
 //!   becomes leader a new controller *term* starts: it reconciles every cached parent once, then
 //!   follows watch events; when leadership is lost or shutdown begins, the term stops taking new
 //!   work and lets in-flight reconciles finish.
@@ -52,7 +52,7 @@
 //! 1. Children are mapped to parents by two labels (parent name and namespace), never by
 //!    ownerReferences, so children may live in another namespace than their parent. Children may
 //!    be of several kinds ([`Operator::children`] once per kind, e.g. one per execution engine:
-//!    Tekton `PipelineRun`, `batch/v1` `Job`): each kind has its own reflector and store (a kube
+//!    Tekton `PipelineRun`, `batch/v1` `Job`): each kind has its own reflector and store (a
 //!    store holds one kind, and each re-list swaps it whole), each with its own [`ChildWatch`]
 //!    labels, and a change of any kind reconciles its parent. Grandchildren likewise.
 //! 2. The reconcile [`Context`] carries the reflector stores: the operator makes decisions from
@@ -117,10 +117,9 @@
 //! 5. Error backoff counters live in memory: a new leader starts every object at attempt 1.
 //! 6. A reconcile waiting for the watch event of its own write (guarantee 7) holds its slot
 //!    meanwhile, and a graceful shutdown waits for it as for any in-flight reconcile.
-//! 7. kube's `Store::wait_until_ready` (under the parent cache) wakes only the latest of several
-//!    concurrent waiters; the runtime waits once and reconciles (and turns ready) only after
-//!    every cache — the parents' and each child and grandchild kind's — synced, so a reconciler
-//!    never needs to wait on the stores itself.
+//! 7. The runtime reconciles (and turns ready) only after every cache — the parents' and each
+//!    child and grandchild kind's — synced, so a reconciler never needs to wait on the stores
+//!    itself.
 
 mod catch_up;
 mod events;
@@ -133,6 +132,7 @@ pub mod metrics;
 mod packed;
 pub mod prune;
 mod reflect;
+mod schedule;
 mod slots;
 mod stores;
 mod surface;
@@ -175,6 +175,7 @@ pub use self::{
     leader::{LeaderElectionError, LeaderElectionSettings, LeaderElector, default_identity},
     lookup::GrandchildrenOf,
     metrics::{FrameworkMetrics, MetricLabel},
+    schedule::Action,
     stores::{CacheWriterDropped, ChildStore, ChildWriter, FrozenObject, KindStores},
 };
 use self::{
@@ -188,7 +189,6 @@ use crate::{
     status::Projection,
     template::{ChildKind, TemplateStore},
 };
-pub use kube::runtime::controller::Action;
 /// The Prometheus crate the runtime's registry comes from, for operators registering their own
 /// metrics with the same version.
 pub use prometheus;
@@ -1236,8 +1236,7 @@ fn child_reflector(
     .boxed()
 }
 
-/// The one waiter on store readiness: kube's `Store::wait_until_ready` wakes only the most
-/// recent of several concurrent waiters, so everyone else waits on `synced`, cancelled once every
+/// The one waiter on store readiness: everyone else waits on `synced`, cancelled once every
 /// cache (the parents' and every child and grandchild kind's) completed its first list.
 fn wait_for_sync<K, D>(
     context: &Arc<Context<K, D>>,

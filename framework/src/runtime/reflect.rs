@@ -237,16 +237,17 @@ pub(crate) async fn reflect_parents<K>(
         index.apply(&event);
         match &event {
             Event::Apply(object) => {
-                if let Some(cached) = reader
-                    .frozen()
-                    .get(&super::frozen::retype(&ObjectRef::from_obj(object)))
-                {
+                let meta = object.meta();
+                if let Some(cached) = reader.frozen_named(
+                    meta.name.as_deref().unwrap_or_default(),
+                    meta.namespace.as_deref(),
+                ) {
                     broadcast(&sender, cached);
                 }
             }
             Event::Delete(object) => forget(object),
             Event::InitDone => {
-                for object in reader.frozen().state() {
+                for object in reader.frozen_state() {
                     broadcast(&sender, object);
                 }
             }

@@ -1,20 +1,20 @@
 //! Reconcile slots: at most `concurrency` reconciles run at once; the others wait in two
 //! first-come-first-served lanes, a parent whose child changed ahead of the rest.
 //!
-//! Why not kube's own limit: while all its slots are busy, kube's controller parks every due
-//! trigger in an unordered set and later picks from it in hash order, so in a burst some objects
-//! waited a minute behind objects triggered after them. Why two lanes: with one, a run's
+//! Why first come, first served: kube's controller, while all its slots are busy, parks every
+//! due trigger in an unordered set and later picks from it in hash order, so in a burst some
+//! objects waited a minute behind objects triggered after them. Why two lanes: with one, a run's
 //! completion waits behind every object triggered before it — in a burst of new objects, the
 //! whole backlog. A child's change (a run that finished) is what the parent's status must
 //! reflect and what frees its lock; new work can wait for it.
 //!
-//! Why a queue in front of kube's controller rather than a wait inside the reconcile: a waiting
-//! reconcile would be a running future to kube's runner, which polls every running future each
-//! time it wakes, so thousands waiting (a burst, a restart over 10 000 objects) cost CPU in
-//! proportion to the queue. Here a reconcile that finds no free slot queues its object and
-//! returns at once ([`Turn::Wait`]); a freed slot is reserved for the next queued object and that
-//! object is triggered again through the channel given to [`Slots::new`] (the term feeds it to
-//! `Controller::reconcile_on`), and its reconcile takes the reserved slot.
+//! Why a queue rather than a wait inside the reconcile: a waiting reconcile would be a running
+//! future to the term's loop, which polls running futures as they wake, and would hold its
+//! object's place among the running ones, so thousands waiting (a burst, a restart over 10 000
+//! objects) cost memory and CPU in proportion to the queue. Here an object that finds no free
+//! slot is queued ([`Turn::Wait`]); a freed slot is reserved for the next queued object and that
+//! object is triggered again through the channel given to [`Slots::new`] (the term's loop
+//! reads it), and its reconcile takes the reserved slot.
 //!
 //! # Guarantees
 //! 1. At most `concurrency` slots are held or reserved at once (no limit for 0).
@@ -25,8 +25,8 @@
 //! 3. The marks of parents whose next reconcile goes urgent are bounded ([`MAX_MARKED`]): a
 //!    child of a parent that never reconciles again (deleted meanwhile) cannot grow them for the
 //!    length of a term; past the bound they are dropped, which costs priority, never a reconcile.
-//! 4. A slot is given back when its [`Slot`] is dropped. A reservation is never lost: when its
-//!    object left the cache ([`Slots::forget`]) or it was not taken in time ([`Slots::expire`]),
+//! 4. A slot is given back when its [`Slot`] is dropped, also unused (its object left the cache
+//!    meanwhile). A reservation is never lost: when it was not taken in time ([`Slots::expire`]),
 //!    the slot goes to the next waiting object. Waiting objects are dropped with the term (the
 //!    next term reconciles every cached object anyway).
 //! 5. `framework_reconciles_queued` counts the objects waiting, also when the term ends with
@@ -287,14 +287,6 @@ impl<T: Hash + Eq + Clone> Slots<T> {
         Turn::Wait
     }
 
-    /// `key` left the cache: a slot reserved for it goes to the next waiting object.
-    pub(crate) fn forget(&self, key: &T) {
-        let mut state = lock(&self.inner);
-        if state.reserved.remove(key).is_some() {
-            state.hand_on();
-        }
-    }
-
     /// Slots reserved longer than `after` ago and not taken go to the next waiting objects.
     pub(crate) fn expire(&self, after: Duration) {
         let mut state = lock(&self.inner);
@@ -442,12 +434,10 @@ mod tests {
     #[test]
     fn a_slot_reserved_for_an_object_that_left_the_cache_goes_to_the_next() {
         let (slots, mut triggers) = reserved_for("gone");
-        slots.forget(&"other");
-        assert!(
-            triggers.try_recv().is_err(),
-            "nothing was reserved for other"
-        );
-        slots.forget(&"gone");
+        // The term takes the reserved slot, finds the object gone and drops the slot unused.
+        let unused = run(slots.take(&"gone"));
+        assert!(triggers.try_recv().is_err(), "held until dropped");
+        drop(unused);
         assert_eq!(triggers.try_recv().unwrap(), "next");
         drop(run(slots.take(&"next")));
         // The slot is free again: a new object gets it at once.

@@ -155,11 +155,6 @@ impl FrozenObject {
         metadata.resource_version = self.resource_version.as_deref().map(str::to_owned);
         Some(object)
     }
-
-    /// Whether this is the object named `name` in `namespace`.
-    fn is(&self, name: &str, namespace: Option<&str>) -> bool {
-        *self.name == *name && self.namespace.as_deref() == namespace
-    }
 }
 
 /// `labels` as `key=value` lines, when that is unambiguous (see [`FrozenObject`]; an empty map
@@ -181,30 +176,58 @@ fn label_lines(labels: &BTreeMap<String, String>) -> Option<String> {
 #[error("the cache's writer was dropped before its first list completed")]
 pub struct CacheWriterDropped;
 
+/// An object as a runtime store holds it: its own key (name and namespace).
+pub(crate) trait Keyed {
+    /// The object's name.
+    fn key_name(&self) -> &str;
+    /// The object's namespace (`None` for a cluster-scoped one).
+    fn key_namespace(&self) -> Option<&str>;
+    /// Whether this is the object named `name` in `namespace`.
+    fn is(&self, name: &str, namespace: Option<&str>) -> bool {
+        self.key_name() == name && self.key_namespace() == namespace
+    }
+}
+
+impl Keyed for FrozenObject {
+    fn key_name(&self) -> &str {
+        &self.name
+    }
+
+    fn key_namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+}
+
 /// Frozen objects by namespace and name.
-#[derive(Default)]
-struct Objects {
-    table: HashTable<Arc<FrozenObject>>,
+pub(crate) struct Objects<E> {
+    table: HashTable<Arc<E>>,
     hasher: RandomState,
 }
 
-impl Objects {
+impl<E> Default for Objects<E> {
+    fn default() -> Self {
+        Objects {
+            table: HashTable::new(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl<E: Keyed> Objects<E> {
     fn hash(&self, name: &str, namespace: Option<&str>) -> u64 {
         self.hasher.hash_one((namespace, name))
     }
 
-    fn get(&self, name: &str, namespace: Option<&str>) -> Option<&Arc<FrozenObject>> {
+    fn get(&self, name: &str, namespace: Option<&str>) -> Option<&Arc<E>> {
         let hash = self.hash(name, namespace);
         self.table.find(hash, |o| o.is(name, namespace))
     }
 
-    fn insert(&mut self, object: Arc<FrozenObject>) {
-        let hash = self.hash(&object.name, object.namespace());
-        let hasher = |o: &Arc<FrozenObject>| self.hasher.hash_one((o.namespace(), &*o.name));
-        match self
-            .table
-            .find_mut(hash, |o| o.is(&object.name, object.namespace()))
-        {
+    fn insert(&mut self, object: Arc<E>) {
+        let (name, namespace) = (object.key_name(), object.key_namespace());
+        let hash = self.hash(name, namespace);
+        let hasher = |o: &Arc<E>| self.hasher.hash_one((o.key_namespace(), o.key_name()));
+        match self.table.find_mut(hash, |o| o.is(name, namespace)) {
             Some(slot) => *slot = object,
             None => {
                 self.table.insert_unique(hash, object, hasher);
@@ -220,23 +243,149 @@ impl Objects {
     }
 }
 
-/// One kind's cache: its frozen objects, read as dynamic objects.
-#[derive(Clone)]
-pub struct ChildStore {
-    objects: Arc<RwLock<Objects>>,
+/// The reading half of a runtime store: its objects as stored, and whether its first list
+/// completed.
+pub(crate) struct Shelf<E> {
+    objects: Arc<RwLock<Objects<E>>>,
     ready: watch::Receiver<bool>,
 }
 
-impl ChildStore {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
+impl<E> Clone for Shelf<E> {
+    fn clone(&self) -> Self {
+        Shelf {
+            objects: self.objects.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<E: Keyed> Shelf<E> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects<E>> {
         self.objects.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The object named `name` in `namespace`, as stored.
+    pub(crate) fn get(&self, name: &str, namespace: Option<&str>) -> Option<Arc<E>> {
+        self.read().get(name, namespace).cloned()
+    }
+
+    /// Every object, as stored.
+    pub(crate) fn all(&self) -> Vec<Arc<E>> {
+        self.read().table.iter().cloned().collect()
+    }
+
+    /// How many objects are stored.
+    pub(crate) fn len(&self) -> usize {
+        self.read().table.len()
+    }
+
+    /// Waits until the first list completed; every waiter is woken.
+    pub(crate) async fn wait_until_ready(&self) -> Result<(), CacheWriterDropped> {
+        let mut ready = self.ready.clone();
+        ready
+            .wait_for(|ready| *ready)
+            .await
+            .map(|_| ())
+            .map_err(|_| CacheWriterDropped)
+    }
+}
+
+/// The writing half of a runtime store: it applies watch events as kube's reflector does (a
+/// re-list swaps the whole store at its end and makes the store ready), and shares each
+/// namespace's name among the objects in it.
+pub(crate) struct Filling<E> {
+    objects: Arc<RwLock<Objects<E>>>,
+    /// The objects of a re-list, until it completes.
+    buffer: Option<Objects<E>>,
+    ready: watch::Sender<bool>,
+    /// Every namespace seen, shared by the objects in it.
+    namespaces: HashSet<Arc<str>>,
+}
+
+impl<E> Default for Filling<E> {
+    fn default() -> Self {
+        Filling {
+            objects: Arc::default(),
+            buffer: None,
+            ready: watch::Sender::new(false),
+            namespaces: HashSet::new(),
+        }
+    }
+}
+
+impl<E: Keyed> Filling<E> {
+    /// `namespace`, shared with the objects already stored in it.
+    fn namespace(&mut self, namespace: Option<&str>) -> Option<Arc<str>> {
+        let namespaces = &mut self.namespaces;
+        namespace.map(|ns| {
+            namespaces.get(ns).cloned().unwrap_or_else(|| {
+                let shared: Arc<str> = Arc::from(ns);
+                namespaces.insert(shared.clone());
+                shared
+            })
+        })
+    }
+
+    /// Applies one watch event, each object it carries frozen by `freeze` (given the object's
+    /// shared namespace).
+    pub(crate) fn apply<T: kube::Resource>(
+        &mut self,
+        event: &Event<T>,
+        freeze: impl Fn(&T, Option<Arc<str>>) -> E,
+    ) {
+        fn write<E>(objects: &RwLock<Objects<E>>) -> std::sync::RwLockWriteGuard<'_, Objects<E>> {
+            objects.write().unwrap_or_else(PoisonError::into_inner)
+        }
+        let frozen = |this: &mut Self, object: &T| {
+            let namespace = this.namespace(object.meta().namespace.as_deref());
+            Arc::new(freeze(object, namespace))
+        };
+        match event {
+            Event::Apply(object) => {
+                let frozen = frozen(self, object);
+                write(&self.objects).insert(frozen);
+            }
+            Event::Delete(object) => {
+                let meta = object.meta();
+                write(&self.objects).remove(
+                    meta.name.as_deref().unwrap_or_default(),
+                    meta.namespace.as_deref(),
+                );
+            }
+            Event::Init => self.buffer = Some(Objects::default()),
+            Event::InitApply(object) => {
+                let frozen = frozen(self, object);
+                self.buffer.get_or_insert_default().insert(frozen);
+            }
+            Event::InitDone => {
+                let listed = self.buffer.take().unwrap_or_default();
+                *write(&self.objects) = listed;
+                self.ready.send_replace(true);
+            }
+        }
+    }
+
+    /// The reading half.
+    pub(crate) fn reader(&self) -> Shelf<E> {
+        Shelf {
+            objects: self.objects.clone(),
+            ready: self.ready.subscribe(),
+        }
+    }
+}
+
+/// One kind's cache: its frozen objects, read as dynamic objects.
+#[derive(Clone)]
+pub struct ChildStore {
+    shelf: Shelf<FrozenObject>,
+}
+
+impl ChildStore {
     /// The cached object of this kind named `name` in `namespace` (or, when there is none, a
     /// cluster-scoped one of that name, as kube's store looks up), thawed.
     pub fn get(&self, name: &str, namespace: Option<&str>) -> Option<Arc<DynamicObject>> {
         let frozen = {
-            let objects = self.read();
+            let objects = self.shelf.read();
             objects
                 .get(name, namespace)
                 .or_else(|| namespace.and_then(|_| objects.get(name, None)))
@@ -262,12 +411,12 @@ impl ChildStore {
 
     /// Every cached object of this kind, as cached (frozen).
     pub(crate) fn frozen_state(&self) -> Vec<Arc<FrozenObject>> {
-        self.read().table.iter().cloned().collect()
+        self.shelf.all()
     }
 
     /// How many objects of this kind are cached.
     pub fn len(&self) -> usize {
-        self.read().table.len()
+        self.shelf.len()
     }
 
     /// Whether no object of this kind is cached.
@@ -281,88 +430,38 @@ impl ChildStore {
     /// # Errors
     /// [`CacheWriterDropped`] when the writer went away before the first list completed.
     pub async fn wait_until_ready(&self) -> Result<(), CacheWriterDropped> {
-        let mut ready = self.ready.clone();
-        ready
-            .wait_for(|ready| *ready)
-            .await
-            .map(|_| ())
-            .map_err(|_| CacheWriterDropped)
+        self.shelf.wait_until_ready().await
     }
 }
 
 /// Fills a [`ChildStore`] from watch events of one kind, freezing each object.
 pub struct ChildWriter {
-    objects: Arc<RwLock<Objects>>,
-    /// The objects of a re-list, until it completes.
-    buffer: Option<Objects>,
-    ready: watch::Sender<bool>,
+    filling: Filling<FrozenObject>,
     packer: Arc<Packer>,
-    /// Every namespace seen, shared by the objects in it.
-    namespaces: HashSet<Arc<str>>,
 }
 
 impl ChildWriter {
     /// A writer of `resource`'s cache.
     pub fn new(resource: ApiResource) -> Self {
         ChildWriter {
-            objects: Arc::default(),
-            buffer: None,
-            ready: watch::Sender::new(false),
+            filling: Filling::default(),
             packer: Packer::of(&resource.api_version, &resource.kind),
-            namespaces: HashSet::new(),
         }
-    }
-
-    fn freeze(&mut self, object: &DynamicObject) -> Arc<FrozenObject> {
-        let namespaces = &mut self.namespaces;
-        let namespace = object.metadata.namespace.as_deref().map(|ns| {
-            namespaces.get(ns).cloned().unwrap_or_else(|| {
-                let shared: Arc<str> = Arc::from(ns);
-                namespaces.insert(shared.clone());
-                shared
-            })
-        });
-        Arc::new(FrozenObject::freeze_with(
-            object.clone(),
-            &self.packer,
-            namespace,
-        ))
     }
 
     /// Applies one watch event as kube's reflector would (a re-list swaps the whole store at its
     /// end and makes the store ready), freezing the objects it carries.
     pub fn apply_watcher_event(&mut self, event: &Event<DynamicObject>) {
-        fn write(objects: &RwLock<Objects>) -> std::sync::RwLockWriteGuard<'_, Objects> {
-            objects.write().unwrap_or_else(PoisonError::into_inner)
-        }
-        match event {
-            Event::Apply(object) => {
-                let frozen = self.freeze(object);
-                write(&self.objects).insert(frozen);
-            }
-            Event::Delete(object) => {
-                let (name, namespace) = (&object.metadata.name, &object.metadata.namespace);
-                write(&self.objects)
-                    .remove(name.as_deref().unwrap_or_default(), namespace.as_deref());
-            }
-            Event::Init => self.buffer = Some(Objects::default()),
-            Event::InitApply(object) => {
-                let frozen = self.freeze(object);
-                self.buffer.get_or_insert_default().insert(frozen);
-            }
-            Event::InitDone => {
-                let listed = self.buffer.take().unwrap_or_default();
-                *write(&self.objects) = listed;
-                self.ready.send_replace(true);
-            }
-        }
+        let packer = &self.packer;
+        self.filling.apply(event, |object, namespace| {
+            FrozenObject::freeze_with(object.clone(), packer, namespace)
+        });
     }
 
     /// A reader of the store this writer fills.
     pub fn as_reader(&self) -> ChildStore {
         ChildStore {
-            objects: self.objects.clone(),
-            ready: self.ready.subscribe(),
+            shelf: self.filling.reader(),
         }
     }
 }

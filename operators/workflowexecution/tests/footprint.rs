@@ -1,7 +1,7 @@
 //! What each cached object costs in heap: a PipelineRun and a TaskRun as the runtime's child and
 //! grandchild caches hold them (frozen, and with the store's entry), a finished
-//! WorkflowExecution typed and as the parent cache holds it (frozen), and the parent cache's
-//! key, measured with a counting global allocator over real Tekton's recorded objects
+//! WorkflowExecution typed and as the parent cache holds it (frozen, and with the store's entry),
+//! measured with a counting global allocator over real Tekton's recorded objects
 //! (`tests/e2e/recorded/succeed.yaml`), each measured object another variant of them (its own
 //! name, uid, labels and times, as in a cluster: the caches compress against objects alike).
 //!
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::{reflector::ObjectRef, watcher::Event};
-use kubernaut_framework::runtime::{ChildWriter, FrozenObject, frozen::Frozen};
+use kube::runtime::watcher::Event;
+use kubernaut_framework::runtime::{ChildWriter, FrozenObject, ParentWriter, frozen::Frozen};
 use serde_json::{Value, json};
 use workflowexecution_operator::pipelinerun::{
     ANNOTATION_EXECUTION_BLOCK, ANNOTATION_WORKFLOW_EXECUTION, project_cached,
@@ -129,26 +129,43 @@ fn variant(object: &Value, i: usize) -> Value {
     object
 }
 
-/// What a child cache keeps per object of `objects`: the writer applies each and the heap it
-/// then holds is divided among them (the frozen objects, the table, the shared namespace).
-fn cached_cost(resource: &ApiResource, objects: impl Fn(usize) -> DynamicObject) -> Cost {
-    let events: Vec<Event<DynamicObject>> = (0..N).map(|i| Event::Apply(objects(i))).collect();
+/// What a cache keeps per object of `objects`: `fill` applies each (through the cache's writer,
+/// which it returns), and the heap the writer then holds is divided among them (the frozen
+/// objects, the table, the shared namespace); `len` tells how many the cache holds.
+fn cached_cost<T, W>(
+    objects: impl Fn(usize) -> T,
+    fill: impl FnOnce(&[Event<T>]) -> W,
+    len: impl Fn(&W) -> usize,
+) -> Cost {
+    let events: Vec<Event<T>> = (0..N).map(|i| Event::Apply(objects(i))).collect();
     let (bytes, allocations) = (
         BYTES.load(Ordering::SeqCst),
         ALLOCATIONS.load(Ordering::SeqCst),
     );
-    let mut writer = ChildWriter::new(resource.clone());
-    for event in &events {
-        writer.apply_watcher_event(event);
-    }
+    let writer = fill(&events);
     let per = |now: isize, before: isize| (now - before) as f64 / N as f64;
     let cost = Cost {
         bytes: per(BYTES.load(Ordering::SeqCst), bytes),
         allocations: per(ALLOCATIONS.load(Ordering::SeqCst), allocations),
     };
-    assert_eq!(writer.as_reader().len(), N, "every variant cached");
+    assert_eq!(len(&writer), N, "every variant cached");
     drop(writer);
     cost
+}
+
+/// What the child cache of `resource`'s kind keeps per object of `objects`.
+fn child_cached_cost(resource: &ApiResource, objects: impl Fn(usize) -> DynamicObject) -> Cost {
+    cached_cost(
+        objects,
+        |events| {
+            let mut writer = ChildWriter::new(resource.clone());
+            for event in events {
+                writer.apply_watcher_event(event);
+            }
+            writer
+        },
+        |writer| writer.as_reader().len(),
+    )
 }
 
 /// An object as the watch hands it over: decoded from the API server's JSON, `managedFields`
@@ -250,7 +267,7 @@ fn what_each_cached_object_costs() {
         (
             cost(|i| Arc::new(projected(object, projection, i))),
             cost(|i| Arc::new(FrozenObject::freeze(projected(object, projection, i + N)))),
-            cached_cost(&resource, |i| projected(object, projection, i + 2 * N)),
+            child_cached_cost(&resource, |i| projected(object, projection, i + 2 * N)),
         )
     };
     let (projected_run, frozen_run, cached_run) = child_costs(&run, &run_projection, "PipelineRun");
@@ -273,8 +290,17 @@ fn what_each_cached_object_costs() {
     };
     let typed_wfe = cost(|i| Arc::new(typed(i)));
     let frozen_wfe = cost(|i| Arc::new(Frozen::freeze(typed(i + N))));
-    let parent = Frozen::freeze(serde_json::from_value::<WorkflowExecution>(wfe.clone()).unwrap());
-    let parent_key = cost(|_| ObjectRef::from_obj(&parent));
+    let cached_wfe = cached_cost(
+        |i| typed(i + 2 * N),
+        |events| {
+            let mut writer = ParentWriter::<WorkflowExecution>::default();
+            for event in events {
+                writer.apply_watcher_event(event);
+            }
+            writer
+        },
+        |writer| writer.as_reader().len(),
+    );
     let mut sample = decoded(&run);
     project_cached(&mut sample, &run_projection);
     println!(
@@ -311,8 +337,8 @@ fn what_each_cached_object_costs() {
     show("WorkflowExecution, typed (managedFields None)", typed_wfe);
     show("WorkflowExecution, frozen (cached)", frozen_wfe);
     show(
-        "store key of a parent (ObjectRef of the frozen one)",
-        parent_key,
+        "WorkflowExecution, cached (with the store's entry)",
+        cached_wfe,
     );
     // (what, the smaller, how many times it fits into the larger, the larger)
     let savings = [
@@ -356,6 +382,12 @@ fn what_each_cached_object_costs() {
             "a frozen WorkflowExecution vs a typed one",
             frozen_wfe,
             2.0,
+            typed_wfe,
+        ),
+        (
+            "a cached WorkflowExecution, its entry included, vs a typed one",
+            cached_wfe,
+            4.0,
             typed_wfe,
         ),
     ];
