@@ -1110,21 +1110,22 @@ fn analysis(r: &Report) -> String {
             md,
             "- **Memory is the executable, the two caches and the allocator.** Both caches keep \
              every object frozen, its text compressed (LZ4) against a dictionary of earlier \
-             objects of its kind, so what every object of a kind repeats is kept once: a WFE as \
-             one compressed compact JSON text beside its name and namespace (about 0.6 KiB of \
-             heap, against 3.8 KiB typed, and a 160-byte key in kube's store), a PipelineRun \
-             projected on what the status mapping reads (identity, ownership labels, the \
-             `Succeeded` condition, times, TaskRun names, the task count), labels and all \
-             compressed, in the runtime's own store where it is its own key (about 0.3 KiB), \
-             thawed when read (`cargo test -p workflowexecution-operator --test footprint -- \
-             --nocapture` prints the breakdown). Lists come in pages of 50: a page is decoded \
-             whole before it is trimmed, and kube's 500 left 40 MiB more behind. It starts at \
-             {:.1} MiB; with {} WFEs and {} PipelineRuns it settles at {:.1} MiB, {:.1} MiB of \
-             it the executable's pages (`RssFile`; fat LTO made it 3 MB smaller, `opt-level = \
-             \"s\"` would save about 4 MiB more for a fifth more CPU). What is left beside the caches: \
-             each frozen WFE's `ObjectMeta` (360 bytes inline, which kube's store and controller \
-             need), the parent index, kube's scheduler after the restart's reconcile of every \
-             WFE, and glibc's arenas.",
+             objects of its kind, so what every object of a kind repeats is kept once, in stores \
+             of the runtime's own where each object is its own key: a WFE as one compressed \
+             compact JSON text beside its name and namespace (about 0.25 KiB of heap with its \
+             entry, against 3.8 KiB typed), a PipelineRun projected on what the status mapping \
+             reads (identity, ownership labels, the `Succeeded` condition, times, TaskRun names, \
+             the task count), labels and all compressed (about 0.3 KiB), thawed when read \
+             (`cargo test -p workflowexecution-operator --test footprint -- --nocapture` prints \
+             the breakdown). The controller loop is the runtime's own too: its queue, requeue \
+             timers and running set name a WFE by the cached name and namespace, where kube's \
+             controller and store kept an `ObjectRef` and a whole `ObjectMeta` per WFE (about \
+             1 KiB, 11 MiB at 10 000). Lists come in pages of 50: a page is decoded whole before \
+             it is trimmed, and kube's 500 left 40 MiB more behind. It starts at {:.1} MiB; with \
+             {} WFEs and {} PipelineRuns it settles at {:.1} MiB, {:.1} MiB of it the \
+             executable's pages (`RssFile`; fat LTO made it 3 MB smaller, `opt-level = \"s\"` \
+             would save about 4 MiB more for a fifth more CPU), the rest the caches, each WFE's \
+             requeue timer while its cooldown runs, the parent index and glibc's arenas.",
             r.operator_rss_mib_at_start,
             s.workflow_executions,
             s.pipeline_runs,
