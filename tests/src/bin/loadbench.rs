@@ -112,7 +112,8 @@ struct Args {
     /// Creation rate of the fixed-rate phase (WFE/s).
     rate: f64,
     /// Creation rate of a second fixed-rate phase below the API server's saturation, with N/2
-    /// WFEs (0: skipped).
+    /// WFEs (0: skipped): at most this, half the as-fast-as-possible throughput when that is
+    /// lower ([`below_saturation`]).
     low_rate: f64,
     /// Objects of each kind present in the scale phase.
     scale: usize,
@@ -152,7 +153,7 @@ struct Args {
 }
 
 fn usage() -> &'static str {
-    "loadbench [--n 1000] [--rate 50] [--low-rate 20] [--scale 10000] [--ceiling 2000] [--concurrency 32] \
+    "loadbench [--n 1000] [--rate 50] [--low-rate 20 (at most; half the saturated throughput if lower)] [--scale 10000] [--ceiling 2000] [--concurrency 32] \
      [--run-time-ms 500] [--status-writes 500] [--out docs] [--operator PATH] [--criterion DIR] \
      [--skip-scale] [--only-scale [--compare OPERATOR]] [--scale-deadline-s 300] [--render-only]"
 }
@@ -1136,6 +1137,15 @@ fn analysis(r: &Report) -> String {
     md
 }
 
+/// The rate of the phase below saturation: `cap` (`--low-rate`), or half of what the operator
+/// completed as fast as possible (`saturated`, WFE/s) when that is lower, rounded down to a
+/// half: on a machine where the API server completes fewer than twice `cap` WFEs a second,
+/// `cap` itself would queue at the API server, and the phase would measure the queue.
+fn below_saturation(cap: f64, saturated: f64) -> f64 {
+    let half = (saturated / 2.0 * 2.0).floor() / 2.0;
+    if half >= 0.5 { cap.min(half) } else { cap }
+}
+
 fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
@@ -1713,14 +1723,9 @@ async fn main() -> anyhow::Result<()> {
         burst.throughput, burst.running_throughput, burst.operator_writes_per_wfe
     );
     let low_rate = if args.low_rate > 0.0 {
-        println!("load: {} WFEs at {}/s …", args.n / 2, args.low_rate);
-        let low = load_phase(
-            &setup,
-            LOW_RATE_NAMESPACE,
-            (args.n / 2).max(1),
-            Some(args.low_rate),
-        )
-        .await?;
+        let rate = below_saturation(args.low_rate, burst.throughput);
+        println!("load: {} WFEs at {rate}/s …", args.n / 2);
+        let low = load_phase(&setup, LOW_RATE_NAMESPACE, (args.n / 2).max(1), Some(rate)).await?;
         println!(
             "  created→Running p95 {:.1} ms, Succeeded→Completed p99 {:.1} ms",
             low.created_to_running_ms.p95, low.succeeded_to_completed_ms.p99
@@ -1905,4 +1910,24 @@ async fn only_scale(
         w.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::below_saturation;
+
+    /// The phase below saturation runs at the cap unless the machine completes fewer than twice
+    /// the cap as fast as possible; then at half that, in steps of a half.
+    #[test]
+    fn the_low_rate_stays_below_saturation() {
+        assert_eq!(below_saturation(20.0, 30.7), 15.0);
+        assert_eq!(below_saturation(20.0, 10.34), 5.0);
+        assert_eq!(below_saturation(20.0, 11.2), 5.5);
+        assert_eq!(below_saturation(20.0, 60.0), 20.0);
+        assert_eq!(
+            below_saturation(20.0, 0.0),
+            20.0,
+            "nothing completed: the cap"
+        );
+    }
 }
