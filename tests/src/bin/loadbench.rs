@@ -853,7 +853,7 @@ fn evaluate(report: &Report) -> Vec<Target> {
         "Running latency at 50 WFE/s",
         "p95 < 100 ms",
         format!(
-            "p95 {p95:.1} ms (p50 {:.1}, p99 {:.1}) at {:.0}/s{}",
+            "p95 {p95:.1} ms (p50 {:.1}, p99 {:.1}) at {}/s{}",
             report.rate.created_to_running_ms.p50,
             report.rate.created_to_running_ms.p99,
             report.rate.rate_requested.unwrap_or(0.0),
@@ -861,7 +861,7 @@ fn evaluate(report: &Report) -> Vec<Target> {
                 .low_rate
                 .as_ref()
                 .map_or(String::new(), |low| format!(
-                    "; p95 {:.1} ms at {:.0}/s",
+                    "; p95 {:.1} ms at {}/s",
                     low.created_to_running_ms.p95,
                     low.rate_requested.unwrap_or(0.0)
                 ))
@@ -874,13 +874,13 @@ fn evaluate(report: &Report) -> Vec<Target> {
         "status sync",
         "p99 < 200 ms",
         format!(
-            "p99 {p99:.1} ms at {:.0}/s{}; {:.1} ms as fast as possible",
+            "p99 {p99:.1} ms at {}/s{}; {:.1} ms as fast as possible",
             report.rate.rate_requested.unwrap_or(0.0),
             report
                 .low_rate
                 .as_ref()
                 .map_or(String::new(), |low| format!(
-                    "; {:.1} ms at {:.0}/s",
+                    "; {:.1} ms at {}/s",
                     low.succeeded_to_completed_ms.p99,
                     low.rate_requested.unwrap_or(0.0)
                 )),
@@ -1089,7 +1089,7 @@ fn analysis(r: &Report) -> String {
     let low = r.low_rate.as_ref();
     let _ = writeln!(
         md,
-        "- **Latency is queueing at the API server.** At {:.0} WFE/s the offered writes ({:.0}/s) \
+        "- **Latency is queueing at the API server.** At {} WFE/s the offered writes ({:.0}/s) \
          exceed what the API server completes on this machine, so requests queue and created → \
          Running grows with the backlog (p95 {:.0} ms). Below saturation{} the same operator \
          reaches Running in p95 {:.1} ms and syncs a finished run in p99 {:.1} ms (processes \
@@ -1099,7 +1099,7 @@ fn analysis(r: &Report) -> String {
         r.rate.rate_requested.unwrap_or(0.0) * r.rate.all_writes_per_wfe,
         r.rate.created_to_running_ms.p95,
         low.map_or(String::new(), |l| format!(
-            ", at {:.0} WFE/s,",
+            ", at {} WFE/s,",
             l.rate_requested.unwrap_or(0.0)
         )),
         low.map_or(0.0, |l| l.created_to_running_ms.p95),
@@ -1295,14 +1295,14 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
     let (a, b) = (&r.rate, &r.burst);
     let mut phases: Vec<(String, &LoadResult)> = vec![
         (
-            format!("{} at {:.0}/s", a.n, a.rate_requested.unwrap_or(0.0)),
+            format!("{} at {}/s", a.n, a.rate_requested.unwrap_or(0.0)),
             a,
         ),
         (format!("{} as fast as possible", b.n), b),
     ];
     if let Some(low) = &r.low_rate {
         phases.push((
-            format!("{} at {:.0}/s", low.n, low.rate_requested.unwrap_or(0.0)),
+            format!("{} at {}/s", low.n, low.rate_requested.unwrap_or(0.0)),
             low,
         ));
     }
