@@ -45,7 +45,7 @@ use super::{
 
 /// A parent's name and namespace as the runtime keys it (its store, its reconcile queue and
 /// timers): both texts shared with the cached parent, so a key costs no allocation of its own.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ParentKey {
     namespace: Option<Arc<str>>,
     name: Arc<str>,
@@ -134,19 +134,22 @@ where
     /// `object` frozen: as text when the text parses back into `object`'s serialization.
     pub fn freeze(object: K) -> Self {
         let namespace = object.meta().namespace.as_deref().map(Arc::from);
-        Self::freeze_in(object, namespace)
+        Self::freeze_in(object, namespace, &Self::packer())
     }
 
-    /// `object` frozen, `namespace` (its namespace) shared.
-    fn freeze_in(object: K, namespace: Option<Arc<str>>) -> Self {
+    /// The packer of `K`'s texts.
+    fn packer() -> Arc<Packer> {
+        Packer::of(&K::api_version(&()), &K::kind(&()))
+    }
+
+    /// `object` frozen by `packer`, `namespace` (its namespace) shared.
+    fn freeze_in(object: K, namespace: Option<Arc<str>>, packer: &Packer) -> Self {
         let key = ParentKey {
             namespace,
             name: Arc::from(object.meta().name.as_deref().unwrap_or_default()),
         };
         let body = match serde_json::to_string(&object) {
-            Ok(text) if round_trips::<K>(&text) => Body::Compact(
-                Packer::of(&K::api_version(&()), &K::kind(&())).compact(text.into_bytes()),
-            ),
+            Ok(text) if round_trips::<K>(&text) => Body::Compact(packer.compact(text.into_bytes())),
             _ => Body::Whole(Arc::new(object)),
         };
         Frozen { key, body }
@@ -360,6 +363,8 @@ pub struct ParentWriter<K: 'static> {
     filling: Filling<Frozen<K>>,
     /// The recently read parents of every reader of this store.
     thawed: Arc<Mutex<Thawed<K>>>,
+    /// `K`'s packer, looked up at the first event.
+    packer: Option<Arc<Packer>>,
 }
 
 impl<K> Default for ParentWriter<K> {
@@ -367,6 +372,7 @@ impl<K> Default for ParentWriter<K> {
         ParentWriter {
             filling: Filling::default(),
             thawed: Arc::default(),
+            packer: None,
         }
     }
 }
@@ -378,8 +384,9 @@ where
     /// Applies one watch event: the parents it carries are frozen, then stored as kube's
     /// reflector would store them.
     pub fn apply_watcher_event(&mut self, event: &Event<K>) {
+        let packer = self.packer.get_or_insert_with(Frozen::<K>::packer);
         self.filling.apply(event, |object, namespace| {
-            Frozen::freeze_in(object.clone(), namespace)
+            Frozen::freeze_in(object.clone(), namespace, packer)
         });
     }
 

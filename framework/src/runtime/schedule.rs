@@ -7,7 +7,7 @@
 //! 2. [`Timers::cancel`] drops an object's timer (a reconcile triggered now supersedes a later
 //!    requeue; the reconcile's own action sets the next one).
 //! 3. [`Timers::next_due`] hands out due objects in the order of their times, each once.
-//! 4. What the timers keep shrinks with them: a term that requeued every object of a restart
+//! 4. What the timers keep shrinks with them (the map once drained, the tree as it goes): a term that requeued every object of a restart
 //!    gives that memory back once most timers fired.
 
 use std::{
@@ -17,6 +17,8 @@ use std::{
 };
 
 use tokio::time::Instant;
+
+use super::slots::drained_room;
 
 /// What a reconcile asks the controller to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,19 +109,17 @@ impl<T: Hash + Eq + Clone> Timers<T> {
         Some(key)
     }
 
+    /// Gives back the map's room once it drained ([`drained_room`]).
+    fn shrink_when_drained(&mut self) {
+        if let Some(room) = drained_room(self.due.len(), self.due.capacity()) {
+            self.due.shrink_to(room);
+        }
+    }
+
     /// How many objects have a timer.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.due.len()
-    }
-
-    /// Gives back the map's room once it drained to an eighth of it (the tree frees its nodes as
-    /// it goes).
-    fn shrink_when_drained(&mut self) {
-        const SMALL: usize = 1024;
-        if self.due.capacity() > SMALL && self.due.len() * 8 < self.due.capacity() {
-            self.due.shrink_to(self.due.len() * 2);
-        }
     }
 }
 

@@ -166,19 +166,15 @@ impl<T: Hash + Eq + Clone> State<T> {
         None
     }
 
-    /// Gives back what the queue took in a burst once it has drained to an eighth of it: a
-    /// restart queues every cached object at once (10 000 objects take 3 MiB here), and a hash
-    /// map or deque keeps its largest size until told otherwise. Halving at an eighth keeps the
-    /// cost of shrinking proportional to the waiters taken.
+    /// Gives back what the queue took in a burst once it has drained ([`drained_room`]): a
+    /// restart queues every cached object at once (10 000 objects take 3 MiB here).
     fn shrink_when_drained(&mut self) {
-        const SMALL: usize = 1024;
-        let drained = |len: usize, capacity: usize| capacity > SMALL && len * 8 < capacity;
-        if drained(self.waiting.len(), self.waiting.capacity()) {
-            self.waiting.shrink_to(self.waiting.len() * 2);
+        if let Some(room) = drained_room(self.waiting.len(), self.waiting.capacity()) {
+            self.waiting.shrink_to(room);
         }
         for queue in [&mut self.urgent, &mut self.normal] {
-            if drained(queue.len(), queue.capacity()) {
-                queue.shrink_to(queue.len() * 2);
+            if let Some(room) = drained_room(queue.len(), queue.capacity()) {
+                queue.shrink_to(room);
             }
         }
     }
@@ -304,6 +300,15 @@ impl<T: Hash + Eq + Clone> Slots<T> {
             inner: self.inner.clone(),
         }
     }
+}
+
+/// The room to shrink a collection (a hash map, a deque: they keep their largest size until
+/// told otherwise) holding `held` entries in `room` to, once it drained to an eighth of it;
+/// `None` to keep it. Halving at an eighth keeps the cost of shrinking proportional to the
+/// entries taken, and a small collection is left alone.
+pub(crate) fn drained_room(held: usize, room: usize) -> Option<usize> {
+    const SMALL: usize = 1024;
+    (room > SMALL && held * 8 < room).then_some(held * 2)
 }
 
 fn lock<T>(inner: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {

@@ -74,7 +74,7 @@ use super::{
     frozen::{Frozen, ParentKey},
     metrics, reflect,
     schedule::{Action, Timers},
-    slots::{Slots, Turn},
+    slots::{Slots, Turn, drained_room},
     stores::ChildStore,
     surface,
 };
@@ -310,8 +310,8 @@ where
         } else if let Some(after) = action.requeue_after() {
             state.timers.at(key, Instant::now() + after);
         }
-        if state.running.capacity() > 1024 && state.running.len() * 8 < state.running.capacity() {
-            state.running.shrink_to(state.running.len() * 2);
+        if let Some(room) = drained_room(state.running.len(), state.running.capacity()) {
+            state.running.shrink_to(room);
         }
     }
 }
