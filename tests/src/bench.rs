@@ -28,6 +28,7 @@
 
 pub mod apiserver;
 pub mod flags;
+pub mod histogram;
 pub mod load;
 pub mod process;
 pub mod report;

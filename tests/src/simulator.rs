@@ -70,6 +70,10 @@
 //! 1. Status is written through the status subresource, metadata with a merge patch of the run's
 //!    labels, as Tekton's own writes are; the run's spec is never touched.
 //! 2. A run deleted while being driven is dropped quietly.
+//! 3. It reads runs as Tekton does, from its watch (Tekton's informer cache): a cancellation or
+//!    deletion is acted on when its watch event arrives; no run is read back from the API server
+//!    while it is driven (a GET per run per poll would load the API server unlike the real
+//!    thing). It reads a TaskRun only to resume or cancel a run.
 //!
 //! Caveats:
 //! 1. Test code only: it creates TaskRuns but no Pods.
@@ -77,7 +81,7 @@
 //!    re-create TaskRuns that already exist).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -91,7 +95,7 @@ use kube::{
 };
 use serde::Deserialize as _;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::tekton::{pipelinerun_resource, taskrun_resource};
 
@@ -215,9 +219,6 @@ pub struct SimulatorConfig {
     pub run_time: Duration,
     /// Time from creation to `startTime` (Tekton resolving the bundle).
     pub start_delay: Duration,
-    /// How often a started run is re-read for cancellation or deletion (one GET per run each
-    /// time; a benchmark raises it so the simulator's reads do not load the API server).
-    pub poll_interval: Duration,
 }
 
 impl Default for SimulatorConfig {
@@ -226,7 +227,6 @@ impl Default for SimulatorConfig {
             namespace: None,
             run_time: Duration::from_millis(300),
             start_delay: Duration::from_millis(20),
-            poll_interval: Duration::from_millis(50),
         }
     }
 }
@@ -659,20 +659,26 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 
 // ------------------------------------------------------------------------------- the driver
 
+/// The latest copy of a run its watch delivered (`None` once deleted), as Tekton's informer
+/// cache holds it: a replay reads it instead of the API server.
+type Latest = watch::Receiver<Option<DynamicObject>>;
+
 async fn run(client: Client, config: SimulatorConfig) {
     let resource = pipelinerun_resource();
     let api: Api<DynamicObject> = match &config.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    let driving: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // The runs being driven, by uid: where their watch events go.
+    let driving: Arc<Mutex<HashMap<String, watch::Sender<Option<DynamicObject>>>>> = Arc::default();
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
-        .applied_objects()
         .boxed();
     loop {
-        let run = match events.try_next().await {
-            Ok(Some(run)) => run,
+        let (run, deleted) = match events.try_next().await {
+            Ok(Some(watcher::Event::Apply(run) | watcher::Event::InitApply(run))) => (run, false),
+            Ok(Some(watcher::Event::Delete(run))) => (run, true),
+            Ok(Some(watcher::Event::Init | watcher::Event::InitDone)) => continue,
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!("simulator watch error: {e}");
@@ -680,27 +686,59 @@ async fn run(client: Client, config: SimulatorConfig) {
             }
         };
         let Some(uid) = run.uid() else { continue };
-        if is_done(&run.data) {
-            continue;
-        }
-        let is_new = driving
-            .lock()
-            .map(|mut d| d.insert(uid.clone()))
-            .unwrap_or(false);
-        if !is_new {
-            continue;
-        }
+        let latest = {
+            let Ok(mut driving) = driving.lock() else {
+                return;
+            };
+            if let Some(sender) = driving.get(&uid) {
+                sender.send_replace((!deleted).then_some(run));
+                continue;
+            }
+            if deleted || is_done(&run.data) {
+                continue;
+            }
+            let (sender, latest) = watch::channel(Some(run.clone()));
+            driving.insert(uid.clone(), sender);
+            latest
+        };
         let client = client.clone();
         let config = config.clone();
         let driving = driving.clone();
         tokio::spawn(async move {
-            if let Err(e) = drive(client, &config, run).await {
+            if let Err(e) = drive(client, &config, run, latest).await {
                 tracing::debug!("simulator: {e}");
             }
             if let Ok(mut d) = driving.lock() {
                 d.remove(&uid);
             }
         });
+    }
+}
+
+/// Waits until `latest` changes or `until` passes (for ever without `until`); `false` once
+/// neither can happen any more (the simulator stopped and no time is due).
+async fn next_change(latest: &mut Latest, until: Option<tokio::time::Instant>) -> bool {
+    let due = async {
+        match until {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        changed = latest.changed() => {
+            if changed.is_err() {
+                // No more events: only the time is left to wait for.
+                return match until {
+                    Some(at) => {
+                        tokio::time::sleep_until(at).await;
+                        true
+                    }
+                    None => false,
+                };
+            }
+            true
+        }
+        () = due => true,
     }
 }
 
@@ -734,6 +772,8 @@ struct Replay {
     started: Vec<String>,
     /// Pipeline tasks whose TaskRun has ended.
     ended: BTreeSet<String>,
+    /// The run as the simulator's watch last delivered it.
+    latest: Latest,
 }
 
 impl Replay {
@@ -741,9 +781,10 @@ impl Replay {
         patch_run_status(&self.runs, &self.name, status).await
     }
 
-    async fn current(&self) -> kube::Result<Option<DynamicObject>> {
-        let current = self.runs.get_opt(&self.name).await?;
-        Ok(current.filter(|r| r.uid().as_deref() == Some(self.uid.as_str())))
+    /// The run as last watched (`None` once deleted or replaced by another of its name).
+    fn current(&mut self) -> Option<DynamicObject> {
+        let current = self.latest.borrow_and_update().clone();
+        current.filter(|r| r.uid().as_deref() == Some(self.uid.as_str()))
     }
 
     fn taskrun_name(&self, task: &str) -> String {
@@ -1230,13 +1271,14 @@ async fn drive(
     client: Client,
     config: &SimulatorConfig,
     obj: DynamicObject,
+    mut latest: Latest,
 ) -> Result<(), SimulatorError> {
     let ns = obj.namespace().unwrap_or_default();
     let scenario = Scenario::from_bundle(&bundle_of(&obj.data));
     let runs = Api::namespaced_with(client.clone(), &ns, &pipelinerun_resource());
     let live = serde_json::to_value(&obj).unwrap_or_default();
     let Some(recording_name) = scenario.recording() else {
-        return resolve_forever(&runs, config, &obj).await;
+        return resolve_forever(&runs, config, &obj, &mut latest).await;
     };
     let recording = Recording::get(recording_name)?;
     let mut subst = Substitution::new(&recording.run, &live);
@@ -1251,6 +1293,7 @@ async fn drive(
         subst,
         started: Vec::new(),
         ended: BTreeSet::new(),
+        latest,
     };
     if !obj.data["status"]["startTime"].is_null() {
         replay.resume(&obj).await?;
@@ -1316,7 +1359,7 @@ impl Replay {
         let step = config.run_time / u32::try_from(to_end.len().max(1)).unwrap_or(1);
         let mut next = 0usize;
         loop {
-            let Some(current) = self.current().await? else {
+            let Some(current) = self.current() else {
                 return Ok(());
             };
             if is_done(&current.data) {
@@ -1351,10 +1394,9 @@ impl Replay {
                     Ending::Never => None,
                 }
             };
-            let pause = wake.map_or(config.poll_interval, |at| {
-                config.poll_interval.min(at.saturating_duration_since(now))
-            });
-            tokio::time::sleep(pause).await;
+            if !next_change(&mut self.latest, wake).await {
+                return Ok(());
+            }
         }
     }
 }
@@ -1367,6 +1409,7 @@ async fn resolve_forever(
     runs: &Api<DynamicObject>,
     config: &SimulatorConfig,
     obj: &DynamicObject,
+    latest: &mut Latest,
 ) -> Result<(), SimulatorError> {
     let name = obj.name_any();
     let ns = obj.namespace().unwrap_or_default();
@@ -1389,7 +1432,8 @@ async fn resolve_forever(
         .await?;
     }
     loop {
-        let Some(current) = runs.get_opt(&name).await?.filter(|r| r.uid() == uid) else {
+        let current = latest.borrow_and_update().clone();
+        let Some(current) = current.filter(|r| r.uid() == uid) else {
             return Ok(());
         };
         if is_done(&current.data) {
@@ -1408,7 +1452,9 @@ async fn resolve_forever(
             .await?;
             return Ok(());
         }
-        tokio::time::sleep(config.poll_interval).await;
+        if !next_change(latest, None).await {
+            return Ok(());
+        }
     }
 }
 

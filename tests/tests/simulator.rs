@@ -11,6 +11,7 @@ use kube::{
 };
 use kubernaut_test_harness::{
     ControlPlane,
+    requests::RequestLog,
     simulator::{Scenario, Simulator, SimulatorConfig},
     tekton,
 };
@@ -135,6 +136,8 @@ fn is_done(obj: &Value) -> bool {
 struct Setup {
     runs: Api<DynamicObject>,
     taskruns: Api<DynamicObject>,
+    /// Every request the simulator made.
+    requests: RequestLog,
     _sim: Simulator,
 }
 
@@ -143,8 +146,14 @@ async fn setup(run_time: Duration) -> anyhow::Result<Setup> {
     cp.install_crds(&tekton::crds()).await?;
     let ns = cp.create_namespace("sim").await?;
     let client = cp.client().await?;
+    let requests = RequestLog::new();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(cp.kubeconfig_path())?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
     let sim = Simulator::start(
-        client.clone(),
+        requests.client(config)?,
         SimulatorConfig {
             namespace: Some(ns.clone()),
             run_time,
@@ -154,6 +163,7 @@ async fn setup(run_time: Duration) -> anyhow::Result<Setup> {
     Ok(Setup {
         runs: Api::namespaced_with(client.clone(), &ns, &tekton::pipelinerun_resource()),
         taskruns: Api::namespaced_with(client, &ns, &tekton::taskrun_resource()),
+        requests,
         _sim: sim,
     })
 }
@@ -426,5 +436,43 @@ async fn cancellation_runs_finally_only_when_asked_to() -> anyhow::Result<()> {
     let done = cancel(&s, "without-finally", "Cancelled").await?;
     assert!(s.taskruns.get_opt("without-finally-undo").await?.is_none());
     assert!(done.data["status"]["finallyStartTime"].is_null());
+    Ok(())
+}
+
+/// The simulator knows a run from its watch, as Tekton from its informer cache: it drives a run
+/// to its end and acts on a cancellation without ever reading a run back from the API server (a
+/// read per run per poll would cost the API server what real Tekton does not).
+#[tokio::test]
+async fn runs_are_driven_from_the_watch_without_reading_them_back() -> anyhow::Result<()> {
+    let s = setup(Duration::from_millis(600)).await?;
+    s.runs
+        .create(
+            &PostParams::default(),
+            &pipelinerun("watched", Scenario::Success, "1h0m0s"),
+        )
+        .await?;
+    let done = wait_for(&s.runs, "watched", "done", is_done).await?;
+    assert_eq!(succeeded(&done.data)["reason"], "Succeeded");
+    // A cancellation reaches it through the watch too.
+    cancel(&s, "watched-cancel", "Cancelled").await?;
+    let requests = s.requests.requests();
+    let runs_read: Vec<String> = requests
+        .iter()
+        .filter(|r| r.resource.as_deref() == Some("pipelineruns") && r.verb == "get")
+        .map(kubernaut_test_harness::requests::ApiRequest::describe)
+        .collect();
+    assert!(runs_read.is_empty(), "runs read back: {runs_read:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.resource.as_deref() == Some("pipelineruns") && r.verb == "watch"),
+        "the simulator watches the runs: {requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.resource.as_deref() == Some("pipelineruns/status") && r.verb == "patch"),
+        "the log sees the simulator's writes: {requests:?}"
+    );
     Ok(())
 }

@@ -11,13 +11,12 @@
 //! 2. Counters are cumulative since the API server started: a phase's figure is a difference, and
 //!    anything else writing meanwhile is in it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt::Write as _,
-};
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Context as _;
 use kube::Client;
+
+use super::histogram::{Histograms, parse_labels};
 
 /// `apiserver_request_total` summed by (verb, resource, subresource, code class).
 #[derive(Clone, Debug, Default)]
@@ -33,31 +32,13 @@ pub const WRITE_VERBS: [&str; 6] = [
     "DELETECOLLECTION",
 ];
 
-fn parse_labels(text: &str) -> HashMap<String, String> {
-    let mut labels = HashMap::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let Some(end) = after.find('"') else { break };
-        labels.insert(
-            key.trim_start_matches(',').trim().to_string(),
-            after[..end].to_string(),
-        );
-        rest = &after[end + 1..];
-    }
-    labels
-}
-
 /// A snapshot of the API server's `apiserver_request_total`.
 ///
 /// # Errors
 ///
 /// When `/metrics` cannot be read.
 pub async fn apiserver_requests(client: &Client) -> anyhow::Result<Requests> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client
-        .request_text(request)
-        .await
-        .context("reading the API server's /metrics")?;
+    let text = metrics_page(client).await?;
     let mut totals = Requests::default();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
@@ -81,6 +62,42 @@ pub async fn apiserver_requests(client: &Client) -> anyhow::Result<Requests> {
             .or_default() += value;
     }
     Ok(totals)
+}
+
+/// The API server's `/metrics` page.
+async fn metrics_page(client: &Client) -> anyhow::Result<String> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    client
+        .request_text(request)
+        .await
+        .context("reading the API server's /metrics")
+}
+
+/// A snapshot of the API server's `apiserver_request_duration_seconds` of writes, keyed as
+/// [`write_delta`] names them ("VERB resource[/subresource]"); [`Histograms::since`] gives a
+/// phase's.
+///
+/// # Errors
+///
+/// When `/metrics` cannot be read.
+pub async fn apiserver_write_durations(client: &Client) -> anyhow::Result<Histograms> {
+    let text = metrics_page(client).await?;
+    Ok(Histograms::parse(
+        &text,
+        "apiserver_request_duration_seconds",
+        |labels| {
+            let verb = labels.get("verb")?;
+            if !WRITE_VERBS.contains(&verb.as_str()) {
+                return None;
+            }
+            let mut name = format!("{verb} {}", labels.get("resource")?);
+            if let Some(sub) = labels.get("subresource").filter(|s| !s.is_empty()) {
+                name.push('/');
+                name.push_str(sub);
+            }
+            Some(name)
+        },
+    ))
 }
 
 /// Writes between two snapshots, by "VERB resource[/subresource]" (and code when not 2xx).

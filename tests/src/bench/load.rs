@@ -41,7 +41,8 @@ use workflowexecution_operator::types::{
 };
 
 use super::{
-    apiserver::{apiserver_requests, is_operator_write, write_delta},
+    apiserver::{apiserver_requests, apiserver_write_durations, is_operator_write, write_delta},
+    histogram::Latency,
     process::{OperatorProcess, cpu_of, machine_cpu_seconds, proc_sample},
     report::{Percentiles, ms, percentiles},
 };
@@ -323,6 +324,14 @@ pub struct LoadResult {
     pub wfe_writes_running_mean: Option<f64>,
     /// Every write the API server counted during the phase, by verb and resource.
     pub writes: BTreeMap<String, u64>,
+    /// How long the API server took to handle the phase's writes, by verb and resource (absent
+    /// from reports made before it was measured).
+    #[serde(default)]
+    pub write_durations: BTreeMap<String, Latency>,
+    /// How long the operator's reconciles waited for a slot (`queue`), ran (`reconcile`) and
+    /// waited for their own write's watch event (`own write`) in the phase.
+    #[serde(default)]
+    pub operator_steps: BTreeMap<String, Latency>,
     /// The writes [`LoadSetup::is_operator_write`] attributes to the operator.
     pub operator_writes: u64,
     /// … per WFE.
@@ -431,6 +440,8 @@ pub async fn load_phase(
     let api: Api<WorkflowExecution> = Api::namespaced(client.clone(), namespace);
     let requests_before = apiserver_requests(client).await?;
     let waits_before = operator.own_write_waits().await?;
+    let durations_before = apiserver_write_durations(client).await?;
+    let steps_before = operator.step_durations().await?;
     let proc_before = operator.sample()?;
     let cp_cpu_before = cpu_of(cp_pids);
     let machine_before = machine_cpu_seconds();
@@ -498,6 +509,10 @@ pub async fn load_phase(
     let self_after = proc_sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds);
     let requests_after = apiserver_requests(client).await?;
     let waits_after = operator.own_write_waits().await?;
+    let write_durations = apiserver_write_durations(client)
+        .await?
+        .since(&durations_before);
+    let operator_steps = operator.step_durations().await?.since(&steps_before);
     // Quiet window: nothing is happening, so nothing should be written.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let requests_idle = apiserver_requests(client).await?;
@@ -585,6 +600,8 @@ pub async fn load_phase(
     result.own_write_waits_caught_up = Some(waits_after.0.saturating_sub(waits_before.0));
     result.own_write_waits_timed_out = Some(waits_after.1.saturating_sub(waits_before.1));
     result.writes = write_delta(&requests_before, &requests_after);
+    result.write_durations = write_durations;
+    result.operator_steps = operator_steps;
     result.operator_writes = result
         .writes
         .iter()
@@ -637,15 +654,13 @@ pub async fn simulator_control_plane(
 }
 
 /// The Tekton simulator on the runs of `exec_namespace`, completing each `run_time` after it
-/// started and checking it once mid-run: Tekton itself reads from its informer cache, so polling
-/// reads every 50 ms would load the API server unlike the real thing.
+/// started (it reads nothing back: what it knows of a run comes from its watch).
 pub fn start_simulator(client: &Client, exec_namespace: &str, run_time: Duration) -> Simulator {
     Simulator::start(
         client.clone(),
         SimulatorConfig {
             namespace: Some(exec_namespace.into()),
             run_time,
-            poll_interval: run_time / 2 + Duration::from_millis(1),
             ..SimulatorConfig::default()
         },
     )

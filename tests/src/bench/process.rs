@@ -24,6 +24,7 @@ use tokio::{
     net::TcpStream,
 };
 
+use super::histogram::Histograms;
 use crate::ControlPlane;
 
 /// The operator's cooldown in the benchmarks: longer than a run, so no lock is released while
@@ -331,6 +332,23 @@ impl OperatorProcess {
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
             .sum())
+    }
+
+    /// A snapshot of how long reconciles waited for their slot (`queue`), ran (`reconcile`) and
+    /// waited for their own write's watch event (`own write`), from the framework's histograms.
+    ///
+    /// # Errors
+    ///
+    /// When `/metrics` does not answer.
+    pub async fn step_durations(&self) -> anyhow::Result<Histograms> {
+        let (_, page) = http_get(self.metrics, "/metrics").await?;
+        let named = |metric: &str, name: &str| {
+            let name = name.to_string();
+            Histograms::parse(&page, metric, move |_| Some(name.clone()))
+        };
+        Ok(named("framework_reconcile_queue_seconds", "queue")
+            .with(named("framework_reconcile_duration_seconds", "reconcile"))
+            .with(named("framework_own_write_wait_seconds", "own write")))
     }
 
     /// `framework_own_write_waits_total` by outcome: (caught up, timed out); (0, 0) from an

@@ -72,6 +72,7 @@ use kubernaut_test_harness::{
     bench::{
         apiserver::{apiserver_requests, is_operator_write, write_delta},
         flags::{flags, parse},
+        histogram::Latency,
         load::{
             LoadResult, LoadSetup, Shared, load_phase, load_wfe, lock, simulator_control_plane,
             start_simulator, start_watches, target,
@@ -96,6 +97,10 @@ const LOW_RATE_NAMESPACE: &str = "bench-low-rate";
 const BURST_NAMESPACE: &str = "bench-burst";
 const SCALE_NAMESPACE: &str = "bench-scale";
 const STATUS_NAMESPACE: &str = "bench-status";
+/// Where the phase without an operator creates its WorkflowExecutions …
+const BARE_NAMESPACE: &str = "bench-bare";
+/// … and its PipelineRuns (a namespace the operator does not watch).
+const BARE_EXEC_NAMESPACE: &str = "bench-bare-runs";
 /// Rounds of the status write cost phase: PUT and merge patch alternate, this many each.
 const STATUS_ROUNDS: usize = 3;
 /// The most a load phase may take before it is reported incomplete.
@@ -308,6 +313,133 @@ async fn ceiling(client: &Client, cp_pids: &[u32], args: &Args) -> anyhow::Resul
         creates_per_second: latencies.len() as f64 / seconds,
         latency_ms: percentiles(latencies),
         apiserver_cpu_seconds: cpu_of(cp_pids) - cpu_before,
+    })
+}
+
+// ---------------------------------------------------------------------------- without operator
+
+/// The benchmark's world without an operator: what the API server allows when the operator's
+/// writes, reads and watches cost nothing. Any operator's throughput is below it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct WithoutOperator {
+    /// Items: a WFE created by the benchmark and a PipelineRun created for it directly.
+    n: usize,
+    /// Runs that reached `Succeeded` within the deadline.
+    finished: usize,
+    /// First create sent → last run seen finished.
+    seconds: f64,
+    /// Runs finished per second.
+    throughput: f64,
+    /// Every write of the phase per item (the benchmark's two creates, the simulator's writes).
+    writes_per_item: f64,
+    /// CPU seconds of the API server + etcd per item (ms).
+    apiserver_etcd_cpu_ms_per_item: f64,
+    /// `throughput` ÷ the ceiling's creates per second.
+    fraction_of_ceiling: f64,
+}
+
+/// Creates `args.n` WFEs as fast as possible (the burst's concurrency), each followed by its
+/// rendered PipelineRun created directly, which the simulator runs to `Succeeded` as in the load
+/// phases; the benchmark's own watches run as in them. Run before the operator starts; the WFEs
+/// are deleted afterwards, so the operator never sees them.
+async fn without_operator(
+    client: &Client,
+    cp_pids: &[u32],
+    args: &Args,
+    ceiling: &CeilingResult,
+) -> anyhow::Result<WithoutOperator> {
+    let dir = repo().join("templates/workflowexecution");
+    let templates = load_templates(&dir).map_err(|e| anyhow!("loading {}: {e}", dir.display()))?;
+    let mut config = OperatorConfig::default();
+    config.execution.namespace = BARE_EXEC_NAMESPACE.into();
+    let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), BARE_NAMESPACE);
+    let runs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        BARE_EXEC_NAMESPACE,
+        &tekton::pipelinerun_resource(),
+    );
+    let simulator = start_simulator(
+        client,
+        BARE_EXEC_NAMESPACE,
+        Duration::from_millis(args.run_time_ms),
+    );
+    let tracker: Shared = Arc::default();
+    let watches = start_watches(client, &tracker, BARE_EXEC_NAMESPACE).await?;
+    let requests_before = apiserver_requests(client).await?;
+    let cpu_before = cpu_of(cp_pids);
+    let started = Instant::now();
+    let deadline = started + LOAD_DEADLINE;
+    let created: Vec<Result<(), String>> = stream::iter(0..args.n)
+        .map(|i| {
+            let (wfes, runs) = (wfes.clone(), runs.clone());
+            let wfe = load_wfe(
+                BARE_NAMESPACE,
+                &format!("wfe-{i:05}"),
+                &target(BARE_NAMESPACE, i),
+            );
+            let (config, templates) = (&config, &templates);
+            async move {
+                let created = wfes
+                    .create(&PostParams::default(), &wfe)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut run = render_pipeline_run(&created, config, templates)
+                    .map_err(|e| format!("rendering the PipelineRun: {e}"))?;
+                run["metadata"]["name"] = json!(format!("bare-{i:05}"));
+                let run: DynamicObject = serde_json::from_value(run).map_err(|e| e.to_string())?;
+                runs.create(&PostParams::default(), &run)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let failed = created.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = created.iter().find(|r| r.is_err()) {
+        eprintln!("without an operator: {failed} items failed, e.g. {e}");
+    }
+    let finished = loop {
+        let finished = lock(&tracker).run_finished.len();
+        if finished + failed >= args.n || Instant::now() > deadline {
+            break finished;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let last = lock(&tracker)
+        .run_finished
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(started);
+    let cpu_seconds = cpu_of(cp_pids) - cpu_before;
+    let requests_after = apiserver_requests(client).await?;
+    for w in watches {
+        w.abort();
+    }
+    drop(simulator);
+    wfes.delete_collection(&Default::default(), &ListParams::default())
+        .await
+        .context("deleting the WFEs of the phase without an operator")?;
+    let seconds = last.saturating_duration_since(started).as_secs_f64();
+    let throughput = finished as f64 / seconds.max(1e-9);
+    let writes: u64 = write_delta(&requests_before, &requests_after)
+        .values()
+        .sum();
+    let items = args.n.max(1) as f64;
+    Ok(WithoutOperator {
+        n: args.n,
+        finished,
+        seconds,
+        throughput,
+        writes_per_item: writes as f64 / items,
+        apiserver_etcd_cpu_ms_per_item: cpu_seconds * 1e3 / items,
+        fraction_of_ceiling: if ceiling.creates_per_second > 0.0 {
+            throughput / ceiling.creates_per_second
+        } else {
+            0.0
+        },
     })
 }
 
@@ -804,6 +936,10 @@ struct Report {
     /// PUT against merge patch for status writes, when run.
     #[serde(default)]
     status_writes: Option<StatusWriteCost>,
+    /// The benchmark's world without an operator (absent from reports made before it was
+    /// measured).
+    #[serde(default)]
+    without_operator: Option<WithoutOperator>,
     rate: LoadResult,
     burst: LoadResult,
     /// The fixed-rate phase below saturation, when run.
@@ -848,6 +984,28 @@ fn evaluate(report: &Report) -> Vec<Target> {
         Some(f_op >= 0.9),
         "judged on the operator's writes; the second figure counts the benchmark's creates and the simulator's TaskRun/status writes, which share the same API server",
     );
+    let fraction = report.burst.throughput / report.ceiling.creates_per_second.max(1e-9);
+    push(
+        "throughput ÷ create ceiling",
+        "≥ 3.8 % (WFE/s as fast as possible ÷ bare creates/s)",
+        format!(
+            "{:.1} % ({:.1} WFE/s ÷ {:.0} creates/s){}",
+            fraction * 100.0,
+            report.burst.throughput,
+            report.ceiling.creates_per_second,
+            report
+                .without_operator
+                .as_ref()
+                .map_or(String::new(), |w| format!(
+                    "; without an operator {:.1} % ({:.1} runs/s), so the operator reaches {:.0} % of what this bench allows",
+                    w.fraction_of_ceiling * 100.0,
+                    w.throughput,
+                    fraction / w.fraction_of_ceiling.max(1e-9) * 100.0
+                ))
+        ),
+        Some(fraction >= 0.038 && report.burst.throughput > 0.0),
+        "the phase without an operator creates each WFE and its PipelineRun directly, with the same watches and the same simulated Tekton: what the API server allows when the operator costs it nothing, a bound no operator passes",
+    );
     let p95 = report.rate.created_to_running_ms.p95;
     push(
         "Running latency at 50 WFE/s",
@@ -889,6 +1047,27 @@ fn evaluate(report: &Report) -> Vec<Target> {
         Some(p99 < 200.0 && report.rate.succeeded_to_completed_ms.count > 0),
         "PipelineRun Succeeded seen → WFE Completed seen, both on the benchmark's watches",
     );
+    if let Some(low) = &report.low_rate {
+        let (running, sync) = (
+            low.created_to_running_ms.p95,
+            low.succeeded_to_completed_ms.p99,
+        );
+        push(
+            "below saturation",
+            "Running p95 ≤ 250 ms, status sync p99 ≤ 100 ms",
+            format!(
+                "Running p95 {running:.1} ms, status sync p99 {sync:.1} ms at {}/s",
+                low.rate_requested.unwrap_or(0.0)
+            ),
+            Some(
+                running <= 250.0
+                    && sync <= 100.0
+                    && low.created_to_running_ms.count > 0
+                    && low.succeeded_to_completed_ms.count > 0,
+            ),
+            "at the lower of 20 WFE/s and half the as-fast-as-possible throughput, so the API server is not saturated",
+        );
+    }
     let b = &report.burst;
     push(
         "status sync in a burst",
@@ -1022,6 +1201,49 @@ fn writes_per_wfe(phases: &[(String, &LoadResult)]) -> String {
         .map(|(_, p)| format!(" **{:.2}** |", p.operator_writes_per_wfe))
         .collect();
     let _ = writeln!(md, "| all |{totals}");
+    md
+}
+
+/// How long the API server took to handle each kind of write, and the operator's reconcile steps,
+/// per phase (mean / interpolated p95): where a WFE's latency goes.
+fn durations(phases: &[(String, &LoadResult)]) -> String {
+    let mut md = String::new();
+    if phases.iter().all(|(_, p)| p.write_durations.is_empty()) {
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "\nHow long each step took, mean / p95 in ms: the API server's handling of each kind of \
+         write (`apiserver_request_duration_seconds`, p95 interpolated in its buckets) and the \
+         operator's reconciles (waiting for a slot, running, waiting for their own write's watch \
+         event):\n"
+    );
+    md.push_str(&phase_table_header("step", phases));
+    let cell = |latency: Option<&Latency>| {
+        latency.map_or(" – |".to_string(), |l| {
+            format!(" {:.1} / {:.1} |", l.mean_ms, l.p95_ms)
+        })
+    };
+    let mut names: Vec<&String> = phases
+        .iter()
+        .flat_map(|(_, p)| p.write_durations.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let cells: String = phases
+            .iter()
+            .map(|(_, p)| cell(p.write_durations.get(name)))
+            .collect();
+        let _ = writeln!(md, "| `{name}` |{cells}");
+    }
+    for step in ["queue", "reconcile", "own write"] {
+        let cells: String = phases
+            .iter()
+            .map(|(_, p)| cell(p.operator_steps.get(step)))
+            .collect();
+        let _ = writeln!(md, "| operator: {step} |{cells}");
+    }
     md
 }
 
@@ -1446,6 +1668,7 @@ fn markdown(report: &Report, baseline: Option<&Value>) -> String {
     }
 
     md.push_str(&writes_per_wfe(&phases));
+    md.push_str(&durations(&phases));
     md.push_str(&analysis(r));
 
     let _ = writeln!(
@@ -1636,6 +1859,8 @@ async fn main() -> anyhow::Result<()> {
         BURST_NAMESPACE,
         SCALE_NAMESPACE,
         STATUS_NAMESPACE,
+        BARE_NAMESPACE,
+        BARE_EXEC_NAMESPACE,
     ])
     .await?;
     let cp_pids = control_plane_pids(&cp);
@@ -1675,6 +1900,18 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+
+    println!(
+        "without an operator: {} WFEs and their PipelineRuns …",
+        args.n
+    );
+    let without_operator = without_operator(&client, &cp_pids, &args, &ceiling).await?;
+    println!(
+        "  {:.1} runs/s ({:.1} % of the ceiling), {:.2} writes per item",
+        without_operator.throughput,
+        without_operator.fraction_of_ceiling * 100.0,
+        without_operator.writes_per_item
+    );
 
     let files = OperatorFiles::new(&cp)?;
     let log_path = files.log.clone();
@@ -1779,6 +2016,7 @@ async fn main() -> anyhow::Result<()> {
         fraction_of_ceiling_all_writes: fraction(burst.all_writes_per_wfe),
         ceiling,
         status_writes,
+        without_operator: Some(without_operator),
         rate,
         burst,
         low_rate,
