@@ -1290,6 +1290,33 @@ fn analysis(r: &Report) -> String {
         b.throughput,
         r.fraction_of_ceiling_all_writes * 100.0,
     );
+    if let Some(w) = &r.without_operator {
+        let with = b.apiserver_etcd_cpu_seconds * 1e3 / b.n.max(1) as f64;
+        let _ = writeln!(
+            md,
+            "- **What no operator can pass.** Without an operator — the benchmark creating each \
+             WFE and its PipelineRun itself, {} at once as in the burst, the simulated Tekton \
+             running them and the benchmark's watches as in the load phases — {} items took \
+             {:.1} s: **{:.1} runs/s, {:.1} % of the ceiling**, at {:.2} writes and {:.1} ms of \
+             API-server CPU per item. With the operator a WFE cost {:.1} ms ({:.1} ms more, for \
+             its {:.2} writes beyond the PipelineRun create and the deliveries to its watches) \
+             and the burst reached {:.1} WFE/s, {:.0} % of that bound. The bound moves with the \
+             machine as the ceiling does, but it is the most any operator can reach on this \
+             benchmark: a target above it asks for a cheaper simulated Tekton or API server.",
+            r.ceiling.concurrency,
+            w.finished,
+            w.seconds,
+            w.throughput,
+            w.fraction_of_ceiling * 100.0,
+            w.writes_per_item,
+            w.apiserver_etcd_cpu_ms_per_item,
+            with,
+            with - w.apiserver_etcd_cpu_ms_per_item,
+            b.operator_writes_per_wfe - 1.0,
+            b.throughput,
+            b.throughput / w.throughput.max(1e-9) * 100.0,
+        );
+    }
     if let (Some(over_1s), Some(over_10s)) = (b.completed_over_1s, b.completed_over_10s) {
         let _ = writeln!(
             md,
