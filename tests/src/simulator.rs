@@ -81,7 +81,7 @@
 //!    re-create TaskRuns that already exist).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -663,14 +663,24 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 /// cache holds it: a replay reads it instead of the API server.
 type Latest = watch::Receiver<Option<DynamicObject>>;
 
+/// The runs the simulator drives or has driven, by uid.
+#[derive(Default)]
+struct Driving {
+    /// Runs being driven: where their watch events go.
+    running: HashMap<String, watch::Sender<Option<DynamicObject>>>,
+    /// Runs driven to their end (until deleted).
+    finished: HashSet<String>,
+}
+
 async fn run(client: Client, config: SimulatorConfig) {
     let resource = pipelinerun_resource();
     let api: Api<DynamicObject> = match &config.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    // The runs being driven, by uid: where their watch events go.
-    let driving: Arc<Mutex<HashMap<String, watch::Sender<Option<DynamicObject>>>>> = Arc::default();
+    // The runs being driven, by uid: where their watch events go; and the runs driven to their
+    // end, whose lagging events (of the simulator's own earlier writes) must not drive them again.
+    let driving: Arc<Mutex<Driving>> = Arc::default();
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -690,26 +700,33 @@ async fn run(client: Client, config: SimulatorConfig) {
             let Ok(mut driving) = driving.lock() else {
                 return;
             };
-            if let Some(sender) = driving.get(&uid) {
+            if deleted {
+                driving.finished.remove(&uid);
+            }
+            if let Some(sender) = driving.running.get(&uid) {
                 sender.send_replace((!deleted).then_some(run));
                 continue;
             }
-            if deleted || is_done(&run.data) {
+            if deleted || is_done(&run.data) || driving.finished.contains(&uid) {
                 continue;
             }
             let (sender, latest) = watch::channel(Some(run.clone()));
-            driving.insert(uid.clone(), sender);
+            driving.running.insert(uid.clone(), sender);
             latest
         };
         let client = client.clone();
         let config = config.clone();
         let driving = driving.clone();
         tokio::spawn(async move {
-            if let Err(e) = drive(client, &config, run, latest).await {
+            let result = drive(client, &config, run, latest).await;
+            if let Err(e) = &result {
                 tracing::debug!("simulator: {e}");
             }
             if let Ok(mut d) = driving.lock() {
-                d.remove(&uid);
+                d.running.remove(&uid);
+                if result.is_ok() {
+                    d.finished.insert(uid);
+                }
             }
         });
     }

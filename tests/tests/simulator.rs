@@ -453,9 +453,28 @@ async fn runs_are_driven_from_the_watch_without_reading_them_back() -> anyhow::R
         .await?;
     let done = wait_for(&s.runs, "watched", "done", is_done).await?;
     assert_eq!(succeeded(&done.data)["reason"], "Succeeded");
+    let writes_to_watched = |requests: &[kubernaut_test_harness::requests::ApiRequest]| {
+        requests
+            .iter()
+            .filter(|r| r.is_write() && r.name.as_deref() == Some("watched"))
+            .count()
+    };
+    let writes_when_done = writes_to_watched(&s.requests.requests());
     // A cancellation reaches it through the watch too.
     cancel(&s, "watched-cancel", "Cancelled").await?;
     let requests = s.requests.requests();
+    // The watch events of its own earlier writes, arriving after the run ended, drive it no more.
+    assert_eq!(
+        writes_to_watched(&requests),
+        writes_when_done,
+        "the ended run was written again: {requests:?}"
+    );
+    let conflicts: Vec<String> = requests
+        .iter()
+        .filter(|r| r.status == 409)
+        .map(kubernaut_test_harness::requests::ApiRequest::describe)
+        .collect();
+    assert!(conflicts.is_empty(), "conflicting writes: {conflicts:?}");
     let runs_read: Vec<String> = requests
         .iter()
         .filter(|r| r.resource.as_deref() == Some("pipelineruns") && r.verb == "get")
