@@ -672,6 +672,34 @@ struct Driving {
     finished: HashSet<String>,
 }
 
+impl Driving {
+    /// Takes one watch event of the run `uid` (`None` for its deletion): hands it to the run's
+    /// drive, or returns where a new drive reads its run from when the run is neither driven,
+    /// ended nor driven to its end before (whose lagging events of the simulator's own earlier
+    /// writes must not drive it again).
+    fn event(&mut self, uid: &str, run: Option<DynamicObject>) -> Option<Latest> {
+        if run.is_none() {
+            self.finished.remove(uid);
+        }
+        if let Some(sender) = self.running.get(uid) {
+            sender.send_replace(run);
+            return None;
+        }
+        let run = run.filter(|r| !is_done(&r.data) && !self.finished.contains(uid))?;
+        let (sender, latest) = watch::channel(Some(run));
+        self.running.insert(uid.to_string(), sender);
+        Some(latest)
+    }
+
+    /// The drive of `uid` returned: an `Ok` drive took the run to its end.
+    fn ended(&mut self, uid: &str, to_its_end: bool) {
+        self.running.remove(uid);
+        if to_its_end {
+            self.finished.insert(uid.to_string());
+        }
+    }
+}
+
 async fn run(client: Client, config: SimulatorConfig) {
     let resource = pipelinerun_resource();
     let api: Api<DynamicObject> = match &config.namespace {
@@ -700,19 +728,10 @@ async fn run(client: Client, config: SimulatorConfig) {
             let Ok(mut driving) = driving.lock() else {
                 return;
             };
-            if deleted {
-                driving.finished.remove(&uid);
+            match driving.event(&uid, (!deleted).then(|| run.clone())) {
+                Some(latest) => latest,
+                None => continue,
             }
-            if let Some(sender) = driving.running.get(&uid) {
-                sender.send_replace((!deleted).then_some(run));
-                continue;
-            }
-            if deleted || is_done(&run.data) || driving.finished.contains(&uid) {
-                continue;
-            }
-            let (sender, latest) = watch::channel(Some(run.clone()));
-            driving.running.insert(uid.clone(), sender);
-            latest
         };
         let client = client.clone();
         let config = config.clone();
@@ -723,10 +742,7 @@ async fn run(client: Client, config: SimulatorConfig) {
                 tracing::debug!("simulator: {e}");
             }
             if let Ok(mut d) = driving.lock() {
-                d.running.remove(&uid);
-                if result.is_ok() {
-                    d.finished.insert(uid);
-                }
+                d.ended(&uid, result.is_ok());
             }
         });
     }
@@ -1491,6 +1507,39 @@ async fn patch_run_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_with(status: Value) -> DynamicObject {
+        let mut run = DynamicObject::new("r", &pipelinerun_resource());
+        run.data = json!({ "status": status });
+        run
+    }
+
+    #[test]
+    fn a_run_driven_to_its_end_is_not_driven_again_by_lagging_events() {
+        let mut driving = Driving::default();
+        let running = run_with(json!({"startTime": "2026-12-02T06:33:07Z"}));
+        let latest = driving
+            .event("u", Some(running.clone()))
+            .expect("a new run is driven");
+        // Events while driven reach the drive.
+        assert!(driving.event("u", Some(run_with(json!({})))).is_none());
+        assert!(latest.has_changed().unwrap_or(false));
+        driving.ended("u", true);
+        // The event of an earlier write arrives after the drive ended.
+        assert!(driving.event("u", Some(running.clone())).is_none());
+        // A drive that failed part-way may be picked up again …
+        let _retry = driving
+            .event("v", Some(running.clone()))
+            .expect("a new run is driven");
+        driving.ended("v", false);
+        assert!(driving.event("v", Some(running.clone())).is_some());
+        // … and an ended run forgotten once deleted.
+        assert!(driving.event("u", None).is_none());
+        assert!(!driving.finished.contains("u"));
+        // A run seen done is never driven.
+        let done = run_with(json!({"conditions": [{"type": "Succeeded", "status": "True"}]}));
+        assert!(driving.event("w", Some(done)).is_none());
+    }
 
     #[test]
     fn bundles_script_scenarios() {
