@@ -691,10 +691,14 @@ impl Driving {
         Some(latest)
     }
 
-    /// The drive of `uid` returned: an `Ok` drive took the run to its end.
+    /// The drive of `uid` returned: an `Ok` drive took the run to its end, or saw it deleted
+    /// (then nothing is left to remember).
     fn ended(&mut self, uid: &str, to_its_end: bool) {
-        self.running.remove(uid);
-        if to_its_end {
+        let deleted = self
+            .running
+            .remove(uid)
+            .is_none_or(|sender| sender.borrow().is_none());
+        if to_its_end && !deleted {
             self.finished.insert(uid.to_string());
         }
     }
@@ -1536,6 +1540,11 @@ mod tests {
         // … and an ended run forgotten once deleted.
         assert!(driving.event("u", None).is_none());
         assert!(!driving.finished.contains("u"));
+        // A run deleted while driven is not remembered.
+        let _deleted = driving.event("x", Some(running.clone()));
+        assert!(driving.event("x", None).is_none());
+        driving.ended("x", true);
+        assert!(driving.finished.is_empty());
         // A run seen done is never driven.
         let done = run_with(json!({"conditions": [{"type": "Succeeded", "status": "True"}]}));
         assert!(driving.event("w", Some(done)).is_none());
