@@ -1101,6 +1101,48 @@ fn evaluate(report: &Report) -> Vec<Target> {
         Some(w <= 3),
         "WFE resourceVersions seen before Running (minus the create) + the PipelineRun create",
     );
+    // Progress writes: the WFE's versions in phase Running beyond the Running write itself.
+    let progress = |phase: &LoadResult| {
+        phase
+            .wfe_writes_running_mean
+            .map_or(0.0, |running| (running - 1.0).max(0.0))
+    };
+    let happy = |phase: &LoadResult| phase.operator_writes_per_wfe - progress(phase);
+    let run_p50_s = |phase: &LoadResult| {
+        phase
+            .run_seen_to_finished_ms
+            .as_ref()
+            .map_or(0.0, |p| p.p50 / 1e3)
+    };
+    let mut phases: Vec<(&str, &LoadResult)> = Vec::new();
+    if let Some(low) = &report.low_rate {
+        phases.push(("below saturation", low));
+    }
+    phases.push(("at the fixed rate", &report.rate));
+    phases.push(("as fast as possible", &report.burst));
+    push(
+        "writes per WFE",
+        "≤ 6 on the happy path, Events included (a run that ends within `status.progressInterval`)",
+        phases
+            .iter()
+            .map(|(name, phase)| {
+                format!(
+                    "{:.2} {name} ({:.2} progress writes, runs took p50 {:.1} s: {:.2} without them)",
+                    phase.operator_writes_per_wfe,
+                    progress(phase),
+                    run_p50_s(phase),
+                    happy(phase)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Some(
+            phases
+                .iter()
+                .all(|(_, phase)| phase.completed > 0 && happy(phase) <= 6.005),
+        ),
+        "operator writes counted by the API server ÷ WFEs; progress writes are the WFE's versions in phase Running after the Running write (at most one per progress interval, as designed, once the saturated API server stretches a run beyond it)",
+    );
     let idle = report.rate.idle_writes
         + report.burst.idle_writes
         + report
