@@ -141,6 +141,19 @@ struct Setup {
     _sim: Simulator,
 }
 
+impl Setup {
+    /// Creates the run `name` of the operator's shape running `scenario` (see [`pipelinerun`]).
+    async fn create_run(&self, name: &str, scenario: Scenario, timeout: &str) -> kube::Result<()> {
+        self.runs
+            .create(
+                &PostParams::default(),
+                &pipelinerun(name, scenario, timeout),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
 async fn setup(run_time: Duration) -> anyhow::Result<Setup> {
     let cp = ControlPlane::shared().await?;
     cp.install_crds(&tekton::crds()).await?;
@@ -185,11 +198,7 @@ async fn every_scenario_ends_as_recorded_from_real_tekton() -> anyhow::Result<()
     // The quota run ends at its own timeout; the others at the simulator's pace.
     let timeout = |s: Scenario| if s == Scenario::Quota { "2s" } else { "1h0m0s" };
     for (i, scenario) in scenarios.iter().enumerate() {
-        s.runs
-            .create(
-                &PostParams::default(),
-                &pipelinerun(&format!("run-{i}"), *scenario, timeout(*scenario)),
-            )
+        s.create_run(&format!("run-{i}"), *scenario, timeout(*scenario))
             .await?;
     }
     for (i, scenario) in scenarios.iter().enumerate() {
@@ -304,12 +313,7 @@ async fn every_scenario_ends_as_recorded_from_real_tekton() -> anyhow::Result<()
 #[tokio::test]
 async fn child_references_grow_with_the_dag() -> anyhow::Result<()> {
     let s = setup(Duration::from_secs(4)).await?;
-    s.runs
-        .create(
-            &PostParams::default(),
-            &pipelinerun("dag", Scenario::Success, "1h0m0s"),
-        )
-        .await?;
+    s.create_run("dag", Scenario::Success, "1h0m0s").await?;
     let running = wait_for(&s.runs, "dag", "running its first task", |r| {
         succeeded(r)["reason"] == "Running"
     })
@@ -352,12 +356,7 @@ async fn child_references_grow_with_the_dag() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_quota_refused_taskrun_waits_until_the_run_times_out() -> anyhow::Result<()> {
     let s = setup(Duration::from_millis(300)).await?;
-    s.runs
-        .create(
-            &PostParams::default(),
-            &pipelinerun("held", Scenario::Quota, "3s"),
-        )
-        .await?;
+    s.create_run("held", Scenario::Quota, "3s").await?;
     wait_for(&s.runs, "held", "running", |r| {
         succeeded(r)["reason"] == "Running"
     })
@@ -384,12 +383,7 @@ async fn a_quota_refused_taskrun_waits_until_the_run_times_out() -> anyhow::Resu
 }
 
 async fn cancel(s: &Setup, name: &str, status: &str) -> anyhow::Result<DynamicObject> {
-    s.runs
-        .create(
-            &PostParams::default(),
-            &pipelinerun(name, Scenario::Hang, "1h0m0s"),
-        )
-        .await?;
+    s.create_run(name, Scenario::Hang, "1h0m0s").await?;
     let remediate = format!("{name}-remediate");
     wait_for(&s.taskruns, &remediate, "running", |tr| {
         succeeded(tr)["reason"] == "Running"
@@ -445,12 +439,7 @@ async fn cancellation_runs_finally_only_when_asked_to() -> anyhow::Result<()> {
 #[tokio::test]
 async fn runs_are_driven_from_the_watch_without_reading_them_back() -> anyhow::Result<()> {
     let s = setup(Duration::from_millis(600)).await?;
-    s.runs
-        .create(
-            &PostParams::default(),
-            &pipelinerun("watched", Scenario::Success, "1h0m0s"),
-        )
-        .await?;
+    s.create_run("watched", Scenario::Success, "1h0m0s").await?;
     let done = wait_for(&s.runs, "watched", "done", is_done).await?;
     assert_eq!(succeeded(&done.data)["reason"], "Succeeded");
     let writes_to_watched = |requests: &[kubernaut_test_harness::requests::ApiRequest]| {

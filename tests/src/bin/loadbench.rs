@@ -338,6 +338,18 @@ struct WithoutOperator {
     fraction_of_ceiling: f64,
 }
 
+/// The shipped templates, and the default config with PipelineRuns going to `exec_namespace`:
+/// what the operator renders with in the benchmark.
+fn shipped_templates(
+    exec_namespace: &str,
+) -> anyhow::Result<(kubernaut_framework::template::TemplateSet, OperatorConfig)> {
+    let dir = repo().join("templates/workflowexecution");
+    let templates = load_templates(&dir).map_err(|e| anyhow!("loading {}: {e}", dir.display()))?;
+    let mut config = OperatorConfig::default();
+    config.execution.namespace = exec_namespace.into();
+    Ok((templates, config))
+}
+
 /// Creates `args.n` WFEs as fast as possible (the burst's concurrency), each followed by its
 /// rendered PipelineRun created directly, which the simulator runs to `Succeeded` as in the load
 /// phases; the benchmark's own watches run as in them. Run before the operator starts; the WFEs
@@ -348,10 +360,7 @@ async fn without_operator(
     args: &Args,
     ceiling: &CeilingResult,
 ) -> anyhow::Result<WithoutOperator> {
-    let dir = repo().join("templates/workflowexecution");
-    let templates = load_templates(&dir).map_err(|e| anyhow!("loading {}: {e}", dir.display()))?;
-    let mut config = OperatorConfig::default();
-    config.execution.namespace = BARE_EXEC_NAMESPACE.into();
+    let (templates, config) = shipped_templates(BARE_EXEC_NAMESPACE)?;
     let wfes: Api<WorkflowExecution> = Api::namespaced(client.clone(), BARE_NAMESPACE);
     let runs: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -774,10 +783,7 @@ async fn scale_phase(
     tracker: &Shared,
     args: &Args,
 ) -> anyhow::Result<ScaleResult> {
-    let dir = repo().join("templates/workflowexecution");
-    let templates = load_templates(&dir).map_err(|e| anyhow!("loading {}: {e}", dir.display()))?;
-    let mut config = OperatorConfig::default();
-    config.execution.namespace = EXEC_NAMESPACE.into();
+    let (templates, config) = shipped_templates(EXEC_NAMESPACE)?;
     let run_status = lock(tracker)
         .finished_status
         .clone()
@@ -1221,29 +1227,44 @@ fn writes_per_wfe(phases: &[(String, &LoadResult)]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "\nOperator writes per WFE, by request:\n");
     md.push_str(&phase_table_header("request", phases));
-    let mut names: Vec<&String> = phases
-        .iter()
-        .flat_map(|(_, p)| p.writes.keys())
-        .filter(|name| is_operator_write(name))
-        .collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let cells: String = phases
-            .iter()
-            .map(|(_, p)| {
-                let count = p.writes.get(name).copied().unwrap_or(0);
-                format!(" {:.2} |", per_wfe(count, p.n))
-            })
-            .collect();
-        let _ = writeln!(md, "| `{name}` |{cells}");
-    }
+    keyed_rows(
+        &mut md,
+        phases,
+        |p| &p.writes,
+        is_operator_write,
+        |count, p| format!(" {:.2} |", per_wfe(count.copied().unwrap_or(0), p.n)),
+    );
     let totals: String = phases
         .iter()
         .map(|(_, p)| format!(" **{:.2}** |", p.operator_writes_per_wfe))
         .collect();
     let _ = writeln!(md, "| all |{totals}");
     md
+}
+
+/// One table row per key of `map` in any phase (those `keep` passes, sorted), a `cell` per
+/// phase (`None` where the phase has no such key).
+fn keyed_rows<T>(
+    md: &mut String,
+    phases: &[(String, &LoadResult)],
+    map: impl Fn(&LoadResult) -> &BTreeMap<String, T>,
+    keep: impl Fn(&str) -> bool,
+    cell: impl Fn(Option<&T>, &LoadResult) -> String,
+) {
+    let mut names: Vec<&String> = phases
+        .iter()
+        .flat_map(|(_, p)| map(p).keys())
+        .filter(|name| keep(name))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let cells: String = phases
+            .iter()
+            .map(|(_, p)| cell(map(p).get(name), p))
+            .collect();
+        let _ = writeln!(md, "| `{name}` |{cells}");
+    }
 }
 
 /// How long the API server took to handle each kind of write, and the operator's reconcile steps,
@@ -1266,19 +1287,13 @@ fn durations(phases: &[(String, &LoadResult)]) -> String {
             format!(" {:.1} / {:.1} |", l.mean_ms, l.p95_ms)
         })
     };
-    let mut names: Vec<&String> = phases
-        .iter()
-        .flat_map(|(_, p)| p.write_durations.keys())
-        .collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let cells: String = phases
-            .iter()
-            .map(|(_, p)| cell(p.write_durations.get(name)))
-            .collect();
-        let _ = writeln!(md, "| `{name}` |{cells}");
-    }
+    keyed_rows(
+        &mut md,
+        phases,
+        |p| &p.write_durations,
+        |_| true,
+        |latency, _| cell(latency),
+    );
     for step in ["queue", "reconcile", "own write"] {
         let cells: String = phases
             .iter()
@@ -1460,7 +1475,9 @@ fn write_page(path: &Path, mut page: String) -> anyhow::Result<()> {
         if line.starts_with("## ") {
             keeping = KEPT_SECTIONS.contains(&line);
             if keeping {
-                page.push('\n');
+                // One blank line before the heading, however many the pages end with.
+                page.truncate(page.trim_end_matches('\n').len());
+                page.push_str("\n\n");
             }
         }
         if keeping {
@@ -2221,7 +2238,34 @@ async fn only_scale(
 
 #[cfg(test)]
 mod tests {
-    use super::below_saturation;
+    use super::{KEPT_SECTIONS, below_saturation, write_page};
+
+    /// Rewriting the page keeps the sections it does not measure as they are, each after one
+    /// blank line, however often it is rewritten.
+    #[test]
+    fn rewriting_the_page_keeps_the_other_sections_unchanged() {
+        let dir = std::env::temp_dir().join(format!("loadbench-page-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join("performance.md");
+        let kept = format!(
+            "{}\n\nreal figures\n\n\n{}\n\nimage figures\n",
+            KEPT_SECTIONS[0], KEPT_SECTIONS[1]
+        );
+        std::fs::write(&path, format!("# Old\n\n## Load\n\nold figures\n\n{kept}"))
+            .expect("written");
+        for _ in 0..3 {
+            write_page(&path, "# New\n\n## Load\n\nnew figures\n\n\n".into()).expect("written");
+        }
+        let page = std::fs::read_to_string(&path).expect("read");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            page,
+            format!(
+                "# New\n\n## Load\n\nnew figures\n\n{}\n\nreal figures\n\n{}\n\nimage figures\n",
+                KEPT_SECTIONS[0], KEPT_SECTIONS[1]
+            )
+        );
+    }
 
     /// The phase below saturation runs at the cap unless the machine completes fewer than twice
     /// the cap as fast as possible; then at half that, in steps of a half.
