@@ -97,6 +97,33 @@ pub fn write_json(dir: &Path, file: &str, value: &impl Serialize) -> anyhow::Res
     Ok(())
 }
 
+/// Writes `page` to `path`, followed by the sections of the page it replaces whose heading (a
+/// `## ` line) is in `kept`, each as it was, after one blank line.
+///
+/// # Errors
+///
+/// When the page cannot be written.
+pub fn keep_sections(path: &Path, mut page: String, kept: &[&str]) -> anyhow::Result<()> {
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let mut keeping = false;
+    for line in previous.lines() {
+        if line.starts_with("## ") {
+            keeping = kept.contains(&line);
+            if keeping {
+                // One blank line before the heading, however many the page ends with.
+                page.truncate(page.trim_end_matches('\n').len());
+                page.push_str("\n\n");
+            }
+        }
+        if keeping {
+            page.push_str(line);
+            page.push('\n');
+        }
+    }
+    std::fs::write(path, page)?;
+    Ok(())
+}
+
 /// Replaces the section `heading` (a `## ` line, up to the next `## ` line) of the page at `path`
 /// with `heading` and `body`. A page without that section gets it before the section `before`,
 /// or at its end; a missing page is written with the section alone.
@@ -164,6 +191,27 @@ mod tests {
             (100, 50.0, 95.0, 99.0, 100.0)
         );
         assert_eq!(percentiles(Vec::new()).count, 0);
+    }
+
+    /// Rewriting a page keeps the sections it does not write as they are, each after one blank
+    /// line, however often it is rewritten.
+    #[test]
+    fn rewriting_a_page_keeps_the_other_sections_unchanged() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let page = dir.path().join("page.md");
+        std::fs::write(&page, "# Old\n\n## A\n\nold\n\n## B\n\nb\n\n\n## C\n\nc\n")?;
+        for _ in 0..3 {
+            keep_sections(
+                &page,
+                "# New\n\n## A\n\nnew\n\n\n".into(),
+                &["## B", "## C"],
+            )?;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&page)?,
+            "# New\n\n## A\n\nnew\n\n## B\n\nb\n\n## C\n\nc\n"
+        );
+        Ok(())
     }
 
     #[test]

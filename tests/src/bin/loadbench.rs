@@ -82,8 +82,8 @@ use kubernaut_test_harness::{
             init_tracing, machine, print_log_tail, repo, write_operator_config,
         },
         report::{
-            Percentiles, count, fmt_p, ms, per_wfe, percentiles, ratio, table_head, two_decimals,
-            write_json,
+            Percentiles, count, fmt_p, keep_sections, ms, per_wfe, percentiles, ratio, table_head,
+            two_decimals, write_json,
         },
     },
     simulator::Simulator,
@@ -1467,28 +1467,6 @@ fn fmt_ns(ns: f64) -> String {
 /// `make image`).
 const KEPT_SECTIONS: [&str; 2] = ["## Real Tekton", "## Image"];
 
-/// Writes `page` to `path`, followed by the [`KEPT_SECTIONS`] of the page it replaces.
-fn write_page(path: &Path, mut page: String) -> anyhow::Result<()> {
-    let previous = std::fs::read_to_string(path).unwrap_or_default();
-    let mut keeping = false;
-    for line in previous.lines() {
-        if line.starts_with("## ") {
-            keeping = KEPT_SECTIONS.contains(&line);
-            if keeping {
-                // One blank line before the heading, however many the pages end with.
-                page.truncate(page.trim_end_matches('\n').len());
-                page.push_str("\n\n");
-            }
-        }
-        if keeping {
-            page.push_str(line);
-            page.push('\n');
-        }
-    }
-    std::fs::write(path, page)?;
-    Ok(())
-}
-
 fn markdown(report: &Report, baseline: Option<&Value>) -> String {
     let mut md = String::new();
     let r = report;
@@ -1928,9 +1906,10 @@ async fn main() -> anyhow::Result<()> {
             std::fs::read_to_string(args.out.join("performance-baseline.json"))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
-        write_page(
+        keep_sections(
             &args.out.join("performance.md"),
             markdown(&report, baseline.as_ref()),
+            &KEPT_SECTIONS,
         )?;
         println!("re-rendered {}/performance.md", args.out.display());
         return Ok(());
@@ -2118,9 +2097,10 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     write_json(&args.out, "performance.json", &report)?;
-    write_page(
+    keep_sections(
         &args.out.join("performance.md"),
         markdown(&report, baseline.as_ref()),
+        &KEPT_SECTIONS,
     )?;
     println!(
         "\nwrote {0}/performance.md and {0}/performance.json",
@@ -2238,34 +2218,7 @@ async fn only_scale(
 
 #[cfg(test)]
 mod tests {
-    use super::{KEPT_SECTIONS, below_saturation, write_page};
-
-    /// Rewriting the page keeps the sections it does not measure as they are, each after one
-    /// blank line, however often it is rewritten.
-    #[test]
-    fn rewriting_the_page_keeps_the_other_sections_unchanged() {
-        let dir = std::env::temp_dir().join(format!("loadbench-page-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let path = dir.join("performance.md");
-        let kept = format!(
-            "{}\n\nreal figures\n\n\n{}\n\nimage figures\n",
-            KEPT_SECTIONS[0], KEPT_SECTIONS[1]
-        );
-        std::fs::write(&path, format!("# Old\n\n## Load\n\nold figures\n\n{kept}"))
-            .expect("written");
-        for _ in 0..3 {
-            write_page(&path, "# New\n\n## Load\n\nnew figures\n\n\n".into()).expect("written");
-        }
-        let page = std::fs::read_to_string(&path).expect("read");
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(
-            page,
-            format!(
-                "# New\n\n## Load\n\nnew figures\n\n{}\n\nreal figures\n\n{}\n\nimage figures\n",
-                KEPT_SECTIONS[0], KEPT_SECTIONS[1]
-            )
-        );
-    }
+    use super::below_saturation;
 
     /// The phase below saturation runs at the cap unless the machine completes fewer than twice
     /// the cap as fast as possible; then at half that, in steps of a half.
